@@ -1,0 +1,106 @@
+//! What a request path means. Classified once per request, before anything else runs.
+
+use crate::error::Dialect;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Messages,
+    CountTokens,
+    Responses,
+    Embeddings,
+    Moderations,
+    Models,
+    Model,
+    Root,
+    Health,
+    Metrics,
+    Keys,
+    Key,
+    NotFound,
+}
+
+impl Endpoint {
+    /// Classifies a method and path (without the query string).
+    pub fn classify(method: &str, path: &str) -> Endpoint {
+        let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        match (method, path) {
+            ("POST", "/v1/chat/completions") => Endpoint::ChatCompletions,
+            ("POST", "/v1/messages") => Endpoint::Messages,
+            ("POST", "/v1/messages/count_tokens") => Endpoint::CountTokens,
+            ("POST", "/v1/responses") => Endpoint::Responses,
+            ("POST", "/v1/embeddings") => Endpoint::Embeddings,
+            ("POST", "/v1/moderations") => Endpoint::Moderations,
+            ("GET", "/v1/models") => Endpoint::Models,
+            ("GET" | "HEAD", "/") => Endpoint::Root,
+            ("GET" | "HEAD", "/health" | "/health/live" | "/health/ready") => Endpoint::Health,
+            ("GET", "/metrics") => Endpoint::Metrics,
+            (_, "/v1/keys") => Endpoint::Keys,
+            (_, p) if p.starts_with("/v1/keys/") => Endpoint::Key,
+            ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
+            _ => Endpoint::NotFound,
+        }
+    }
+
+    /// Endpoints that are forwarded to a provider and carry a JSON body with a `model`.
+    pub fn is_inference(self) -> bool {
+        matches!(
+            self,
+            Endpoint::ChatCompletions
+                | Endpoint::Messages
+                | Endpoint::CountTokens
+                | Endpoint::Responses
+                | Endpoint::Embeddings
+                | Endpoint::Moderations
+        )
+    }
+
+    pub fn is_admin(self) -> bool {
+        matches!(self, Endpoint::Keys | Endpoint::Key)
+    }
+
+    /// The error envelope clients of this endpoint understand.
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Endpoint::Messages | Endpoint::CountTokens => Dialect::Anthropic,
+            _ => Dialect::OpenAi,
+        }
+    }
+
+    /// A short stable label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
+            Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Moderations => "moderations",
+            Endpoint::Models => "models",
+            Endpoint::Model => "model",
+            Endpoint::Root => "root",
+            Endpoint::Health => "health",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Keys | Endpoint::Key => "admin_keys",
+            Endpoint::NotFound => "not_found",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_paths() {
+        assert_eq!(Endpoint::classify("POST", "/v1/messages"), Endpoint::Messages);
+        assert_eq!(Endpoint::classify("POST", "/v1/messages/"), Endpoint::Messages);
+        assert_eq!(Endpoint::classify("POST", "/v1/messages/count_tokens"), Endpoint::CountTokens);
+        assert_eq!(Endpoint::classify("GET", "/v1/messages"), Endpoint::NotFound);
+        assert_eq!(Endpoint::classify("HEAD", "/"), Endpoint::Root);
+        assert_eq!(Endpoint::classify("DELETE", "/v1/keys/k_1"), Endpoint::Key);
+        assert_eq!(Endpoint::classify("GET", "/v1/models/gpt-4o"), Endpoint::Model);
+        assert_eq!(Endpoint::Messages.dialect(), Dialect::Anthropic);
+        assert_eq!(Endpoint::ChatCompletions.dialect(), Dialect::OpenAi);
+    }
+}

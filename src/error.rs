@@ -1,0 +1,207 @@
+//! One error type for everything tollgate answers itself, rendered as the native envelope of
+//! the endpoint: OpenAI `{"error":{message,type,param,code}}` on the OpenAI surface, Anthropic
+//! `{"type":"error","error":{type,message}}` on `/v1/messages`.
+//!
+//! Messages never carry secrets: callers build them from names and ids only.
+
+use bytes::Bytes;
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+/// What went wrong, which fixes the status and both dialects' type strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    PermissionDenied,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    BudgetExceeded,
+    PaymentRequired,
+    Upstream,
+    UpstreamTimeout,
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// OpenAI's `param` (the offending field), when one is known.
+    pub param: Option<String>,
+    /// OpenAI's `code`, a stable machine-readable reason.
+    pub code: Option<&'static str>,
+    /// Seconds, sent as `retry-after`.
+    pub retry_after: Option<u64>,
+    /// Overrides the kind's default status (used to pass upstream statuses through).
+    pub status_override: Option<u16>,
+}
+
+impl GatewayError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        GatewayError {
+            kind,
+            message: message.into(),
+            param: None,
+            code: None,
+            retry_after: None,
+            status_override: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message)
+    }
+
+    pub fn with_param(mut self, p: impl Into<String>) -> Self {
+        self.param = Some(p.into());
+        self
+    }
+
+    pub fn with_code(mut self, c: &'static str) -> Self {
+        self.code = Some(c);
+        self
+    }
+
+    pub fn with_retry_after(mut self, s: u64) -> Self {
+        self.retry_after = Some(s);
+        self
+    }
+
+    pub fn with_status(mut self, s: u16) -> Self {
+        self.status_override = Some(s);
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        if let Some(s) = self.status_override {
+            return s;
+        }
+        match self.kind {
+            ErrorKind::InvalidRequest => 400,
+            ErrorKind::Authentication => 401,
+            ErrorKind::PaymentRequired => 402,
+            ErrorKind::PermissionDenied | ErrorKind::BudgetExceeded => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::RateLimited => 429,
+            ErrorKind::Internal => 500,
+            ErrorKind::Upstream => 502,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::UpstreamTimeout => 504,
+        }
+    }
+
+    fn openai_type(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::InvalidRequest | ErrorKind::NotFound | ErrorKind::PayloadTooLarge => {
+                "invalid_request_error"
+            }
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::PermissionDenied => "permission_error",
+            ErrorKind::BudgetExceeded | ErrorKind::PaymentRequired => "insufficient_quota",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Upstream | ErrorKind::UpstreamTimeout => "upstream_error",
+            ErrorKind::Unavailable | ErrorKind::Internal => "server_error",
+        }
+    }
+
+    fn anthropic_type(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::InvalidRequest | ErrorKind::PaymentRequired => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::PermissionDenied | ErrorKind::BudgetExceeded => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::PayloadTooLarge => "request_too_large",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Unavailable => "overloaded_error",
+            ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
+        }
+    }
+
+    /// The JSON body in the given dialect.
+    pub fn body(&self, dialect: Dialect) -> Bytes {
+        let v = match dialect {
+            Dialect::OpenAi => json!({
+                "error": {
+                    "message": self.message,
+                    "type": self.openai_type(),
+                    "param": self.param,
+                    "code": self.code,
+                }
+            }),
+            Dialect::Anthropic => json!({
+                "type": "error",
+                "error": { "type": self.anthropic_type(), "message": self.message }
+            }),
+        };
+        Bytes::from(v.to_string())
+    }
+
+    /// An in-stream error event that ends a Server-Sent Events stream in the given dialect.
+    pub fn sse_event(&self, dialect: Dialect) -> Bytes {
+        let body = self.body(dialect);
+        let mut out = Vec::with_capacity(body.len() + 32);
+        match dialect {
+            Dialect::Anthropic => out.extend_from_slice(b"event: error\ndata: "),
+            Dialect::OpenAi => out.extend_from_slice(b"data: "),
+        }
+        out.extend_from_slice(&body);
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status())
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn openai_envelope() {
+        let e = GatewayError::invalid("bad").with_param("model").with_code("model_not_found");
+        let v: Value = serde_json::from_slice(&e.body(Dialect::OpenAi)).unwrap();
+        assert_eq!(v["error"]["message"], "bad");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "model");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn anthropic_envelope() {
+        let e = GatewayError::new(ErrorKind::Authentication, "nope");
+        let v: Value = serde_json::from_slice(&e.body(Dialect::Anthropic)).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert_eq!(v["error"]["message"], "nope");
+        assert_eq!(e.status(), 401);
+        let ev = e.sse_event(Dialect::Anthropic);
+        assert!(ev.starts_with(b"event: error\ndata: {"));
+        assert!(ev.ends_with(b"\n\n"));
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(GatewayError::new(ErrorKind::PayloadTooLarge, "").status(), 413);
+        assert_eq!(GatewayError::new(ErrorKind::Upstream, "").status(), 502);
+        assert_eq!(GatewayError::new(ErrorKind::UpstreamTimeout, "").status(), 504);
+        assert_eq!(GatewayError::new(ErrorKind::BudgetExceeded, "").status(), 403);
+        assert_eq!(GatewayError::new(ErrorKind::RateLimited, "").with_status(529).status(), 529);
+    }
+}

@@ -1,0 +1,66 @@
+//! Per-request state carried through Pingora's phases.
+
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::response::ResponseTap;
+use crate::auth::KeyRecord;
+use crate::endpoint::Endpoint;
+use crate::route::Route;
+
+pub struct Ctx {
+    pub start: Instant,
+    pub request_id: String,
+    pub endpoint: Endpoint,
+    pub key: Option<Arc<KeyRecord>>,
+    /// The `model` the client asked for.
+    pub client_model: String,
+    pub route: Option<Route>,
+    pub stream: bool,
+    /// The body to send upstream (already rewritten).
+    pub upstream_body: Option<Bytes>,
+    pub upstream_addr: Option<SocketAddr>,
+    pub tap: Option<ResponseTap>,
+    pub upstream_ttfb: Option<Duration>,
+    /// Why the request failed, for the access log (never holds secrets).
+    pub error: Option<String>,
+    /// The client went away before the response ended.
+    pub client_gone: bool,
+    /// The request went through the large-body path.
+    pub direct: bool,
+    pub counted_inflight: bool,
+}
+
+impl Ctx {
+    pub fn new() -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            request_id: String::new(),
+            endpoint: Endpoint::NotFound,
+            key: None,
+            client_model: String::new(),
+            route: None,
+            stream: false,
+            upstream_body: None,
+            upstream_addr: None,
+            tap: None,
+            upstream_ttfb: None,
+            error: None,
+            client_gone: false,
+            direct: false,
+            counted_inflight: false,
+        }
+    }
+
+    pub fn provider_name(&self) -> &str {
+        self.route.as_ref().map(|r| r.provider.name.as_str()).unwrap_or("")
+    }
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,464 @@
+//! The `ProxyHttp` implementation. The hooks stay thin: each calls the module that owns the
+//! work (auth, route, providers, meter, admin, ...).
+//!
+//! ## Request bodies (decided first, because routing needs the `model` from the body)
+//! `request_filter` reads the whole body (up to `max_body_bytes`, answering
+//! `Expect: 100-continue` first) with Pingora's retry buffering enabled, parses it, routes it
+//! and rewrites it. Then:
+//! - if the body fit Pingora's 64 KiB retry buffer, the request continues on the normal
+//!   proxy path: Pingora replays the buffer through `request_body_filter`, where the
+//!   rewritten body is substituted, and the response flows through `response_filter` /
+//!   `response_body_filter`;
+//! - otherwise (Claude Code's 75–120 KB turns, multi-MB documents) it is sent by
+//!   [`direct`], on Pingora's own pooled client connector, and the answer is streamed back
+//!   through the same [`response::ResponseTap`].
+//! Nothing on the response side is ever buffered whole when it is a stream.
+
+mod ctx;
+mod direct;
+pub mod local;
+pub mod response;
+pub mod upstream;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{ErrorSource, ErrorType};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use ctx::Ctx;
+
+use crate::auth::{self, KeyIndex, KeyRecord};
+use crate::config::Config;
+use crate::endpoint::Endpoint;
+use crate::error::{ErrorKind, GatewayError};
+use crate::meter::Wire;
+use crate::metrics;
+use crate::route::Router;
+use crate::store::StoreSlot;
+use response::ResponseTap;
+
+/// Process-wide state shared by every request.
+pub struct AppState {
+    pub cfg: Config,
+    pub router: Router,
+    pub keys: Arc<KeyIndex>,
+    pub store: Arc<StoreSlot>,
+    pub resolver: upstream::Resolver,
+    pub connector: Connector,
+    /// A key snapshot was loaded at start (auth works before the store is open).
+    pub snapshot_loaded: AtomicBool,
+}
+
+pub struct Gateway {
+    pub state: Arc<AppState>,
+}
+
+/// How `request_filter` left the request.
+pub enum Flow {
+    /// Continue on Pingora's proxy path.
+    Proxy,
+    /// A response has been written.
+    Done,
+}
+
+/// A failure while handling a request: either an answer for the client or an I/O error.
+pub enum Failure {
+    Client(GatewayError),
+    Io(Box<pingora::Error>),
+}
+
+impl From<GatewayError> for Failure {
+    fn from(e: GatewayError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+impl From<Box<pingora::Error>> for Failure {
+    fn from(e: Box<pingora::Error>) -> Self {
+        Failure::Io(e)
+    }
+}
+
+fn request_id(s: &Session) -> String {
+    // Keep a caller's id when it is short and printable, else mint one.
+    if let Some(v) = s.get_header("x-request-id").and_then(|v| v.to_str().ok()) {
+        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
+            return v.to_string();
+        }
+    }
+    auth::generate_id("req_")
+}
+
+impl Gateway {
+    pub(crate) fn wire(&self, ep: Endpoint) -> Wire {
+        match ep {
+            Endpoint::ChatCompletions => Wire::OpenAiChat,
+            Endpoint::Messages | Endpoint::CountTokens => Wire::Anthropic,
+            Endpoint::Responses => Wire::Responses,
+            _ => Wire::OpenAiOther,
+        }
+    }
+
+    /// Authenticates the virtual key on an inference or listing request.
+    fn authenticate(&self, s: &Session) -> Result<Arc<KeyRecord>, GatewayError> {
+        let h = &s.req_header().headers;
+        let presented = auth::presented_key(
+            h.get("authorization").map(|v| v.as_bytes()),
+            h.get("x-api-key").map(|v| v.as_bytes()),
+        );
+        let res = presented.and_then(|k| self.state.keys.check(k, auth::now_secs()));
+        res.map_err(|f| {
+            metrics::AUTH_FAILURES.with_label_values(&[f.label()]).inc();
+            GatewayError::new(ErrorKind::Authentication, f.message())
+        })
+    }
+
+    async fn handle(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        match ctx.endpoint {
+            Endpoint::Root => {
+                local::send(s, 200, "text/plain", Bytes::from_static(b"tollgate\n"), &ctx.request_id, &[]).await?;
+                Ok(Flow::Done)
+            }
+            Endpoint::Health => self.health(s, ctx).await,
+            Endpoint::Metrics => {
+                let body = Bytes::from(metrics::render());
+                local::send(s, 200, "text/plain; version=0.0.4", body, &ctx.request_id, &[]).await?;
+                Ok(Flow::Done)
+            }
+            Endpoint::Keys | Endpoint::Key => {
+                crate::admin::handle(&self.state, s, ctx).await?;
+                Ok(Flow::Done)
+            }
+            Endpoint::Models | Endpoint::Model => {
+                ctx.key = Some(self.authenticate(s)?);
+                self.models(s, ctx).await
+            }
+            Endpoint::NotFound => Err(GatewayError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "No route for {} {}.",
+                    s.req_header().method,
+                    truncate_path(s.req_header().uri.path())
+                ),
+            )
+            .into()),
+            _ => self.inference(s, ctx).await,
+        }
+    }
+
+    async fn health(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        let store_open = self.state.store.get().is_some_and(|st| st.healthy());
+        let ready = store_open || self.state.snapshot_loaded.load(Ordering::Relaxed);
+        let v = json!({
+            "status": if ready { "ok" } else { "starting" },
+            "store": if store_open { "open" } else { "waiting" },
+            "keys": self.state.keys.len(),
+            "providers": self.state.router.providers().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        let status = if s.req_header().uri.path().ends_with("/ready") && !ready { 503 } else { 200 };
+        local::send_json(s, status, &v, &ctx.request_id).await?;
+        Ok(Flow::Done)
+    }
+
+    async fn models(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        let anthropic_shape = s.get_header("anthropic-version").is_some();
+        let ids = self.state.router.model_ids();
+        let path = s.req_header().uri.path().to_string();
+        if ctx.endpoint == Endpoint::Model {
+            let id = path.trim_start_matches("/v1/models/");
+            let Some((id, owner)) = ids.iter().find(|(i, _)| i == id) else {
+                return Err(GatewayError::new(ErrorKind::NotFound, format!("Model '{}' is not listed on this gateway.", truncate_path(id))).into());
+            };
+            let v = if anthropic_shape {
+                json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+            } else {
+                json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+            };
+            local::send_json(s, 200, &v, &ctx.request_id).await?;
+            return Ok(Flow::Done);
+        }
+        let v = if anthropic_shape {
+            let data: Vec<Value> = ids
+                .iter()
+                .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
+                .collect();
+            json!({
+                "data": data,
+                "has_more": false,
+                "first_id": ids.first().map(|x| &x.0),
+                "last_id": ids.last().map(|x| &x.0),
+            })
+        } else {
+            let data: Vec<Value> = ids
+                .iter()
+                .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+                .collect();
+            json!({"object": "list", "data": data})
+        };
+        local::send_json(s, 200, &v, &ctx.request_id).await?;
+        Ok(Flow::Done)
+    }
+
+    async fn inference(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        let key = self.authenticate(s)?;
+        ctx.key = Some(key);
+        let body = read_body(s, self.state.cfg.max_body_bytes).await?;
+        let mut req = parse_json_object(&body)?;
+        let model = match req.get("model") {
+            Some(Value::String(m)) => m.clone(),
+            Some(_) => return Err(GatewayError::invalid("'model' must be a string.").with_param("model").into()),
+            None if ctx.endpoint == Endpoint::Moderations => "omni-moderation-latest".to_string(),
+            None => return Err(GatewayError::invalid("'model' is required.").with_param("model").into()),
+        };
+        ctx.stream = match req.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(GatewayError::invalid("'stream' must be a boolean.").with_param("stream").into()),
+        };
+        ctx.client_model = model.clone();
+        let route = self.state.router.resolve(&model)?;
+        if route.provider.kind.endpoint_path(ctx.endpoint).is_none() {
+            return Err(GatewayError::invalid(format!(
+                "Model '{}' is served by provider '{}', which speaks the {} format and cannot serve {} without translation.",
+                model,
+                route.provider.name,
+                route.provider.kind.as_str(),
+                s.req_header().uri.path()
+            ))
+            .with_param("model")
+            .into());
+        }
+        let upstream_body = if route.model != model || !req.contains_key("model") {
+            req.insert("model".into(), Value::String(route.model.clone()));
+            Bytes::from(serde_json::to_vec(&req).map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?)
+        } else {
+            body
+        };
+        ctx.upstream_addr = Some(self.state.resolver.resolve(&route.provider.host, route.provider.port).await?);
+        ctx.upstream_body = Some(upstream_body);
+        ctx.route = Some(route);
+        metrics::INFLIGHT_REQUESTS.inc();
+        // Pingora's retry buffer holds 64 KiB (`BODY_BUF_LIMIT`, 0.9.1): what fit is replayable.
+        if !s.retry_buffer_truncated() {
+            return Ok(Flow::Proxy);
+        }
+        self.forward_direct(s, ctx).await?;
+        Ok(Flow::Done)
+    }
+}
+
+fn truncate_path(p: &str) -> String {
+    let p: String = p.chars().take(100).filter(|c| !c.is_control()).collect();
+    p
+}
+
+/// Reads the request body whole, enforcing the size limit before and while reading.
+async fn read_body(s: &mut Session, max: usize) -> Result<Bytes, Failure> {
+    let too_large = || {
+        GatewayError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("Request body exceeds the gateway's limit of {max} bytes."),
+        )
+    };
+    if let Some(cl) = s.get_header("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if cl > max as u64 {
+            return Err(too_large().into());
+        }
+    }
+    s.enable_retry_buffering();
+    let expects_continue = s
+        .get_header("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        s.write_continue_response().await?;
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = s.read_request_body().await.map_err(|e| {
+        Failure::Client(GatewayError::invalid(format!("Could not read the request body: {}", e.etype().as_str())))
+    })? {
+        if body.len() + chunk.len() > max {
+            return Err(too_large().into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn parse_json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, GatewayError> {
+    if body.is_empty() {
+        return Err(GatewayError::invalid("The request body is empty; expected a JSON object."));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(GatewayError::invalid("The request body must be a JSON object.")),
+        Err(e) => Err(GatewayError::invalid(format!(
+            "The request body is not valid JSON: {} at line {}, column {}.",
+            match e.classify() {
+                serde_json::error::Category::Eof => "unexpected end of input",
+                serde_json::error::Category::Syntax => "syntax error",
+                serde_json::error::Category::Data => "invalid data",
+                serde_json::error::Category::Io => "read error",
+            },
+            e.line(),
+            e.column()
+        ))),
+    }
+}
+
+/// Maps a Pingora error to what the client should see; None when the client is gone.
+fn classify_error(e: &pingora::Error, provider: &str) -> Option<GatewayError> {
+    use ErrorType::*;
+    let msg = |what: &str| format!("The provider '{provider}' {what}.");
+    let err = match (e.etype(), e.esource()) {
+        (HTTPStatus(c), _) => GatewayError::new(ErrorKind::InvalidRequest, format!("HTTP {c}")).with_status(*c),
+        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => return None,
+        (ConnectTimedout, _) => GatewayError::new(ErrorKind::UpstreamTimeout, msg("did not accept a connection in time")),
+        (ReadTimedout | WriteTimedout, ErrorSource::Upstream) => {
+            GatewayError::new(ErrorKind::UpstreamTimeout, msg("did not answer in time"))
+        }
+        (ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError, _) => {
+            GatewayError::new(ErrorKind::Upstream, msg("is unreachable (connection failed)"))
+        }
+        (TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError, _) => {
+            GatewayError::new(ErrorKind::Upstream, msg("failed the TLS handshake"))
+        }
+        (_, ErrorSource::Upstream) => GatewayError::new(
+            ErrorKind::Upstream,
+            format!("The provider '{provider}' failed: {}.", e.etype().as_str()),
+        ),
+        (_, ErrorSource::Downstream) => {
+            GatewayError::invalid(format!("Could not read the request: {}.", e.etype().as_str()))
+        }
+        _ => GatewayError::new(ErrorKind::Internal, format!("Internal error: {}.", e.etype().as_str())),
+    };
+    Some(err)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        ctx.request_id = request_id(s);
+        let h = s.req_header();
+        ctx.endpoint = Endpoint::classify(h.method.as_str(), h.uri.path());
+        match self.handle(s, ctx).await {
+            Ok(Flow::Proxy) => Ok(false),
+            Ok(Flow::Done) => Ok(true),
+            Err(Failure::Client(e)) => {
+                ctx.error = Some(e.message.clone());
+                local::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
+                Ok(true)
+            }
+            Err(Failure::Io(e)) => Err(e),
+        }
+    }
+
+    async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+        let (Some(route), Some(addr)) = (ctx.route.as_ref(), ctx.upstream_addr) else {
+            return Err(pingora::Error::explain(ErrorType::InternalError, "no route"));
+        };
+        Ok(Box::new(upstream::peer_for(&route.provider, addr)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _s: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let route = ctx.route.as_ref().expect("routed");
+        let len = ctx.upstream_body.as_ref().map_or(0, |b| b.len());
+        upstream::prepare_request(up, &route.provider, ctx.endpoint, len)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _s: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        // Pingora replays the retry buffer once per attempt; substitute the rewritten body.
+        if ctx.upstream_body.is_some() {
+            *body = if end_of_stream { ctx.upstream_body.clone() } else { Some(Bytes::new()) };
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _s: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> pingora::Result<()> {
+        ctx.upstream_ttfb = Some(ctx.start.elapsed());
+        let provider = ctx.provider_name().to_string();
+        let tap = ResponseTap::on_header(resp, self.wire(ctx.endpoint), ctx.endpoint.dialect(), &provider);
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if tap.is_stream {
+            metrics::INFLIGHT_STREAMS.inc();
+            ctx.counted_inflight = true;
+        }
+        ctx.tap = Some(tap);
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _s: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<Duration>> {
+        if let Some(tap) = ctx.tap.as_mut() {
+            tap.on_body(body, end_of_stream);
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<pingora::Error>) -> Box<pingora::Error> {
+        metrics::UPSTREAM_ERRORS.with_label_values(&[ctx.provider_name(), "connect"]).inc();
+        e
+    }
+
+    async fn fail_to_proxy(&self, s: &mut Session, e: &pingora::Error, ctx: &mut Ctx) -> FailToProxy {
+        let provider = ctx.provider_name().to_string();
+        let gw = classify_error(e, &provider);
+        if e.esource() == &ErrorSource::Upstream && !provider.is_empty() {
+            let kind = match e.etype() {
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+                ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => "connect",
+                _ => "io",
+            };
+            metrics::UPSTREAM_ERRORS.with_label_values(&[provider.as_str(), kind]).inc();
+        }
+        let Some(gw) = gw else {
+            ctx.client_gone = true;
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        };
+        ctx.error = Some(gw.message.clone());
+        let code = gw.status();
+        if s.response_written().is_none() {
+            s.set_keepalive(None);
+            let _ = local::send_error(s, ctx.endpoint.dialect(), &gw, &ctx.request_id).await;
+        } else if let Some(tap) = ctx.tap.as_mut() {
+            // Mid-stream: end the client's stream with a proper error event.
+            if let Some(ev) = tap.on_upstream_error(e.etype().as_str()) {
+                let _ = s.write_response_body(Some(ev), true).await;
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, s: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        crate::access::record(s, e, ctx);
+    }
+}

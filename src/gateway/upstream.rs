@@ -1,0 +1,184 @@
+//! Everything about talking to a provider that both forwarding paths share: address
+//! resolution (async, cached: `HttpPeer::new` with a host name would block the reactor and
+//! panic on failure), peer options, and the upstream request header.
+
+use parking_lot::Mutex;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::Provider;
+use crate::endpoint::Endpoint;
+use crate::error::{ErrorKind, GatewayError};
+
+const DNS_TTL: Duration = Duration::from_secs(60);
+
+/// A small DNS cache: addresses of provider hosts, refreshed after `DNS_TTL`.
+#[derive(Default)]
+pub struct Resolver {
+    cache: Mutex<HashMap<(String, u16), (Vec<SocketAddr>, Instant)>>,
+}
+
+impl Resolver {
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, GatewayError> {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        let key = (host.to_string(), port);
+        if let Some((addrs, at)) = self.cache.lock().get(&key) {
+            if at.elapsed() < DNS_TTL && !addrs.is_empty() {
+                return Ok(addrs[0]);
+            }
+        }
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+            Ok(it) => it.collect(),
+            Err(e) => {
+                // Serve a stale answer rather than fail while the resolver is down.
+                if let Some((addrs, _)) = self.cache.lock().get(&key) {
+                    if !addrs.is_empty() {
+                        return Ok(addrs[0]);
+                    }
+                }
+                return Err(GatewayError::new(
+                    ErrorKind::Upstream,
+                    format!("Cannot resolve the provider host '{host}': {e}"),
+                ));
+            }
+        };
+        let first = *addrs
+            .first()
+            .ok_or_else(|| GatewayError::new(ErrorKind::Upstream, format!("The provider host '{host}' has no address")))?;
+        self.cache.lock().insert(key, (addrs, Instant::now()));
+        Ok(first)
+    }
+}
+
+/// The peer for a provider at a resolved address, with its timeouts.
+pub fn peer_for(p: &Provider, addr: SocketAddr) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, p.tls, p.host.clone());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(p.timeouts.connect);
+    o.total_connection_timeout = Some(p.timeouts.connect + Duration::from_secs(5));
+    o.read_timeout = Some(p.timeouts.read);
+    o.write_timeout = Some(p.timeouts.write);
+    o.idle_timeout = Some(p.timeouts.idle);
+    peer
+}
+
+/// Request headers never forwarded: the client's credentials, hop-by-hop and framing
+/// headers (set anew), and headers that would leak the client's identity to the provider.
+const DROP: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "accept-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// Rewrites a clone of the client's request header into the upstream request.
+pub fn prepare_request(
+    up: &mut RequestHeader,
+    p: &Provider,
+    endpoint: Endpoint,
+    body_len: usize,
+) -> pingora::Result<()> {
+    let ep_path = p.kind.endpoint_path(endpoint).unwrap_or("/");
+    let mut path = String::with_capacity(p.base_path.len() + ep_path.len() + 32);
+    path.push_str(&p.base_path);
+    path.push_str(ep_path);
+    if let Some(q) = up.uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let uri: http::Uri = path
+        .parse()
+        .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "bad upstream path"))?;
+    up.set_uri(uri);
+    up.set_method(http::Method::POST);
+    for h in DROP {
+        up.remove_header(*h);
+    }
+    let names: Vec<String> = up
+        .headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("x-tollgate-"))
+        .map(String::from)
+        .collect();
+    for n in names {
+        up.remove_header(&n);
+    }
+    let host = if (p.tls && p.port == 443) || (!p.tls && p.port == 80) {
+        p.host.clone()
+    } else if p.host.contains(':') {
+        format!("[{}]:{}", p.host, p.port)
+    } else {
+        format!("{}:{}", p.host, p.port)
+    };
+    up.insert_header("host", host)?;
+    if let Some(key) = &p.api_key {
+        let (name, value) = p.kind.auth_header(key);
+        up.insert_header(name, value)?;
+    }
+    if p.kind == crate::providers::ProviderKind::Anthropic && up.headers.get("anthropic-version").is_none() {
+        up.insert_header("anthropic-version", "2023-06-01")?;
+    }
+    for (k, v) in &p.headers {
+        up.insert_header(k.clone(), v.as_str())?;
+    }
+    up.insert_header("content-type", "application/json")?;
+    up.insert_header("accept-encoding", "identity")?;
+    up.insert_header("content-length", body_len.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn upstream_request_swaps_credentials_and_keeps_the_rest() {
+        let cfg = Config::from_yaml_str(
+            "providers:\n  a: {kind: anthropic, base_url: 'http://127.0.0.1:9000/v1', api_key: sk-prov}\n",
+            &|_| None,
+        )
+        .unwrap();
+        let p = &cfg.providers["a"];
+        let mut h = RequestHeader::build("POST", b"/v1/messages?beta=true", None).unwrap();
+        h.insert_header("authorization", "Bearer tg-client").unwrap();
+        h.insert_header("x-api-key", "tg-client").unwrap();
+        h.insert_header("anthropic-beta", "claude-code-20250219").unwrap();
+        h.insert_header("x-forwarded-for", "10.0.0.1").unwrap();
+        h.insert_header("x-tollgate-debug", "1").unwrap();
+        prepare_request(&mut h, p, Endpoint::Messages, 42).unwrap();
+        assert_eq!(h.uri.to_string(), "/v1/messages?beta=true");
+        assert_eq!(h.headers["x-api-key"], "sk-prov");
+        assert!(h.headers.get("authorization").is_none());
+        assert_eq!(h.headers["anthropic-beta"], "claude-code-20250219");
+        assert_eq!(h.headers["anthropic-version"], "2023-06-01");
+        assert_eq!(h.headers["host"], "127.0.0.1:9000");
+        assert_eq!(h.headers["content-length"], "42");
+        assert!(h.headers.get("x-forwarded-for").is_none());
+        assert!(h.headers.get("x-tollgate-debug").is_none());
+    }
+}

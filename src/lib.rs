@@ -1,0 +1,18 @@
+//! tollgate: an LLM gateway on Cloudflare Pingora. See README.md for the tour and
+//! DEVELOPERS notes in each module for the design decisions.
+
+pub mod access;
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod gateway;
+pub mod meter;
+pub mod metrics;
+pub mod providers;
+pub mod route;
+pub mod server;
+pub mod store;
+pub mod translate;

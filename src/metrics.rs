@@ -1,0 +1,108 @@
+//! Prometheus metrics. Label values are bounded: endpoints and statuses are fixed sets,
+//! providers come from the config, and model labels are capped (beyond the cap a model is
+//! counted as "other"). Nothing secret is ever a label.
+
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, Encoder, HistogramVec, IntCounterVec,
+    IntGauge, TextEncoder,
+};
+use std::collections::HashSet;
+
+const MAX_MODEL_LABELS: usize = 200;
+
+pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_requests_total",
+        "Requests by endpoint, provider, model and status",
+        &["endpoint", "provider", "model", "status"]
+    )
+    .unwrap()
+});
+
+pub static LATENCY: Lazy<HistogramVec> = Lazy::new(|| {
+    register_histogram_vec!(
+        "tollgate_request_duration_seconds",
+        "Time from request start to the end of the response",
+        &["endpoint", "provider"],
+        vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]
+    )
+    .unwrap()
+});
+
+pub static UPSTREAM_TTFB: Lazy<HistogramVec> = Lazy::new(|| {
+    register_histogram_vec!(
+        "tollgate_upstream_ttfb_seconds",
+        "Time from request start to the first response byte from the upstream",
+        &["provider"],
+        vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+    )
+    .unwrap()
+});
+
+pub static INFLIGHT_STREAMS: Lazy<IntGauge> =
+    Lazy::new(|| register_int_gauge!("tollgate_inflight_streams", "Streaming responses in flight").unwrap());
+
+pub static INFLIGHT_REQUESTS: Lazy<IntGauge> =
+    Lazy::new(|| register_int_gauge!("tollgate_inflight_requests", "Proxied requests in flight").unwrap());
+
+pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_upstream_errors_total",
+        "Upstream failures by provider and kind (connect, timeout, reset, status)",
+        &["provider", "kind"]
+    )
+    .unwrap()
+});
+
+pub static AUTH_FAILURES: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!("tollgate_auth_failures_total", "Refused credentials by reason", &["reason"]).unwrap()
+});
+
+pub static TOKENS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_tokens_total",
+        "Tokens metered by provider, model and kind (input, output, cached)",
+        &["provider", "model", "kind"]
+    )
+    .unwrap()
+});
+
+static SEEN_MODELS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+
+/// The label to use for a model: itself while fewer than the cap have been seen, else "other".
+pub fn model_label(model: &str) -> String {
+    if model.is_empty() {
+        return "none".into();
+    }
+    let mut seen = SEEN_MODELS.lock();
+    if seen.contains(model) {
+        return model.to_string();
+    }
+    if seen.len() < MAX_MODEL_LABELS {
+        seen.insert(model.to_string());
+        model.to_string()
+    } else {
+        "other".into()
+    }
+}
+
+/// Registers every metric so that `/metrics` lists them from the start.
+pub fn init() {
+    Lazy::force(&REQUESTS);
+    Lazy::force(&LATENCY);
+    Lazy::force(&UPSTREAM_TTFB);
+    Lazy::force(&INFLIGHT_STREAMS);
+    Lazy::force(&INFLIGHT_REQUESTS);
+    Lazy::force(&UPSTREAM_ERRORS);
+    Lazy::force(&AUTH_FAILURES);
+    Lazy::force(&TOKENS);
+}
+
+/// The Prometheus text exposition of the default registry.
+pub fn render() -> Vec<u8> {
+    let mut buf = Vec::with_capacity(8192);
+    let _ = TextEncoder::new().encode(&prometheus::gather(), &mut buf);
+    buf
+}

@@ -1,0 +1,127 @@
+//! Pingora bootstrap: the server configuration, the proxy service and the store keeper.
+
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::auth::{self, KeyIndex};
+use crate::config::Config;
+use crate::gateway::{AppState, Gateway};
+use crate::route::Router;
+use crate::store::keeper::StoreKeeper;
+use crate::store::{snapshot, StoreSlot};
+
+/// Pingora's process options, as given on tollgate's command line.
+#[derive(Debug, Default, Clone)]
+pub struct ProcessOpts {
+    /// Take over the listening sockets of a running tollgate (graceful upgrade).
+    pub upgrade: bool,
+    pub daemon: bool,
+    /// Test the configuration and exit.
+    pub test: bool,
+    /// A Pingora server YAML (threads, pid_file, upgrade_sock, grace periods, ...).
+    pub pingora_conf: Option<PathBuf>,
+}
+
+/// The Pingora server configuration: the given file, or defaults tuned for tollgate with
+/// the pid file and upgrade socket beside the data (so two instances never collide).
+pub fn server_conf(cfg: &Config, opts: &ProcessOpts, data_dir: &Path) -> Result<ServerConf, String> {
+    let file = opts.pingora_conf.as_ref().or(cfg.pingora_conf.as_ref());
+    let mut conf = match file {
+        Some(path) => ServerConf::load_from_yaml(path.display().to_string())
+            .map_err(|e| format!("pingora conf {}: {e}", path.display()))?,
+        None => {
+            let mut c = ServerConf {
+                threads: cfg.threads,
+                grace_period_seconds: Some(cfg.grace_period_seconds),
+                graceful_shutdown_timeout_seconds: Some(cfg.graceful_shutdown_timeout_seconds),
+                upgrade_sock: data_dir.join("upgrade.sock").display().to_string(),
+                pid_file: data_dir.join("tollgate.pid").display().to_string(),
+                ..Default::default()
+            };
+            // Only idempotent failures are retried by Pingora; a refused connection to the
+            // one provider address is not worth 16 attempts.
+            c.max_retries = 2;
+            c
+        }
+    };
+    conf.daemon |= opts.daemon;
+    Ok(conf)
+}
+
+/// Starts the gateway; never returns.
+pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
+    if let Err(e) = std::fs::create_dir_all(&cfg.data_dir) {
+        eprintln!("tollgate: cannot create data_dir {}: {e}", cfg.data_dir.display());
+        std::process::exit(2);
+    }
+    let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
+    let conf = match server_conf(&cfg, &opts, &data_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            std::process::exit(2);
+        }
+    };
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        test: opts.test,
+        nocapture: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    crate::metrics::init();
+
+    // Authenticate from the first connection: the last snapshot of the key index, then the
+    // store (once this process holds it) replaces it.
+    let keys = Arc::new(KeyIndex::new());
+    if let Some(mk) = &cfg.master_key {
+        keys.set_master(Some(auth::hash_key(mk)));
+    }
+    let snapshot_loaded = match snapshot::load(&data_dir, &keys) {
+        Ok(found) => found,
+        Err(e) => {
+            log::warn!("ignoring an unreadable key snapshot: {e}");
+            false
+        }
+    };
+    let mut cfg = cfg;
+    cfg.data_dir = data_dir.clone();
+    let store = Arc::new(StoreSlot::default());
+    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(&server.configuration)));
+    let state = Arc::new(AppState {
+        router: Router::new(&cfg),
+        keys: keys.clone(),
+        store: store.clone(),
+        resolver: Default::default(),
+        connector,
+        snapshot_loaded: AtomicBool::new(snapshot_loaded),
+        cfg: cfg.clone(),
+    });
+
+    let mut proxy = http_proxy_service(&server.configuration, Gateway { state });
+    proxy.add_tcp(&cfg.listen);
+    server.add_service(proxy);
+    let keeper = StoreKeeper {
+        data_dir,
+        slot: store,
+        index: keys,
+        configured_master: cfg.master_key.is_some(),
+        bootstrap_key: cfg.bootstrap_key,
+    };
+    server.add_service(background_service("store keeper", keeper));
+    log::info!(
+        "tollgate {} listening on {} with providers [{}]",
+        env!("CARGO_PKG_VERSION"),
+        cfg.listen,
+        cfg.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    server.run_forever()
+}
