@@ -22,26 +22,47 @@ pub fn record(s: &Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
     }
     let model_label = metrics::model_label(&ctx.client_model);
     metrics::REQUESTS
-        .with_label_values(&[endpoint, provider.as_str(), model_label.as_str(), &status.to_string()])
+        .with_label_values(&[
+            endpoint,
+            provider.as_str(),
+            model_label.as_str(),
+            &status.to_string(),
+        ])
         .inc();
     metrics::LATENCY
         .with_label_values(&[endpoint, provider.as_str()])
         .observe(latency.as_secs_f64());
     if let Some(t) = ctx.upstream_ttfb {
-        metrics::UPSTREAM_TTFB.with_label_values(&[provider.as_str()]).observe(t.as_secs_f64());
+        metrics::UPSTREAM_TTFB
+            .with_label_values(&[provider.as_str()])
+            .observe(t.as_secs_f64());
     }
     let usage = ctx.tap.as_ref().and_then(|t| t.usage);
     if let Some(u) = usage {
-        for (kind, n) in [("input", u.input), ("output", u.output), ("cache_read", u.cache_read), ("cache_write", u.cache_write)] {
+        for (kind, n) in [
+            ("input", u.input),
+            ("output", u.output),
+            ("cache_read", u.cache_read),
+            ("cache_write", u.cache_write),
+        ] {
             if n > 0 {
-                metrics::TOKENS.with_label_values(&[provider.as_str(), model_label.as_str(), kind]).inc_by(n);
+                metrics::TOKENS
+                    .with_label_values(&[provider.as_str(), model_label.as_str(), kind])
+                    .inc_by(n);
             }
         }
     }
     if ctx.tap.as_ref().is_some_and(|t| t.incomplete) {
-        metrics::UPSTREAM_ERRORS.with_label_values(&[provider.as_str(), "stream_incomplete"]).inc();
+        metrics::UPSTREAM_ERRORS
+            .with_label_values(&[provider.as_str(), "stream_incomplete"])
+            .inc();
     }
-    if matches!(ctx.endpoint, crate::endpoint::Endpoint::Metrics | crate::endpoint::Endpoint::Health | crate::endpoint::Endpoint::Root) {
+    if matches!(
+        ctx.endpoint,
+        crate::endpoint::Endpoint::Metrics
+            | crate::endpoint::Endpoint::Health
+            | crate::endpoint::Endpoint::Root
+    ) {
         return; // probes are counted, not logged
     }
     let error = ctx

@@ -27,11 +27,18 @@ fn require_master(state: &AppState, s: &Session) -> Result<(), GatewayError> {
         // Always hash and compare, so a wrong key and a virtual key take the same time.
         Ok(k) if state.keys.is_master(k) => Ok(()),
         Ok(_) => {
-            crate::metrics::AUTH_FAILURES.with_label_values(&["not_master"]).inc();
-            Err(GatewayError::new(ErrorKind::Authentication, "The management API needs the master key."))
+            crate::metrics::AUTH_FAILURES
+                .with_label_values(&["not_master"])
+                .inc();
+            Err(GatewayError::new(
+                ErrorKind::Authentication,
+                "The management API needs the master key.",
+            ))
         }
         Err(f) => {
-            crate::metrics::AUTH_FAILURES.with_label_values(&[f.label()]).inc();
+            crate::metrics::AUTH_FAILURES
+                .with_label_values(&[f.label()])
+                .inc();
             Err(GatewayError::new(ErrorKind::Authentication, f.message()))
         }
     }
@@ -51,15 +58,20 @@ async fn read_json(s: &mut Session) -> Result<Value, Failure> {
     let mut body = BytesMut::new();
     while let Some(c) = s.read_request_body().await? {
         if body.len() + c.len() > MAX_ADMIN_BODY {
-            return Err(GatewayError::new(ErrorKind::PayloadTooLarge, "Management request body is too large.").into());
+            return Err(GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                "Management request body is too large.",
+            )
+            .into());
         }
         body.extend_from_slice(&c);
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| GatewayError::invalid(format!("The request body is not valid JSON: {e}")).into())
+    serde_json::from_slice(&body).map_err(|e| {
+        GatewayError::invalid(format!("The request body is not valid JSON: {e}")).into()
+    })
 }
 
 async fn after_change(state: &AppState) {
@@ -73,21 +85,37 @@ async fn after_change(state: &AppState) {
 
 /// Parses the optional fields of a key creation request.
 pub fn parse_new_key(v: &Value) -> Result<(Option<String>, Option<u64>, Value), GatewayError> {
-    let obj = v.as_object().ok_or_else(|| GatewayError::invalid("Expected a JSON object."))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| GatewayError::invalid("Expected a JSON object."))?;
     for k in obj.keys() {
         if !matches!(k.as_str(), "name" | "expires_at" | "metadata") {
-            return Err(GatewayError::invalid(format!("Unknown field '{k}'.")).with_param(k.clone()));
+            return Err(
+                GatewayError::invalid(format!("Unknown field '{k}'.")).with_param(k.clone())
+            );
         }
     }
     let name = match obj.get("name") {
         None | Some(Value::Null) => None,
-        Some(Value::String(n)) if n.len() <= 200 && !n.chars().any(char::is_control) => Some(n.clone()),
-        Some(_) => return Err(GatewayError::invalid("'name' must be a string of at most 200 printable characters.").with_param("name")),
+        Some(Value::String(n)) if n.len() <= 200 && !n.chars().any(char::is_control) => {
+            Some(n.clone())
+        }
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "'name' must be a string of at most 200 printable characters.",
+            )
+            .with_param("name"))
+        }
     };
     let expires_at = match obj.get("expires_at") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
-        Some(_) => return Err(GatewayError::invalid("'expires_at' must be a Unix timestamp in seconds.").with_param("expires_at")),
+        Some(_) => {
+            return Err(
+                GatewayError::invalid("'expires_at' must be a Unix timestamp in seconds.")
+                    .with_param("expires_at"),
+            )
+        }
     };
     if expires_at.is_some_and(|e| e <= auth::now_secs()) {
         return Err(GatewayError::invalid("'expires_at' is in the past.").with_param("expires_at"));
@@ -95,7 +123,11 @@ pub fn parse_new_key(v: &Value) -> Result<(Option<String>, Option<u64>, Value), 
     let metadata = match obj.get("metadata") {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(m @ Value::Object(_)) => m.clone(),
-        Some(_) => return Err(GatewayError::invalid("'metadata' must be an object.").with_param("metadata")),
+        Some(_) => {
+            return Err(
+                GatewayError::invalid("'metadata' must be an object.").with_param("metadata")
+            )
+        }
     };
     Ok((name, expires_at, metadata))
 }
@@ -112,7 +144,10 @@ pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<
             let (name, expires_at, metadata) = parse_new_key(&v)?;
             let store = store_of(state)?;
             let (rec, secret) = KeyRecord::mint(name, expires_at, metadata);
-            store.put_key(&rec).await.map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?;
+            store
+                .put_key(&rec)
+                .await
+                .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?;
             state.keys.upsert(rec.clone());
             after_change(state).await;
             let mut out = rec.public_json();
@@ -120,11 +155,21 @@ pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<
             local::send_json(s, 201, &out, &rid).await?;
         }
         ("GET", None) => {
-            let data: Vec<Value> = state.keys.all().iter().map(KeyRecord::public_json).collect();
+            let data: Vec<Value> = state
+                .keys
+                .all()
+                .iter()
+                .map(KeyRecord::public_json)
+                .collect();
             local::send_json(s, 200, &json!({"object": "list", "data": data}), &rid).await?;
         }
         ("GET", Some(id)) => {
-            let rec = state.keys.all().into_iter().find(|k| k.id == id).ok_or_else(|| not_found(&id))?;
+            let rec = state
+                .keys
+                .all()
+                .into_iter()
+                .find(|k| k.id == id)
+                .ok_or_else(|| not_found(&id))?;
             local::send_json(s, 200, &rec.public_json(), &rid).await?;
         }
         ("DELETE", Some(id)) => {
@@ -132,15 +177,27 @@ pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<
             if !state.keys.all().iter().any(|k| k.id == id) {
                 return Err(not_found(&id).into());
             }
-            store.delete_key(&id).await.map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?;
+            store
+                .delete_key(&id)
+                .await
+                .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?;
             state.keys.remove(&id);
             after_change(state).await;
-            local::send_json(s, 200, &json!({"id": id, "object": "key", "deleted": true}), &rid).await?;
+            local::send_json(
+                s,
+                200,
+                &json!({"id": id, "object": "key", "deleted": true}),
+                &rid,
+            )
+            .await?;
         }
         _ => {
-            return Err(GatewayError::new(ErrorKind::NotFound, format!("No management route for {method} {path}."))
-                .with_status(405)
-                .into())
+            return Err(GatewayError::new(
+                ErrorKind::NotFound,
+                format!("No management route for {method} {path}."),
+            )
+            .with_status(405)
+            .into())
         }
     }
     Ok(())

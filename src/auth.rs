@@ -102,7 +102,11 @@ fn yes() -> bool {
 
 impl KeyRecord {
     /// Mints a new key; returns the record and the secret (shown once).
-    pub fn mint(name: Option<String>, expires_at: Option<u64>, metadata: serde_json::Value) -> (KeyRecord, String) {
+    pub fn mint(
+        name: Option<String>,
+        expires_at: Option<u64>,
+        metadata: serde_json::Value,
+    ) -> (KeyRecord, String) {
         let secret = generate_key();
         let rec = KeyRecord {
             id: generate_id("key_"),
@@ -157,7 +161,9 @@ impl AuthFailure {
 
     pub fn message(self) -> &'static str {
         match self {
-            AuthFailure::Missing => "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+            AuthFailure::Missing => {
+                "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+            }
             AuthFailure::Malformed => "Malformed Authorization header: expected 'Bearer <key>'.",
             AuthFailure::Unknown => "Invalid API key.",
             AuthFailure::Inactive => "This API key has been revoked.",
@@ -168,9 +174,14 @@ impl AuthFailure {
 
 /// Extracts the presented credential: `Authorization: Bearer` first, then `x-api-key`.
 /// A non-Bearer Authorization header does not shadow a valid `x-api-key`.
-pub fn presented_key<'a>(authorization: Option<&'a [u8]>, x_api_key: Option<&'a [u8]>) -> Result<&'a str, AuthFailure> {
+pub fn presented_key<'a>(
+    authorization: Option<&'a [u8]>,
+    x_api_key: Option<&'a [u8]>,
+) -> Result<&'a str, AuthFailure> {
     if let Some(v) = authorization {
-        let v = std::str::from_utf8(v).map_err(|_| AuthFailure::Malformed)?.trim();
+        let v = std::str::from_utf8(v)
+            .map_err(|_| AuthFailure::Malformed)?
+            .trim();
         if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
             let k = v[7..].trim();
             if !k.is_empty() {
@@ -183,7 +194,9 @@ pub fn presented_key<'a>(authorization: Option<&'a [u8]>, x_api_key: Option<&'a 
     }
     match x_api_key {
         Some(v) => {
-            let k = std::str::from_utf8(v).map_err(|_| AuthFailure::Malformed)?.trim();
+            let k = std::str::from_utf8(v)
+                .map_err(|_| AuthFailure::Malformed)?
+                .trim();
             if k.is_empty() {
                 Err(AuthFailure::Missing)
             } else {
@@ -232,7 +245,12 @@ impl KeyIndex {
     }
 
     pub fn all(&self) -> Vec<KeyRecord> {
-        let mut v: Vec<KeyRecord> = self.by_hash.load().values().map(|r| KeyRecord::clone(r)).collect();
+        let mut v: Vec<KeyRecord> = self
+            .by_hash
+            .load()
+            .values()
+            .map(|r| KeyRecord::clone(r))
+            .collect();
         v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         v
     }
@@ -290,7 +308,9 @@ mod tests {
         let k = generate_key();
         assert!(k.starts_with("tg-"));
         assert!(k.len() >= 3 + 32);
-        assert!(k[3..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(k[3..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_ne!(generate_key(), k);
     }
 
@@ -300,7 +320,10 @@ mod tests {
         assert_eq!(presented_key(Some(b"bearer abc"), None), Ok("abc"));
         assert_eq!(presented_key(None, Some(b"abc")), Ok("abc"));
         assert_eq!(presented_key(Some(b"Basic zzz"), Some(b"abc")), Ok("abc"));
-        assert_eq!(presented_key(Some(b"Basic zzz"), None), Err(AuthFailure::Malformed));
+        assert_eq!(
+            presented_key(Some(b"Basic zzz"), None),
+            Err(AuthFailure::Malformed)
+        );
         assert_eq!(presented_key(None, None), Err(AuthFailure::Missing));
     }
 
@@ -313,11 +336,17 @@ mod tests {
         assert_eq!(idx.check(&secret, 100).unwrap().id, rec.id);
         assert_eq!(idx.check("tg-nope", 100).unwrap_err(), AuthFailure::Unknown);
         idx.upsert(old.clone());
-        assert_eq!(idx.check(&old_secret, 100).unwrap_err(), AuthFailure::Expired);
+        assert_eq!(
+            idx.check(&old_secret, 100).unwrap_err(),
+            AuthFailure::Expired
+        );
         old.expires_at = None;
         old.active = false;
         idx.upsert(old.clone());
-        assert_eq!(idx.check(&old_secret, 100).unwrap_err(), AuthFailure::Inactive);
+        assert_eq!(
+            idx.check(&old_secret, 100).unwrap_err(),
+            AuthFailure::Inactive
+        );
         idx.remove(&rec.id);
         assert_eq!(idx.check(&secret, 100).unwrap_err(), AuthFailure::Unknown);
     }

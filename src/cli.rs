@@ -10,7 +10,11 @@ use crate::store::sled_store::SledStore;
 use crate::store::{snapshot, Store, StoreError};
 
 #[derive(Parser, Debug)]
-#[command(name = "tollgate", version, about = "An LLM gateway on Cloudflare Pingora")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An LLM gateway on Cloudflare Pingora"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -43,7 +47,12 @@ enum Cmd {
     },
     /// Manage virtual keys in the store (while tollgate is stopped; use the API while it runs).
     Keys {
-        #[arg(long, default_value = "proxy.yaml", env = "TOLLGATE_CONFIG", global = true)]
+        #[arg(
+            long,
+            default_value = "proxy.yaml",
+            env = "TOLLGATE_CONFIG",
+            global = true
+        )]
         config: PathBuf,
         #[command(subcommand)]
         action: KeysCmd,
@@ -68,7 +77,9 @@ enum KeysCmd {
 
 fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
 }
 
 fn load_config(path: &Path) -> Result<Config, String> {
@@ -79,7 +90,13 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging();
     match cli.cmd {
-        Cmd::Serve { config, pingora_conf, upgrade, daemon, test } => {
+        Cmd::Serve {
+            config,
+            pingora_conf,
+            upgrade,
+            daemon,
+            test,
+        } => {
             let cfg = match load_config(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -87,7 +104,15 @@ pub fn main() -> i32 {
                     return 2;
                 }
             };
-            server::run(cfg, ProcessOpts { upgrade, daemon, test, pingora_conf })
+            server::run(
+                cfg,
+                ProcessOpts {
+                    upgrade,
+                    daemon,
+                    test,
+                    pingora_conf,
+                },
+            )
         }
         Cmd::CheckConfig { file } => match load_config(&file) {
             Ok(cfg) => {
@@ -104,7 +129,11 @@ pub fn main() -> i32 {
                         p.host,
                         p.port,
                         p.base_path,
-                        if p.api_key.is_some() { " (key set)" } else { " (no key)" },
+                        if p.api_key.is_some() {
+                            " (key set)"
+                        } else {
+                            " (no key)"
+                        },
                         if p.from_preset { " [preset]" } else { "" }
                     );
                 }

@@ -137,7 +137,16 @@ impl fmt::Debug for Provider {
         f.debug_struct("Provider")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("base", &format!("{}://{}:{}{}", if self.tls { "https" } else { "http" }, self.host, self.port, self.base_path))
+            .field(
+                "base",
+                &format!(
+                    "{}://{}:{}{}",
+                    if self.tls { "https" } else { "http" },
+                    self.host,
+                    self.port,
+                    self.base_path
+                ),
+            )
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("models", &self.models)
             .finish()
@@ -178,7 +187,10 @@ impl Config {
     /// Reads, expands and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new("", format!("cannot read config file {}: {e}", path.display()))
+            ConfigError::new(
+                "",
+                format!("cannot read config file {}: {e}", path.display()),
+            )
         })?;
         Self::from_yaml_str(&text, &|name| std::env::var(name).ok())
     }
@@ -203,7 +215,10 @@ impl Config {
         Self::validate(raw, env)
     }
 
-    fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    fn validate(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let listen = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         if listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::new(
@@ -270,7 +285,8 @@ impl Config {
                     api_key: key,
                     ..Default::default()
                 };
-                let mut prov = build_provider(preset.name, &rp, env, &format!("presets.{}", preset.name))?;
+                let mut prov =
+                    build_provider(preset.name, &rp, env, &format!("presets.{}", preset.name))?;
                 prov.from_preset = true;
                 providers.insert(preset.name.to_string(), prov);
             }
@@ -290,7 +306,10 @@ impl Config {
                 .enumerate()
                 .map(|(i, r)| {
                     if r.prefix.is_empty() {
-                        return Err(ConfigError::new(format!("prefix_routes[{i}].prefix"), "must not be empty"));
+                        return Err(ConfigError::new(
+                            format!("prefix_routes[{i}].prefix"),
+                            "must not be empty",
+                        ));
                     }
                     Ok(PrefixRoute {
                         prefix: r.prefix.trim_end_matches('*').to_string(),
@@ -369,7 +388,10 @@ fn build_provider(
     };
     let base_url = match (&p.base_url, preset) {
         (Some(u), _) => u.clone(),
-        (None, Some(pr)) => pr.base_env.and_then(env).unwrap_or_else(|| pr.base_url.to_string()),
+        (None, Some(pr)) => pr
+            .base_env
+            .and_then(env)
+            .unwrap_or_else(|| pr.base_url.to_string()),
         (None, None) => {
             return Err(ConfigError::new(
                 format!("{field}.base_url"),
@@ -377,15 +399,18 @@ fn build_provider(
             ))
         }
     };
-    let (tls, host, port, mut base_path) = parse_base_url(&base_url)
-        .map_err(|m| ConfigError::new(format!("{field}.base_url"), m))?;
+    let (tls, host, port, mut base_path) =
+        parse_base_url(&base_url).map_err(|m| ConfigError::new(format!("{field}.base_url"), m))?;
     if kind == ProviderKind::Anthropic && base_path.ends_with("/v1") {
         // Anthropic clients append /v1/messages to the root; accept both spellings.
         base_path.truncate(base_path.len() - 3);
     }
     let api_key = match (&p.api_key, &p.api_key_env) {
         (Some(_), Some(_)) => {
-            return Err(ConfigError::new(field, "set api_key or api_key_env, not both"));
+            return Err(ConfigError::new(
+                field,
+                "set api_key or api_key_env, not both",
+            ));
         }
         (Some(k), None) => Some(k.clone()),
         (None, Some(var)) => Some(env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
@@ -394,11 +419,17 @@ fn build_provider(
                 format!("environment variable {var} is not set"),
             )
         })?),
-        (None, None) => preset.and_then(|pr| pr.key_env).and_then(env).filter(|v| !v.is_empty()),
+        (None, None) => preset
+            .and_then(|pr| pr.key_env)
+            .and_then(env)
+            .filter(|v| !v.is_empty()),
     };
     if let Some(k) = &api_key {
         if k.contains(['\r', '\n']) {
-            return Err(ConfigError::new(format!("{field}.api_key"), "must not contain line breaks"));
+            return Err(ConfigError::new(
+                format!("{field}.api_key"),
+                "must not contain line breaks",
+            ));
         }
     }
     let mut headers = Vec::new();
@@ -416,7 +447,10 @@ fn build_provider(
     let d = Timeouts::default();
     let ms = |v: Option<u64>, def: Duration, f: &str| -> Result<Duration, ConfigError> {
         match v {
-            Some(0) => Err(ConfigError::new(format!("{field}.{f}"), "must be greater than 0")),
+            Some(0) => Err(ConfigError::new(
+                format!("{field}.{f}"),
+                "must be greater than 0",
+            )),
             Some(n) => Ok(Duration::from_millis(n)),
             None => Ok(def),
         }
@@ -457,18 +491,25 @@ pub fn parse_base_url(url: &str) -> Result<(bool, String, u16, String), String> 
         None => (rest, ""),
     };
     if authority.is_empty() || authority.contains('@') {
-        return Err(format!("'{url}' has no host (credentials in URLs are not allowed)"));
+        return Err(format!(
+            "'{url}' has no host (credentials in URLs are not allowed)"
+        ));
     }
     if path.contains(['?', '#']) {
         return Err(format!("'{url}' must not carry a query or fragment"));
     }
     let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
         // IPv6 literal
-        let end = stripped.find(']').ok_or_else(|| format!("'{url}': unclosed '['"))?;
+        let end = stripped
+            .find(']')
+            .ok_or_else(|| format!("'{url}': unclosed '['"))?;
         let host = &stripped[..end];
         let port = match &stripped[end + 1..] {
             "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(|| format!("'{url}': bad port"))?),
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("'{url}': bad port"))?,
+            ),
         };
         (host.to_string(), port)
     } else {
@@ -478,7 +519,9 @@ pub fn parse_base_url(url: &str) -> Result<(bool, String, u16, String), String> 
         }
     };
     let port = match port {
-        Some(p) => p.parse::<u16>().map_err(|_| format!("'{url}': port '{p}' is not a number"))?,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("'{url}': port '{p}' is not a number"))?,
         None if tls => 443,
         None => 80,
     };
@@ -506,7 +549,10 @@ pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
                 None => (expr, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(ConfigError::new("", format!("'${{{expr}}}' is not a valid variable reference")));
+                return Err(ConfigError::new(
+                    "",
+                    format!("'${{{expr}}}' is not a valid variable reference"),
+                ));
             }
             match (env(name).filter(|v| !v.is_empty()), default) {
                 (Some(v), _) => out.push_str(&v),
@@ -533,13 +579,21 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
     fn expands_variables_and_defaults() {
         let env = env_of(&[("A", "x")]);
-        assert_eq!(expand_env("k: ${A} ${B:-d} $$x $y", &env).unwrap(), "k: x d $x $y");
+        assert_eq!(
+            expand_env("k: ${A} ${B:-d} $$x $y", &env).unwrap(),
+            "k: x d $x $y"
+        );
         let err = expand_env("k: ${MISSING}", &env).unwrap_err();
         assert!(err.message.contains("MISSING"), "{err}");
     }
@@ -559,7 +613,11 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let env = env_of(&[]);
-        let e = Config::from_yaml_str("providers:\n  x:\n    kind: foo\n    base_url: http://a\n", &env).unwrap_err();
+        let e = Config::from_yaml_str(
+            "providers:\n  x:\n    kind: foo\n    base_url: http://a\n",
+            &env,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "providers.x.kind");
         let e = Config::from_yaml_str("providers:\n  x:\n    kind: openai\n", &env).unwrap_err();
         assert_eq!(e.field, "providers.x.base_url");
@@ -567,7 +625,11 @@ mod tests {
         assert_eq!(e.field, "listen");
         let e = Config::from_yaml_str("lisen: 1\n", &env).unwrap_err();
         assert!(e.message.contains("unknown field"), "{e}");
-        let e = Config::from_yaml_str("providers:\n  x:\n    kind: openai\n    base_url: http://a\n    api_key_env: NOPE\n", &env).unwrap_err();
+        let e = Config::from_yaml_str(
+            "providers:\n  x:\n    kind: openai\n    base_url: http://a\n    api_key_env: NOPE\n",
+            &env,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "providers.x.api_key_env");
     }
 
@@ -586,8 +648,14 @@ mod tests {
 
     #[test]
     fn parses_base_urls() {
-        assert_eq!(parse_base_url("https://api.openai.com/v1/").unwrap(), (true, "api.openai.com".into(), 443, "/v1".into()));
-        assert_eq!(parse_base_url("http://[::1]:8080").unwrap(), (false, "::1".into(), 8080, "".into()));
+        assert_eq!(
+            parse_base_url("https://api.openai.com/v1/").unwrap(),
+            (true, "api.openai.com".into(), 443, "/v1".into())
+        );
+        assert_eq!(
+            parse_base_url("http://[::1]:8080").unwrap(),
+            (false, "::1".into(), 8080, "".into())
+        );
         assert!(parse_base_url("ftp://x").is_err());
         assert!(parse_base_url("http://u:p@x").is_err());
     }

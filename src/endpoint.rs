@@ -23,7 +23,11 @@ pub enum Endpoint {
 impl Endpoint {
     /// Classifies a method and path (without the query string).
     pub fn classify(method: &str, path: &str) -> Endpoint {
-        let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
         match (method, path) {
             ("POST", "/v1/chat/completions") => Endpoint::ChatCompletions,
             ("POST", "/v1/messages") => Endpoint::Messages,
@@ -93,13 +97,28 @@ mod tests {
 
     #[test]
     fn classifies_paths() {
-        assert_eq!(Endpoint::classify("POST", "/v1/messages"), Endpoint::Messages);
-        assert_eq!(Endpoint::classify("POST", "/v1/messages/"), Endpoint::Messages);
-        assert_eq!(Endpoint::classify("POST", "/v1/messages/count_tokens"), Endpoint::CountTokens);
-        assert_eq!(Endpoint::classify("GET", "/v1/messages"), Endpoint::NotFound);
+        assert_eq!(
+            Endpoint::classify("POST", "/v1/messages"),
+            Endpoint::Messages
+        );
+        assert_eq!(
+            Endpoint::classify("POST", "/v1/messages/"),
+            Endpoint::Messages
+        );
+        assert_eq!(
+            Endpoint::classify("POST", "/v1/messages/count_tokens"),
+            Endpoint::CountTokens
+        );
+        assert_eq!(
+            Endpoint::classify("GET", "/v1/messages"),
+            Endpoint::NotFound
+        );
         assert_eq!(Endpoint::classify("HEAD", "/"), Endpoint::Root);
         assert_eq!(Endpoint::classify("DELETE", "/v1/keys/k_1"), Endpoint::Key);
-        assert_eq!(Endpoint::classify("GET", "/v1/models/gpt-4o"), Endpoint::Model);
+        assert_eq!(
+            Endpoint::classify("GET", "/v1/models/gpt-4o"),
+            Endpoint::Model
+        );
         assert_eq!(Endpoint::Messages.dialect(), Dialect::Anthropic);
         assert_eq!(Endpoint::ChatCompletions.dialect(), Dialect::OpenAi);
     }

@@ -174,7 +174,9 @@ mod tests {
 
     #[test]
     fn openai_envelope() {
-        let e = GatewayError::invalid("bad").with_param("model").with_code("model_not_found");
+        let e = GatewayError::invalid("bad")
+            .with_param("model")
+            .with_code("model_not_found");
         let v: Value = serde_json::from_slice(&e.body(Dialect::OpenAi)).unwrap();
         assert_eq!(v["error"]["message"], "bad");
         assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -198,10 +200,24 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(GatewayError::new(ErrorKind::PayloadTooLarge, "").status(), 413);
+        assert_eq!(
+            GatewayError::new(ErrorKind::PayloadTooLarge, "").status(),
+            413
+        );
         assert_eq!(GatewayError::new(ErrorKind::Upstream, "").status(), 502);
-        assert_eq!(GatewayError::new(ErrorKind::UpstreamTimeout, "").status(), 504);
-        assert_eq!(GatewayError::new(ErrorKind::BudgetExceeded, "").status(), 403);
-        assert_eq!(GatewayError::new(ErrorKind::RateLimited, "").with_status(529).status(), 529);
+        assert_eq!(
+            GatewayError::new(ErrorKind::UpstreamTimeout, "").status(),
+            504
+        );
+        assert_eq!(
+            GatewayError::new(ErrorKind::BudgetExceeded, "").status(),
+            403
+        );
+        assert_eq!(
+            GatewayError::new(ErrorKind::RateLimited, "")
+                .with_status(529)
+                .status(),
+            529
+        );
     }
 }

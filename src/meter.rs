@@ -162,14 +162,20 @@ impl StreamMeter {
         if !interesting {
             return;
         }
-        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { return };
+        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            return;
+        };
         let ty = v.get("type").and_then(Value::as_str).or(name).unwrap_or("");
         match self.wire {
             Wire::OpenAiChat | Wire::OpenAiOther => {
                 if v.get("error").is_some() {
                     self.errored = true;
                 }
-                if let Some(us) = v.get("usage").filter(|u| !u.is_null()).and_then(from_openai) {
+                if let Some(us) = v
+                    .get("usage")
+                    .filter(|u| !u.is_null())
+                    .and_then(from_openai)
+                {
                     self.usage = us;
                     self.saw_usage = true;
                 }
@@ -215,7 +221,16 @@ mod tests {
         let mut m = StreamMeter::new(Wire::OpenAiChat);
         m.observe(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\ndata: [DONE]\n\n");
         assert!(m.completed && m.saw_usage);
-        assert_eq!(m.usage, Usage { input: 6, cache_read: 4, cache_write: 0, output: 3, reasoning: 0 });
+        assert_eq!(
+            m.usage,
+            Usage {
+                input: 6,
+                cache_read: 4,
+                cache_write: 0,
+                output: 3,
+                reasoning: 0
+            }
+        );
     }
 
     #[test]
@@ -226,7 +241,16 @@ mod tests {
             m.observe(b);
         }
         assert!(m.completed);
-        assert_eq!(m.usage, Usage { input: 20, cache_read: 5, cache_write: 2, output: 9, reasoning: 0 });
+        assert_eq!(
+            m.usage,
+            Usage {
+                input: 20,
+                cache_read: 5,
+                cache_write: 2,
+                output: 9,
+                reasoning: 0
+            }
+        );
         assert_eq!(m.usage.total(), 36);
     }
 
@@ -243,9 +267,19 @@ mod tests {
     fn bodies() {
         let b = json!({"usage": {"prompt_tokens": 7, "completion_tokens": 2}});
         assert_eq!(usage_from_body(Wire::OpenAiChat, &b).unwrap().total(), 9);
-        let b = json!({"usage": {"input_tokens": 7, "output_tokens": 2, "cache_read_input_tokens": 1}});
+        let b =
+            json!({"usage": {"input_tokens": 7, "output_tokens": 2, "cache_read_input_tokens": 1}});
         assert_eq!(usage_from_body(Wire::Anthropic, &b).unwrap().total(), 10);
         let b = json!({"usage": {"input_tokens": 7, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 3}}});
-        assert_eq!(usage_from_body(Wire::Responses, &b).unwrap(), Usage { input: 4, cache_read: 3, cache_write: 0, output: 2, reasoning: 0 });
+        assert_eq!(
+            usage_from_body(Wire::Responses, &b).unwrap(),
+            Usage {
+                input: 4,
+                cache_read: 3,
+                cache_write: 0,
+                output: 2,
+                reasoning: 0
+            }
+        );
     }
 }

@@ -5,8 +5,8 @@
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, Encoder, HistogramVec, IntCounterVec,
-    IntGauge, TextEncoder,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, Encoder, HistogramVec,
+    IntCounterVec, IntGauge, TextEncoder,
 };
 use std::collections::HashSet;
 
@@ -26,7 +26,10 @@ pub static LATENCY: Lazy<HistogramVec> = Lazy::new(|| {
         "tollgate_request_duration_seconds",
         "Time from request start to the end of the response",
         &["endpoint", "provider"],
-        vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]
+        vec![
+            0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            300.0, 600.0
+        ]
     )
     .unwrap()
 });
@@ -41,11 +44,13 @@ pub static UPSTREAM_TTFB: Lazy<HistogramVec> = Lazy::new(|| {
     .unwrap()
 });
 
-pub static INFLIGHT_STREAMS: Lazy<IntGauge> =
-    Lazy::new(|| register_int_gauge!("tollgate_inflight_streams", "Streaming responses in flight").unwrap());
+pub static INFLIGHT_STREAMS: Lazy<IntGauge> = Lazy::new(|| {
+    register_int_gauge!("tollgate_inflight_streams", "Streaming responses in flight").unwrap()
+});
 
-pub static INFLIGHT_REQUESTS: Lazy<IntGauge> =
-    Lazy::new(|| register_int_gauge!("tollgate_inflight_requests", "Proxied requests in flight").unwrap());
+pub static INFLIGHT_REQUESTS: Lazy<IntGauge> = Lazy::new(|| {
+    register_int_gauge!("tollgate_inflight_requests", "Proxied requests in flight").unwrap()
+});
 
 pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
     register_int_counter_vec!(
@@ -57,7 +62,12 @@ pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
 });
 
 pub static AUTH_FAILURES: Lazy<IntCounterVec> = Lazy::new(|| {
-    register_int_counter_vec!("tollgate_auth_failures_total", "Refused credentials by reason", &["reason"]).unwrap()
+    register_int_counter_vec!(
+        "tollgate_auth_failures_total",
+        "Refused credentials by reason",
+        &["reason"]
+    )
+    .unwrap()
 });
 
 pub static TOKENS: Lazy<IntCounterVec> = Lazy::new(|| {

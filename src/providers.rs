@@ -84,24 +84,132 @@ use ProviderKind::{Anthropic, OpenAi};
 
 /// Well-known providers. OpenAI-compatible services are the `openai` kind with their own base URL.
 pub const PRESETS: &[Preset] = &[
-    def("openai", OpenAi, "https://api.openai.com/v1", Some("OPENAI_API_KEY"), None),
-    def("anthropic", Anthropic, "https://api.anthropic.com", Some("ANTHROPIC_API_KEY"), None),
-    def("groq", OpenAi, "https://api.groq.com/openai/v1", Some("GROQ_API_KEY"), None),
-    def("mistral", OpenAi, "https://api.mistral.ai/v1", Some("MISTRAL_API_KEY"), None),
-    def("deepseek", OpenAi, "https://api.deepseek.com/v1", Some("DEEPSEEK_API_KEY"), None),
-    def("together", OpenAi, "https://api.together.xyz/v1", Some("TOGETHER_API_KEY"), None),
-    def("openrouter", OpenAi, "https://openrouter.ai/api/v1", Some("OPENROUTER_API_KEY"), None),
-    def("fireworks", OpenAi, "https://api.fireworks.ai/inference/v1", Some("FIREWORKS_API_KEY"), None),
-    def("xai", OpenAi, "https://api.x.ai/v1", Some("XAI_API_KEY"), None),
-    def("perplexity", OpenAi, "https://api.perplexity.ai", Some("PERPLEXITY_API_KEY"), None),
-    def("cerebras", OpenAi, "https://api.cerebras.ai/v1", Some("CEREBRAS_API_KEY"), None),
-    def("deepinfra", OpenAi, "https://api.deepinfra.com/v1/openai", Some("DEEPINFRA_API_KEY"), None),
-    def("moonshot", OpenAi, "https://api.moonshot.ai/v1", Some("MOONSHOT_API_KEY"), None),
-    def("sambanova", OpenAi, "https://api.sambanova.ai/v1", Some("SAMBANOVA_API_KEY"), None),
-    def("nebius", OpenAi, "https://api.studio.nebius.com/v1", Some("NEBIUS_API_KEY"), None),
-    def("ollama", OpenAi, "http://127.0.0.1:11434/v1", None, Some("OLLAMA_BASE_URL")),
-    def("vllm", OpenAi, "http://127.0.0.1:8001/v1", None, Some("VLLM_BASE_URL")),
-    def("lmstudio", OpenAi, "http://127.0.0.1:1234/v1", None, Some("LMSTUDIO_BASE_URL")),
+    def(
+        "openai",
+        OpenAi,
+        "https://api.openai.com/v1",
+        Some("OPENAI_API_KEY"),
+        None,
+    ),
+    def(
+        "anthropic",
+        Anthropic,
+        "https://api.anthropic.com",
+        Some("ANTHROPIC_API_KEY"),
+        None,
+    ),
+    def(
+        "groq",
+        OpenAi,
+        "https://api.groq.com/openai/v1",
+        Some("GROQ_API_KEY"),
+        None,
+    ),
+    def(
+        "mistral",
+        OpenAi,
+        "https://api.mistral.ai/v1",
+        Some("MISTRAL_API_KEY"),
+        None,
+    ),
+    def(
+        "deepseek",
+        OpenAi,
+        "https://api.deepseek.com/v1",
+        Some("DEEPSEEK_API_KEY"),
+        None,
+    ),
+    def(
+        "together",
+        OpenAi,
+        "https://api.together.xyz/v1",
+        Some("TOGETHER_API_KEY"),
+        None,
+    ),
+    def(
+        "openrouter",
+        OpenAi,
+        "https://openrouter.ai/api/v1",
+        Some("OPENROUTER_API_KEY"),
+        None,
+    ),
+    def(
+        "fireworks",
+        OpenAi,
+        "https://api.fireworks.ai/inference/v1",
+        Some("FIREWORKS_API_KEY"),
+        None,
+    ),
+    def(
+        "xai",
+        OpenAi,
+        "https://api.x.ai/v1",
+        Some("XAI_API_KEY"),
+        None,
+    ),
+    def(
+        "perplexity",
+        OpenAi,
+        "https://api.perplexity.ai",
+        Some("PERPLEXITY_API_KEY"),
+        None,
+    ),
+    def(
+        "cerebras",
+        OpenAi,
+        "https://api.cerebras.ai/v1",
+        Some("CEREBRAS_API_KEY"),
+        None,
+    ),
+    def(
+        "deepinfra",
+        OpenAi,
+        "https://api.deepinfra.com/v1/openai",
+        Some("DEEPINFRA_API_KEY"),
+        None,
+    ),
+    def(
+        "moonshot",
+        OpenAi,
+        "https://api.moonshot.ai/v1",
+        Some("MOONSHOT_API_KEY"),
+        None,
+    ),
+    def(
+        "sambanova",
+        OpenAi,
+        "https://api.sambanova.ai/v1",
+        Some("SAMBANOVA_API_KEY"),
+        None,
+    ),
+    def(
+        "nebius",
+        OpenAi,
+        "https://api.studio.nebius.com/v1",
+        Some("NEBIUS_API_KEY"),
+        None,
+    ),
+    def(
+        "ollama",
+        OpenAi,
+        "http://127.0.0.1:11434/v1",
+        None,
+        Some("OLLAMA_BASE_URL"),
+    ),
+    def(
+        "vllm",
+        OpenAi,
+        "http://127.0.0.1:8001/v1",
+        None,
+        Some("VLLM_BASE_URL"),
+    ),
+    def(
+        "lmstudio",
+        OpenAi,
+        "http://127.0.0.1:1234/v1",
+        None,
+        Some("LMSTUDIO_BASE_URL"),
+    ),
 ];
 
 pub fn preset(name: &str) -> Option<&'static Preset> {
@@ -120,13 +228,20 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), PRESETS.len());
         for p in PRESETS {
-            assert!(crate::config::parse_base_url(p.base_url).is_ok(), "{}", p.name);
+            assert!(
+                crate::config::parse_base_url(p.base_url).is_ok(),
+                "{}",
+                p.name
+            );
         }
     }
 
     #[test]
     fn credentials_go_in_the_kind_specific_header() {
-        assert_eq!(OpenAi.auth_header("k"), ("authorization", "Bearer k".to_string()));
+        assert_eq!(
+            OpenAi.auth_header("k"),
+            ("authorization", "Bearer k".to_string())
+        );
         assert_eq!(Anthropic.auth_header("k"), ("x-api-key", "k".to_string()));
     }
 }

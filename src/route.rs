@@ -67,19 +67,31 @@ impl Router {
             return Err(GatewayError::invalid("'model' must not be empty.").with_param("model"));
         }
         if selector.len() > MAX_SELECTOR || selector.chars().any(|c| c.is_control()) {
-            return Err(GatewayError::invalid("'model' is not a valid model name.").with_param("model"));
+            return Err(
+                GatewayError::invalid("'model' is not a valid model name.").with_param("model")
+            );
         }
-        let target = self.aliases.get(selector).map(String::as_str).unwrap_or(selector);
+        let target = self
+            .aliases
+            .get(selector)
+            .map(String::as_str)
+            .unwrap_or(selector);
         if let Some(r) = self.explicit(target) {
             return r;
         }
         if let Some(p) = self.listed.get(target).and_then(|n| self.providers.get(n)) {
-            return Ok(Route { provider: p.clone(), model: target.to_string() });
+            return Ok(Route {
+                provider: p.clone(),
+                model: target.to_string(),
+            });
         }
         for rule in &self.prefixes {
             if target.starts_with(&rule.prefix) {
                 if let Some(p) = self.providers.get(&rule.provider) {
-                    return Ok(Route { provider: p.clone(), model: target.to_string() });
+                    return Ok(Route {
+                        provider: p.clone(),
+                        model: target.to_string(),
+                    });
                 }
             }
         }
@@ -96,11 +108,17 @@ impl Router {
             ))
             .with_param("model")));
         }
-        Some(Ok(Route { provider: p.clone(), model: model.to_string() }))
+        Some(Ok(Route {
+            provider: p.clone(),
+            model: model.to_string(),
+        }))
     }
 
     fn unknown(&self, selector: &str) -> GatewayError {
-        let mut msg = format!("Model '{}' is not available on this gateway.", truncate(selector, 80));
+        let mut msg = format!(
+            "Model '{}' is not available on this gateway.",
+            truncate(selector, 80)
+        );
         if let Some(i) = selector.find([':', '/']) {
             let prov = &selector[..i];
             if crate::providers::preset(prov).is_some() {
@@ -115,7 +133,11 @@ impl Router {
         } else {
             msg.push_str(&format!(
                 " Use 'provider:model' with a configured provider ({}), or one of: {}.",
-                self.providers.keys().cloned().collect::<Vec<_>>().join(", "),
+                self.providers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 known.join(", ")
             ));
         }
@@ -126,7 +148,12 @@ impl Router {
 
     /// Models this gateway can name: aliases and listed models (bounded, sorted).
     pub fn known_models(&self, limit: usize) -> Vec<String> {
-        let mut v: Vec<String> = self.aliases.keys().chain(self.listed.keys()).cloned().collect();
+        let mut v: Vec<String> = self
+            .aliases
+            .keys()
+            .chain(self.listed.keys())
+            .cloned()
+            .collect();
         v.sort();
         v.dedup();
         v.truncate(limit);
@@ -142,7 +169,10 @@ impl Router {
             }
         }
         for (alias, target) in &self.aliases {
-            let owner = self.resolve(target).map(|r| r.provider.name.clone()).unwrap_or_else(|_| "tollgate".into());
+            let owner = self
+                .resolve(target)
+                .map(|r| r.provider.name.clone())
+                .unwrap_or_else(|_| "tollgate".into());
             v.push((alias.clone(), owner));
         }
         v.sort();
@@ -182,13 +212,34 @@ aliases:
     fn selectors() {
         let r = router(Y);
         let t = |s: &str| r.resolve(s).map(|r| (r.provider.name.clone(), r.model));
-        assert_eq!(t("openai:gpt-4o").unwrap(), ("openai".into(), "gpt-4o".into()));
-        assert_eq!(t("openai/gpt-4o").unwrap(), ("openai".into(), "gpt-4o".into()));
-        assert_eq!(t("openrouter/meta-llama/llama-3").unwrap(), ("openrouter".into(), "meta-llama/llama-3".into()));
-        assert_eq!(t("meta-llama/llama-3").unwrap(), ("openrouter".into(), "meta-llama/llama-3".into()));
-        assert_eq!(t("fast").unwrap(), ("openrouter".into(), "meta-llama/llama-3".into()));
-        assert_eq!(t("sonnet").unwrap(), ("anthropic".into(), "claude-sonnet-4-6".into()));
-        assert_eq!(t("claude-opus-4-8").unwrap(), ("anthropic".into(), "claude-opus-4-8".into()));
+        assert_eq!(
+            t("openai:gpt-4o").unwrap(),
+            ("openai".into(), "gpt-4o".into())
+        );
+        assert_eq!(
+            t("openai/gpt-4o").unwrap(),
+            ("openai".into(), "gpt-4o".into())
+        );
+        assert_eq!(
+            t("openrouter/meta-llama/llama-3").unwrap(),
+            ("openrouter".into(), "meta-llama/llama-3".into())
+        );
+        assert_eq!(
+            t("meta-llama/llama-3").unwrap(),
+            ("openrouter".into(), "meta-llama/llama-3".into())
+        );
+        assert_eq!(
+            t("fast").unwrap(),
+            ("openrouter".into(), "meta-llama/llama-3".into())
+        );
+        assert_eq!(
+            t("sonnet").unwrap(),
+            ("anthropic".into(), "claude-sonnet-4-6".into())
+        );
+        assert_eq!(
+            t("claude-opus-4-8").unwrap(),
+            ("anthropic".into(), "claude-opus-4-8".into())
+        );
         assert_eq!(t("gpt-4.1").unwrap(), ("openai".into(), "gpt-4.1".into()));
         assert_eq!(t("o3-mini").unwrap(), ("openai".into(), "o3-mini".into()));
     }
@@ -201,7 +252,11 @@ aliases:
         assert!(e.message.contains("fast"), "{}", e.message);
         assert!(e.message.contains("openai"), "{}", e.message);
         let e = r.resolve("groq:llama").unwrap_err();
-        assert!(e.message.contains("'groq' is known but not configured"), "{}", e.message);
+        assert!(
+            e.message.contains("'groq' is known but not configured"),
+            "{}",
+            e.message
+        );
         assert_eq!(r.resolve("openai:").unwrap_err().status(), 400);
         assert_eq!(r.resolve("").unwrap_err().status(), 400);
     }

@@ -30,7 +30,11 @@ pub struct ProcessOpts {
 
 /// The Pingora server configuration: the given file, or defaults tuned for tollgate with
 /// the pid file and upgrade socket beside the data (so two instances never collide).
-pub fn server_conf(cfg: &Config, opts: &ProcessOpts, data_dir: &Path) -> Result<ServerConf, String> {
+pub fn server_conf(
+    cfg: &Config,
+    opts: &ProcessOpts,
+    data_dir: &Path,
+) -> Result<ServerConf, String> {
     let file = opts.pingora_conf.as_ref().or(cfg.pingora_conf.as_ref());
     let mut conf = match file {
         Some(path) => ServerConf::load_from_yaml(path.display().to_string())
@@ -57,7 +61,10 @@ pub fn server_conf(cfg: &Config, opts: &ProcessOpts, data_dir: &Path) -> Result<
 /// Starts the gateway; never returns.
 pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     if let Err(e) = std::fs::create_dir_all(&cfg.data_dir) {
-        eprintln!("tollgate: cannot create data_dir {}: {e}", cfg.data_dir.display());
+        eprintln!(
+            "tollgate: cannot create data_dir {}: {e}",
+            cfg.data_dir.display()
+        );
         std::process::exit(2);
     }
     let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
@@ -95,7 +102,9 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     let mut cfg = cfg;
     cfg.data_dir = data_dir.clone();
     let store = Arc::new(StoreSlot::default());
-    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(&server.configuration)));
+    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
+        &server.configuration,
+    )));
     let state = Arc::new(AppState {
         router: Router::new(&cfg),
         keys: keys.clone(),

@@ -55,7 +55,10 @@ impl Ctx {
     }
 
     pub fn provider_name(&self) -> &str {
-        self.route.as_ref().map(|r| r.provider.name.as_str()).unwrap_or("")
+        self.route
+            .as_ref()
+            .map(|r| r.provider.name.as_str())
+            .unwrap_or("")
     }
 }
 

@@ -19,13 +19,20 @@ use super::Gateway;
 use crate::metrics;
 
 /// Sends the request and reads the response header (skipping 1xx).
-async fn send_request(up: &mut HttpSession, req: &pingora::http::RequestHeader, body: &Bytes) -> Result<()> {
+async fn send_request(
+    up: &mut HttpSession,
+    req: &pingora::http::RequestHeader,
+    body: &Bytes,
+) -> Result<()> {
     up.write_request_header(Box::new(req.clone())).await?;
     up.write_request_body(body.clone(), true).await?;
     up.finish_request_body().await?;
     loop {
         up.read_response_header().await?;
-        if !up.response_header().is_some_and(|h| h.status.is_informational()) {
+        if !up
+            .response_header()
+            .is_some_and(|h| h.status.is_informational())
+        {
             return Ok(());
         }
     }
@@ -38,7 +45,9 @@ impl Gateway {
         ctx.direct = true;
         let route = ctx.route.clone().expect("route set before forwarding");
         let body = ctx.upstream_body.clone().unwrap_or_default();
-        let addr = ctx.upstream_addr.expect("address resolved before forwarding");
+        let addr = ctx
+            .upstream_addr
+            .expect("address resolved before forwarding");
         let peer: HttpPeer = peer_for(&route.provider, addr);
         let mut req = s.req_header().clone();
         prepare_request(&mut req, &route.provider, ctx.endpoint, body.len())?;
@@ -46,7 +55,12 @@ impl Gateway {
         let mut tries = 0;
         let mut up = loop {
             tries += 1;
-            let (mut up, reused) = self.state.connector.get_http_session(&peer).await.map_err(|e| e.into_up())?;
+            let (mut up, reused) = self
+                .state
+                .connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| e.into_up())?;
             // The connector does not apply the peer's read/write timeouts itself.
             up.set_read_timeout(peer.options.read_timeout);
             up.set_write_timeout(peer.options.write_timeout);
@@ -68,10 +82,20 @@ impl Gateway {
         let mut resp: ResponseHeader = up.response_header().expect("header read").clone();
         ctx.upstream_ttfb = Some(ctx.start.elapsed());
         let had_length = resp.headers.get("content-length").is_some();
-        for h in ["connection", "keep-alive", "transfer-encoding", "proxy-connection"] {
+        for h in [
+            "connection",
+            "keep-alive",
+            "transfer-encoding",
+            "proxy-connection",
+        ] {
             resp.remove_header(h);
         }
-        let mut tap = ResponseTap::on_header(&mut resp, self.wire(ctx.endpoint), ctx.endpoint.dialect(), &route.provider.name);
+        let mut tap = ResponseTap::on_header(
+            &mut resp,
+            self.wire(ctx.endpoint),
+            ctx.endpoint.dialect(),
+            &route.provider.name,
+        );
         if !tap.replaces_body() && (!had_length || tap.is_stream) {
             resp.remove_header("content-length");
             resp.insert_header("transfer-encoding", "chunked")?;

@@ -29,14 +29,40 @@ pub async fn send(
     Ok(())
 }
 
-pub async fn send_json(s: &mut Session, status: u16, v: &serde_json::Value, request_id: &str) -> pingora::Result<()> {
-    send(s, status, "application/json", Bytes::from(v.to_string()), request_id, &[]).await
+pub async fn send_json(
+    s: &mut Session,
+    status: u16,
+    v: &serde_json::Value,
+    request_id: &str,
+) -> pingora::Result<()> {
+    send(
+        s,
+        status,
+        "application/json",
+        Bytes::from(v.to_string()),
+        request_id,
+        &[],
+    )
+    .await
 }
 
-pub async fn send_error(s: &mut Session, dialect: Dialect, e: &GatewayError, request_id: &str) -> pingora::Result<()> {
+pub async fn send_error(
+    s: &mut Session,
+    dialect: Dialect,
+    e: &GatewayError,
+    request_id: &str,
+) -> pingora::Result<()> {
     let mut extra = Vec::new();
     if let Some(ra) = e.retry_after {
         extra.push(("retry-after", ra.to_string()));
     }
-    send(s, e.status(), "application/json", e.body(dialect), request_id, &extra).await
+    send(
+        s,
+        e.status(),
+        "application/json",
+        e.body(dialect),
+        request_id,
+        &extra,
+    )
+    .await
 }

@@ -123,13 +123,29 @@ impl Gateway {
     async fn handle(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         match ctx.endpoint {
             Endpoint::Root => {
-                local::send(s, 200, "text/plain", Bytes::from_static(b"tollgate\n"), &ctx.request_id, &[]).await?;
+                local::send(
+                    s,
+                    200,
+                    "text/plain",
+                    Bytes::from_static(b"tollgate\n"),
+                    &ctx.request_id,
+                    &[],
+                )
+                .await?;
                 Ok(Flow::Done)
             }
             Endpoint::Health => self.health(s, ctx).await,
             Endpoint::Metrics => {
                 let body = Bytes::from(metrics::render());
-                local::send(s, 200, "text/plain; version=0.0.4", body, &ctx.request_id, &[]).await?;
+                local::send(
+                    s,
+                    200,
+                    "text/plain; version=0.0.4",
+                    body,
+                    &ctx.request_id,
+                    &[],
+                )
+                .await?;
                 Ok(Flow::Done)
             }
             Endpoint::Keys | Endpoint::Key => {
@@ -163,7 +179,11 @@ impl Gateway {
             "providers": self.state.router.providers().map(|p| p.name.clone()).collect::<Vec<_>>(),
             "version": env!("CARGO_PKG_VERSION"),
         });
-        let status = if s.req_header().uri.path().ends_with("/ready") && !ready { 503 } else { 200 };
+        let status = if s.req_header().uri.path().ends_with("/ready") && !ready {
+            503
+        } else {
+            200
+        };
         local::send_json(s, status, &v, &ctx.request_id).await?;
         Ok(Flow::Done)
     }
@@ -175,7 +195,14 @@ impl Gateway {
         if ctx.endpoint == Endpoint::Model {
             let id = path.trim_start_matches("/v1/models/");
             let Some((id, owner)) = ids.iter().find(|(i, _)| i == id) else {
-                return Err(GatewayError::new(ErrorKind::NotFound, format!("Model '{}' is not listed on this gateway.", truncate_path(id))).into());
+                return Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "Model '{}' is not listed on this gateway.",
+                        truncate_path(id)
+                    ),
+                )
+                .into());
             };
             let v = if anthropic_shape {
                 json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
@@ -214,14 +241,26 @@ impl Gateway {
         let mut req = parse_json_object(&body)?;
         let model = match req.get("model") {
             Some(Value::String(m)) => m.clone(),
-            Some(_) => return Err(GatewayError::invalid("'model' must be a string.").with_param("model").into()),
+            Some(_) => {
+                return Err(GatewayError::invalid("'model' must be a string.")
+                    .with_param("model")
+                    .into())
+            }
             None if ctx.endpoint == Endpoint::Moderations => "omni-moderation-latest".to_string(),
-            None => return Err(GatewayError::invalid("'model' is required.").with_param("model").into()),
+            None => {
+                return Err(GatewayError::invalid("'model' is required.")
+                    .with_param("model")
+                    .into())
+            }
         };
         ctx.stream = match req.get("stream") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(GatewayError::invalid("'stream' must be a boolean.").with_param("stream").into()),
+            Some(_) => {
+                return Err(GatewayError::invalid("'stream' must be a boolean.")
+                    .with_param("stream")
+                    .into())
+            }
         };
         ctx.client_model = model.clone();
         let route = self.state.router.resolve(&model)?;
@@ -238,11 +277,19 @@ impl Gateway {
         }
         let upstream_body = if route.model != model || !req.contains_key("model") {
             req.insert("model".into(), Value::String(route.model.clone()));
-            Bytes::from(serde_json::to_vec(&req).map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?)
+            Bytes::from(
+                serde_json::to_vec(&req)
+                    .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?,
+            )
         } else {
             body
         };
-        ctx.upstream_addr = Some(self.state.resolver.resolve(&route.provider.host, route.provider.port).await?);
+        ctx.upstream_addr = Some(
+            self.state
+                .resolver
+                .resolve(&route.provider.host, route.provider.port)
+                .await?,
+        );
         ctx.upstream_body = Some(upstream_body);
         ctx.route = Some(route);
         metrics::INFLIGHT_REQUESTS.inc();
@@ -268,7 +315,11 @@ async fn read_body(s: &mut Session, max: usize) -> Result<Bytes, Failure> {
             format!("Request body exceeds the gateway's limit of {max} bytes."),
         )
     };
-    if let Some(cl) = s.get_header("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(cl) = s
+        .get_header("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         if cl > max as u64 {
             return Err(too_large().into());
         }
@@ -282,7 +333,10 @@ async fn read_body(s: &mut Session, max: usize) -> Result<Bytes, Failure> {
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = s.read_request_body().await.map_err(|e| {
-        Failure::Client(GatewayError::invalid(format!("Could not read the request body: {}", e.etype().as_str())))
+        Failure::Client(GatewayError::invalid(format!(
+            "Could not read the request body: {}",
+            e.etype().as_str()
+        )))
     })? {
         if body.len() + chunk.len() > max {
             return Err(too_large().into());
@@ -294,11 +348,15 @@ async fn read_body(s: &mut Session, max: usize) -> Result<Bytes, Failure> {
 
 fn parse_json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, GatewayError> {
     if body.is_empty() {
-        return Err(GatewayError::invalid("The request body is empty; expected a JSON object."));
+        return Err(GatewayError::invalid(
+            "The request body is empty; expected a JSON object.",
+        ));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(GatewayError::invalid("The request body must be a JSON object.")),
+        Ok(_) => Err(GatewayError::invalid(
+            "The request body must be a JSON object.",
+        )),
         Err(e) => Err(GatewayError::invalid(format!(
             "The request body is not valid JSON: {} at line {}, column {}.",
             match e.classify() {
@@ -318,14 +376,22 @@ fn classify_error(e: &pingora::Error, provider: &str) -> Option<GatewayError> {
     use ErrorType::*;
     let msg = |what: &str| format!("The provider '{provider}' {what}.");
     let err = match (e.etype(), e.esource()) {
-        (HTTPStatus(c), _) => GatewayError::new(ErrorKind::InvalidRequest, format!("HTTP {c}")).with_status(*c),
+        (HTTPStatus(c), _) => {
+            GatewayError::new(ErrorKind::InvalidRequest, format!("HTTP {c}")).with_status(*c)
+        }
         (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => return None,
-        (ConnectTimedout, _) => GatewayError::new(ErrorKind::UpstreamTimeout, msg("did not accept a connection in time")),
+        (ConnectTimedout, _) => GatewayError::new(
+            ErrorKind::UpstreamTimeout,
+            msg("did not accept a connection in time"),
+        ),
         (ReadTimedout | WriteTimedout, ErrorSource::Upstream) => {
             GatewayError::new(ErrorKind::UpstreamTimeout, msg("did not answer in time"))
         }
         (ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError, _) => {
-            GatewayError::new(ErrorKind::Upstream, msg("is unreachable (connection failed)"))
+            GatewayError::new(
+                ErrorKind::Upstream,
+                msg("is unreachable (connection failed)"),
+            )
         }
         (TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError, _) => {
             GatewayError::new(ErrorKind::Upstream, msg("failed the TLS handshake"))
@@ -334,10 +400,14 @@ fn classify_error(e: &pingora::Error, provider: &str) -> Option<GatewayError> {
             ErrorKind::Upstream,
             format!("The provider '{provider}' failed: {}.", e.etype().as_str()),
         ),
-        (_, ErrorSource::Downstream) => {
-            GatewayError::invalid(format!("Could not read the request: {}.", e.etype().as_str()))
-        }
-        _ => GatewayError::new(ErrorKind::Internal, format!("Internal error: {}.", e.etype().as_str())),
+        (_, ErrorSource::Downstream) => GatewayError::invalid(format!(
+            "Could not read the request: {}.",
+            e.etype().as_str()
+        )),
+        _ => GatewayError::new(
+            ErrorKind::Internal,
+            format!("Internal error: {}.", e.etype().as_str()),
+        ),
     };
     Some(err)
 }
@@ -366,9 +436,16 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _s: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
         let (Some(route), Some(addr)) = (ctx.route.as_ref(), ctx.upstream_addr) else {
-            return Err(pingora::Error::explain(ErrorType::InternalError, "no route"));
+            return Err(pingora::Error::explain(
+                ErrorType::InternalError,
+                "no route",
+            ));
         };
         Ok(Box::new(upstream::peer_for(&route.provider, addr)))
     }
@@ -393,15 +470,29 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         // Pingora replays the retry buffer once per attempt; substitute the rewritten body.
         if ctx.upstream_body.is_some() {
-            *body = if end_of_stream { ctx.upstream_body.clone() } else { Some(Bytes::new()) };
+            *body = if end_of_stream {
+                ctx.upstream_body.clone()
+            } else {
+                Some(Bytes::new())
+            };
         }
         Ok(())
     }
 
-    async fn response_filter(&self, _s: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> pingora::Result<()> {
+    async fn response_filter(
+        &self,
+        _s: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
         ctx.upstream_ttfb = Some(ctx.start.elapsed());
         let provider = ctx.provider_name().to_string();
-        let tap = ResponseTap::on_header(resp, self.wire(ctx.endpoint), ctx.endpoint.dialect(), &provider);
+        let tap = ResponseTap::on_header(
+            resp,
+            self.wire(ctx.endpoint),
+            ctx.endpoint.dialect(),
+            &provider,
+        );
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         if tap.is_stream {
             metrics::INFLIGHT_STREAMS.inc();
@@ -424,25 +515,47 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<pingora::Error>) -> Box<pingora::Error> {
-        metrics::UPSTREAM_ERRORS.with_label_values(&[ctx.provider_name(), "connect"]).inc();
+    fn fail_to_connect(
+        &self,
+        _s: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<pingora::Error>,
+    ) -> Box<pingora::Error> {
+        metrics::UPSTREAM_ERRORS
+            .with_label_values(&[ctx.provider_name(), "connect"])
+            .inc();
         e
     }
 
-    async fn fail_to_proxy(&self, s: &mut Session, e: &pingora::Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        s: &mut Session,
+        e: &pingora::Error,
+        ctx: &mut Ctx,
+    ) -> FailToProxy {
         let provider = ctx.provider_name().to_string();
         let gw = classify_error(e, &provider);
         if e.esource() == &ErrorSource::Upstream && !provider.is_empty() {
             let kind = match e.etype() {
-                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
-                ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => "connect",
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                    "timeout"
+                }
+                ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
+                    "connect"
+                }
                 _ => "io",
             };
-            metrics::UPSTREAM_ERRORS.with_label_values(&[provider.as_str(), kind]).inc();
+            metrics::UPSTREAM_ERRORS
+                .with_label_values(&[provider.as_str(), kind])
+                .inc();
         }
         let Some(gw) = gw else {
             ctx.client_gone = true;
-            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         };
         ctx.error = Some(gw.message.clone());
         let code = gw.status();
@@ -455,7 +568,10 @@ impl ProxyHttp for Gateway {
                 let _ = s.write_response_body(Some(ev), true).await;
             }
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, s: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {

@@ -43,7 +43,12 @@ pub struct ResponseTap {
 
 impl ResponseTap {
     /// Inspects the upstream response header and edits it for the client.
-    pub fn on_header(resp: &mut ResponseHeader, wire: Wire, dialect: Dialect, provider: &str) -> ResponseTap {
+    pub fn on_header(
+        resp: &mut ResponseHeader,
+        wire: Wire,
+        dialect: Dialect,
+        provider: &str,
+    ) -> ResponseTap {
         let status = resp.status.as_u16();
         let ctype = resp
             .headers
@@ -165,7 +170,10 @@ impl ResponseTap {
                 if already_done {
                     return None;
                 }
-                let e = GatewayError::new(ErrorKind::Upstream, format!("The upstream stream failed: {message}"));
+                let e = GatewayError::new(
+                    ErrorKind::Upstream,
+                    format!("The upstream stream failed: {message}"),
+                );
                 let ev = e.sse_event(self.dialect);
                 self.bytes_out += ev.len() as u64;
                 Some(ev)
@@ -212,7 +220,8 @@ mod tests {
     #[test]
     fn upstream_auth_failure_becomes_502_in_client_dialect() {
         let mut h = header(401, "application/json");
-        let mut tap = ResponseTap::on_header(&mut h, Wire::Anthropic, Dialect::Anthropic, "anthropic");
+        let mut tap =
+            ResponseTap::on_header(&mut h, Wire::Anthropic, Dialect::Anthropic, "anthropic");
         assert_eq!(h.status.as_u16(), 502);
         let mut b = Some(Bytes::from_static(b"{\"error\":\"bad key sk-secret\"}"));
         tap.on_body(&mut b, false);

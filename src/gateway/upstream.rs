@@ -47,9 +47,12 @@ impl Resolver {
                 ));
             }
         };
-        let first = *addrs
-            .first()
-            .ok_or_else(|| GatewayError::new(ErrorKind::Upstream, format!("The provider host '{host}' has no address")))?;
+        let first = *addrs.first().ok_or_else(|| {
+            GatewayError::new(
+                ErrorKind::Upstream,
+                format!("The provider host '{host}' has no address"),
+            )
+        })?;
         self.cache.lock().insert(key, (addrs, Instant::now()));
         Ok(first)
     }
@@ -109,9 +112,9 @@ pub fn prepare_request(
         path.push('?');
         path.push_str(q);
     }
-    let uri: http::Uri = path
-        .parse()
-        .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "bad upstream path"))?;
+    let uri: http::Uri = path.parse().map_err(|_| {
+        pingora::Error::explain(pingora::ErrorType::InternalError, "bad upstream path")
+    })?;
     up.set_uri(uri);
     up.set_method(http::Method::POST);
     for h in DROP {
@@ -139,7 +142,9 @@ pub fn prepare_request(
         let (name, value) = p.kind.auth_header(key);
         up.insert_header(name, value)?;
     }
-    if p.kind == crate::providers::ProviderKind::Anthropic && up.headers.get("anthropic-version").is_none() {
+    if p.kind == crate::providers::ProviderKind::Anthropic
+        && up.headers.get("anthropic-version").is_none()
+    {
         up.insert_header("anthropic-version", "2023-06-01")?;
     }
     for (k, v) in &p.headers {
@@ -165,9 +170,11 @@ mod tests {
         .unwrap();
         let p = &cfg.providers["a"];
         let mut h = RequestHeader::build("POST", b"/v1/messages?beta=true", None).unwrap();
-        h.insert_header("authorization", "Bearer tg-client").unwrap();
+        h.insert_header("authorization", "Bearer tg-client")
+            .unwrap();
         h.insert_header("x-api-key", "tg-client").unwrap();
-        h.insert_header("anthropic-beta", "claude-code-20250219").unwrap();
+        h.insert_header("anthropic-beta", "claude-code-20250219")
+            .unwrap();
         h.insert_header("x-forwarded-for", "10.0.0.1").unwrap();
         h.insert_header("x-tollgate-debug", "1").unwrap();
         prepare_request(&mut h, p, Endpoint::Messages, 42).unwrap();

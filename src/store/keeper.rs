@@ -46,7 +46,10 @@ impl StoreKeeper {
                         waiting_logged = true;
                     }
                 }
-                Err(e) => log::error!("cannot open the store under {}: {e}", self.data_dir.display()),
+                Err(e) => log::error!(
+                    "cannot open the store under {}: {e}",
+                    self.data_dir.display()
+                ),
             }
             tokio::select! {
                 _ = tokio::time::sleep(LOCK_POLL) => {}
@@ -60,11 +63,20 @@ impl StoreKeeper {
         let keys = store.load_keys().await?;
         self.index.replace(keys);
         if !self.configured_master {
-            match store.get_meta("master_hash").await?.and_then(|v| auth::unhex(std::str::from_utf8(&v).ok()?)) {
+            match store
+                .get_meta("master_hash")
+                .await?
+                .and_then(|v| auth::unhex(std::str::from_utf8(&v).ok()?))
+            {
                 Some(h) => self.index.set_master(Some(h)),
                 None => {
                     let secret = auth::generate_master_key();
-                    store.put_meta("master_hash", auth::hex(&auth::hash_key(&secret)).as_bytes()).await?;
+                    store
+                        .put_meta(
+                            "master_hash",
+                            auth::hex(&auth::hash_key(&secret)).as_bytes(),
+                        )
+                        .await?;
                     self.index.set_master(Some(auth::hash_key(&secret)));
                     announce("master key", &secret, "for the management API (/v1/keys); set master_key in the config to choose your own");
                 }
@@ -72,11 +84,19 @@ impl StoreKeeper {
         }
         if self.bootstrap_key && store.get_meta("bootstrapped").await?.is_none() {
             if self.index.is_empty() {
-                let (rec, secret) = KeyRecord::mint(Some("bootstrap".into()), None, serde_json::json!({"bootstrap": true}));
+                let (rec, secret) = KeyRecord::mint(
+                    Some("bootstrap".into()),
+                    None,
+                    serde_json::json!({"bootstrap": true}),
+                );
                 store.put_key(&rec).await?;
                 let id = rec.id.clone();
                 self.index.upsert(rec);
-                announce("virtual key", &secret, &format!("id {id}: use it as the API key of your clients"));
+                announce(
+                    "virtual key",
+                    &secret,
+                    &format!("id {id}: use it as the API key of your clients"),
+                );
             }
             store.put_meta("bootstrapped", b"1").await?;
         }
@@ -120,18 +140,29 @@ impl StoreKeeper {
 fn announce(what: &str, secret: &str, note: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "\n================================================================");
-    let _ = writeln!(out, " tollgate generated a {what}. It is shown only this once:");
+    let _ = writeln!(
+        out,
+        "\n================================================================"
+    );
+    let _ = writeln!(
+        out,
+        " tollgate generated a {what}. It is shown only this once:"
+    );
     let _ = writeln!(out, "\n     {secret}\n");
     let _ = writeln!(out, " ({note})");
-    let _ = writeln!(out, "================================================================\n");
+    let _ = writeln!(
+        out,
+        "================================================================\n"
+    );
     let _ = out.flush();
 }
 
 #[async_trait]
 impl BackgroundService for StoreKeeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(store) = self.acquire(&mut shutdown).await else { return };
+        let Some(store) = self.acquire(&mut shutdown).await else {
+            return;
+        };
         if let Err(e) = self.load(store.as_ref()).await {
             log::error!("cannot load state from the store: {e}");
         }

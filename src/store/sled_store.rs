@@ -15,15 +15,22 @@ pub struct SledStore {
 
 fn io(e: sled::Error) -> StoreError {
     match e {
-        sled::Error::Io(ref ioe) if ioe.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked,
+        sled::Error::Io(ref ioe) if ioe.kind() == std::io::ErrorKind::WouldBlock => {
+            StoreError::Locked
+        }
         sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
         other => StoreError::Io(other.to_string()),
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
     match tokio::runtime::Handle::try_current() {
-        Ok(h) => h.spawn_blocking(f).await.map_err(|e| StoreError::Io(e.to_string()))?,
+        Ok(h) => h
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?,
         Err(_) => f(),
     }
 }
@@ -31,7 +38,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send +
 impl SledStore {
     /// Opens (or creates) the store under `dir`. Blocking: call from a blocking context.
     pub fn open(dir: &Path) -> StoreResult<SledStore> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             .flush_every_ms(Some(200))
@@ -51,7 +59,8 @@ impl Store for SledStore {
             let mut out = Vec::new();
             for kv in t.iter() {
                 let (_, v) = kv.map_err(io)?;
-                let rec: KeyRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let rec: KeyRecord =
+                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 out.push(rec);
             }
             Ok(out)

@@ -79,7 +79,10 @@ mod tests {
         idx.set_master(Some(crate::auth::hash_key("tgm-x")));
         write(dir.path(), &idx).unwrap();
         let text = std::fs::read_to_string(path(dir.path())).unwrap();
-        assert!(!text.contains(&secret), "the snapshot must not hold secrets");
+        assert!(
+            !text.contains(&secret),
+            "the snapshot must not hold secrets"
+        );
         let idx2 = KeyIndex::new();
         assert!(load(dir.path(), &idx2).unwrap());
         assert!(idx2.check(&secret, 1).is_ok());

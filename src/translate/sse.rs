@@ -46,6 +46,9 @@ impl SseParser {
 
     /// Feeds bytes; calls `emit` for each complete event, in order.
     pub fn feed(&mut self, mut input: &[u8], emit: &mut dyn FnMut(SseEvent)) {
+        if input.is_empty() {
+            return;
+        }
         if self.after_cr {
             self.after_cr = false;
             if input.first() == Some(&b'\n') {
@@ -171,7 +174,11 @@ mod tests {
         let s = b"event: message_start\ndata: {\"a\":1}\n\n: ping\n\ndata: x\ndata: y\n\ndata: [DONE]\n\n";
         assert_eq!(
             parse_all(&[s]),
-            vec![ev(Some("message_start"), "{\"a\":1}"), ev(None, "x\ny"), ev(None, "[DONE]")]
+            vec![
+                ev(Some("message_start"), "{\"a\":1}"),
+                ev(None, "x\ny"),
+                ev(None, "[DONE]")
+            ]
         );
     }
 
@@ -184,21 +191,30 @@ mod tests {
         assert_eq!(whole[2].data, "{\"t\":\"é\"}");
         for i in 0..s.len() {
             for j in i..s.len() {
-                assert_eq!(parse_all(&[&s[..i], &s[i..j], &s[j..]]), whole, "split at {i},{j}");
+                assert_eq!(
+                    parse_all(&[&s[..i], &s[i..j], &s[j..]]),
+                    whole,
+                    "split at {i},{j}"
+                );
             }
         }
     }
 
     #[test]
     fn truncated_final_event_is_dispatched_at_finish() {
-        assert_eq!(parse_all(&[b"data: {\"x\":1}"]), vec![ev(None, "{\"x\":1}")]);
+        assert_eq!(
+            parse_all(&[b"data: {\"x\":1}"]),
+            vec![ev(None, "{\"x\":1}")]
+        );
     }
 
     #[test]
     fn oversized_events_are_dropped_not_buffered() {
         let mut p = SseParser::with_limit(8);
         let mut out = Vec::new();
-        p.feed(b"data: 0123456789abcdef\n\ndata: ok\n\n", &mut |e| out.push(e));
+        p.feed(b"data: 0123456789abcdef\n\ndata: ok\n\n", &mut |e| {
+            out.push(e)
+        });
         assert!(p.overflowed());
         assert_eq!(out.last().unwrap().data, "ok");
     }

@@ -1,0 +1,218 @@
+//! Test harness: runs the real tollgate binary on loopback with a temporary sled directory,
+//! pointed at the in-process mock upstream.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const MASTER: &str = "test-master-key-0123456789";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub stdout: Arc<Mutex<String>>,
+    pub stderr: Arc<Mutex<String>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// The config for a gateway whose `openai` and `anthropic` providers both point at `mock`.
+pub fn config_for(mock_url: &str, port: u16, dir: &Path, extra: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:{port}\ndata_dir: {dir}\nmaster_key: {MASTER}\nthreads: 2\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\npresets: false\nproviders:\n  openai:\n    kind: openai\n    base_url: {mock_url}/v1\n    api_key: sk-openai-provider-key\n    models: [gpt-4o-mini]\n  anthropic:\n    kind: anthropic\n    base_url: {mock_url}\n    api_key: sk-ant-provider-key\n{extra}",
+        dir = dir.display()
+    )
+}
+
+fn pump(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>, echo: bool) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("[tollgate] {line}");
+            }
+            let mut s = into.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+}
+
+impl Gateway {
+    /// Starts tollgate with the given full config text (use `config_for`).
+    pub fn start_with(config: impl Fn(u16, &Path) -> String) -> Gateway {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut g = Gateway::spawn_in(&dir, config, &[]);
+        g._tmp = Some(tmp);
+        g
+    }
+
+    pub fn spawn_in(dir: &Path, config: impl Fn(u16, &Path) -> String, args: &[&str]) -> Gateway {
+        let port = free_port();
+        let data = dir.join("data");
+        let config_path = dir.join(format!("tollgate-{port}.yaml"));
+        std::fs::write(&config_path, config(port, &data)).unwrap();
+        let g = Gateway::launch(dir, &config_path, port, args);
+        g.wait_ready();
+        g
+    }
+
+    pub fn launch(dir: &Path, config_path: &Path, port: u16, args: &[&str]) -> Gateway {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.arg("serve").arg("--config").arg(config_path).args(args);
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("TOLLGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn tollgate");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let echo = std::env::var("TOLLGATE_TEST_ECHO").is_ok();
+        pump(child.stdout.take().unwrap(), stdout.clone(), echo);
+        pump(child.stderr.take().unwrap(), stderr.clone(), echo);
+        Gateway {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            config_path: config_path.to_path_buf(),
+            stdout,
+            stderr,
+            _tmp: None,
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ =
+                    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.1 200") && buf.contains("\"store\":\"open\"") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "tollgate did not become ready; stderr:\n{}",
+            self.stderr.lock().unwrap()
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after 10 s) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        if let Some(c) = self.child.as_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return false;
+        }
+        true
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Creates a virtual key through the management API.
+    pub async fn create_key(&self, name: &str) -> String {
+        let r = client()
+            .post(format!("{}/v1/keys", self.url()))
+            .bearer_auth(MASTER)
+            .json(&serde_json::json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["key"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A chat request body.
+pub fn chat(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// An Anthropic messages request body.
+pub fn messages(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({"model": model, "stream": stream, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]})
+}
