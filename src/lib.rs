@@ -9,6 +9,7 @@ pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod gateway;
+pub mod ledger;
 pub mod meter;
 pub mod metrics;
 pub mod providers;

@@ -211,3 +211,63 @@ async fn graceful_upgrade_drops_no_request_and_hands_over_the_store() {
     assert_eq!(r.status(), 200);
     assert!(old.stderr_text().contains("store released"));
 }
+
+#[test]
+fn keys_cli_and_check_config_work_on_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("t.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:1\ndata_dir: {}\npresets: false\n",
+            tmp.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_tollgate");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(bin).args(args).output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let c = cfg.to_str().unwrap();
+    let (ok, out, err) = run(&["keys", "create", "--name", "ci", "--config", c]);
+    assert!(ok, "{err}");
+    let secret = out
+        .lines()
+        .find(|l| l.starts_with("tg-"))
+        .expect("secret printed")
+        .to_string();
+    let (ok, out, _) = run(&["keys", "list", "--config", c]);
+    assert!(ok && out.contains("ci") && !out.contains(&secret));
+    let id = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        std::fs::read_to_string(tmp.path().join("data/keys.snapshot.json"))
+            .unwrap()
+            .contains(&id)
+    );
+    let (ok, out, _) = run(&["keys", "revoke", &id, "--config", c]);
+    assert!(ok && out.contains("revoked"));
+    let (ok, _, err) = run(&["keys", "revoke", &id, "--config", c]);
+    assert!(!ok && err.contains("no key"));
+
+    let (ok, out, _) = run(&["check-config", c]);
+    assert!(ok && out.contains("OK"));
+    std::fs::write(
+        &cfg,
+        "providers:\n  x:\n    kind: nope\n    base_url: http://a\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["check-config", c]);
+    assert!(!ok && err.contains("providers.x.kind"), "{err}");
+}

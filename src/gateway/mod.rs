@@ -12,6 +12,7 @@
 //! - otherwise (Claude Code's 75–120 KB turns, multi-MB documents) it is sent by
 //!   [`direct`], on Pingora's own pooled client connector, and the answer is streamed back
 //!   through the same [`response::ResponseTap`].
+//!
 //! Nothing on the response side is ever buffered whole when it is a stream.
 
 mod ctx;

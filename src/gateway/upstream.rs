@@ -15,10 +15,13 @@ use crate::error::{ErrorKind, GatewayError};
 
 const DNS_TTL: Duration = Duration::from_secs(60);
 
+/// Resolved addresses of one host and when they were looked up.
+type Resolved = (Vec<SocketAddr>, Instant);
+
 /// A small DNS cache: addresses of provider hosts, refreshed after `DNS_TTL`.
 #[derive(Default)]
 pub struct Resolver {
-    cache: Mutex<HashMap<(String, u16), (Vec<SocketAddr>, Instant)>>,
+    cache: Mutex<HashMap<(String, u16), Resolved>>,
 }
 
 impl Resolver {

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+pub mod price;
+
 use crate::translate::sse::{SseEvent, SseParser};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

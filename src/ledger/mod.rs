@@ -1,0 +1,3 @@
+//! Budgets and rate limits: reserve before the call, settle after it.
+
+pub mod period;
