@@ -1,3 +1,4 @@
 //! Budgets and rate limits: reserve before the call, settle after it.
 
+pub mod budget;
 pub mod period;

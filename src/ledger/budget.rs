@@ -1,0 +1,297 @@
+//! Spend accounts and the reserve/settle protocol, in memory.
+//!
+//! Every budget that applies to a request (its key's and its user's) is an [`Account`]. Before
+//! the call, [`reserve`] takes the estimated cost from every account atomically: all accounts
+//! are locked in a fixed order (by id), each is checked, and only if all have room is the
+//! estimate added to their `reserved`. After the call, [`Reservation::settle`] moves the
+//! metered cost into `spent` and releases the estimate. So concurrent requests can never
+//! overspend by more than what is in flight, and a refusal leaves no trace.
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use super::period::{window, Alignment, Period};
+use crate::meter::price::Micros;
+
+/// A spending limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub max_micros: Micros,
+    pub period: Period,
+    #[serde(default)]
+    pub alignment: Alignment,
+    /// Start of the first rolling window (creation time).
+    pub anchor: u64,
+}
+
+impl Limit {
+    pub fn window(&self, now: u64) -> (u64, Option<u64>) {
+        window(self.period, self.alignment, self.anchor, now)
+    }
+}
+
+/// The counters of one account in its current window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    pub window_start: u64,
+    pub spent: Micros,
+    pub reserved: Micros,
+}
+
+/// Which kind of owner an account has, for messages and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Key,
+    User,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Key => "key",
+            Scope::User => "user",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Account {
+    pub scope: Scope,
+    pub id: String,
+    limit: Mutex<Option<Limit>>,
+    counter: Mutex<Counter>,
+}
+
+/// A snapshot of an account for API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub limit: Option<Limit>,
+    pub spent: Micros,
+    pub reserved: Micros,
+    pub window_start: u64,
+    pub resets_at: Option<u64>,
+}
+
+impl Standing {
+    pub fn remaining(&self) -> Option<Micros> {
+        self.limit.map(|l| l.max_micros.saturating_sub(self.spent + self.reserved))
+    }
+}
+
+impl Account {
+    pub fn new(scope: Scope, id: &str, limit: Option<Limit>, counter: Counter) -> Arc<Account> {
+        Arc::new(Account {
+            scope,
+            id: id.to_string(),
+            limit: Mutex::new(limit),
+            counter: Mutex::new(counter),
+        })
+    }
+
+    pub fn set_limit(&self, limit: Option<Limit>) {
+        *self.limit.lock() = limit;
+    }
+
+    pub fn limit(&self) -> Option<Limit> {
+        *self.limit.lock()
+    }
+
+    /// Rolls the counter into the window that contains `now` (lazy reset). Reservations in
+    /// flight stay counted: they will settle into the new window.
+    fn roll(c: &mut Counter, limit: Option<Limit>, now: u64) {
+        let start = limit.map_or(0, |l| l.window(now).0);
+        if start != c.window_start {
+            c.window_start = start;
+            c.spent = 0;
+        }
+    }
+
+    pub fn standing(&self, now: u64) -> Standing {
+        let limit = self.limit();
+        let mut c = self.counter.lock();
+        Self::roll(&mut c, limit, now);
+        Standing {
+            limit,
+            spent: c.spent,
+            reserved: c.reserved,
+            window_start: c.window_start,
+            resets_at: limit.and_then(|l| l.window(now).1),
+        }
+    }
+
+    pub fn counter(&self) -> Counter {
+        *self.counter.lock()
+    }
+
+    /// Adds settled spend directly (replaying durable records at start).
+    pub fn add_spent(&self, amount: Micros, at: u64) {
+        let limit = self.limit();
+        let mut c = self.counter.lock();
+        let start = limit.map_or(0, |l| l.window(at).0);
+        if start == c.window_start {
+            c.spent += amount;
+        } else if start > c.window_start {
+            c.window_start = start;
+            c.spent = amount;
+        }
+        // Spend in an older window than the counter's is history: it does not count now.
+    }
+
+    /// Zeroes the current window's spend (a manual reset from the API).
+    pub fn reset(&self, now: u64) {
+        let limit = self.limit();
+        let mut c = self.counter.lock();
+        Self::roll(&mut c, limit, now);
+        c.spent = 0;
+    }
+}
+
+/// Why a reservation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exceeded {
+    pub scope: Scope,
+    pub id: String,
+    pub limit: Limit,
+    pub spent: Micros,
+    pub reserved: Micros,
+    pub requested: Micros,
+    pub resets_at: Option<u64>,
+}
+
+/// Held by a request between reserve and settle.
+#[derive(Debug)]
+pub struct Reservation {
+    accounts: Vec<Arc<Account>>,
+    pub amount: Micros,
+    settled: bool,
+}
+
+/// Reserves `amount` on every account, or on none.
+pub fn reserve(accounts: &[Arc<Account>], amount: Micros, now: u64) -> Result<Reservation, Exceeded> {
+    let mut order: Vec<&Arc<Account>> = accounts.iter().collect();
+    order.sort_by(|a, b| (a.scope as u8, &a.id).cmp(&(b.scope as u8, &b.id)));
+    order.dedup_by(|a, b| Arc::ptr_eq(a, b));
+    let limits: Vec<Option<Limit>> = order.iter().map(|a| a.limit()).collect();
+    let mut guards: Vec<_> = order.iter().map(|a| a.counter.lock()).collect();
+    for (i, g) in guards.iter_mut().enumerate() {
+        Account::roll(g, limits[i], now);
+        if let Some(l) = limits[i] {
+            if g.spent.saturating_add(g.reserved).saturating_add(amount) > l.max_micros {
+                return Err(Exceeded {
+                    scope: order[i].scope,
+                    id: order[i].id.clone(),
+                    limit: l,
+                    spent: g.spent,
+                    reserved: g.reserved,
+                    requested: amount,
+                    resets_at: l.window(now).1,
+                });
+            }
+        }
+    }
+    for g in guards.iter_mut() {
+        g.reserved += amount;
+    }
+    drop(guards);
+    Ok(Reservation {
+        accounts: order.into_iter().cloned().collect(),
+        amount,
+        settled: false,
+    })
+}
+
+impl Reservation {
+    /// Releases the estimate and records the actual cost, in the window current at `now`.
+    pub fn settle(mut self, actual: Micros, now: u64) {
+        self.release(actual, now);
+    }
+
+    fn release(&mut self, actual: Micros, now: u64) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        for a in &self.accounts {
+            let limit = a.limit();
+            let mut c = a.counter.lock();
+            Account::roll(&mut c, limit, now);
+            c.reserved = c.reserved.saturating_sub(self.amount);
+            c.spent = c.spent.saturating_add(actual);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    /// A reservation dropped without settling (a panic, a bug) releases its estimate
+    /// rather than leaking it forever.
+    fn drop(&mut self) {
+        self.release(0, crate::auth::now_secs());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limited(id: &str, max: Micros) -> Arc<Account> {
+        Account::new(Scope::User, id, Some(Limit { max_micros: max, period: Period::Daily, alignment: Alignment::Calendar, anchor: 0 }), Counter::default())
+    }
+
+    #[test]
+    fn reserve_checks_every_account_or_takes_nothing() {
+        let user = limited("u", 100);
+        let key = Account::new(Scope::Key, "k", Some(Limit { max_micros: 30, period: Period::Lifetime, alignment: Alignment::Calendar, anchor: 0 }), Counter::default());
+        let r1 = reserve(&[key.clone(), user.clone()], 20, 1000).unwrap();
+        let e = reserve(&[key.clone(), user.clone()], 20, 1000).unwrap_err();
+        assert_eq!((e.scope, e.id.as_str(), e.reserved), (Scope::Key, "k", 20));
+        assert_eq!(user.standing(1000).reserved, 20, "a refusal leaves no trace");
+        r1.settle(5, 1000);
+        let s = key.standing(1000);
+        assert_eq!((s.spent, s.reserved, s.remaining()), (5, 0, Some(25)));
+        assert_eq!(user.standing(1000).spent, 5);
+    }
+
+    #[test]
+    fn windows_reset_lazily_and_in_flight_settles_into_the_new_window() {
+        let a = limited("u", 100);
+        reserve(&[a.clone()], 90, 10).unwrap().settle(90, 10);
+        assert!(reserve(&[a.clone()], 20, 20).is_err());
+        let next_day = 86_400 + 5;
+        let r = reserve(&[a.clone()], 20, next_day).unwrap();
+        assert_eq!(a.standing(next_day).spent, 0);
+        r.settle(7, next_day + 1);
+        assert_eq!(a.standing(next_day + 1).spent, 7);
+        assert_eq!(a.standing(next_day).resets_at, Some(2 * 86_400));
+    }
+
+    #[test]
+    fn dropped_reservation_releases() {
+        let a = limited("u", 100);
+        {
+            let _r = reserve(&[a.clone()], 60, 1).unwrap();
+        }
+        assert_eq!(a.standing(1).reserved, 0);
+    }
+
+    #[test]
+    fn concurrent_reservations_never_overspend() {
+        let a = limited("u", 1_000);
+        let admitted = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        if let Ok(r) = reserve(&[a.clone()], 10, 1) {
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            r.settle(10, 1);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.into_inner(), 100);
+        assert_eq!(a.standing(1).spent, 1_000);
+    }
+}
