@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 pub mod price;
+pub mod record;
 
 use crate::translate::sse::{SseEvent, SseParser};
 
