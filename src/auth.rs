@@ -68,6 +68,13 @@ pub fn generate_id(prefix: &str) -> String {
     format!("{prefix}{}", hex(&buf))
 }
 
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -94,6 +101,13 @@ pub struct KeyRecord {
     pub user_id: Option<String>,
     #[serde(default)]
     pub metadata: serde_json::Value,
+    #[serde(default)]
+    pub limits: crate::ledger::entities::Limits,
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
+    /// Refuse requests whose body names another user (None: the gateway default).
+    #[serde(default)]
+    pub reject_user_mismatch: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -118,6 +132,9 @@ impl KeyRecord {
             active: true,
             user_id: None,
             metadata,
+            limits: Default::default(),
+            allowed_models: None,
+            reject_user_mismatch: None,
         };
         (rec, secret)
     }

@@ -1,6 +1,353 @@
 //! Budgets and rate limits: reserve before the call, settle after it.
+//!
+//! The [`Ledger`] is the in-memory authority for admission: accounts (spend counters), rate
+//! limiters, users, named budgets and prices. It never touches the disk: settled usage goes
+//! to a queue that the store's writer drains in batches (see `store::writer`), and the
+//! counters are rebuilt from the store at start.
 
 pub mod budget;
 pub mod entities;
 pub mod period;
 pub mod rate;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use budget::{reserve, Account, Counter, Exceeded, Limit, Reservation, Scope};
+use entities::{BudgetRecord, Limits, UserRecord};
+use rate::{RateExceeded, RateLimiter};
+
+use crate::auth::KeyRecord;
+use crate::error::{ErrorKind, GatewayError};
+use crate::meter::price::{format_usd, Micros, Price, PriceTable};
+use crate::meter::record::UsageRecord;
+
+/// One spend increment to persist: which account, in which window, how much.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Charge {
+    pub scope: Scope,
+    pub id: String,
+    pub window_start: u64,
+    pub amount: Micros,
+}
+
+/// A settled request on its way to the store.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Settled {
+    pub record: UsageRecord,
+    pub charges: Vec<Charge>,
+}
+
+/// Settled work waiting for the writer. Bounded only by how fast the store writes: the
+/// writer drains it every few milliseconds.
+#[derive(Default)]
+pub struct UsageQueue {
+    items: Mutex<Vec<Settled>>,
+    pub notify: tokio::sync::Notify,
+}
+
+impl UsageQueue {
+    pub fn push(&self, s: Settled) {
+        self.items.lock().push(s);
+        self.notify.notify_one();
+    }
+
+    pub fn drain(&self) -> Vec<Settled> {
+        std::mem::take(&mut *self.items.lock())
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Ledger {
+    accounts: Mutex<HashMap<(Scope, String), Arc<Account>>>,
+    limiters: Mutex<HashMap<(Scope, String), Arc<RateLimiter>>>,
+    pub users: ArcSwap<HashMap<String, Arc<UserRecord>>>,
+    pub budgets: ArcSwap<HashMap<String, Arc<BudgetRecord>>>,
+    /// Shipped and configured prices (the base layer).
+    base_prices: PriceTable,
+    /// Base plus prices set through the API.
+    pub prices: ArcSwap<PriceTable>,
+    pub overrides: ArcSwap<HashMap<String, Price>>,
+    pub require_pricing: bool,
+    /// Output tokens assumed when a request sets no maximum.
+    pub default_output_tokens: u64,
+    pub queue: UsageQueue,
+}
+
+/// What a request holds between admission and settlement.
+#[derive(Debug, Default)]
+pub struct Admission {
+    pub reservation: Option<Reservation>,
+    pub price: Option<Price>,
+    pub limiters: Vec<Arc<RateLimiter>>,
+    pub accounts: Vec<Arc<Account>>,
+}
+
+/// The account standing shown by `/v1/key/info` and management reads.
+pub fn standing_json(a: &Account, now: u64) -> serde_json::Value {
+    let s = a.standing(now);
+    serde_json::json!({
+        "spend": format_usd(s.spent),
+        "reserved": format_usd(s.reserved),
+        "max_budget": s.limit.map(|l| format_usd(l.max_micros)),
+        "remaining": s.remaining().map(format_usd),
+        "budget_period": s.limit.map(|l| entities::period_label(l.period)),
+        "window_start": period::rfc3339(s.window_start),
+        "resets_at": s.resets_at.map(period::rfc3339),
+    })
+}
+
+impl Ledger {
+    pub fn new(base_prices: PriceTable, require_pricing: bool, default_output_tokens: u64) -> Ledger {
+        Ledger {
+            accounts: Mutex::new(HashMap::new()),
+            limiters: Mutex::new(HashMap::new()),
+            users: ArcSwap::from_pointee(HashMap::new()),
+            budgets: ArcSwap::from_pointee(HashMap::new()),
+            prices: ArcSwap::from_pointee(base_prices.clone()),
+            base_prices,
+            overrides: ArcSwap::from_pointee(HashMap::new()),
+            require_pricing,
+            default_output_tokens,
+            queue: UsageQueue::default(),
+        }
+    }
+
+    /// Replaces the API-set prices (layered over the base table).
+    pub fn set_overrides(&self, overrides: HashMap<String, Price>) {
+        let mut t = self.base_prices.clone();
+        for (k, p) in &overrides {
+            t.insert(k, *p);
+        }
+        self.prices.store(Arc::new(t));
+        self.overrides.store(Arc::new(overrides));
+    }
+
+    pub fn replace_users(&self, users: Vec<UserRecord>) {
+        let map = users.into_iter().map(|u| (u.user_id.clone(), Arc::new(u))).collect();
+        self.users.store(Arc::new(map));
+        self.refresh_limits();
+    }
+
+    pub fn upsert_user(&self, u: UserRecord) {
+        let mut map = HashMap::clone(&self.users.load());
+        map.insert(u.user_id.clone(), Arc::new(u));
+        self.users.store(Arc::new(map));
+        self.refresh_limits();
+    }
+
+    pub fn remove_user(&self, id: &str) {
+        let mut map = HashMap::clone(&self.users.load());
+        map.remove(id);
+        self.users.store(Arc::new(map));
+    }
+
+    pub fn replace_budgets(&self, budgets: Vec<BudgetRecord>) {
+        let map = budgets.into_iter().map(|b| (b.budget_id.clone(), Arc::new(b))).collect();
+        self.budgets.store(Arc::new(map));
+        self.refresh_limits();
+    }
+
+    pub fn upsert_budget(&self, b: BudgetRecord) {
+        let mut map = HashMap::clone(&self.budgets.load());
+        map.insert(b.budget_id.clone(), Arc::new(b));
+        self.budgets.store(Arc::new(map));
+        self.refresh_limits();
+    }
+
+    pub fn remove_budget(&self, id: &str) {
+        let mut map = HashMap::clone(&self.budgets.load());
+        map.remove(id);
+        self.budgets.store(Arc::new(map));
+        self.refresh_limits();
+    }
+
+    /// The spending limit that `limits` stands for (a named budget wins over inline values).
+    pub fn resolve_limit(&self, limits: &Limits) -> Option<Limit> {
+        if let Some(bid) = &limits.budget_id {
+            if let Some(b) = self.budgets.load().get(bid) {
+                return Some(b.limit(limits.budget_anchor.unwrap_or(b.created_at)));
+            }
+        }
+        limits.inline_limit()
+    }
+
+    /// Re-applies limits to existing accounts after users or budgets changed.
+    fn refresh_limits(&self) {
+        let users = self.users.load();
+        for ((scope, id), acct) in self.accounts.lock().iter() {
+            if *scope == Scope::User {
+                acct.set_limit(users.get(id).and_then(|u| self.resolve_limit(&u.limits)));
+            }
+        }
+    }
+
+    /// The account of (scope, id), created on first use with the given limit.
+    pub fn account(&self, scope: Scope, id: &str, limit: Option<Limit>) -> Arc<Account> {
+        let mut map = self.accounts.lock();
+        let a = map
+            .entry((scope, id.to_string()))
+            .or_insert_with(|| Account::new(scope, id, limit, Counter::default()))
+            .clone();
+        drop(map);
+        if a.limit() != limit {
+            a.set_limit(limit);
+        }
+        a
+    }
+
+    pub fn find_account(&self, scope: Scope, id: &str) -> Option<Arc<Account>> {
+        self.accounts.lock().get(&(scope, id.to_string())).cloned()
+    }
+
+    pub fn key_account(&self, key: &KeyRecord) -> Arc<Account> {
+        self.account(Scope::Key, &key.id, self.resolve_limit(&key.limits))
+    }
+
+    pub fn user_account(&self, user: &UserRecord) -> Arc<Account> {
+        self.account(Scope::User, &user.user_id, self.resolve_limit(&user.limits))
+    }
+
+    fn limiter(&self, scope: Scope, id: &str) -> Arc<RateLimiter> {
+        self.limiters.lock().entry((scope, id.to_string())).or_default().clone()
+    }
+
+    /// Every account's counters, for the snapshot written at hand-over.
+    pub fn counters(&self) -> Vec<(Scope, String, Counter)> {
+        self.accounts.lock().iter().map(|((s, id), a)| (*s, id.clone(), a.counter())).collect()
+    }
+
+    /// Seeds an account's spend from durable state.
+    pub fn seed_spend(&self, scope: Scope, id: &str, window_start: u64, spent: Micros) {
+        let limit = match scope {
+            Scope::User => self.users.load().get(id).and_then(|u| self.resolve_limit(&u.limits)),
+            Scope::Key => None, // set when the key is first used; spend is kept per window
+        };
+        let a = self.account(scope, id, limit);
+        a.add_spent(spent, window_start.max(limit.map_or(0, |l| l.window(window_start).0)));
+    }
+
+    /// Admission control for one request: user state, rate limits, pricing, then the budget
+    /// reservation. `estimate` prices the request as its worst case.
+    pub fn admit(
+        &self,
+        key: &KeyRecord,
+        user: Option<&UserRecord>,
+        price: Option<Price>,
+        estimate: &crate::meter::Usage,
+        now_secs: u64,
+    ) -> Result<Admission, GatewayError> {
+        if let Some(u) = user {
+            if u.blocked {
+                return Err(GatewayError::new(ErrorKind::PermissionDenied, format!("User '{}' is blocked.", u.user_id)));
+            }
+        }
+        let now_ms = now_secs * 1000 + (crate::auth::now_millis() % 1000);
+        let mut limiters = vec![self.limiter(Scope::Key, &key.id)];
+        let mut checks = vec![(key.limits.rpm, key.limits.tpm, "key")];
+        if let Some(u) = user {
+            limiters.push(self.limiter(Scope::User, &u.user_id));
+            checks.push((u.limits.rpm, u.limits.tpm, "user"));
+        }
+        for (l, (rpm, tpm, who)) in limiters.iter().zip(&checks) {
+            if rpm.is_some() || tpm.is_some() {
+                l.admit(*rpm, *tpm, now_ms).map_err(|e| rate_error(e, who))?;
+            }
+        }
+        if price.is_none() && self.require_pricing {
+            return Err(GatewayError::new(
+                ErrorKind::PaymentRequired,
+                "No price is configured for this model, and this gateway requires one (require_pricing). Add it with POST /v1/pricing or in the config.",
+            ));
+        }
+        let mut accounts = vec![self.key_account(key)];
+        if let Some(u) = user {
+            accounts.push(self.user_account(u));
+        }
+        let amount = price.map_or(0, |p| worst_case(&p, estimate));
+        let reservation = reserve(&accounts, amount, now_secs).map_err(|e| budget_error(&e))?;
+        Ok(Admission {
+            reservation: Some(reservation),
+            price,
+            limiters,
+            accounts,
+        })
+    }
+
+    /// Settles an admitted request: the reservation becomes the metered cost, the rate
+    /// limiters count its tokens, and the record goes to the writer.
+    pub fn settle(&self, adm: &mut Admission, mut record: UsageRecord, now_secs: u64) {
+        let usage = record.usage();
+        let cost = adm.price.map_or(0, |p| p.cost(&usage));
+        record.cost_micros = cost;
+        if let Some(r) = adm.reservation.take() {
+            r.settle(cost, now_secs);
+        }
+        let now_ms = now_secs * 1000;
+        for l in &adm.limiters {
+            l.add_tokens(usage.total(), now_ms);
+        }
+        let charges = adm
+            .accounts
+            .iter()
+            .map(|a| Charge {
+                scope: a.scope,
+                id: a.id.clone(),
+                window_start: a.limit().map_or(0, |l| l.window(now_secs).0),
+                amount: cost,
+            })
+            .collect();
+        self.queue.push(Settled { record, charges });
+    }
+}
+
+/// The most a request can cost: every prompt token at the dearer of the input and cache-write
+/// prices, and every allowed output token.
+fn worst_case(p: &Price, est: &crate::meter::Usage) -> Micros {
+    let dear_in = p.input.max(p.cache_write.unwrap_or(p.input));
+    let pessimistic = Price { input: dear_in, output: p.output, cache_read: Some(dear_in), cache_write: Some(dear_in) };
+    pessimistic.cost(est)
+}
+
+fn rate_error(e: RateExceeded, who: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::RateLimited,
+        format!(
+            "Rate limit reached: this {who} allows {} {}. Retry in {} s.",
+            e.limit, e.kind, e.retry_after_secs
+        ),
+    )
+    .with_retry_after(e.retry_after_secs)
+    .with_code("rate_limit_exceeded")
+}
+
+fn budget_error(e: &Exceeded) -> GatewayError {
+    let when = match e.resets_at {
+        Some(t) => format!("It resets at {}.", period::rfc3339(t)),
+        None => "It does not reset; ask an administrator to raise it.".to_string(),
+    };
+    GatewayError::new(
+        ErrorKind::BudgetExceeded,
+        format!(
+            "Budget exceeded for {} '{}': spent ${} of ${} ({} budget){}; this request could cost up to ${}. {}",
+            e.scope.as_str(),
+            e.id,
+            format_usd(e.spent),
+            format_usd(e.limit.max_micros),
+            entities::period_label(e.limit.period),
+            if e.reserved > 0 { format!(", ${} held by requests in flight", format_usd(e.reserved)) } else { String::new() },
+            format_usd(e.requested),
+            when
+        ),
+    )
+    .with_code("budget_exceeded")
+}
