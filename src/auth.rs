@@ -33,6 +33,14 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Decodes lower- or upper-case hex of any even length.
+pub fn unhex_any(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
 pub fn unhex(s: &str) -> Option<KeyHash> {
     if s.len() != 64 {
         return None;

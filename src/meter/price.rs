@@ -81,6 +81,18 @@ pub fn de_usd<'de, D: Deserializer<'de>>(d: D) -> Result<Micros, D::Error> {
     })
 }
 
+/// Serializes micro-dollars as a USD decimal string, so that the value round-trips exactly.
+pub fn ser_usd<S: serde::Serializer>(m: &Micros, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_usd(*m))
+}
+
+fn ser_usd_opt<S: serde::Serializer>(m: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {
+    match m {
+        Some(m) => ser_usd(m, s),
+        None => s.serialize_none(),
+    }
+}
+
 fn de_usd_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Micros>, D::Error> {
     de_usd(d).map(Some)
 }
@@ -88,9 +100,9 @@ fn de_usd_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Micros>, D::Erro
 /// Per-million-token prices in micro-dollars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Price {
-    #[serde(deserialize_with = "de_usd")]
+    #[serde(deserialize_with = "de_usd", serialize_with = "ser_usd")]
     pub input: Micros,
-    #[serde(deserialize_with = "de_usd")]
+    #[serde(deserialize_with = "de_usd", serialize_with = "ser_usd")]
     pub output: Micros,
     /// Defaults to the input price when absent.
     #[serde(

@@ -17,6 +17,7 @@
 //! - management writes that land on a process without the store get 503 with
 //!   `retry-after: 1`; inference is never refused for it.
 
+pub mod conformance;
 pub mod keeper;
 pub mod sled_store;
 pub mod snapshot;
@@ -26,6 +27,47 @@ use parking_lot::RwLock;
 use std::sync::Arc;
 
 use crate::auth::KeyRecord;
+use crate::ledger::budget::Scope;
+use crate::ledger::entities::{BudgetRecord, UserRecord};
+use crate::ledger::Settled;
+use crate::meter::price::Price;
+use crate::meter::record::UsageRecord;
+
+/// Filters for usage queries. Times are milliseconds since the epoch, `[from, to)`.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub endpoint: Option<String>,
+    pub session_id: Option<String>,
+    pub status: Option<u16>,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+}
+
+impl UsageFilter {
+    pub fn matches(&self, r: &UsageRecord) -> bool {
+        let eq = |f: &Option<String>, v: Option<&str>| f.as_deref().is_none_or(|f| Some(f) == v);
+        eq(&self.key_id, r.key_id.as_deref())
+            && eq(&self.user_id, r.user_id.as_deref())
+            && eq(&self.model, Some(r.model.as_str()))
+            && eq(&self.provider, Some(r.provider.as_str()))
+            && eq(&self.endpoint, Some(r.endpoint.as_str()))
+            && eq(&self.session_id, r.session_id.as_deref())
+            && self.status.is_none_or(|s| s == r.status)
+            && self.from_ms.is_none_or(|f| r.ts_ms >= f)
+            && self.to_ms.is_none_or(|t| r.ts_ms < t)
+    }
+}
+
+/// A page of usage records, oldest first, with the cursor of the next page.
+#[derive(Debug, Clone, Default)]
+pub struct UsagePage {
+    pub records: Vec<UsageRecord>,
+    pub next_cursor: Option<String>,
+}
 
 #[derive(Debug)]
 pub enum StoreError {
@@ -59,6 +101,26 @@ pub trait Store: Send + Sync {
     async fn delete_key(&self, id: &str) -> StoreResult<bool>;
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
     async fn put_meta(&self, name: &str, value: &[u8]) -> StoreResult<()>;
+    async fn load_users(&self) -> StoreResult<Vec<UserRecord>>;
+    async fn put_user(&self, u: &UserRecord) -> StoreResult<()>;
+    async fn delete_user(&self, id: &str) -> StoreResult<bool>;
+    async fn load_budgets(&self) -> StoreResult<Vec<BudgetRecord>>;
+    async fn put_budget(&self, b: &BudgetRecord) -> StoreResult<()>;
+    async fn delete_budget(&self, id: &str) -> StoreResult<bool>;
+    /// Prices set through the API (the shipped table is not stored).
+    async fn load_prices(&self) -> StoreResult<Vec<(String, Price)>>;
+    async fn put_price(&self, key: &str, p: &Price) -> StoreResult<()>;
+    async fn delete_price(&self, key: &str) -> StoreResult<bool>;
+    /// Records settled requests and their spend, atomically and idempotently (a record whose
+    /// id is already stored is skipped), then makes them durable. Returns the records that
+    /// were new.
+    async fn append_usage(&self, batch: Vec<Settled>) -> StoreResult<Vec<Settled>>;
+    /// Stored spend of (scope, id) in the window starting at `window_start`.
+    async fn load_spend(&self) -> StoreResult<Vec<(Scope, String, u64, u64)>>;
+    /// Usage records matching `filter`, oldest first, after the cursor.
+    async fn query_usage(&self, filter: &UsageFilter, cursor: Option<&str>, limit: usize) -> StoreResult<UsagePage>;
+    /// Deletes usage records older than `before_ms` and spend windows that ended before it.
+    async fn prune_usage(&self, before_ms: u64) -> StoreResult<usize>;
     /// Makes every completed write durable.
     async fn flush(&self) -> StoreResult<()>;
     /// A cheap liveness probe for readiness checks.

@@ -4,13 +4,77 @@
 use async_trait::async_trait;
 use std::path::Path;
 
-use super::{Store, StoreError, StoreResult};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::{Store, StoreError, StoreResult, UsageFilter, UsagePage};
 use crate::auth::KeyRecord;
+use crate::ledger::budget::Scope;
+use crate::ledger::entities::{BudgetRecord, UserRecord};
+use crate::ledger::Settled;
+use crate::meter::price::Price;
 
 pub struct SledStore {
     db: sled::Db,
     keys: sled::Tree,
     meta: sled::Tree,
+    users: sled::Tree,
+    budgets: sled::Tree,
+    prices: sled::Tree,
+    /// Usage records by (ts_ms big-endian ++ id): time-ordered scans.
+    usage: sled::Tree,
+    /// id → usage key: idempotent appends.
+    usage_ids: sled::Tree,
+    /// (scope, id, window_start) → spent micro-dollars.
+    spend: sled::Tree,
+}
+
+fn scope_byte(s: Scope) -> u8 {
+    match s {
+        Scope::Key => b'k',
+        Scope::User => b'u',
+    }
+}
+
+fn spend_key(scope: Scope, id: &str, window_start: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 10);
+    k.push(scope_byte(scope));
+    k.extend_from_slice(id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&window_start.to_be_bytes());
+    k
+}
+
+fn parse_spend_key(k: &[u8]) -> Option<(Scope, String, u64)> {
+    let scope = match *k.first()? {
+        b'k' => Scope::Key,
+        b'u' => Scope::User,
+        _ => return None,
+    };
+    if k.len() < 10 {
+        return None;
+    }
+    let (idpart, ws) = k[1..].split_at(k.len() - 1 - 8);
+    let id = std::str::from_utf8(idpart.strip_suffix(&[0])?).ok()?.to_string();
+    Some((scope, id, u64::from_be_bytes(ws.try_into().ok()?)))
+}
+
+fn usage_key(ts_ms: u64, id: &str) -> Vec<u8> {
+    let mut k = ts_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn json<T: serde::Serialize>(v: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Io(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn load_all<T: serde::de::DeserializeOwned>(t: &sled::Tree) -> StoreResult<Vec<T>> {
+    t.iter().map(|kv| kv.map_err(io).and_then(|(_, v)| from_json(&v))).collect()
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -45,9 +109,38 @@ impl SledStore {
             .flush_every_ms(Some(200))
             .open()
             .map_err(io)?;
-        let keys = db.open_tree("keys").map_err(io)?;
-        let meta = db.open_tree("meta").map_err(io)?;
-        Ok(SledStore { db, keys, meta })
+        let t = |name: &str| db.open_tree(name).map_err(io);
+        Ok(SledStore {
+            keys: t("keys")?,
+            meta: t("meta")?,
+            users: t("users")?,
+            budgets: t("budgets")?,
+            prices: t("prices")?,
+            usage: t("usage")?,
+            usage_ids: t("usage_ids")?,
+            spend: t("spend")?,
+            db,
+        })
+    }
+
+    async fn put_json<T: serde::Serialize>(&self, t: &sled::Tree, key: &str, v: &T) -> StoreResult<()> {
+        let (t, db, key, v) = (t.clone(), self.db.clone(), key.to_string(), json(v)?);
+        blocking(move || {
+            t.insert(key.as_bytes(), v).map_err(io)?;
+            db.flush().map_err(io)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, t: &sled::Tree, key: &str) -> StoreResult<bool> {
+        let (t, db, key) = (t.clone(), self.db.clone(), key.to_string());
+        blocking(move || {
+            let old = t.remove(key.as_bytes()).map_err(io)?;
+            db.flush().map_err(io)?;
+            Ok(old.is_some())
+        })
+        .await
     }
 }
 
@@ -105,6 +198,179 @@ impl Store for SledStore {
             t.insert(name.as_bytes(), value).map_err(io)?;
             db.flush().map_err(io)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn load_users(&self) -> StoreResult<Vec<UserRecord>> {
+        let t = self.users.clone();
+        blocking(move || load_all(&t)).await
+    }
+
+    async fn put_user(&self, u: &UserRecord) -> StoreResult<()> {
+        self.put_json(&self.users, &u.user_id, u).await
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        self.delete(&self.users, id).await
+    }
+
+    async fn load_budgets(&self) -> StoreResult<Vec<BudgetRecord>> {
+        let t = self.budgets.clone();
+        blocking(move || load_all(&t)).await
+    }
+
+    async fn put_budget(&self, b: &BudgetRecord) -> StoreResult<()> {
+        self.put_json(&self.budgets, &b.budget_id, b).await
+    }
+
+    async fn delete_budget(&self, id: &str) -> StoreResult<bool> {
+        self.delete(&self.budgets, id).await
+    }
+
+    async fn load_prices(&self) -> StoreResult<Vec<(String, Price)>> {
+        let t = self.prices.clone();
+        blocking(move || {
+            t.iter()
+                .map(|kv| {
+                    let (k, v) = kv.map_err(io)?;
+                    Ok((String::from_utf8_lossy(&k).into_owned(), from_json(&v)?))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_price(&self, key: &str, p: &Price) -> StoreResult<()> {
+        self.put_json(&self.prices, key, p).await
+    }
+
+    async fn delete_price(&self, key: &str) -> StoreResult<bool> {
+        self.delete(&self.prices, key).await
+    }
+
+    async fn append_usage(&self, batch: Vec<Settled>) -> StoreResult<Vec<Settled>> {
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let (usage, ids, spend, db) = (self.usage.clone(), self.usage_ids.clone(), self.spend.clone(), self.db.clone());
+        blocking(move || {
+            let encoded: Vec<(Vec<u8>, Vec<u8>)> = batch
+                .iter()
+                .map(|s| Ok((usage_key(s.record.ts_ms, &s.record.id), json(&s.record)?)))
+                .collect::<StoreResult<_>>()?;
+            let res = (&usage, &ids, &spend).transaction(|(u, i, sp)| {
+                let mut fresh = Vec::new();
+                for (n, s) in batch.iter().enumerate() {
+                    if i.get(s.record.id.as_bytes())?.is_some() {
+                        continue; // already recorded: replays never count twice
+                    }
+                    let (k, v) = &encoded[n];
+                    u.insert(k.as_slice(), v.as_slice())?;
+                    i.insert(s.record.id.as_bytes(), k.as_slice())?;
+                    for c in &s.charges {
+                        if c.amount == 0 {
+                            continue;
+                        }
+                        let sk = spend_key(c.scope, &c.id, c.window_start);
+                        let old = sp.get(&sk)?.map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])));
+                        sp.insert(sk, &(old + c.amount).to_be_bytes())?;
+                    }
+                    fresh.push(n);
+                }
+                Ok::<_, ConflictableTransactionError<()>>(fresh)
+            });
+            let fresh = match res {
+                Ok(f) => f,
+                Err(TransactionError::Storage(e)) => return Err(io(e)),
+                Err(TransactionError::Abort(())) => return Err(StoreError::Io("usage transaction aborted".into())),
+            };
+            // The promise: an answered request's usage is on disk within one writer cycle.
+            db.flush().map_err(io)?;
+            let mut out = Vec::with_capacity(fresh.len());
+            let mut batch = batch.into_iter().map(Some).collect::<Vec<_>>();
+            for n in fresh {
+                if let Some(s) = batch[n].take() {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn load_spend(&self) -> StoreResult<Vec<(Scope, String, u64, u64)>> {
+        let t = self.spend.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for kv in t.iter() {
+                let (k, v) = kv.map_err(io)?;
+                if let (Some((scope, id, ws)), Ok(b)) = (parse_spend_key(&k), <[u8; 8]>::try_from(v.as_ref())) {
+                    out.push((scope, id, ws, u64::from_be_bytes(b)));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn query_usage(&self, filter: &UsageFilter, cursor: Option<&str>, limit: usize) -> StoreResult<UsagePage> {
+        let t = self.usage.clone();
+        let filter = filter.clone();
+        let start = match cursor {
+            Some(c) => {
+                let mut k = crate::auth::unhex_any(c).ok_or_else(|| StoreError::Corrupt("bad cursor".into()))?;
+                k.push(0); // strictly after the cursor's key
+                k
+            }
+            None => filter.from_ms.unwrap_or(0).to_be_bytes().to_vec(),
+        };
+        blocking(move || {
+            let mut page = UsagePage::default();
+            let mut last_key = None;
+            for kv in t.range(start..) {
+                let (k, v) = kv.map_err(io)?;
+                let rec: crate::meter::record::UsageRecord = from_json(&v)?;
+                if filter.to_ms.is_some_and(|to| rec.ts_ms >= to) {
+                    break;
+                }
+                if filter.matches(&rec) {
+                    if page.records.len() == limit {
+                        page.next_cursor = last_key.map(|k: sled::IVec| crate::auth::hex(&k));
+                        break;
+                    }
+                    last_key = Some(k);
+                    page.records.push(rec);
+                }
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn prune_usage(&self, before_ms: u64) -> StoreResult<usize> {
+        let (usage, ids, spend, db) = (self.usage.clone(), self.usage_ids.clone(), self.spend.clone(), self.db.clone());
+        blocking(move || {
+            let mut n = 0;
+            for kv in usage.range(..before_ms.to_be_bytes().to_vec()) {
+                let (k, _) = kv.map_err(io)?;
+                usage.remove(&k).map_err(io)?;
+                ids.remove(&k[8..]).map_err(io)?;
+                n += 1;
+            }
+            // Spend windows are kept for a year past the cut-off at most; the current window
+            // of a lifetime budget (window 0) is never pruned.
+            let cutoff = (before_ms / 1000).saturating_sub(366 * 86_400);
+            for kv in spend.iter() {
+                let (k, _) = kv.map_err(io)?;
+                if let Some((_, _, ws)) = parse_spend_key(&k) {
+                    if ws != 0 && ws < cutoff {
+                        spend.remove(&k).map_err(io)?;
+                    }
+                }
+            }
+            db.flush().map_err(io)?;
+            Ok(n)
         })
         .await
     }
