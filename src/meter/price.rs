@@ -108,6 +108,7 @@ pub struct Price {
     #[serde(
         default,
         deserialize_with = "de_usd_opt",
+        serialize_with = "ser_usd_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub cache_read: Option<Micros>,
@@ -115,6 +116,7 @@ pub struct Price {
     #[serde(
         default,
         deserialize_with = "de_usd_opt",
+        serialize_with = "ser_usd_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub cache_write: Option<Micros>,
