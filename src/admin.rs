@@ -75,8 +75,8 @@ async fn read_json(s: &mut Session) -> Result<Value, Failure> {
 }
 
 async fn after_change(state: &AppState) {
-    let (dir, index) = (state.cfg.data_dir.clone(), state.keys.clone());
-    match tokio::task::spawn_blocking(move || snapshot::write(&dir, &index)).await {
+    let (dir, index, ledger) = (state.cfg.data_dir.clone(), state.keys.clone(), state.ledger.clone());
+    match tokio::task::spawn_blocking(move || snapshot::write(&dir, &index, Some(&ledger))).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => log::error!("cannot write the key snapshot: {e}"),
         Err(e) => log::error!("cannot write the key snapshot: {e}"),

@@ -216,7 +216,7 @@ fn keys(config: &Path, action: KeysCmd) -> Result<(), String> {
             index.set_master(Some(h));
         }
         store.flush().await.map_err(|e| e.to_string())?;
-        snapshot::write(&cfg.data_dir, &index).map_err(|e| e.to_string())?;
+        snapshot::write(&cfg.data_dir, &index, None).map_err(|e| e.to_string())?;
         Ok(())
     })
 }

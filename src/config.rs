@@ -62,6 +62,13 @@ pub struct RawConfig {
     pub aliases: BTreeMap<String, String>,
     pub prefix_routes: Option<Vec<RawPrefixRoute>>,
     pub access_log: Option<bool>,
+    pub require_pricing: Option<bool>,
+    /// Price overrides: `provider:model` (or `model`, or `prefix*`) → prices per million tokens.
+    #[serde(default)]
+    pub pricing: BTreeMap<String, crate::meter::price::Price>,
+    pub reject_user_mismatch: Option<bool>,
+    pub usage_retention_days: Option<u64>,
+    pub default_max_output_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -105,6 +112,15 @@ pub struct Config {
     pub aliases: BTreeMap<String, String>,
     pub prefix_routes: Vec<PrefixRoute>,
     pub access_log: bool,
+    /// Refuse unpriced models with 402 before any upstream call.
+    pub require_pricing: bool,
+    pub pricing: BTreeMap<String, crate::meter::price::Price>,
+    /// Refuse requests whose body names a user other than the key's owner (403).
+    pub reject_user_mismatch: bool,
+    /// Usage records older than this are deleted (0 keeps them forever).
+    pub usage_retention_days: u64,
+    /// Output tokens assumed for budget reservations when a request sets no maximum.
+    pub default_max_output_tokens: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,6 +352,15 @@ impl Config {
             aliases: raw.aliases,
             prefix_routes,
             access_log: raw.access_log.unwrap_or(true),
+            require_pricing: raw.require_pricing.unwrap_or(false),
+            pricing: raw.pricing,
+            reject_user_mismatch: raw.reject_user_mismatch.unwrap_or(true),
+            usage_retention_days: raw.usage_retention_days.unwrap_or(90),
+            default_max_output_tokens: match raw.default_max_output_tokens {
+                Some(0) => return Err(ConfigError::new("default_max_output_tokens", "must be greater than 0")),
+                Some(n) => n,
+                None => 4096,
+            },
         })
     }
 }

@@ -79,23 +79,60 @@ pub static TOKENS: Lazy<IntCounterVec> = Lazy::new(|| {
     .unwrap()
 });
 
-static SEEN_MODELS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+pub static USAGE_WRITES: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_usage_records_written_total",
+        "Usage records made durable, by destination (store or spool)",
+        &["to"]
+    )
+    .unwrap()
+});
 
-/// The label to use for a model: itself while fewer than the cap have been seen, else "other".
-pub fn model_label(model: &str) -> String {
-    if model.is_empty() {
+pub static BUDGET_REJECTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!("tollgate_budget_rejections_total", "Requests refused by a budget, by scope", &["scope"]).unwrap()
+});
+
+pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!("tollgate_rate_limited_total", "Requests refused by a rate limit", &["kind"]).unwrap()
+});
+
+pub static SPEND: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_spend_microdollars_total",
+        "Metered spend in micro-dollars by key id and model (bounded labels)",
+        &["key_id", "model"]
+    )
+    .unwrap()
+});
+
+static SEEN_MODELS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+static SEEN_KEYS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+
+/// `value` while fewer than `cap` distinct values have been seen, else "other".
+fn bounded(seen: &Mutex<HashSet<String>>, value: &str, cap: usize) -> String {
+    if value.is_empty() {
         return "none".into();
     }
-    let mut seen = SEEN_MODELS.lock();
-    if seen.contains(model) {
-        return model.to_string();
+    let mut seen = seen.lock();
+    if seen.contains(value) {
+        return value.to_string();
     }
-    if seen.len() < MAX_MODEL_LABELS {
-        seen.insert(model.to_string());
-        model.to_string()
+    if seen.len() < cap {
+        seen.insert(value.to_string());
+        value.to_string()
     } else {
         "other".into()
     }
+}
+
+/// The label to use for a model (capped).
+pub fn model_label(model: &str) -> String {
+    bounded(&SEEN_MODELS, model, MAX_MODEL_LABELS)
+}
+
+/// The label to use for a key id (capped; ids are public, secrets never are labels).
+pub fn key_label(key_id: &str) -> String {
+    bounded(&SEEN_KEYS, key_id, MAX_MODEL_LABELS)
 }
 
 /// Registers every metric so that `/metrics` lists them from the start.
@@ -108,6 +145,10 @@ pub fn init() {
     Lazy::force(&UPSTREAM_ERRORS);
     Lazy::force(&AUTH_FAILURES);
     Lazy::force(&TOKENS);
+    Lazy::force(&USAGE_WRITES);
+    Lazy::force(&BUDGET_REJECTIONS);
+    Lazy::force(&RATE_LIMITED);
+    Lazy::force(&SPEND);
 }
 
 /// The Prometheus text exposition of the default registry.

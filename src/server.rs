@@ -14,6 +14,8 @@ use crate::config::Config;
 use crate::gateway::{AppState, Gateway};
 use crate::route::Router;
 use crate::store::keeper::StoreKeeper;
+use crate::ledger::Ledger;
+use crate::store::writer::UsageWriter;
 use crate::store::{snapshot, StoreSlot};
 
 /// Pingora's process options, as given on tollgate's command line.
@@ -92,7 +94,12 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     if let Some(mk) = &cfg.master_key {
         keys.set_master(Some(auth::hash_key(mk)));
     }
-    let snapshot_loaded = match snapshot::load(&data_dir, &keys) {
+    let mut prices = crate::meter::price::default_table();
+    for (k, p) in &cfg.pricing {
+        prices.insert(k, *p);
+    }
+    let ledger = Arc::new(Ledger::new(prices, cfg.require_pricing, cfg.default_max_output_tokens));
+    let snapshot_loaded = match snapshot::load(&data_dir, &keys, Some(&ledger)) {
         Ok(found) => found,
         Err(e) => {
             log::warn!("ignoring an unreadable key snapshot: {e}");
@@ -111,6 +118,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         store: store.clone(),
         resolver: Default::default(),
         connector,
+        ledger: ledger.clone(),
         snapshot_loaded: AtomicBool::new(snapshot_loaded),
         cfg: cfg.clone(),
     });
@@ -118,14 +126,23 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     let mut proxy = http_proxy_service(&server.configuration, Gateway { state });
     proxy.add_tcp(&cfg.listen);
     server.add_service(proxy);
+    let store_slot_for_writer = store.clone();
     let keeper = StoreKeeper {
         data_dir,
         slot: store,
         index: keys,
         configured_master: cfg.master_key.is_some(),
         bootstrap_key: cfg.bootstrap_key,
+        ledger: ledger.clone(),
+        retention_days: cfg.usage_retention_days,
     };
     server.add_service(background_service("store keeper", keeper));
+    let writer = UsageWriter {
+        ledger,
+        slot: store_slot_for_writer,
+        spool_dir: cfg.data_dir.join("spool"),
+    };
+    server.add_service(background_service("usage writer", writer));
     log::info!(
         "tollgate {} listening on {} with providers [{}]",
         env!("CARGO_PKG_VERSION"),

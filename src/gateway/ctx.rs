@@ -31,6 +31,12 @@ pub struct Ctx {
     /// The request went through the large-body path.
     pub direct: bool,
     pub counted_inflight: bool,
+    /// Budget reservation and rate-limit handles, settled in `logging`.
+    pub admission: Option<crate::ledger::Admission>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    /// The pre-call token estimate (used when the upstream reports no usage).
+    pub estimate: crate::meter::Usage,
 }
 
 impl Ctx {
@@ -51,6 +57,10 @@ impl Ctx {
             client_gone: false,
             direct: false,
             counted_inflight: false,
+            admission: None,
+            user_id: None,
+            session_id: None,
+            estimate: Default::default(),
         }
     }
 

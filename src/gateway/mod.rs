@@ -17,6 +17,7 @@
 
 mod ctx;
 mod direct;
+mod settle;
 pub mod local;
 pub mod response;
 pub mod upstream;
@@ -53,6 +54,7 @@ pub struct AppState {
     pub store: Arc<StoreSlot>,
     pub resolver: upstream::Resolver,
     pub connector: Connector,
+    pub ledger: Arc<crate::ledger::Ledger>,
     /// A key snapshot was loaded at start (auth works before the store is open).
     pub snapshot_loaded: AtomicBool,
 }
@@ -276,6 +278,7 @@ impl Gateway {
             .with_param("model")
             .into());
         }
+        self.admit(s, ctx, &req, &route, body.len())?;
         let upstream_body = if route.model != model || !req.contains_key("model") {
             req.insert("model".into(), Value::String(route.model.clone()));
             Bytes::from(
@@ -301,6 +304,14 @@ impl Gateway {
         self.forward_direct(s, ctx).await?;
         Ok(Flow::Done)
     }
+}
+
+/// The model names this request's output may use up to (for the budget estimate).
+fn max_output_tokens(req: &serde_json::Map<String, Value>, default: u64) -> u64 {
+    ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| req.get(*k).and_then(Value::as_u64))
+        .unwrap_or(default)
 }
 
 fn truncate_path(p: &str) -> String {
@@ -576,6 +587,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, s: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        self.settle(s, ctx);
         crate::access::record(s, e, ctx);
     }
 }

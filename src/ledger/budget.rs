@@ -125,18 +125,22 @@ impl Account {
         *self.counter.lock()
     }
 
-    /// Adds settled spend directly (replaying durable records at start).
-    pub fn add_spent(&self, amount: Micros, at: u64) {
+    /// Adds spend recorded in the window starting at `window_start`: it counts only if that
+    /// is the current window.
+    pub fn add_spent_in_window(&self, amount: Micros, window_start: u64, now: u64) {
         let limit = self.limit();
         let mut c = self.counter.lock();
-        let start = limit.map_or(0, |l| l.window(at).0);
-        if start == c.window_start {
+        Self::roll(&mut c, limit, now);
+        if c.window_start == window_start {
             c.spent += amount;
-        } else if start > c.window_start {
-            c.window_start = start;
-            c.spent = amount;
         }
-        // Spend in an older window than the counter's is history: it does not count now.
+    }
+
+    /// Clears spend (before a reload from the store); reservations stay.
+    pub fn clear_spent(&self) {
+        let mut c = self.counter.lock();
+        c.spent = 0;
+        c.window_start = 0;
     }
 
     /// Zeroes the current window's spend (a manual reset from the API).

@@ -69,6 +69,9 @@ impl UsageQueue {
 
 pub struct Ledger {
     accounts: Mutex<HashMap<(Scope, String), Arc<Account>>>,
+    /// Durable spend per (scope, id) and window start, applied when an account is created
+    /// (its limit, and so its current window, is known only then).
+    seeds: Mutex<HashMap<(Scope, String), HashMap<u64, Micros>>>,
     limiters: Mutex<HashMap<(Scope, String), Arc<RateLimiter>>>,
     pub users: ArcSwap<HashMap<String, Arc<UserRecord>>>,
     pub budgets: ArcSwap<HashMap<String, Arc<BudgetRecord>>>,
@@ -110,6 +113,7 @@ impl Ledger {
     pub fn new(base_prices: PriceTable, require_pricing: bool, default_output_tokens: u64) -> Ledger {
         Ledger {
             accounts: Mutex::new(HashMap::new()),
+            seeds: Mutex::new(HashMap::new()),
             limiters: Mutex::new(HashMap::new()),
             users: ArcSwap::from_pointee(HashMap::new()),
             budgets: ArcSwap::from_pointee(HashMap::new()),
@@ -196,7 +200,17 @@ impl Ledger {
         let mut map = self.accounts.lock();
         let a = map
             .entry((scope, id.to_string()))
-            .or_insert_with(|| Account::new(scope, id, limit, Counter::default()))
+            .or_insert_with(|| {
+                let now = crate::auth::now_secs();
+                let window_start = limit.map_or(0, |l| l.window(now).0);
+                let spent = self
+                    .seeds
+                    .lock()
+                    .get(&(scope, id.to_string()))
+                    .and_then(|w| w.get(&window_start).copied())
+                    .unwrap_or(0);
+                Account::new(scope, id, limit, Counter { window_start, spent, reserved: 0 })
+            })
             .clone();
         drop(map);
         if a.limit() != limit {
@@ -226,14 +240,21 @@ impl Ledger {
         self.accounts.lock().iter().map(|((s, id), a)| (*s, id.clone(), a.counter())).collect()
     }
 
-    /// Seeds an account's spend from durable state.
+    /// Forgets all spend counters (before reloading them from the store, which is
+    /// authoritative; reservations of requests in flight are kept).
+    pub fn reset_spend(&self) {
+        self.seeds.lock().clear();
+        for a in self.accounts.lock().values() {
+            a.clear_spent();
+        }
+    }
+
+    /// Adds durable spend of (scope, id) in the window starting at `window_start`.
     pub fn seed_spend(&self, scope: Scope, id: &str, window_start: u64, spent: Micros) {
-        let limit = match scope {
-            Scope::User => self.users.load().get(id).and_then(|u| self.resolve_limit(&u.limits)),
-            Scope::Key => None, // set when the key is first used; spend is kept per window
-        };
-        let a = self.account(scope, id, limit);
-        a.add_spent(spent, window_start.max(limit.map_or(0, |l| l.window(window_start).0)));
+        *self.seeds.lock().entry((scope, id.to_string())).or_default().entry(window_start).or_default() += spent;
+        if let Some(a) = self.find_account(scope, id) {
+            a.add_spent_in_window(spent, window_start, crate::auth::now_secs());
+        }
     }
 
     /// Admission control for one request: user state, rate limits, pricing, then the budget

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::sled_store::SledStore;
 use super::{snapshot, Store, StoreError, StoreSlot};
 use crate::auth::{self, KeyIndex, KeyRecord};
+use crate::ledger::Ledger;
 
 /// How often a process waiting for the store retries its lock.
 const LOCK_POLL: Duration = Duration::from_millis(200);
@@ -23,6 +24,9 @@ pub struct StoreKeeper {
     /// The master key from the config file, if any (it then overrides the stored one).
     pub configured_master: bool,
     pub bootstrap_key: bool,
+    pub ledger: Arc<Ledger>,
+    /// Usage records older than this many days are pruned (0: never).
+    pub retention_days: u64,
 }
 
 impl StoreKeeper {
@@ -62,6 +66,20 @@ impl StoreKeeper {
     pub async fn load(&self, store: &dyn Store) -> Result<(), StoreError> {
         let keys = store.load_keys().await?;
         self.index.replace(keys);
+        self.ledger.replace_budgets(store.load_budgets().await?);
+        self.ledger.replace_users(store.load_users().await?);
+        self.ledger.set_overrides(store.load_prices().await?.into_iter().collect());
+        self.ledger.reset_spend();
+        for (scope, id, window_start, spent) in store.load_spend().await? {
+            self.ledger.seed_spend(scope, &id, window_start, spent);
+        }
+        // What other processes spooled (an upgrade hand-over, an earlier outage).
+        let spool = self.data_dir.join("spool");
+        match super::writer::ingest_spools(&spool, store, &self.ledger).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("ingested {n} spooled usage records"),
+            Err(e) => log::error!("cannot ingest the usage spool: {e}"),
+        }
         if !self.configured_master {
             match store
                 .get_meta("master_hash")
@@ -105,8 +123,8 @@ impl StoreKeeper {
     }
 
     pub async fn write_snapshot(&self) {
-        let (dir, index) = (self.data_dir.clone(), self.index.clone());
-        let r = tokio::task::spawn_blocking(move || snapshot::write(&dir, &index)).await;
+        let (dir, index, ledger) = (self.data_dir.clone(), self.index.clone(), self.ledger.clone());
+        let r = tokio::task::spawn_blocking(move || snapshot::write(&dir, &index, Some(&ledger))).await;
         if let Ok(Err(e)) | Err(e) = r.map_err(std::io::Error::other) {
             log::error!("cannot write the key snapshot: {e}");
         }
@@ -132,6 +150,27 @@ impl StoreKeeper {
                 return;
             }
             log::warn!("store still referenced at release; it will close when the last call ends");
+        }
+    }
+}
+
+impl StoreKeeper {
+    /// Periodic work while holding the store: re-read spools of processes still finishing
+    /// (idempotent), and prune usage past the retention once an hour.
+    async fn housekeeping(&self, last_prune: &mut std::time::Instant) {
+        let Some(store) = self.slot.get() else { return };
+        let spool = self.data_dir.join("spool");
+        if let Err(e) = super::writer::ingest_spools(&spool, store.as_ref(), &self.ledger).await {
+            log::warn!("spool ingestion failed: {e}");
+        }
+        if self.retention_days > 0 && last_prune.elapsed() >= Duration::from_secs(3600) {
+            *last_prune = std::time::Instant::now();
+            let cutoff = auth::now_millis().saturating_sub(self.retention_days * 86_400_000);
+            match store.prune_usage(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => log::info!("pruned {n} usage records older than {} days", self.retention_days),
+                Err(e) => log::warn!("usage pruning failed: {e}"),
+            }
         }
     }
 }
@@ -181,9 +220,28 @@ impl BackgroundService for StoreKeeper {
         };
         #[cfg(not(unix))]
         let upgrade = std::future::pending::<()>();
-        tokio::select! {
-            _ = upgrade => log::info!("upgrade signal: handing the store over to the new process"),
-            _ = shutdown.changed() => {}
+        tokio::pin!(upgrade);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_prune = std::time::Instant::now() - Duration::from_secs(3600);
+        loop {
+            tokio::select! {
+                _ = &mut upgrade => {
+                    log::info!("upgrade signal: handing the store over to the new process");
+                    break;
+                }
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => self.housekeeping(&mut last_prune).await,
+            }
+        }
+        // Write what is queued before letting go, so the successor finds it in the store.
+        if let Some(store) = self.slot.get() {
+            let batch = self.ledger.queue.drain();
+            if let Err(e) = store.append_usage(batch.clone()).await {
+                log::error!("final usage write failed: {e}");
+                for s in batch {
+                    self.ledger.queue.push(s);
+                }
+            }
         }
         self.release().await;
     }

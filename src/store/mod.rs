@@ -21,6 +21,7 @@ pub mod conformance;
 pub mod keeper;
 pub mod sled_store;
 pub mod snapshot;
+pub mod writer;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;

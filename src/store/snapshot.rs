@@ -6,6 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::auth::{hex, unhex, KeyIndex, KeyRecord};
+use crate::ledger::budget::{Counter, Scope};
+use crate::ledger::entities::{BudgetRecord, UserRecord};
+use crate::ledger::Ledger;
 
 pub const FILE: &str = "keys.snapshot.json";
 
@@ -15,6 +18,13 @@ struct Snapshot {
     written_at: u64,
     master_hash: Option<String>,
     keys: Vec<KeyRecord>,
+    #[serde(default)]
+    users: Vec<UserRecord>,
+    #[serde(default)]
+    budgets: Vec<BudgetRecord>,
+    /// Spend counters, so budgets hold while a new process waits for the store.
+    #[serde(default)]
+    counters: Vec<(Scope, String, Counter)>,
 }
 
 pub fn path(data_dir: &Path) -> PathBuf {
@@ -22,12 +32,15 @@ pub fn path(data_dir: &Path) -> PathBuf {
 }
 
 /// Writes the snapshot atomically (temp file, fsync, rename) with owner-only permissions.
-pub fn write(data_dir: &Path, index: &KeyIndex) -> std::io::Result<()> {
+pub fn write(data_dir: &Path, index: &KeyIndex, ledger: Option<&Ledger>) -> std::io::Result<()> {
     let snap = Snapshot {
         version: 1,
         written_at: crate::auth::now_secs(),
         master_hash: index.master_hash().map(|h| hex(&h)),
         keys: index.all(),
+        users: ledger.map(|l| l.users.load().values().map(|u| UserRecord::clone(u)).collect()).unwrap_or_default(),
+        budgets: ledger.map(|l| l.budgets.load().values().map(|b| BudgetRecord::clone(b)).collect()).unwrap_or_default(),
+        counters: ledger.map(|l| l.counters()).unwrap_or_default(),
     };
     let bytes = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;
     std::fs::create_dir_all(data_dir)?;
@@ -48,8 +61,8 @@ pub fn write(data_dir: &Path, index: &KeyIndex) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads the snapshot into `index`. Returns false when there is none (a first start).
-pub fn load(data_dir: &Path, index: &KeyIndex) -> std::io::Result<bool> {
+/// Loads the snapshot into `index` (and `ledger`). Returns false when there is none.
+pub fn load(data_dir: &Path, index: &KeyIndex, ledger: Option<&Ledger>) -> std::io::Result<bool> {
     let bytes = match std::fs::read(path(data_dir)) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -63,6 +76,13 @@ pub fn load(data_dir: &Path, index: &KeyIndex) -> std::io::Result<bool> {
         }
     }
     index.replace(snap.keys);
+    if let Some(l) = ledger {
+        l.replace_budgets(snap.budgets);
+        l.replace_users(snap.users);
+        for (scope, id, c) in snap.counters {
+            l.seed_spend(scope, &id, c.window_start, c.spent);
+        }
+    }
     Ok(true)
 }
 
@@ -77,16 +97,16 @@ mod tests {
         let (rec, secret) = KeyRecord::mint(Some("n".into()), None, serde_json::Value::Null);
         idx.replace([rec]);
         idx.set_master(Some(crate::auth::hash_key("tgm-x")));
-        write(dir.path(), &idx).unwrap();
+        write(dir.path(), &idx, None).unwrap();
         let text = std::fs::read_to_string(path(dir.path())).unwrap();
         assert!(
             !text.contains(&secret),
             "the snapshot must not hold secrets"
         );
         let idx2 = KeyIndex::new();
-        assert!(load(dir.path(), &idx2).unwrap());
+        assert!(load(dir.path(), &idx2, None).unwrap());
         assert!(idx2.check(&secret, 1).is_ok());
         assert!(idx2.is_master("tgm-x"));
-        assert!(!load(tempfile::tempdir().unwrap().path(), &KeyIndex::new()).unwrap());
+        assert!(!load(tempfile::tempdir().unwrap().path(), &KeyIndex::new(), None).unwrap());
     }
 }

@@ -1,0 +1,154 @@
+//! Accounting around a forwarded request: admission before the call (allow-lists, user
+//! checks, rate limits, pricing, budget reservation) and settlement after it.
+
+use pingora::proxy::Session;
+use serde_json::{Map, Value};
+
+use super::{Ctx, Gateway};
+use crate::auth;
+use crate::endpoint::Endpoint;
+use crate::error::{ErrorKind, GatewayError};
+use crate::ledger::entities::model_allowed;
+use crate::meter::record::UsageRecord;
+use crate::meter::Usage;
+use crate::metrics;
+use crate::route::Route;
+
+/// Session headers of the clients we know (Claude Code, Codex, generic).
+const SESSION_HEADERS: &[&str] = &["x-claude-code-session-id", "session-id", "x-session-id"];
+
+/// The user a request body names: `metadata.user_id` (Anthropic) or `user` (OpenAI). Claude
+/// Code puts a JSON telemetry blob (device and session ids) in `metadata.user_id`; a value
+/// that parses as a JSON object is such a blob and names no user.
+fn named_user(req: &Map<String, Value>) -> Option<&str> {
+    let v = req
+        .get("metadata")
+        .and_then(|m| m.get("user_id"))
+        .or_else(|| req.get("user"))
+        .and_then(Value::as_str)?;
+    if v.trim_start().starts_with('{') && serde_json::from_str::<Map<String, Value>>(v).is_ok() {
+        return None;
+    }
+    Some(v)
+}
+
+impl Gateway {
+    pub(super) fn admit(
+        &self,
+        s: &Session,
+        ctx: &mut Ctx,
+        req: &Map<String, Value>,
+        route: &Route,
+        body_len: usize,
+    ) -> Result<(), GatewayError> {
+        let key = ctx.key.clone().expect("authenticated");
+        let ledger = &self.state.ledger;
+        ctx.session_id = SESSION_HEADERS
+            .iter()
+            .find_map(|h| s.get_header(*h).and_then(|v| v.to_str().ok()))
+            .filter(|v| v.len() <= 128)
+            .map(String::from);
+        let user = key.user_id.as_ref().and_then(|u| ledger.users.load().get(u).cloned());
+        ctx.user_id = key.user_id.clone();
+        let allowed = key.allowed_models.clone().or_else(|| user.as_ref().and_then(|u| u.allowed_models.clone()));
+        if !model_allowed(&allowed, &ctx.client_model, &route.provider.name, &route.model) {
+            return Err(GatewayError::new(
+                ErrorKind::PermissionDenied,
+                format!("Model '{}' is not permitted for this API key.", ctx.client_model),
+            )
+            .with_param("model")
+            .with_code("model_not_allowed"));
+        }
+        let reject = key.reject_user_mismatch.unwrap_or(self.state.cfg.reject_user_mismatch);
+        if let (true, Some(named)) = (reject, named_user(req)) {
+            if key.user_id.as_deref() != Some(named) {
+                return Err(GatewayError::new(
+                    ErrorKind::PermissionDenied,
+                    "The user named in the request does not match the API key's user.",
+                )
+                .with_code("user_mismatch"));
+            }
+        }
+        if ctx.endpoint == Endpoint::CountTokens {
+            return Ok(()); // never billed, never rate limited
+        }
+        // A pessimistic estimate: ~4 bytes per token of JSON, and the whole output allowance.
+        ctx.estimate = Usage {
+            input: (body_len as u64 / 4).max(1),
+            output: super::max_output_tokens(req, self.state.cfg.default_max_output_tokens),
+            ..Default::default()
+        };
+        let price = ledger.prices.load().lookup(&route.provider.name, &route.model);
+        match ledger.admit(&key, user.as_deref(), price, &ctx.estimate, auth::now_secs()) {
+            Ok(a) => {
+                ctx.admission = Some(a);
+                Ok(())
+            }
+            Err(e) => {
+                match e.kind {
+                    ErrorKind::BudgetExceeded => metrics::BUDGET_REJECTIONS.with_label_values(&["budget"]).inc(),
+                    ErrorKind::RateLimited => metrics::RATE_LIMITED.with_label_values(&["rate"]).inc(),
+                    _ => {}
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Settles the request (also when it failed or the client went away) and queues its
+    /// usage record. Runs in `logging`.
+    pub(crate) fn settle(&self, s: &Session, ctx: &mut Ctx) {
+        let Some(key) = ctx.key.as_ref() else { return };
+        if !ctx.endpoint.is_inference() || ctx.endpoint == Endpoint::CountTokens {
+            return;
+        }
+        let status = s.response_written().map_or(0, |r| r.status.as_u16());
+        let now_ms = auth::now_millis();
+        let reported = ctx.tap.as_ref().and_then(|t| t.usage);
+        let reached_upstream = ctx.tap.is_some();
+        // No usage from the upstream: estimate what it may have billed. Nothing, if it never
+        // answered; the prompt plus what was forwarded, if it did.
+        let (usage, estimated) = match reported {
+            Some(u) => (u, false),
+            None if reached_upstream && (200..300).contains(&ctx.tap.as_ref().map_or(0, |t| t.status)) => {
+                let out = ctx.tap.as_ref().map_or(0, |t| t.bytes_out / 4);
+                (Usage { input: ctx.estimate.input, output: out, ..Default::default() }, true)
+            }
+            None => (Usage::default(), false),
+        };
+        let mut rec = UsageRecord {
+            id: auth::generate_id("use_"),
+            ts_ms: now_ms,
+            request_id: ctx.request_id.clone(),
+            key_id: Some(key.id.clone()),
+            user_id: ctx.user_id.clone(),
+            endpoint: ctx.endpoint.label().to_string(),
+            provider: ctx.provider_name().to_string(),
+            model: ctx.client_model.clone(),
+            upstream_model: ctx.route.as_ref().map(|r| r.model.clone()).unwrap_or_default(),
+            session_id: ctx.session_id.clone(),
+            status,
+            error: ctx.error.clone(),
+            latency_ms: ctx.start.elapsed().as_millis() as u64,
+            ttft_ms: ctx.upstream_ttfb.map(|t| t.as_millis() as u64),
+            stream: ctx.stream,
+            estimated,
+            ..Default::default()
+        };
+        rec.set_usage(&usage);
+        let ledger = &self.state.ledger;
+        let model_label = metrics::model_label(&ctx.client_model);
+        match ctx.admission.as_mut() {
+            Some(adm) => {
+                ledger.settle(adm, rec, auth::now_secs());
+            }
+            None => ledger.queue.push(crate::ledger::Settled { record: rec, charges: vec![] }),
+        }
+        if let Some(adm) = ctx.admission.as_ref() {
+            let cost = adm.price.map_or(0, |p| p.cost(&usage));
+            if cost > 0 {
+                metrics::SPEND.with_label_values(&[metrics::key_label(&key.id).as_str(), model_label.as_str()]).inc_by(cost);
+            }
+        }
+    }
+}
