@@ -15,8 +15,10 @@ pub enum Endpoint {
     Root,
     Health,
     Metrics,
-    Keys,
-    Key,
+    /// The management API (`/v1/keys`, `/v1/users`, `/v1/budgets`, `/v1/pricing`, `/v1/usage`).
+    Admin,
+    /// A key reading its own standing.
+    KeyInfo,
     NotFound,
 }
 
@@ -39,8 +41,8 @@ impl Endpoint {
             ("GET" | "HEAD", "/") => Endpoint::Root,
             ("GET" | "HEAD", "/health" | "/health/live" | "/health/ready") => Endpoint::Health,
             ("GET", "/metrics") => Endpoint::Metrics,
-            (_, "/v1/keys") => Endpoint::Keys,
-            (_, p) if p.starts_with("/v1/keys/") => Endpoint::Key,
+            ("GET", "/v1/key/info") => Endpoint::KeyInfo,
+            (_, p) if is_admin_path(p) => Endpoint::Admin,
             ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
             _ => Endpoint::NotFound,
         }
@@ -60,7 +62,7 @@ impl Endpoint {
     }
 
     pub fn is_admin(self) -> bool {
-        matches!(self, Endpoint::Keys | Endpoint::Key)
+        self == Endpoint::Admin
     }
 
     /// The error envelope clients of this endpoint understand.
@@ -85,10 +87,17 @@ impl Endpoint {
             Endpoint::Root => "root",
             Endpoint::Health => "health",
             Endpoint::Metrics => "metrics",
-            Endpoint::Keys | Endpoint::Key => "admin_keys",
+            Endpoint::Admin => "admin",
+            Endpoint::KeyInfo => "key_info",
             Endpoint::NotFound => "not_found",
         }
     }
+}
+
+fn is_admin_path(p: &str) -> bool {
+    ["/v1/keys", "/v1/users", "/v1/budgets", "/v1/pricing", "/v1/usage"]
+        .iter()
+        .any(|root| p == *root || p.strip_prefix(root).is_some_and(|rest| rest.starts_with('/')))
 }
 
 #[cfg(test)]
@@ -114,7 +123,10 @@ mod tests {
             Endpoint::NotFound
         );
         assert_eq!(Endpoint::classify("HEAD", "/"), Endpoint::Root);
-        assert_eq!(Endpoint::classify("DELETE", "/v1/keys/k_1"), Endpoint::Key);
+        assert_eq!(Endpoint::classify("DELETE", "/v1/keys/k_1"), Endpoint::Admin);
+        assert_eq!(Endpoint::classify("GET", "/v1/usage"), Endpoint::Admin);
+        assert_eq!(Endpoint::classify("GET", "/v1/usersx"), Endpoint::NotFound);
+        assert_eq!(Endpoint::classify("GET", "/v1/key/info"), Endpoint::KeyInfo);
         assert_eq!(
             Endpoint::classify("GET", "/v1/models/gpt-4o"),
             Endpoint::Model

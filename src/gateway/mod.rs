@@ -151,8 +151,15 @@ impl Gateway {
                 .await?;
                 Ok(Flow::Done)
             }
-            Endpoint::Keys | Endpoint::Key => {
+            Endpoint::Admin => {
                 crate::admin::handle(&self.state, s, ctx).await?;
+                Ok(Flow::Done)
+            }
+            Endpoint::KeyInfo => {
+                let key = self.authenticate(s)?;
+                ctx.key = Some(key.clone());
+                let v = crate::admin::key_info(&self.state, &key);
+                local::send_json(s, 200, &v, &ctx.request_id).await?;
                 Ok(Flow::Done)
             }
             Endpoint::Models | Endpoint::Model => {
