@@ -45,6 +45,22 @@ enum Cmd {
         #[arg(default_value = "proxy.yaml")]
         file: PathBuf,
     },
+    /// Print spend and tokens per key and model for a period (reads the store; stop
+    /// tollgate first, or use GET /v1/usage?group_by=key while it runs).
+    Usage {
+        #[arg(long, default_value = "proxy.yaml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+        /// Start (2026-11-01, RFC 3339 or Unix seconds); default: 30 days ago.
+        #[arg(long)]
+        from: Option<String>,
+        /// End (exclusive); default: now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long)]
+        user_id: Option<String>,
+    },
     /// Manage virtual keys in the store (while tollgate is stopped; use the API while it runs).
     Keys {
         #[arg(
@@ -147,6 +163,13 @@ pub fn main() -> i32 {
                 1
             }
         },
+        Cmd::Usage { config, from, to, key_id, user_id } => match usage(&config, from, to, key_id, user_id) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("tollgate usage: {e}");
+                1
+            }
+        },
         Cmd::Keys { config, action } => match keys(&config, action) {
             Ok(()) => 0,
             Err(e) => {
@@ -155,6 +178,63 @@ pub fn main() -> i32 {
             }
         },
     }
+}
+
+fn open_store(cfg: &Config) -> Result<SledStore, String> {
+    match SledStore::open(&cfg.data_dir) {
+        Ok(s) => Ok(s),
+        Err(StoreError::Locked) => Err(format!(
+            "a running tollgate holds the store in {}. Use the management API instead (see README: Keys, budgets and usage).",
+            cfg.data_dir.display()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn usage(config: &Path, from: Option<String>, to: Option<String>, key_id: Option<String>, user_id: Option<String>) -> Result<(), String> {
+    use crate::ledger::period::parse_time;
+    let cfg = load_config(config)?;
+    let now = crate::auth::now_secs();
+    let t = |v: Option<String>, def: u64| -> Result<u64, String> {
+        match v {
+            None => Ok(def),
+            Some(s) => parse_time(&s).ok_or_else(|| format!("'{s}' is not a date, RFC 3339 time or Unix seconds")),
+        }
+    };
+    let filter = crate::store::UsageFilter {
+        key_id,
+        user_id,
+        from_ms: Some(t(from, now.saturating_sub(30 * 86_400))? * 1000),
+        to_ms: Some(t(to, now + 1)? * 1000),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let store = open_store(&cfg)?;
+        let mut rows: std::collections::BTreeMap<(String, String), crate::admin::usage_totals::Totals> = Default::default();
+        let mut total = crate::admin::usage_totals::Totals::default();
+        crate::admin::usage_totals::scan(&store, &filter, |r| {
+            rows.entry((r.key_id.clone().unwrap_or_else(|| "-".into()), r.model.clone())).or_default().add(&r);
+            total.add(&r);
+        })
+        .await
+        .map_err(|e| e.message)?;
+        let from = crate::ledger::period::rfc3339(filter.from_ms.unwrap_or(0) / 1000);
+        let to = crate::ledger::period::rfc3339(filter.to_ms.unwrap_or(0) / 1000);
+        println!("usage from {from} to {to}\n");
+        println!("{:<24} {:<32} {:>9} {:>12} {:>12} {:>12} {:>12}", "key", "model", "requests", "prompt", "completion", "cached", "cost USD");
+        let line = |k: &str, m: &str, t: &crate::admin::usage_totals::Totals| {
+            println!(
+                "{:<24} {:<32} {:>9} {:>12} {:>12} {:>12} {:>12}",
+                k, m, t.requests, t.prompt_tokens, t.completion_tokens, t.cached_tokens, crate::meter::price::format_usd(t.cost_micros)
+            )
+        };
+        for ((k, m), t) in &rows {
+            line(k, m, t);
+        }
+        line("TOTAL", "", &total);
+        Ok(())
+    })
 }
 
 fn keys(config: &Path, action: KeysCmd) -> Result<(), String> {

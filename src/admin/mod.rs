@@ -10,6 +10,11 @@ mod budgets;
 mod keys;
 mod pricing;
 mod usage;
+
+/// Usage aggregation, shared with the `tollgate usage` command.
+pub mod usage_totals {
+    pub use super::usage::{scan, Totals};
+}
 mod users;
 
 use bytes::{Bytes, BytesMut};
