@@ -163,7 +163,13 @@ pub fn main() -> i32 {
                 1
             }
         },
-        Cmd::Usage { config, from, to, key_id, user_id } => match usage(&config, from, to, key_id, user_id) {
+        Cmd::Usage {
+            config,
+            from,
+            to,
+            key_id,
+            user_id,
+        } => match usage(&config, from, to, key_id, user_id) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("tollgate usage: {e}");
@@ -191,14 +197,21 @@ fn open_store(cfg: &Config) -> Result<SledStore, String> {
     }
 }
 
-fn usage(config: &Path, from: Option<String>, to: Option<String>, key_id: Option<String>, user_id: Option<String>) -> Result<(), String> {
+fn usage(
+    config: &Path,
+    from: Option<String>,
+    to: Option<String>,
+    key_id: Option<String>,
+    user_id: Option<String>,
+) -> Result<(), String> {
     use crate::ledger::period::parse_time;
     let cfg = load_config(config)?;
     let now = crate::auth::now_secs();
     let t = |v: Option<String>, def: u64| -> Result<u64, String> {
         match v {
             None => Ok(def),
-            Some(s) => parse_time(&s).ok_or_else(|| format!("'{s}' is not a date, RFC 3339 time or Unix seconds")),
+            Some(s) => parse_time(&s)
+                .ok_or_else(|| format!("'{s}' is not a date, RFC 3339 time or Unix seconds")),
         }
     };
     let filter = crate::store::UsageFilter {
@@ -208,13 +221,24 @@ fn usage(config: &Path, from: Option<String>, to: Option<String>, key_id: Option
         to_ms: Some(t(to, now + 1)? * 1000),
         ..Default::default()
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let store = open_store(&cfg)?;
-        let mut rows: std::collections::BTreeMap<(String, String), crate::admin::usage_totals::Totals> = Default::default();
+        let mut rows: std::collections::BTreeMap<
+            (String, String),
+            crate::admin::usage_totals::Totals,
+        > = Default::default();
         let mut total = crate::admin::usage_totals::Totals::default();
         crate::admin::usage_totals::scan(&store, &filter, |r| {
-            rows.entry((r.key_id.clone().unwrap_or_else(|| "-".into()), r.model.clone())).or_default().add(&r);
+            rows.entry((
+                r.key_id.clone().unwrap_or_else(|| "-".into()),
+                r.model.clone(),
+            ))
+            .or_default()
+            .add(&r);
             total.add(&r);
         })
         .await
@@ -222,11 +246,20 @@ fn usage(config: &Path, from: Option<String>, to: Option<String>, key_id: Option
         let from = crate::ledger::period::rfc3339(filter.from_ms.unwrap_or(0) / 1000);
         let to = crate::ledger::period::rfc3339(filter.to_ms.unwrap_or(0) / 1000);
         println!("usage from {from} to {to}\n");
-        println!("{:<24} {:<32} {:>9} {:>12} {:>12} {:>12} {:>12}", "key", "model", "requests", "prompt", "completion", "cached", "cost USD");
+        println!(
+            "{:<24} {:<32} {:>9} {:>12} {:>12} {:>12} {:>12}",
+            "key", "model", "requests", "prompt", "completion", "cached", "cost USD"
+        );
         let line = |k: &str, m: &str, t: &crate::admin::usage_totals::Totals| {
             println!(
                 "{:<24} {:<32} {:>9} {:>12} {:>12} {:>12} {:>12}",
-                k, m, t.requests, t.prompt_tokens, t.completion_tokens, t.cached_tokens, crate::meter::price::format_usd(t.cost_micros)
+                k,
+                m,
+                t.requests,
+                t.prompt_tokens,
+                t.completion_tokens,
+                t.cached_tokens,
+                crate::meter::price::format_usd(t.cost_micros)
             )
         };
         for ((k, m), t) in &rows {

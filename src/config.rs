@@ -357,7 +357,12 @@ impl Config {
             reject_user_mismatch: raw.reject_user_mismatch.unwrap_or(true),
             usage_retention_days: raw.usage_retention_days.unwrap_or(90),
             default_max_output_tokens: match raw.default_max_output_tokens {
-                Some(0) => return Err(ConfigError::new("default_max_output_tokens", "must be greater than 0")),
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "default_max_output_tokens",
+                        "must be greater than 0",
+                    ))
+                }
                 Some(n) => n,
                 None => 4096,
             },

@@ -95,9 +95,19 @@ impl Endpoint {
 }
 
 fn is_admin_path(p: &str) -> bool {
-    ["/v1/keys", "/v1/users", "/v1/budgets", "/v1/pricing", "/v1/usage"]
-        .iter()
-        .any(|root| p == *root || p.strip_prefix(root).is_some_and(|rest| rest.starts_with('/')))
+    [
+        "/v1/keys",
+        "/v1/users",
+        "/v1/budgets",
+        "/v1/pricing",
+        "/v1/usage",
+    ]
+    .iter()
+    .any(|root| {
+        p == *root
+            || p.strip_prefix(root)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 #[cfg(test)]
@@ -123,7 +133,10 @@ mod tests {
             Endpoint::NotFound
         );
         assert_eq!(Endpoint::classify("HEAD", "/"), Endpoint::Root);
-        assert_eq!(Endpoint::classify("DELETE", "/v1/keys/k_1"), Endpoint::Admin);
+        assert_eq!(
+            Endpoint::classify("DELETE", "/v1/keys/k_1"),
+            Endpoint::Admin
+        );
         assert_eq!(Endpoint::classify("GET", "/v1/usage"), Endpoint::Admin);
         assert_eq!(Endpoint::classify("GET", "/v1/usersx"), Endpoint::NotFound);
         assert_eq!(Endpoint::classify("GET", "/v1/key/info"), Endpoint::KeyInfo);

@@ -89,11 +89,21 @@ pub static USAGE_WRITES: Lazy<IntCounterVec> = Lazy::new(|| {
 });
 
 pub static BUDGET_REJECTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
-    register_int_counter_vec!("tollgate_budget_rejections_total", "Requests refused by a budget, by scope", &["scope"]).unwrap()
+    register_int_counter_vec!(
+        "tollgate_budget_rejections_total",
+        "Requests refused by a budget, by scope",
+        &["scope"]
+    )
+    .unwrap()
 });
 
 pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
-    register_int_counter_vec!("tollgate_rate_limited_total", "Requests refused by a rate limit", &["kind"]).unwrap()
+    register_int_counter_vec!(
+        "tollgate_rate_limited_total",
+        "Requests refused by a rate limit",
+        &["kind"]
+    )
+    .unwrap()
 });
 
 pub static SPEND: Lazy<IntCounterVec> = Lazy::new(|| {

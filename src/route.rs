@@ -148,12 +148,8 @@ impl Router {
 
     /// Models this gateway can name: aliases and listed models (bounded, sorted).
     pub fn known_models(&self, limit: usize) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .aliases
-            .keys()
-            .chain(self.listed.keys())
-            .cloned()
-            .collect();
+        let listed = self.listed.iter().map(|(m, p)| format!("{p}:{m}"));
+        let mut v: Vec<String> = self.aliases.keys().cloned().chain(listed).collect();
         v.sort();
         v.dedup();
         v.truncate(limit);

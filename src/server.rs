@@ -12,9 +12,9 @@ use std::sync::Arc;
 use crate::auth::{self, KeyIndex};
 use crate::config::Config;
 use crate::gateway::{AppState, Gateway};
+use crate::ledger::Ledger;
 use crate::route::Router;
 use crate::store::keeper::StoreKeeper;
-use crate::ledger::Ledger;
 use crate::store::writer::UsageWriter;
 use crate::store::{snapshot, StoreSlot};
 
@@ -98,7 +98,11 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     for (k, p) in &cfg.pricing {
         prices.insert(k, *p);
     }
-    let ledger = Arc::new(Ledger::new(prices, cfg.require_pricing, cfg.default_max_output_tokens));
+    let ledger = Arc::new(Ledger::new(
+        prices,
+        cfg.require_pricing,
+        cfg.default_max_output_tokens,
+    ));
     let snapshot_loaded = match snapshot::load(&data_dir, &keys, Some(&ledger)) {
         Ok(found) => found,
         Err(e) => {

@@ -10,11 +10,29 @@ use crate::ledger::entities::{parse_money, parse_period, period_label, BudgetRec
 use crate::ledger::period::{Alignment, Period};
 use crate::meter::price::format_usd;
 
-const FIELDS: &[&str] = &["budget_id", "name", "max_budget", "budget_duration", "budget_period", "budget_alignment"];
+const FIELDS: &[&str] = &[
+    "budget_id",
+    "name",
+    "max_budget",
+    "budget_duration",
+    "budget_period",
+    "budget_alignment",
+];
 
 fn view(state: &AppState, b: &BudgetRecord) -> Value {
-    let users = state.ledger.users.load().values().filter(|u| u.limits.budget_id.as_deref() == Some(b.budget_id.as_str())).count();
-    let keys = state.keys.all().iter().filter(|k| k.limits.budget_id.as_deref() == Some(b.budget_id.as_str())).count();
+    let users = state
+        .ledger
+        .users
+        .load()
+        .values()
+        .filter(|u| u.limits.budget_id.as_deref() == Some(b.budget_id.as_str()))
+        .count();
+    let keys = state
+        .keys
+        .all()
+        .iter()
+        .filter(|k| k.limits.budget_id.as_deref() == Some(b.budget_id.as_str()))
+        .count();
     json!({
         "object": "budget",
         "budget_id": b.budget_id,
@@ -37,14 +55,23 @@ fn apply(req: &Req, b: &mut BudgetRecord) -> Result<(), GatewayError> {
     if let Some(v) = body.get("max_budget") {
         b.max_budget_micros = parse_money(v, "max_budget")?;
     }
-    if let Some(v) = body.get("budget_duration").or_else(|| body.get("budget_period")) {
-        b.period = parse_period(v).map_err(|m| GatewayError::invalid(m).with_param("budget_duration"))?;
+    if let Some(v) = body
+        .get("budget_duration")
+        .or_else(|| body.get("budget_period"))
+    {
+        b.period =
+            parse_period(v).map_err(|m| GatewayError::invalid(m).with_param("budget_duration"))?;
     }
     if let Some(v) = body.get("budget_alignment") {
         b.alignment = match v.as_str() {
             Some("calendar") => Alignment::Calendar,
             Some("rolling") => Alignment::Rolling,
-            _ => return Err(GatewayError::invalid("'budget_alignment' is 'calendar' or 'rolling'.").with_param("budget_alignment")),
+            _ => {
+                return Err(
+                    GatewayError::invalid("'budget_alignment' is 'calendar' or 'rolling'.")
+                        .with_param("budget_alignment"),
+                )
+            }
         };
     }
     Ok(())
@@ -58,7 +85,13 @@ async fn save(state: &AppState, b: &BudgetRecord) -> Result<(), GatewayError> {
 }
 
 fn find(state: &AppState, id: &str) -> Result<BudgetRecord, GatewayError> {
-    state.ledger.budgets.load().get(id).map(|b| BudgetRecord::clone(b)).ok_or_else(|| not_found("budget", id))
+    state
+        .ledger
+        .budgets
+        .load()
+        .get(id)
+        .map(|b| BudgetRecord::clone(b))
+        .ok_or_else(|| not_found("budget", id))
 }
 
 pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
@@ -67,22 +100,45 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
             store_of(state)?;
             let id = match req.body.get("budget_id") {
                 None | Some(Value::Null) => auth::generate_id("bud_"),
-                Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 && !s.contains('/') => s.clone(),
-                _ => return Err(GatewayError::invalid("'budget_id' must be a short string.").with_param("budget_id")),
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 && !s.contains('/') => {
+                    s.clone()
+                }
+                _ => {
+                    return Err(GatewayError::invalid("'budget_id' must be a short string.")
+                        .with_param("budget_id"))
+                }
             };
             if state.ledger.budgets.load().contains_key(&id) {
-                return Err(GatewayError::new(ErrorKind::InvalidRequest, format!("Budget '{id}' already exists.")).with_status(409));
+                return Err(GatewayError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("Budget '{id}' already exists."),
+                )
+                .with_status(409));
             }
             if req.body.get("max_budget").is_none() {
-                return Err(GatewayError::invalid("'max_budget' (USD) is required.").with_param("max_budget"));
+                return Err(GatewayError::invalid("'max_budget' (USD) is required.")
+                    .with_param("max_budget"));
             }
-            let mut b = BudgetRecord { budget_id: id, name: None, max_budget_micros: 0, period: Period::Monthly, alignment: Alignment::Calendar, created_at: auth::now_secs() };
+            let mut b = BudgetRecord {
+                budget_id: id,
+                name: None,
+                max_budget_micros: 0,
+                period: Period::Monthly,
+                alignment: Alignment::Calendar,
+                created_at: auth::now_secs(),
+            };
             apply(req, &mut b)?;
             save(state, &b).await?;
             Ok(Resp::json(201, view(state, &b)))
         }
         ("GET", None) => {
-            let list: Vec<BudgetRecord> = state.ledger.budgets.load().values().map(|b| BudgetRecord::clone(b)).collect();
+            let list: Vec<BudgetRecord> = state
+                .ledger
+                .budgets
+                .load()
+                .values()
+                .map(|b| BudgetRecord::clone(b))
+                .collect();
             page(list, |b| b.budget_id.as_str(), req, |b| view(state, b))
         }
         ("GET", Some(id)) => Ok(Resp::json(200, view(state, &find(state, id)?))),
@@ -97,12 +153,19 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
             let b = find(state, id)?;
             let v = view(state, &b);
             if v["user_count"].as_u64() > Some(0) || v["key_count"].as_u64() > Some(0) {
-                return Err(GatewayError::new(ErrorKind::InvalidRequest, format!("Budget '{id}' is in use by users or keys; detach it first.")).with_status(409));
+                return Err(GatewayError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("Budget '{id}' is in use by users or keys; detach it first."),
+                )
+                .with_status(409));
             }
             store.delete_budget(id).await.map_err(internal)?;
             state.ledger.remove_budget(id);
             after_change(state).await;
-            Ok(Resp::json(200, json!({"budget_id": id, "object": "budget", "deleted": true})))
+            Ok(Resp::json(
+                200,
+                json!({"budget_id": id, "object": "budget", "deleted": true}),
+            ))
         }
         _ => Err(no_route(req)),
     }

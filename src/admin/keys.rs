@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 
-use super::{after_change, internal, no_route, not_found, page, standing_of, store_of, Answer, Req, Resp};
+use super::{
+    after_change, internal, no_route, not_found, page, standing_of, store_of, Answer, Req, Resp,
+};
 use crate::auth::{self, KeyRecord};
 use crate::error::GatewayError;
 use crate::gateway::AppState;
@@ -10,8 +12,20 @@ use crate::ledger::budget::Scope;
 use crate::ledger::entities::{apply_limits, parse_allowed_models};
 
 const FIELDS: &[&str] = &[
-    "name", "expires_at", "metadata", "user_id", "max_budget", "budget_duration", "budget_period", "budget_alignment",
-    "budget_id", "rpm_limit", "tpm_limit", "allowed_models", "reject_user_mismatch", "active",
+    "name",
+    "expires_at",
+    "metadata",
+    "user_id",
+    "max_budget",
+    "budget_duration",
+    "budget_period",
+    "budget_alignment",
+    "budget_id",
+    "rpm_limit",
+    "tpm_limit",
+    "allowed_models",
+    "reject_user_mismatch",
+    "active",
 ];
 
 fn view(state: &AppState, k: &KeyRecord) -> Value {
@@ -37,8 +51,15 @@ fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayEr
     if let Some(v) = b.get("name") {
         k.name = match v {
             Value::Null => None,
-            Value::String(n) if n.len() <= 200 && !n.chars().any(char::is_control) => Some(n.clone()),
-            _ => return Err(GatewayError::invalid("'name' must be a string of at most 200 printable characters.").with_param("name")),
+            Value::String(n) if n.len() <= 200 && !n.chars().any(char::is_control) => {
+                Some(n.clone())
+            }
+            _ => {
+                return Err(GatewayError::invalid(
+                    "'name' must be a string of at most 200 printable characters.",
+                )
+                .with_param("name"))
+            }
         };
     }
     if let Some(v) = b.get("expires_at") {
@@ -46,19 +67,33 @@ fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayEr
             Value::Null => None,
             Value::Number(n) if n.as_u64().is_some() => n.as_u64(),
             Value::String(s) => Some(crate::ledger::period::parse_time(s).ok_or_else(|| {
-                GatewayError::invalid("'expires_at' must be a Unix timestamp or an RFC 3339 UTC time.").with_param("expires_at")
+                GatewayError::invalid(
+                    "'expires_at' must be a Unix timestamp or an RFC 3339 UTC time.",
+                )
+                .with_param("expires_at")
             })?),
-            _ => return Err(GatewayError::invalid("'expires_at' must be a Unix timestamp or an RFC 3339 UTC time.").with_param("expires_at")),
+            _ => {
+                return Err(GatewayError::invalid(
+                    "'expires_at' must be a Unix timestamp or an RFC 3339 UTC time.",
+                )
+                .with_param("expires_at"))
+            }
         };
         if k.expires_at.is_some_and(|e| e <= now) && req.method == "POST" {
-            return Err(GatewayError::invalid("'expires_at' is in the past.").with_param("expires_at"));
+            return Err(
+                GatewayError::invalid("'expires_at' is in the past.").with_param("expires_at")
+            );
         }
     }
     if let Some(v) = b.get("metadata") {
         k.metadata = match v {
             Value::Null => json!({}),
             Value::Object(_) => v.clone(),
-            _ => return Err(GatewayError::invalid("'metadata' must be an object.").with_param("metadata")),
+            _ => {
+                return Err(
+                    GatewayError::invalid("'metadata' must be an object.").with_param("metadata")
+                )
+            }
         };
     }
     if let Some(v) = b.get("user_id") {
@@ -66,15 +101,27 @@ fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayEr
             Value::Null => None,
             Value::String(u) if state.ledger.users.load().contains_key(u) => Some(u.clone()),
             Value::String(u) => {
-                return Err(GatewayError::new(crate::error::ErrorKind::NotFound, format!("No user with id '{u}': create it first with POST /v1/users.")).with_param("user_id"))
+                return Err(GatewayError::new(
+                    crate::error::ErrorKind::NotFound,
+                    format!("No user with id '{u}': create it first with POST /v1/users."),
+                )
+                .with_param("user_id"))
             }
-            _ => return Err(GatewayError::invalid("'user_id' must be a string.").with_param("user_id")),
+            _ => {
+                return Err(
+                    GatewayError::invalid("'user_id' must be a string.").with_param("user_id")
+                )
+            }
         };
     }
     apply_limits(b, &mut k.limits, now)?;
     if let Some(bid) = &k.limits.budget_id {
         if !state.ledger.budgets.load().contains_key(bid) {
-            return Err(GatewayError::new(crate::error::ErrorKind::NotFound, format!("No budget with id '{bid}'.")).with_param("budget_id"));
+            return Err(GatewayError::new(
+                crate::error::ErrorKind::NotFound,
+                format!("No budget with id '{bid}'."),
+            )
+            .with_param("budget_id"));
         }
     }
     if let Some(a) = parse_allowed_models(b.get("allowed_models"))? {
@@ -84,11 +131,18 @@ fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayEr
         k.reject_user_mismatch = match v {
             Value::Null => None,
             Value::Bool(x) => Some(*x),
-            _ => return Err(GatewayError::invalid("'reject_user_mismatch' must be a boolean or null.").with_param("reject_user_mismatch")),
+            _ => {
+                return Err(GatewayError::invalid(
+                    "'reject_user_mismatch' must be a boolean or null.",
+                )
+                .with_param("reject_user_mismatch"))
+            }
         };
     }
     if let Some(v) = b.get("active") {
-        k.active = v.as_bool().ok_or_else(|| GatewayError::invalid("'active' must be a boolean.").with_param("active"))?;
+        k.active = v.as_bool().ok_or_else(|| {
+            GatewayError::invalid("'active' must be a boolean.").with_param("active")
+        })?;
     }
     Ok(())
 }
@@ -97,13 +151,20 @@ async fn save(state: &AppState, k: &KeyRecord) -> Result<(), GatewayError> {
     store_of(state)?.put_key(k).await.map_err(internal)?;
     state.keys.upsert(k.clone());
     // A changed limit applies to the live account at once.
-    state.ledger.account(Scope::Key, &k.id, state.ledger.resolve_limit(&k.limits));
+    state
+        .ledger
+        .account(Scope::Key, &k.id, state.ledger.resolve_limit(&k.limits));
     after_change(state).await;
     Ok(())
 }
 
 fn find(state: &AppState, id: &str) -> Result<KeyRecord, GatewayError> {
-    state.keys.all().into_iter().find(|k| k.id == id).ok_or_else(|| not_found("key", id))
+    state
+        .keys
+        .all()
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or_else(|| not_found("key", id))
 }
 
 pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
@@ -119,7 +180,12 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
         }
         ("GET", None, None) => {
             let user = req.q("user_id").map(String::from);
-            let keys: Vec<KeyRecord> = state.keys.all().into_iter().filter(|k| user.is_none() || k.user_id == user).collect();
+            let keys: Vec<KeyRecord> = state
+                .keys
+                .all()
+                .into_iter()
+                .filter(|k| user.is_none() || k.user_id == user)
+                .collect();
             page(keys, |k| k.id.as_str(), req, |k| view(state, k))
         }
         ("GET", Some(id), None) => Ok(Resp::json(200, view(state, &find(state, id)?))),
@@ -145,7 +211,10 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
             store.delete_key(id).await.map_err(internal)?;
             state.keys.remove(id);
             after_change(state).await;
-            Ok(Resp::json(200, json!({"id": id, "object": "key", "deleted": true})))
+            Ok(Resp::json(
+                200,
+                json!({"id": id, "object": "key", "deleted": true}),
+            ))
         }
         _ => Err(no_route(req)),
     }

@@ -55,7 +55,10 @@ impl Req {
             None => Ok(100),
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=1000).contains(&n) => Ok(n),
-                _ => Err(GatewayError::invalid("'limit' must be an integer from 1 to 1000.").with_param("limit")),
+                _ => Err(
+                    GatewayError::invalid("'limit' must be an integer from 1 to 1000.")
+                        .with_param("limit"),
+                ),
             },
         }
     }
@@ -63,7 +66,11 @@ impl Req {
     /// Refuses fields this endpoint does not know (a typo must not be silently ignored).
     pub fn only(&self, allowed: &[&str]) -> Result<(), GatewayError> {
         match self.body.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(k) => Err(GatewayError::invalid(format!("Unknown field '{k}'. Allowed: {}.", allowed.join(", "))).with_param(k.clone())),
+            Some(k) => Err(GatewayError::invalid(format!(
+                "Unknown field '{k}'. Allowed: {}.",
+                allowed.join(", ")
+            ))
+            .with_param(k.clone())),
             None => Ok(()),
         }
     }
@@ -78,7 +85,11 @@ pub(crate) struct Resp {
 
 impl Resp {
     pub fn json(status: u16, v: Value) -> Resp {
-        Resp { status, content_type: "application/json", body: Bytes::from(v.to_string()) }
+        Resp {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(v.to_string()),
+        }
     }
 }
 
@@ -90,7 +101,15 @@ pub(crate) fn not_found(what: &str, id: &str) -> GatewayError {
 }
 
 pub(crate) fn no_route(req: &Req) -> GatewayError {
-    GatewayError::new(ErrorKind::NotFound, format!("No management route for {} /v1/{}.", req.method, req.segs.join("/"))).with_status(405)
+    GatewayError::new(
+        ErrorKind::NotFound,
+        format!(
+            "No management route for {} /v1/{}.",
+            req.method,
+            req.segs.join("/")
+        ),
+    )
+    .with_status(405)
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> GatewayError {
@@ -109,7 +128,11 @@ pub(crate) fn store_of(state: &AppState) -> Result<Arc<dyn Store>, GatewayError>
 
 /// Rewrites the snapshot after a change (keys, users, budgets).
 pub(crate) async fn after_change(state: &AppState) {
-    let (dir, index, ledger) = (state.cfg.data_dir.clone(), state.keys.clone(), state.ledger.clone());
+    let (dir, index, ledger) = (
+        state.cfg.data_dir.clone(),
+        state.keys.clone(),
+        state.ledger.clone(),
+    );
     match tokio::task::spawn_blocking(move || snapshot::write(&dir, &index, Some(&ledger))).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => log::error!("cannot write the snapshot: {e}"),
@@ -118,16 +141,27 @@ pub(crate) async fn after_change(state: &AppState) {
 }
 
 /// A page of `items` sorted by id, after the `after` cursor.
-pub(crate) fn page<T>(items: Vec<T>, id: impl Fn(&T) -> &str, req: &Req, render: impl Fn(&T) -> Value) -> Answer {
+pub(crate) fn page<T>(
+    items: Vec<T>,
+    id: impl Fn(&T) -> &str,
+    req: &Req,
+    render: impl Fn(&T) -> Value,
+) -> Answer {
     let limit = req.limit()?;
     let after = req.q("after");
-    let mut items: Vec<T> = items.into_iter().filter(|i| after.is_none_or(|a| id(i) > a)).collect();
+    let mut items: Vec<T> = items
+        .into_iter()
+        .filter(|i| after.is_none_or(|a| id(i) > a))
+        .collect();
     items.sort_by(|a, b| id(a).cmp(id(b)));
     let has_more = items.len() > limit;
     items.truncate(limit);
     let last = items.last().map(|i| id(i).to_string());
     let data: Vec<Value> = items.iter().map(render).collect();
-    Ok(Resp::json(200, json!({"object": "list", "data": data, "has_more": has_more, "next_cursor": if has_more { last } else { None }})))
+    Ok(Resp::json(
+        200,
+        json!({"object": "list", "data": data, "has_more": has_more, "next_cursor": if has_more { last } else { None }}),
+    ))
 }
 
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
@@ -146,13 +180,16 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                Ok(v) => {
-                    out.push(v);
-                    i += 2;
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
                 }
-                Err(_) => out.push(b'%'),
-            },
+            }
             c => out.push(c),
         }
         i += 1;
@@ -162,16 +199,26 @@ fn percent_decode(s: &str) -> String {
 
 fn require_master(state: &AppState, s: &Session) -> Result<(), GatewayError> {
     let h = &s.req_header().headers;
-    let presented = auth::presented_key(h.get("authorization").map(|v| v.as_bytes()), h.get("x-api-key").map(|v| v.as_bytes()));
+    let presented = auth::presented_key(
+        h.get("authorization").map(|v| v.as_bytes()),
+        h.get("x-api-key").map(|v| v.as_bytes()),
+    );
     match presented {
         // Always hash and compare, so a wrong key and a virtual key take the same time.
         Ok(k) if state.keys.is_master(k) => Ok(()),
         Ok(_) => {
-            crate::metrics::AUTH_FAILURES.with_label_values(&["not_master"]).inc();
-            Err(GatewayError::new(ErrorKind::Authentication, "The management API needs the master key."))
+            crate::metrics::AUTH_FAILURES
+                .with_label_values(&["not_master"])
+                .inc();
+            Err(GatewayError::new(
+                ErrorKind::Authentication,
+                "The management API needs the master key.",
+            ))
         }
         Err(f) => {
-            crate::metrics::AUTH_FAILURES.with_label_values(&[f.label()]).inc();
+            crate::metrics::AUTH_FAILURES
+                .with_label_values(&[f.label()])
+                .inc();
             Err(GatewayError::new(ErrorKind::Authentication, f.message()))
         }
     }
@@ -181,7 +228,11 @@ async fn read_body(s: &mut Session) -> Result<Map<String, Value>, Failure> {
     let mut body = BytesMut::new();
     while let Some(c) = s.read_request_body().await? {
         if body.len() + c.len() > MAX_ADMIN_BODY {
-            return Err(GatewayError::new(ErrorKind::PayloadTooLarge, "Management request body is too large.").into());
+            return Err(GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                "Management request body is too large.",
+            )
+            .into());
         }
         body.extend_from_slice(&c);
     }
@@ -191,7 +242,9 @@ async fn read_body(s: &mut Session) -> Result<Map<String, Value>, Failure> {
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(GatewayError::invalid("The request body must be a JSON object.").into()),
-        Err(e) => Err(GatewayError::invalid(format!("The request body is not valid JSON: {e}")).into()),
+        Err(e) => {
+            Err(GatewayError::invalid(format!("The request body is not valid JSON: {e}")).into())
+        }
     }
 }
 
@@ -200,19 +253,38 @@ pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<
     let method = h.method.as_str().to_string();
     let path = h.uri.path().trim_end_matches('/').to_string();
     let query = parse_query(h.uri.query());
-    let segs: Vec<String> = path.trim_start_matches("/v1/").split('/').map(percent_decode).collect();
+    let segs: Vec<String> = path
+        .trim_start_matches("/v1/")
+        .split('/')
+        .map(percent_decode)
+        .collect();
     // Prices are public to every key holder; everything else needs the master key.
     let pricing_read = method == "GET" && segs[0] == "pricing";
     if pricing_read && require_master(state, s).is_err() {
         let h = &s.req_header().headers;
-        let k = auth::presented_key(h.get("authorization").map(|v| v.as_bytes()), h.get("x-api-key").map(|v| v.as_bytes()))
+        let k = auth::presented_key(
+            h.get("authorization").map(|v| v.as_bytes()),
+            h.get("x-api-key").map(|v| v.as_bytes()),
+        )
+        .map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
+        state
+            .keys
+            .check(k, auth::now_secs())
             .map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
-        state.keys.check(k, auth::now_secs()).map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
     } else if !pricing_read {
         require_master(state, s)?;
     }
-    let body = if matches!(method.as_str(), "POST" | "PATCH" | "PUT") { read_body(s).await? } else { Map::new() };
-    let req = Req { method, segs, query, body };
+    let body = if matches!(method.as_str(), "POST" | "PATCH" | "PUT") {
+        read_body(s).await?
+    } else {
+        Map::new()
+    };
+    let req = Req {
+        method,
+        segs,
+        query,
+        body,
+    };
     let answer = match req.seg(0) {
         Some("keys") => keys::handle(state, &req).await,
         Some("users") => users::handle(state, &req).await,
@@ -221,7 +293,15 @@ pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<
         Some("usage") => usage::handle(state, &req).await,
         _ => Err(no_route(&req)),
     }?;
-    local::send(s, answer.status, answer.content_type, answer.body, &ctx.request_id, &[]).await?;
+    local::send(
+        s,
+        answer.status,
+        answer.content_type,
+        answer.body,
+        &ctx.request_id,
+        &[],
+    )
+    .await?;
     Ok(())
 }
 
@@ -231,14 +311,23 @@ pub fn key_info(state: &AppState, key: &KeyRecord) -> Value {
     let ledger = &state.ledger;
     let mut v = key.public_json();
     v["standing"] = crate::ledger::standing_json(&ledger.key_account(key), now);
-    if let Some(u) = key.user_id.as_ref().and_then(|u| ledger.users.load().get(u).cloned()) {
+    if let Some(u) = key
+        .user_id
+        .as_ref()
+        .and_then(|u| ledger.users.load().get(u).cloned())
+    {
         v["user"] = json!({"user_id": u.user_id, "standing": crate::ledger::standing_json(&ledger.user_account(&u), now)});
     }
     v
 }
 
 /// The standing of an account that may not exist yet.
-pub(crate) fn standing_of(state: &AppState, scope: Scope, id: &str, limits: &crate::ledger::entities::Limits) -> Value {
+pub(crate) fn standing_of(
+    state: &AppState,
+    scope: Scope,
+    id: &str,
+    limits: &crate::ledger::entities::Limits,
+) -> Value {
     let limit = state.ledger.resolve_limit(limits);
     crate::ledger::standing_json(&state.ledger.account(scope, id, limit), auth::now_secs())
 }

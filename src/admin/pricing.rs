@@ -11,16 +11,20 @@ use crate::meter::price::{parse_usd, Price};
 fn money(v: Option<&Value>, field: &str, required: bool) -> Result<Option<u64>, GatewayError> {
     match v {
         None | Some(Value::Null) if !required => Ok(None),
-        None | Some(Value::Null) => Err(GatewayError::invalid(format!("'{field}' (USD per million tokens) is required.")).with_param(field.to_string())),
+        None | Some(Value::Null) => Err(GatewayError::invalid(format!(
+            "'{field}' (USD per million tokens) is required."
+        ))
+        .with_param(field.to_string())),
         Some(v) => {
             let text = match v {
                 Value::Number(n) => n.to_string(),
                 Value::String(s) => s.clone(),
                 _ => String::new(),
             };
-            parse_usd(&text)
-                .map(Some)
-                .ok_or_else(|| GatewayError::invalid(format!("'{field}' must be a non-negative USD amount.")).with_param(field.to_string()))
+            parse_usd(&text).map(Some).ok_or_else(|| {
+                GatewayError::invalid(format!("'{field}' must be a non-negative USD amount."))
+                    .with_param(field.to_string())
+            })
         }
     }
 }
@@ -43,7 +47,17 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
                 .load()
                 .entries()
                 .iter()
-                .map(|(k, p)| entry(k, p, if overrides.contains_key(k) { "api" } else { "default" }))
+                .map(|(k, p)| {
+                    entry(
+                        k,
+                        p,
+                        if overrides.contains_key(k) {
+                            "api"
+                        } else {
+                            "default"
+                        },
+                    )
+                })
                 .collect();
             Ok(Resp::json(200, json!({"object": "list", "data": data})))
         }
@@ -51,18 +65,31 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
             let (prov, model) = key.split_once([':', '/']).unwrap_or(("", key.as_str()));
             match ledger.prices.load().lookup(prov, model) {
                 Some(p) => Ok(Resp::json(200, entry(&key, &p, "effective"))),
-                None => Err(GatewayError::new(ErrorKind::NotFound, format!("No price for '{key}'."))),
+                None => Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!("No price for '{key}'."),
+                )),
             }
         }
         ("POST" | "PUT", _) => {
             req.only(&["model_key", "input", "output", "cache_read", "cache_write"])?;
-            let k = match (req.body.get("model_key").and_then(Value::as_str), key.is_empty()) {
+            let k = match (
+                req.body.get("model_key").and_then(Value::as_str),
+                key.is_empty(),
+            ) {
                 (Some(k), _) => k.to_string(),
                 (None, false) => key.clone(),
-                (None, true) => return Err(GatewayError::invalid("'model_key' (provider:model, model, or prefix*) is required.").with_param("model_key")),
+                (None, true) => {
+                    return Err(GatewayError::invalid(
+                        "'model_key' (provider:model, model, or prefix*) is required.",
+                    )
+                    .with_param("model_key"))
+                }
             };
             if k.is_empty() || k.len() > 256 {
-                return Err(GatewayError::invalid("'model_key' is not valid.").with_param("model_key"));
+                return Err(
+                    GatewayError::invalid("'model_key' is not valid.").with_param("model_key")
+                );
             }
             let p = Price {
                 input: money(req.body.get("input"), "input", true)?.unwrap_or(0),
@@ -81,7 +108,10 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
             if o.remove(&key).is_none() {
                 return Err(GatewayError::new(ErrorKind::NotFound, format!("No API-set price for '{key}' (shipped defaults cannot be deleted, only overridden).")));
             }
-            store_of(state)?.delete_price(&key).await.map_err(internal)?;
+            store_of(state)?
+                .delete_price(&key)
+                .await
+                .map_err(internal)?;
             ledger.set_overrides(o);
             Ok(Resp::json(200, json!({"model_key": key, "deleted": true})))
         }

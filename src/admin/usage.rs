@@ -71,9 +71,12 @@ pub fn filter_from(req: &Req) -> Result<UsageFilter, GatewayError> {
     let time = |k: &str| -> Result<Option<u64>, GatewayError> {
         match req.q(k) {
             None => Ok(None),
-            Some(v) => parse_time(v)
-                .map(|s| Some(s * 1000))
-                .ok_or_else(|| GatewayError::invalid(format!("'{k}' must be a date (2026-11-01), an RFC 3339 UTC time or Unix seconds.")).with_param(k.to_string())),
+            Some(v) => parse_time(v).map(|s| Some(s * 1000)).ok_or_else(|| {
+                GatewayError::invalid(format!(
+                    "'{k}' must be a date (2026-11-01), an RFC 3339 UTC time or Unix seconds."
+                ))
+                .with_param(k.to_string())
+            }),
         }
     };
     let s = |k: &str| req.q(k).map(String::from);
@@ -86,7 +89,9 @@ pub fn filter_from(req: &Req) -> Result<UsageFilter, GatewayError> {
         session_id: s("session_id"),
         status: match req.q("status") {
             None => None,
-            Some(v) => Some(v.parse().map_err(|_| GatewayError::invalid("'status' must be an HTTP status code.").with_param("status"))?),
+            Some(v) => Some(v.parse().map_err(|_| {
+                GatewayError::invalid("'status' must be an HTTP status code.").with_param("status")
+            })?),
         },
         from_ms: time("from")?,
         to_ms: time("to")?,
@@ -94,11 +99,18 @@ pub fn filter_from(req: &Req) -> Result<UsageFilter, GatewayError> {
 }
 
 /// Scans every record matching `f` (bounded by `MAX_SCAN`).
-pub async fn scan(store: &dyn Store, f: &UsageFilter, mut each: impl FnMut(UsageRecord)) -> Result<(), GatewayError> {
+pub async fn scan(
+    store: &dyn Store,
+    f: &UsageFilter,
+    mut each: impl FnMut(UsageRecord),
+) -> Result<(), GatewayError> {
     let mut cursor: Option<String> = None;
     let mut seen = 0;
     loop {
-        let page = store.query_usage(f, cursor.as_deref(), 5000).await.map_err(internal)?;
+        let page = store
+            .query_usage(f, cursor.as_deref(), 5000)
+            .await
+            .map_err(internal)?;
         seen += page.records.len();
         for r in page.records {
             each(r);
@@ -118,13 +130,35 @@ pub fn record_json(r: &UsageRecord) -> Value {
 }
 
 const CSV_COLUMNS: &[&str] = &[
-    "id", "timestamp", "key_id", "user_id", "endpoint", "provider", "model", "upstream_model", "session_id", "prompt_tokens",
-    "completion_tokens", "cached_tokens", "total_tokens", "cost", "status", "error", "latency_ms", "ttft_ms", "stream", "estimated",
+    "id",
+    "timestamp",
+    "key_id",
+    "user_id",
+    "endpoint",
+    "provider",
+    "model",
+    "upstream_model",
+    "session_id",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "cost",
+    "status",
+    "error",
+    "latency_ms",
+    "ttft_ms",
+    "stream",
+    "estimated",
 ];
 
 fn csv_field(s: &str) -> String {
     // Also defuse spreadsheet formulas in user-controlled text.
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -156,7 +190,11 @@ pub fn csv_row(r: &UsageRecord) -> String {
         r.stream.to_string(),
         r.estimated.to_string(),
     ];
-    let mut line = cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",");
+    let mut line = cells
+        .iter()
+        .map(|c| csv_field(c))
+        .collect::<Vec<_>>()
+        .join(",");
     line.push('\n');
     line
 }
@@ -170,7 +208,10 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
     let format = req.q("format").unwrap_or("json");
     if let Some(by) = req.q("group_by") {
         if !["key", "user", "model", "provider", "day"].contains(&by) {
-            return Err(GatewayError::invalid("'group_by' is one of key, user, model, provider, day.").with_param("group_by"));
+            return Err(GatewayError::invalid(
+                "'group_by' is one of key, user, model, provider, day.",
+            )
+            .with_param("group_by"));
         }
         let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
         let mut total = Totals::default();
@@ -187,7 +228,10 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
                 v
             })
             .collect();
-        return Ok(Resp::json(200, json!({"object": "usage.summary", "group_by": by, "data": data, "totals": total.json()})));
+        return Ok(Resp::json(
+            200,
+            json!({"object": "usage.summary", "group_by": by, "data": data, "totals": total.json()}),
+        ));
     }
     match format {
         "jsonl" | "csv" => {
@@ -205,15 +249,29 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
                 }
             })
             .await?;
-            let ct = if format == "csv" { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
-            Ok(Resp { status: 200, content_type: ct, body: out.into() })
+            let ct = if format == "csv" {
+                "text/csv; charset=utf-8"
+            } else {
+                "application/x-ndjson"
+            };
+            Ok(Resp {
+                status: 200,
+                content_type: ct,
+                body: out.into(),
+            })
         }
         "json" => {
-            let page = store.query_usage(&f, req.q("cursor"), req.limit()?).await.map_err(internal)?;
+            let page = store
+                .query_usage(&f, req.q("cursor"), req.limit()?)
+                .await
+                .map_err(internal)?;
             let mut totals = Totals::default();
             page.records.iter().for_each(|r| totals.add(r));
             let data: Vec<Value> = page.records.iter().map(record_json).collect();
-            Ok(Resp::json(200, json!({"object": "list", "data": data, "next_cursor": page.next_cursor, "page_totals": totals.json()})))
+            Ok(Resp::json(
+                200,
+                json!({"object": "list", "data": data, "next_cursor": page.next_cursor, "page_totals": totals.json()}),
+            ))
         }
         _ => Err(GatewayError::invalid("'format' is json, jsonl or csv.").with_param("format")),
     }

@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 
-use super::{after_change, internal, no_route, not_found, page, standing_of, store_of, Answer, Req, Resp};
+use super::{
+    after_change, internal, no_route, not_found, page, standing_of, store_of, Answer, Req, Resp,
+};
 use crate::auth;
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::AppState;
@@ -10,8 +12,18 @@ use crate::ledger::budget::Scope;
 use crate::ledger::entities::{apply_limits, parse_allowed_models, Limits, UserRecord};
 
 const FIELDS: &[&str] = &[
-    "user_id", "alias", "max_budget", "budget_duration", "budget_period", "budget_alignment", "budget_id", "rpm_limit",
-    "tpm_limit", "allowed_models", "blocked", "metadata",
+    "user_id",
+    "alias",
+    "max_budget",
+    "budget_duration",
+    "budget_period",
+    "budget_alignment",
+    "budget_id",
+    "rpm_limit",
+    "tpm_limit",
+    "allowed_models",
+    "blocked",
+    "metadata",
 ];
 
 fn view(state: &AppState, u: &UserRecord) -> Value {
@@ -44,23 +56,38 @@ fn apply(state: &AppState, req: &Req, u: &mut UserRecord) -> Result<(), GatewayE
         u.alias = match v {
             Value::Null => None,
             Value::String(s) if s.len() <= 200 => Some(s.clone()),
-            _ => return Err(GatewayError::invalid("'alias' must be a string of at most 200 characters.").with_param("alias")),
+            _ => {
+                return Err(GatewayError::invalid(
+                    "'alias' must be a string of at most 200 characters.",
+                )
+                .with_param("alias"))
+            }
         };
     }
     if let Some(v) = b.get("blocked") {
-        u.blocked = v.as_bool().ok_or_else(|| GatewayError::invalid("'blocked' must be a boolean.").with_param("blocked"))?;
+        u.blocked = v.as_bool().ok_or_else(|| {
+            GatewayError::invalid("'blocked' must be a boolean.").with_param("blocked")
+        })?;
     }
     if let Some(v) = b.get("metadata") {
         u.metadata = match v {
             Value::Null => json!({}),
             Value::Object(_) => v.clone(),
-            _ => return Err(GatewayError::invalid("'metadata' must be an object.").with_param("metadata")),
+            _ => {
+                return Err(
+                    GatewayError::invalid("'metadata' must be an object.").with_param("metadata")
+                )
+            }
         };
     }
     apply_limits(b, &mut u.limits, now)?;
     if let Some(bid) = &u.limits.budget_id {
         if !state.ledger.budgets.load().contains_key(bid) {
-            return Err(GatewayError::new(ErrorKind::NotFound, format!("No budget with id '{bid}'.")).with_param("budget_id"));
+            return Err(GatewayError::new(
+                ErrorKind::NotFound,
+                format!("No budget with id '{bid}'."),
+            )
+            .with_param("budget_id"));
         }
     }
     if let Some(a) = parse_allowed_models(b.get("allowed_models"))? {
@@ -71,19 +98,33 @@ fn apply(state: &AppState, req: &Req, u: &mut UserRecord) -> Result<(), GatewayE
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
 }
 
 async fn save(state: &AppState, u: &UserRecord) -> Result<(), GatewayError> {
     store_of(state)?.put_user(u).await.map_err(internal)?;
     state.ledger.upsert_user(u.clone());
-    state.ledger.account(Scope::User, &u.user_id, state.ledger.resolve_limit(&u.limits));
+    state.ledger.account(
+        Scope::User,
+        &u.user_id,
+        state.ledger.resolve_limit(&u.limits),
+    );
     after_change(state).await;
     Ok(())
 }
 
 fn find(state: &AppState, id: &str) -> Result<UserRecord, GatewayError> {
-    state.ledger.users.load().get(id).map(|u| UserRecord::clone(u)).ok_or_else(|| not_found("user", id))
+    state
+        .ledger
+        .users
+        .load()
+        .get(id)
+        .map(|u| UserRecord::clone(u))
+        .ok_or_else(|| not_found("user", id))
 }
 
 pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
@@ -93,11 +134,18 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
             let id = match req.body.get("user_id") {
                 Some(Value::String(s)) if valid_id(s) => s.clone(),
                 _ => {
-                    return Err(GatewayError::invalid("'user_id' is required: 1-128 letters, digits or -_.@").with_param("user_id"))
+                    return Err(GatewayError::invalid(
+                        "'user_id' is required: 1-128 letters, digits or -_.@",
+                    )
+                    .with_param("user_id"))
                 }
             };
             if state.ledger.users.load().contains_key(&id) {
-                return Err(GatewayError::new(ErrorKind::InvalidRequest, format!("User '{id}' already exists.")).with_status(409));
+                return Err(GatewayError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("User '{id}' already exists."),
+                )
+                .with_status(409));
             }
             let now = auth::now_secs();
             let mut u = UserRecord {
@@ -115,14 +163,26 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
             Ok(Resp::json(201, view(state, &u)))
         }
         ("GET", None) => {
-            let users: Vec<UserRecord> = state.ledger.users.load().values().map(|u| UserRecord::clone(u)).collect();
+            let users: Vec<UserRecord> = state
+                .ledger
+                .users
+                .load()
+                .values()
+                .map(|u| UserRecord::clone(u))
+                .collect();
             page(users, |u| u.user_id.as_str(), req, |u| view(state, u))
         }
         ("GET", Some(id)) => Ok(Resp::json(200, view(state, &find(state, id)?))),
         ("PATCH", Some(id)) => {
             let mut u = find(state, id)?;
-            if req.body.get("user_id").is_some_and(|v| v.as_str() != Some(id)) {
-                return Err(GatewayError::invalid("'user_id' cannot be changed.").with_param("user_id"));
+            if req
+                .body
+                .get("user_id")
+                .is_some_and(|v| v.as_str() != Some(id))
+            {
+                return Err(
+                    GatewayError::invalid("'user_id' cannot be changed.").with_param("user_id")
+                );
             }
             apply(state, req, &mut u)?;
             save(state, &u).await?;
@@ -132,7 +192,12 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
             let store = store_of(state)?;
             find(state, id)?;
             // The user's keys stop working with it; they stay listed for the record.
-            for mut k in state.keys.all().into_iter().filter(|k| k.user_id.as_deref() == Some(id)) {
+            for mut k in state
+                .keys
+                .all()
+                .into_iter()
+                .filter(|k| k.user_id.as_deref() == Some(id))
+            {
                 k.active = false;
                 store.put_key(&k).await.map_err(internal)?;
                 state.keys.upsert(k);
@@ -140,7 +205,10 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
             store.delete_user(id).await.map_err(internal)?;
             state.ledger.remove_user(id);
             after_change(state).await;
-            Ok(Resp::json(200, json!({"user_id": id, "object": "user", "deleted": true})))
+            Ok(Resp::json(
+                200,
+                json!({"user_id": id, "object": "user", "deleted": true}),
+            ))
         }
         _ => Err(no_route(req)),
     }

@@ -31,6 +31,8 @@ pub struct Ctx {
     /// The request went through the large-body path.
     pub direct: bool,
     pub counted_inflight: bool,
+    /// tollgate asked an OpenAI stream for its usage chunk; hide it from the client.
+    pub hide_usage_chunk: bool,
     /// Budget reservation and rate-limit handles, settled in `logging`.
     pub admission: Option<crate::ledger::Admission>,
     pub user_id: Option<String>,
@@ -57,6 +59,7 @@ impl Ctx {
             client_gone: false,
             direct: false,
             counted_inflight: false,
+            hide_usage_chunk: false,
             admission: None,
             user_id: None,
             session_id: None,

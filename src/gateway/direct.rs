@@ -95,6 +95,7 @@ impl Gateway {
             self.wire(ctx.endpoint),
             ctx.endpoint.dialect(),
             &route.provider.name,
+            ctx.hide_usage_chunk,
         );
         if !tap.replaces_body() && (!had_length || tap.is_stream) {
             resp.remove_header("content-length");

@@ -17,9 +17,9 @@
 
 mod ctx;
 mod direct;
-mod settle;
 pub mod local;
 pub mod response;
+mod settle;
 pub mod upstream;
 
 use async_trait::async_trait;
@@ -286,7 +286,28 @@ impl Gateway {
             .into());
         }
         self.admit(s, ctx, &req, &route, body.len())?;
-        let upstream_body = if route.model != model || !req.contains_key("model") {
+        // Meter OpenAI streams from the stream itself: ask for the usage chunk, and hide it
+        // from a client that did not ask for it.
+        let mut force_rewrite = false;
+        if ctx.stream
+            && ctx.endpoint == Endpoint::ChatCompletions
+            && route.provider.kind == crate::providers::ProviderKind::OpenAi
+        {
+            let asked = req
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                == Some(true);
+            if !asked {
+                let opts = req.entry("stream_options").or_insert_with(|| json!({}));
+                if let Some(o) = opts.as_object_mut() {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                    ctx.hide_usage_chunk = true;
+                    force_rewrite = true;
+                }
+            }
+        }
+        let upstream_body = if force_rewrite || route.model != model || !req.contains_key("model") {
             req.insert("model".into(), Value::String(route.model.clone()));
             Bytes::from(
                 serde_json::to_vec(&req)
@@ -511,6 +532,7 @@ impl ProxyHttp for Gateway {
             self.wire(ctx.endpoint),
             ctx.endpoint.dialect(),
             &provider,
+            ctx.hide_usage_chunk,
         );
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         if tap.is_stream {

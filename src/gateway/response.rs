@@ -11,6 +11,7 @@ use pingora::http::ResponseHeader;
 
 use crate::error::{Dialect, ErrorKind, GatewayError};
 use crate::meter::{usage_from_body, StreamMeter, Usage, Wire};
+use crate::translate::sse::{SseEvent, SseParser};
 
 /// Non-streamed bodies are kept (to read their usage) up to this size.
 const MAX_KEPT_BODY: usize = 8 * 1024 * 1024;
@@ -19,6 +20,9 @@ const MAX_KEPT_BODY: usize = 8 * 1024 * 1024;
 enum Mode {
     /// An SSE stream passing through, metered as it goes.
     Stream(Box<StreamMeter>),
+    /// An OpenAI chat stream whose usage chunk the gateway asked for and the client did not:
+    /// events are re-framed one by one, without that chunk.
+    StreamHidingUsage(Box<StreamMeter>, Box<SseParser>),
     /// A JSON body passing through; a copy is kept to read usage at the end.
     Json(BytesMut),
     /// The upstream body is swallowed and replaced with this one at the end.
@@ -48,6 +52,7 @@ impl ResponseTap {
         wire: Wire,
         dialect: Dialect,
         provider: &str,
+        hide_usage_chunk: bool,
     ) -> ResponseTap {
         let status = resp.status.as_u16();
         let ctype = resp
@@ -57,7 +62,12 @@ impl ResponseTap {
             .unwrap_or("")
             .to_ascii_lowercase();
         let mut mode = if (200..300).contains(&status) {
-            if ctype.starts_with("text/event-stream") {
+            if ctype.starts_with("text/event-stream") && hide_usage_chunk {
+                Mode::StreamHidingUsage(
+                    Box::new(StreamMeter::new(wire)),
+                    Box::new(SseParser::new()),
+                )
+            } else if ctype.starts_with("text/event-stream") {
                 Mode::Stream(Box::new(StreamMeter::new(wire)))
             } else if ctype.contains("json") {
                 Mode::Json(BytesMut::new())
@@ -77,7 +87,10 @@ impl ResponseTap {
             out_status = e.status();
             mode = Mode::Replace(e.body(dialect));
         }
-        let is_stream = matches!(mode, Mode::Stream(_));
+        let is_stream = matches!(mode, Mode::Stream(_) | Mode::StreamHidingUsage(..));
+        if matches!(mode, Mode::StreamHidingUsage(..)) {
+            resp.remove_header("content-length");
+        }
         // Strip what no longer describes the body we send, and upstream identity headers.
         for h in ["server", "alt-svc", "set-cookie", "via"] {
             resp.remove_header(h);
@@ -118,6 +131,19 @@ impl ResponseTap {
                     self.finish_stream();
                 }
             }
+            Mode::StreamHidingUsage(meter, parser) => {
+                let mut out = Vec::new();
+                if let Some(b) = body.as_ref() {
+                    meter.observe(b);
+                    parser.feed(b, &mut |ev| reframe_without_usage(ev, &mut out));
+                }
+                if eos {
+                    parser.finish(&mut |ev| reframe_without_usage(ev, &mut out));
+                    meter.finish();
+                    self.finish_stream();
+                }
+                *body = (!out.is_empty()).then(|| Bytes::from(out));
+            }
             Mode::Json(kept) => {
                 if let Some(b) = body.as_ref() {
                     if kept.len() + b.len() <= MAX_KEPT_BODY {
@@ -148,7 +174,7 @@ impl ResponseTap {
     }
 
     fn finish_stream(&mut self) {
-        if let Mode::Stream(meter) = &self.mode {
+        if let Mode::Stream(meter) | Mode::StreamHidingUsage(meter, _) = &self.mode {
             self.usage = meter.saw_usage.then_some(meter.usage);
             self.incomplete = !meter.completed || meter.errored;
             self.finished = true;
@@ -162,7 +188,7 @@ impl ResponseTap {
             return None;
         }
         match &mut self.mode {
-            Mode::Stream(meter) => {
+            Mode::Stream(meter) | Mode::StreamHidingUsage(meter, _) => {
                 meter.finish();
                 let already_done = meter.completed;
                 self.finish_stream();
@@ -192,6 +218,30 @@ impl ResponseTap {
     }
 }
 
+/// Writes an OpenAI chat event back out unless it is the usage-only chunk (`choices: []`
+/// with `usage`), which the client did not ask for.
+fn reframe_without_usage(ev: SseEvent, out: &mut Vec<u8>) {
+    let d = ev.data.as_str();
+    if d.contains("\"usage\"") && d.contains("\"choices\":[]") {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(d) {
+            if v["choices"].as_array().is_some_and(|c| c.is_empty()) && v["usage"].is_object() {
+                return;
+            }
+        }
+    }
+    if let Some(name) = &ev.event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    for line in d.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +256,7 @@ mod tests {
     #[test]
     fn stream_passes_through_and_meters() {
         let mut h = header(200, "text/event-stream");
-        let mut tap = ResponseTap::on_header(&mut h, Wire::OpenAiChat, Dialect::OpenAi, "p");
+        let mut tap = ResponseTap::on_header(&mut h, Wire::OpenAiChat, Dialect::OpenAi, "p", false);
         assert!(h.headers.get("server").is_none());
         let chunk = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n");
         let mut b = Some(chunk.clone());
@@ -218,10 +268,34 @@ mod tests {
     }
 
     #[test]
+    fn injected_usage_chunk_is_hidden_but_metered() {
+        let mut h = header(200, "text/event-stream");
+        let mut tap = ResponseTap::on_header(&mut h, Wire::OpenAiChat, Dialect::OpenAi, "p", true);
+        let input = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        let mut out = Vec::new();
+        for piece in input.chunks(5) {
+            let mut b = Some(Bytes::copy_from_slice(piece));
+            tap.on_body(&mut b, false);
+            out.extend_from_slice(&b.unwrap_or_default());
+        }
+        let mut end = None;
+        tap.on_body(&mut end, true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"content\":\"hi\"") && text.ends_with("data: [DONE]\n\n"));
+        assert!(!text.contains("prompt_tokens"));
+        assert_eq!(tap.usage.unwrap().total(), 5);
+    }
+
+    #[test]
     fn upstream_auth_failure_becomes_502_in_client_dialect() {
         let mut h = header(401, "application/json");
-        let mut tap =
-            ResponseTap::on_header(&mut h, Wire::Anthropic, Dialect::Anthropic, "anthropic");
+        let mut tap = ResponseTap::on_header(
+            &mut h,
+            Wire::Anthropic,
+            Dialect::Anthropic,
+            "anthropic",
+            false,
+        );
         assert_eq!(h.status.as_u16(), 502);
         let mut b = Some(Bytes::from_static(b"{\"error\":\"bad key sk-secret\"}"));
         tap.on_body(&mut b, false);
@@ -236,7 +310,8 @@ mod tests {
     #[test]
     fn broken_stream_gets_an_error_event() {
         let mut h = header(200, "text/event-stream");
-        let mut tap = ResponseTap::on_header(&mut h, Wire::Anthropic, Dialect::Anthropic, "p");
+        let mut tap =
+            ResponseTap::on_header(&mut h, Wire::Anthropic, Dialect::Anthropic, "p", false);
         tap.on_body(&mut Some(Bytes::from_static(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5}}}\n\n")), false);
         let ev = tap.on_upstream_error("connection reset").unwrap();
         assert!(ev.starts_with(b"event: error\n"));

@@ -48,18 +48,34 @@ impl Gateway {
             .find_map(|h| s.get_header(*h).and_then(|v| v.to_str().ok()))
             .filter(|v| v.len() <= 128)
             .map(String::from);
-        let user = key.user_id.as_ref().and_then(|u| ledger.users.load().get(u).cloned());
+        let user = key
+            .user_id
+            .as_ref()
+            .and_then(|u| ledger.users.load().get(u).cloned());
         ctx.user_id = key.user_id.clone();
-        let allowed = key.allowed_models.clone().or_else(|| user.as_ref().and_then(|u| u.allowed_models.clone()));
-        if !model_allowed(&allowed, &ctx.client_model, &route.provider.name, &route.model) {
+        let allowed = key
+            .allowed_models
+            .clone()
+            .or_else(|| user.as_ref().and_then(|u| u.allowed_models.clone()));
+        if !model_allowed(
+            &allowed,
+            &ctx.client_model,
+            &route.provider.name,
+            &route.model,
+        ) {
             return Err(GatewayError::new(
                 ErrorKind::PermissionDenied,
-                format!("Model '{}' is not permitted for this API key.", ctx.client_model),
+                format!(
+                    "Model '{}' is not permitted for this API key.",
+                    ctx.client_model
+                ),
             )
             .with_param("model")
             .with_code("model_not_allowed"));
         }
-        let reject = key.reject_user_mismatch.unwrap_or(self.state.cfg.reject_user_mismatch);
+        let reject = key
+            .reject_user_mismatch
+            .unwrap_or(self.state.cfg.reject_user_mismatch);
         if let (true, Some(named)) = (reject, named_user(req)) {
             if key.user_id.as_deref() != Some(named) {
                 return Err(GatewayError::new(
@@ -78,16 +94,29 @@ impl Gateway {
             output: super::max_output_tokens(req, self.state.cfg.default_max_output_tokens),
             ..Default::default()
         };
-        let price = ledger.prices.load().lookup(&route.provider.name, &route.model);
-        match ledger.admit(&key, user.as_deref(), price, &ctx.estimate, auth::now_secs()) {
+        let price = ledger
+            .prices
+            .load()
+            .lookup(&route.provider.name, &route.model);
+        match ledger.admit(
+            &key,
+            user.as_deref(),
+            price,
+            &ctx.estimate,
+            auth::now_secs(),
+        ) {
             Ok(a) => {
                 ctx.admission = Some(a);
                 Ok(())
             }
             Err(e) => {
                 match e.kind {
-                    ErrorKind::BudgetExceeded => metrics::BUDGET_REJECTIONS.with_label_values(&["budget"]).inc(),
-                    ErrorKind::RateLimited => metrics::RATE_LIMITED.with_label_values(&["rate"]).inc(),
+                    ErrorKind::BudgetExceeded => metrics::BUDGET_REJECTIONS
+                        .with_label_values(&["budget"])
+                        .inc(),
+                    ErrorKind::RateLimited => {
+                        metrics::RATE_LIMITED.with_label_values(&["rate"]).inc()
+                    }
                     _ => {}
                 }
                 Err(e)
@@ -110,9 +139,18 @@ impl Gateway {
         // answered; the prompt plus what was forwarded, if it did.
         let (usage, estimated) = match reported {
             Some(u) => (u, false),
-            None if reached_upstream && (200..300).contains(&ctx.tap.as_ref().map_or(0, |t| t.status)) => {
+            None if reached_upstream
+                && (200..300).contains(&ctx.tap.as_ref().map_or(0, |t| t.status)) =>
+            {
                 let out = ctx.tap.as_ref().map_or(0, |t| t.bytes_out / 4);
-                (Usage { input: ctx.estimate.input, output: out, ..Default::default() }, true)
+                (
+                    Usage {
+                        input: ctx.estimate.input,
+                        output: out,
+                        ..Default::default()
+                    },
+                    true,
+                )
             }
             None => (Usage::default(), false),
         };
@@ -125,7 +163,11 @@ impl Gateway {
             endpoint: ctx.endpoint.label().to_string(),
             provider: ctx.provider_name().to_string(),
             model: ctx.client_model.clone(),
-            upstream_model: ctx.route.as_ref().map(|r| r.model.clone()).unwrap_or_default(),
+            upstream_model: ctx
+                .route
+                .as_ref()
+                .map(|r| r.model.clone())
+                .unwrap_or_default(),
             session_id: ctx.session_id.clone(),
             status,
             error: ctx.error.clone(),
@@ -142,12 +184,20 @@ impl Gateway {
             Some(adm) => {
                 ledger.settle(adm, rec, auth::now_secs());
             }
-            None => ledger.queue.push(crate::ledger::Settled { record: rec, charges: vec![] }),
+            None => ledger.queue.push(crate::ledger::Settled {
+                record: rec,
+                charges: vec![],
+            }),
         }
         if let Some(adm) = ctx.admission.as_ref() {
             let cost = adm.price.map_or(0, |p| p.cost(&usage));
             if cost > 0 {
-                metrics::SPEND.with_label_values(&[metrics::key_label(&key.id).as_str(), model_label.as_str()]).inc_by(cost);
+                metrics::SPEND
+                    .with_label_values(&[
+                        metrics::key_label(&key.id).as_str(),
+                        model_label.as_str(),
+                    ])
+                    .inc_by(cost);
             }
         }
     }

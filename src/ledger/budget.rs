@@ -76,7 +76,8 @@ pub struct Standing {
 
 impl Standing {
     pub fn remaining(&self) -> Option<Micros> {
-        self.limit.map(|l| l.max_micros.saturating_sub(self.spent + self.reserved))
+        self.limit
+            .map(|l| l.max_micros.saturating_sub(self.spent + self.reserved))
     }
 }
 
@@ -173,7 +174,11 @@ pub struct Reservation {
 }
 
 /// Reserves `amount` on every account, or on none.
-pub fn reserve(accounts: &[Arc<Account>], amount: Micros, now: u64) -> Result<Reservation, Exceeded> {
+pub fn reserve(
+    accounts: &[Arc<Account>],
+    amount: Micros,
+    now: u64,
+) -> Result<Reservation, Exceeded> {
     let mut order: Vec<&Arc<Account>> = accounts.iter().collect();
     order.sort_by(|a, b| (a.scope as u8, &a.id).cmp(&(b.scope as u8, &b.id)));
     order.dedup_by(|a, b| Arc::ptr_eq(a, b));
@@ -240,17 +245,41 @@ mod tests {
     use super::*;
 
     fn limited(id: &str, max: Micros) -> Arc<Account> {
-        Account::new(Scope::User, id, Some(Limit { max_micros: max, period: Period::Daily, alignment: Alignment::Calendar, anchor: 0 }), Counter::default())
+        Account::new(
+            Scope::User,
+            id,
+            Some(Limit {
+                max_micros: max,
+                period: Period::Daily,
+                alignment: Alignment::Calendar,
+                anchor: 0,
+            }),
+            Counter::default(),
+        )
     }
 
     #[test]
     fn reserve_checks_every_account_or_takes_nothing() {
         let user = limited("u", 100);
-        let key = Account::new(Scope::Key, "k", Some(Limit { max_micros: 30, period: Period::Lifetime, alignment: Alignment::Calendar, anchor: 0 }), Counter::default());
+        let key = Account::new(
+            Scope::Key,
+            "k",
+            Some(Limit {
+                max_micros: 30,
+                period: Period::Lifetime,
+                alignment: Alignment::Calendar,
+                anchor: 0,
+            }),
+            Counter::default(),
+        );
         let r1 = reserve(&[key.clone(), user.clone()], 20, 1000).unwrap();
         let e = reserve(&[key.clone(), user.clone()], 20, 1000).unwrap_err();
         assert_eq!((e.scope, e.id.as_str(), e.reserved), (Scope::Key, "k", 20));
-        assert_eq!(user.standing(1000).reserved, 20, "a refusal leaves no trace");
+        assert_eq!(
+            user.standing(1000).reserved,
+            20,
+            "a refusal leaves no trace"
+        );
         r1.settle(5, 1000);
         let s = key.standing(1000);
         assert_eq!((s.spent, s.reserved, s.remaining()), (5, 0, Some(25)));

@@ -86,7 +86,10 @@ impl BudgetRecord {
 pub fn parse_period(v: &Value) -> Result<Period, String> {
     let s = match v {
         Value::String(s) => s.trim().to_ascii_lowercase(),
-        Value::Number(n) => n.as_u64().map(|n| format!("{n}s")).ok_or("a period must be positive")?,
+        Value::Number(n) => n
+            .as_u64()
+            .map(|n| format!("{n}s"))
+            .ok_or("a period must be positive")?,
         _ => return Err("a period is a string such as 'monthly' or '30d'".into()),
     };
     let p = match s.as_str() {
@@ -96,14 +99,22 @@ pub fn parse_period(v: &Value) -> Result<Period, String> {
         "lifetime" | "none" | "never" => Period::Lifetime,
         _ => {
             let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-            let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a period (daily, weekly, monthly, lifetime, or e.g. 30d, 12h)"))?;
+            let n: u64 = num.parse().map_err(|_| {
+                format!(
+                    "'{s}' is not a period (daily, weekly, monthly, lifetime, or e.g. 30d, 12h)"
+                )
+            })?;
             let mult = match unit {
                 "" | "s" => 1,
                 "m" => 60,
                 "h" => 3600,
                 "d" => 86_400,
                 "w" => 7 * 86_400,
-                _ => return Err(format!("'{s}': unknown unit '{unit}' (use s, m, h, d or w)")),
+                _ => {
+                    return Err(format!(
+                        "'{s}': unknown unit '{unit}' (use s, m, h, d or w)"
+                    ))
+                }
             };
             if n == 0 {
                 return Err("a period must be longer than zero".into());
@@ -134,19 +145,37 @@ pub fn parse_money(v: &Value, field: &str) -> Result<Micros, GatewayError> {
         _ => String::new(),
     };
     parse_usd(&text).ok_or_else(|| {
-        GatewayError::invalid(format!("'{field}' must be a non-negative USD amount with at most 6 decimals.")).with_param(field.to_string())
+        GatewayError::invalid(format!(
+            "'{field}' must be a non-negative USD amount with at most 6 decimals."
+        ))
+        .with_param(field.to_string())
     })
 }
 
 /// Applies the limit fields present in `obj` to `limits` (absent = keep, null = clear).
-pub fn apply_limits(obj: &serde_json::Map<String, Value>, limits: &mut Limits, now: u64) -> Result<(), GatewayError> {
+pub fn apply_limits(
+    obj: &serde_json::Map<String, Value>,
+    limits: &mut Limits,
+    now: u64,
+) -> Result<(), GatewayError> {
     let bad = |f: &str, m: String| GatewayError::invalid(m).with_param(f.to_string());
     if let Some(v) = obj.get("max_budget") {
-        limits.max_budget_micros = if v.is_null() { None } else { Some(parse_money(v, "max_budget")?) };
+        limits.max_budget_micros = if v.is_null() {
+            None
+        } else {
+            Some(parse_money(v, "max_budget")?)
+        };
         limits.budget_anchor = Some(now);
     }
-    if let Some(v) = obj.get("budget_duration").or_else(|| obj.get("budget_period")) {
-        limits.budget_period = if v.is_null() { None } else { Some(parse_period(v).map_err(|m| bad("budget_duration", m))?) };
+    if let Some(v) = obj
+        .get("budget_duration")
+        .or_else(|| obj.get("budget_period"))
+    {
+        limits.budget_period = if v.is_null() {
+            None
+        } else {
+            Some(parse_period(v).map_err(|m| bad("budget_duration", m))?)
+        };
         limits.budget_anchor = Some(now);
     }
     if let Some(v) = obj.get("budget_alignment") {
@@ -154,7 +183,12 @@ pub fn apply_limits(obj: &serde_json::Map<String, Value>, limits: &mut Limits, n
             None if v.is_null() => None,
             Some("calendar") => Some(Alignment::Calendar),
             Some("rolling") => Some(Alignment::Rolling),
-            _ => return Err(bad("budget_alignment", "'budget_alignment' is 'calendar' or 'rolling'.".into())),
+            _ => {
+                return Err(bad(
+                    "budget_alignment",
+                    "'budget_alignment' is 'calendar' or 'rolling'.".into(),
+                ))
+            }
         };
     }
     if let Some(v) = obj.get("budget_id") {
@@ -164,7 +198,10 @@ pub fn apply_limits(obj: &serde_json::Map<String, Value>, limits: &mut Limits, n
             _ => return Err(bad("budget_id", "'budget_id' must be a string.".into())),
         };
     }
-    for (f, slot) in [("rpm_limit", &mut limits.rpm), ("tpm_limit", &mut limits.tpm)] {
+    for (f, slot) in [
+        ("rpm_limit", &mut limits.rpm),
+        ("tpm_limit", &mut limits.tpm),
+    ] {
         if let Some(v) = obj.get(f).or_else(|| obj.get(&f[..3])) {
             *slot = match v {
                 Value::Null => None,
@@ -177,7 +214,9 @@ pub fn apply_limits(obj: &serde_json::Map<String, Value>, limits: &mut Limits, n
 }
 
 /// Parses `allowed_models` (absent → None meaning "keep"; null → Some(None) "clear").
-pub fn parse_allowed_models(v: Option<&Value>) -> Result<Option<Option<Vec<String>>>, GatewayError> {
+pub fn parse_allowed_models(
+    v: Option<&Value>,
+) -> Result<Option<Option<Vec<String>>>, GatewayError> {
     match v {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
@@ -186,18 +225,31 @@ pub fn parse_allowed_models(v: Option<&Value>) -> Result<Option<Option<Vec<Strin
             for x in a {
                 match x.as_str() {
                     Some(s) if !s.is_empty() && s.len() <= 256 => out.push(s.to_string()),
-                    _ => return Err(GatewayError::invalid("'allowed_models' must be a list of model names.").with_param("allowed_models")),
+                    _ => {
+                        return Err(GatewayError::invalid(
+                            "'allowed_models' must be a list of model names.",
+                        )
+                        .with_param("allowed_models"))
+                    }
                 }
             }
             Ok(Some(Some(out)))
         }
-        Some(_) => Err(GatewayError::invalid("'allowed_models' must be a list of model names or null.").with_param("allowed_models")),
+        Some(_) => Err(GatewayError::invalid(
+            "'allowed_models' must be a list of model names or null.",
+        )
+        .with_param("allowed_models")),
     }
 }
 
 /// Whether `allowed` (None = anything) permits the routed model. Entries match the client's
 /// selector, the resolved `provider:model`, the bare upstream model, or a `prefix*` pattern.
-pub fn model_allowed(allowed: &Option<Vec<String>>, client_model: &str, provider: &str, upstream_model: &str) -> bool {
+pub fn model_allowed(
+    allowed: &Option<Vec<String>>,
+    client_model: &str,
+    provider: &str,
+    upstream_model: &str,
+) -> bool {
     let Some(list) = allowed else { return true };
     let full = format!("{provider}:{upstream_model}");
     list.iter().any(|p| {
@@ -217,7 +269,10 @@ mod tests {
     #[test]
     fn periods() {
         assert_eq!(parse_period(&json!("monthly")).unwrap(), Period::Monthly);
-        assert_eq!(parse_period(&json!("30d")).unwrap(), Period::Seconds(30 * 86_400));
+        assert_eq!(
+            parse_period(&json!("30d")).unwrap(),
+            Period::Seconds(30 * 86_400)
+        );
         assert_eq!(parse_period(&json!(3600)).unwrap(), Period::Seconds(3600));
         assert!(parse_period(&json!("0d")).is_err());
         assert!(parse_period(&json!("5y")).is_err());
@@ -227,23 +282,43 @@ mod tests {
     #[test]
     fn limits_apply_and_clear() {
         let mut l = Limits::default();
-        let obj = json!({"max_budget": 10.5, "budget_duration": "daily", "rpm_limit": 60}).as_object().unwrap().clone();
+        let obj = json!({"max_budget": 10.5, "budget_duration": "daily", "rpm_limit": 60})
+            .as_object()
+            .unwrap()
+            .clone();
         apply_limits(&obj, &mut l, 100).unwrap();
         assert_eq!(l.max_budget_micros, Some(10_500_000));
         assert_eq!(l.inline_limit().unwrap().period, Period::Daily);
         assert_eq!(l.rpm, Some(60));
-        let obj = json!({"max_budget": null, "rpm_limit": null}).as_object().unwrap().clone();
+        let obj = json!({"max_budget": null, "rpm_limit": null})
+            .as_object()
+            .unwrap()
+            .clone();
         apply_limits(&obj, &mut l, 100).unwrap();
         assert!(l.inline_limit().is_none() && l.rpm.is_none());
         let obj = json!({"max_budget": -1}).as_object().unwrap().clone();
-        assert_eq!(apply_limits(&obj, &mut l, 100).unwrap_err().param.as_deref(), Some("max_budget"));
+        assert_eq!(
+            apply_limits(&obj, &mut l, 100)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("max_budget")
+        );
     }
 
     #[test]
     fn allow_lists() {
-        let a = Some(vec!["openai:gpt-4o*".to_string(), "claude-sonnet-4-6".to_string()]);
+        let a = Some(vec![
+            "openai:gpt-4o*".to_string(),
+            "claude-sonnet-4-6".to_string(),
+        ]);
         assert!(model_allowed(&a, "gpt-4o-mini", "openai", "gpt-4o-mini"));
-        assert!(model_allowed(&a, "sonnet", "anthropic", "claude-sonnet-4-6"));
+        assert!(model_allowed(
+            &a,
+            "sonnet",
+            "anthropic",
+            "claude-sonnet-4-6"
+        ));
         assert!(!model_allowed(&a, "gpt-4.1", "openai", "gpt-4.1"));
         assert!(model_allowed(&None, "x", "y", "z"));
         assert!(!model_allowed(&Some(vec![]), "x", "y", "z"));

@@ -110,7 +110,11 @@ pub fn standing_json(a: &Account, now: u64) -> serde_json::Value {
 }
 
 impl Ledger {
-    pub fn new(base_prices: PriceTable, require_pricing: bool, default_output_tokens: u64) -> Ledger {
+    pub fn new(
+        base_prices: PriceTable,
+        require_pricing: bool,
+        default_output_tokens: u64,
+    ) -> Ledger {
         Ledger {
             accounts: Mutex::new(HashMap::new()),
             seeds: Mutex::new(HashMap::new()),
@@ -137,7 +141,10 @@ impl Ledger {
     }
 
     pub fn replace_users(&self, users: Vec<UserRecord>) {
-        let map = users.into_iter().map(|u| (u.user_id.clone(), Arc::new(u))).collect();
+        let map = users
+            .into_iter()
+            .map(|u| (u.user_id.clone(), Arc::new(u)))
+            .collect();
         self.users.store(Arc::new(map));
         self.refresh_limits();
     }
@@ -156,7 +163,10 @@ impl Ledger {
     }
 
     pub fn replace_budgets(&self, budgets: Vec<BudgetRecord>) {
-        let map = budgets.into_iter().map(|b| (b.budget_id.clone(), Arc::new(b))).collect();
+        let map = budgets
+            .into_iter()
+            .map(|b| (b.budget_id.clone(), Arc::new(b)))
+            .collect();
         self.budgets.store(Arc::new(map));
         self.refresh_limits();
     }
@@ -209,7 +219,16 @@ impl Ledger {
                     .get(&(scope, id.to_string()))
                     .and_then(|w| w.get(&window_start).copied())
                     .unwrap_or(0);
-                Account::new(scope, id, limit, Counter { window_start, spent, reserved: 0 })
+                Account::new(
+                    scope,
+                    id,
+                    limit,
+                    Counter {
+                        window_start,
+                        spent,
+                        reserved: 0,
+                    },
+                )
             })
             .clone();
         drop(map);
@@ -232,12 +251,20 @@ impl Ledger {
     }
 
     fn limiter(&self, scope: Scope, id: &str) -> Arc<RateLimiter> {
-        self.limiters.lock().entry((scope, id.to_string())).or_default().clone()
+        self.limiters
+            .lock()
+            .entry((scope, id.to_string()))
+            .or_default()
+            .clone()
     }
 
     /// Every account's counters, for the snapshot written at hand-over.
     pub fn counters(&self) -> Vec<(Scope, String, Counter)> {
-        self.accounts.lock().iter().map(|((s, id), a)| (*s, id.clone(), a.counter())).collect()
+        self.accounts
+            .lock()
+            .iter()
+            .map(|((s, id), a)| (*s, id.clone(), a.counter()))
+            .collect()
     }
 
     /// Forgets all spend counters (before reloading them from the store, which is
@@ -251,7 +278,13 @@ impl Ledger {
 
     /// Adds durable spend of (scope, id) in the window starting at `window_start`.
     pub fn seed_spend(&self, scope: Scope, id: &str, window_start: u64, spent: Micros) {
-        *self.seeds.lock().entry((scope, id.to_string())).or_default().entry(window_start).or_default() += spent;
+        *self
+            .seeds
+            .lock()
+            .entry((scope, id.to_string()))
+            .or_default()
+            .entry(window_start)
+            .or_default() += spent;
         if let Some(a) = self.find_account(scope, id) {
             a.add_spent_in_window(spent, window_start, crate::auth::now_secs());
         }
@@ -269,7 +302,10 @@ impl Ledger {
     ) -> Result<Admission, GatewayError> {
         if let Some(u) = user {
             if u.blocked {
-                return Err(GatewayError::new(ErrorKind::PermissionDenied, format!("User '{}' is blocked.", u.user_id)));
+                return Err(GatewayError::new(
+                    ErrorKind::PermissionDenied,
+                    format!("User '{}' is blocked.", u.user_id),
+                ));
             }
         }
         let now_ms = now_secs * 1000 + (crate::auth::now_millis() % 1000);
@@ -281,7 +317,8 @@ impl Ledger {
         }
         for (l, (rpm, tpm, who)) in limiters.iter().zip(&checks) {
             if rpm.is_some() || tpm.is_some() {
-                l.admit(*rpm, *tpm, now_ms).map_err(|e| rate_error(e, who))?;
+                l.admit(*rpm, *tpm, now_ms)
+                    .map_err(|e| rate_error(e, who))?;
             }
         }
         if price.is_none() && self.require_pricing {
@@ -335,7 +372,12 @@ impl Ledger {
 /// prices, and every allowed output token.
 fn worst_case(p: &Price, est: &crate::meter::Usage) -> Micros {
     let dear_in = p.input.max(p.cache_write.unwrap_or(p.input));
-    let pessimistic = Price { input: dear_in, output: p.output, cache_read: Some(dear_in), cache_write: Some(dear_in) };
+    let pessimistic = Price {
+        input: dear_in,
+        output: p.output,
+        cache_read: Some(dear_in),
+        cache_write: Some(dear_in),
+    };
     pessimistic.cost(est)
 }
 

@@ -21,7 +21,11 @@ impl Buckets {
         if start == self.start {
             return;
         }
-        self.previous = if start == self.start + WINDOW_MS { self.current } else { 0 };
+        self.previous = if start == self.start + WINDOW_MS {
+            self.current
+        } else {
+            0
+        };
         self.current = 0;
         self.start = start;
     }
@@ -45,7 +49,9 @@ impl Buckets {
         }
         // previous * (W - into - t) / W <= target - current
         let room = target - self.current;
-        let need = WINDOW_MS.saturating_sub(into).saturating_sub(room * WINDOW_MS / self.previous);
+        let need = WINDOW_MS
+            .saturating_sub(into)
+            .saturating_sub(room * WINDOW_MS / self.previous);
         need.min(WINDOW_MS - into)
     }
 }
@@ -68,13 +74,22 @@ pub struct RateExceeded {
 impl RateLimiter {
     /// Admits one request if it fits the RPM limit and the TPM window is not already full;
     /// counts the request when admitted.
-    pub fn admit(&self, rpm: Option<u64>, tpm: Option<u64>, now_ms: u64) -> Result<(), RateExceeded> {
+    pub fn admit(
+        &self,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), RateExceeded> {
         if let Some(tpm) = tpm {
             let mut t = self.tokens.lock();
             t.roll(now_ms);
             if t.used(now_ms) >= tpm {
                 let wait = t.wait_ms(now_ms, tpm.saturating_sub(1));
-                return Err(RateExceeded { kind: "tokens per minute", limit: tpm, retry_after_secs: wait.div_ceil(1000).max(1) });
+                return Err(RateExceeded {
+                    kind: "tokens per minute",
+                    limit: tpm,
+                    retry_after_secs: wait.div_ceil(1000).max(1),
+                });
             }
         }
         let mut r = self.requests.lock();
@@ -82,7 +97,11 @@ impl RateLimiter {
         if let Some(rpm) = rpm {
             if r.used(now_ms) + 1 > rpm {
                 let wait = r.wait_ms(now_ms, rpm.saturating_sub(1));
-                return Err(RateExceeded { kind: "requests per minute", limit: rpm, retry_after_secs: wait.div_ceil(1000).max(1) });
+                return Err(RateExceeded {
+                    kind: "requests per minute",
+                    limit: rpm,
+                    retry_after_secs: wait.div_ceil(1000).max(1),
+                });
             }
         }
         r.current += 1;
@@ -118,7 +137,10 @@ mod tests {
         }
         let e = l.admit(Some(5), None, t0).unwrap_err();
         assert_eq!(e.kind, "requests per minute");
-        assert_eq!(e.retry_after_secs, 50, "the current bucket frees at the next minute");
+        assert_eq!(
+            e.retry_after_secs, 50,
+            "the current bucket frees at the next minute"
+        );
         // A minute later the previous bucket still weighs in, then decays.
         let t1 = 180_000 + 30_000;
         assert_eq!(l.usage(t1).0, 2); // 5 * 30/60 = 2

@@ -51,7 +51,9 @@ impl UsageRecord {
 
     pub fn usage(&self) -> Usage {
         Usage {
-            input: self.prompt_tokens.saturating_sub(self.cached_tokens + self.cache_write_tokens),
+            input: self
+                .prompt_tokens
+                .saturating_sub(self.cached_tokens + self.cache_write_tokens),
             cache_read: self.cached_tokens,
             cache_write: self.cache_write_tokens,
             output: self.completion_tokens,

@@ -25,8 +25,18 @@ fn settled(id: &str, ts_ms: u64, key: &str, cost: u64) -> Settled {
             ..Default::default()
         },
         charges: vec![
-            Charge { scope: Scope::Key, id: key.into(), window_start: 0, amount: cost },
-            Charge { scope: Scope::User, id: "alice".into(), window_start: 86_400, amount: cost },
+            Charge {
+                scope: Scope::Key,
+                id: key.into(),
+                window_start: 0,
+                amount: cost,
+            },
+            Charge {
+                scope: Scope::User,
+                id: "alice".into(),
+                window_start: 86_400,
+                amount: cost,
+            },
         ],
     }
 }
@@ -41,12 +51,18 @@ pub async fn run(store: &dyn Store) {
     assert!(!store.delete_key(&k.id).await.unwrap());
     // meta
     store.put_meta("m", b"v").await.unwrap();
-    assert_eq!(store.get_meta("m").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        store.get_meta("m").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
     // users, budgets, prices
     let u = UserRecord {
         user_id: "alice".into(),
         alias: None,
-        limits: Limits { max_budget_micros: Some(5), ..Default::default() },
+        limits: Limits {
+            max_budget_micros: Some(5),
+            ..Default::default()
+        },
         allowed_models: None,
         blocked: false,
         metadata: serde_json::json!({}),
@@ -56,20 +72,54 @@ pub async fn run(store: &dyn Store) {
     store.put_user(&u).await.unwrap();
     assert_eq!(store.load_users().await.unwrap(), vec![u]);
     assert!(store.delete_user("alice").await.unwrap());
-    let b = BudgetRecord { budget_id: "b1".into(), name: None, max_budget_micros: 10, period: Period::Monthly, alignment: Default::default(), created_at: 2 };
+    let b = BudgetRecord {
+        budget_id: "b1".into(),
+        name: None,
+        max_budget_micros: 10,
+        period: Period::Monthly,
+        alignment: Default::default(),
+        created_at: 2,
+    };
     store.put_budget(&b).await.unwrap();
     assert_eq!(store.load_budgets().await.unwrap(), vec![b]);
     assert!(store.delete_budget("b1").await.unwrap());
-    let p = Price { input: 1, output: 2, cache_read: None, cache_write: Some(3) };
+    let p = Price {
+        input: 1,
+        output: 2,
+        cache_read: None,
+        cache_write: Some(3),
+    };
     store.put_price("openai:gpt-x", &p).await.unwrap();
-    assert_eq!(store.load_prices().await.unwrap(), vec![("openai:gpt-x".to_string(), p)]);
+    assert_eq!(
+        store.load_prices().await.unwrap(),
+        vec![("openai:gpt-x".to_string(), p)]
+    );
     assert!(store.delete_price("openai:gpt-x").await.unwrap());
 
     // usage: idempotent, with spend
-    let fresh = store.append_usage(vec![settled("u1", 1_000, "k1", 7), settled("u2", 2_000, "k1", 5)]).await.unwrap();
+    let fresh = store
+        .append_usage(vec![
+            settled("u1", 1_000, "k1", 7),
+            settled("u2", 2_000, "k1", 5),
+        ])
+        .await
+        .unwrap();
     assert_eq!(fresh.len(), 2);
-    let again = store.append_usage(vec![settled("u1", 1_000, "k1", 7), settled("u3", 3_000, "k2", 1)]).await.unwrap();
-    assert_eq!(again.iter().map(|s| s.record.id.as_str()).collect::<Vec<_>>(), vec!["u3"], "replays never count twice");
+    let again = store
+        .append_usage(vec![
+            settled("u1", 1_000, "k1", 7),
+            settled("u3", 3_000, "k2", 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|s| s.record.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["u3"],
+        "replays never count twice"
+    );
     let mut spend = store.load_spend().await.unwrap();
     spend.sort();
     assert_eq!(
@@ -81,19 +131,53 @@ pub async fn run(store: &dyn Store) {
         ]
     );
     // queries: filters, time range and cursor paging
-    let all = store.query_usage(&UsageFilter::default(), None, 100).await.unwrap();
-    assert_eq!(all.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["u1", "u2", "u3"]);
-    let f = UsageFilter { key_id: Some("k1".into()), ..Default::default() };
+    let all = store
+        .query_usage(&UsageFilter::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.records
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["u1", "u2", "u3"]
+    );
+    let f = UsageFilter {
+        key_id: Some("k1".into()),
+        ..Default::default()
+    };
     let p1 = store.query_usage(&f, None, 1).await.unwrap();
     assert_eq!(p1.records[0].id, "u1");
-    let p2 = store.query_usage(&f, p1.next_cursor.as_deref(), 1).await.unwrap();
+    let p2 = store
+        .query_usage(&f, p1.next_cursor.as_deref(), 1)
+        .await
+        .unwrap();
     assert_eq!(p2.records[0].id, "u2");
     assert!(p2.next_cursor.is_none(), "no cursor after the last match");
-    let ranged = store.query_usage(&UsageFilter { from_ms: Some(1_500), to_ms: Some(3_000), ..Default::default() }, None, 10).await.unwrap();
+    let ranged = store
+        .query_usage(
+            &UsageFilter {
+                from_ms: Some(1_500),
+                to_ms: Some(3_000),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
     assert_eq!(ranged.records.len(), 1);
     // retention
     assert_eq!(store.prune_usage(2_500).await.unwrap(), 2);
-    assert_eq!(store.query_usage(&UsageFilter::default(), None, 10).await.unwrap().records.len(), 1);
+    assert_eq!(
+        store
+            .query_usage(&UsageFilter::default(), None, 10)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        1
+    );
     // a pruned id is gone from the idempotency index too, but spend stays
     assert_eq!(store.load_spend().await.unwrap().len(), 3);
     store.flush().await.unwrap();
@@ -115,11 +199,17 @@ mod tests {
         {
             let s = super::super::sled_store::SledStore::open(dir.path()).unwrap();
             use super::Store;
-            s.append_usage(vec![super::settled("x", 5, "k", 3)]).await.unwrap();
+            s.append_usage(vec![super::settled("x", 5, "k", 3)])
+                .await
+                .unwrap();
         }
         let s = super::super::sled_store::SledStore::open(dir.path()).unwrap();
         use super::Store;
         assert_eq!(s.load_spend().await.unwrap().len(), 2);
-        assert!(s.append_usage(vec![super::settled("x", 5, "k", 3)]).await.unwrap().is_empty());
+        assert!(s
+            .append_usage(vec![super::settled("x", 5, "k", 3)])
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

@@ -68,7 +68,8 @@ impl StoreKeeper {
         self.index.replace(keys);
         self.ledger.replace_budgets(store.load_budgets().await?);
         self.ledger.replace_users(store.load_users().await?);
-        self.ledger.set_overrides(store.load_prices().await?.into_iter().collect());
+        self.ledger
+            .set_overrides(store.load_prices().await?.into_iter().collect());
         self.ledger.reset_spend();
         for (scope, id, window_start, spent) in store.load_spend().await? {
             self.ledger.seed_spend(scope, &id, window_start, spent);
@@ -123,8 +124,13 @@ impl StoreKeeper {
     }
 
     pub async fn write_snapshot(&self) {
-        let (dir, index, ledger) = (self.data_dir.clone(), self.index.clone(), self.ledger.clone());
-        let r = tokio::task::spawn_blocking(move || snapshot::write(&dir, &index, Some(&ledger))).await;
+        let (dir, index, ledger) = (
+            self.data_dir.clone(),
+            self.index.clone(),
+            self.ledger.clone(),
+        );
+        let r =
+            tokio::task::spawn_blocking(move || snapshot::write(&dir, &index, Some(&ledger))).await;
         if let Ok(Err(e)) | Err(e) = r.map_err(std::io::Error::other) {
             log::error!("cannot write the key snapshot: {e}");
         }
@@ -168,7 +174,10 @@ impl StoreKeeper {
             let cutoff = auth::now_millis().saturating_sub(self.retention_days * 86_400_000);
             match store.prune_usage(cutoff).await {
                 Ok(0) => {}
-                Ok(n) => log::info!("pruned {n} usage records older than {} days", self.retention_days),
+                Ok(n) => log::info!(
+                    "pruned {n} usage records older than {} days",
+                    self.retention_days
+                ),
                 Err(e) => log::warn!("usage pruning failed: {e}"),
             }
         }

@@ -119,7 +119,12 @@ pub trait Store: Send + Sync {
     /// Stored spend of (scope, id) in the window starting at `window_start`.
     async fn load_spend(&self) -> StoreResult<Vec<(Scope, String, u64, u64)>>;
     /// Usage records matching `filter`, oldest first, after the cursor.
-    async fn query_usage(&self, filter: &UsageFilter, cursor: Option<&str>, limit: usize) -> StoreResult<UsagePage>;
+    async fn query_usage(
+        &self,
+        filter: &UsageFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<UsagePage>;
     /// Deletes usage records older than `before_ms` and spend windows that ended before it.
     async fn prune_usage(&self, before_ms: u64) -> StoreResult<usize>;
     /// Makes every completed write durable.

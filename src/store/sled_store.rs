@@ -55,7 +55,9 @@ fn parse_spend_key(k: &[u8]) -> Option<(Scope, String, u64)> {
         return None;
     }
     let (idpart, ws) = k[1..].split_at(k.len() - 1 - 8);
-    let id = std::str::from_utf8(idpart.strip_suffix(&[0])?).ok()?.to_string();
+    let id = std::str::from_utf8(idpart.strip_suffix(&[0])?)
+        .ok()?
+        .to_string();
     Some((scope, id, u64::from_be_bytes(ws.try_into().ok()?)))
 }
 
@@ -74,7 +76,9 @@ fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> StoreResult<T> {
 }
 
 fn load_all<T: serde::de::DeserializeOwned>(t: &sled::Tree) -> StoreResult<Vec<T>> {
-    t.iter().map(|kv| kv.map_err(io).and_then(|(_, v)| from_json(&v))).collect()
+    t.iter()
+        .map(|kv| kv.map_err(io).and_then(|(_, v)| from_json(&v)))
+        .collect()
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -123,7 +127,12 @@ impl SledStore {
         })
     }
 
-    async fn put_json<T: serde::Serialize>(&self, t: &sled::Tree, key: &str, v: &T) -> StoreResult<()> {
+    async fn put_json<T: serde::Serialize>(
+        &self,
+        t: &sled::Tree,
+        key: &str,
+        v: &T,
+    ) -> StoreResult<()> {
         let (t, db, key, v) = (t.clone(), self.db.clone(), key.to_string(), json(v)?);
         blocking(move || {
             t.insert(key.as_bytes(), v).map_err(io)?;
@@ -253,7 +262,12 @@ impl Store for SledStore {
         if batch.is_empty() {
             return Ok(batch);
         }
-        let (usage, ids, spend, db) = (self.usage.clone(), self.usage_ids.clone(), self.spend.clone(), self.db.clone());
+        let (usage, ids, spend, db) = (
+            self.usage.clone(),
+            self.usage_ids.clone(),
+            self.spend.clone(),
+            self.db.clone(),
+        );
         blocking(move || {
             let encoded: Vec<(Vec<u8>, Vec<u8>)> = batch
                 .iter()
@@ -273,7 +287,9 @@ impl Store for SledStore {
                             continue;
                         }
                         let sk = spend_key(c.scope, &c.id, c.window_start);
-                        let old = sp.get(&sk)?.map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])));
+                        let old = sp.get(&sk)?.map_or(0, |v| {
+                            u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))
+                        });
                         sp.insert(sk, &(old + c.amount).to_be_bytes())?;
                     }
                     fresh.push(n);
@@ -283,7 +299,9 @@ impl Store for SledStore {
             let fresh = match res {
                 Ok(f) => f,
                 Err(TransactionError::Storage(e)) => return Err(io(e)),
-                Err(TransactionError::Abort(())) => return Err(StoreError::Io("usage transaction aborted".into())),
+                Err(TransactionError::Abort(())) => {
+                    return Err(StoreError::Io("usage transaction aborted".into()))
+                }
             };
             // The promise: an answered request's usage is on disk within one writer cycle.
             db.flush().map_err(io)?;
@@ -305,7 +323,9 @@ impl Store for SledStore {
             let mut out = Vec::new();
             for kv in t.iter() {
                 let (k, v) = kv.map_err(io)?;
-                if let (Some((scope, id, ws)), Ok(b)) = (parse_spend_key(&k), <[u8; 8]>::try_from(v.as_ref())) {
+                if let (Some((scope, id, ws)), Ok(b)) =
+                    (parse_spend_key(&k), <[u8; 8]>::try_from(v.as_ref()))
+                {
                     out.push((scope, id, ws, u64::from_be_bytes(b)));
                 }
             }
@@ -314,12 +334,18 @@ impl Store for SledStore {
         .await
     }
 
-    async fn query_usage(&self, filter: &UsageFilter, cursor: Option<&str>, limit: usize) -> StoreResult<UsagePage> {
+    async fn query_usage(
+        &self,
+        filter: &UsageFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<UsagePage> {
         let t = self.usage.clone();
         let filter = filter.clone();
         let start = match cursor {
             Some(c) => {
-                let mut k = crate::auth::unhex_any(c).ok_or_else(|| StoreError::Corrupt("bad cursor".into()))?;
+                let mut k = crate::auth::unhex_any(c)
+                    .ok_or_else(|| StoreError::Corrupt("bad cursor".into()))?;
                 k.push(0); // strictly after the cursor's key
                 k
             }
@@ -349,7 +375,12 @@ impl Store for SledStore {
     }
 
     async fn prune_usage(&self, before_ms: u64) -> StoreResult<usize> {
-        let (usage, ids, spend, db) = (self.usage.clone(), self.usage_ids.clone(), self.spend.clone(), self.db.clone());
+        let (usage, ids, spend, db) = (
+            self.usage.clone(),
+            self.usage_ids.clone(),
+            self.spend.clone(),
+            self.db.clone(),
+        );
         blocking(move || {
             let mut n = 0;
             for kv in usage.range(..before_ms.to_be_bytes().to_vec()) {

@@ -38,8 +38,24 @@ pub fn write(data_dir: &Path, index: &KeyIndex, ledger: Option<&Ledger>) -> std:
         written_at: crate::auth::now_secs(),
         master_hash: index.master_hash().map(|h| hex(&h)),
         keys: index.all(),
-        users: ledger.map(|l| l.users.load().values().map(|u| UserRecord::clone(u)).collect()).unwrap_or_default(),
-        budgets: ledger.map(|l| l.budgets.load().values().map(|b| BudgetRecord::clone(b)).collect()).unwrap_or_default(),
+        users: ledger
+            .map(|l| {
+                l.users
+                    .load()
+                    .values()
+                    .map(|u| UserRecord::clone(u))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        budgets: ledger
+            .map(|l| {
+                l.budgets
+                    .load()
+                    .values()
+                    .map(|b| BudgetRecord::clone(b))
+                    .collect()
+            })
+            .unwrap_or_default(),
         counters: ledger.map(|l| l.counters()).unwrap_or_default(),
     };
     let bytes = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;

@@ -30,11 +30,18 @@ fn spool_name() -> String {
 }
 
 /// Appends a batch to this process's spool file and fsyncs it.
-fn spool_append(dir: &Path, file: &mut Option<(PathBuf, std::fs::File)>, batch: &[Settled]) -> std::io::Result<()> {
+fn spool_append(
+    dir: &Path,
+    file: &mut Option<(PathBuf, std::fs::File)>,
+    batch: &[Settled],
+) -> std::io::Result<()> {
     if file.is_none() {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(spool_name());
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
         *file = Some((path, f));
     }
     let (_, f) = file.as_mut().unwrap();
@@ -55,7 +62,11 @@ fn pid_alive(pid: u32) -> bool {
 /// Records that were new are added to the in-memory spend of `ledger` unless they are this
 /// process's own (already counted at settlement). Files of dead processes are removed once
 /// applied; files of live ones (an old process finishing its grace period) are re-read later.
-pub async fn ingest_spools(dir: &Path, store: &dyn Store, ledger: &Ledger) -> std::io::Result<usize> {
+pub async fn ingest_spools(
+    dir: &Path,
+    store: &dyn Store,
+    ledger: &Ledger,
+) -> std::io::Result<usize> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -64,14 +75,21 @@ pub async fn ingest_spools(dir: &Path, store: &dyn Store, ledger: &Ledger) -> st
     let mut applied = 0;
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
-        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(String::from) else {
+            continue;
+        };
+        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == std::process::id() {
             continue;
         }
         let alive = pid_alive(pid);
         let batch = read_spool(&path)?;
-        let fresh = store.append_usage(batch).await.map_err(std::io::Error::other)?;
+        let fresh = store
+            .append_usage(batch)
+            .await
+            .map_err(std::io::Error::other)?;
         for s in &fresh {
             for c in &s.charges {
                 ledger.seed_spend(c.scope, &c.id, c.window_start, c.amount);
@@ -119,10 +137,14 @@ impl UsageWriter {
         if let Some(store) = self.slot.get() {
             match store.append_usage(batch.clone()).await {
                 Ok(_) => {
-                    crate::metrics::USAGE_WRITES.with_label_values(&["store"]).inc_by(n as u64);
+                    crate::metrics::USAGE_WRITES
+                        .with_label_values(&["store"])
+                        .inc_by(n as u64);
                     return;
                 }
-                Err(e) => log::error!("usage write to the store failed ({e}); spooling {n} records"),
+                Err(e) => {
+                    log::error!("usage write to the store failed ({e}); spooling {n} records")
+                }
             }
         }
         let dir = self.spool_dir.clone();
@@ -135,7 +157,9 @@ impl UsageWriter {
         match res {
             Ok((Ok(()), file, _)) => {
                 *spool = file;
-                crate::metrics::USAGE_WRITES.with_label_values(&["spool"]).inc_by(n as u64);
+                crate::metrics::USAGE_WRITES
+                    .with_label_values(&["spool"])
+                    .inc_by(n as u64);
             }
             Ok((Err(e), file, batch)) => {
                 *spool = file;
