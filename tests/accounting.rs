@@ -17,14 +17,23 @@ async fn start(extra: &str) -> (MockServer, Gateway) {
     let mock = MockServer::start().await;
     let url = mock.url();
     let extra = format!("{PRICING}{extra}");
-    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(|port, dir| config_for(&url, port, dir, &extra)))
-        .await
-        .unwrap();
+    let gw = tokio::task::spawn_blocking(move || {
+        Gateway::start_with(|port, dir| config_for(&url, port, dir, &extra))
+    })
+    .await
+    .unwrap();
     (mock, gw)
 }
 
-async fn admin(gw: &Gateway, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = client().request(method, format!("{}{}", gw.url(), path)).bearer_auth(MASTER);
+async fn admin(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = client()
+        .request(method, format!("{}{}", gw.url(), path))
+        .bearer_auth(MASTER);
     if let Some(b) = body {
         r = r.json(&b);
     }
@@ -50,7 +59,13 @@ async fn concurrent_requests_admit_exactly_what_the_budget_allows_and_spend_is_e
     let (input, output) = (500u64, 100u64);
     let per_request = input + 2 * output;
     let k = 37u64;
-    let (st, key) = admin(&gw, reqwest::Method::POST, "/v1/keys", Some(json!({"name": "budgeted", "max_budget": format!("0.{:06}", k * per_request)}))).await;
+    let (st, key) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"name": "budgeted", "max_budget": format!("0.{:06}", k * per_request)})),
+    )
+    .await;
     assert_eq!(st, 201, "{key}");
     let secret = key["key"].as_str().unwrap().to_string();
     let id = key["id"].as_str().unwrap().to_string();
@@ -79,12 +94,26 @@ async fn concurrent_requests_admit_exactly_what_the_budget_allows_and_spend_is_e
     let refused = statuses.iter().filter(|s| **s == 403).count() as u64;
     assert_eq!(ok, k, "exactly K admitted: {statuses:?}");
     assert_eq!(ok + refused, 200);
-    assert_eq!(mock.requests().len() as u64, k, "refused requests never reach the upstream");
+    assert_eq!(
+        mock.requests().len() as u64,
+        k,
+        "refused requests never reach the upstream"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, info) = admin(&gw, reqwest::Method::GET, &format!("/v1/keys/{id}"), None).await;
-    assert_eq!(info["standing"]["spend"], crate_usd(k * per_request), "{info}");
+    assert_eq!(
+        info["standing"]["spend"],
+        crate_usd(k * per_request),
+        "{info}"
+    );
     assert_eq!(info["standing"]["reserved"], "0.00");
-    let (_, sum) = admin(&gw, reqwest::Method::GET, &format!("/v1/usage?group_by=key&key_id={id}"), None).await;
+    let (_, sum) = admin(
+        &gw,
+        reqwest::Method::GET,
+        &format!("/v1/usage?group_by=key&key_id={id}"),
+        None,
+    )
+    .await;
     let row = &sum["data"][0];
     assert_eq!(row["cost"], crate_usd(k * per_request), "{sum}");
     assert_eq!(row["prompt_tokens"], json!(k * input));
@@ -96,14 +125,30 @@ async fn concurrent_requests_admit_exactly_what_the_budget_allows_and_spend_is_e
 fn crate_usd(m: u64) -> Value {
     let s = format!("{}.{:06}", m / 1_000_000, m % 1_000_000);
     let s = s.trim_end_matches('0');
-    json!(if s.ends_with('.') { format!("{s}00") } else { s.to_string() })
+    json!(if s.ends_with('.') {
+        format!("{s}00")
+    } else {
+        s.to_string()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_budget_is_a_native_403_that_says_limit_spend_and_reset() {
     let (_mock, gw) = start("").await;
-    admin(&gw, reqwest::Method::POST, "/v1/users", Some(json!({"user_id": "alice", "max_budget": 0.001, "budget_duration": "daily"}))).await;
-    let (st, key) = admin(&gw, reqwest::Method::POST, "/v1/keys", Some(json!({"user_id": "alice"}))).await;
+    admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(json!({"user_id": "alice", "max_budget": 0.001, "budget_duration": "daily"})),
+    )
+    .await;
+    let (st, key) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"user_id": "alice"})),
+    )
+    .await;
     assert_eq!(st, 201, "{key}");
     let secret = key["key"].as_str().unwrap();
     // max_tokens 1000 at $2/M = 2000 micro-dollars > the $0.001 budget.
@@ -119,7 +164,10 @@ async fn over_budget_is_a_native_403_that_says_limit_spend_and_reset() {
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "permission_error");
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("user 'alice'") && msg.contains("$0.001") && msg.contains("resets at"), "{msg}");
+    assert!(
+        msg.contains("user 'alice'") && msg.contains("$0.001") && msg.contains("resets at"),
+        "{msg}"
+    );
     let r = client()
         .post(format!("{}/v1/chat/completions", gw.url()))
         .bearer_auth(secret)
@@ -135,12 +183,23 @@ async fn over_budget_is_a_native_403_that_says_limit_spend_and_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpm_limit_gives_429_with_retry_after_and_pricing_and_allow_lists_refuse_early() {
     let (mock, gw) = start("require_pricing: true\n").await;
-    let (_, key) = admin(&gw, reqwest::Method::POST, "/v1/keys", Some(json!({"rpm_limit": 2, "allowed_models": ["gpt-4o-mini", "openai:gpt-4.1*"]}))).await;
+    let (_, key) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"rpm_limit": 2, "allowed_models": ["gpt-4o-mini", "openai:gpt-4.1*"]})),
+    )
+    .await;
     let secret = key["key"].as_str().unwrap();
-    let chat = |model: &str| client().post(format!("{}/v1/chat/completions", gw.url())).bearer_auth(secret).json(&json!({"model": model, "messages": []}));
+    let chat = |model: &str| {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth(secret)
+            .json(&json!({"model": model, "messages": []}))
+    };
     assert_eq!(chat("gpt-4o-mini").send().await.unwrap().status(), 200);
     // allowed but unpriced: 402 before any upstream call (and before the RPM counts it)
-    let r = chat("gpt-4.1-mini").send().await.unwrap();
+    let r = chat("gpt-4.1-x").send().await.unwrap();
     assert_eq!(r.status(), 402);
     // not allowed: 403
     let r = chat("gpt-4o").send().await.unwrap();
@@ -150,7 +209,11 @@ async fn rpm_limit_gives_429_with_retry_after_and_pricing_and_allow_lists_refuse
     assert_eq!(chat("gpt-4o-mini").send().await.unwrap().status(), 200);
     let r = chat("gpt-4o-mini").send().await.unwrap();
     assert_eq!(r.status(), 429);
-    let ra: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let ra: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&ra));
     assert_eq!(mock.requests().len(), 2);
 }
@@ -158,8 +221,20 @@ async fn rpm_limit_gives_429_with_retry_after_and_pricing_and_allow_lists_refuse
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_mismatch_is_refused_but_claude_code_metadata_is_not() {
     let (_mock, gw) = start("").await;
-    admin(&gw, reqwest::Method::POST, "/v1/users", Some(json!({"user_id": "alice"}))).await;
-    let (_, key) = admin(&gw, reqwest::Method::POST, "/v1/keys", Some(json!({"user_id": "alice"}))).await;
+    admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(json!({"user_id": "alice"})),
+    )
+    .await;
+    let (_, key) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"user_id": "alice"})),
+    )
+    .await;
     let secret = key["key"].as_str().unwrap();
     let send = |meta: Value| {
         client()
@@ -170,7 +245,10 @@ async fn user_mismatch_is_refused_but_claude_code_metadata_is_not() {
     };
     let blob = "{\"device_id\":\"ab12\",\"account_uuid\":\"\",\"session_id\":\"6afd43e8\"}";
     assert_eq!(send(json!({"user_id": blob})).await.unwrap().status(), 200);
-    assert_eq!(send(json!({"user_id": "alice"})).await.unwrap().status(), 200);
+    assert_eq!(
+        send(json!({"user_id": "alice"})).await.unwrap().status(),
+        200
+    );
     let r = send(json!({"user_id": "bob"})).await.unwrap();
     assert_eq!(r.status(), 403);
     let v: Value = r.json().await.unwrap();
@@ -180,7 +258,13 @@ async fn user_mismatch_is_refused_but_claude_code_metadata_is_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_records_hold_every_field_and_export_as_jsonl_and_csv() {
     let (_mock, gw) = start("").await;
-    let (_, key) = admin(&gw, reqwest::Method::POST, "/v1/keys", Some(json!({"name": "u"}))).await;
+    let (_, key) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"name": "u"})),
+    )
+    .await;
     let secret = key["key"].as_str().unwrap();
     let r = client()
         .post(format!("{}/v1/messages?beta=true", gw.url()))
@@ -194,7 +278,13 @@ async fn usage_records_hold_every_field_and_export_as_jsonl_and_csv() {
     assert_eq!(r.status(), 200);
     let _ = r.text().await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let (_, page) = admin(&gw, reqwest::Method::GET, "/v1/usage?session_id=sess-42", None).await;
+    let (_, page) = admin(
+        &gw,
+        reqwest::Method::GET,
+        "/v1/usage?session_id=sess-42",
+        None,
+    )
+    .await;
     let rec = &page["data"][0];
     assert_eq!(rec["session_id"], "sess-42");
     assert_eq!(rec["prompt_tokens"], 30);
@@ -206,47 +296,178 @@ async fn usage_records_hold_every_field_and_export_as_jsonl_and_csv() {
     assert_eq!(rec["estimated"], false);
     assert_eq!(rec["provider"], "anthropic");
     assert!(rec["latency_ms"].is_u64() && rec["ttft_ms"].is_u64());
-    let text = client().get(format!("{}/v1/usage?format=csv&session_id=sess-42", gw.url())).bearer_auth(MASTER).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(format!(
+            "{}/v1/usage?format=csv&session_id=sess-42",
+            gw.url()
+        ))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let mut lines = text.lines();
     assert!(lines.next().unwrap().starts_with("id,timestamp,key_id"));
-    assert!(lines.next().unwrap().contains(",sess-42,30,7,0,37,0.000044,200,"), "{text}");
-    let text = client().get(format!("{}/v1/usage?format=jsonl", gw.url())).bearer_auth(MASTER).send().await.unwrap().text().await.unwrap();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .contains(",sess-42,30,7,0,37,0.000044,200,"),
+        "{text}"
+    );
+    let text = client()
+        .get(format!("{}/v1/usage?format=jsonl", gw.url()))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(text.lines().count(), 1);
     // The key can read its own standing.
-    let v: Value = client().get(format!("{}/v1/key/info", gw.url())).bearer_auth(secret).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(format!("{}/v1/key/info", gw.url()))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["standing"]["spend"], "0.000044");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn management_api_validates_and_pages() {
     let (_mock, gw) = start("").await;
-    let (st, v) = admin(&gw, reqwest::Method::POST, "/v1/users", Some(json!({"user_id": "u1", "max_budget": "ten"}))).await;
+    let (st, v) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(json!({"user_id": "u1", "max_budget": "ten"})),
+    )
+    .await;
     assert_eq!(st, 400);
     assert_eq!(v["error"]["param"], "max_budget");
-    assert_eq!(admin(&gw, reqwest::Method::POST, "/v1/users", Some(json!({"user_id": "u1"}))).await.0, 201);
-    assert_eq!(admin(&gw, reqwest::Method::POST, "/v1/users", Some(json!({"user_id": "u1"}))).await.0, 409);
-    assert_eq!(admin(&gw, reqwest::Method::GET, "/v1/users/nope", None).await.0, 404);
-    assert_eq!(admin(&gw, reqwest::Method::POST, "/v1/keys", Some(json!({"user_id": "ghost"}))).await.0, 404);
-    assert_eq!(admin(&gw, reqwest::Method::POST, "/v1/keys", Some(json!({"nmae": "typo"}))).await.0, 400);
+    assert_eq!(
+        admin(
+            &gw,
+            reqwest::Method::POST,
+            "/v1/users",
+            Some(json!({"user_id": "u1"}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            reqwest::Method::POST,
+            "/v1/users",
+            Some(json!({"user_id": "u1"}))
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        admin(&gw, reqwest::Method::GET, "/v1/users/nope", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            reqwest::Method::POST,
+            "/v1/keys",
+            Some(json!({"user_id": "ghost"}))
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        admin(
+            &gw,
+            reqwest::Method::POST,
+            "/v1/keys",
+            Some(json!({"nmae": "typo"}))
+        )
+        .await
+        .0,
+        400
+    );
     for i in 0..5 {
-        admin(&gw, reqwest::Method::POST, "/v1/users", Some(json!({"user_id": format!("p{i}")}))).await;
+        admin(
+            &gw,
+            reqwest::Method::POST,
+            "/v1/users",
+            Some(json!({"user_id": format!("p{i}")})),
+        )
+        .await;
     }
     let (_, p1) = admin(&gw, reqwest::Method::GET, "/v1/users?limit=2", None).await;
     assert_eq!(p1["data"].as_array().unwrap().len(), 2);
     assert_eq!(p1["has_more"], true);
     let cursor = p1["next_cursor"].as_str().unwrap();
-    let (_, p2) = admin(&gw, reqwest::Method::GET, &format!("/v1/users?limit=2&after={cursor}"), None).await;
+    let (_, p2) = admin(
+        &gw,
+        reqwest::Method::GET,
+        &format!("/v1/users?limit=2&after={cursor}"),
+        None,
+    )
+    .await;
     assert_ne!(p1["data"][0]["user_id"], p2["data"][0]["user_id"]);
-    let (st, b) = admin(&gw, reqwest::Method::POST, "/v1/budgets", Some(json!({"budget_id": "team", "max_budget": 25, "budget_duration": "monthly"}))).await;
+    let (st, b) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/budgets",
+        Some(json!({"budget_id": "team", "max_budget": 25, "budget_duration": "monthly"})),
+    )
+    .await;
     assert_eq!(st, 201, "{b}");
-    assert_eq!(admin(&gw, reqwest::Method::PATCH, "/v1/users/u1", Some(json!({"budget_id": "team"}))).await.0, 200);
-    assert_eq!(admin(&gw, reqwest::Method::DELETE, "/v1/budgets/team", None).await.0, 409);
-    let (st, p) = admin(&gw, reqwest::Method::POST, "/v1/pricing", Some(json!({"model_key": "openai:gpt-9", "input": 1.5, "output": "6"}))).await;
+    assert_eq!(
+        admin(
+            &gw,
+            reqwest::Method::PATCH,
+            "/v1/users/u1",
+            Some(json!({"budget_id": "team"}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        admin(&gw, reqwest::Method::DELETE, "/v1/budgets/team", None)
+            .await
+            .0,
+        409
+    );
+    let (st, p) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/pricing",
+        Some(json!({"model_key": "openai:gpt-9", "input": 1.5, "output": "6"})),
+    )
+    .await;
     assert_eq!(st, 200, "{p}");
-    assert_eq!(p["input"], "1.50");
+    assert_eq!(p["input"], "1.5");
     let (_, all) = admin(&gw, reqwest::Method::GET, "/v1/pricing", None).await;
-    assert!(all["data"].as_array().unwrap().iter().any(|e| e["model_key"] == "openai:gpt-9" && e["source"] == "api"));
-    assert!(all["data"].as_array().unwrap().iter().any(|e| e["model_key"] == "anthropic:claude-sonnet-4*"));
+    assert!(all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["model_key"] == "openai:gpt-9" && e["source"] == "api"));
+    assert!(all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["model_key"] == "anthropic:claude-sonnet-4*"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -256,8 +477,18 @@ async fn kill_9_under_load_loses_no_usage_that_finished_before_the_promise() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let (d1, u1) = (dir.clone(), url.clone());
-    let mut gw = tokio::task::spawn_blocking(move || Gateway::spawn_in(&d1, move |p, d| config_for(&u1, p, d, PRICING), &[])).await.unwrap();
-    let (_, key) = admin(&gw, reqwest::Method::POST, "/v1/keys", Some(json!({"name": "crash"}))).await;
+    let mut gw = tokio::task::spawn_blocking(move || {
+        Gateway::spawn_in(&d1, move |p, d| config_for(&u1, p, d, PRICING), &[])
+    })
+    .await
+    .unwrap();
+    let (_, key) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"name": "crash"})),
+    )
+    .await;
     let secret = key["key"].as_str().unwrap().to_string();
     let id = key["id"].as_str().unwrap().to_string();
     // Load: 8 workers; each response's completion time is noted.
@@ -294,8 +525,14 @@ async fn kill_9_under_load_loses_no_usage_that_finished_before_the_promise() {
     for w in workers {
         finished.extend(w.await.unwrap());
     }
-    let promised = finished.iter().filter(|t| **t + Duration::from_millis(100) <= killed_at).count() as u64;
-    assert!(promised > 20, "the load was too light to mean anything: {promised}");
+    let promised = finished
+        .iter()
+        .filter(|t| **t + Duration::from_millis(100) <= killed_at)
+        .count() as u64;
+    assert!(
+        promised > 20,
+        "the load was too light to mean anything: {promised}"
+    );
     // Restart on the same store.
     let cfg_path = gw.config_path.clone();
     let port = gw.port;
@@ -307,12 +544,28 @@ async fn kill_9_under_load_loses_no_usage_that_finished_before_the_promise() {
     })
     .await
     .unwrap();
-    let (_, sum) = admin(&gw2, reqwest::Method::GET, &format!("/v1/usage?group_by=key&key_id={id}"), None).await;
+    let (_, sum) = admin(
+        &gw2,
+        reqwest::Method::GET,
+        &format!("/v1/usage?group_by=key&key_id={id}"),
+        None,
+    )
+    .await;
     let recorded = sum["totals"]["requests"].as_u64().unwrap();
     let upstream = mock.requests().len() as u64;
-    assert!(recorded >= promised, "lost usage: {recorded} recorded < {promised} finished 100 ms before the kill");
-    assert!(recorded <= upstream, "usage counted twice: {recorded} recorded > {upstream} upstream requests");
+    assert!(
+        recorded >= promised,
+        "lost usage: {recorded} recorded < {promised} finished 100 ms before the kill"
+    );
+    assert!(
+        recorded <= upstream,
+        "usage counted twice: {recorded} recorded > {upstream} upstream requests"
+    );
     let (_, info) = admin(&gw2, reqwest::Method::GET, &format!("/v1/keys/{id}"), None).await;
-    assert_eq!(info["standing"]["spend"], crate_usd(recorded * 20), "spend matches the records exactly");
+    assert_eq!(
+        info["standing"]["spend"],
+        crate_usd(recorded * 20),
+        "spend matches the records exactly"
+    );
     eprintln!("crash test: {promised} finished >=100 ms before kill -9, {recorded} recorded, {upstream} reached the upstream");
 }

@@ -308,6 +308,20 @@ impl Ledger {
                 ));
             }
         }
+        if price.is_none() && self.require_pricing {
+            return Err(GatewayError::new(
+                ErrorKind::PaymentRequired,
+                "No price is configured for this model, and this gateway requires one (require_pricing). Add it with POST /v1/pricing or in the config.",
+            ));
+        }
+        let mut accounts = vec![self.key_account(key)];
+        if let Some(u) = user {
+            accounts.push(self.user_account(u));
+        }
+        let amount = price.map_or(0, |p| worst_case(&p, estimate));
+        let reservation = reserve(&accounts, amount, now_secs).map_err(|e| budget_error(&e))?;
+        // Rate limits count only requests that pass everything else; a refusal here drops
+        // the reservation, which releases it.
         let now_ms = now_secs * 1000 + (crate::auth::now_millis() % 1000);
         let mut limiters = vec![self.limiter(Scope::Key, &key.id)];
         let mut checks = vec![(key.limits.rpm, key.limits.tpm, "key")];
@@ -321,18 +335,6 @@ impl Ledger {
                     .map_err(|e| rate_error(e, who))?;
             }
         }
-        if price.is_none() && self.require_pricing {
-            return Err(GatewayError::new(
-                ErrorKind::PaymentRequired,
-                "No price is configured for this model, and this gateway requires one (require_pricing). Add it with POST /v1/pricing or in the config.",
-            ));
-        }
-        let mut accounts = vec![self.key_account(key)];
-        if let Some(u) = user {
-            accounts.push(self.user_account(u));
-        }
-        let amount = price.map_or(0, |p| worst_case(&p, estimate));
-        let reservation = reserve(&accounts, amount, now_secs).map_err(|e| budget_error(&e))?;
         Ok(Admission {
             reservation: Some(reservation),
             price,
