@@ -289,10 +289,12 @@ mod tests {
     #[test]
     fn windows_reset_lazily_and_in_flight_settles_into_the_new_window() {
         let a = limited("u", 100);
-        reserve(&[a.clone()], 90, 10).unwrap().settle(90, 10);
-        assert!(reserve(&[a.clone()], 20, 20).is_err());
+        reserve(std::slice::from_ref(&a), 90, 10)
+            .unwrap()
+            .settle(90, 10);
+        assert!(reserve(std::slice::from_ref(&a), 20, 20).is_err());
         let next_day = 86_400 + 5;
-        let r = reserve(&[a.clone()], 20, next_day).unwrap();
+        let r = reserve(std::slice::from_ref(&a), 20, next_day).unwrap();
         assert_eq!(a.standing(next_day).spent, 0);
         r.settle(7, next_day + 1);
         assert_eq!(a.standing(next_day + 1).spent, 7);
@@ -303,7 +305,7 @@ mod tests {
     fn dropped_reservation_releases() {
         let a = limited("u", 100);
         {
-            let _r = reserve(&[a.clone()], 60, 1).unwrap();
+            let _r = reserve(std::slice::from_ref(&a), 60, 1).unwrap();
         }
         assert_eq!(a.standing(1).reserved, 0);
     }
@@ -316,7 +318,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..100 {
-                        if let Ok(r) = reserve(&[a.clone()], 10, 1) {
+                        if let Ok(r) = reserve(std::slice::from_ref(&a), 10, 1) {
                             admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             r.settle(10, 1);
                         }
