@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Acceptance: the real clients (openai and anthropic Python SDKs, the Claude Code CLI), pinned,
+# driven through a real tollgate to the mock upstream, all on loopback.
+# Usage (from the repo root): bash tests/clients/run.sh
+# TOLLGATE_BIN / MOCK_BIN may point at prebuilt binaries.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+log() { printf '[acceptance] %s\n' "$*"; }
+
+# --- clients -------------------------------------------------------------------------------
+venv="$here/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating venv"
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c 'import openai, anthropic, pytest' 2>/dev/null \
+   || ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF -f "$here/requirements.txt"; then
+  log "installing Python SDKs ($(tr '\n' ' ' < "$here/requirements.txt"))"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
+fi
+claude="$here/node_modules/.bin/claude"
+if ! "$claude" --version >/dev/null 2>&1; then
+  log "installing Claude Code (npm ci)"
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+  if ! "$claude" --version >/dev/null 2>&1; then
+    # npm may skip install scripts: run the package's own installer (no network needed).
+    (cd "$here/node_modules/@anthropic-ai/claude-code" && node install.cjs)
+  fi
+fi
+log "clients: $("$venv/bin/python" -c 'import openai, anthropic; print("openai", openai.__version__, "anthropic", anthropic.__version__)'), claude $("$claude" --version)"
+
+# --- binaries ------------------------------------------------------------------------------
+if [ -z "${TOLLGATE_BIN:-}" ] || [ -z "${MOCK_BIN:-}" ]; then
+  cargo build --quiet --bin tollgate && cargo build --quiet -p mock-upstream
+  TOLLGATE_BIN="${TOLLGATE_BIN:-$root/target/debug/tollgate}"
+  MOCK_BIN="${MOCK_BIN:-$root/target/debug/mock-upstream}"
+fi
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$MOCK_BIN" --listen 127.0.0.1:0 --log "$work/mock.jsonl" > "$work/mock.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
+mock_addr="$(sed -n 's/.*listening on //p' "$work/mock.out")"
+[ -n "$mock_addr" ] || { cat "$work/mock.out"; echo "mock did not start"; exit 1; }
+
+port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+master="acceptance-master-key-0123456789"
+cat > "$work/tollgate.yaml" <<YAML
+listen: 127.0.0.1:$port
+data_dir: $work/data
+master_key: $master
+grace_period_seconds: 1
+graceful_shutdown_timeout_seconds: 1
+presets: false
+providers:
+  openai: {kind: openai, base_url: "http://$mock_addr/v1", api_key: sk-openai-provider-key, models: [gpt-4o-mini, text-embedding-3-small]}
+  anthropic: {kind: anthropic, base_url: "http://$mock_addr", api_key: sk-ant-provider-key, models: [claude-sonnet-4-6]}
+YAML
+RUST_LOG=info "$TOLLGATE_BIN" serve --config "$work/tollgate.yaml" > "$work/tollgate.out" 2> "$work/tollgate.log" &
+pids+=($!)
+for _ in $(seq 200); do
+  curl -sf "http://127.0.0.1:$port/health" 2>/dev/null | grep -q '"store":"open"' && break
+  sleep 0.05
+done
+curl -sf "http://127.0.0.1:$port/health" >/dev/null || { tail -20 "$work/tollgate.log"; echo "tollgate did not start"; exit 1; }
+key="$(curl -sf -X POST "http://127.0.0.1:$port/v1/keys" -H "authorization: Bearer $master" -d '{"name":"acceptance"}' \
+  | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+log "tollgate on 127.0.0.1:$port, mock on $mock_addr"
+
+export TG_BASE="http://127.0.0.1:$port" TG_KEY="$key" TG_MASTER="$master" TG_MOCK="http://$mock_addr" \
+       TG_CLAUDE="$claude" TG_WORK="$work"
+status=0
+"$venv/bin/python" -m pytest -q -p no:cacheprovider "$here" || status=$?
+if [ "$status" -ne 0 ]; then
+  log "tollgate log (tail):"; tail -30 "$work/tollgate.log" | sed 's/tg-[A-Za-z0-9_-]*/tg-<redacted>/g'
+fi
+exit "$status"
