@@ -31,8 +31,10 @@ pub struct Ctx {
     /// The request went through the large-body path.
     pub direct: bool,
     pub counted_inflight: bool,
-    /// tollgate asked an OpenAI stream for its usage chunk; hide it from the client.
-    pub hide_usage_chunk: bool,
+    /// The endpoint called upstream (differs from `endpoint` when translating).
+    pub upstream_endpoint: Endpoint,
+    /// How the response must be treated (set when the request is planned).
+    pub tap_spec: Option<super::response::TapSpec>,
     /// Budget reservation and rate-limit handles, settled in `logging`.
     pub admission: Option<crate::ledger::Admission>,
     pub user_id: Option<String>,
@@ -59,7 +61,8 @@ impl Ctx {
             client_gone: false,
             direct: false,
             counted_inflight: false,
-            hide_usage_chunk: false,
+            upstream_endpoint: Endpoint::NotFound,
+            tap_spec: None,
             admission: None,
             user_id: None,
             session_id: None,

@@ -50,7 +50,7 @@ impl Gateway {
             .expect("address resolved before forwarding");
         let peer: HttpPeer = peer_for(&route.provider, addr);
         let mut req = s.req_header().clone();
-        prepare_request(&mut req, &route.provider, ctx.endpoint, body.len())?;
+        prepare_request(&mut req, &route.provider, ctx.upstream_endpoint, body.len())?;
 
         let mut tries = 0;
         let mut up = loop {
@@ -90,14 +90,9 @@ impl Gateway {
         ] {
             resp.remove_header(h);
         }
-        let mut tap = ResponseTap::on_header(
-            &mut resp,
-            self.wire(ctx.endpoint),
-            ctx.endpoint.dialect(),
-            &route.provider.name,
-            ctx.hide_usage_chunk,
-        );
-        if !tap.replaces_body() && (!had_length || tap.is_stream) {
+        let spec = ctx.tap_spec.clone().expect("planned");
+        let mut tap = ResponseTap::on_header(&mut resp, &spec);
+        if !tap.replaces_body() && !tap.rewrites_body() && (!had_length || tap.is_stream) {
             resp.remove_header("content-length");
             resp.insert_header("transfer-encoding", "chunked")?;
         }

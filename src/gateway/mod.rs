@@ -18,6 +18,7 @@
 mod ctx;
 mod direct;
 pub mod local;
+mod plan;
 pub mod response;
 mod settle;
 pub mod upstream;
@@ -40,7 +41,6 @@ use crate::auth::{self, KeyIndex, KeyRecord};
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
-use crate::meter::Wire;
 use crate::metrics;
 use crate::route::Router;
 use crate::store::StoreSlot;
@@ -100,15 +100,6 @@ fn request_id(s: &Session) -> String {
 }
 
 impl Gateway {
-    pub(crate) fn wire(&self, ep: Endpoint) -> Wire {
-        match ep {
-            Endpoint::ChatCompletions => Wire::OpenAiChat,
-            Endpoint::Messages | Endpoint::CountTokens => Wire::Anthropic,
-            Endpoint::Responses => Wire::Responses,
-            _ => Wire::OpenAiOther,
-        }
-    }
-
     /// Authenticates the virtual key on an inference or listing request.
     fn authenticate(&self, s: &Session) -> Result<Arc<KeyRecord>, GatewayError> {
         let h = &s.req_header().headers;
@@ -274,48 +265,19 @@ impl Gateway {
         };
         ctx.client_model = model.clone();
         let route = self.state.router.resolve(&model)?;
-        if route.provider.kind.endpoint_path(ctx.endpoint).is_none() {
-            return Err(GatewayError::invalid(format!(
-                "Model '{}' is served by provider '{}', which speaks the {} format and cannot serve {} without translation.",
-                model,
-                route.provider.name,
-                route.provider.kind.as_str(),
-                s.req_header().uri.path()
-            ))
-            .with_param("model")
-            .into());
-        }
         self.admit(s, ctx, &req, &route, body.len())?;
-        // Meter OpenAI streams from the stream itself: ask for the usage chunk, and hide it
-        // from a client that did not ask for it.
-        let mut force_rewrite = false;
-        if ctx.stream
-            && ctx.endpoint == Endpoint::ChatCompletions
-            && route.provider.kind == crate::providers::ProviderKind::OpenAi
+        if ctx.endpoint == Endpoint::CountTokens
+            && route.provider.kind != crate::providers::ProviderKind::Anthropic
         {
-            let asked = req
-                .get("stream_options")
-                .and_then(|o| o.get("include_usage"))
-                .and_then(Value::as_bool)
-                == Some(true);
-            if !asked {
-                let opts = req.entry("stream_options").or_insert_with(|| json!({}));
-                if let Some(o) = opts.as_object_mut() {
-                    o.insert("include_usage".into(), Value::Bool(true));
-                    ctx.hide_usage_chunk = true;
-                    force_rewrite = true;
-                }
-            }
+            // Never a generation call, never billed: counted here.
+            let n = crate::meter::count::count_anthropic_request(&req);
+            local::send_json(s, 200, &json!({"input_tokens": n}), &ctx.request_id).await?;
+            return Ok(Flow::Done);
         }
-        let upstream_body = if force_rewrite || route.model != model || !req.contains_key("model") {
-            req.insert("model".into(), Value::String(route.model.clone()));
-            Bytes::from(
-                serde_json::to_vec(&req)
-                    .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?,
-            )
-        } else {
-            body
-        };
+        let plan = plan::plan(ctx, &mut req, body, &route)?;
+        ctx.upstream_endpoint = plan.upstream_endpoint;
+        ctx.tap_spec = Some(plan.tap);
+        let upstream_body = plan.body;
         ctx.upstream_addr = Some(
             self.state
                 .resolver
@@ -498,7 +460,7 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let route = ctx.route.as_ref().expect("routed");
         let len = ctx.upstream_body.as_ref().map_or(0, |b| b.len());
-        upstream::prepare_request(up, &route.provider, ctx.endpoint, len)
+        upstream::prepare_request(up, &route.provider, ctx.upstream_endpoint, len)
     }
 
     async fn request_body_filter(
@@ -526,14 +488,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.upstream_ttfb = Some(ctx.start.elapsed());
-        let provider = ctx.provider_name().to_string();
-        let tap = ResponseTap::on_header(
-            resp,
-            self.wire(ctx.endpoint),
-            ctx.endpoint.dialect(),
-            &provider,
-            ctx.hide_usage_chunk,
-        );
+        let spec = ctx.tap_spec.clone().expect("planned");
+        let tap = ResponseTap::on_header(resp, &spec);
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         if tap.is_stream {
             metrics::INFLIGHT_STREAMS.inc();

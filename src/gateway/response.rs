@@ -3,15 +3,49 @@
 //! the forwarding loop on the large-body path, so both paths behave the same.
 //!
 //! Same-format traffic passes through byte for byte while a [`StreamMeter`] reads usage off
-//! the stream. Upstream auth failures become a 502 in the client's dialect (the provider's
-//! complaint is about the gateway's credential, not the client's).
+//! the stream. Cross-format traffic goes through a [`StreamTranscoder`] (streams) or a body
+//! converter (JSON and errors). Upstream auth failures become a 502 in the client's dialect
+//! (the provider's complaint is about the gateway's credential, not the client's).
 
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 
 use crate::error::{Dialect, ErrorKind, GatewayError};
 use crate::meter::{usage_from_body, StreamMeter, Usage, Wire};
+use crate::translate::shared::ToolNames;
 use crate::translate::sse::{SseEvent, SseParser};
+use crate::translate::{a2c, c2a, StreamTranscoder};
+
+/// How the client's format differs from the upstream's.
+#[derive(Debug, Clone)]
+pub enum Translation {
+    /// Same format: pass through.
+    None,
+    /// An Anthropic client on an OpenAI-compatible upstream.
+    AnthropicOnChat {
+        client_model: String,
+        names: ToolNames,
+        estimated_input: u64,
+    },
+    /// An OpenAI chat client on an Anthropic upstream.
+    ChatOnAnthropic {
+        client_model: String,
+        names: ToolNames,
+        include_usage: bool,
+    },
+}
+
+/// Everything the tap needs to know about the request.
+#[derive(Debug, Clone)]
+pub struct TapSpec {
+    /// The upstream's wire (for metering same-format streams).
+    pub wire: Wire,
+    /// The client's dialect.
+    pub dialect: Dialect,
+    pub provider: String,
+    pub hide_usage_chunk: bool,
+    pub translation: Translation,
+}
 
 /// Non-streamed bodies are kept (to read their usage) up to this size.
 const MAX_KEPT_BODY: usize = 8 * 1024 * 1024;
@@ -29,6 +63,21 @@ enum Mode {
     Replace(Bytes),
     /// Passed through untouched (errors, unknown content).
     Plain,
+    /// A stream transcoded event by event.
+    Transcode(Box<dyn StreamTranscoder>),
+    /// A JSON body kept whole and converted at the end (non-streamed answers, errors).
+    Convert(BytesMut, Converter),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Converter {
+    ChatToAnthropic,
+    AnthropicToChat,
+    /// An upstream error body into the client's dialect (status kept).
+    Error {
+        status: u16,
+        upstream: Dialect,
+    },
 }
 
 #[derive(Debug)]
@@ -36,6 +85,7 @@ pub struct ResponseTap {
     mode: Mode,
     wire: Wire,
     dialect: Dialect,
+    translation: Translation,
     pub status: u16,
     pub usage: Option<Usage>,
     pub bytes_out: u64,
@@ -47,13 +97,8 @@ pub struct ResponseTap {
 
 impl ResponseTap {
     /// Inspects the upstream response header and edits it for the client.
-    pub fn on_header(
-        resp: &mut ResponseHeader,
-        wire: Wire,
-        dialect: Dialect,
-        provider: &str,
-        hide_usage_chunk: bool,
-    ) -> ResponseTap {
+    pub fn on_header(resp: &mut ResponseHeader, spec: &TapSpec) -> ResponseTap {
+        let (wire, dialect, provider) = (spec.wire, spec.dialect, spec.provider.as_str());
         let status = resp.status.as_u16();
         let ctype = resp
             .headers
@@ -61,21 +106,60 @@ impl ResponseTap {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let mut mode = if (200..300).contains(&status) {
-            if ctype.starts_with("text/event-stream") && hide_usage_chunk {
-                Mode::StreamHidingUsage(
-                    Box::new(StreamMeter::new(wire)),
-                    Box::new(SseParser::new()),
-                )
-            } else if ctype.starts_with("text/event-stream") {
-                Mode::Stream(Box::new(StreamMeter::new(wire)))
-            } else if ctype.contains("json") {
-                Mode::Json(BytesMut::new())
-            } else {
-                Mode::Plain
+        let sse = ctype.starts_with("text/event-stream");
+        let ok = (200..300).contains(&status);
+        let mut mode = match (&spec.translation, ok) {
+            (Translation::None, true) if sse && spec.hide_usage_chunk => Mode::StreamHidingUsage(
+                Box::new(StreamMeter::new(wire)),
+                Box::new(SseParser::new()),
+            ),
+            (Translation::None, true) if sse => Mode::Stream(Box::new(StreamMeter::new(wire))),
+            (Translation::None, true) if ctype.contains("json") => Mode::Json(BytesMut::new()),
+            (Translation::None, _) => Mode::Plain,
+            (
+                Translation::AnthropicOnChat {
+                    client_model,
+                    names,
+                    estimated_input,
+                },
+                true,
+            ) if sse => Mode::Transcode(Box::new(a2c::ChatToAnthropicStream::new(
+                client_model,
+                *estimated_input,
+                names.clone(),
+            ))),
+            (
+                Translation::ChatOnAnthropic {
+                    client_model,
+                    names,
+                    include_usage,
+                },
+                true,
+            ) if sse => Mode::Transcode(Box::new(c2a::AnthropicToChatStream::new(
+                client_model,
+                *include_usage,
+                names.clone(),
+            ))),
+            (Translation::AnthropicOnChat { .. }, true) => {
+                Mode::Convert(BytesMut::new(), Converter::ChatToAnthropic)
             }
-        } else {
-            Mode::Plain
+            (Translation::ChatOnAnthropic { .. }, true) => {
+                Mode::Convert(BytesMut::new(), Converter::AnthropicToChat)
+            }
+            (Translation::AnthropicOnChat { .. }, false) => Mode::Convert(
+                BytesMut::new(),
+                Converter::Error {
+                    status,
+                    upstream: Dialect::OpenAi,
+                },
+            ),
+            (Translation::ChatOnAnthropic { .. }, false) => Mode::Convert(
+                BytesMut::new(),
+                Converter::Error {
+                    status,
+                    upstream: Dialect::Anthropic,
+                },
+            ),
         };
         let mut out_status = status;
         if status == 401 || status == 403 {
@@ -87,9 +171,23 @@ impl ResponseTap {
             out_status = e.status();
             mode = Mode::Replace(e.body(dialect));
         }
-        let is_stream = matches!(mode, Mode::Stream(_) | Mode::StreamHidingUsage(..));
-        if matches!(mode, Mode::StreamHidingUsage(..)) {
+        let is_stream = matches!(
+            mode,
+            Mode::Stream(_) | Mode::StreamHidingUsage(..) | Mode::Transcode(_)
+        );
+        if matches!(
+            mode,
+            Mode::StreamHidingUsage(..) | Mode::Transcode(_) | Mode::Convert(..)
+        ) {
+            // The body changes length: send it chunked.
             resp.remove_header("content-length");
+            let _ = resp.insert_header("transfer-encoding", "chunked");
+        }
+        if matches!(mode, Mode::Transcode(_)) {
+            let _ = resp.insert_header("content-type", "text/event-stream; charset=utf-8");
+        }
+        if matches!(mode, Mode::Convert(..)) {
+            let _ = resp.insert_header("content-type", "application/json");
         }
         // Strip what no longer describes the body we send, and upstream identity headers.
         for h in ["server", "alt-svc", "set-cookie", "via"] {
@@ -110,6 +208,7 @@ impl ResponseTap {
             mode,
             wire,
             dialect,
+            translation: spec.translation.clone(),
             status: out_status,
             usage: None,
             bytes_out: 0,
@@ -156,6 +255,32 @@ impl ResponseTap {
                     self.finished = true;
                 }
             }
+            Mode::Transcode(t) => {
+                let mut out = BytesMut::new();
+                if let Some(b) = body.as_ref() {
+                    t.feed(b, &mut out);
+                }
+                if eos {
+                    t.finish(&mut out);
+                    self.usage = t.usage();
+                    self.incomplete = !t.completed();
+                    self.finished = true;
+                }
+                *body = (!out.is_empty()).then(|| out.freeze());
+            }
+            Mode::Convert(kept, conv) => {
+                if let Some(b) = body.take() {
+                    if kept.len() + b.len() <= MAX_KEPT_BODY {
+                        kept.extend_from_slice(&b);
+                    }
+                }
+                if eos {
+                    let conv = *conv;
+                    let kept = std::mem::take(kept);
+                    *body = Some(self.convert(&kept, conv));
+                    self.finished = true;
+                }
+            }
             Mode::Replace(replacement) => {
                 *body = if eos { Some(replacement.clone()) } else { None };
                 if eos {
@@ -170,6 +295,50 @@ impl ResponseTap {
         }
         if let Some(b) = body.as_ref() {
             self.bytes_out += b.len() as u64;
+        }
+    }
+
+    /// Converts a whole upstream JSON body into the client's format.
+    fn convert(&mut self, body: &[u8], conv: Converter) -> Bytes {
+        let v: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) if matches!(conv, Converter::Error { .. }) => serde_json::Value::Null,
+            Err(_) => {
+                self.incomplete = true;
+                let e = GatewayError::new(
+                    ErrorKind::Upstream,
+                    "The provider returned an invalid response body.",
+                );
+                return e.body(self.dialect);
+            }
+        };
+        match (conv, &self.translation) {
+            (
+                Converter::ChatToAnthropic,
+                Translation::AnthropicOnChat {
+                    client_model,
+                    names,
+                    ..
+                },
+            ) => {
+                self.usage = usage_from_body(Wire::OpenAiChat, &v);
+                Bytes::from(a2c::response(&v, client_model, names).to_string())
+            }
+            (
+                Converter::AnthropicToChat,
+                Translation::ChatOnAnthropic {
+                    client_model,
+                    names,
+                    ..
+                },
+            ) => {
+                self.usage = usage_from_body(Wire::Anthropic, &v);
+                Bytes::from(c2a::response(&v, client_model, names).to_string())
+            }
+            (Converter::Error { status, upstream }, _) => {
+                translate_error(status, &v, upstream).body(self.dialect)
+            }
+            _ => Bytes::from(v.to_string()),
         }
     }
 
@@ -188,6 +357,15 @@ impl ResponseTap {
             return None;
         }
         match &mut self.mode {
+            Mode::Transcode(t) => {
+                let mut out = BytesMut::new();
+                t.fail(message, &mut out);
+                self.usage = t.usage();
+                self.incomplete = !t.completed();
+                self.finished = true;
+                self.bytes_out += out.len() as u64;
+                (!out.is_empty()).then(|| out.freeze())
+            }
             Mode::Stream(meter) | Mode::StreamHidingUsage(meter, _) => {
                 meter.finish();
                 let already_done = meter.completed;
@@ -208,14 +386,46 @@ impl ResponseTap {
         }
     }
 
-    /// The upstream body is replaced by one of ours (its length is set in the header).
+    /// The body we send has a length fixed in the header already, or is chunked by us.
     pub fn replaces_body(&self) -> bool {
         matches!(self.mode, Mode::Replace(_))
+    }
+
+    /// The body is rewritten (transcoded or converted): the header says chunked.
+    pub fn rewrites_body(&self) -> bool {
+        matches!(
+            self.mode,
+            Mode::Transcode(_) | Mode::Convert(..) | Mode::StreamHidingUsage(..)
+        )
     }
 
     pub fn finished(&self) -> bool {
         self.finished
     }
+}
+
+/// An upstream error body in one dialect → a [`GatewayError`] with the same status, for the
+/// client's dialect. Provider secrets are redacted from the message.
+fn translate_error(status: u16, v: &serde_json::Value, upstream: Dialect) -> GatewayError {
+    let msg = match upstream {
+        Dialect::OpenAi => v.pointer("/error/message").and_then(|m| m.as_str()),
+        Dialect::Anthropic => v.pointer("/error/message").and_then(|m| m.as_str()),
+    }
+    .map(crate::translate::shared::redact)
+    .unwrap_or_else(|| format!("The provider answered HTTP {status}."));
+    let kind = match status {
+        400 | 404 | 409 | 413 | 422 => ErrorKind::InvalidRequest,
+        429 => ErrorKind::RateLimited,
+        503 | 529 => ErrorKind::Unavailable,
+        504 => ErrorKind::UpstreamTimeout,
+        _ if status >= 500 => ErrorKind::Upstream,
+        _ => ErrorKind::InvalidRequest,
+    };
+    let mut e = GatewayError::new(kind, msg).with_status(status);
+    if status == 404 {
+        e.kind = ErrorKind::NotFound;
+    }
+    e
 }
 
 /// Writes an OpenAI chat event back out unless it is the usage-only chunk (`choices: []`
@@ -246,6 +456,16 @@ fn reframe_without_usage(ev: SseEvent, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
+    fn spec(wire: Wire, dialect: Dialect, hide: bool) -> TapSpec {
+        TapSpec {
+            wire,
+            dialect,
+            provider: "p".into(),
+            hide_usage_chunk: hide,
+            translation: Translation::None,
+        }
+    }
+
     fn header(status: u16, ctype: &str) -> ResponseHeader {
         let mut h = ResponseHeader::build(status, None).unwrap();
         h.insert_header("content-type", ctype).unwrap();
@@ -256,7 +476,8 @@ mod tests {
     #[test]
     fn stream_passes_through_and_meters() {
         let mut h = header(200, "text/event-stream");
-        let mut tap = ResponseTap::on_header(&mut h, Wire::OpenAiChat, Dialect::OpenAi, "p", false);
+        let mut tap =
+            ResponseTap::on_header(&mut h, &spec(Wire::OpenAiChat, Dialect::OpenAi, false));
         assert!(h.headers.get("server").is_none());
         let chunk = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n");
         let mut b = Some(chunk.clone());
@@ -270,7 +491,8 @@ mod tests {
     #[test]
     fn injected_usage_chunk_is_hidden_but_metered() {
         let mut h = header(200, "text/event-stream");
-        let mut tap = ResponseTap::on_header(&mut h, Wire::OpenAiChat, Dialect::OpenAi, "p", true);
+        let mut tap =
+            ResponseTap::on_header(&mut h, &spec(Wire::OpenAiChat, Dialect::OpenAi, true));
         let input = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
         let mut out = Vec::new();
         for piece in input.chunks(5) {
@@ -289,13 +511,8 @@ mod tests {
     #[test]
     fn upstream_auth_failure_becomes_502_in_client_dialect() {
         let mut h = header(401, "application/json");
-        let mut tap = ResponseTap::on_header(
-            &mut h,
-            Wire::Anthropic,
-            Dialect::Anthropic,
-            "anthropic",
-            false,
-        );
+        let mut tap =
+            ResponseTap::on_header(&mut h, &spec(Wire::Anthropic, Dialect::Anthropic, false));
         assert_eq!(h.status.as_u16(), 502);
         let mut b = Some(Bytes::from_static(b"{\"error\":\"bad key sk-secret\"}"));
         tap.on_body(&mut b, false);
@@ -311,7 +528,7 @@ mod tests {
     fn broken_stream_gets_an_error_event() {
         let mut h = header(200, "text/event-stream");
         let mut tap =
-            ResponseTap::on_header(&mut h, Wire::Anthropic, Dialect::Anthropic, "p", false);
+            ResponseTap::on_header(&mut h, &spec(Wire::Anthropic, Dialect::Anthropic, false));
         tap.on_body(&mut Some(Bytes::from_static(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5}}}\n\n")), false);
         let ev = tap.on_upstream_error("connection reset").unwrap();
         assert!(ev.starts_with(b"event: error\n"));

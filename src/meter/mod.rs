@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+pub mod count;
 pub mod price;
 pub mod record;
 

@@ -25,3 +25,7 @@ pub trait StreamTranscoder: Send + Sync + std::fmt::Debug {
     /// The upstream stream reached its normal end.
     fn completed(&self) -> bool;
 }
+
+pub mod a2c;
+pub mod c2a;
+pub mod shared;

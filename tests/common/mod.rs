@@ -179,15 +179,29 @@ impl Gateway {
         self.stdout.lock().unwrap().clone()
     }
 
-    /// Creates a virtual key through the management API.
+    /// Creates a virtual key through the management API. A 503 (the store is being handed
+    /// over during an upgrade) is retried after its `retry-after`, as documented.
     pub async fn create_key(&self, name: &str) -> String {
-        let r = client()
-            .post(format!("{}/v1/keys", self.url()))
-            .bearer_auth(MASTER)
-            .json(&serde_json::json!({"name": name}))
-            .send()
-            .await
-            .unwrap();
+        let mut tries = 0;
+        let r = loop {
+            let r = client()
+                .post(format!("{}/v1/keys", self.url()))
+                .bearer_auth(MASTER)
+                .json(&serde_json::json!({"name": name}))
+                .send()
+                .await
+                .unwrap();
+            tries += 1;
+            if r.status() == 503 && tries < 40 {
+                assert!(
+                    r.headers().get("retry-after").is_some(),
+                    "503 without retry-after"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            break r;
+        };
         assert_eq!(r.status(), 201);
         let v: serde_json::Value = r.json().await.unwrap();
         v["key"].as_str().unwrap().to_string()
