@@ -11,9 +11,11 @@ use serde_json::{json, Value};
 async fn start() -> (MockServer, Gateway) {
     let mock = MockServer::start().await;
     let url = mock.url();
-    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(|port, dir| config_for(&url, port, dir, "")))
-        .await
-        .unwrap();
+    let gw = tokio::task::spawn_blocking(move || {
+        Gateway::start_with(|port, dir| config_for(&url, port, dir, ""))
+    })
+    .await
+    .unwrap();
     (mock, gw)
 }
 
@@ -40,7 +42,13 @@ fn events(text: &str) -> Vec<(String, Value)> {
 }
 
 async fn post(gw: &Gateway, path: &str, key: &str, body: Value) -> reqwest::Response {
-    client().post(format!("{}{}", gw.url(), path)).header("x-api-key", key).json(&body).send().await.unwrap()
+    client()
+        .post(format!("{}{}", gw.url(), path))
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,16 +62,29 @@ async fn anthropic_client_on_openai_upstream_non_stream_and_stream() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "message");
-    assert_eq!(v["model"], "openai:gpt-4o-mini", "the client's model string is echoed");
+    assert_eq!(
+        v["model"], "openai:gpt-4o-mini",
+        "the client's model string is echoed"
+    );
     assert_eq!(v["content"][0]["text"], "Hello from mock upstream!");
     assert_eq!(v["stop_reason"], "end_turn");
     assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 0);
     let up = mock.requests()[0].json();
     assert_eq!(mock.requests()[0].path, "/v1/chat/completions");
     assert_eq!(up["model"], "gpt-4o-mini");
-    assert_eq!(up["messages"][0], json!({"role": "system", "content": "Be brief."}), "billing header dropped (E05)");
-    assert_eq!(up["messages"][2]["role"], "system", "mid-conversation system kept in place (E01)");
-    assert!(up["safety_identifier"].as_str().unwrap().starts_with("tg_"), "metadata.user_id hashed (E02)");
+    assert_eq!(
+        up["messages"][0],
+        json!({"role": "system", "content": "Be brief."}),
+        "billing header dropped (E05)"
+    );
+    assert_eq!(
+        up["messages"][2]["role"], "system",
+        "mid-conversation system kept in place (E01)"
+    );
+    assert!(
+        up["safety_identifier"].as_str().unwrap().starts_with("tg_"),
+        "metadata.user_id hashed (E02)"
+    );
     assert!(!up.to_string().contains("device_id"));
     assert_eq!(up["max_completion_tokens"], 100);
 
@@ -72,18 +93,32 @@ async fn anthropic_client_on_openai_upstream_non_stream_and_stream() {
     sbody["stream"] = json!(true);
     let r = post(&gw, "/v1/messages", &key, sbody).await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let text = r.text().await.unwrap();
     let ev = events(&text);
     let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"));
     assert_eq!(names.last(), Some(&"message_stop"));
-    assert!(names.contains(&"content_block_start") && names.contains(&"content_block_delta") && names.contains(&"message_delta"));
-    let text_out: String = ev.iter().filter(|(n, _)| n == "content_block_delta").map(|(_, d)| d["delta"]["text"].as_str().unwrap_or("").to_string()).collect();
+    assert!(
+        names.contains(&"content_block_start")
+            && names.contains(&"content_block_delta")
+            && names.contains(&"message_delta")
+    );
+    let text_out: String = ev
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(text_out, "Hello from mock upstream!");
     let md = ev.iter().find(|(n, _)| n == "message_delta").unwrap();
     assert_eq!(md.1["delta"]["stop_reason"], "end_turn");
-    assert!(md.1["usage"]["output_tokens"].as_u64().unwrap() > 0, "exact usage in message_delta (E08)");
+    assert!(
+        md.1["usage"]["output_tokens"].as_u64().unwrap() > 0,
+        "exact usage in message_delta (E08)"
+    );
     let up = mock.requests()[1].json();
     assert_eq!(up["stream_options"]["include_usage"], true);
 }
@@ -93,14 +128,30 @@ async fn claude_code_tool_round_trip_against_an_openai_upstream() {
     let (_mock, gw) = start().await;
     let key = gw.create_key("t").await;
     let tools = json!([{"name": "Bash", "description": "Run a command", "input_schema": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}]);
-    let r = post(&gw, "/v1/messages", &key, json!({"model": "openai:gpt-4o-mini", "max_tokens": 100, "stream": true, "tools": tools,
-        "messages": [{"role": "user", "content": "CALL_TOOL please"}]})).await;
+    let r = post(
+        &gw,
+        "/v1/messages",
+        &key,
+        json!({"model": "openai:gpt-4o-mini", "max_tokens": 100, "stream": true, "tools": tools,
+        "messages": [{"role": "user", "content": "CALL_TOOL please"}]}),
+    )
+    .await;
     let ev = events(&r.text().await.unwrap());
-    let start = ev.iter().find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use").expect("tool_use block");
+    let start = ev
+        .iter()
+        .find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use")
+        .expect("tool_use block");
     assert_eq!(start.1["content_block"]["name"], "Bash");
     let id = start.1["content_block"]["id"].as_str().unwrap().to_string();
-    let args: String = ev.iter().filter(|(_, d)| d["delta"]["type"] == "input_json_delta").map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap().to_string()).collect();
-    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"command": "echo hello-from-mock-tool"}));
+    let args: String = ev
+        .iter()
+        .filter(|(_, d)| d["delta"]["type"] == "input_json_delta")
+        .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"command": "echo hello-from-mock-tool"})
+    );
     let md = ev.iter().find(|(n, _)| n == "message_delta").unwrap();
     assert_eq!(md.1["delta"]["stop_reason"], "tool_use");
     // Claude Code echoes the turn and sends the result.
@@ -109,7 +160,11 @@ async fn claude_code_tool_round_trip_against_an_openai_upstream() {
                      {"role": "assistant", "content": [{"type": "tool_use", "id": id, "name": "Bash", "input": {"command": "echo hello-from-mock-tool"}}]},
                      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "hello-from-mock-tool", "is_error": false}]}]})).await;
     let ev = events(&r.text().await.unwrap());
-    let text: String = ev.iter().filter(|(n, _)| n == "content_block_delta").map(|(_, d)| d["delta"]["text"].as_str().unwrap_or("").to_string()).collect();
+    let text: String = ev
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(text, "Tool said: hello-from-mock-tool");
 }
 
@@ -122,7 +177,10 @@ async fn openai_client_on_anthropic_upstream_with_tools_and_usage() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["object"], "chat.completion");
-    assert_eq!(v["choices"][0]["message"]["content"], "Hello from mock upstream!");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Hello from mock upstream!"
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     let up = &mock.requests()[0];
@@ -138,13 +196,31 @@ async fn openai_client_on_anthropic_upstream_with_tools_and_usage() {
     let text = r.text().await.unwrap();
     let ev = events(&text);
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    let chunks: Vec<&Value> = ev.iter().map(|(_, d)| d).filter(|d| d.is_object()).collect();
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
-    let name = chunks.iter().find_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["name"].as_str()).unwrap();
+    let chunks: Vec<&Value> = ev
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| d.is_object())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    let name = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["name"].as_str())
+        .unwrap();
     assert_eq!(name, "get_weather");
-    let args: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()).collect();
-    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"command": "echo hello-from-mock-tool"}));
-    let finish = chunks.iter().find_map(|c| c["choices"][0]["finish_reason"].as_str()).unwrap();
+    let args: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"command": "echo hello-from-mock-tool"})
+    );
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .unwrap();
     assert_eq!(finish, "tool_calls");
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"], json!([]));
@@ -195,7 +271,13 @@ async fn count_tokens_is_local_for_openai_models_and_forwarded_for_anthropic() {
     let n = v["input_tokens"].as_u64().unwrap();
     assert!((8..=20).contains(&n), "{n}");
     assert!(mock.requests().is_empty(), "never a generation call");
-    let r = post(&gw, "/v1/messages/count_tokens", &key, json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let r = post(
+        &gw,
+        "/v1/messages/count_tokens",
+        &key,
+        json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(mock.requests()[0].path, "/v1/messages/count_tokens");
 }

@@ -102,3 +102,30 @@ def test_old_sdk_header_shapes_are_accepted(base, key):
         with urllib.request.urlopen(req) as r:
             assert r.status == 200
             assert json.load(r)["type"] == "message"
+
+
+def test_anthropic_sdk_on_an_openai_upstream_with_tools(base, key):
+    c = anthropic.Anthropic(base_url=base, api_key=key)
+    tools = [{"name": "Bash", "description": "run", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}]
+    m = c.messages.create(model="openai:gpt-4o-mini", max_tokens=50, tools=tools, messages=[{"role": "user", "content": "CALL_TOOL"}])
+    assert m.stop_reason == "tool_use"
+    call = [b for b in m.content if b.type == "tool_use"][0]
+    assert call.name == "Bash" and call.input == {"command": "echo hello-from-mock-tool"}
+    with c.messages.stream(model="openai:gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": "hi"}]) as s:
+        assert "".join(s.text_stream) == TEXT
+        assert s.get_final_message().usage.output_tokens > 0
+    n = c.messages.count_tokens(model="openai:gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+    assert n.input_tokens > 0
+
+
+def test_openai_sdk_on_an_anthropic_upstream_with_tools(base, key):
+    c = oai(base, key)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    r = c.chat.completions.create(model="anthropic:claude-sonnet-4-6", tools=tools, messages=[{"role": "user", "content": "CALL_TOOL"}])
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert r.choices[0].message.tool_calls[0].function.name == "get_weather"
+    chunks = list(c.chat.completions.create(model="anthropic:claude-sonnet-4-6", stream=True, stream_options={"include_usage": True}, messages=[{"role": "user", "content": "hi"}]))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == TEXT
+    assert chunks[-1].usage.total_tokens > 0
+    r = c.chat.completions.create(model="anthropic:claude-sonnet-4-6", response_format={"type": "json_object"}, messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == TEXT

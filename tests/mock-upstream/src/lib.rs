@@ -411,7 +411,12 @@ fn pieces(f: &Fault) -> Vec<String> {
 /// The text of the last user message, and whether it is a tool result.
 fn last_user(req: &Value, kind: Kind) -> (String, bool, String) {
     let msgs = req["messages"].as_array().cloned().unwrap_or_default();
-    let Some(last) = msgs.last() else {
+    // System and developer items may follow the user's turn (Claude Code): skip them.
+    let Some(last) = msgs
+        .iter()
+        .rev()
+        .find(|m| !matches!(m["role"].as_str(), Some("system" | "developer")))
+    else {
         return (String::new(), false, String::new());
     };
     if kind == Kind::Chat && last["role"] == "tool" {
@@ -448,14 +453,24 @@ fn last_user(req: &Value, kind: Kind) -> (String, bool, String) {
     }
 }
 
+/// The tool to call: a shell tool when one is declared (Claude Code's `Bash`, Codex's
+/// `exec_command`), else the first.
 fn first_tool(req: &Value, kind: Kind) -> Option<String> {
-    let t = req["tools"].as_array()?.first()?;
-    let name = if kind == Kind::Chat {
-        t["function"]["name"].as_str().or(t["name"].as_str())
-    } else {
-        t["name"].as_str()
+    let tools = req["tools"].as_array()?;
+    let name_of = |t: &Value| {
+        let n = if kind == Kind::Chat {
+            t["function"]["name"].as_str().or(t["name"].as_str())
+        } else {
+            t["name"].as_str()
+        };
+        n.map(String::from)
     };
-    name.map(String::from)
+    let names: Vec<String> = tools.iter().filter_map(name_of).collect();
+    names
+        .iter()
+        .find(|n| *n == "Bash" || *n == "exec_command")
+        .or(names.first())
+        .cloned()
 }
 
 const TOOL_ARGS: &str = "{\"command\":\"echo hello-from-mock-tool\"}";
