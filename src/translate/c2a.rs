@@ -183,7 +183,18 @@ pub fn request(c: &Map<String, Value>, opts: &RequestOptions) -> Result<Value, G
         }
     }
     if !reminders.is_empty() {
-        out.push(json!({"role": "user", "content": reminders.into_iter().map(|r| json!({"type": "text", "text": r})).collect::<Vec<_>>()}));
+        // Trailing system items join the last user turn (roles must alternate).
+        let blocks: Vec<Value> = reminders
+            .into_iter()
+            .map(|r| json!({"type": "text", "text": r}))
+            .collect();
+        match out.last_mut() {
+            Some(last) if last["role"] == "user" => last["content"]
+                .as_array_mut()
+                .expect("blocks")
+                .extend(blocks),
+            _ => out.push(json!({"role": "user", "content": blocks})),
+        }
     }
     // Tool calls without results get placeholders (A refuses unanswered tool_use).
     add_missing_results(&mut out);
