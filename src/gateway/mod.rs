@@ -214,15 +214,32 @@ impl Gateway {
             return Ok(Flow::Done);
         }
         let v = if anthropic_shape {
-            let data: Vec<Value> = ids
+            // Anthropic paging: `limit` (1-1000, default 20), `after_id` / `before_id` cursors.
+            let q = s.req_header().uri.query().unwrap_or("").to_string();
+            let param = |k: &str| {
+                q.split('&')
+                    .find_map(|p| p.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+                    .map(String::from)
+            };
+            let limit = param("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(20).clamp(1, 1000);
+            let mut list: Vec<&(String, String)> = ids.iter().collect();
+            if let Some(after) = param("after_id") {
+                list.retain(|(id, _)| id.as_str() > after.as_str());
+            }
+            if let Some(before) = param("before_id") {
+                list.retain(|(id, _)| id.as_str() < before.as_str());
+            }
+            let has_more = list.len() > limit;
+            list.truncate(limit);
+            let data: Vec<Value> = list
                 .iter()
                 .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
                 .collect();
             json!({
                 "data": data,
-                "has_more": false,
-                "first_id": ids.first().map(|x| &x.0),
-                "last_id": ids.last().map(|x| &x.0),
+                "has_more": has_more,
+                "first_id": list.first().map(|x| &x.0),
+                "last_id": list.last().map(|x| &x.0),
             })
         } else {
             let data: Vec<Value> = ids
