@@ -69,6 +69,21 @@ pub struct RawConfig {
     pub reject_user_mismatch: Option<bool>,
     pub usage_retention_days: Option<u64>,
     pub default_max_output_tokens: Option<u64>,
+    pub count_tokens: Option<CountTokensMode>,
+}
+
+/// How `/v1/messages/count_tokens` is answered.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CountTokensMode {
+    /// Always counted locally (BPE).
+    Local,
+    /// Always forwarded (Anthropic-kind providers; others are counted locally).
+    Upstream,
+    /// Forwarded to Anthropic-kind providers, with the local count when that fails or takes
+    /// longer than a second.
+    #[default]
+    Auto,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -121,6 +136,7 @@ pub struct Config {
     pub usage_retention_days: u64,
     /// Output tokens assumed for budget reservations when a request sets no maximum.
     pub default_max_output_tokens: u64,
+    pub count_tokens: CountTokensMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,6 +382,7 @@ impl Config {
                 Some(n) => n,
                 None => 4096,
             },
+            count_tokens: raw.count_tokens.unwrap_or_default(),
         })
     }
 }

@@ -281,3 +281,38 @@ async fn count_tokens_is_local_for_openai_models_and_forwarded_for_anthropic() {
     assert_eq!(r.status(), 200);
     assert_eq!(mock.requests()[0].path, "/v1/messages/count_tokens");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_tokens_falls_back_to_the_local_count_when_the_provider_is_slow_or_failing() {
+    let (mock, gw) = start().await;
+    let key = gw.create_key("t").await;
+    let body = json!({"model": "claude-x", "messages": [{"role": "user", "content": "hello world, how are you today?"}]});
+    // the provider answers: its count (body length / 4 in the mock) is used
+    let r = post(&gw, "/v1/messages/count_tokens", &key, body.clone()).await;
+    let upstream_count = r.json::<Value>().await.unwrap()["input_tokens"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(mock.requests().len(), 1);
+    // slow (2 s) and failing (500) providers: the local BPE count, within ~1 s
+    for (h, v) in [("x-mock-delay-ms", "2000"), ("x-mock-status", "500")] {
+        let t = std::time::Instant::now();
+        let r = client()
+            .post(format!("{}/v1/messages/count_tokens", gw.url()))
+            .header("x-api-key", &key)
+            .header(h, v)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{h}");
+        let n = r.json::<Value>().await.unwrap()["input_tokens"]
+            .as_u64()
+            .unwrap();
+        assert!((8..=20).contains(&n) && n != upstream_count, "{h}: {n}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(1800),
+            "{h}: took {:?}",
+            t.elapsed()
+        );
+    }
+}

@@ -33,6 +33,9 @@ pub struct Ctx {
     pub counted_inflight: bool,
     /// The endpoint called upstream (differs from `endpoint` when translating).
     pub upstream_endpoint: Endpoint,
+    /// The client's request header, kept for side calls (count_tokens) made outside the
+    /// proxy path.
+    pub client_header: Option<pingora::http::RequestHeader>,
     /// How the response must be treated (set when the request is planned).
     pub tap_spec: Option<super::response::TapSpec>,
     /// Budget reservation and rate-limit handles, settled in `logging`.
@@ -63,6 +66,7 @@ impl Ctx {
             counted_inflight: false,
             upstream_endpoint: Endpoint::NotFound,
             tap_spec: None,
+            client_header: None,
             admission: None,
             user_id: None,
             session_id: None,

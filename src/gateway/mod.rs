@@ -15,6 +15,7 @@
 //!
 //! Nothing on the response side is ever buffered whole when it is a stream.
 
+mod count;
 mod ctx;
 mod direct;
 pub mod local;
@@ -221,7 +222,10 @@ impl Gateway {
                     .find_map(|p| p.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
                     .map(String::from)
             };
-            let limit = param("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(20).clamp(1, 1000);
+            let limit = param("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(20)
+                .clamp(1, 1000);
             let mut list: Vec<&(String, String)> = ids.iter().collect();
             if let Some(after) = param("after_id") {
                 list.retain(|(id, _)| id.as_str() > after.as_str());
@@ -283,13 +287,12 @@ impl Gateway {
         ctx.client_model = model.clone();
         let route = self.state.router.resolve(&model)?;
         self.admit(s, ctx, &req, &route, body.len())?;
-        if ctx.endpoint == Endpoint::CountTokens
-            && route.provider.kind != crate::providers::ProviderKind::Anthropic
-        {
-            // Never a generation call, never billed: counted here.
-            let n = crate::meter::count::count_anthropic_request(&req);
-            local::send_json(s, 200, &json!({"input_tokens": n}), &ctx.request_id).await?;
-            return Ok(Flow::Done);
+        if ctx.endpoint == Endpoint::CountTokens {
+            ctx.client_header = Some(s.req_header().clone());
+            if let Some(answer) = self.count_tokens(ctx, &req, &body, &route).await {
+                local::send(s, 200, "application/json", answer, &ctx.request_id, &[]).await?;
+                return Ok(Flow::Done);
+            }
         }
         let plan = plan::plan(ctx, &mut req, body, &route)?;
         ctx.upstream_endpoint = plan.upstream_endpoint;
