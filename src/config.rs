@@ -575,9 +575,43 @@ pub fn parse_base_url(url: &str) -> Result<(bool, String, u16, String), String> 
     Ok((tls, host, port, path.trim_end_matches('/').to_string()))
 }
 
+/// Where a YAML comment starts on `line` (a `#` at the start or after white space, outside
+/// quotes), if anywhere.
+fn comment_start(line: &str) -> Option<usize> {
+    let (mut single, mut double) = (false, false);
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single && prev != '\\' => double = !double,
+            '#' if !single && !double && prev.is_whitespace() => return Some(i),
+            _ => {}
+        }
+        prev = c;
+    }
+    None
+}
+
 /// Replaces `${NAME}` and `${NAME:-default}`; `$$` stands for a literal `$`. An unset variable
 /// without a default is an error naming the variable (a silent empty string hides mistakes).
+/// Comments are left alone, so commented-out examples never need their variables.
 pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let (code, comment) = match comment_start(line) {
+            Some(i) => line.split_at(i),
+            None => (line, ""),
+        };
+        out.push_str(&expand_line(code, env).map_err(|mut e| {
+            e.message = format!("line {}: {}", n + 1, e.message);
+            e
+        })?);
+        out.push_str(comment);
+    }
+    Ok(out)
+}
+
+fn expand_line(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -643,6 +677,11 @@ mod tests {
         );
         let err = expand_env("k: ${MISSING}", &env).unwrap_err();
         assert!(err.message.contains("MISSING"), "{err}");
+        // comments are not expanded; quoted '#' is not a comment
+        assert_eq!(
+            expand_env("a: 1 # uses ${NOPE}\nb: '#${A}'\n", &env).unwrap(),
+            "a: 1 # uses ${NOPE}\nb: '#x'\n"
+        );
     }
 
     #[test]
@@ -691,6 +730,17 @@ mod tests {
         assert_eq!(c.providers["a"].base_path, "");
         assert_eq!(c.providers["a"].port, 9);
         assert!(!format!("{:?}", c.providers["a"]).contains("\"k\""));
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let env = env_of(&[("OPENAI_API_KEY", "sk-a"), ("ANTHROPIC_API_KEY", "sk-b")]);
+        let c = Config::from_yaml_str(include_str!("../conf/tollgate.yaml"), &env).unwrap();
+        assert_eq!(c.count_tokens, CountTokensMode::Auto);
+        assert!(c.providers.contains_key("openai") && c.providers.contains_key("anthropic"));
+        let c = Config::from_yaml_str(include_str!("../proxy.yaml"), &env_of(&[])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8000");
+        assert!(c.providers.is_empty());
     }
 
     #[test]
