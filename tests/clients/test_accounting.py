@@ -26,16 +26,19 @@ def set_mock_fault(fault):
 
 
 def test_budget_runs_out_mid_session_with_a_readable_403(base):
-    # $0.001: the default price of gpt-4o-mini ($0.15 in / $0.60 out per M) with max_tokens=300
-    # reserves ~0.0002 per request, so a handful pass and then the budget is gone.
+    # $0.001 at the default price of gpt-4o-mini ($0.15 in / $0.60 out per M): each request
+    # reserves its worst case (~20 prompt tokens + max_tokens=300, ~$0.000183) and, with the
+    # mock reporting exactly that usage, spends it; five fit, the sixth is refused.
     k = admin("POST", "/v1/keys", {"name": "budget", "max_budget": 0.001})
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=k["key"], max_retries=0)
     ok = 0
     with pytest.raises(openai.PermissionDeniedError) as e:
         for _ in range(100):
-            client.chat.completions.create(model="gpt-4o-mini", max_tokens=300, messages=[{"role": "user", "content": "hi"}])
+            client.chat.completions.create(
+                model="gpt-4o-mini", max_tokens=300, messages=[{"role": "user", "content": "hi"}], extra_headers={"x-mock-usage": "20,300"}
+            )
             ok += 1
-    assert 1 <= ok < 100
+    assert ok == 5, ok
     msg = str(e.value)
     assert "Budget exceeded" in msg and "$0.001" in msg, msg
     assert e.value.status_code == 403
