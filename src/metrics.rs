@@ -106,6 +106,15 @@ pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
     .unwrap()
 });
 
+pub static KEY_TOKENS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_key_tokens_total",
+        "Tokens metered by key id and model (bounded labels)",
+        &["key_id", "model"]
+    )
+    .unwrap()
+});
+
 pub static SPEND: Lazy<IntCounterVec> = Lazy::new(|| {
     register_int_counter_vec!(
         "tollgate_spend_microdollars_total",
@@ -159,6 +168,7 @@ pub fn init() {
     Lazy::force(&BUDGET_REJECTIONS);
     Lazy::force(&RATE_LIMITED);
     Lazy::force(&SPEND);
+    Lazy::force(&KEY_TOKENS);
 }
 
 /// The Prometheus text exposition of the default registry.

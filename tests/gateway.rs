@@ -543,6 +543,10 @@ async fn health_root_metrics_and_model_listing() {
     assert!(m.contains("tollgate_upstream_ttfb_seconds_bucket"));
     assert!(m.contains("tollgate_tokens_total"));
     assert!(
+        m.contains("tollgate_key_tokens_total{key_id=\"key_"),
+        "tokens by key id"
+    );
+    assert!(
         !m.contains(&key) && !m.contains("sk-openai-provider-key"),
         "secrets in /metrics"
     );

@@ -189,6 +189,11 @@ impl Gateway {
                 charges: vec![],
             }),
         }
+        if usage.total() > 0 {
+            metrics::KEY_TOKENS
+                .with_label_values(&[metrics::key_label(&key.id).as_str(), model_label.as_str()])
+                .inc_by(usage.total());
+        }
         if let Some(adm) = ctx.admission.as_ref() {
             let cost = adm.price.map_or(0, |p| p.cost(&usage));
             if cost > 0 {
