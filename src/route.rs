@@ -128,16 +128,21 @@ impl Router {
             }
         }
         let known = self.known_models(20);
-        if known.is_empty() {
-            msg.push_str(" No providers are configured.");
+        let providers = self
+            .providers
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.providers.is_empty() {
+            msg.push_str(" No providers are configured: set a provider API key (e.g. OPENAI_API_KEY) or add one under 'providers'.");
+        } else if known.is_empty() {
+            msg.push_str(&format!(
+                " Use 'provider:model' with a configured provider ({providers})."
+            ));
         } else {
             msg.push_str(&format!(
-                " Use 'provider:model' with a configured provider ({}), or one of: {}.",
-                self.providers
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                " Use 'provider:model' with a configured provider ({providers}), or one of: {}.",
                 known.join(", ")
             ));
         }
@@ -255,6 +260,25 @@ aliases:
         );
         assert_eq!(r.resolve("openai:").unwrap_err().status(), 400);
         assert_eq!(r.resolve("").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn unknown_model_message_names_configured_providers_even_without_listed_models() {
+        let r = router(
+            "providers:\n  openai: {kind: openai, base_url: 'http://127.0.0.1:1/v1', api_key: a}\n",
+        );
+        let e = r.resolve("claude-x").unwrap_err();
+        assert!(
+            e.message.contains("configured provider (openai)"),
+            "{}",
+            e.message
+        );
+        let r = router("presets: false\n");
+        assert!(r
+            .resolve("x")
+            .unwrap_err()
+            .message
+            .contains("No providers are configured"));
     }
 
     #[test]
