@@ -70,6 +70,7 @@ pub struct RawConfig {
     pub usage_retention_days: Option<u64>,
     pub default_max_output_tokens: Option<u64>,
     pub count_tokens: Option<CountTokensMode>,
+    pub stream_keepalive_ms: Option<u64>,
 }
 
 /// How `/v1/messages/count_tokens` is answered.
@@ -137,6 +138,8 @@ pub struct Config {
     /// Output tokens assumed for budget reservations when a request sets no maximum.
     pub default_max_output_tokens: u64,
     pub count_tokens: CountTokensMode,
+    /// Keep-alive interval of translated streams while the provider is silent.
+    pub stream_keepalive: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,6 +386,16 @@ impl Config {
                 None => 4096,
             },
             count_tokens: raw.count_tokens.unwrap_or_default(),
+            stream_keepalive: match raw.stream_keepalive_ms {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "stream_keepalive_ms",
+                        "must be greater than 0",
+                    ))
+                }
+                Some(ms) => Duration::from_millis(ms),
+                None => Duration::from_secs(15),
+            },
         })
     }
 }

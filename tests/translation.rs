@@ -316,3 +316,30 @@ async fn count_tokens_falls_back_to_the_local_count_when_the_provider_is_slow_or
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_upstreams_get_keepalives_in_the_client_grammar() {
+    let mock = MockServer::start().await;
+    let url = mock.url();
+    let gw = tokio::task::spawn_blocking(move || {
+        Gateway::start_with(|port, dir| config_for(&url, port, dir, "stream_keepalive_ms: 200\n"))
+    })
+    .await
+    .unwrap();
+    let key = gw.create_key("t").await;
+    // Anthropic client, OpenAI upstream silent for ~1 s between chunks: `ping` events.
+    let r = client().post(format!("{}/v1/messages", gw.url())).header("x-api-key", &key).header("x-mock-chunk-delay-ms", "1000").header("x-mock-pieces", "1")
+        .json(&json!({"model": "openai:gpt-4o-mini", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]})).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    let ev = events(&text);
+    assert_eq!(ev.first().unwrap().0, "message_start");
+    assert_eq!(ev.last().unwrap().0, "message_stop");
+    let pings = ev.iter().filter(|(n, _)| n == "ping").count();
+    assert!(pings >= 4, "expected keep-alive pings, got {pings}: {text}");
+    // OpenAI client, Anthropic upstream silent: `: keep-alive` comments, then a valid stream.
+    let r = client().post(format!("{}/v1/chat/completions", gw.url())).bearer_auth(&key).header("x-mock-chunk-delay-ms", "600").header("x-mock-pieces", "1")
+        .json(&json!({"model": "anthropic:claude-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.matches(": keep-alive").count() >= 4, "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+}

@@ -108,8 +108,24 @@ impl Gateway {
             return Err(e.into_down());
         }
 
+        // Translated streams get keep-alives while the provider is silent (a reasoning model
+        // can think for minutes): Anthropic `ping` events, OpenAI `: keep-alive` comments.
+        let keepalive = self.state.cfg.stream_keepalive;
+        let mut next_ping = tokio::time::Instant::now() + keepalive;
         loop {
             let chunk = tokio::select! {
+                _ = tokio::time::sleep_until(next_ping), if tap.sends_keepalives() => {
+                    next_ping = tokio::time::Instant::now() + keepalive;
+                    if let Some(ping) = tap.keepalive() {
+                        if let Err(e) = s.write_response_body(Some(ping), false).await {
+                            ctx.client_gone = true;
+                            up.shutdown().await;
+                            ctx.tap = Some(tap);
+                            return Err(e.into_down());
+                        }
+                    }
+                    continue;
+                }
                 r = up.read_response_body() => match r {
                     Ok(c) => c,
                     Err(e) => {
@@ -131,6 +147,7 @@ impl Gateway {
                 }
             };
             let done = chunk.is_none() || up.response_done();
+            next_ping = tokio::time::Instant::now() + keepalive;
             let mut out = chunk;
             tap.on_body(&mut out, done);
             if out.is_some() || done {

@@ -308,7 +308,14 @@ impl Gateway {
         ctx.route = Some(route);
         metrics::INFLIGHT_REQUESTS.inc();
         // Pingora's retry buffer holds 64 KiB (`BODY_BUF_LIMIT`, 0.9.1): what fit is replayable.
-        if !s.retry_buffer_truncated() {
+        // Translated streams take the direct path too: there the gateway can send keep-alives
+        // while the provider is silent (the proxy path writes only when the upstream does).
+        let translated_stream = ctx.stream
+            && ctx
+                .tap_spec
+                .as_ref()
+                .is_some_and(|t| !matches!(t.translation, response::Translation::None));
+        if !s.retry_buffer_truncated() && !translated_stream {
             return Ok(Flow::Proxy);
         }
         self.forward_direct(s, ctx).await?;

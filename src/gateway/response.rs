@@ -391,6 +391,24 @@ impl ResponseTap {
         matches!(self.mode, Mode::Replace(_))
     }
 
+    /// Whether this response gets gateway keep-alives while the upstream is silent.
+    pub fn sends_keepalives(&self) -> bool {
+        matches!(self.mode, Mode::Transcode(_)) && !self.finished
+    }
+
+    /// A keep-alive in the client's stream grammar.
+    pub fn keepalive(&mut self) -> Option<Bytes> {
+        match &mut self.mode {
+            Mode::Transcode(t) if !self.finished => {
+                let mut out = BytesMut::new();
+                t.keepalive(&mut out);
+                self.bytes_out += out.len() as u64;
+                (!out.is_empty()).then(|| out.freeze())
+            }
+            _ => None,
+        }
+    }
+
     /// The body is rewritten (transcoded or converted): the header says chunked.
     pub fn rewrites_body(&self) -> bool {
         matches!(

@@ -798,6 +798,18 @@ impl StreamTranscoder for ChatToAnthropicStream {
         );
     }
 
+    fn keepalive(&mut self, out: &mut BytesMut) {
+        if matches!(self.phase, Phase::Done | Phase::Failed) {
+            return;
+        }
+        // Anthropic clients expect message_start first; pings may come anywhere after it.
+        if self.phase == Phase::Init {
+            self.start(out);
+        } else {
+            event(out, "ping", &json!({"type": "ping"}));
+        }
+    }
+
     fn usage(&self) -> Option<Usage> {
         self.usage
     }

@@ -655,6 +655,12 @@ impl StreamTranscoder for AnthropicToChatStream {
         );
     }
 
+    fn keepalive(&mut self, out: &mut BytesMut) {
+        if !matches!(self.phase, Phase::Done | Phase::Failed) {
+            out.extend_from_slice(b": keep-alive\n\n");
+        }
+    }
+
     fn usage(&self) -> Option<Usage> {
         self.saw_usage.then_some(self.usage)
     }

@@ -20,6 +20,8 @@ pub trait StreamTranscoder: Send + Sync + std::fmt::Debug {
     /// The upstream connection failed mid-stream: appends an error event in the client's
     /// dialect (nothing if the client stream already ended).
     fn fail(&mut self, message: &str, out: &mut BytesMut);
+    /// Appends a keep-alive in the client's grammar (the upstream has been silent).
+    fn keepalive(&mut self, out: &mut BytesMut);
     /// Usage as reported by the upstream (canonical numbers), if it reported any.
     fn usage(&self) -> Option<Usage>;
     /// The upstream stream reached its normal end.
