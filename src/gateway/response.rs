@@ -425,24 +425,48 @@ impl ResponseTap {
 /// An upstream error body in one dialect → a [`GatewayError`] with the same status, for the
 /// client's dialect. Provider secrets are redacted from the message.
 fn translate_error(status: u16, v: &serde_json::Value, upstream: Dialect) -> GatewayError {
-    let msg = match upstream {
-        Dialect::OpenAi => v.pointer("/error/message").and_then(|m| m.as_str()),
-        Dialect::Anthropic => v.pointer("/error/message").and_then(|m| m.as_str()),
-    }
-    .map(crate::translate::shared::redact)
-    .unwrap_or_else(|| format!("The provider answered HTTP {status}."));
+    let raw = v
+        .pointer("/error/message")
+        .and_then(|m| m.as_str())
+        .unwrap_or("");
+    let mut msg = if raw.is_empty() {
+        format!("The provider answered HTTP {status}.")
+    } else {
+        crate::translate::shared::redact(raw)
+    };
     let kind = match status {
-        400 | 404 | 409 | 413 | 422 => ErrorKind::InvalidRequest,
+        400 | 409 | 413 | 422 => ErrorKind::InvalidRequest,
+        404 => ErrorKind::NotFound,
         429 => ErrorKind::RateLimited,
         503 | 529 => ErrorKind::Unavailable,
         504 => ErrorKind::UpstreamTimeout,
         _ if status >= 500 => ErrorKind::Upstream,
         _ => ErrorKind::InvalidRequest,
     };
-    let mut e = GatewayError::new(kind, msg).with_status(status);
-    if status == 404 {
-        e.kind = ErrorKind::NotFound;
+    let mut e = GatewayError::new(kind, String::new()).with_status(status);
+    // Context-window overflow, in the wording each client family keys its recovery on (E14).
+    match upstream {
+        Dialect::OpenAi
+            if v.pointer("/error/code").and_then(|c| c.as_str())
+                == Some("context_length_exceeded")
+                || raw.contains("maximum context length") =>
+        {
+            let nums: Vec<u64> = raw
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            if let [max, used, ..] = nums[..] {
+                msg = format!("prompt is too long: {used} tokens > {max} maximum");
+            } else {
+                msg = format!("prompt is too long: {msg}");
+            }
+        }
+        Dialect::Anthropic if raw.starts_with("prompt is too long") => {
+            e = e.with_code("context_length_exceeded")
+        }
+        _ => {}
     }
+    e.message = msg;
     e
 }
 
@@ -524,6 +548,20 @@ mod tests {
         assert!(text.contains("\"content\":\"hi\"") && text.ends_with("data: [DONE]\n\n"));
         assert!(!text.contains("prompt_tokens"));
         assert_eq!(tap.usage.unwrap().total(), 5);
+    }
+
+    #[test]
+    fn context_overflow_is_worded_for_each_client() {
+        let v: serde_json::Value = serde_json::from_str(r#"{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130542 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#).unwrap();
+        let e = translate_error(400, &v, Dialect::OpenAi);
+        assert_eq!(
+            e.message,
+            "prompt is too long: 130542 tokens > 128000 maximum"
+        );
+        assert_eq!(e.status(), 400);
+        let v: serde_json::Value = serde_json::from_str(r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#).unwrap();
+        let e = translate_error(400, &v, Dialect::Anthropic);
+        assert_eq!(e.code, Some("context_length_exceeded"));
     }
 
     #[test]
