@@ -343,3 +343,42 @@ async fn silent_upstreams_get_keepalives_in_the_client_grammar() {
     assert!(text.matches(": keep-alive").count() >= 4, "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_answer_to_a_streaming_client_is_rendered_as_a_stream() {
+    let (_mock, gw) = start().await;
+    let key = gw.create_key("t").await;
+    let r = client().post(format!("{}/v1/messages", gw.url())).header("x-api-key", &key).header("x-mock-ignore-stream", "1")
+        .json(&json!({"model": "openai:gpt-4o-mini", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]})).send().await.unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let ev = events(&r.text().await.unwrap());
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(ev[2].1["delta"]["text"], "Hello from mock upstream!");
+    let r = client().post(format!("{}/v1/chat/completions", gw.url())).bearer_auth(&key).header("x-mock-ignore-stream", "1")
+        .json(&json!({"model": "anthropic:claude-x", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]})).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let ev = events(&text);
+    let content: String = ev
+        .iter()
+        .filter_map(|(_, d)| d["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Hello from mock upstream!");
+    assert!(ev
+        .iter()
+        .any(|(_, d)| d["choices"] == json!([]) && d["usage"]["total_tokens"].as_u64() > Some(0)));
+}

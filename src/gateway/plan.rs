@@ -51,6 +51,7 @@ pub fn plan(
         provider: route.provider.name.clone(),
         hide_usage_chunk: false,
         translation: Translation::None,
+        client_stream: ctx.stream,
     };
     match (ctx.endpoint, kind) {
         (Endpoint::Messages, ProviderKind::OpenAi) => {

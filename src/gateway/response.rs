@@ -45,6 +45,8 @@ pub struct TapSpec {
     pub provider: String,
     pub hide_usage_chunk: bool,
     pub translation: Translation,
+    /// The client asked for a stream (an upstream JSON answer is then re-rendered as one).
+    pub client_stream: bool,
 }
 
 /// Non-streamed bodies are kept (to read their usage) up to this size.
@@ -86,6 +88,7 @@ pub struct ResponseTap {
     wire: Wire,
     dialect: Dialect,
     translation: Translation,
+    client_stream: bool,
     pub status: u16,
     pub usage: Option<Usage>,
     pub bytes_out: u64,
@@ -186,8 +189,18 @@ impl ResponseTap {
         if matches!(mode, Mode::Transcode(_)) {
             let _ = resp.insert_header("content-type", "text/event-stream; charset=utf-8");
         }
+        let converts_to_stream = spec.client_stream
+            && matches!(
+                mode,
+                Mode::Convert(_, Converter::ChatToAnthropic | Converter::AnthropicToChat)
+            );
         if matches!(mode, Mode::Convert(..)) {
-            let _ = resp.insert_header("content-type", "application/json");
+            let ct = if converts_to_stream {
+                "text/event-stream; charset=utf-8"
+            } else {
+                "application/json"
+            };
+            let _ = resp.insert_header("content-type", ct);
         }
         // Strip what no longer describes the body we send, and upstream identity headers.
         for h in ["server", "alt-svc", "set-cookie", "via"] {
@@ -209,6 +222,7 @@ impl ResponseTap {
             wire,
             dialect,
             translation: spec.translation.clone(),
+            client_stream: spec.client_stream,
             status: out_status,
             usage: None,
             bytes_out: 0,
@@ -322,18 +336,26 @@ impl ResponseTap {
                 },
             ) => {
                 self.usage = usage_from_body(Wire::OpenAiChat, &v);
-                Bytes::from(a2c::response(&v, client_model, names).to_string())
+                let msg = a2c::response(&v, client_model, names);
+                if self.client_stream {
+                    return a2c::message_to_events(&msg).freeze();
+                }
+                Bytes::from(msg.to_string())
             }
             (
                 Converter::AnthropicToChat,
                 Translation::ChatOnAnthropic {
                     client_model,
                     names,
-                    ..
+                    include_usage,
                 },
             ) => {
                 self.usage = usage_from_body(Wire::Anthropic, &v);
-                Bytes::from(c2a::response(&v, client_model, names).to_string())
+                let done = c2a::response(&v, client_model, names);
+                if self.client_stream {
+                    return c2a::completion_to_chunks(&done, *include_usage).freeze();
+                }
+                Bytes::from(done.to_string())
             }
             (Converter::Error { status, upstream }, _) => {
                 translate_error(status, &v, upstream).body(self.dialect)

@@ -818,3 +818,59 @@ impl StreamTranscoder for ChatToAnthropicStream {
         self.phase == Phase::Done
     }
 }
+
+/// An Anthropic Message rendered as the event sequence a streaming client expects (E48: the
+/// upstream answered without streaming).
+pub fn message_to_events(msg: &Value) -> BytesMut {
+    let mut out = BytesMut::new();
+    let mut start = msg.clone();
+    start["content"] = json!([]);
+    start["stop_reason"] = Value::Null;
+    let usage = msg.get("usage").cloned().unwrap_or(json!({}));
+    start["usage"] = json!({"input_tokens": usage["input_tokens"], "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+        "cache_read_input_tokens": usage["cache_read_input_tokens"], "output_tokens": 0});
+    event(
+        &mut out,
+        "message_start",
+        &json!({"type": "message_start", "message": start}),
+    );
+    for (i, b) in msg["content"].as_array().into_iter().flatten().enumerate() {
+        let (shell, delta) = match b["type"].as_str() {
+            Some("text") => (
+                json!({"type": "text", "text": ""}),
+                json!({"type": "text_delta", "text": b["text"]}),
+            ),
+            Some("thinking") => (
+                json!({"type": "thinking", "thinking": "", "signature": ""}),
+                json!({"type": "thinking_delta", "thinking": b["thinking"]}),
+            ),
+            Some("tool_use") => (
+                json!({"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}),
+                json!({"type": "input_json_delta", "partial_json": input_to_args(&b["input"])}),
+            ),
+            _ => continue,
+        };
+        event(
+            &mut out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": i, "content_block": shell}),
+        );
+        event(
+            &mut out,
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": i, "delta": delta}),
+        );
+        event(
+            &mut out,
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": i}),
+        );
+    }
+    event(
+        &mut out,
+        "message_delta",
+        &json!({"type": "message_delta", "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": msg["stop_sequence"]}, "usage": usage}),
+    );
+    event(&mut out, "message_stop", &json!({"type": "message_stop"}));
+    out
+}

@@ -669,3 +669,60 @@ impl StreamTranscoder for AnthropicToChatStream {
         self.phase == Phase::Done
     }
 }
+
+/// A chat.completion rendered as the chunk sequence a streaming client expects (E48: the
+/// upstream answered without streaming).
+pub fn completion_to_chunks(v: &Value, include_usage: bool) -> BytesMut {
+    let mut out = BytesMut::new();
+    let base = |choices: Value| {
+        let mut c = json!({"id": v["id"], "object": "chat.completion.chunk", "created": v["created"], "model": v["model"], "choices": choices});
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    let mut push = |c: Value| {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(c.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    };
+    let msg = &v["choices"][0]["message"];
+    push(base(
+        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+    ));
+    if let Some(r) = msg.get("reasoning_content").filter(|r| r.is_string()) {
+        push(base(
+            json!([{"index": 0, "delta": {"reasoning_content": r}, "finish_reason": null}]),
+        ));
+    }
+    if let Some(t) = msg
+        .get("content")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        push(base(
+            json!([{"index": 0, "delta": {"content": t}, "finish_reason": null}]),
+        ));
+    }
+    for (k, call) in msg
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        push(base(
+            json!([{"index": 0, "delta": {"tool_calls": [{"index": k, "id": call["id"], "type": "function", "function": call["function"]}]}, "finish_reason": null}]),
+        ));
+    }
+    push(base(
+        json!([{"index": 0, "delta": {}, "finish_reason": v["choices"][0]["finish_reason"]}]),
+    ));
+    if include_usage {
+        let mut u = base(json!([]));
+        u["usage"] = v["usage"].clone();
+        push(u);
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    out
+}

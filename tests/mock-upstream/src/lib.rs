@@ -568,7 +568,9 @@ async fn respond(
     } else {
         ps
     };
-    let stream = req["stream"].as_bool().unwrap_or(false);
+    // `x-mock-ignore-stream`: answer in one JSON body even when a stream was asked for.
+    let stream =
+        req["stream"].as_bool().unwrap_or(false) && head.get("x-mock-ignore-stream").is_none();
     let events = match kind {
         Kind::Chat => chat_events(
             &req,
