@@ -527,6 +527,7 @@ mod tests {
             provider: "p".into(),
             hide_usage_chunk: hide,
             translation: Translation::None,
+            client_stream: false,
         }
     }
 
