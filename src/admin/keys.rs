@@ -30,13 +30,7 @@ const FIELDS: &[&str] = &[
 
 fn view(state: &AppState, k: &KeyRecord) -> Value {
     let mut v = k.public_json();
-    v["limits"] = json!({
-        "max_budget": k.limits.max_budget_micros.map(crate::meter::price::format_usd),
-        "budget_period": k.limits.budget_period.map(crate::ledger::entities::period_label),
-        "budget_id": k.limits.budget_id,
-        "rpm_limit": k.limits.rpm,
-        "tpm_limit": k.limits.tpm,
-    });
+    v["limits"] = k.limits.to_json();
     v["allowed_models"] = json!(k.allowed_models);
     v["reject_user_mismatch"] = json!(k.reject_user_mismatch);
     v["standing"] = standing_of(state, Scope::Key, &k.id, &k.limits);

@@ -30,6 +30,18 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The management API's view of these limits.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "max_budget": self.max_budget_micros.map(crate::meter::price::format_usd),
+            "budget_period": self.budget_period.map(period_label),
+            "budget_alignment": self.budget_alignment.map(|a| match a { Alignment::Calendar => "calendar", Alignment::Rolling => "rolling" }),
+            "budget_id": self.budget_id,
+            "rpm_limit": self.rpm,
+            "tpm_limit": self.tpm,
+        })
+    }
+
     /// The inline spending limit, if any.
     pub fn inline_limit(&self) -> Option<Limit> {
         self.max_budget_micros.map(|m| Limit {
