@@ -71,6 +71,7 @@ pub struct RawConfig {
     pub default_max_output_tokens: Option<u64>,
     pub count_tokens: Option<CountTokensMode>,
     pub stream_keepalive_ms: Option<u64>,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How `/v1/messages/count_tokens` is answered.
@@ -140,6 +141,8 @@ pub struct Config {
     pub count_tokens: CountTokensMode,
     /// Keep-alive interval of translated streams while the provider is silent.
     pub stream_keepalive: Duration,
+    /// A PEM bundle that replaces the OS trust store for upstream TLS.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,6 +389,15 @@ impl Config {
                 None => 4096,
             },
             count_tokens: raw.count_tokens.unwrap_or_default(),
+            ca_file: match raw.ca_file {
+                Some(p) if !p.is_file() => {
+                    return Err(ConfigError::new(
+                        "ca_file",
+                        format!("{} is not a readable file", p.display()),
+                    ))
+                }
+                other => other,
+            },
             stream_keepalive: match raw.stream_keepalive_ms {
                 Some(0) => {
                     return Err(ConfigError::new(

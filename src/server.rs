@@ -57,6 +57,9 @@ pub fn server_conf(
         }
     };
     conf.daemon |= opts.daemon;
+    if let Some(ca) = &cfg.ca_file {
+        conf.ca_file = Some(ca.display().to_string());
+    }
     Ok(conf)
 }
 

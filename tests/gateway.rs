@@ -585,3 +585,66 @@ async fn health_root_metrics_and_model_listing() {
         "secrets in logs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_with_the_right_sni() {
+    let mock = MockServer::start().await;
+    let front = mock_upstream::tls::TlsFront::start(mock.addr, &["localhost"]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, &front.cert_pem).unwrap();
+    let port = front.addr.port();
+    let ca_s = ca.display().to_string();
+    let gw = tokio::task::spawn_blocking(move || {
+        Gateway::start_with(|p, dir| {
+            format!(
+                "listen: 127.0.0.1:{p}\ndata_dir: {}\nmaster_key: {MASTER}\npresets: false\nca_file: {ca_s}\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\nproviders:\n  good: {{kind: openai, base_url: 'https://localhost:{port}/v1', api_key: k}}\n  wrongname: {{kind: openai, base_url: 'https://127.0.0.1:{port}/v1', api_key: k}}\n",
+                dir.display()
+            )
+        })
+    })
+    .await
+    .unwrap();
+    let key = gw.create_key("t").await;
+    // certificate for "localhost", trusted through ca_file: works, stream included
+    for stream in [false, true] {
+        let r = post(
+            &gw,
+            "/v1/chat/completions",
+            ("x-api-key", &key),
+            &chat("good:m", stream),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "stream={stream}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("Hello") || text.contains("tok") || text.contains("[DONE]"),
+            "{text}"
+        );
+    }
+    // the large-body path (own connector) verifies too
+    let big =
+        json!({"model": "good:m", "messages": [{"role": "user", "content": "x".repeat(100_000)}]});
+    assert_eq!(
+        post(&gw, "/v1/chat/completions", ("x-api-key", &key), &big)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(mock.requests().len(), 3);
+    // the same certificate presented for another name is refused: 502, nothing reaches the mock
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        ("x-api-key", &key),
+        &chat("wrongname:m", false),
+    )
+    .await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("TLS"),
+        "{v}"
+    );
+    assert_eq!(mock.requests().len(), 3);
+}

@@ -4,6 +4,8 @@
 //! faults on demand. HTTP/1.1 is written by hand on tokio so that faults (split writes,
 //! resets, stalls, garbage) are exact.
 
+pub mod tls;
+
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
