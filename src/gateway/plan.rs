@@ -97,6 +97,11 @@ pub fn plan(
         }
         (ep, k) if k.endpoint_path(ep).is_some() => {
             let mut rewrite = route.model != ctx.client_model || !req.contains_key("model");
+            // Thinking blocks tollgate minted for another provider cannot go to Anthropic (E26);
+            // a cheap byte check keeps the usual request untouched.
+            if ep == Endpoint::Messages && memchr::memmem::find(&body, b"\"signature\":\"\"").is_some() {
+                rewrite |= crate::translate::shared::strip_unsigned_thinking(req);
+            }
             let mut tap = base;
             // Meter OpenAI streams from the stream itself: ask for the usage chunk, and hide
             // it from a client that did not ask for it.

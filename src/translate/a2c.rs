@@ -575,7 +575,17 @@ impl ChatToAnthropicStream {
             return;
         }
         if self.started.contains(&index) {
-            return; // a fragment for a closed call (E16): dropped rather than corrupting a block
+            // A fragment for a call whose block is closed (E16): its arguments can no longer be
+            // delivered intact, so the turn fails visibly (the client retries) rather than
+            // running a tool with truncated input.
+            if !args.is_empty() {
+                self.fail_with(
+                    out,
+                    ErrorKind::Upstream,
+                    "upstream interleaved tool call fragments",
+                );
+            }
+            return;
         }
         // A new call, or one whose name has not arrived yet (E17).
         let mut p = match self.pending.take() {

@@ -229,11 +229,19 @@ pub fn request(c: &Map<String, Value>, opts: &RequestOptions) -> Result<Value, G
         a.insert("system".into(), Value::Array(system));
     }
     a.insert("messages".into(), Value::Array(out));
+    // Anthropic requires an assistant tool-use turn to start with its thinking block when
+    // thinking is on; an OpenAI client's history has none (E25), so thinking stays off for a
+    // request that carries a tool loop.
+    let tool_loop = msgs.iter().any(|m| {
+        m.get("tool_calls")
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty())
+    });
     let thinking = c
         .get("reasoning_effort")
         .and_then(Value::as_str)
         .and_then(budget_for_effort)
-        .filter(|b| *b < max && *b >= 1024);
+        .filter(|b| *b < max && *b >= 1024 && !tool_loop);
     if let Some(b) = thinking {
         a.insert(
             "thinking".into(),

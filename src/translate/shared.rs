@@ -276,10 +276,54 @@ mod tests {
     }
 
     #[test]
+    fn unsigned_thinking_is_stripped_for_anthropic() {
+        let mut req = json!({"messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": ""}, {"type": "thinking", "thinking": "real", "signature": "EqQB"}, {"type": "text", "text": "x"}]}]})
+        .as_object()
+        .unwrap()
+        .clone();
+        assert!(strip_unsigned_thinking(&mut req));
+        let blocks = req["messages"][1]["content"].as_array().unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0]["signature"], "EqQB");
+        assert!(!strip_unsigned_thinking(&mut req));
+    }
+
+    #[test]
     fn redaction() {
         assert_eq!(
             redact("bad key sk-abcdefghijkl here"),
             "bad key [redacted] here"
         );
     }
+}
+
+/// Removes thinking blocks without a real signature from assistant turns (E26): tollgate mints
+/// such blocks when it translates another provider's reasoning for an Anthropic client, and
+/// Anthropic refuses them if the conversation later goes to a Claude model. Returns whether
+/// anything was removed.
+pub fn strip_unsigned_thinking(req: &mut Map<String, Value>) -> bool {
+    let mut changed = false;
+    for m in req
+        .get_mut("messages")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if m.get("role").and_then(Value::as_str) != Some("assistant") {
+            continue;
+        }
+        if let Some(blocks) = m.get_mut("content").and_then(Value::as_array_mut) {
+            let before = blocks.len();
+            blocks.retain(|b| {
+                !(b.get("type").and_then(Value::as_str) == Some("thinking")
+                    && b.get("signature")
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty))
+            });
+            changed |= blocks.len() != before;
+        }
+    }
+    changed
 }
