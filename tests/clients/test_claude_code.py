@@ -79,3 +79,19 @@ def test_claude_code_tool_round_trip_on_an_openai_model(base, key, mock_log):
     assert "Tool said:" in out["result"] and "hello-from-mock-tool" in out["result"], (out["result"], shape, [t["function"]["name"] for t in last.get("tools", [])][:5])
     turns = [r for r in mock_log() if r["path"] == "/v1/chat/completions" and r["body"] and any(m.get("role") == "tool" for m in r["body"]["messages"])]
     assert turns, "the tool result went back upstream as a tool message"
+
+
+def test_claude_code_context_uses_count_tokens(base, key):
+    """`/context` asks count_tokens for its breakdown; on an OpenAI model tollgate counts locally."""
+    import re
+    import urllib.request
+
+    def count_calls():
+        with urllib.request.urlopen(f"{base}/metrics") as r:
+            text = r.read().decode()
+        return sum(int(float(m)) for m in re.findall(r'tollgate_requests_total\{endpoint="count_tokens"[^}]*status="200"\} (\S+)', text))
+
+    before = count_calls()
+    p = run_claude(base, {"ANTHROPIC_AUTH_TOKEN": key, "ANTHROPIC_MODEL": "openai:gpt-4o-mini"}, prompt="/context")
+    assert p.returncode == 0, f"stdout={p.stdout[-2000:]} stderr={p.stderr[-2000:]}"
+    assert count_calls() > before, f"no count_tokens call; output: {p.stdout[-1500:]}"
