@@ -465,6 +465,13 @@ fn translate_error(status: u16, v: &serde_json::Value, upstream: Dialect) -> Gat
         _ if status >= 500 => ErrorKind::Upstream,
         _ => ErrorKind::InvalidRequest,
     };
+    // Overload statuses in the other family's terms (E13): Anthropic's 529 is a 503 to OpenAI
+    // clients, an OpenAI-side 503 is Anthropic's 529 overloaded_error.
+    let status = match (upstream, status) {
+        (Dialect::Anthropic, 529) => 503,
+        (Dialect::OpenAi, 503) => 529,
+        _ => status,
+    };
     let mut e = GatewayError::new(kind, String::new()).with_status(status);
     // Context-window overflow, in the wording each client family keys its recovery on (E14).
     match upstream {
@@ -571,6 +578,18 @@ mod tests {
         assert!(text.contains("\"content\":\"hi\"") && text.ends_with("data: [DONE]\n\n"));
         assert!(!text.contains("prompt_tokens"));
         assert_eq!(tap.usage.unwrap().total(), 5);
+    }
+
+    #[test]
+    fn overload_statuses_are_mapped_between_families() {
+        let v = serde_json::json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+        let e = translate_error(529, &v, Dialect::Anthropic);
+        assert_eq!(e.status(), 503);
+        let v = serde_json::json!({"error": {"message": "busy", "type": "server_error"}});
+        let e = translate_error(503, &v, Dialect::OpenAi);
+        assert_eq!(e.status(), 529);
+        let body: serde_json::Value = serde_json::from_slice(&e.body(Dialect::Anthropic)).unwrap();
+        assert_eq!(body["error"]["type"], "overloaded_error");
     }
 
     #[test]

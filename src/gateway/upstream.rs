@@ -180,6 +180,8 @@ mod tests {
             .unwrap();
         h.insert_header("x-forwarded-for", "10.0.0.1").unwrap();
         h.insert_header("x-tollgate-debug", "1").unwrap();
+        h.insert_header("accept-encoding", "gzip, br, zstd")
+            .unwrap();
         prepare_request(&mut h, p, Endpoint::Messages, 42).unwrap();
         assert_eq!(h.uri.to_string(), "/v1/messages?beta=true");
         assert_eq!(h.headers["x-api-key"], "sk-prov");
@@ -188,6 +190,10 @@ mod tests {
         assert_eq!(h.headers["anthropic-version"], "2023-06-01");
         assert_eq!(h.headers["host"], "127.0.0.1:9000");
         assert_eq!(h.headers["content-length"], "42");
+        assert_eq!(
+            h.headers["accept-encoding"], "identity",
+            "no compressed bytes reach the parsers (E41)"
+        );
         assert!(h.headers.get("x-forwarded-for").is_none());
         assert!(h.headers.get("x-tollgate-debug").is_none());
     }
