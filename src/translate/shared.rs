@@ -236,6 +236,35 @@ pub fn redact(msg: &str) -> String {
     out.chars().take(2000).collect()
 }
 
+/// Removes thinking blocks without a real signature from assistant turns (E26): tollgate mints
+/// such blocks when it translates another provider's reasoning for an Anthropic client, and
+/// Anthropic refuses them if the conversation later goes to a Claude model. Returns whether
+/// anything was removed.
+pub fn strip_unsigned_thinking(req: &mut Map<String, Value>) -> bool {
+    let mut changed = false;
+    for m in req
+        .get_mut("messages")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if m.get("role").and_then(Value::as_str) != Some("assistant") {
+            continue;
+        }
+        if let Some(blocks) = m.get_mut("content").and_then(Value::as_array_mut) {
+            let before = blocks.len();
+            blocks.retain(|b| {
+                !(b.get("type").and_then(Value::as_str) == Some("thinking")
+                    && b.get("signature")
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty))
+            });
+            changed |= blocks.len() != before;
+        }
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,33 +326,4 @@ mod tests {
             "bad key [redacted] here"
         );
     }
-}
-
-/// Removes thinking blocks without a real signature from assistant turns (E26): tollgate mints
-/// such blocks when it translates another provider's reasoning for an Anthropic client, and
-/// Anthropic refuses them if the conversation later goes to a Claude model. Returns whether
-/// anything was removed.
-pub fn strip_unsigned_thinking(req: &mut Map<String, Value>) -> bool {
-    let mut changed = false;
-    for m in req
-        .get_mut("messages")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        if m.get("role").and_then(Value::as_str) != Some("assistant") {
-            continue;
-        }
-        if let Some(blocks) = m.get_mut("content").and_then(Value::as_array_mut) {
-            let before = blocks.len();
-            blocks.retain(|b| {
-                !(b.get("type").and_then(Value::as_str) == Some("thinking")
-                    && b.get("signature")
-                        .and_then(Value::as_str)
-                        .is_none_or(str::is_empty))
-            });
-            changed |= blocks.len() != before;
-        }
-    }
-    changed
 }
