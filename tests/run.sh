@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins
 cargo test --workspace
+# The criterion benches run once each as tests: they must compile and run (numbers come from
+# `cargo bench`, never from the test suite).
+cargo test --benches -p tollgate
 TOLLGATE_BIN="$PWD/target/debug/tollgate" MOCK_BIN="$PWD/target/debug/mock-upstream" bash tests/clients/run.sh
