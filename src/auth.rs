@@ -72,10 +72,11 @@ pub fn generate_master_key() -> String {
     format!("{MASTER_PREFIX}{}", random_token(32))
 }
 
-/// A fresh public id for a key record.
+/// A fresh public id (keys, request and usage ids). Ids are not secrets: a thread-local CSPRNG
+/// seeded once from the OS is enough, and saves a getrandom syscall per request.
 pub fn generate_id(prefix: &str) -> String {
     let mut buf = [0u8; 9];
-    rand::rngs::OsRng.fill_bytes(&mut buf);
+    rand::thread_rng().fill_bytes(&mut buf);
     format!("{prefix}{}", hex(&buf))
 }
 

@@ -23,8 +23,6 @@ pub struct SledStore {
     prices: sled::Tree,
     /// Usage records by (ts_ms big-endian ++ id): time-ordered scans.
     usage: sled::Tree,
-    /// id → usage key: idempotent appends.
-    usage_ids: sled::Tree,
     /// (scope, id, window_start) → spent micro-dollars.
     spend: sled::Tree,
 }
@@ -111,6 +109,8 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .flush_every_ms(Some(200))
+            // sled caches up to 1 GiB by default; usage records would fill it.
+            .cache_capacity(64 * 1024 * 1024)
             .open()
             .map_err(io)?;
         let t = |name: &str| db.open_tree(name).map_err(io);
@@ -121,7 +121,6 @@ impl SledStore {
             budgets: t("budgets")?,
             prices: t("prices")?,
             usage: t("usage")?,
-            usage_ids: t("usage_ids")?,
             spend: t("spend")?,
             db,
         })
@@ -262,37 +261,38 @@ impl Store for SledStore {
         if batch.is_empty() {
             return Ok(batch);
         }
-        let (usage, ids, spend, db) = (
-            self.usage.clone(),
-            self.usage_ids.clone(),
-            self.spend.clone(),
-            self.db.clone(),
-        );
+        let (usage, spend, db) = (self.usage.clone(), self.spend.clone(), self.db.clone());
         blocking(move || {
             let encoded: Vec<(Vec<u8>, Vec<u8>)> = batch
                 .iter()
                 .map(|s| Ok((usage_key(s.record.ts_ms, &s.record.id), json(&s.record)?)))
                 .collect::<StoreResult<_>>()?;
-            let res = (&usage, &ids, &spend).transaction(|(u, i, sp)| {
+            // One transaction over records and spend: both land, or neither. A record's key
+            // (its time and id) is its idempotency check, and spend is summed per account and
+            // window before it is written, so a batch costs one read-modify-write per account
+            // instead of one per request.
+            let res = (&usage, &spend).transaction(|(u, sp)| {
                 let mut fresh = Vec::new();
+                let mut sums: std::collections::HashMap<Vec<u8>, u64> =
+                    std::collections::HashMap::new();
                 for (n, s) in batch.iter().enumerate() {
-                    if i.get(s.record.id.as_bytes())?.is_some() {
-                        continue; // already recorded: replays never count twice
-                    }
                     let (k, v) = &encoded[n];
-                    u.insert(k.as_slice(), v.as_slice())?;
-                    i.insert(s.record.id.as_bytes(), k.as_slice())?;
-                    for c in &s.charges {
-                        if c.amount == 0 {
-                            continue;
-                        }
-                        let sk = spend_key(c.scope, &c.id, c.window_start);
-                        let old = sp.get(&sk)?.map_or(0, |v| {
-                            u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))
-                        });
-                        sp.insert(sk, &(old + c.amount).to_be_bytes())?;
+                    if u.insert(k.as_slice(), v.as_slice())?.is_some() {
+                        // already recorded: restore it untouched; replays never count twice
+                        continue;
+                    }
+                    for c in s.charges.iter().filter(|c| c.amount > 0) {
+                        *sums
+                            .entry(spend_key(c.scope, &c.id, c.window_start))
+                            .or_default() += c.amount;
                     }
                     fresh.push(n);
+                }
+                for (sk, add) in sums {
+                    let old = sp.get(&sk)?.map_or(0, |v| {
+                        u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))
+                    });
+                    sp.insert(sk, &(old + add).to_be_bytes())?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(fresh)
             });
@@ -375,18 +375,12 @@ impl Store for SledStore {
     }
 
     async fn prune_usage(&self, before_ms: u64) -> StoreResult<usize> {
-        let (usage, ids, spend, db) = (
-            self.usage.clone(),
-            self.usage_ids.clone(),
-            self.spend.clone(),
-            self.db.clone(),
-        );
+        let (usage, spend, db) = (self.usage.clone(), self.spend.clone(), self.db.clone());
         blocking(move || {
             let mut n = 0;
             for kv in usage.range(..before_ms.to_be_bytes().to_vec()) {
                 let (k, _) = kv.map_err(io)?;
                 usage.remove(&k).map_err(io)?;
-                ids.remove(&k[8..]).map_err(io)?;
                 n += 1;
             }
             // Spend windows are kept for a year past the cut-off at most; the current window

@@ -46,7 +46,12 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, Passthrough { upstream: upstream.parse().expect("upstream address") });
+    let mut proxy = http_proxy_service(
+        &server.configuration,
+        Passthrough {
+            upstream: upstream.parse().expect("upstream address"),
+        },
+    );
     proxy.add_tcp(&listen);
     server.add_service(proxy);
     println!("passthrough listening on {listen} -> {upstream}");
