@@ -3,6 +3,11 @@
 //! measured against in benches/load/run.sh: same engine, no gateway logic.
 
 use async_trait::async_trait;
+
+// The same allocator as tollgate, so the comparison measures gateway logic, not allocators.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use std::net::SocketAddr;
