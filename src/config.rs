@@ -104,6 +104,9 @@ pub struct RawProvider {
     pub write_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub total_timeout_ms: Option<u64>,
+    /// The provider serves the OpenAI Responses API itself (`openai` kind). When false,
+    /// Responses requests are translated to Chat Completions.
+    pub native_responses: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -168,6 +171,8 @@ pub struct Provider {
     pub timeouts: Timeouts,
     /// True when the provider came from a built-in preset rather than the file.
     pub from_preset: bool,
+    /// `openai` kind only: `/responses` is served natively (else translated to chat).
+    pub native_responses: bool,
 }
 
 impl fmt::Debug for Provider {
@@ -448,13 +453,13 @@ fn build_provider(
         Some(k) => ProviderKind::parse(k).ok_or_else(|| {
             ConfigError::new(
                 format!("{field}.kind"),
-                format!("unknown kind '{k}': expected one of openai, anthropic"),
+                format!("unknown kind '{k}': expected one of openai, anthropic, gemini"),
             )
         })?,
         None => preset.map(|p| p.kind).ok_or_else(|| {
             ConfigError::new(
                 format!("{field}.kind"),
-                "missing: say 'openai' (any OpenAI-compatible API) or 'anthropic'",
+                "missing: say 'openai' (any OpenAI-compatible API), 'anthropic' or 'gemini'",
             )
         })?,
     };
@@ -546,6 +551,9 @@ fn build_provider(
         models: p.models.clone(),
         timeouts,
         from_preset: false,
+        native_responses: kind == ProviderKind::OpenAi
+            && p.native_responses
+                .unwrap_or_else(|| preset.is_none_or(|pr| pr.native_responses)),
     })
 }
 

@@ -69,6 +69,7 @@ impl Endpoint {
     pub fn dialect(self) -> Dialect {
         match self {
             Endpoint::Messages | Endpoint::CountTokens => Dialect::Anthropic,
+            Endpoint::Responses => Dialect::Responses,
             _ => Dialect::OpenAi,
         }
     }

@@ -11,6 +11,9 @@ use serde_json::json;
 pub enum Dialect {
     OpenAi,
     Anthropic,
+    /// OpenAI Responses: OpenAI's HTTP envelope, but in-stream failures are a
+    /// `response.failed` event (Codex reads no other).
+    Responses,
 }
 
 /// What went wrong, which fixes the status and both dialects' type strings.
@@ -129,7 +132,7 @@ impl GatewayError {
     /// The JSON body in the given dialect.
     pub fn body(&self, dialect: Dialect) -> Bytes {
         let v = match dialect {
-            Dialect::OpenAi => json!({
+            Dialect::OpenAi | Dialect::Responses => json!({
                 "error": {
                     "message": self.message,
                     "type": self.openai_type(),
@@ -147,15 +150,44 @@ impl GatewayError {
 
     /// An in-stream error event that ends a Server-Sent Events stream in the given dialect.
     pub fn sse_event(&self, dialect: Dialect) -> Bytes {
+        if dialect == Dialect::Responses {
+            return self.responses_failed_event(0, None);
+        }
         let body = self.body(dialect);
         let mut out = Vec::with_capacity(body.len() + 32);
         match dialect {
             Dialect::Anthropic => out.extend_from_slice(b"event: error\ndata: "),
-            Dialect::OpenAi => out.extend_from_slice(b"data: "),
+            _ => out.extend_from_slice(b"data: "),
         }
         out.extend_from_slice(&body);
         out.extend_from_slice(b"\n\n");
         Bytes::from(out)
+    }
+
+    /// The `code` a Responses client reads in `response.failed` (Codex special-cases these).
+    pub fn responses_code(&self) -> &'static str {
+        if let Some(c) = self.code {
+            return c;
+        }
+        match self.kind {
+            ErrorKind::RateLimited => "rate_limit_exceeded",
+            ErrorKind::BudgetExceeded | ErrorKind::PaymentRequired => "insufficient_quota",
+            ErrorKind::InvalidRequest | ErrorKind::NotFound | ErrorKind::PayloadTooLarge => {
+                "invalid_request_error"
+            }
+            ErrorKind::UpstreamTimeout => "timeout",
+            _ => "server_error",
+        }
+    }
+
+    /// A Responses `response.failed` event; `response` is the response object so far
+    /// (id, model, output) when the stream had one.
+    pub fn responses_failed_event(&self, seq: u64, response: Option<serde_json::Value>) -> Bytes {
+        let mut r = response.unwrap_or_else(|| json!({"object": "response", "output": []}));
+        r["status"] = json!("failed");
+        r["error"] = json!({"code": self.responses_code(), "message": self.message});
+        let v = json!({"type": "response.failed", "sequence_number": seq, "response": r});
+        Bytes::from(format!("event: response.failed\ndata: {v}\n\n"))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Each provider kind's wire details: which dialect it speaks, where each endpoint lives under
-//! its base URL, and how its credential is presented. Presets make well-known
-//! OpenAI-compatible services work with only an API key in the environment.
+//! its base URL, and how its credential is presented. Presets make well-known services work
+//! with only an API key in the environment.
 
 use crate::endpoint::Endpoint;
 
@@ -11,6 +11,8 @@ pub enum ProviderKind {
     OpenAi,
     /// Anthropic Messages.
     Anthropic,
+    /// Google Gemini `generateContent` (the native API, not its OpenAI-compatible one).
+    Gemini,
 }
 
 impl ProviderKind {
@@ -18,6 +20,7 @@ impl ProviderKind {
         match s.to_ascii_lowercase().as_str() {
             "openai" | "openai-compatible" => Some(ProviderKind::OpenAi),
             "anthropic" | "anthropic-compatible" => Some(ProviderKind::Anthropic),
+            "gemini" | "google" => Some(ProviderKind::Gemini),
             _ => None,
         }
     }
@@ -26,11 +29,13 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
         }
     }
 
     /// The upstream path (after the base URL's own path) that serves `ep`, or None if this
-    /// kind has no such endpoint natively.
+    /// kind has no such endpoint natively. (Gemini paths carry the model: see
+    /// [`crate::translate::gemini::path_for`].)
     pub fn endpoint_path(self, ep: Endpoint) -> Option<&'static str> {
         match (self, ep) {
             (ProviderKind::OpenAi, Endpoint::ChatCompletions) => Some("/chat/completions"),
@@ -48,6 +53,7 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => ("authorization", format!("Bearer {key}")),
             ProviderKind::Anthropic => ("x-api-key", key.to_string()),
+            ProviderKind::Gemini => ("x-goog-api-key", key.to_string()),
         }
     }
 }
@@ -62,155 +68,79 @@ pub struct Preset {
     pub key_env: Option<&'static str>,
     /// Environment variable overriding the base URL (activates keyless local servers).
     pub base_env: Option<&'static str>,
+    /// Serves the OpenAI Responses API itself (else Responses requests are translated to
+    /// Chat Completions).
+    pub native_responses: bool,
 }
 
-const fn def(
-    name: &'static str,
-    kind: ProviderKind,
-    base_url: &'static str,
-    key_env: Option<&'static str>,
-    base_env: Option<&'static str>,
-) -> Preset {
-    Preset {
-        name,
-        kind,
-        base_url,
-        key_env,
-        base_env,
-    }
-}
+use ProviderKind::{Anthropic, Gemini, OpenAi};
 
-use ProviderKind::{Anthropic, OpenAi};
+/// `(name, kind, base URL, key variable, base-URL variable, native Responses API)`.
+type Row = (
+    &'static str,
+    ProviderKind,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    bool,
+);
 
-/// Well-known providers. OpenAI-compatible services are the `openai` kind with their own base URL.
-pub const PRESETS: &[Preset] = &[
-    def(
-        "openai",
-        OpenAi,
-        "https://api.openai.com/v1",
-        Some("OPENAI_API_KEY"),
-        None,
-    ),
-    def(
-        "anthropic",
-        Anthropic,
-        "https://api.anthropic.com",
-        Some("ANTHROPIC_API_KEY"),
-        None,
-    ),
-    def(
-        "groq",
-        OpenAi,
-        "https://api.groq.com/openai/v1",
-        Some("GROQ_API_KEY"),
-        None,
-    ),
-    def(
-        "mistral",
-        OpenAi,
-        "https://api.mistral.ai/v1",
-        Some("MISTRAL_API_KEY"),
-        None,
-    ),
-    def(
-        "deepseek",
-        OpenAi,
-        "https://api.deepseek.com/v1",
-        Some("DEEPSEEK_API_KEY"),
-        None,
-    ),
-    def(
-        "together",
-        OpenAi,
-        "https://api.together.xyz/v1",
-        Some("TOGETHER_API_KEY"),
-        None,
-    ),
-    def(
-        "openrouter",
-        OpenAi,
-        "https://openrouter.ai/api/v1",
-        Some("OPENROUTER_API_KEY"),
-        None,
-    ),
-    def(
-        "fireworks",
-        OpenAi,
-        "https://api.fireworks.ai/inference/v1",
-        Some("FIREWORKS_API_KEY"),
-        None,
-    ),
-    def(
-        "xai",
-        OpenAi,
-        "https://api.x.ai/v1",
-        Some("XAI_API_KEY"),
-        None,
-    ),
-    def(
-        "perplexity",
-        OpenAi,
-        "https://api.perplexity.ai",
-        Some("PERPLEXITY_API_KEY"),
-        None,
-    ),
-    def(
-        "cerebras",
-        OpenAi,
-        "https://api.cerebras.ai/v1",
-        Some("CEREBRAS_API_KEY"),
-        None,
-    ),
-    def(
-        "deepinfra",
-        OpenAi,
-        "https://api.deepinfra.com/v1/openai",
-        Some("DEEPINFRA_API_KEY"),
-        None,
-    ),
-    def(
-        "moonshot",
-        OpenAi,
-        "https://api.moonshot.ai/v1",
-        Some("MOONSHOT_API_KEY"),
-        None,
-    ),
-    def(
-        "sambanova",
-        OpenAi,
-        "https://api.sambanova.ai/v1",
-        Some("SAMBANOVA_API_KEY"),
-        None,
-    ),
-    def(
-        "nebius",
-        OpenAi,
-        "https://api.studio.nebius.com/v1",
-        Some("NEBIUS_API_KEY"),
-        None,
-    ),
-    def(
-        "ollama",
-        OpenAi,
-        "http://127.0.0.1:11434/v1",
-        None,
-        Some("OLLAMA_BASE_URL"),
-    ),
-    def(
-        "vllm",
-        OpenAi,
-        "http://127.0.0.1:8001/v1",
-        None,
-        Some("VLLM_BASE_URL"),
-    ),
-    def(
-        "lmstudio",
-        OpenAi,
-        "http://127.0.0.1:1234/v1",
-        None,
-        Some("LMSTUDIO_BASE_URL"),
-    ),
+/// Well-known providers. OpenAI-compatible services are the `openai` kind with their own
+/// base URL; only OpenAI itself (and Azure-style deployments configured by hand) serve the
+/// Responses API, so the others get it translated to Chat Completions.
+#[rustfmt::skip]
+const ROWS: &[Row] = &[
+    ("openai", OpenAi, "https://api.openai.com/v1", Some("OPENAI_API_KEY"), None, true),
+    ("anthropic", Anthropic, "https://api.anthropic.com", Some("ANTHROPIC_API_KEY"), None, false),
+    ("gemini", Gemini, "https://generativelanguage.googleapis.com", Some("GEMINI_API_KEY"), None, false),
+    ("groq", OpenAi, "https://api.groq.com/openai/v1", Some("GROQ_API_KEY"), None, false),
+    ("mistral", OpenAi, "https://api.mistral.ai/v1", Some("MISTRAL_API_KEY"), None, false),
+    ("deepseek", OpenAi, "https://api.deepseek.com/v1", Some("DEEPSEEK_API_KEY"), None, false),
+    ("together", OpenAi, "https://api.together.xyz/v1", Some("TOGETHER_API_KEY"), None, false),
+    ("openrouter", OpenAi, "https://openrouter.ai/api/v1", Some("OPENROUTER_API_KEY"), None, false),
+    ("fireworks", OpenAi, "https://api.fireworks.ai/inference/v1", Some("FIREWORKS_API_KEY"), None, false),
+    ("xai", OpenAi, "https://api.x.ai/v1", Some("XAI_API_KEY"), None, false),
+    ("perplexity", OpenAi, "https://api.perplexity.ai", Some("PERPLEXITY_API_KEY"), None, false),
+    ("cerebras", OpenAi, "https://api.cerebras.ai/v1", Some("CEREBRAS_API_KEY"), None, false),
+    ("deepinfra", OpenAi, "https://api.deepinfra.com/v1/openai", Some("DEEPINFRA_API_KEY"), None, false),
+    ("moonshot", OpenAi, "https://api.moonshot.ai/v1", Some("MOONSHOT_API_KEY"), None, false),
+    ("sambanova", OpenAi, "https://api.sambanova.ai/v1", Some("SAMBANOVA_API_KEY"), None, false),
+    ("nebius", OpenAi, "https://api.studio.nebius.com/v1", Some("NEBIUS_API_KEY"), None, false),
+    ("dashscope", OpenAi, "https://dashscope-intl.aliyuncs.com/compatible-mode/v1", Some("DASHSCOPE_API_KEY"), None, false),
+    ("zai", OpenAi, "https://api.z.ai/api/paas/v4", Some("ZAI_API_KEY"), None, false),
+    ("nvidia", OpenAi, "https://integrate.api.nvidia.com/v1", Some("NVIDIA_API_KEY"), None, false),
+    ("hyperbolic", OpenAi, "https://api.hyperbolic.xyz/v1", Some("HYPERBOLIC_API_KEY"), None, false),
+    ("novita", OpenAi, "https://api.novita.ai/v3/openai", Some("NOVITA_API_KEY"), None, false),
+    ("huggingface", OpenAi, "https://router.huggingface.co/v1", Some("HF_TOKEN"), None, false),
+    ("ollama", OpenAi, "http://127.0.0.1:11434/v1", None, Some("OLLAMA_BASE_URL"), false),
+    ("vllm", OpenAi, "http://127.0.0.1:8001/v1", None, Some("VLLM_BASE_URL"), false),
+    ("lmstudio", OpenAi, "http://127.0.0.1:1234/v1", None, Some("LMSTUDIO_BASE_URL"), false),
 ];
+
+pub const PRESETS: &[Preset] = &{
+    let mut out = [Preset {
+        name: "",
+        kind: OpenAi,
+        base_url: "",
+        key_env: None,
+        base_env: None,
+        native_responses: false,
+    }; ROWS.len()];
+    let mut i = 0;
+    while i < ROWS.len() {
+        let (name, kind, base_url, key_env, base_env, native_responses) = ROWS[i];
+        out[i] = Preset {
+            name,
+            kind,
+            base_url,
+            key_env,
+            base_env,
+            native_responses,
+        };
+        i += 1;
+    }
+    out
+};
 
 pub fn preset(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)
@@ -221,8 +151,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn at_least_ten_presets_with_unique_names() {
-        assert!(PRESETS.len() >= 10);
+    fn at_least_twenty_presets_with_unique_names() {
+        assert!(PRESETS.len() >= 20);
         let mut names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
         names.sort();
         names.dedup();
@@ -243,5 +173,6 @@ mod tests {
             ("authorization", "Bearer k".to_string())
         );
         assert_eq!(Anthropic.auth_header("k"), ("x-api-key", "k".to_string()));
+        assert_eq!(Gemini.auth_header("k"), ("x-goog-api-key", "k".to_string()));
     }
 }

@@ -712,6 +712,15 @@ pub fn completion_to_chunks(v: &Value, include_usage: bool) -> BytesMut {
             json!([{"index": 0, "delta": {"content": t}, "finish_reason": null}]),
         ));
     }
+    if let Some(t) = msg
+        .get("refusal")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        push(base(
+            json!([{"index": 0, "delta": {"refusal": t}, "finish_reason": null}]),
+        ));
+    }
     for (k, call) in msg
         .get("tool_calls")
         .and_then(Value::as_array)

@@ -305,7 +305,7 @@ async fn serve_conn(sock: TcpStream, shared: Arc<Shared>) -> std::io::Result<()>
             log.push(RecordedRequest {
                 method: head.method.clone(),
                 path: path.clone(),
-                query,
+                query: query.clone(),
                 headers: head.headers.clone(),
                 body: body.clone(),
                 chunked,
@@ -315,7 +315,8 @@ async fn serve_conn(sock: TcpStream, shared: Arc<Shared>) -> std::io::Result<()>
             });
             log.len() - 1
         };
-        let (status, keep) = respond(&mut wr, &head, &path, &body, &fault).await?;
+        let (status, keep) =
+            respond(&mut wr, &head, &path, query.as_deref(), &body, &fault).await?;
         let rec = {
             let mut log = shared.log.lock().unwrap();
             if let Some(r) = log.get_mut(idx) {
@@ -379,12 +380,53 @@ enum Kind {
     Embeddings,
     Moderations,
     Models,
+    /// Gemini `POST .../models/{m}:generateContent`.
+    GeminiGenerate,
+    /// Gemini `POST .../models/{m}:streamGenerateContent` (`?alt=sse`: SSE, else a JSON array).
+    GeminiStream,
+    /// Gemini `POST .../models/{m}:countTokens`.
+    GeminiCount,
+    /// Gemini `GET /v1beta/models`.
+    GeminiModels,
+    /// Gemini `GET /v1beta/models/{m}`.
+    GeminiModel,
     Unknown,
+}
+
+impl Kind {
+    fn is_gemini(self) -> bool {
+        matches!(
+            self,
+            Kind::GeminiGenerate
+                | Kind::GeminiStream
+                | Kind::GeminiCount
+                | Kind::GeminiModels
+                | Kind::GeminiModel
+        )
+    }
+}
+
+/// `(model, action)` from a Gemini path `.../models/{model}:{action}` (the query is already
+/// split off); `action` is empty when there is no `:`.
+fn gemini_model(path: &str) -> Option<(&str, &str)> {
+    let i = path.rfind("/models/")?;
+    let rest = &path[i + "/models/".len()..];
+    Some(rest.split_once(':').unwrap_or((rest, "")))
 }
 
 fn kind_of(method: &str, path: &str) -> Kind {
     let p = path.trim_end_matches('/');
+    if let Some((model, action)) = gemini_model(p) {
+        match (method, action) {
+            ("POST", "generateContent") => return Kind::GeminiGenerate,
+            ("POST", "streamGenerateContent") => return Kind::GeminiStream,
+            ("POST", "countTokens") => return Kind::GeminiCount,
+            ("GET", "") if p.contains("/v1beta/") && !model.is_empty() => return Kind::GeminiModel,
+            _ => {}
+        }
+    }
     match method {
+        "GET" if p.ends_with("/v1beta/models") => Kind::GeminiModels,
         "POST" if p.ends_with("/chat/completions") => Kind::Chat,
         "POST" if p.ends_with("/messages/count_tokens") => Kind::CountTokens,
         "POST" if p.ends_with("/messages") => Kind::Messages,
@@ -455,19 +497,95 @@ fn last_user(req: &Value, kind: Kind) -> (String, bool, String) {
     }
 }
 
+/// `last_user` for the Responses API: the last item of `input` that is not a `system` or
+/// `developer` message.
+fn responses_last(req: &Value) -> (String, bool, String) {
+    let none = || (String::new(), false, String::new());
+    let items = match &req["input"] {
+        Value::String(s) => return (s.clone(), false, String::new()),
+        Value::Array(a) => a,
+        _ => return none(),
+    };
+    let Some(last) = items
+        .iter()
+        .rev()
+        .find(|it| !matches!(it["role"].as_str(), Some("system" | "developer")))
+    else {
+        return none();
+    };
+    let text_of = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|x| x["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    match last["type"].as_str() {
+        Some("function_call_output" | "custom_tool_call_output") => {
+            (String::new(), true, text_of(&last["output"]))
+        }
+        Some("message") | None => (text_of(&last["content"]), false, String::new()),
+        _ => none(),
+    }
+}
+
+/// `last_user` for Gemini: the last turn of `contents`; a `functionResponse` part in it is a
+/// tool result (its `result`/`output` string field, else its `response` as compact JSON).
+fn gemini_last(req: &Value) -> (String, bool, String) {
+    let Some(last) = req["contents"].as_array().and_then(|c| c.last()) else {
+        return (String::new(), false, String::new());
+    };
+    let parts = last["parts"].as_array().cloned().unwrap_or_default();
+    if let Some(fr) = parts.iter().rev().find_map(|p| p.get("functionResponse")) {
+        let r = &fr["response"];
+        let out = r["result"]
+            .as_str()
+            .or(r["output"].as_str())
+            .map(String::from)
+            .unwrap_or_else(|| r.to_string());
+        return (String::new(), true, out);
+    }
+    let text = parts
+        .iter()
+        .filter(|p| p["thought"] != true)
+        .filter_map(|p| p["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("");
+    (text, false, String::new())
+}
+
 /// The tool to call: a shell tool when one is declared (Claude Code's `Bash`, Codex's
-/// `exec_command`), else the first.
+/// `exec_command`), else the first with a name (Responses built-ins such as `web_search`
+/// have none).
 fn first_tool(req: &Value, kind: Kind) -> Option<String> {
     let tools = req["tools"].as_array()?;
-    let name_of = |t: &Value| {
-        let n = if kind == Kind::Chat {
-            t["function"]["name"].as_str().or(t["name"].as_str())
-        } else {
-            t["name"].as_str()
-        };
-        n.map(String::from)
+    let names: Vec<String> = if kind.is_gemini() {
+        tools
+            .iter()
+            .filter_map(|t| {
+                t["functionDeclarations"]
+                    .as_array()
+                    .or(t["function_declarations"].as_array())
+            })
+            .flatten()
+            .filter_map(|d| d["name"].as_str().map(String::from))
+            .collect()
+    } else {
+        tools
+            .iter()
+            .filter_map(|t| {
+                let n = if kind == Kind::Chat {
+                    t["function"]["name"].as_str().or(t["name"].as_str())
+                } else {
+                    t["name"].as_str()
+                };
+                n.map(String::from)
+            })
+            .collect()
     };
-    let names: Vec<String> = tools.iter().filter_map(name_of).collect();
     names
         .iter()
         .find(|n| *n == "Bash" || *n == "exec_command")
@@ -476,11 +594,41 @@ fn first_tool(req: &Value, kind: Kind) -> Option<String> {
 }
 
 const TOOL_ARGS: &str = "{\"command\":\"echo hello-from-mock-tool\"}";
+/// Codex's `exec_command` takes `cmd`, not `command`.
+const EXEC_ARGS: &str = "{\"cmd\":\"echo hello-from-mock-tool\"}";
+
+/// The JSON arguments the mock calls `name` with.
+fn tool_args(name: &str) -> &'static str {
+    if name == "exec_command" {
+        EXEC_ARGS
+    } else {
+        TOOL_ARGS
+    }
+}
+
+/// Gemini's error `status` for an HTTP status.
+fn gemini_status(status: u16) -> &'static str {
+    match status {
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        502 | 503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        s if s >= 500 => "INTERNAL",
+        _ => "INVALID_ARGUMENT",
+    }
+}
+
+fn gemini_error(code: u16, message: &str) -> Value {
+    json!({"error": {"code": code, "message": message, "status": gemini_status(code)}})
+}
 
 async fn respond(
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
     head: &Head,
     path: &str,
+    query: Option<&str>,
     body: &[u8],
     f: &Fault,
 ) -> std::io::Result<(u16, bool)> {
@@ -489,6 +637,7 @@ async fn respond(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let is_anthropic = matches!(kind, Kind::Messages | Kind::CountTokens);
+    let is_gemini = kind.is_gemini() || path.contains("/v1beta/");
     if let Some(status) = f.status.filter(|s| *s >= 400) {
         let body = if is_anthropic {
             let t = match status {
@@ -501,6 +650,8 @@ async fn respond(
                 _ => "invalid_request_error",
             };
             json!({"type": "error", "error": {"type": t, "message": format!("mock injected {status}")}, "request_id": "req_mock"})
+        } else if is_gemini {
+            gemini_error(status, &format!("mock injected {status}"))
         } else {
             json!({"error": {"message": format!("mock injected {status}"), "type": if status == 429 { "rate_limit_exceeded" } else { "invalid_request_error" }, "param": null, "code": null}})
         };
@@ -520,11 +671,22 @@ async fn respond(
         _ => {}
     }
     if kind == Kind::Unknown {
-        write_json(wr, 404, &[], &json!({"error": {"message": format!("mock: no route {} {path}", head.method), "type": "invalid_request_error", "param": null, "code": null}}).to_string()).await?;
+        let message = format!("mock: no route {} {path}", head.method);
+        let body = if is_gemini {
+            gemini_error(404, &message)
+        } else {
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})
+        };
+        write_json(wr, 404, &[], &body.to_string()).await?;
         return Ok((404, true));
     }
     let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let model = req["model"].as_str().unwrap_or("mock-model").to_string();
+    let model = if is_gemini {
+        gemini_model(path).map(|(m, _)| m).unwrap_or("gemini-mock")
+    } else {
+        req["model"].as_str().unwrap_or("mock-model")
+    }
+    .to_string();
     let ps = pieces(f);
     let (p_tokens, c_tokens) = f
         .usage
@@ -540,8 +702,27 @@ async fn respond(
             .await?;
             return Ok((200, true));
         }
+        Kind::GeminiCount => {
+            write_json(
+                wr,
+                200,
+                &[],
+                &json!({"totalTokens": (body.len() / 4).max(1)}).to_string(),
+            )
+            .await?;
+            return Ok((200, true));
+        }
         Kind::Models => {
             write_json(wr, 200, &[], &json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}]}).to_string()).await?;
+            return Ok((200, true));
+        }
+        Kind::GeminiModels => {
+            let m = gemini_model_info("gemini-2.5-flash", "Gemini 2.5 Flash");
+            write_json(wr, 200, &[], &json!({"models": [m]}).to_string()).await?;
+            return Ok((200, true));
+        }
+        Kind::GeminiModel => {
+            write_json(wr, 200, &[], &gemini_model_info(&model, &model).to_string()).await?;
             return Ok((200, true));
         }
         Kind::Embeddings => {
@@ -559,8 +740,14 @@ async fn respond(
         }
         _ => {}
     }
-    let (user_text, is_tool_result, tool_output) = last_user(&req, kind);
-    let tool = if !is_tool_result && user_text.contains("CALL_TOOL") {
+    let (user_text, is_tool_result, tool_output) = match kind {
+        Kind::Responses => responses_last(&req),
+        k if k.is_gemini() => gemini_last(&req),
+        _ => last_user(&req, kind),
+    };
+    // Gemini-only triggers.
+    let blocked = is_gemini && !is_tool_result && user_text.contains("BLOCK_ME");
+    let tool = if !is_tool_result && !blocked && user_text.contains("CALL_TOOL") {
         first_tool(&req, kind)
     } else {
         None
@@ -571,8 +758,11 @@ async fn respond(
         ps
     };
     // `x-mock-ignore-stream`: answer in one JSON body even when a stream was asked for.
-    let stream =
-        req["stream"].as_bool().unwrap_or(false) && head.get("x-mock-ignore-stream").is_none();
+    let stream = if is_gemini {
+        kind == Kind::GeminiStream
+    } else {
+        req["stream"].as_bool().unwrap_or(false)
+    } && head.get("x-mock-ignore-stream").is_none();
     let events = match kind {
         Kind::Chat => chat_events(
             &req,
@@ -591,19 +781,66 @@ async fn respond(
             p_tokens,
             c_tokens,
         ),
-        _ => responses_events(&model, &text_pieces, stream, p_tokens, c_tokens),
+        Kind::Responses => responses_events(
+            &req,
+            &model,
+            &text_pieces,
+            tool.as_deref(),
+            stream,
+            p_tokens,
+            c_tokens,
+        ),
+        _ => gemini_events(
+            &model,
+            &text_pieces,
+            tool.as_deref(),
+            GeminiOpts {
+                think: !is_tool_result && user_text.contains("THINK"),
+                blocked,
+                safety_stop: tool.is_none() && !is_tool_result && user_text.contains("SAFETY_STOP"),
+                ids: head.get("x-mock-gemini-ids").is_some(),
+            },
+            stream,
+            p_tokens,
+            c_tokens,
+        ),
     };
-    let Events::Stream(events) = events else {
-        let Events::Json(v) = events else {
-            unreachable!()
-        };
-        write_json(wr, 200, &[], &v.to_string()).await?;
-        return Ok((200, true));
+    // Gemini streams are SSE only with `alt=sse`; without it, a streamed JSON array.
+    let gemini_sse = query.is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+    let (content_type, events) = match events {
+        Events::Json(v) => {
+            write_json(wr, 200, &[], &v.to_string()).await?;
+            return Ok((200, true));
+        }
+        Events::Stream(events) => ("text/event-stream", events),
+        // Real Gemini ends its SSE lines with CRLF.
+        Events::Chunks(chunks) if gemini_sse => (
+            "text/event-stream",
+            chunks
+                .iter()
+                .map(|c| format!("data: {c}\r\n\r\n"))
+                .collect(),
+        ),
+        Events::Chunks(chunks) => {
+            let mut ev: Vec<String> = chunks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{}{c}", if i == 0 { "[" } else { ",\r\n" }))
+                .collect();
+            ev.push("]".to_string());
+            ("application/json", ev)
+        }
     };
-    wr.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n").await?;
+    wr.write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n").as_bytes()).await?;
     let split = head.get("x-mock-split-writes") != Some("0");
     let delay = f.chunk_delay_ms.unwrap_or(0);
     let half = events.len() / 2;
+    // Gemini streams can be a single chunk: fail at the last one at the latest.
+    let error_at = if is_gemini {
+        3.min(events.len().saturating_sub(1))
+    } else {
+        3
+    };
     for (i, ev) in events.iter().enumerate() {
         if i > 0 && delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -624,11 +861,22 @@ async fn respond(
             Some("garbage-sse") if i == 1 => {
                 write_chunk(wr, b"data: {this is not json\n\n", false).await?
             }
-            Some("event-error") if i == 3 => {
-                let e = if kind == Kind::Messages {
-                    "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"mock overloaded\"}}\n\n".to_string()
-                } else {
-                    "data: {\"error\":{\"message\":\"mock overloaded\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n".to_string()
+            Some("event-error") if i == error_at => {
+                let e = match kind {
+                    Kind::Messages => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"mock overloaded\"}}\n\n".to_string(),
+                    Kind::Responses => {
+                        let data = json!({"type": "response.failed", "sequence_number": i, "response": {"id": "resp_mock1", "object": "response", "created_at": now(), "status": "failed", "model": model, "output": [], "usage": null, "incomplete_details": null, "error": {"code": "server_error", "message": "mock overloaded"}}});
+                        format!("event: response.failed\ndata: {data}\n\n")
+                    }
+                    _ if is_gemini => {
+                        let data = gemini_error(503, "mock overloaded");
+                        if gemini_sse {
+                            format!("data: {data}\r\n\r\n")
+                        } else {
+                            format!("{}{data}]", if i == 0 { "[" } else { ",\r\n" })
+                        }
+                    }
+                    _ => "data: {\"error\":{\"message\":\"mock overloaded\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n".to_string(),
                 };
                 write_chunk(wr, e.as_bytes(), false).await?;
                 wr.write_all(b"0\r\n\r\n").await?;
@@ -678,7 +926,10 @@ async fn write_chunk(
 
 enum Events {
     Json(Value),
+    /// Framed SSE events.
     Stream(Vec<String>),
+    /// Gemini stream chunks, framed by the caller (SSE or JSON array).
+    Chunks(Vec<Value>),
 }
 
 fn now() -> u64 {
@@ -688,8 +939,8 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn arg_parts() -> Vec<String> {
-    let a = TOOL_ARGS;
+/// The arguments in three pieces (as a streamed tool call delivers them).
+fn arg_parts(a: &str) -> Vec<String> {
     vec![
         a[..10].to_string(),
         a[10..25].to_string(),
@@ -711,7 +962,7 @@ fn chat_events(
     if !stream {
         let message = match tool {
             Some(name) => {
-                json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": TOOL_ARGS}}]})
+                json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": tool_args(name)}}]})
             }
             None => json!({"role": "assistant", "content": pieces.concat()}),
         };
@@ -738,7 +989,7 @@ fn chat_events(
     match tool {
         Some(name) => {
             ev.push(chunk(json!({"tool_calls": [{"index": 0, "id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null));
-            for part in arg_parts() {
+            for part in arg_parts(tool_args(name)) {
                 ev.push(chunk(
                     json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
                     Value::Null,
@@ -772,7 +1023,7 @@ fn anthropic_events(
     if !stream {
         let content = match tool {
             Some(name) => {
-                json!([{"type": "text", "text": "I'll run it."}, {"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": serde_json::from_str::<Value>(TOOL_ARGS).unwrap()}])
+                json!([{"type": "text", "text": "I'll run it."}, {"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": serde_json::from_str::<Value>(tool_args(name)).unwrap()}])
             }
             None => json!([{"type": "text", "text": pieces.concat()}]),
         };
@@ -807,7 +1058,7 @@ fn anthropic_events(
     ));
     if let Some(name) = tool {
         out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": {}}})));
-        for part in arg_parts() {
+        for part in arg_parts(tool_args(name)) {
             out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": part}})));
         }
         out.push(ev(
@@ -820,11 +1071,40 @@ fn anthropic_events(
     Events::Stream(out)
 }
 
-fn responses_events(model: &str, pieces: &[String], stream: bool, p: u64, c: u64) -> Events {
+fn responses_events(
+    req: &Value,
+    model: &str,
+    pieces: &[String],
+    tool: Option<&str>,
+    stream: bool,
+    p: u64,
+    c: u64,
+) -> Events {
     let text = pieces.concat();
-    let item = json!({"type": "message", "id": "msg_mock1", "status": "completed", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]});
+    let (item, item_added) = match tool {
+        Some(name) => (
+            json!({"type": "function_call", "id": "fc_mock1", "call_id": "call_mock1", "name": name, "arguments": tool_args(name), "status": "completed"}),
+            json!({"type": "function_call", "id": "fc_mock1", "call_id": "call_mock1", "name": name, "arguments": "", "status": "in_progress"}),
+        ),
+        None => (
+            json!({"type": "message", "id": "msg_mock1", "status": "completed", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}),
+            json!({"type": "message", "id": "msg_mock1", "status": "in_progress", "role": "assistant", "content": []}),
+        ),
+    };
     let usage = json!({"input_tokens": p, "output_tokens": c, "total_tokens": p + c, "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}});
-    let resp = |status: &str, output: Value, usage: Value| json!({"id": "resp_mock1", "object": "response", "created_at": now(), "status": status, "model": model, "output": output, "usage": usage});
+    let resp = |status: &str, output: Value, usage: Value| {
+        json!({
+            "id": "resp_mock1", "object": "response", "created_at": now(), "status": status,
+            "model": model, "output": output, "usage": usage, "error": null,
+            "incomplete_details": null,
+            "instructions": req.get("instructions").cloned().unwrap_or(Value::Null),
+            "tools": req.get("tools").cloned().unwrap_or(json!([])),
+            "tool_choice": req.get("tool_choice").cloned().unwrap_or(json!("auto")),
+            "parallel_tool_calls": req.get("parallel_tool_calls").cloned().unwrap_or(json!(true)),
+            "store": req.get("store").cloned().unwrap_or(json!(false)),
+            "metadata": {},
+        })
+    };
     if !stream {
         return Events::Json(resp("completed", json!([item]), usage));
     }
@@ -846,24 +1126,38 @@ fn responses_events(model: &str, pieces: &[String], stream: bool, p: u64, c: u64
         ),
         ev(
             "response.output_item.added",
-            json!({"output_index": 0, "item": {"type": "message", "id": "msg_mock1", "status": "in_progress", "role": "assistant", "content": []}}),
-        ),
-        ev(
-            "response.content_part.added",
-            json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+            json!({"output_index": 0, "item": item_added}),
         ),
     ];
-    for p in pieces {
-        out.push(ev(
-            "response.output_text.delta",
-            json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "delta": p}),
-        ));
+    match tool {
+        Some(name) => {
+            let args = tool_args(name);
+            for part in arg_parts(args) {
+                out.push(ev(
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": "fc_mock1", "output_index": 0, "delta": part}),
+                ));
+            }
+            out.push(ev(
+                "response.function_call_arguments.done",
+                json!({"item_id": "fc_mock1", "output_index": 0, "arguments": args}),
+            ));
+        }
+        None => {
+            out.push(ev("response.content_part.added", json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})));
+            for p in pieces {
+                out.push(ev(
+                    "response.output_text.delta",
+                    json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "delta": p, "logprobs": []}),
+                ));
+            }
+            out.push(ev(
+                "response.output_text.done",
+                json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+            ));
+            out.push(ev("response.content_part.done", json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}})));
+        }
     }
-    out.push(ev(
-        "response.output_text.done",
-        json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "text": text}),
-    ));
-    out.push(ev("response.content_part.done", json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}})));
     out.push(ev(
         "response.output_item.done",
         json!({"output_index": 0, "item": item}),
@@ -873,4 +1167,845 @@ fn responses_events(model: &str, pieces: &[String], stream: bool, p: u64, c: u64
         json!({"response": resp("completed", json!([item]), usage)}),
     ));
     Events::Stream(out)
+}
+
+fn gemini_model_info(id: &str, display: &str) -> Value {
+    json!({
+        "name": format!("models/{id}"), "displayName": display, "version": "001",
+        "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
+        "supportedGenerationMethods": ["generateContent", "countTokens"],
+    })
+}
+
+/// Gemini triggers, from the last user text and the request headers.
+struct GeminiOpts {
+    /// `THINK`: a `thought:true` part before the answer.
+    think: bool,
+    /// `BLOCK_ME`: no candidates, `promptFeedback.blockReason:"SAFETY"`.
+    blocked: bool,
+    /// `SAFETY_STOP`: some text, then `finishReason:"SAFETY"`.
+    safety_stop: bool,
+    /// `x-mock-gemini-ids`: put an `id` in `functionCall` parts (Gemini 2.5 omits it).
+    ids: bool,
+}
+
+/// Thought tokens reported (`thoughtsTokenCount`, outside `candidatesTokenCount`) with `THINK`.
+const THOUGHT_TOKENS: u64 = 5;
+
+fn gemini_events(
+    model: &str,
+    pieces: &[String],
+    tool: Option<&str>,
+    o: GeminiOpts,
+    stream: bool,
+    p: u64,
+    c: u64,
+) -> Events {
+    let thoughts = if o.think { THOUGHT_TOKENS } else { 0 };
+    let mut usage = json!({"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c + thoughts, "cachedContentTokenCount": 0});
+    if o.think {
+        usage["thoughtsTokenCount"] = json!(thoughts);
+    }
+    let partial_usage = json!({"promptTokenCount": p, "totalTokenCount": p});
+    let envelope = |candidate: Option<Value>, usage: Option<&Value>| {
+        let mut v = json!({"modelVersion": model, "responseId": "mock-resp-1"});
+        if let Some(c) = candidate {
+            v["candidates"] = json!([c]);
+        }
+        if let Some(u) = usage {
+            v["usageMetadata"] = u.clone();
+        }
+        v
+    };
+    let candidate = |parts: Vec<Value>, finish: Option<&str>| {
+        let mut c = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+        if let Some(f) = finish {
+            c["finishReason"] = json!(f);
+        }
+        c
+    };
+    let blocked_ratings = json!([{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": true}]);
+    if o.blocked {
+        let mut v = envelope(None, Some(&partial_usage));
+        v["promptFeedback"] = json!({"blockReason": "SAFETY", "safetyRatings": blocked_ratings});
+        return if stream {
+            Events::Chunks(vec![v])
+        } else {
+            Events::Json(v)
+        };
+    }
+    let thought = json!({"text": "pondering", "thought": true});
+    let call = tool.map(|name| {
+        let args: Value = serde_json::from_str(tool_args(name)).unwrap();
+        let mut fc = json!({"name": name, "args": args});
+        if o.ids {
+            fc["id"] = json!("call_mock1");
+        }
+        let mut part = json!({"functionCall": fc});
+        if o.think {
+            part["thoughtSignature"] = json!("bW9jay10aG91Z2h0LXNpZ25hdHVyZQ==");
+        }
+        part
+    });
+    let texts: Vec<String> = if o.safety_stop {
+        pieces.iter().take(2).cloned().collect()
+    } else {
+        pieces.to_vec()
+    };
+    if !stream {
+        let mut parts = Vec::new();
+        if o.think {
+            parts.push(thought);
+        }
+        match call {
+            Some(cp) => parts.push(cp),
+            None if !texts.is_empty() => parts.push(json!({"text": texts.concat()})),
+            None => {}
+        }
+        let mut cand = candidate(parts, Some(if o.safety_stop { "SAFETY" } else { "STOP" }));
+        if o.safety_stop {
+            cand["safetyRatings"] = blocked_ratings;
+        }
+        return Events::Json(envelope(Some(cand), Some(&usage)));
+    }
+    let mut chunks: Vec<Vec<Value>> = Vec::new();
+    if o.think {
+        chunks.push(vec![thought]);
+    }
+    match call {
+        // A function call arrives whole, never split.
+        Some(cp) => chunks.push(vec![cp]),
+        None => chunks.extend(texts.iter().map(|t| vec![json!({"text": t})])),
+    }
+    let n = chunks.len();
+    let mut out: Vec<Value> = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, parts)| {
+            let last = i + 1 == n && !o.safety_stop;
+            let u = if last {
+                Some(&usage)
+            } else if i == 0 {
+                Some(&partial_usage)
+            } else {
+                None
+            };
+            envelope(Some(candidate(parts, last.then_some("STOP"))), u)
+        })
+        .collect();
+    if o.safety_stop {
+        // Like real Gemini: the stopping chunk has no content.
+        out.push(envelope(
+            Some(json!({"finishReason": "SAFETY", "index": 0, "safetyRatings": blocked_ratings})),
+            Some(&usage),
+        ));
+    } else if n == 0 {
+        out.push(envelope(
+            Some(candidate(vec![], Some("STOP"))),
+            Some(&usage),
+        ));
+    }
+    Events::Chunks(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Resp {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Resp {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+
+        fn json(&self) -> Value {
+            serde_json::from_str(&self.body).expect("json body")
+        }
+
+        /// `(event name, data)` of each SSE event (CRLF or LF).
+        fn sse(&self) -> Vec<(Option<String>, Value)> {
+            let body = self.body.replace("\r\n", "\n");
+            body.split("\n\n")
+                .filter(|e| !e.trim().is_empty())
+                .map(|e| {
+                    let mut name = None;
+                    let mut data = String::new();
+                    for l in e.lines() {
+                        if let Some(v) = l.strip_prefix("event: ") {
+                            name = Some(v.to_string());
+                        } else if let Some(v) = l.strip_prefix("data: ") {
+                            data.push_str(v);
+                        }
+                    }
+                    (name, serde_json::from_str(&data).expect("event json"))
+                })
+                .collect()
+        }
+    }
+
+    async fn call(
+        m: &MockServer,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Resp {
+        let sock = TcpStream::connect(m.addr).await.unwrap();
+        let (rd, mut wr) = sock.into_split();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = format!(
+            "{method} {target} HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        wr.write_all(req.as_bytes()).await.unwrap();
+        let mut r = BufReader::new(rd);
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            r.read_line(&mut l).await.unwrap();
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').unwrap();
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let mut out = Vec::new();
+        if get("transfer-encoding").as_deref() == Some("chunked") {
+            loop {
+                let mut l = String::new();
+                r.read_line(&mut l).await.unwrap();
+                let n = usize::from_str_radix(l.trim(), 16).unwrap();
+                if n == 0 {
+                    break;
+                }
+                let start = out.len();
+                out.resize(start + n, 0);
+                r.read_exact(&mut out[start..]).await.unwrap();
+                let mut crlf = [0u8; 2];
+                r.read_exact(&mut crlf).await.unwrap();
+            }
+        } else {
+            let n: usize = get("content-length").unwrap().parse().unwrap();
+            out.resize(n, 0);
+            r.read_exact(&mut out).await.unwrap();
+        }
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8(out).unwrap(),
+        }
+    }
+
+    async fn post(m: &MockServer, target: &str, hs: &[(&str, &str)], body: Value) -> Resp {
+        call(m, "POST", target, hs, Some(body)).await
+    }
+
+    fn types(events: &[(Option<String>, Value)]) -> Vec<String> {
+        events
+            .iter()
+            .map(|(_, d)| d["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    // ---------- Responses ----------
+
+    #[tokio::test]
+    async fn responses_plain_string_input() {
+        let m = MockServer::start().await;
+        let r = post(
+            &m,
+            "/v1/responses",
+            &[],
+            json!({"model": "gpt-x", "input": "hi"}),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        assert_eq!(v["object"], "response");
+        assert_eq!(v["status"], "completed");
+        assert_eq!(v["output"][0]["type"], "message");
+        assert_eq!(v["output"][0]["content"][0]["text"], TEXT);
+        assert_eq!(v["usage"]["input_tokens_details"]["cached_tokens"], 0);
+        assert_eq!(v["usage"]["output_tokens_details"]["reasoning_tokens"], 0);
+    }
+
+    #[tokio::test]
+    async fn responses_stream_text_grammar() {
+        let m = MockServer::start().await;
+        let r = post(
+            &m,
+            "/v1/responses",
+            &[],
+            json!({"model": "gpt-x", "stream": true, "input": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        assert_eq!(r.header("content-type"), Some("text/event-stream"));
+        let ev = r.sse();
+        for (i, (name, d)) in ev.iter().enumerate() {
+            assert_eq!(name.as_deref(), d["type"].as_str());
+            assert_eq!(d["sequence_number"], i as u64);
+        }
+        let t = types(&ev);
+        assert_eq!(
+            t[..5],
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta"
+            ]
+        );
+        assert_eq!(
+            t[t.len() - 4..],
+            [
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        let text: String = ev
+            .iter()
+            .filter(|(_, d)| d["type"] == "response.output_text.delta")
+            .map(|(_, d)| d["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, TEXT);
+        let done = &ev.last().unwrap().1["response"];
+        assert_eq!(done["output"][0]["content"][0]["text"], TEXT);
+        let u = &done["usage"];
+        assert_eq!(
+            u["total_tokens"].as_u64().unwrap(),
+            u["input_tokens"].as_u64().unwrap() + u["output_tokens"].as_u64().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn responses_stream_tool_call_prefers_exec_command() {
+        let m = MockServer::start().await;
+        let body = json!({"model": "gpt-x", "stream": true,
+            "tools": [{"type": "web_search"}, {"type": "function", "name": "apply_patch", "parameters": {}},
+                      {"type": "function", "name": "exec_command", "parameters": {}}],
+            "input": [
+                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "be nice"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "CALL_TOOL now"}]},
+                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "trailing"}]}]});
+        let ev = post(&m, "/v1/responses", &[], body).await.sse();
+        let t = types(&ev);
+        assert_eq!(
+            t.iter()
+                .filter(|t| *t == "response.function_call_arguments.delta")
+                .count(),
+            3
+        );
+        assert!(t.contains(&"response.function_call_arguments.done".to_string()));
+        assert!(!t.iter().any(|t| t.starts_with("response.output_text")));
+        let added = &ev[2].1["item"];
+        assert_eq!(added["status"], "in_progress");
+        assert_eq!(added["arguments"], "");
+        let args: String = ev
+            .iter()
+            .filter(|(_, d)| d["type"] == "response.function_call_arguments.delta")
+            .map(|(_, d)| d["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(args, EXEC_ARGS);
+        let done = ev
+            .iter()
+            .find(|(_, d)| d["type"] == "response.output_item.done")
+            .unwrap();
+        assert_eq!(
+            done.1["item"],
+            json!({"type": "function_call", "id": "fc_mock1", "call_id": "call_mock1", "name": "exec_command", "arguments": EXEC_ARGS, "status": "completed"})
+        );
+        let completed = &ev.last().unwrap().1["response"];
+        assert_eq!(completed["output"][0], done.1["item"]);
+        assert_eq!(completed["status"], "completed");
+    }
+
+    #[tokio::test]
+    async fn responses_non_stream_tool_call_other_tool() {
+        let m = MockServer::start().await;
+        let body = json!({"model": "gpt-x", "input": "CALL_TOOL",
+            "tools": [{"type": "web_search"}, {"type": "function", "name": "lookup", "parameters": {}}]});
+        let v = post(&m, "/v1/responses", &[], body).await.json();
+        assert_eq!(v["output"][0]["type"], "function_call");
+        assert_eq!(v["output"][0]["name"], "lookup");
+        assert_eq!(v["output"][0]["arguments"], TOOL_ARGS);
+        // No tools: plain text.
+        let v = post(
+            &m,
+            "/v1/responses",
+            &[],
+            json!({"model": "gpt-x", "input": "CALL_TOOL"}),
+        )
+        .await
+        .json();
+        assert_eq!(v["output"][0]["type"], "message");
+    }
+
+    #[tokio::test]
+    async fn responses_function_call_output() {
+        let m = MockServer::start().await;
+        let history = |output: Value| {
+            json!({"model": "gpt-x", "input": [
+                {"role": "user", "content": "CALL_TOOL"},
+                {"type": "function_call", "call_id": "call_mock1", "name": "exec_command", "arguments": EXEC_ARGS},
+                {"type": "function_call_output", "call_id": "call_mock1", "output": output},
+                {"role": "developer", "content": "trailing"}]})
+        };
+        let v = post(
+            &m,
+            "/v1/responses",
+            &[],
+            history(json!("hello-from-mock-tool")),
+        )
+        .await
+        .json();
+        assert_eq!(
+            v["output"][0]["content"][0]["text"],
+            "Tool said: hello-from-mock-tool"
+        );
+        let parts =
+            json!([{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]);
+        let v = post(&m, "/v1/responses", &[], history(parts)).await.json();
+        assert_eq!(v["output"][0]["content"][0]["text"], "Tool said: ab");
+    }
+
+    #[tokio::test]
+    async fn responses_event_error_is_response_failed() {
+        let m = MockServer::start().await;
+        let r = post(
+            &m,
+            "/v1/responses",
+            &[("x-mock-fault", "event-error")],
+            json!({"model": "gpt-x", "stream": true, "input": "hi"}),
+        )
+        .await;
+        let ev = r.sse();
+        let (name, last) = ev.last().unwrap();
+        assert_eq!(name.as_deref(), Some("response.failed"));
+        assert_eq!(last["type"], "response.failed");
+        assert_eq!(last["response"]["status"], "failed");
+        assert_eq!(
+            last["response"]["error"],
+            json!({"code": "server_error", "message": "mock overloaded"})
+        );
+        assert_eq!(last["sequence_number"], (ev.len() - 1) as u64);
+        // Status faults keep the OpenAI envelope.
+        let r = post(
+            &m,
+            "/v1/responses",
+            &[("x-mock-status", "429")],
+            json!({"input": "hi"}),
+        )
+        .await;
+        assert_eq!(r.status, 429);
+        assert_eq!(r.json()["error"]["type"], "rate_limit_exceeded");
+    }
+
+    #[tokio::test]
+    async fn chat_and_anthropic_exec_command_args() {
+        let m = MockServer::start().await;
+        let v = post(
+            &m,
+            "/v1/chat/completions",
+            &[],
+            json!({"model": "x",
+            "tools": [{"type": "function", "function": {"name": "exec_command", "parameters": {}}}],
+            "messages": [{"role": "user", "content": "CALL_TOOL"}]}),
+        )
+        .await
+        .json();
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            EXEC_ARGS
+        );
+        let v = post(
+            &m,
+            "/v1/messages",
+            &[],
+            json!({"model": "x", "max_tokens": 10,
+            "tools": [{"name": "exec_command", "input_schema": {}}],
+            "messages": [{"role": "user", "content": "CALL_TOOL"}]}),
+        )
+        .await
+        .json();
+        assert_eq!(
+            v["content"][1]["input"],
+            json!({"cmd": "echo hello-from-mock-tool"})
+        );
+        let v = post(
+            &m,
+            "/v1/messages",
+            &[],
+            json!({"model": "x", "max_tokens": 10,
+            "tools": [{"name": "Bash", "input_schema": {}}],
+            "messages": [{"role": "user", "content": "CALL_TOOL"}]}),
+        )
+        .await
+        .json();
+        assert_eq!(
+            v["content"][1]["input"],
+            json!({"command": "echo hello-from-mock-tool"})
+        );
+    }
+
+    // ---------- Gemini ----------
+
+    const GEN: &str = "/v1beta/models/gemini-2.5-flash:generateContent";
+    const STREAM: &str = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse";
+
+    fn gemini_req(text: &str) -> Value {
+        json!({"systemInstruction": {"parts": [{"text": "sys"}]},
+               "contents": [{"role": "user", "parts": [{"text": text}]}]})
+    }
+
+    fn gemini_text(chunks: &[Value]) -> String {
+        chunks
+            .iter()
+            .flat_map(|c| {
+                c["candidates"][0]["content"]["parts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|p| p["thought"] != true)
+            .filter_map(|p| p["text"].as_str().map(String::from))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn gemini_generate_text() {
+        let m = MockServer::start().await;
+        let r = post(&m, GEN, &[("x-goog-api-key", "g-key")], gemini_req("hi")).await;
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        assert_eq!(v["modelVersion"], "gemini-2.5-flash");
+        assert_eq!(v["responseId"], "mock-resp-1");
+        let c = &v["candidates"][0];
+        assert_eq!(c["content"]["role"], "model");
+        assert_eq!(c["content"]["parts"][0]["text"], TEXT);
+        assert_eq!(c["finishReason"], "STOP");
+        let u = &v["usageMetadata"];
+        assert_eq!(u["cachedContentTokenCount"], 0);
+        assert!(u.get("thoughtsTokenCount").is_none());
+        assert_eq!(
+            u["totalTokenCount"].as_u64().unwrap(),
+            u["promptTokenCount"].as_u64().unwrap() + u["candidatesTokenCount"].as_u64().unwrap()
+        );
+        let rec = m.requests().pop().unwrap();
+        assert_eq!(rec.header("x-goog-api-key"), Some("g-key"));
+        assert_eq!(rec.path, GEN);
+    }
+
+    #[tokio::test]
+    async fn gemini_stream_sse() {
+        let m = MockServer::start().await;
+        let r = post(&m, STREAM, &[], gemini_req("hi")).await;
+        assert_eq!(r.header("content-type"), Some("text/event-stream"));
+        assert!(!r.body.contains("[DONE]"));
+        assert!(r.body.contains("\r\n\r\n"));
+        let ev: Vec<Value> = r
+            .sse()
+            .into_iter()
+            .map(|(n, d)| {
+                assert!(n.is_none());
+                d
+            })
+            .collect();
+        assert!(ev.len() > 2);
+        assert_eq!(gemini_text(&ev), TEXT);
+        for (i, c) in ev.iter().enumerate() {
+            assert_eq!(c["modelVersion"], "gemini-2.5-flash");
+            assert_eq!(c["candidates"][0]["index"], 0);
+            let last = i + 1 == ev.len();
+            assert_eq!(c["candidates"][0].get("finishReason").is_some(), last);
+        }
+        assert_eq!(
+            ev[0]["usageMetadata"]["totalTokenCount"],
+            ev[0]["usageMetadata"]["promptTokenCount"]
+        );
+        let u = &ev.last().unwrap()["usageMetadata"];
+        assert_eq!(ev.last().unwrap()["candidates"][0]["finishReason"], "STOP");
+        assert!(u["candidatesTokenCount"].as_u64().unwrap() > 0);
+        let rec = m.requests().pop().unwrap();
+        assert_eq!(
+            rec.path,
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+        );
+        assert_eq!(rec.query.as_deref(), Some("alt=sse"));
+    }
+
+    #[tokio::test]
+    async fn gemini_stream_without_alt_sse_is_json_array() {
+        let m = MockServer::start().await;
+        let r = post(
+            &m,
+            "/v1beta/models/gemini-2.5-pro:streamGenerateContent",
+            &[],
+            gemini_req("hi"),
+        )
+        .await;
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let arr = r.json();
+        let arr = arr.as_array().unwrap();
+        assert_eq!(gemini_text(arr), TEXT);
+        assert_eq!(arr[0]["modelVersion"], "gemini-2.5-pro");
+    }
+
+    #[tokio::test]
+    async fn gemini_function_call() {
+        let m = MockServer::start().await;
+        let mut body = gemini_req("CALL_TOOL please");
+        body["tools"] = json!([{"functionDeclarations": [{"name": "read_file"}, {"name": "Bash", "parameters": {}}]}]);
+        let ev: Vec<Value> = post(&m, STREAM, &[], body.clone())
+            .await
+            .sse()
+            .into_iter()
+            .map(|x| x.1)
+            .collect();
+        assert_eq!(ev.len(), 1);
+        let c = &ev[0]["candidates"][0];
+        assert_eq!(c["finishReason"], "STOP");
+        assert_eq!(
+            c["content"]["parts"][0]["functionCall"],
+            json!({"name": "Bash", "args": {"command": "echo hello-from-mock-tool"}})
+        );
+        assert!(ev[0]["usageMetadata"]["candidatesTokenCount"].is_u64());
+        // Non-streamed, with ids asked for, and exec_command's argument rule.
+        body["tools"] = json!([{"functionDeclarations": [{"name": "exec_command"}]}]);
+        let v = post(&m, GEN, &[("x-mock-gemini-ids", "1")], body)
+            .await
+            .json();
+        assert_eq!(
+            v["candidates"][0]["content"]["parts"][0]["functionCall"],
+            json!({"id": "call_mock1", "name": "exec_command", "args": {"cmd": "echo hello-from-mock-tool"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn gemini_function_response() {
+        let m = MockServer::start().await;
+        let turn = |response: Value| {
+            json!({"contents": [
+                {"role": "user", "parts": [{"text": "CALL_TOOL"}]},
+                {"role": "model", "parts": [{"functionCall": {"name": "Bash", "args": {"command": "x"}}}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "Bash", "response": response}}]}]})
+        };
+        let v = post(
+            &m,
+            GEN,
+            &[],
+            turn(json!({"result": "hello-from-mock-tool"})),
+        )
+        .await
+        .json();
+        assert_eq!(
+            v["candidates"][0]["content"]["parts"][0]["text"],
+            "Tool said: hello-from-mock-tool"
+        );
+        let v = post(&m, GEN, &[], turn(json!({"output": "out"})))
+            .await
+            .json();
+        assert_eq!(
+            v["candidates"][0]["content"]["parts"][0]["text"],
+            "Tool said: out"
+        );
+        let ev: Vec<Value> = post(&m, STREAM, &[], turn(json!({"a": 1})))
+            .await
+            .sse()
+            .into_iter()
+            .map(|x| x.1)
+            .collect();
+        assert_eq!(gemini_text(&ev), "Tool said: {\"a\":1}");
+    }
+
+    #[tokio::test]
+    async fn gemini_safety_triggers() {
+        let m = MockServer::start().await;
+        for target in [GEN, STREAM] {
+            let r = post(&m, target, &[], gemini_req("BLOCK_ME")).await;
+            assert_eq!(r.status, 200);
+            let v = if target == GEN {
+                r.json()
+            } else {
+                r.sse().pop().unwrap().1
+            };
+            assert!(v.get("candidates").is_none());
+            assert_eq!(v["promptFeedback"]["blockReason"], "SAFETY");
+        }
+        let v = post(&m, GEN, &[], gemini_req("SAFETY_STOP")).await.json();
+        assert_eq!(v["candidates"][0]["finishReason"], "SAFETY");
+        assert!(!v["candidates"][0]["content"]["parts"][0]["text"]
+            .as_str()
+            .unwrap()
+            .is_empty());
+        let ev: Vec<Value> = post(&m, STREAM, &[], gemini_req("SAFETY_STOP"))
+            .await
+            .sse()
+            .into_iter()
+            .map(|x| x.1)
+            .collect();
+        assert!(!gemini_text(&ev).is_empty());
+        assert_eq!(
+            ev.last().unwrap()["candidates"][0]["finishReason"],
+            "SAFETY"
+        );
+        assert!(ev.last().unwrap()["usageMetadata"].is_object());
+    }
+
+    #[tokio::test]
+    async fn gemini_think() {
+        let m = MockServer::start().await;
+        let ev: Vec<Value> = post(
+            &m,
+            STREAM,
+            &[("x-mock-usage", "10,7")],
+            gemini_req("THINK hard"),
+        )
+        .await
+        .sse()
+        .into_iter()
+        .map(|x| x.1)
+        .collect();
+        assert_eq!(
+            ev[0]["candidates"][0]["content"]["parts"][0],
+            json!({"text": "pondering", "thought": true})
+        );
+        assert_eq!(gemini_text(&ev), TEXT);
+        let u = &ev.last().unwrap()["usageMetadata"];
+        assert_eq!(u["promptTokenCount"], 10);
+        assert_eq!(u["candidatesTokenCount"], 7);
+        assert_eq!(u["thoughtsTokenCount"], THOUGHT_TOKENS);
+        assert_eq!(u["totalTokenCount"], 17 + THOUGHT_TOKENS);
+        let v = post(&m, GEN, &[], gemini_req("THINK")).await.json();
+        let parts = &v["candidates"][0]["content"]["parts"];
+        assert_eq!(parts[0]["thought"], true);
+        assert_eq!(parts[1]["text"], TEXT);
+    }
+
+    #[tokio::test]
+    async fn gemini_errors() {
+        let m = MockServer::start().await;
+        for (code, status) in [
+            (400, "INVALID_ARGUMENT"),
+            (401, "UNAUTHENTICATED"),
+            (403, "PERMISSION_DENIED"),
+            (404, "NOT_FOUND"),
+            (429, "RESOURCE_EXHAUSTED"),
+            (500, "INTERNAL"),
+            (503, "UNAVAILABLE"),
+        ] {
+            let c = code.to_string();
+            let r = post(&m, STREAM, &[("x-mock-status", &c)], gemini_req("hi")).await;
+            assert_eq!(r.status, code);
+            assert_eq!(
+                r.json(),
+                json!({"error": {"code": code, "message": format!("mock injected {code}"), "status": status}})
+            );
+        }
+        let r = post(
+            &m,
+            STREAM,
+            &[("x-mock-fault", "event-error")],
+            gemini_req("hi"),
+        )
+        .await;
+        let ev = r.sse();
+        assert!(ev.len() > 1);
+        assert_eq!(
+            ev.last().unwrap().1,
+            json!({"error": {"code": 503, "message": "mock overloaded", "status": "UNAVAILABLE"}})
+        );
+        // A one-chunk stream still gets its error.
+        let mut body = gemini_req("CALL_TOOL");
+        body["tools"] = json!([{"functionDeclarations": [{"name": "f"}]}]);
+        let ev = post(&m, STREAM, &[("x-mock-fault", "event-error")], body)
+            .await
+            .sse();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].1["error"]["status"], "UNAVAILABLE");
+        // Unknown Gemini method: Gemini envelope.
+        let r = post(&m, "/v1beta/models/x:embedContent", &[], json!({})).await;
+        assert_eq!(r.status, 404);
+        assert_eq!(r.json()["error"]["status"], "NOT_FOUND");
+    }
+
+    #[tokio::test]
+    async fn gemini_default_fault_and_split_writes() {
+        let m = MockServer::start().await;
+        m.set_default_fault(Some(Fault {
+            status: Some(429),
+            times: Some(1),
+            ..Default::default()
+        }));
+        assert_eq!(post(&m, GEN, &[], gemini_req("hi")).await.status, 429);
+        assert_eq!(post(&m, GEN, &[], gemini_req("hi")).await.status, 200);
+        let ev: Vec<Value> = post(
+            &m,
+            STREAM,
+            &[("x-mock-split-writes", "0"), ("x-mock-pieces", "3")],
+            gemini_req("hi"),
+        )
+        .await
+        .sse()
+        .into_iter()
+        .map(|x| x.1)
+        .collect();
+        assert_eq!(gemini_text(&ev), "tok tok tok ");
+        assert_eq!(
+            ev.last().unwrap()["usageMetadata"]["candidatesTokenCount"],
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn gemini_count_and_models() {
+        let m = MockServer::start().await;
+        let v = post(
+            &m,
+            "/v1beta/models/gemini-2.5-flash:countTokens",
+            &[],
+            gemini_req("hello"),
+        )
+        .await
+        .json();
+        assert!(v["totalTokens"].as_u64().unwrap() > 0);
+        let v = call(&m, "GET", "/v1beta/models", &[], None).await.json();
+        assert_eq!(v["models"][0]["name"], "models/gemini-2.5-flash");
+        assert_eq!(v["models"][0]["displayName"], "Gemini 2.5 Flash");
+        assert_eq!(
+            v["models"][0]["supportedGenerationMethods"],
+            json!(["generateContent", "countTokens"])
+        );
+        let v = call(&m, "GET", "/v1beta/models?pageSize=50&key=k", &[], None)
+            .await
+            .json();
+        assert_eq!(v["models"].as_array().unwrap().len(), 1);
+        let v = call(&m, "GET", "/v1beta/models/gemini-2.5-pro", &[], None)
+            .await
+            .json();
+        assert_eq!(v["name"], "models/gemini-2.5-pro");
+        // The OpenAI models route is untouched.
+        let v = call(&m, "GET", "/v1/models", &[], None).await.json();
+        assert_eq!(v["object"], "list");
+    }
 }
