@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use tollgate::translate::shared::ToolNames;
-use tollgate::translate::{a2c, c2a, StreamTranscoder};
+use tollgate::translate::{a2c, c2a, gemini, StreamTranscoder};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/translate")
@@ -47,6 +47,16 @@ fn transcoder(kind: &str, meta: &Value) -> Box<dyn StreamTranscoder> {
         ),
         "anthropic_stream_to_chat" => Box::new(
             c2a::AnthropicToChatStream::new(
+                "gpt-client",
+                meta.get("include_usage")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                ToolNames::default(),
+            )
+            .with_id("chatcmpl-golden", 1_700_000_000),
+        ),
+        "gemini_stream_to_chat" => Box::new(
+            gemini::GeminiToChatStream::new(
                 "gpt-client",
                 meta.get("include_usage")
                     .and_then(Value::as_bool)
@@ -99,6 +109,18 @@ fn run_json(kind: &str, meta: &Value, input: &Value) -> Value {
         "anthropic_response_to_chat" => {
             let mut v = c2a::response(input, "gpt-client", &ToolNames::default());
             v["created"] = Value::from(0); // the only non-deterministic field
+            Ok(v)
+        }
+        "chat_request_to_gemini" => gemini::request(
+            &obj(input),
+            &gemini::RequestOptions {
+                upstream_model: model,
+                stream,
+            },
+        ),
+        "gemini_response_to_chat" => {
+            let mut v = gemini::response(input, "gpt-client", &ToolNames::default());
+            v["created"] = Value::from(0);
             Ok(v)
         }
         other => panic!("unknown kind {other}"),
@@ -290,7 +312,11 @@ fn transcoders_never_panic_on_garbage() {
                 .map(|_| alphabet[(next() as usize) % alphabet.len()])
                 .collect()
         };
-        for kind in ["chat_stream_to_anthropic", "anthropic_stream_to_chat"] {
+        for kind in [
+            "chat_stream_to_anthropic",
+            "anthropic_stream_to_chat",
+            "gemini_stream_to_chat",
+        ] {
             let cut = if input.is_empty() {
                 0
             } else {

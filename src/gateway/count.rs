@@ -10,7 +10,6 @@ use std::time::Duration;
 use super::upstream::{peer_for, prepare_request};
 use super::{Ctx, Gateway};
 use crate::config::CountTokensMode;
-use crate::endpoint::Endpoint;
 use crate::providers::ProviderKind;
 use crate::route::Route;
 
@@ -67,7 +66,11 @@ impl Gateway {
             .ok()?;
         let peer = peer_for(&route.provider, addr);
         let mut req = ctx.client_header.clone()?;
-        prepare_request(&mut req, &route.provider, Endpoint::CountTokens, body.len()).ok()?;
+        let path = match req.uri.query() {
+            Some(q) => format!("/v1/messages/count_tokens?{q}"),
+            None => "/v1/messages/count_tokens".to_string(),
+        };
+        prepare_request(&mut req, &route.provider, &path, body.len()).ok()?;
         let (mut up, _) = self.state.connector.get_http_session(&peer).await.ok()?;
         up.set_read_timeout(Some(UPSTREAM_BUDGET));
         up.set_write_timeout(Some(UPSTREAM_BUDGET));

@@ -31,8 +31,9 @@ pub struct Ctx {
     /// The request went through the large-body path.
     pub direct: bool,
     pub counted_inflight: bool,
-    /// The endpoint called upstream (differs from `endpoint` when translating).
-    pub upstream_endpoint: Endpoint,
+    /// The upstream path and query after the provider's base path (differs from the
+    /// client's when translating).
+    pub upstream_path: String,
     /// The client's request header, kept for side calls (count_tokens) made outside the
     /// proxy path.
     pub client_header: Option<pingora::http::RequestHeader>,
@@ -64,7 +65,7 @@ impl Ctx {
             client_gone: false,
             direct: false,
             counted_inflight: false,
-            upstream_endpoint: Endpoint::NotFound,
+            upstream_path: String::new(),
             tap_spec: None,
             client_header: None,
             admission: None,

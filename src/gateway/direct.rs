@@ -50,7 +50,7 @@ impl Gateway {
             .expect("address resolved before forwarding");
         let peer: HttpPeer = peer_for(&route.provider, addr);
         let mut req = s.req_header().clone();
-        prepare_request(&mut req, &route.provider, ctx.upstream_endpoint, body.len())?;
+        prepare_request(&mut req, &route.provider, &ctx.upstream_path, body.len())?;
 
         let mut tries = 0;
         let mut up = loop {

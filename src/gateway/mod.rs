@@ -196,15 +196,24 @@ impl Gateway {
         let path = s.req_header().uri.path().to_string();
         if ctx.endpoint == Endpoint::Model {
             let id = path.trim_start_matches("/v1/models/");
-            let Some((id, owner)) = ids.iter().find(|(i, _)| i == id) else {
-                return Err(GatewayError::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "Model '{}' is not listed on this gateway.",
-                        truncate_path(id)
-                    ),
-                )
-                .into());
+            // A listed id, or any selector the router can place (`gpt-4o-mini`,
+            // `groq:llama-3.3-70b`, an alias).
+            let owner = match ids.iter().find(|(i, _)| i == id) {
+                Some((_, owner)) => owner.clone(),
+                None => match self.state.router.resolve(id) {
+                    Ok(r) => r.provider.name.clone(),
+                    Err(_) => {
+                        return Err(GatewayError::new(
+                            ErrorKind::NotFound,
+                            format!(
+                                "Model '{}' is not available on this gateway.",
+                                truncate_path(id)
+                            ),
+                        )
+                        .with_code("model_not_found")
+                        .into())
+                    }
+                },
             };
             let v = if anthropic_shape {
                 json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
@@ -294,8 +303,9 @@ impl Gateway {
                 return Ok(Flow::Done);
             }
         }
-        let plan = plan::plan(ctx, &mut req, body, &route)?;
-        ctx.upstream_endpoint = plan.upstream_endpoint;
+        let query = s.req_header().uri.query().map(String::from);
+        let plan = plan::plan(ctx, &mut req, body, &route, query.as_deref())?;
+        ctx.upstream_path = plan.path;
         ctx.tap_spec = Some(plan.tap);
         let upstream_body = plan.body;
         ctx.upstream_addr = Some(
@@ -487,7 +497,7 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let route = ctx.route.as_ref().expect("routed");
         let len = ctx.upstream_body.as_ref().map_or(0, |b| b.len());
-        upstream::prepare_request(up, &route.provider, ctx.upstream_endpoint, len)
+        upstream::prepare_request(up, &route.provider, &ctx.upstream_path, len)
     }
 
     async fn request_body_filter(

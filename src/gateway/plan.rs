@@ -1,21 +1,24 @@
 //! What to send upstream for a routed request: same format (passthrough with only the edits
-//! tollgate must make), or a translation between the Anthropic and OpenAI formats, and how the
-//! answer must be treated on the way back.
+//! tollgate must make), or a translation through the chat hub (client → C → provider), and
+//! how the answer must be treated on the way back.
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::response::{TapSpec, Translation};
+use super::response::{Cross, Format, TapSpec, Translation};
 use super::Ctx;
+use crate::config::Provider;
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::Wire;
 use crate::providers::ProviderKind;
 use crate::route::Route;
-use crate::translate::{a2c, c2a};
+use crate::translate::shared::ToolNames;
+use crate::translate::{a2c, c2a, gemini, r2c};
 
 pub struct Plan {
-    pub upstream_endpoint: Endpoint,
+    /// The request path and query after the provider's base path.
+    pub path: String,
     pub body: Bytes,
     pub tap: TapSpec,
 }
@@ -35,102 +38,216 @@ fn encode(v: &impl serde::Serialize) -> Result<Bytes, GatewayError> {
         .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))
 }
 
+/// The generation format a client endpoint speaks.
+fn client_format(ep: Endpoint) -> Option<Format> {
+    match ep {
+        Endpoint::Messages => Some(Format::Anthropic),
+        Endpoint::ChatCompletions => Some(Format::Chat),
+        Endpoint::Responses => Some(Format::Responses),
+        _ => None,
+    }
+}
+
+/// The format the provider is spoken to in, for a client of `client` format.
+fn upstream_format(client: Format, p: &Provider) -> Format {
+    match p.kind {
+        ProviderKind::Anthropic => Format::Anthropic,
+        ProviderKind::Gemini => Format::Gemini,
+        ProviderKind::OpenAi if client == Format::Responses && p.native_responses => {
+            Format::Responses
+        }
+        ProviderKind::OpenAi => Format::Chat,
+    }
+}
+
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_string(),
+    }
+}
+
 /// Builds the upstream request. `body` is the client's raw body, reused untouched when the
-/// request needs no edit.
+/// request needs no edit; `query` is the client's query string (kept on passthrough).
 pub fn plan(
     ctx: &mut Ctx,
     req: &mut Map<String, Value>,
     body: Bytes,
     route: &Route,
+    query: Option<&str>,
 ) -> Result<Plan, GatewayError> {
-    let kind = route.provider.kind;
-    let dialect = ctx.endpoint.dialect();
     let base = TapSpec {
         wire: wire_of(ctx.endpoint),
-        dialect,
+        dialect: ctx.endpoint.dialect(),
         provider: route.provider.name.clone(),
         hide_usage_chunk: false,
         translation: Translation::None,
         client_stream: ctx.stream,
     };
-    match (ctx.endpoint, kind) {
-        (Endpoint::Messages, ProviderKind::OpenAi) => {
-            let names = a2c::tool_names(req);
-            let opts = a2c::RequestOptions {
-                upstream_model: route.model.clone(),
-                stream: ctx.stream,
-                reasoning_model: a2c::is_reasoning_model(&route.model),
-            };
-            let c = a2c::request(req, &opts)?;
-            Ok(Plan {
-                upstream_endpoint: Endpoint::ChatCompletions,
-                body: encode(&c)?,
-                tap: TapSpec {
-                    wire: Wire::OpenAiChat,
-                    translation: Translation::AnthropicOnChat {
-                        client_model: ctx.client_model.clone(),
-                        names,
-                        estimated_input: ctx.estimate.input,
-                    },
-                    ..base
-                },
-            })
-        }
-        (Endpoint::ChatCompletions, ProviderKind::Anthropic) => {
-            let names = c2a::tool_names(req);
-            let include_usage = req.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
-            let opts = c2a::RequestOptions {
-                upstream_model: route.model.clone(),
-                stream: ctx.stream,
-                default_max_tokens: 4096,
-            };
-            let a = c2a::request(req, &opts)?;
-            Ok(Plan {
-                upstream_endpoint: Endpoint::Messages,
-                body: encode(&a)?,
-                tap: TapSpec {
-                    wire: Wire::Anthropic,
-                    translation: Translation::ChatOnAnthropic { client_model: ctx.client_model.clone(), names, include_usage },
-                    ..base
-                },
-            })
-        }
-        (ep, k) if k.endpoint_path(ep).is_some() => {
-            let mut rewrite = route.model != ctx.client_model || !req.contains_key("model");
-            // Thinking blocks tollgate minted for another provider cannot go to Anthropic (E26);
-            // a cheap byte check keeps the usual request untouched.
-            if ep == Endpoint::Messages && memchr::memmem::find(&body, b"\"signature\":\"\"").is_some() {
-                rewrite |= crate::translate::shared::strip_unsigned_thinking(req);
-            }
-            let mut tap = base;
-            // Meter OpenAI streams from the stream itself: ask for the usage chunk, and hide
-            // it from a client that did not ask for it.
-            if ctx.stream && ep == Endpoint::ChatCompletions {
-                let asked = req.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
-                if !asked {
-                    let opts = req.entry("stream_options").or_insert_with(|| json!({}));
-                    if let Some(o) = opts.as_object_mut() {
-                        o.insert("include_usage".into(), Value::Bool(true));
-                        tap.hide_usage_chunk = true;
-                        rewrite = true;
-                    }
-                }
-            }
-            let body = if rewrite {
-                req.insert("model".into(), Value::String(route.model.clone()));
-                encode(req)?
-            } else {
-                body
-            };
-            Ok(Plan { upstream_endpoint: ep, body, tap })
-        }
-        (ep, k) => Err(GatewayError::invalid(format!(
+    let client = client_format(ctx.endpoint);
+    let upstream = client.map(|c| upstream_format(c, &route.provider));
+    match (client, upstream) {
+        (Some(c), Some(u)) if c != u => translated(ctx, req, route, c, u, base),
+        _ => passthrough(ctx, req, body, route, query, base),
+    }
+}
+
+/// Same format: only the model name, the usage request and E26 are edited.
+fn passthrough(
+    ctx: &Ctx,
+    req: &mut Map<String, Value>,
+    body: Bytes,
+    route: &Route,
+    query: Option<&str>,
+    mut tap: TapSpec,
+) -> Result<Plan, GatewayError> {
+    let ep = ctx.endpoint;
+    let Some(path) = route.provider.kind.endpoint_path(ep) else {
+        return Err(GatewayError::invalid(format!(
             "Model '{}' is served by provider '{}' ({} format), which cannot serve this endpoint ({}).",
             ctx.client_model,
             route.provider.name,
-            k.as_str(),
+            route.provider.kind.as_str(),
             ep.label()
         ))
-        .with_param("model")),
+        .with_param("model"));
+    };
+    let mut rewrite = route.model != ctx.client_model || !req.contains_key("model");
+    // Thinking blocks tollgate minted for another provider cannot go to Anthropic (E26);
+    // a cheap byte check keeps the usual request untouched.
+    if ep == Endpoint::Messages && memchr::memmem::find(&body, b"\"signature\":\"\"").is_some() {
+        rewrite |= crate::translate::shared::strip_unsigned_thinking(req);
     }
+    // Meter OpenAI streams from the stream itself: ask for the usage chunk, and hide it from
+    // a client that did not ask for it.
+    if ctx.stream && ep == Endpoint::ChatCompletions && !asked_for_usage(req) {
+        let opts = req.entry("stream_options").or_insert_with(|| json!({}));
+        if let Some(o) = opts.as_object_mut() {
+            o.insert("include_usage".into(), Value::Bool(true));
+            tap.hide_usage_chunk = true;
+            rewrite = true;
+        }
+    }
+    let body = if rewrite {
+        req.insert("model".into(), Value::String(route.model.clone()));
+        encode(req)?
+    } else {
+        body
+    };
+    Ok(Plan {
+        path: with_query(path, query),
+        body,
+        tap,
+    })
+}
+
+fn asked_for_usage(req: &Map<String, Value>) -> bool {
+    req.get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// Client and provider formats differ: client → C → provider for the request; the tap
+/// runs provider → C → client on the answer.
+fn translated(
+    ctx: &Ctx,
+    req: &mut Map<String, Value>,
+    route: &Route,
+    client: Format,
+    upstream: Format,
+    base: TapSpec,
+) -> Result<Plan, GatewayError> {
+    let model = route.model.clone();
+    let stream = ctx.stream;
+    let mut responses = None;
+    // Step 1: the client's request as a chat request.
+    let (chat, names) = match client {
+        Format::Anthropic => {
+            let opts = a2c::RequestOptions {
+                upstream_model: model.clone(),
+                stream,
+                // Gemini models all take a reasoning level; OpenAI-compatible ones by name.
+                reasoning_model: upstream == Format::Gemini || a2c::is_reasoning_model(&model),
+            };
+            (a2c::request(req, &opts)?, a2c::tool_names(req))
+        }
+        Format::Responses => {
+            let opts = r2c::RequestOptions {
+                upstream_model: model.clone(),
+                stream,
+            };
+            let (c, rctx) = r2c::request(req, &opts)?;
+            if !rctx.dropped.is_empty() {
+                log::info!(
+                    "request {}: dropped tool types that provider '{}' cannot run: {}",
+                    ctx.request_id,
+                    route.provider.name,
+                    rctx.dropped.join(", ")
+                );
+            }
+            responses = Some(rctx);
+            (c, ToolNames::default())
+        }
+        _ if upstream == Format::Gemini => (Value::Object(req.clone()), gemini::tool_names(req)),
+        _ => (Value::Object(req.clone()), c2a::tool_names(req)),
+    };
+    let chat = match chat {
+        Value::Object(m) => m,
+        _ => {
+            return Err(GatewayError::new(
+                ErrorKind::Internal,
+                "translation produced no object",
+            ))
+        }
+    };
+    // Step 2: the chat request in the provider's format.
+    let (path, body) = match upstream {
+        Format::Anthropic => {
+            let opts = c2a::RequestOptions {
+                upstream_model: model.clone(),
+                stream,
+                default_max_tokens: 4096,
+            };
+            let a = c2a::request(&chat, &opts)?;
+            ("/v1/messages".to_string(), encode(&a)?)
+        }
+        Format::Gemini => {
+            let opts = gemini::RequestOptions {
+                upstream_model: model.clone(),
+                stream,
+            };
+            let g = gemini::request(&chat, &opts)?;
+            (gemini::path_for(&model, stream), encode(&g)?)
+        }
+        _ => {
+            let mut chat = chat;
+            chat.insert("model".into(), Value::String(model.clone()));
+            if stream {
+                chat.insert("stream_options".into(), json!({"include_usage": true}));
+            }
+            ("/chat/completions".to_string(), encode(&chat)?)
+        }
+    };
+    let cross = Cross {
+        client,
+        upstream,
+        client_model: ctx.client_model.clone(),
+        names,
+        responses,
+        include_usage: asked_for_usage(req),
+        estimated_input: ctx.estimate.input,
+    };
+    Ok(Plan {
+        path,
+        body,
+        tap: TapSpec {
+            wire: match upstream {
+                Format::Anthropic => Wire::Anthropic,
+                _ => Wire::OpenAiChat,
+            },
+            translation: Translation::Cross(Box::new(cross)),
+            ..base
+        },
+    })
 }

@@ -12,27 +12,145 @@ use pingora::http::ResponseHeader;
 
 use crate::error::{Dialect, ErrorKind, GatewayError};
 use crate::meter::{usage_from_body, StreamMeter, Usage, Wire};
+use crate::translate::r2c::ResponsesContext;
 use crate::translate::shared::ToolNames;
 use crate::translate::sse::{SseEvent, SseParser};
-use crate::translate::{a2c, c2a, StreamTranscoder};
+use crate::translate::{a2c, c2a, gemini, r2c, Chain, StreamTranscoder};
+
+/// A generation format, on either side of the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Anthropic,
+    Chat,
+    Responses,
+    Gemini,
+}
 
 /// How the client's format differs from the upstream's.
 #[derive(Debug, Clone)]
 pub enum Translation {
     /// Same format: pass through.
     None,
-    /// An Anthropic client on an OpenAI-compatible upstream.
-    AnthropicOnChat {
-        client_model: String,
-        names: ToolNames,
-        estimated_input: u64,
-    },
-    /// An OpenAI chat client on an Anthropic upstream.
-    ChatOnAnthropic {
-        client_model: String,
-        names: ToolNames,
-        include_usage: bool,
-    },
+    /// Different formats: the answer goes upstream → C → client.
+    Cross(Box<Cross>),
+}
+
+/// A translated exchange: who speaks what, and what the answer side must restore.
+#[derive(Debug, Clone)]
+pub struct Cross {
+    /// Anthropic, Chat or Responses.
+    pub client: Format,
+    /// Anthropic, Chat or Gemini.
+    pub upstream: Format,
+    pub client_model: String,
+    /// Tool names between the client and the chat hub (H1).
+    pub names: ToolNames,
+    /// A Responses client's tools and echoed fields.
+    pub responses: Option<ResponsesContext>,
+    /// A chat client asked for the usage chunk.
+    pub include_usage: bool,
+    pub estimated_input: u64,
+}
+
+impl Cross {
+    /// Tool names for a stage: they belong to whichever stage faces the client.
+    fn names_for(&self, facing_client: bool) -> ToolNames {
+        if facing_client {
+            self.names.clone()
+        } else {
+            ToolNames::default()
+        }
+    }
+
+    /// The provider's stream → C chunks (None when the provider speaks C).
+    fn upstream_stage(&self) -> Option<Box<dyn StreamTranscoder>> {
+        let last = self.client == Format::Chat;
+        let include = if last { self.include_usage } else { true };
+        let names = self.names_for(last);
+        match self.upstream {
+            Format::Anthropic => Some(Box::new(c2a::AnthropicToChatStream::new(
+                &self.client_model,
+                include,
+                names,
+            ))),
+            Format::Gemini => Some(Box::new(gemini::GeminiToChatStream::new(
+                &self.client_model,
+                include,
+                names,
+            ))),
+            _ => None,
+        }
+    }
+
+    /// C chunks → the client's stream (None when the client speaks C).
+    fn client_stage(&self) -> Option<Box<dyn StreamTranscoder>> {
+        match self.client {
+            Format::Anthropic => Some(Box::new(a2c::ChatToAnthropicStream::new(
+                &self.client_model,
+                self.estimated_input,
+                self.names.clone(),
+            ))),
+            Format::Responses => Some(Box::new(r2c::ChatToResponsesStream::new(
+                self.responses.clone().unwrap_or_default(),
+            ))),
+            _ => None,
+        }
+    }
+
+    /// The stream transcoder (None only for C on C, which is never planned as a Cross).
+    pub fn stream(&self) -> Option<Box<dyn StreamTranscoder>> {
+        match (self.upstream_stage(), self.client_stage()) {
+            (Some(a), Some(b)) => Some(Box::new(Chain::new(a, b))),
+            (Some(t), None) | (None, Some(t)) => Some(t),
+            (None, None) => None,
+        }
+    }
+
+    /// A whole upstream JSON answer → the client's body (its stream if it asked for one),
+    /// and the usage the upstream reported.
+    fn convert(&self, v: &serde_json::Value, client_stream: bool) -> (Bytes, Option<Usage>) {
+        let last = self.client == Format::Chat;
+        let (chat, usage) = match self.upstream {
+            Format::Anthropic => (
+                c2a::response(v, &self.client_model, &self.names_for(last)),
+                usage_from_body(Wire::Anthropic, v),
+            ),
+            Format::Gemini => (
+                gemini::response(v, &self.client_model, &self.names_for(last)),
+                v.get("usageMetadata").and_then(gemini::usage_from_metadata),
+            ),
+            _ => (v.clone(), usage_from_body(Wire::OpenAiChat, v)),
+        };
+        let body = match (self.client, client_stream) {
+            (Format::Anthropic, s) => {
+                let msg = a2c::response(&chat, &self.client_model, &self.names);
+                if s {
+                    a2c::message_to_events(&msg).freeze()
+                } else {
+                    Bytes::from(msg.to_string())
+                }
+            }
+            (Format::Responses, s) => {
+                let rctx = self.responses.clone().unwrap_or_default();
+                if s {
+                    r2c::response_to_events(&chat, &rctx).freeze()
+                } else {
+                    Bytes::from(r2c::response(&chat, &rctx).to_string())
+                }
+            }
+            (_, true) => c2a::completion_to_chunks(&chat, self.include_usage).freeze(),
+            (_, false) => Bytes::from(chat.to_string()),
+        };
+        (body, usage)
+    }
+
+    /// The error envelope family the provider answers in.
+    fn upstream_dialect(&self) -> Dialect {
+        match self.upstream {
+            Format::Anthropic => Dialect::Anthropic,
+            _ => Dialect::OpenAi,
+        }
+    }
 }
 
 /// Everything the tap needs to know about the request.
@@ -48,6 +166,8 @@ pub struct TapSpec {
     /// The client asked for a stream (an upstream JSON answer is then re-rendered as one).
     pub client_stream: bool,
 }
+
+const TRUNCATED: &str = "The upstream stream ended before completion.";
 
 /// Non-streamed bodies are kept (to read their usage) up to this size.
 const MAX_KEPT_BODY: usize = 8 * 1024 * 1024;
@@ -73,13 +193,10 @@ enum Mode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Converter {
-    ChatToAnthropic,
-    AnthropicToChat,
+    /// A translated answer (upstream → C → client).
+    Answer,
     /// An upstream error body into the client's dialect (status kept).
-    Error {
-        status: u16,
-        upstream: Dialect,
-    },
+    Error { status: u16, upstream: Dialect },
 }
 
 #[derive(Debug)]
@@ -119,51 +236,24 @@ impl ResponseTap {
             (Translation::None, true) if sse => Mode::Stream(Box::new(StreamMeter::new(wire))),
             (Translation::None, true) if ctype.contains("json") => Mode::Json(BytesMut::new()),
             (Translation::None, _) => Mode::Plain,
-            (
-                Translation::AnthropicOnChat {
-                    client_model,
-                    names,
-                    estimated_input,
-                },
-                true,
-            ) if sse => Mode::Transcode(Box::new(a2c::ChatToAnthropicStream::new(
-                client_model,
-                *estimated_input,
-                names.clone(),
-            ))),
-            (
-                Translation::ChatOnAnthropic {
-                    client_model,
-                    names,
-                    include_usage,
-                },
-                true,
-            ) if sse => Mode::Transcode(Box::new(c2a::AnthropicToChatStream::new(
-                client_model,
-                *include_usage,
-                names.clone(),
-            ))),
-            (Translation::AnthropicOnChat { .. }, true) => {
-                Mode::Convert(BytesMut::new(), Converter::ChatToAnthropic)
-            }
-            (Translation::ChatOnAnthropic { .. }, true) => {
-                Mode::Convert(BytesMut::new(), Converter::AnthropicToChat)
-            }
-            (Translation::AnthropicOnChat { .. }, false) => Mode::Convert(
+            (Translation::Cross(c), true) if sse => match c.stream() {
+                Some(t) => Mode::Transcode(t),
+                None => Mode::Stream(Box::new(StreamMeter::new(wire))),
+            },
+            (Translation::Cross(_), true) => Mode::Convert(BytesMut::new(), Converter::Answer),
+            (Translation::Cross(c), false) => Mode::Convert(
                 BytesMut::new(),
                 Converter::Error {
                     status,
-                    upstream: Dialect::OpenAi,
-                },
-            ),
-            (Translation::ChatOnAnthropic { .. }, false) => Mode::Convert(
-                BytesMut::new(),
-                Converter::Error {
-                    status,
-                    upstream: Dialect::Anthropic,
+                    upstream: c.upstream_dialect(),
                 },
             ),
         };
+        if let Translation::Cross(c) = &spec.translation {
+            if let Some(r) = c.responses.as_ref().filter(|r| !r.dropped.is_empty()) {
+                let _ = resp.insert_header("x-tollgate-dropped-tools", r.dropped.join(","));
+            }
+        }
         let mut out_status = status;
         if status == 401 || status == 403 {
             let e = GatewayError::new(
@@ -189,11 +279,8 @@ impl ResponseTap {
         if matches!(mode, Mode::Transcode(_)) {
             let _ = resp.insert_header("content-type", "text/event-stream; charset=utf-8");
         }
-        let converts_to_stream = spec.client_stream
-            && matches!(
-                mode,
-                Mode::Convert(_, Converter::ChatToAnthropic | Converter::AnthropicToChat)
-            );
+        let converts_to_stream =
+            spec.client_stream && matches!(mode, Mode::Convert(_, Converter::Answer));
         if matches!(mode, Mode::Convert(..)) {
             let ct = if converts_to_stream {
                 "text/event-stream; charset=utf-8"
@@ -241,7 +328,11 @@ impl ResponseTap {
                 }
                 if eos {
                     meter.finish();
-                    self.finish_stream();
+                    if let Some(ev) = self.finish_stream(TRUNCATED) {
+                        let mut b = BytesMut::from(body.take().unwrap_or_default().as_ref());
+                        b.extend_from_slice(&ev);
+                        *body = Some(b.freeze());
+                    }
                 }
             }
             Mode::StreamHidingUsage(meter, parser) => {
@@ -253,7 +344,9 @@ impl ResponseTap {
                 if eos {
                     parser.finish(&mut |ev| reframe_without_usage(ev, &mut out));
                     meter.finish();
-                    self.finish_stream();
+                    if let Some(ev) = self.finish_stream(TRUNCATED) {
+                        out.extend_from_slice(&ev);
+                    }
                 }
                 *body = (!out.is_empty()).then(|| Bytes::from(out));
             }
@@ -327,35 +420,10 @@ impl ResponseTap {
             }
         };
         match (conv, &self.translation) {
-            (
-                Converter::ChatToAnthropic,
-                Translation::AnthropicOnChat {
-                    client_model,
-                    names,
-                    ..
-                },
-            ) => {
-                self.usage = usage_from_body(Wire::OpenAiChat, &v);
-                let msg = a2c::response(&v, client_model, names);
-                if self.client_stream {
-                    return a2c::message_to_events(&msg).freeze();
-                }
-                Bytes::from(msg.to_string())
-            }
-            (
-                Converter::AnthropicToChat,
-                Translation::ChatOnAnthropic {
-                    client_model,
-                    names,
-                    include_usage,
-                },
-            ) => {
-                self.usage = usage_from_body(Wire::Anthropic, &v);
-                let done = c2a::response(&v, client_model, names);
-                if self.client_stream {
-                    return c2a::completion_to_chunks(&done, *include_usage).freeze();
-                }
-                Bytes::from(done.to_string())
+            (Converter::Answer, Translation::Cross(c)) => {
+                let (body, usage) = c.convert(&v, self.client_stream);
+                self.usage = usage;
+                body
             }
             (Converter::Error { status, upstream }, _) => {
                 translate_error(status, &v, upstream).body(self.dialect)
@@ -364,12 +432,23 @@ impl ResponseTap {
         }
     }
 
-    fn finish_stream(&mut self) {
-        if let Mode::Stream(meter) | Mode::StreamHidingUsage(meter, _) = &self.mode {
-            self.usage = meter.saw_usage.then_some(meter.usage);
-            self.incomplete = !meter.completed || meter.errored;
-            self.finished = true;
+    /// Ends a passthrough stream. A stream the upstream cut short without its terminal
+    /// event (and without an error event of its own) gets an error event in the client's
+    /// dialect, which is returned to be sent last.
+    fn finish_stream(&mut self, why: &str) -> Option<Bytes> {
+        let (Mode::Stream(meter) | Mode::StreamHidingUsage(meter, _)) = &self.mode else {
+            return None;
+        };
+        self.usage = meter.saw_usage.then_some(meter.usage);
+        self.incomplete = !meter.completed || meter.errored;
+        self.finished = true;
+        if meter.completed || meter.errored {
+            return None;
         }
+        let e = GatewayError::new(ErrorKind::Upstream, why).with_code("stream_truncated");
+        let ev = e.sse_event(self.dialect);
+        self.bytes_out += ev.len() as u64;
+        Some(ev)
     }
 
     /// The upstream failed after the response started. For a stream that has not ended,
@@ -390,20 +469,24 @@ impl ResponseTap {
             }
             Mode::Stream(meter) | Mode::StreamHidingUsage(meter, _) => {
                 meter.finish();
-                let already_done = meter.completed;
-                self.finish_stream();
+                let ev = self.finish_stream(&format!("The upstream stream failed: {message}"));
                 self.incomplete = true;
-                if already_done {
-                    return None;
-                }
-                let e = GatewayError::new(
-                    ErrorKind::Upstream,
-                    format!("The upstream stream failed: {message}"),
-                );
-                let ev = e.sse_event(self.dialect);
-                self.bytes_out += ev.len() as u64;
-                Some(ev)
+                ev
             }
+            _ => None,
+        }
+    }
+
+    /// The usage the upstream reported, also when the stream did not reach its end here:
+    /// Codex, for one, closes the connection right after `response.completed`, before the
+    /// chunked body's terminator, and that turn must be billed as reported, not estimated.
+    pub fn reported_usage(&self) -> Option<Usage> {
+        if self.usage.is_some() {
+            return self.usage;
+        }
+        match &self.mode {
+            Mode::Stream(m) | Mode::StreamHidingUsage(m, _) => m.saw_usage.then_some(m.usage),
+            Mode::Transcode(t) => t.usage(),
             _ => None,
         }
     }

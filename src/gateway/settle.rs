@@ -133,7 +133,7 @@ impl Gateway {
         }
         let status = s.response_written().map_or(0, |r| r.status.as_u16());
         let now_ms = auth::now_millis();
-        let reported = ctx.tap.as_ref().and_then(|t| t.usage);
+        let reported = ctx.tap.as_ref().and_then(|t| t.reported_usage());
         let reached_upstream = ctx.tap.is_some();
         // No usage from the upstream: estimate what it may have billed. Nothing, if it never
         // answered; the prompt plus what was forwarded, if it did.

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::Provider;
-use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
 
 const DNS_TTL: Duration = Duration::from_secs(60);
@@ -100,21 +99,17 @@ const DROP: &[&str] = &[
     "x-real-ip",
 ];
 
-/// Rewrites a clone of the client's request header into the upstream request.
+/// Rewrites a clone of the client's request header into the upstream request;
+/// `ep_path` is the planned path (and query) after the provider's base path.
 pub fn prepare_request(
     up: &mut RequestHeader,
     p: &Provider,
-    endpoint: Endpoint,
+    ep_path: &str,
     body_len: usize,
 ) -> pingora::Result<()> {
-    let ep_path = p.kind.endpoint_path(endpoint).unwrap_or("/");
-    let mut path = String::with_capacity(p.base_path.len() + ep_path.len() + 32);
+    let mut path = String::with_capacity(p.base_path.len() + ep_path.len());
     path.push_str(&p.base_path);
     path.push_str(ep_path);
-    if let Some(q) = up.uri.query() {
-        path.push('?');
-        path.push_str(q);
-    }
     let uri: http::Uri = path.parse().map_err(|_| {
         pingora::Error::explain(pingora::ErrorType::InternalError, "bad upstream path")
     })?;
@@ -182,7 +177,7 @@ mod tests {
         h.insert_header("x-tollgate-debug", "1").unwrap();
         h.insert_header("accept-encoding", "gzip, br, zstd")
             .unwrap();
-        prepare_request(&mut h, p, Endpoint::Messages, 42).unwrap();
+        prepare_request(&mut h, p, "/v1/messages?beta=true", 42).unwrap();
         assert_eq!(h.uri.to_string(), "/v1/messages?beta=true");
         assert_eq!(h.headers["x-api-key"], "sk-prov");
         assert!(h.headers.get("authorization").is_none());

@@ -1,7 +1,12 @@
-//! Pure, I/O-free transcoding between the Anthropic Messages (A) and OpenAI Chat
-//! Completions (C) formats: requests, non-streamed responses, errors, and streams as explicit
-//! state machines fed by the incremental SSE parser. Nothing here does I/O or blocks; the
-//! gateway calls these from its filters. (Reference: shared/reference/wire-formats.md.)
+//! Pure, I/O-free transcoding between the Anthropic Messages (A), OpenAI Chat Completions
+//! (C), OpenAI Responses (R) and Gemini generateContent (G) formats: requests, non-streamed
+//! responses, errors, and streams as explicit state machines fed by the incremental SSE
+//! parser. Nothing here does I/O or blocks; the gateway calls these from its filters.
+//! (Reference: shared/reference/wire-formats.md.)
+//!
+//! C is the hub: A↔C, R↔C and G↔C are written once each, and the other pairs are their
+//! compositions (R on an Anthropic model is R→C→A for the request and A→C→R for the
+//! stream, chained with [`Chain`]).
 
 pub mod sse;
 
@@ -28,6 +33,68 @@ pub trait StreamTranscoder: Send + Sync + std::fmt::Debug {
     fn completed(&self) -> bool;
 }
 
+/// Two transcoders in series: the first one's client output is the second one's upstream
+/// input (A → C → R, G → C → A, ...). Usage is the upstream's, read by the first stage.
+#[derive(Debug)]
+pub struct Chain {
+    first: Box<dyn StreamTranscoder>,
+    second: Box<dyn StreamTranscoder>,
+    /// The intermediate bytes of one call (reused between calls).
+    buf: BytesMut,
+}
+
+impl Chain {
+    pub fn new(first: Box<dyn StreamTranscoder>, second: Box<dyn StreamTranscoder>) -> Self {
+        Chain {
+            first,
+            second,
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn pass(&mut self, out: &mut BytesMut) {
+        if !self.buf.is_empty() {
+            self.second.feed(&self.buf, out);
+            self.buf.clear();
+        }
+    }
+}
+
+impl StreamTranscoder for Chain {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        self.first.feed(input, &mut self.buf);
+        self.pass(out);
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        self.first.finish(&mut self.buf);
+        self.pass(out);
+        self.second.finish(out);
+    }
+
+    fn fail(&mut self, message: &str, out: &mut BytesMut) {
+        // The first stage ends its stream (an error chunk, or a normal end if it was
+        // finishing); the second renders that in the client's grammar.
+        self.first.fail(message, &mut self.buf);
+        self.pass(out);
+        self.second.fail(message, out);
+    }
+
+    fn keepalive(&mut self, out: &mut BytesMut) {
+        self.second.keepalive(out);
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.first.usage()
+    }
+
+    fn completed(&self) -> bool {
+        self.second.completed()
+    }
+}
+
 pub mod a2c;
 pub mod c2a;
+pub mod gemini;
+pub mod r2c;
 pub mod shared;

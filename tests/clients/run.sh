@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Acceptance: the real clients (openai and anthropic Python SDKs, the Claude Code CLI), pinned,
+# Acceptance: the real clients (openai and anthropic Python SDKs, the Claude Code and Codex CLIs), pinned,
 # driven through a real tollgate to the mock upstream, all on loopback.
-# Usage (from the repo root): bash tests/clients/run.sh
+# Usage (from the repo root): bash tests/clients/run.sh [pytest args, e.g. -k codex]
 # TOLLGATE_BIN / MOCK_BIN may point at prebuilt binaries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,20 +17,26 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 if ! "$venv/bin/python" -c 'import openai, anthropic, pytest' 2>/dev/null \
-   || ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF -f "$here/requirements.txt"; then
+   || [ "$("$venv/bin/pip" freeze 2>/dev/null | grep -cxF -f "$here/requirements.txt")" != "$(grep -c . "$here/requirements.txt")" ]; then
+  # (grep -c, not -q: an early exit would SIGPIPE pip and, with pipefail, reinstall every run)
   log "installing Python SDKs ($(tr '\n' ' ' < "$here/requirements.txt"))"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
 fi
 claude="$here/node_modules/.bin/claude"
-if ! "$claude" --version >/dev/null 2>&1; then
-  log "installing Claude Code (npm ci)"
-  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+# Codex: bin/codex.js runs the native binary of the optional dependency @openai/codex-linux-x64
+# (an alias of @openai/codex@<version>-linux-x64, no install script): `--omit=optional` would
+# leave it out.
+codex="$here/node_modules/.bin/codex"
+if ! "$claude" --version >/dev/null 2>&1 || ! "$codex" --version >/dev/null 2>&1; then
+  log "installing Claude Code and Codex (npm ci)"
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error --include=optional)
   if ! "$claude" --version >/dev/null 2>&1; then
     # npm may skip install scripts: run the package's own installer (no network needed).
     (cd "$here/node_modules/@anthropic-ai/claude-code" && node install.cjs)
   fi
+  "$codex" --version >/dev/null || { echo "codex did not install (its native binary is an optional dependency)"; exit 1; }
 fi
-log "clients: $("$venv/bin/python" -c 'import openai, anthropic; print("openai", openai.__version__, "anthropic", anthropic.__version__)'), claude $("$claude" --version)"
+log "clients: $("$venv/bin/python" -c 'import openai, anthropic; print("openai", openai.__version__, "anthropic", anthropic.__version__)'), claude $("$claude" --version), $("$codex" --version)"
 
 # --- binaries ------------------------------------------------------------------------------
 if [ -z "${TOLLGATE_BIN:-}" ] || [ -z "${MOCK_BIN:-}" ]; then
@@ -66,6 +72,8 @@ presets: false
 providers:
   openai: {kind: openai, base_url: "http://$mock_addr/v1", api_key: sk-openai-provider-key, models: [gpt-4o-mini, text-embedding-3-small]}
   anthropic: {kind: anthropic, base_url: "http://$mock_addr", api_key: sk-ant-provider-key, models: [claude-sonnet-4-6]}
+  chatonly: {kind: openai, base_url: "http://$mock_addr/v1", api_key: sk-chat-provider-key, native_responses: false, models: [llama-3.3-70b]}
+  gemini: {kind: gemini, base_url: "http://$mock_addr", api_key: gm-provider-key, models: [gemini-2.5-flash]}
 YAML
 RUST_LOG=info "$TOLLGATE_BIN" serve --config "$work/tollgate.yaml" > "$work/tollgate.out" 2> "$work/tollgate.log" &
 pids+=($!)
@@ -79,9 +87,10 @@ key="$(curl -sf -X POST "http://127.0.0.1:$port/v1/keys" -H "authorization: Bear
 log "tollgate on 127.0.0.1:$port, mock on $mock_addr"
 
 export TG_BASE="http://127.0.0.1:$port" TG_KEY="$key" TG_MASTER="$master" TG_MOCK="http://$mock_addr" \
-       TG_CLAUDE="$claude" TG_WORK="$work"
+       TG_CLAUDE="$claude" TG_CODEX="$codex" TG_WORK="$work"
 status=0
-"$venv/bin/python" -m pytest -q -p no:cacheprovider "$here" || status=$?
+# Extra arguments go to pytest, e.g. `bash tests/clients/run.sh -k codex`.
+"$venv/bin/python" -m pytest -q -p no:cacheprovider "$here" "$@" || status=$?
 if [ "$status" -ne 0 ]; then
   log "tollgate log (tail):"; tail -30 "$work/tollgate.log" | sed 's/tg-[A-Za-z0-9_-]*/tg-<redacted>/g'
 fi
