@@ -175,7 +175,7 @@ async fn responses_stream_plain_turn_on_every_provider_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_tool_round_trip_on_every_provider_kind() {
-    let (mock, gw) = start().await;
+    let (_mock, gw) = start().await;
     let key = gw.create_key("t").await;
     for (model, _) in SELECTORS {
         let r = post(

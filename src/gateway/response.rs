@@ -425,6 +425,11 @@ impl ResponseTap {
                 self.usage = usage;
                 body
             }
+            (Converter::Error { status, .. }, Translation::Cross(c))
+                if c.upstream == Format::Gemini =>
+            {
+                gemini::error_from_body(status, &v).body(self.dialect)
+            }
             (Converter::Error { status, upstream }, _) => {
                 translate_error(status, &v, upstream).body(self.dialect)
             }

@@ -66,10 +66,14 @@ impl ToolNames {
     }
 }
 
+/// Ids up to this length pass through unchanged: Gemini's thought signatures ride inside the
+/// ids tollgate mints for its tool calls (E47) and run to a few KB.
+const MAX_TOOL_ID: usize = 8192;
+
 /// H2: tool ids valid for Anthropic (`^[a-zA-Z0-9_-]+$`), deterministic and stateless.
 pub fn safe_tool_id(id: &str, prefix: &str) -> String {
     if !id.is_empty()
-        && id.len() <= 128
+        && id.len() <= MAX_TOOL_ID
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
