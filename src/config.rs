@@ -439,6 +439,7 @@ pub fn default_prefix_routes() -> Vec<PrefixRoute> {
         r("o4", "openai"),
         r("text-embedding-", "openai"),
         r("omni-moderation", "openai"),
+        r("gemini-", "gemini"),
     ]
 }
 
