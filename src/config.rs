@@ -72,6 +72,20 @@ pub struct RawConfig {
     pub count_tokens: Option<CountTokensMode>,
     pub stream_keepalive_ms: Option<u64>,
     pub ca_file: Option<PathBuf>,
+    /// Concurrency and client-side limits (see [`Limits`]).
+    pub limits: Option<RawLimits>,
+}
+
+/// `limits:` as written; every field is optional.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_inflight: Option<usize>,
+    pub max_inflight_per_key: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub header_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
+    pub client_read_timeout_ms: Option<u64>,
 }
 
 /// How `/v1/messages/count_tokens` is answered.
@@ -104,6 +118,10 @@ pub struct RawProvider {
     pub write_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub total_timeout_ms: Option<u64>,
+    /// Time to the response header (overrides `read_timeout_ms` for that phase).
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Longest silence between two body chunks of a response (overrides `read_timeout_ms`).
+    pub stream_idle_timeout_ms: Option<u64>,
     /// The provider serves the OpenAI Responses API itself (`openai` kind). When false,
     /// Responses requests are translated to Chat Completions.
     pub native_responses: Option<bool>,
@@ -146,6 +164,72 @@ pub struct Config {
     pub stream_keepalive: Duration,
     /// A PEM bundle that replaces the OS trust store for upstream TLS.
     pub ca_file: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
+/// 503 overall, both with `retry-after`): nothing queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Forwarded requests in flight in this process (0 = no limit).
+    pub max_inflight: usize,
+    /// Forwarded requests in flight per virtual key (0 = no limit).
+    pub max_inflight_per_key: usize,
+    /// Largest request header block (request line and headers), answered with 431.
+    pub max_header_bytes: usize,
+    /// From the first byte of a request to the end of its header block (slowloris).
+    pub header_timeout: Duration,
+    /// Whole-body deadline for reading a request body.
+    pub body_timeout: Duration,
+    /// Longest silence while reading a request body.
+    pub client_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_inflight: 4096,
+            max_inflight_per_key: 256,
+            max_header_bytes: 64 * 1024,
+            header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(120),
+            client_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn build_limits(raw: Option<RawLimits>) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let Some(r) = raw else { return Ok(d) };
+    let ms = |v: Option<u64>, def: Duration, f: &str| -> Result<Duration, ConfigError> {
+        match v {
+            Some(0) => Err(ConfigError::new(
+                format!("limits.{f}"),
+                "must be greater than 0",
+            )),
+            Some(n) => Ok(Duration::from_millis(n)),
+            None => Ok(def),
+        }
+    };
+    let max_header_bytes = r.max_header_bytes.unwrap_or(d.max_header_bytes);
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+        return Err(ConfigError::new(
+            "limits.max_header_bytes",
+            format!("must be between 1024 and 1048576 (Pingora's own cap), got {max_header_bytes}"),
+        ));
+    }
+    Ok(Limits {
+        max_inflight: r.max_inflight.unwrap_or(d.max_inflight),
+        max_inflight_per_key: r.max_inflight_per_key.unwrap_or(d.max_inflight_per_key),
+        max_header_bytes,
+        header_timeout: ms(r.header_timeout_ms, d.header_timeout, "header_timeout_ms")?,
+        body_timeout: ms(r.body_timeout_ms, d.body_timeout, "body_timeout_ms")?,
+        client_read_timeout: ms(
+            r.client_read_timeout_ms,
+            d.client_read_timeout,
+            "client_read_timeout_ms",
+        )?,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,8 +283,13 @@ impl fmt::Debug for Provider {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
-    /// Per read on the upstream socket: the time to first byte and every gap between chunks.
+    /// Per read on the upstream socket (`read_timeout_ms`): the default of the two below.
     pub read: Duration,
+    /// From the request sent to the response header (a non-streaming answer is generated
+    /// whole before its header: this bounds the generation time).
+    pub first_byte: Duration,
+    /// Longest silence between two chunks of a response body (a stalled stream).
+    pub stream_idle: Duration,
     pub write: Duration,
     /// How long an idle upstream connection stays in the pool.
     pub idle: Duration,
@@ -215,6 +304,8 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(10),
             read: Duration::from_secs(600),
+            first_byte: Duration::from_secs(600),
+            stream_idle: Duration::from_secs(300),
             write: Duration::from_secs(60),
             idle: Duration::from_secs(55),
             total: Duration::from_secs(3600),
@@ -413,6 +504,7 @@ impl Config {
                 Some(ms) => Duration::from_millis(ms),
                 None => Duration::from_secs(15),
             },
+            limits: build_limits(raw.limits)?,
         })
     }
 }
@@ -533,9 +625,18 @@ fn build_provider(
             None => Ok(def),
         }
     };
+    let read = ms(p.read_timeout_ms, d.read, "read_timeout_ms")?;
+    // An explicit read_timeout_ms sets both phases; the specific options override it.
+    let (fb_def, idle_def) = if p.read_timeout_ms.is_some() {
+        (read, read)
+    } else {
+        (d.first_byte, d.stream_idle)
+    };
     let timeouts = Timeouts {
         connect: ms(p.connect_timeout_ms, d.connect, "connect_timeout_ms")?,
-        read: ms(p.read_timeout_ms, d.read, "read_timeout_ms")?,
+        read,
+        first_byte: ms(p.first_byte_timeout_ms, fb_def, "first_byte_timeout_ms")?,
+        stream_idle: ms(p.stream_idle_timeout_ms, idle_def, "stream_idle_timeout_ms")?,
         write: ms(p.write_timeout_ms, d.write, "write_timeout_ms")?,
         idle: ms(p.idle_timeout_ms, d.idle, "idle_timeout_ms")?,
         total: ms(p.total_timeout_ms, d.total, "total_timeout_ms")?,

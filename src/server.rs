@@ -119,7 +119,17 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
+    let inflight = crate::gateway::limits::InFlight::new(&cfg.limits);
+    crate::gateway::limits::init_metrics();
+    let mut secrets: Vec<String> = cfg
+        .providers
+        .values()
+        .filter_map(|p| p.api_key.clone())
+        .collect();
+    secrets.extend(cfg.master_key.clone());
+    crate::gateway::limits::install_panic_hook(secrets);
     let state = Arc::new(AppState {
+        inflight,
         router: Router::new(&cfg),
         keys: keys.clone(),
         store: store.clone(),
@@ -130,7 +140,18 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         cfg: cfg.clone(),
     });
 
-    let mut proxy = http_proxy_service(&server.configuration, Gateway { state });
+    // Pingora's HTTP proxy app, behind the slow-client guard (a deadline for request headers,
+    // which Pingora 0.9 lacks; see gateway::limits).
+    let mut app = pingora::proxy::HttpProxy::new(Gateway { state }, server.configuration.clone());
+    app.handle_init_modules();
+    let guarded = crate::gateway::limits::SlowClientGuard {
+        inner: Arc::new(app),
+        header_timeout: cfg.limits.header_timeout,
+    };
+    let mut proxy = pingora::services::listening::Service::new(
+        "Pingora HTTP Proxy Service".to_string(),
+        guarded,
+    );
     proxy.add_tcp(&cfg.listen);
     server.add_service(proxy);
     let store_slot_for_writer = store.clone();

@@ -64,7 +64,7 @@ impl Gateway {
             .resolve(&route.provider.host, route.provider.port)
             .await
             .ok()?;
-        let peer = peer_for(&route.provider, addr);
+        let peer = peer_for(&route.provider, addr, false);
         let mut req = ctx.client_header.clone()?;
         let path = match req.uri.query() {
             Some(q) => format!("/v1/messages/count_tokens?{q}"),

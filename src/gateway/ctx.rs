@@ -45,6 +45,8 @@ pub struct Ctx {
     pub session_id: Option<String>,
     /// The pre-call token estimate (used when the upstream reports no usage).
     pub estimate: crate::meter::Usage,
+    /// The in-flight slot of this request (freed when the context drops).
+    pub permit: Option<super::limits::Permit>,
 }
 
 impl Ctx {
@@ -72,6 +74,7 @@ impl Ctx {
             user_id: None,
             session_id: None,
             estimate: Default::default(),
+            permit: None,
         }
     }
 

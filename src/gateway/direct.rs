@@ -48,23 +48,39 @@ impl Gateway {
         let addr = ctx
             .upstream_addr
             .expect("address resolved before forwarding");
-        let peer: HttpPeer = peer_for(&route.provider, addr);
+        let peer: HttpPeer = peer_for(&route.provider, addr, ctx.stream);
+        let timeouts = route.provider.timeouts;
+        // The whole request, connect included, ends by this deadline.
+        let deadline = tokio::time::Instant::from_std(ctx.start) + timeouts.total;
         let mut req = s.req_header().clone();
         prepare_request(&mut req, &route.provider, &ctx.upstream_path, body.len())?;
 
         let mut tries = 0;
+        let total_timeout = || Error::explain(ErrorType::ReadTimedout, "total timeout").into_up();
         let mut up = loop {
             tries += 1;
-            let (mut up, reused) = self
-                .state
-                .connector
-                .get_http_session(&peer)
-                .await
-                .map_err(|e| e.into_up())?;
-            // The connector does not apply the peer's read/write timeouts itself.
-            up.set_read_timeout(peer.options.read_timeout);
+            let (mut up, reused) = match tokio::time::timeout_at(
+                deadline,
+                self.state.connector.get_http_session(&peer),
+            )
+            .await
+            {
+                Ok(r) => r.map_err(|e| e.into_up())?,
+                Err(_) => return Err(total_timeout()),
+            };
+            // The connector does not apply the peer's read/write timeouts itself. Until the
+            // response header: the time-to-first-byte timeout.
+            up.set_read_timeout(Some(timeouts.first_byte));
             up.set_write_timeout(peer.options.write_timeout);
-            match send_request(&mut up, &req, &body).await {
+            let sent =
+                match tokio::time::timeout_at(deadline, send_request(&mut up, &req, &body)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        up.shutdown().await;
+                        return Err(total_timeout());
+                    }
+                };
+            match sent {
                 Ok(()) => break up,
                 // A pooled connection may have been closed by the provider meanwhile: nothing
                 // was answered, so one fresh attempt is safe.
@@ -79,6 +95,8 @@ impl Gateway {
             }
         };
 
+        // Between body chunks: the idle timeout.
+        up.set_read_timeout(Some(timeouts.stream_idle));
         let mut resp: ResponseHeader = up.response_header().expect("header read").clone();
         ctx.upstream_ttfb = Some(ctx.start.elapsed());
         let had_length = resp.headers.get("content-length").is_some();
@@ -114,6 +132,14 @@ impl Gateway {
         let mut next_ping = tokio::time::Instant::now() + keepalive;
         loop {
             let chunk = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    up.shutdown().await;
+                    if let Some(ev) = super::limits::guard_sync(|| tap.on_upstream_error("total timeout")).flatten() {
+                        let _ = s.write_response_body(Some(ev), true).await;
+                    }
+                    ctx.tap = Some(tap);
+                    return Err(total_timeout());
+                }
                 _ = tokio::time::sleep_until(next_ping), if tap.sends_keepalives() => {
                     next_ping = tokio::time::Instant::now() + keepalive;
                     if let Some(ping) = tap.keepalive() {
@@ -130,7 +156,8 @@ impl Gateway {
                     Ok(c) => c,
                     Err(e) => {
                         up.shutdown().await;
-                        if let Some(ev) = tap.on_upstream_error(e.etype().as_str()) {
+                        let etype = e.etype().as_str();
+                        if let Some(ev) = super::limits::guard_sync(|| tap.on_upstream_error(etype)).flatten() {
                             let _ = s.write_response_body(Some(ev), true).await;
                         }
                         ctx.tap = Some(tap);
@@ -149,7 +176,27 @@ impl Gateway {
             let done = chunk.is_none() || up.response_done();
             next_ping = tokio::time::Instant::now() + keepalive;
             let mut out = chunk;
-            tap.on_body(&mut out, done);
+            let trigger = super::test_panic_wanted(s, "response");
+            let ran = super::limits::guard_sync(|| {
+                if trigger {
+                    super::test_panic(s, "response");
+                }
+                tap.on_body(&mut out, done)
+            });
+            if ran.is_none() {
+                // The transcoder's state is not trusted after a panic: end the stream.
+                up.shutdown().await;
+                if let Some(ev) =
+                    super::limits::guard_sync(|| tap.on_upstream_error("internal error")).flatten()
+                {
+                    let _ = s.write_response_body(Some(ev), true).await;
+                }
+                ctx.tap = Some(tap);
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "panic in a response filter",
+                ));
+            }
             if out.is_some() || done {
                 if let Err(e) = s.write_response_body(out, done).await {
                     ctx.client_gone = true;

@@ -18,6 +18,7 @@
 mod count;
 mod ctx;
 mod direct;
+pub mod limits;
 pub mod local;
 mod plan;
 pub mod response;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub resolver: upstream::Resolver,
     pub connector: Connector,
     pub ledger: Arc<crate::ledger::Ledger>,
+    /// Forwarded requests in flight, per key and overall (`limits:`).
+    pub inflight: Arc<limits::InFlight>,
     /// A key snapshot was loaded at start (auth works before the store is open).
     pub snapshot_loaded: AtomicBool,
 }
@@ -267,8 +270,11 @@ impl Gateway {
 
     async fn inference(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         let key = self.authenticate(s)?;
+        let permit = self.state.inflight.acquire(&key.id);
         ctx.key = Some(key);
-        let body = read_body(s, self.state.cfg.max_body_bytes).await?;
+        ctx.permit = Some(permit?);
+        test_panic(s, "request");
+        let body = read_body(s, self.state.cfg.max_body_bytes, &self.state.cfg.limits).await?;
         let mut req = parse_json_object(&body)?;
         let model = match req.get("model") {
             Some(Value::String(m)) => m.clone(),
@@ -346,8 +352,51 @@ fn truncate_path(p: &str) -> String {
     p
 }
 
-/// Reads the request body whole, enforcing the size limit before and while reading.
-async fn read_body(s: &mut Session, max: usize) -> Result<Bytes, Failure> {
+/// A panic on demand, for the fault tests: debug builds started with
+/// `TOLLGATE_TEST_PANICS=1`, header `x-tollgate-test-panic: request|response`.
+fn test_panic_wanted(s: &Session, at: &str) -> bool {
+    cfg!(debug_assertions)
+        && std::env::var_os("TOLLGATE_TEST_PANICS").is_some()
+        && s.get_header("x-tollgate-test-panic")
+            .is_some_and(|v| v.as_bytes() == at.as_bytes())
+}
+
+fn test_panic(s: &Session, at: &str) {
+    if test_panic_wanted(s, at) {
+        panic!("test panic in {at} (key sk-this-must-be-redacted-123)");
+    }
+}
+
+/// Reads the request body whole, enforcing the size limit before and while reading, and
+/// the slow-client limits: a per-read timeout and a whole-body deadline.
+async fn read_body(
+    s: &mut Session,
+    max: usize,
+    limits: &crate::config::Limits,
+) -> Result<Bytes, Failure> {
+    s.set_read_timeout(Some(limits.client_read_timeout));
+    match tokio::time::timeout(limits.body_timeout, read_body_inner(s, max)).await {
+        Ok(r) => r,
+        Err(_) => {
+            limits::LIMIT_REJECTIONS
+                .with_label_values(&["body_timeout"])
+                .inc();
+            s.set_keepalive(None);
+            Err(GatewayError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "The request body did not arrive within {} s.",
+                    limits.body_timeout.as_secs_f64()
+                ),
+            )
+            .with_status(408)
+            .with_code("request_timeout")
+            .into())
+        }
+    }
+}
+
+async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> {
     let too_large = || {
         GatewayError::new(
             ErrorKind::PayloadTooLarge,
@@ -460,12 +509,51 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        limits::header_done(s);
         ctx.request_id = request_id(s);
         let h = s.req_header();
         ctx.endpoint = Endpoint::classify(h.method.as_str(), h.uri.path());
-        match self.handle(s, ctx).await {
+        let max_header = self.state.cfg.limits.max_header_bytes;
+        if limits::header_bytes(h) > max_header {
+            limits::LIMIT_REJECTIONS
+                .with_label_values(&["header_size"])
+                .inc();
+            s.set_keepalive(None);
+            let e = GatewayError::invalid(format!(
+                "The request headers exceed the gateway's limit of {max_header} bytes."
+            ))
+            .with_status(431)
+            .with_code("request_header_too_large");
+            ctx.error = Some(e.message.clone());
+            local::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        // A panic while handling the request answers 500 instead of resetting the connection.
+        let handled = limits::CatchPanic(Box::pin(self.handle(s, ctx))).await;
+        let handled = handled.unwrap_or_else(|()| {
+            Err(Failure::Client(
+                GatewayError::new(
+                    ErrorKind::Internal,
+                    "Internal error while handling the request.",
+                )
+                .with_code("internal_panic"),
+            ))
+        });
+        match handled {
             Ok(Flow::Proxy) => Ok(false),
             Ok(Flow::Done) => Ok(true),
+            Err(Failure::Client(e)) if s.response_written().is_some() => {
+                // Already answering (a panic mid-stream on the direct path): end it.
+                ctx.error = Some(e.message.clone());
+                if let Some(ev) = ctx
+                    .tap
+                    .as_mut()
+                    .and_then(|t| t.on_upstream_error("internal error"))
+                {
+                    let _ = s.write_response_body(Some(ev), true).await;
+                }
+                Err(pingora::Error::explain(ErrorType::InternalError, "panic"))
+            }
             Err(Failure::Client(e)) => {
                 ctx.error = Some(e.message.clone());
                 local::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
@@ -486,7 +574,11 @@ impl ProxyHttp for Gateway {
                 "no route",
             ));
         };
-        Ok(Box::new(upstream::peer_for(&route.provider, addr)))
+        Ok(Box::new(upstream::peer_for(
+            &route.provider,
+            addr,
+            ctx.stream,
+        )))
     }
 
     async fn upstream_request_filter(
@@ -538,13 +630,35 @@ impl ProxyHttp for Gateway {
 
     fn response_body_filter(
         &self,
-        _s: &mut Session,
+        s: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> pingora::Result<Option<Duration>> {
-        if let Some(tap) = ctx.tap.as_mut() {
-            tap.on_body(body, end_of_stream);
+        let Some(tap) = ctx.tap.as_mut() else {
+            return Ok(None);
+        };
+        let trigger = test_panic_wanted(s, "response");
+        let ran = limits::guard_sync(|| {
+            if trigger {
+                test_panic(s, "response");
+            }
+            tap.on_body(body, end_of_stream)
+        });
+        if ran.is_none() {
+            *body = None;
+            return Err(pingora::Error::explain(
+                ErrorType::InternalError,
+                "panic in a response filter",
+            ));
+        }
+        // Pingora has no whole-request deadline; the idle timeout bounds a silent upstream,
+        // this bounds a slow one.
+        let total = ctx.route.as_ref().map(|r| r.provider.timeouts.total);
+        if !end_of_stream && total.is_some_and(|t| ctx.start.elapsed() > t) {
+            return Err(
+                pingora::Error::explain(ErrorType::ReadTimedout, "total timeout").into_up(),
+            );
         }
         Ok(None)
     }
@@ -598,7 +712,8 @@ impl ProxyHttp for Gateway {
             let _ = local::send_error(s, ctx.endpoint.dialect(), &gw, &ctx.request_id).await;
         } else if let Some(tap) = ctx.tap.as_mut() {
             // Mid-stream: end the client's stream with a proper error event.
-            if let Some(ev) = tap.on_upstream_error(e.etype().as_str()) {
+            let etype = e.etype().as_str();
+            if let Some(ev) = limits::guard_sync(|| tap.on_upstream_error(etype)).flatten() {
                 let _ = s.write_response_body(Some(ev), true).await;
             }
         }
@@ -609,6 +724,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, s: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        limits::expect_header(s);
         self.settle(s, ctx);
         crate::access::record(s, e, ctx);
     }

@@ -60,13 +60,20 @@ impl Resolver {
     }
 }
 
-/// The peer for a provider at a resolved address, with its timeouts.
-pub fn peer_for(p: &Provider, addr: SocketAddr) -> HttpPeer {
+/// The peer for a provider at a resolved address, with its timeouts. Pingora has one
+/// per-read timeout on the proxy path: for a stream it is the idle timeout between chunks
+/// (streams send their header at once), for a non-stream the time to first byte (the whole
+/// answer is generated before its header). The direct path sets both phases exactly.
+pub fn peer_for(p: &Provider, addr: SocketAddr, stream: bool) -> HttpPeer {
     let mut peer = HttpPeer::new(addr, p.tls, p.host.clone());
     let o = &mut peer.options;
     o.connection_timeout = Some(p.timeouts.connect);
     o.total_connection_timeout = Some(p.timeouts.connect + Duration::from_secs(5));
-    o.read_timeout = Some(p.timeouts.read);
+    o.read_timeout = Some(if stream {
+        p.timeouts.stream_idle
+    } else {
+        p.timeouts.first_byte
+    });
     o.write_timeout = Some(p.timeouts.write);
     o.idle_timeout = Some(p.timeouts.idle);
     peer
