@@ -1,16 +1,22 @@
-//! Golden tests for the A↔C translators: each folder of tests/fixtures/translate holds an
-//! input (a request, a response or an SSE capture), the expected output beside it, and a
-//! meta.json naming the direction. One case per edge case of wire-formats.md §5 that applies,
-//! plus real Claude Code captures. `UPDATE_GOLDEN=1` records outputs (review the diff!).
+//! Golden tests for the translators (A↔C, G↔C, and R↔C with its compositions R→C→A, R→C→G,
+//! A→C→R, G→C→R): each folder of tests/fixtures/translate holds an input (a request, a
+//! response or an SSE capture), the expected output beside it, and a meta.json naming the
+//! direction. One case per edge case of wire-formats.md §5 that applies, plus real Claude Code
+//! and Codex captures. `UPDATE_GOLDEN=1` records outputs (review the diff!).
 //!
 //! Streams are also checked for the "any split" property: the output is identical whether the
-//! input arrives whole, split at every byte position, or one byte at a time.
+//! input arrives whole, split at every byte position, or one byte at a time. Every Responses
+//! stream (recorded or not) must also pass the §1.6 grammar check in [`check_responses`].
 
 use bytes::BytesMut;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+use tollgate::translate::r2c::{self, ResponsesContext};
 use tollgate::translate::shared::ToolNames;
-use tollgate::translate::{a2c, c2a, gemini, StreamTranscoder};
+use tollgate::translate::{a2c, c2a, gemini, Chain, StreamTranscoder};
+
+/// The fixed response id of the Responses stream cases (item ids derive from it).
+const RESP_ID: &str = "resp_golden000000000000000";
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/translate")
@@ -65,8 +71,342 @@ fn transcoder(kind: &str, meta: &Value) -> Box<dyn StreamTranscoder> {
             )
             .with_id("chatcmpl-golden", 1_700_000_000),
         ),
+        "chat_stream_to_responses" => Box::new(responses_writer(meta)),
+        // A → C → R, as Cross::stream composes it (the A stage always asks for usage).
+        "anthropic_stream_to_responses" => Box::new(Chain::new(
+            Box::new(
+                c2a::AnthropicToChatStream::new("codex-client", true, ToolNames::default())
+                    .with_id("chatcmpl-golden", 1_700_000_000),
+            ),
+            Box::new(responses_writer(meta)),
+        )),
+        "gemini_stream_to_responses" => Box::new(Chain::new(
+            Box::new(
+                gemini::GeminiToChatStream::new("codex-client", true, ToolNames::default())
+                    .with_id("chatcmpl-golden", 1_700_000_000),
+            ),
+            Box::new(responses_writer(meta)),
+        )),
         _ => unreachable!(),
     }
+}
+
+/// What the response side knows about the R request: meta.json "request" (the Responses
+/// request whose tools decide how calls come back), or a bare context.
+fn responses_context(meta: &Value) -> ResponsesContext {
+    match meta.get("request") {
+        Some(r) => {
+            r2c::request(
+                &obj(r),
+                &r2c::RequestOptions {
+                    upstream_model: "up-model".into(),
+                    stream: true,
+                },
+            )
+            .expect("meta.request is a valid Responses request")
+            .1
+        }
+        None => ResponsesContext::new(meta_str(meta, "client_model", "codex-client")),
+    }
+}
+
+fn responses_writer(meta: &Value) -> r2c::ChatToResponsesStream {
+    r2c::ChatToResponsesStream::new(responses_context(meta)).with_id(RESP_ID, 1_700_000_000)
+}
+
+/// Replaces a random response id (and the item and call ids derived from it) by the golden
+/// one, and zeroes `created_at`.
+fn normalise_ids(text: &str, id: &str) -> String {
+    let mut t = text.replace(id, RESP_ID);
+    if let (Some(short), Some(golden)) = (id.get(5..21), RESP_ID.get(5..21)) {
+        t = t.replace(short, golden);
+    }
+    t
+}
+
+fn normalise_response(mut v: Value) -> Value {
+    let id = v["id"].as_str().unwrap_or_default().to_string();
+    v["created_at"] = Value::from(0);
+    serde_json::from_str(&normalise_ids(&v.to_string(), &id)).unwrap()
+}
+
+/// A Responses event stream with its ids normalised, re-rendered as SSE.
+fn normalise_stream(text: &str) -> String {
+    let evs = events(text);
+    let id = evs
+        .first()
+        .and_then(|(_, d)| d.pointer("/response/id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut out = String::new();
+    for (name, mut data) in evs {
+        if let Some(r) = data.get_mut("response").filter(|r| r.is_object()) {
+            r["created_at"] = Value::from(0);
+        }
+        if let Some(n) = name {
+            out.push_str(&format!("event: {n}\n"));
+        }
+        out.push_str(&format!(
+            "data: {}\n\n",
+            normalise_ids(&data.to_string(), &id)
+        ));
+    }
+    out
+}
+
+/// An item of a Responses stream being checked.
+#[derive(Default)]
+struct Open {
+    id: String,
+    kind: String,
+    /// Sub-part state: 0 none yet, 1 part open, 2 part done.
+    part: u8,
+    text: String,
+    done: Option<Value>,
+}
+
+/// The open item an event addresses (by `output_index`), checked against its `item_id` and
+/// the item kinds the event may address.
+fn open_item<'a>(items: &'a mut [Open], d: &Value, kinds: &[&str]) -> Result<&'a mut Open, String> {
+    let Some(it) = d["output_index"]
+        .as_u64()
+        .and_then(|n| items.get_mut(n as usize))
+    else {
+        return Err("no such output_index".into());
+    };
+    if it.done.is_some() {
+        return Err("item already done".into());
+    }
+    if d.get("item_id").is_some() && d["item_id"] != it.id.as_str() {
+        return Err(format!("item_id {} is not {}", d["item_id"], it.id));
+    }
+    if !kinds.contains(&it.kind.as_str()) {
+        return Err(format!("not for a {} item", it.kind));
+    }
+    Ok(it)
+}
+
+/// The Responses stream grammar (wire-formats.md §1.6, §3.5) and what Codex needs (E07):
+/// `sequence_number` from 0 and consecutive, `event:` equal to `type`, created then
+/// in_progress first, items opened in `output_index` order with their sub-grammar (parts,
+/// arguments, summaries) and a matching full `output_item.done`, exactly one terminal event,
+/// last, whose response carries every finished item and complete usage.
+fn check_responses(evs: &[(Option<String>, Value)]) -> Result<(), String> {
+    let ty = |d: &Value| d["type"].as_str().unwrap_or("").to_string();
+    let first: Vec<String> = evs.iter().take(2).map(|(_, d)| ty(d)).collect();
+    if first != ["response.created", "response.in_progress"] {
+        return Err(format!("stream starts with {first:?}"));
+    }
+    let resp_id = evs[0]
+        .1
+        .pointer("/response/id")
+        .cloned()
+        .unwrap_or_default();
+    if !resp_id.is_string() {
+        return Err("response.created has no response id".into());
+    }
+    if evs[0].1.pointer("/response/output") != Some(&serde_json::json!([])) {
+        return Err("response.created must carry output: []".into());
+    }
+    let mut items: Vec<Open> = Vec::new();
+    let mut terminal = None;
+    for (i, (name, d)) in evs.iter().enumerate() {
+        let t = ty(d);
+        let at = |m: String| format!("event {i} ({t}): {m}");
+        if name.as_deref() != Some(t.as_str()) {
+            return Err(at(format!("event name {name:?}")));
+        }
+        if d["sequence_number"].as_u64() != Some(i as u64) {
+            return Err(at(format!("sequence_number {}", d["sequence_number"])));
+        }
+        if terminal.is_some() {
+            return Err(at("event after the terminal event".into()));
+        }
+        let idx = d["output_index"].as_u64().map(|n| n as usize);
+        match t.as_str() {
+            "response.created" if i == 0 => {}
+            "response.in_progress" => {
+                if d["response"]["id"] != resp_id || d["response"]["status"] != "in_progress" {
+                    return Err(at("bad in_progress response".into()));
+                }
+            }
+            "response.output_item.added" => {
+                if idx != Some(items.len()) {
+                    return Err(at(format!(
+                        "output_index {idx:?}, expected {}",
+                        items.len()
+                    )));
+                }
+                if let Some(open) = items.iter().find(|o| o.done.is_none()) {
+                    return Err(at(format!("items interleave: {} is still open", open.id)));
+                }
+                let it = &d["item"];
+                let kind = ty(it);
+                let id = it["id"].as_str().unwrap_or("").to_string();
+                if id.is_empty() || items.iter().any(|o| o.id == id) {
+                    return Err(at(format!("item id {id:?} missing or repeated")));
+                }
+                if kind != "reasoning" && it["status"] != "in_progress" {
+                    return Err(at("added item is not in_progress".into()));
+                }
+                if !matches!(
+                    kind.as_str(),
+                    "message" | "reasoning" | "function_call" | "custom_tool_call"
+                ) {
+                    return Err(at(format!("unexpected item type {kind}")));
+                }
+                items.push(Open {
+                    id,
+                    kind,
+                    ..Open::default()
+                });
+            }
+            "response.content_part.added" | "response.reasoning_summary_part.added" => {
+                let it = open_item(&mut items, d, &["message", "reasoning"]).map_err(&at)?;
+                if it.part != 0 {
+                    return Err(at("second part".into()));
+                }
+                it.part = 1;
+            }
+            "response.output_text.delta"
+            | "response.refusal.delta"
+            | "response.reasoning_summary_text.delta" => {
+                let it = open_item(&mut items, d, &["message", "reasoning"]).map_err(&at)?;
+                if it.part != 1 {
+                    return Err(at("delta outside an open part".into()));
+                }
+                it.text.push_str(d["delta"].as_str().unwrap_or(""));
+            }
+            "response.output_text.done"
+            | "response.refusal.done"
+            | "response.reasoning_summary_text.done" => {
+                let key = if t == "response.refusal.done" {
+                    "refusal"
+                } else {
+                    "text"
+                };
+                let it = open_item(&mut items, d, &["message", "reasoning"]).map_err(&at)?;
+                if it.part != 1 || d[key] != it.text.as_str() {
+                    return Err(at(format!("{key} is not the deltas joined")));
+                }
+            }
+            "response.content_part.done" | "response.reasoning_summary_part.done" => {
+                let it = open_item(&mut items, d, &["message", "reasoning"]).map_err(&at)?;
+                if it.part != 1 {
+                    return Err(at("part done twice or never added".into()));
+                }
+                it.part = 2;
+            }
+            "response.function_call_arguments.delta" => {
+                open_item(&mut items, d, &["function_call"])
+                    .map_err(&at)?
+                    .text
+                    .push_str(d["delta"].as_str().unwrap_or(""));
+            }
+            "response.function_call_arguments.done" => {
+                let it = open_item(&mut items, d, &["function_call"]).map_err(&at)?;
+                let args = d["arguments"].as_str().unwrap_or("");
+                if args.is_empty() || (!it.text.is_empty() && args != it.text) {
+                    return Err(at(format!("arguments {args:?} (deltas {:?})", it.text)));
+                }
+                it.text = args.to_string();
+                it.part = 2;
+            }
+            "response.custom_tool_call_input.delta" => {
+                open_item(&mut items, d, &["custom_tool_call"])
+                    .map_err(&at)?
+                    .text
+                    .push_str(d["delta"].as_str().unwrap_or(""));
+            }
+            "response.custom_tool_call_input.done" => {
+                let it = open_item(&mut items, d, &["custom_tool_call"]).map_err(&at)?;
+                if d["input"] != it.text.as_str() {
+                    return Err(at("input is not the deltas joined".into()));
+                }
+                it.part = 2;
+            }
+            "response.output_item.done" => {
+                let full = d["item"].clone();
+                let it = open_item(
+                    &mut items,
+                    d,
+                    &["message", "reasoning", "function_call", "custom_tool_call"],
+                )
+                .map_err(&at)?;
+                if full["id"] != it.id.as_str() || ty(&full) != it.kind {
+                    return Err(at("done item is not the added one".into()));
+                }
+                if it.kind != "reasoning" && full["status"] != "completed" {
+                    return Err(at("done item is not completed".into()));
+                }
+                let whole = match it.kind.as_str() {
+                    "message" => full.pointer("/content/0").map(|p| {
+                        p.get("text")
+                            .or(p.get("refusal"))
+                            .cloned()
+                            .unwrap_or_default()
+                    }),
+                    "reasoning" => full.pointer("/summary/0/text").cloned(),
+                    "function_call" => Some(full["arguments"].clone()),
+                    _ => Some(full["input"].clone()),
+                };
+                if it.part != 2 || whole != Some(Value::String(it.text.clone())) {
+                    return Err(at(format!("done item {full} does not match its events")));
+                }
+                if it.kind.ends_with("call") && !full["call_id"].is_string() {
+                    return Err(at("call without call_id".into()));
+                }
+                it.done = Some(full);
+            }
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                terminal = Some(i);
+                let r = &d["response"];
+                let status = t.trim_start_matches("response.");
+                if r["id"] != resp_id || r["status"] != status || r["object"] != "response" {
+                    return Err(at(format!("bad terminal response {r}")));
+                }
+                if t == "response.failed" {
+                    if !r["error"]["code"].is_string() || !r["error"]["message"].is_string() {
+                        return Err(at("failed without error.code/message".into()));
+                    }
+                    continue;
+                }
+                if t == "response.incomplete" && !r["incomplete_details"]["reason"].is_string() {
+                    return Err(at("incomplete without a reason".into()));
+                }
+                let mut done = Vec::new();
+                for it in &items {
+                    match &it.done {
+                        Some(v) => done.push(v.clone()),
+                        None => return Err(at(format!("item {} never done", it.id))),
+                    }
+                }
+                if r["output"] != Value::Array(done) {
+                    return Err(at("output is not the finished items".into()));
+                }
+                let u = &r["usage"];
+                if !u.is_null() {
+                    let n = |p: &str| u.pointer(p).and_then(Value::as_u64);
+                    let (Some(inp), Some(outp), Some(total)) =
+                        (n("/input_tokens"), n("/output_tokens"), n("/total_tokens"))
+                    else {
+                        return Err(at(format!("usage {u} lacks integer totals")));
+                    };
+                    let cached = n("/input_tokens_details/cached_tokens");
+                    let reasoning = n("/output_tokens_details/reasoning_tokens");
+                    if cached.is_none() || reasoning.is_none() || total != inp + outp {
+                        return Err(at(format!("usage {u} is incomplete or inconsistent")));
+                    }
+                }
+            }
+            other => return Err(at(format!("unexpected event {other}"))),
+        }
+    }
+    if terminal.is_none() {
+        return Err("no terminal event".into());
+    }
+    Ok(())
 }
 
 fn run_stream(kind: &str, meta: &Value, pieces: &[&[u8]]) -> String {
@@ -123,6 +463,40 @@ fn run_json(kind: &str, meta: &Value, input: &Value) -> Value {
             v["created"] = Value::from(0);
             Ok(v)
         }
+        "responses_request_to_chat"
+        | "responses_request_to_anthropic"
+        | "responses_request_to_gemini" => r2c::request(
+            &obj(input),
+            &r2c::RequestOptions {
+                upstream_model: model.clone(),
+                stream,
+            },
+        )
+        .and_then(|(chat, ctx)| {
+            let body = match kind {
+                "responses_request_to_anthropic" => c2a::request(
+                    &obj(&chat),
+                    &c2a::RequestOptions {
+                        upstream_model: model,
+                        stream,
+                        default_max_tokens: 4096,
+                    },
+                )?,
+                "responses_request_to_gemini" => gemini::request(
+                    &obj(&chat),
+                    &gemini::RequestOptions {
+                        upstream_model: model,
+                        stream,
+                    },
+                )?,
+                _ => chat,
+            };
+            Ok(serde_json::json!({"request": body, "dropped": ctx.dropped}))
+        }),
+        "chat_response_to_responses" => Ok(normalise_response(r2c::response(
+            input,
+            &responses_context(meta),
+        ))),
         other => panic!("unknown kind {other}"),
     };
     match res {
@@ -150,9 +524,38 @@ fn golden_cases() {
                 .unwrap();
         let kind = meta_str(&meta, "kind", "").to_string();
         n += 1;
-        if kind.ends_with("_stream_to_anthropic") || kind.ends_with("_stream_to_chat") {
+        if kind == "chat_response_to_responses_stream" {
+            // E48: a whole chat completion replayed as a Responses stream.
+            let input: Value =
+                serde_json::from_str(&std::fs::read_to_string(case.join("in.json")).unwrap())
+                    .unwrap();
+            let raw = r2c::response_to_events(&input, &responses_context(&meta));
+            let got = normalise_stream(std::str::from_utf8(&raw).unwrap());
+            if let Err(e) = check_responses(&events(&got)) {
+                failures.push(format!("{name}: Responses grammar: {e}\n{got}"));
+            }
+            let path = case.join("expected.sse");
+            if update {
+                std::fs::write(&path, &got).unwrap();
+                continue;
+            }
+            let want = std::fs::read_to_string(&path).unwrap_or_default();
+            if events(&got) != events(&want) {
+                failures.push(format!(
+                    "{name}: stream output differs\n--- got ---\n{got}\n--- want ---\n{want}"
+                ));
+            }
+        } else if kind.ends_with("_stream_to_anthropic")
+            || kind.ends_with("_stream_to_chat")
+            || kind.ends_with("_stream_to_responses")
+        {
             let input = std::fs::read(case.join("in.sse")).unwrap();
             let got = run_stream(&kind, &meta, &[&input]);
+            if kind.ends_with("_to_responses") {
+                if let Err(e) = check_responses(&events(&got)) {
+                    failures.push(format!("{name}: Responses grammar: {e}\n{got}"));
+                }
+            }
             let path = case.join("expected.sse");
             if update {
                 std::fs::write(&path, &got).unwrap();
@@ -167,13 +570,14 @@ fn golden_cases() {
             // any split: two pieces at every position, and one byte at a time
             for i in 0..=input.len() {
                 let split = run_stream(&kind, &meta, &[&input[..i], &input[i..]]);
-                if events(&split) != events(&got) {
+                if split != got && events(&split) != events(&got) {
                     failures.push(format!("{name}: split at byte {i} changes the output"));
                     break;
                 }
             }
             let bytes: Vec<&[u8]> = input.chunks(1).collect();
-            if events(&run_stream(&kind, &meta, &bytes)) != events(&got) {
+            let one_by_one = run_stream(&kind, &meta, &bytes);
+            if one_by_one != got && events(&one_by_one) != events(&got) {
                 failures.push(format!("{name}: byte-at-a-time input changes the output"));
             }
         } else {
@@ -181,6 +585,17 @@ fn golden_cases() {
                 serde_json::from_str(&std::fs::read_to_string(case.join("in.json")).unwrap())
                     .unwrap();
             let got = run_json(&kind, &meta, &input);
+            if kind == "chat_response_to_responses" {
+                // The JSON answer is the terminal response of the replayed stream (one rule set).
+                let raw = r2c::response_to_events(&input, &responses_context(&meta));
+                let evs = events(&normalise_stream(std::str::from_utf8(&raw).unwrap()));
+                if let Err(e) = check_responses(&evs) {
+                    failures.push(format!("{name}: replayed stream: {e}"));
+                }
+                if evs.last().map(|(_, d)| &d["response"]) != Some(&got) {
+                    failures.push(format!("{name}: the JSON answer differs from the stream's"));
+                }
+            }
             let path = case.join("expected.json");
             if update {
                 std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
@@ -316,6 +731,9 @@ fn transcoders_never_panic_on_garbage() {
             "chat_stream_to_anthropic",
             "anthropic_stream_to_chat",
             "gemini_stream_to_chat",
+            "chat_stream_to_responses",
+            "anthropic_stream_to_responses",
+            "gemini_stream_to_responses",
         ] {
             let cut = if input.is_empty() {
                 0
@@ -331,6 +749,16 @@ fn transcoders_never_panic_on_garbage() {
             }
             t.finish(&mut out);
             let _ = t.usage();
+            if kind.ends_with("_to_responses") {
+                // Whatever the upstream sent, the client sees a well-formed Responses stream.
+                let text = String::from_utf8(out.to_vec()).expect("UTF-8 output");
+                if let Err(e) = check_responses(&events(&text)) {
+                    panic!(
+                        "{kind} on {:?}: {e}\n{text}",
+                        String::from_utf8_lossy(&input)
+                    );
+                }
+            }
         }
     }
 }

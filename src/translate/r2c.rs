@@ -221,22 +221,41 @@ fn tools_of(
             },
         );
     };
-    for t in r
+    // A tool without a name cannot be called: refused as OpenAI does, never sent upstream
+    // under an invented name.
+    let named = |t: &Value, at: String| {
+        if t.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+        {
+            Ok(())
+        } else {
+            Err(bad(format!("Missing required parameter: '{at}.name'."))
+                .with_param(format!("{at}.name")))
+        }
+    };
+    for (i, t) in r
         .get("tools")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .enumerate()
     {
         match t.get("type").and_then(Value::as_str).unwrap_or("function") {
-            "function" | "custom" => add(t, None, &mut out),
+            "function" | "custom" => {
+                named(t, format!("tools[{i}]"))?;
+                add(t, None, &mut out);
+            }
             "namespace" => {
                 let ns = t.get("name").and_then(Value::as_str).unwrap_or("ns");
-                for child in t
+                for (j, child) in t
                     .get("tools")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
+                    .enumerate()
                 {
+                    named(child, format!("tools[{i}].tools[{j}]"))?;
                     add(child, Some(ns), &mut out);
                 }
             }
@@ -710,6 +729,11 @@ impl ChatToResponsesStream {
             ItemKind::Reasoning { .. } => "rs_",
             ItemKind::Call { .. } => "fc_",
         };
+        // Items never interleave (§1.6 `item*`): whatever is still open (a message, or a
+        // tool call whose arguments may still grow) is finished before the next one starts.
+        for i in 0..self.items.len() {
+            self.close_item(out, i);
+        }
         let idx = self.items.len();
         self.items.push(Item {
             id: format!("{prefix}{}_{idx}", self.short_id()),
@@ -938,6 +962,19 @@ impl ChatToResponsesStream {
         if delta.is_empty() {
             return;
         }
+        if self.items[idx].done {
+            // A fragment for a call that already ended (E16): its item is final, so the
+            // stream fails visibly rather than losing or misplacing the arguments.
+            self.fail_with(
+                out,
+                GatewayError::new(
+                    ErrorKind::Upstream,
+                    "upstream interleaved tool call fragments",
+                )
+                .with_code("server_error"),
+            );
+            return;
+        }
         let item_id = self.items[idx].id.clone();
         let mut custom = false;
         if let ItemKind::Call { args, tool, .. } = &mut self.items[idx].kind {
@@ -1055,7 +1092,13 @@ impl ChatToResponsesStream {
             .into_iter()
             .flatten()
         {
+            if self.phase == Phase::Failed {
+                return;
+            }
             self.tool_fragment(out, tc);
+        }
+        if self.phase == Phase::Failed {
+            return;
         }
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
             self.finish = Some(f.to_string());
