@@ -72,6 +72,8 @@ pub struct RawConfig {
     pub count_tokens: Option<CountTokensMode>,
     pub stream_keepalive_ms: Option<u64>,
     pub ca_file: Option<PathBuf>,
+    /// The store: sled (default) or PostgreSQL (see `store::settings`).
+    pub store: Option<crate::store::settings::RawStore>,
     /// Concurrency and client-side limits (see [`Limits`]).
     pub limits: Option<RawLimits>,
 }
@@ -164,6 +166,7 @@ pub struct Config {
     pub stream_keepalive: Duration,
     /// A PEM bundle that replaces the OS trust store for upstream TLS.
     pub ca_file: Option<PathBuf>,
+    pub store: crate::store::settings::StoreConfig,
     pub limits: Limits,
 }
 
@@ -485,6 +488,7 @@ impl Config {
                 None => 4096,
             },
             count_tokens: raw.count_tokens.unwrap_or_default(),
+            store: crate::store::settings::build(raw.store)?,
             ca_file: match raw.ca_file {
                 Some(p) if !p.is_file() => {
                     return Err(ConfigError::new(

@@ -155,6 +155,25 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     proxy.add_tcp(&cfg.listen);
     server.add_service(proxy);
     let store_slot_for_writer = store.clone();
+    // A shared store (PostgreSQL): budgets and rate limits through leases, and a service
+    // that follows the other instances' changes.
+    if let crate::store::settings::StoreConfig::Postgres(pg) = &cfg.store {
+        let ctl = Arc::new(crate::ledger::shared::SharedCtl::new(
+            store.clone(),
+            pg.leases,
+        ));
+        ledger.enable_shared(ctl.clone());
+        let sync = crate::store::sync::SharedSync {
+            slot: store.clone(),
+            index: keys.clone(),
+            ledger: ledger.clone(),
+            ctl,
+            data_dir: data_dir.clone(),
+            interval: pg.sync_interval,
+            configured_master: cfg.master_key.is_some(),
+        };
+        server.add_service(background_service("shared store sync", sync));
+    }
     let keeper = StoreKeeper {
         data_dir,
         slot: store,
@@ -163,6 +182,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         bootstrap_key: cfg.bootstrap_key,
         ledger: ledger.clone(),
         retention_days: cfg.usage_retention_days,
+        store_kind: cfg.store.clone(),
     };
     server.add_service(background_service("store keeper", keeper));
     let writer = UsageWriter {

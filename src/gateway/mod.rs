@@ -301,7 +301,7 @@ impl Gateway {
         };
         ctx.client_model = model.clone();
         let route = self.state.router.resolve(&model)?;
-        self.admit(s, ctx, &req, &route, body.len())?;
+        self.admit(s, ctx, &req, &route, body.len()).await?;
         if ctx.endpoint == Endpoint::CountTokens {
             ctx.client_header = Some(s.req_header().clone());
             if let Some(answer) = self.count_tokens(ctx, &req, &body, &route).await {

@@ -33,7 +33,7 @@ fn named_user(req: &Map<String, Value>) -> Option<&str> {
 }
 
 impl Gateway {
-    pub(super) fn admit(
+    pub(super) async fn admit(
         &self,
         s: &Session,
         ctx: &mut Ctx,
@@ -98,13 +98,16 @@ impl Gateway {
             .prices
             .load()
             .lookup(&route.provider.name, &route.model);
-        match ledger.admit(
-            &key,
-            user.as_deref(),
-            price,
-            &ctx.estimate,
-            auth::now_secs(),
-        ) {
+        match ledger
+            .admit_async(
+                &key,
+                user.as_deref(),
+                price,
+                &ctx.estimate,
+                auth::now_secs(),
+            )
+            .await
+        {
             Ok(a) => {
                 ctx.admission = Some(a);
                 Ok(())

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+use super::lease::Slice;
 use super::period::{window, Alignment, Period};
 use crate::meter::price::Micros;
 
@@ -62,6 +63,9 @@ pub struct Account {
     pub id: String,
     limit: Mutex<Option<Limit>>,
     counter: Mutex<Counter>,
+    /// With a shared store: this instance's lease of the account's current window (always
+    /// locked after `counter`). None: the account is local to this process (sled).
+    lease: Mutex<Option<Slice>>,
 }
 
 /// A snapshot of an account for API answers.
@@ -88,7 +92,110 @@ impl Account {
             id: id.to_string(),
             limit: Mutex::new(limit),
             counter: Mutex::new(counter),
+            lease: Mutex::new(None),
         })
+    }
+
+    /// Makes the account spend through leases of a shared store.
+    pub fn make_shared(&self) {
+        let ws = self.counter.lock().window_start;
+        let mut l = self.lease.lock();
+        if l.is_none() {
+            *l = Some(Slice::new(ws));
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.lease.lock().is_some()
+    }
+
+    /// The lease state with the account's reservations, rolled to the window of `now`:
+    /// (slice, reserved). None for local accounts and accounts without a limit.
+    pub fn lease_view(&self, now: u64) -> Option<(Slice, Micros, Limit)> {
+        let limit = self.limit()?;
+        let mut c = self.counter.lock();
+        Self::roll(&mut c, Some(limit), now);
+        let mut l = self.lease.lock();
+        let sl = l.as_mut()?;
+        sl.roll(c.window_start);
+        Some((*sl, c.reserved, limit))
+    }
+
+    /// Applies a lease call's answer (when the window is still the one it was for).
+    pub fn apply_lease(
+        &self,
+        window_start: u64,
+        amount: Micros,
+        confirmed_snap: Micros,
+        store_spent: Micros,
+        sent: std::time::Instant,
+        ttl: std::time::Duration,
+    ) {
+        let mut c = self.counter.lock();
+        let mut l = self.lease.lock();
+        if let Some(sl) = l.as_mut().filter(|s| s.window_start == window_start) {
+            sl.apply(amount, confirmed_snap, store_spent, sent, ttl);
+            if c.window_start == window_start {
+                c.spent = store_spent + sl.unconfirmed;
+            }
+        }
+    }
+
+    /// Lowers the lease this process may spend to what it holds now (before giving the
+    /// rest back); returns (window, keep, confirmed) for the return call.
+    pub fn cap_lease(&self, now: u64, at: std::time::Instant) -> Option<(u64, Micros, Micros)> {
+        let limit = self.limit()?;
+        let mut c = self.counter.lock();
+        Self::roll(&mut c, Some(limit), now);
+        let mut l = self.lease.lock();
+        let sl = l.as_mut()?;
+        sl.roll(c.window_start);
+        if sl.spare(c.reserved, at) == 0 {
+            return None;
+        }
+        sl.granted = sl.confirmed + sl.unconfirmed + c.reserved;
+        Some((sl.window_start, sl.keep(at), sl.confirmed))
+    }
+
+    /// A renewal: the lease of `window_start` is good until `valid_until`; S is `spent`.
+    pub fn renewed(&self, window_start: u64, spent: Micros, valid_until: std::time::Instant) {
+        let mut c = self.counter.lock();
+        let mut l = self.lease.lock();
+        if let Some(sl) = l.as_mut().filter(|s| s.window_start == window_start) {
+            if sl.valid_until.is_some() {
+                sl.valid_until = Some(valid_until);
+            }
+            sl.store_spent = spent;
+            if c.window_start == window_start {
+                c.spent = spent + sl.unconfirmed;
+            }
+        }
+    }
+
+    /// The lease was not renewed in time: this process holds none any more.
+    pub fn lose_lease(&self, window_start: u64) {
+        if let Some(sl) = self
+            .lease
+            .lock()
+            .as_mut()
+            .filter(|s| s.window_start == window_start)
+        {
+            sl.valid_until = None;
+            sl.granted = 0;
+            sl.confirmed = 0;
+        }
+    }
+
+    /// Spend settled here reached the store.
+    pub fn confirm(&self, amount: Micros, window_start: u64) {
+        if let Some(sl) = self
+            .lease
+            .lock()
+            .as_mut()
+            .filter(|s| s.window_start == window_start)
+        {
+            sl.confirm(amount);
+        }
     }
 
     pub fn set_limit(&self, limit: Option<Limit>) {
@@ -163,6 +270,8 @@ pub struct Exceeded {
     pub reserved: Micros,
     pub requested: Micros,
     pub resets_at: Option<u64>,
+    /// Shared store: this instance's lease is short (a lease call may fix it).
+    pub lease_short: bool,
 }
 
 /// Held by a request between reserve and settle.
@@ -183,24 +292,36 @@ pub fn reserve(
     order.sort_by(|a, b| (a.scope as u8, &a.id).cmp(&(b.scope as u8, &b.id)));
     order.dedup_by(|a, b| Arc::ptr_eq(a, b));
     let limits: Vec<Option<Limit>> = order.iter().map(|a| a.limit()).collect();
-    let mut guards: Vec<_> = order.iter().map(|a| a.counter.lock()).collect();
-    for (i, g) in guards.iter_mut().enumerate() {
+    let mut guards: Vec<_> = order
+        .iter()
+        .map(|a| (a.counter.lock(), a.lease.lock()))
+        .collect();
+    let at = std::time::Instant::now();
+    for (i, (g, sl)) in guards.iter_mut().enumerate() {
         Account::roll(g, limits[i], now);
-        if let Some(l) = limits[i] {
-            if g.spent.saturating_add(g.reserved).saturating_add(amount) > l.max_micros {
-                return Err(Exceeded {
-                    scope: order[i].scope,
-                    id: order[i].id.clone(),
-                    limit: l,
-                    spent: g.spent,
-                    reserved: g.reserved,
-                    requested: amount,
-                    resets_at: l.window(now).1,
-                });
+        let Some(l) = limits[i] else { continue };
+        let refuse = |g: &Counter, short| Exceeded {
+            scope: order[i].scope,
+            id: order[i].id.clone(),
+            limit: l,
+            spent: g.spent,
+            reserved: g.reserved,
+            requested: amount,
+            resets_at: l.window(now).1,
+            lease_short: short,
+        };
+        if let Some(sl) = sl.as_mut() {
+            // Shared store: the lease must cover every obligation of this instance. The
+            // global check happened when the lease was granted.
+            sl.roll(g.window_start);
+            if sl.shortfall(g.reserved, amount, at).is_some() {
+                return Err(refuse(g, true));
             }
+        } else if g.spent.saturating_add(g.reserved).saturating_add(amount) > l.max_micros {
+            return Err(refuse(g, false));
         }
     }
-    for g in guards.iter_mut() {
+    for (g, _) in guards.iter_mut() {
         g.reserved += amount;
     }
     drop(guards);
@@ -228,6 +349,10 @@ impl Reservation {
             Account::roll(&mut c, limit, now);
             c.reserved = c.reserved.saturating_sub(self.amount);
             c.spent = c.spent.saturating_add(actual);
+            if let Some(sl) = a.lease.lock().as_mut() {
+                sl.roll(c.window_start);
+                sl.consume(actual);
+            }
         }
     }
 }

@@ -7,8 +7,10 @@
 
 pub mod budget;
 pub mod entities;
+pub mod lease;
 pub mod period;
 pub mod rate;
+pub mod shared;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -84,6 +86,8 @@ pub struct Ledger {
     /// Output tokens assumed when a request sets no maximum.
     pub default_output_tokens: u64,
     pub queue: UsageQueue,
+    /// Set with a shared store (PostgreSQL): accounts and limiters spend through leases.
+    pub shared: std::sync::OnceLock<Arc<shared::SharedCtl>>,
 }
 
 /// What a request holds between admission and settlement.
@@ -127,6 +131,51 @@ impl Ledger {
             require_pricing,
             default_output_tokens,
             queue: UsageQueue::default(),
+            shared: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Switches this ledger to a shared store: budgets and rate limits go through leases.
+    pub fn enable_shared(&self, ctl: Arc<shared::SharedCtl>) {
+        let _ = self.shared.set(ctl);
+        for a in self.accounts.lock().values() {
+            a.make_shared();
+        }
+        for l in self.limiters.lock().values() {
+            l.make_shared();
+        }
+    }
+
+    /// Every account (for the lease service).
+    pub fn all_accounts(&self) -> Vec<Arc<Account>> {
+        self.accounts.lock().values().cloned().collect()
+    }
+
+    /// Every rate limiter with its owner (for the lease service).
+    pub fn all_limiters(&self) -> Vec<(Scope, String, Arc<RateLimiter>)> {
+        self.limiters
+            .lock()
+            .iter()
+            .map(|((s, id), l)| (*s, id.clone(), l.clone()))
+            .collect()
+    }
+
+    pub fn find_limiter(&self, scope: Scope, id: &str) -> Option<Arc<RateLimiter>> {
+        self.limiters.lock().get(&(scope, id.to_string())).cloned()
+    }
+
+    /// Usage written to the store: moves its spend from "settled here" to "in the store"
+    /// in this instance's leases.
+    pub fn confirm(&self, batch: &[Settled]) {
+        if self.shared.get().is_none() {
+            return;
+        }
+        for s in batch {
+            for c in &s.charges {
+                if let Some(a) = self.find_account(c.scope, &c.id) {
+                    a.confirm(c.amount, c.window_start);
+                }
+            }
         }
     }
 
@@ -235,6 +284,9 @@ impl Ledger {
         if a.limit() != limit {
             a.set_limit(limit);
         }
+        if self.shared.get().is_some() {
+            a.make_shared();
+        }
         a
     }
 
@@ -251,11 +303,16 @@ impl Ledger {
     }
 
     fn limiter(&self, scope: Scope, id: &str) -> Arc<RateLimiter> {
-        self.limiters
+        let l = self
+            .limiters
             .lock()
             .entry((scope, id.to_string()))
             .or_default()
-            .clone()
+            .clone();
+        if self.shared.get().is_some() {
+            l.make_shared();
+        }
+        l
     }
 
     /// Every account's counters, for the snapshot written at hand-over.
@@ -291,7 +348,8 @@ impl Ledger {
     }
 
     /// Admission control for one request: user state, rate limits, pricing, then the budget
-    /// reservation. `estimate` prices the request as its worst case.
+    /// reservation. `estimate` prices the request as its worst case. With a shared store this
+    /// spends only the leases held; [`Ledger::admit_async`] also takes leases when needed.
     pub fn admit(
         &self,
         key: &KeyRecord,
@@ -300,39 +358,138 @@ impl Ledger {
         estimate: &crate::meter::Usage,
         now_secs: u64,
     ) -> Result<Admission, GatewayError> {
+        self.try_admit(key, user, price, estimate, now_secs)
+            .map_err(Refusal::into_error)
+    }
+
+    /// [`Ledger::admit`], taking or topping up leases from the shared store when this
+    /// instance's are short (the only case with a database round trip on the request path;
+    /// a warm lease admits from memory).
+    pub async fn admit_async(
+        &self,
+        key: &KeyRecord,
+        user: Option<&UserRecord>,
+        price: Option<Price>,
+        estimate: &crate::meter::Usage,
+        now_secs: u64,
+    ) -> Result<Admission, GatewayError> {
+        let Some(ctl) = self.shared.get() else {
+            return self.admit(key, user, price, estimate, now_secs);
+        };
+        let mut tries = 0;
+        loop {
+            match self.try_admit(key, user, price, estimate, crate::auth::now_secs()) {
+                Ok(a) => return Ok(a),
+                Err(Refusal::Error(e)) => return Err(e),
+                Err(r) if tries >= 2 => return Err(r.into_error()),
+                Err(Refusal::BudgetLease(acct, e)) => {
+                    tries += 1;
+                    if let Err(err) = ctl.top_up_account(&acct, e.requested).await {
+                        return Err(shared::unavailable(&err));
+                    }
+                }
+                Err(Refusal::RateLease(scope, id, l, _)) => {
+                    tries += 1;
+                    if let Err(err) = ctl.top_up_rate(scope, &id, &l).await {
+                        return Err(shared::unavailable(&err));
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_admit(
+        &self,
+        key: &KeyRecord,
+        user: Option<&UserRecord>,
+        price: Option<Price>,
+        estimate: &crate::meter::Usage,
+        now_secs: u64,
+    ) -> Result<Admission, Refusal> {
         if let Some(u) = user {
             if u.blocked {
-                return Err(GatewayError::new(
+                return Err(Refusal::Error(GatewayError::new(
                     ErrorKind::PermissionDenied,
                     format!("User '{}' is blocked.", u.user_id),
-                ));
+                )));
             }
         }
         if price.is_none() && self.require_pricing {
-            return Err(GatewayError::new(
+            return Err(Refusal::Error(GatewayError::new(
                 ErrorKind::PaymentRequired,
                 "No price is configured for this model, and this gateway requires one (require_pricing). Add it with POST /v1/pricing or in the config.",
-            ));
+            )));
+        }
+        let shared = self.shared.get();
+        if let Some(ctl) = shared {
+            ctl.check_outage().map_err(Refusal::Error)?;
         }
         let mut accounts = vec![self.key_account(key)];
         if let Some(u) = user {
             accounts.push(self.user_account(u));
         }
         let amount = price.map_or(0, |p| worst_case(&p, estimate));
-        let reservation = reserve(&accounts, amount, now_secs).map_err(|e| budget_error(&e))?;
+        let reservation = reserve(&accounts, amount, now_secs).map_err(|e| {
+            if !e.lease_short {
+                return Refusal::Error(budget_error(&e));
+            }
+            let a = accounts
+                .iter()
+                .find(|a| a.scope == e.scope && a.id == e.id)
+                .cloned()
+                .expect("refusing account");
+            Refusal::BudgetLease(a, Box::new(e))
+        })?;
         // Rate limits count only requests that pass everything else; a refusal here drops
         // the reservation, which releases it.
         let now_ms = now_secs * 1000 + (crate::auth::now_millis() % 1000);
         let mut limiters = vec![self.limiter(Scope::Key, &key.id)];
-        let mut checks = vec![(key.limits.rpm, key.limits.tpm, "key")];
+        let mut checks = vec![(
+            key.limits.rpm,
+            key.limits.tpm,
+            "key",
+            Scope::Key,
+            key.id.as_str(),
+        )];
         if let Some(u) = user {
             limiters.push(self.limiter(Scope::User, &u.user_id));
-            checks.push((u.limits.rpm, u.limits.tpm, "user"));
+            checks.push((
+                u.limits.rpm,
+                u.limits.tpm,
+                "user",
+                Scope::User,
+                u.user_id.as_str(),
+            ));
         }
-        for (l, (rpm, tpm, who)) in limiters.iter().zip(&checks) {
-            if rpm.is_some() || tpm.is_some() {
+        for (l, (rpm, tpm, who, scope, id)) in limiters.iter().zip(&checks) {
+            if rpm.is_none() && tpm.is_none() {
+                continue;
+            }
+            if shared.is_some() {
+                match l.admit_shared(*rpm, *tpm, now_ms) {
+                    Ok(()) => {}
+                    Err(rate::SharedRefusal::Exceeded(e)) => {
+                        return Err(Refusal::Error(rate_error(e, who)))
+                    }
+                    Err(rate::SharedRefusal::Lease(_)) => {
+                        return Err(Refusal::RateLease(
+                            *scope,
+                            id.to_string(),
+                            l.clone(),
+                            rate_error(
+                                RateExceeded {
+                                    kind: "requests per minute",
+                                    limit: rpm.unwrap_or(0),
+                                    retry_after_secs: 1,
+                                },
+                                who,
+                            ),
+                        ))
+                    }
+                }
+            } else {
                 l.admit(*rpm, *tpm, now_ms)
-                    .map_err(|e| rate_error(e, who))?;
+                    .map_err(|e| Refusal::Error(rate_error(e, who)))?;
             }
         }
         Ok(Admission {
@@ -367,6 +524,24 @@ impl Ledger {
             })
             .collect();
         self.queue.push(Settled { record, charges });
+    }
+}
+
+/// Why an admission did not pass.
+enum Refusal {
+    Error(GatewayError),
+    /// This instance's lease of the account is short (shared store).
+    BudgetLease(Arc<Account>, Box<Exceeded>),
+    /// This instance's request lease of the minute is short (shared store).
+    RateLease(Scope, String, Arc<RateLimiter>, GatewayError),
+}
+
+impl Refusal {
+    fn into_error(self) -> GatewayError {
+        match self {
+            Refusal::Error(e) | Refusal::RateLease(_, _, _, e) => e,
+            Refusal::BudgetLease(_, e) => budget_error(&e),
+        }
     }
 }
 

@@ -3,9 +3,17 @@
 //! approach nginx and Envoy use for local rate limits: O(1) memory, no timer, and within a
 //! few percent of an exact sliding log.
 
+//!
+//! With a shared store the limits hold across instances instead (see `ledger::lease`):
+//! requests per minute are leased per fixed UTC minute, so all instances together admit at
+//! most `rpm` requests in a minute; tokens per minute are summed in the store from batched
+//! increments, so a window closes on every instance within one sync interval of filling.
+
 use parking_lot::Mutex;
 
-const WINDOW_MS: u64 = 60_000;
+use super::lease::Slice;
+
+pub const WINDOW_MS: u64 = 60_000;
 
 #[derive(Debug, Default)]
 struct Buckets {
@@ -61,6 +69,29 @@ impl Buckets {
 pub struct RateLimiter {
     requests: Mutex<Buckets>,
     tokens: Mutex<Buckets>,
+    /// Shared store: (requests slice, tokens counter) of the current minute.
+    shared: Mutex<Option<SharedWindows>>,
+}
+
+/// The cross-instance state of one limiter.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedWindows {
+    /// Leased requests of the current minute.
+    pub requests: Slice,
+    /// Tokens of the current minute: `store_spent` is the total of all instances as last
+    /// read, `unconfirmed` what this one counted since.
+    pub tokens: Slice,
+    /// The last request named a TPM limit (its counter is then read at every sync).
+    pub tpm_limited: bool,
+    pub rpm: u64,
+}
+
+/// Why a shared admission did not pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedRefusal {
+    Exceeded(RateExceeded),
+    /// The request lease of this minute lacks this many requests.
+    Lease(u64),
 }
 
 /// A refusal, with the seconds after which a retry can succeed.
@@ -113,6 +144,100 @@ impl RateLimiter {
         let mut t = self.tokens.lock();
         t.roll(now_ms);
         t.current += n;
+        drop(t);
+        if let Some(sh) = self.shared.lock().as_mut() {
+            sh.tokens.roll(now_ms / WINDOW_MS * WINDOW_MS);
+            sh.tokens.consume(n);
+        }
+    }
+
+    pub fn make_shared(&self) {
+        let mut s = self.shared.lock();
+        if s.is_none() {
+            *s = Some(SharedWindows {
+                requests: Slice::new(0),
+                tokens: Slice::new(0),
+                tpm_limited: false,
+                rpm: 0,
+            });
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared.lock().is_some()
+    }
+
+    /// Admission across instances, in fixed minute windows: the TPM window must not be
+    /// full (all instances' tokens as last summed, plus this one's since), and one request
+    /// must fit this instance's request lease.
+    pub fn admit_shared(
+        &self,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), SharedRefusal> {
+        let minute = now_ms / WINDOW_MS * WINDOW_MS;
+        let retry = ((minute + WINDOW_MS - now_ms).div_ceil(1000)).max(1);
+        let mut g = self.shared.lock();
+        let Some(sh) = g.as_mut() else {
+            return self
+                .admit(rpm, tpm, now_ms)
+                .map_err(SharedRefusal::Exceeded);
+        };
+        sh.tokens.roll(minute);
+        sh.requests.roll(minute);
+        sh.tpm_limited = tpm.is_some();
+        if let Some(tpm) = tpm {
+            if sh.tokens.store_spent + sh.tokens.unconfirmed >= tpm {
+                return Err(SharedRefusal::Exceeded(RateExceeded {
+                    kind: "tokens per minute",
+                    limit: tpm,
+                    retry_after_secs: retry,
+                }));
+            }
+        }
+        if let Some(rpm) = rpm {
+            sh.rpm = rpm;
+            if let Some(short) = sh.requests.shortfall(0, 1, std::time::Instant::now()) {
+                if sh.requests.store_spent + sh.requests.unconfirmed >= rpm {
+                    return Err(SharedRefusal::Exceeded(RateExceeded {
+                        kind: "requests per minute",
+                        limit: rpm,
+                        retry_after_secs: retry,
+                    }));
+                }
+                return Err(SharedRefusal::Lease(short));
+            }
+            sh.requests.consume(1);
+        }
+        drop(g);
+        // The local buckets keep counting for `usage()`.
+        let mut r = self.requests.lock();
+        r.roll(now_ms);
+        r.current += 1;
+        Ok(())
+    }
+
+    /// The shared state, rolled to the minute of `now_ms`.
+    pub fn shared_view(&self, now_ms: u64) -> Option<SharedWindows> {
+        let minute = now_ms / WINDOW_MS * WINDOW_MS;
+        let mut g = self.shared.lock();
+        let sh = g.as_mut()?;
+        sh.tokens.roll(minute);
+        sh.requests.roll(minute);
+        Some(*sh)
+    }
+
+    /// Runs `f` on the shared state if it is still in the minute `minute`.
+    pub fn with_shared(&self, minute: u64, f: impl FnOnce(&mut SharedWindows)) {
+        if let Some(sh) = self
+            .shared
+            .lock()
+            .as_mut()
+            .filter(|s| s.requests.window_start == minute || s.tokens.window_start == minute)
+        {
+            f(sh)
+        }
     }
 
     pub fn usage(&self, now_ms: u64) -> (u64, u64) {

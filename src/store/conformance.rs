@@ -1,7 +1,13 @@
-//! The store-trait test suite: the same assertions for every backend (sled now, PostgreSQL
-//! later), so that a backend passes only if it behaves exactly like the others.
+//! The store-trait test suite: the same assertions for every backend (sled and PostgreSQL),
+//! so that a backend passes only if it behaves exactly like the others. [`run_shared`] adds
+//! the shared-store contract (leases, change counters), which only PostgreSQL has.
+//!
+//! The PostgreSQL runs need a server: `TOLLGATE_TEST_PG_URL` (tests/run.sh starts one and
+//! sets it); without it they print a notice and pass.
 
-use super::{Store, UsageFilter};
+use std::sync::Arc;
+
+use super::{ChangeKind, LeaseRequest, SharedStore, Store, UsageFilter};
 use crate::auth::KeyRecord;
 use crate::ledger::budget::Scope;
 use crate::ledger::entities::{BudgetRecord, Limits, UserRecord};
@@ -43,8 +49,12 @@ fn settled(id: &str, ts_ms: u64, key: &str, cost: u64) -> Settled {
 
 /// Runs every check against a fresh, empty store.
 pub async fn run(store: &dyn Store) {
-    // keys
-    let (k, _) = KeyRecord::mint(Some("a".into()), None, serde_json::json!({}));
+    // keys: insert, overwrite, delete
+    let (mut k, _) = KeyRecord::mint(Some("a".into()), None, serde_json::json!({}));
+    store.put_key(&k).await.unwrap();
+    assert_eq!(store.load_keys().await.unwrap(), vec![k.clone()]);
+    k.name = Some("renamed".into());
+    k.active = false;
     store.put_key(&k).await.unwrap();
     assert_eq!(store.load_keys().await.unwrap(), vec![k.clone()]);
     assert!(store.delete_key(&k.id).await.unwrap());
@@ -54,6 +64,13 @@ pub async fn run(store: &dyn Store) {
     assert_eq!(
         store.get_meta("m").await.unwrap().as_deref(),
         Some(&b"v"[..])
+    );
+    assert_eq!(store.get_meta("absent").await.unwrap(), None);
+    assert!(store.put_meta_if_absent("once", b"1").await.unwrap());
+    assert!(!store.put_meta_if_absent("once", b"2").await.unwrap());
+    assert_eq!(
+        store.get_meta("once").await.unwrap().as_deref(),
+        Some(&b"1"[..])
     );
     // users, budgets, prices
     let u = UserRecord {
@@ -180,12 +197,277 @@ pub async fn run(store: &dyn Store) {
     );
     // a pruned id is gone from the idempotency index too, but spend stays
     assert_eq!(store.load_spend().await.unwrap().len(), 3);
+
+    // an id repeated inside one batch counts once; concurrent replays count once
+    let dup = store
+        .append_usage(vec![
+            settled("d1", 4_000, "k3", 2),
+            settled("d1", 4_000, "k3", 2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(dup.len(), 1);
+    let batch: Vec<_> = (0..20)
+        .map(|n| settled(&format!("c{n}"), 5_000 + n, "k4", 1))
+        .collect();
+    let (a, b, c) = tokio::join!(
+        store.append_usage(batch.clone()),
+        store.append_usage(batch.clone()),
+        store.append_usage(batch.clone())
+    );
+    assert_eq!(
+        a.unwrap().len() + b.unwrap().len() + c.unwrap().len(),
+        20,
+        "each record is new exactly once"
+    );
+    let spend = store.load_spend().await.unwrap();
+    assert!(spend.contains(&(Scope::Key, "k4".to_string(), 0, 20)));
+    assert!(spend.contains(&(Scope::Key, "k3".to_string(), 0, 2)));
+    // more filters: user, status, endpoint, model
+    let page = store
+        .query_usage(
+            &UsageFilter {
+                user_id: Some("alice".into()),
+                status: Some(200),
+                endpoint: Some("chat_completions".into()),
+                model: Some("gpt-4o".into()),
+                from_ms: Some(5_000),
+                ..Default::default()
+            },
+            None,
+            7,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 7);
+    assert_eq!(page.records[0].id, "c0");
+    let rest = store
+        .query_usage(
+            &UsageFilter {
+                from_ms: Some(5_000),
+                ..Default::default()
+            },
+            page.next_cursor.as_deref(),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.records.len(), 13);
+    assert!(store
+        .query_usage(
+            &UsageFilter {
+                status: Some(500),
+                ..Default::default()
+            },
+            None,
+            10
+        )
+        .await
+        .unwrap()
+        .records
+        .is_empty());
+    // import overwrites spend rows
+    store
+        .import_spend(vec![(Scope::Key, "k4".into(), 0, 99)])
+        .await
+        .unwrap();
+    assert!(store
+        .load_spend()
+        .await
+        .unwrap()
+        .contains(&(Scope::Key, "k4".to_string(), 0, 99)));
     store.flush().await.unwrap();
     assert!(store.healthy());
 }
 
+fn lease(id: &str, max: u64, keep: u64, need: u64, fraction: f64, ttl_ms: u64) -> LeaseRequest {
+    LeaseRequest {
+        scope: "k".into(),
+        id: id.into(),
+        window_start: 0,
+        max,
+        keep,
+        need,
+        fraction,
+        ttl_ms,
+    }
+}
+
+/// The shared-store contract, with two handles on the same store (two holders, as two
+/// instances would have).
+pub async fn run_shared(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let (sa, sb) = (a.clone().shared().unwrap(), b.clone().shared().unwrap());
+    assert_ne!(sa.holder(), sb.holder());
+    // change counters: a write on one handle moves its kind for the other
+    let v0: std::collections::HashMap<_, _> = sb.versions().await.unwrap().into_iter().collect();
+    assert_eq!(v0.len(), ChangeKind::ALL.len());
+    let (k, _) = KeyRecord::mint(Some("x".into()), None, serde_json::json!({}));
+    a.put_key(&k).await.unwrap();
+    let v1: std::collections::HashMap<_, _> = sb.versions().await.unwrap().into_iter().collect();
+    assert!(v1[&ChangeKind::Keys] > v0[&ChangeKind::Keys]);
+    assert_eq!(v1[&ChangeKind::Users], v0[&ChangeKind::Users]);
+    a.delete_key(&k.id).await.unwrap();
+    let v2: std::collections::HashMap<_, _> = sb.versions().await.unwrap().into_iter().collect();
+    assert!(v2[&ChangeKind::Keys] > v1[&ChangeKind::Keys]);
+
+    // leases: grants only from what is free
+    let g = sa
+        .lease(&lease("L", 100, 0, 30, 0.0, 60_000))
+        .await
+        .unwrap();
+    assert_eq!((g.amount, g.granted, g.spent, g.others), (30, 30, 0, 0));
+    let g = sb
+        .lease(&lease("L", 100, 0, 80, 0.0, 60_000))
+        .await
+        .unwrap();
+    assert_eq!((g.amount, g.granted, g.others), (0, 0, 30), "70 free < 80");
+    let g = sb
+        .lease(&lease("L", 100, 0, 10, 0.5, 60_000))
+        .await
+        .unwrap();
+    assert_eq!(g.amount, 35, "need 10, or half of the 70 free");
+    // spend written lands in S; the holder then keeps less
+    a.append_usage(vec![settled("lu1", 10_000, "L", 20)])
+        .await
+        .unwrap();
+    let renewed = sa.renew(60_000).await.unwrap();
+    assert_eq!(
+        renewed,
+        vec![("k".to_string(), "L".to_string(), 0, 30, 20)],
+        "(scope, id, window, amount, spent)"
+    );
+    let g = sa
+        .lease(&lease("L", 100, 10, 0, 0.0, 60_000))
+        .await
+        .unwrap();
+    assert_eq!((g.amount, g.spent, g.others), (10, 20, 35));
+    // free = 100 - 20 - 10 - 35 = 35
+    let g = sb
+        .lease(&lease("L", 100, 35, 35, 0.0, 60_000))
+        .await
+        .unwrap();
+    assert_eq!(g.amount, 70);
+    let g = sb
+        .lease(&lease("L", 100, 70, 1, 0.0, 60_000))
+        .await
+        .unwrap();
+    assert_eq!(g.amount, 70, "nothing free");
+    // expiry: a's lease returns to the pool after its TTL, and is not renewed after it
+    sa.lease(&lease("L", 100, 10, 0, 0.0, 150)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(sa.renew(60_000).await.unwrap().is_empty());
+    let g = sb
+        .lease(&lease("L", 100, 70, 10, 0.0, 60_000))
+        .await
+        .unwrap();
+    assert_eq!((g.amount, g.others), (80, 0));
+    // a return to zero drops the row
+    let g = sb.lease(&lease("L", 100, 0, 0, 0.0, 60_000)).await.unwrap();
+    assert_eq!(g.amount, 0);
+    assert!(sb.renew(60_000).await.unwrap().is_empty());
+
+    // concurrent lease calls from both holders never grant more than is free
+    let mut set = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let s: Arc<dyn SharedStore> = if n % 2 == 0 { sa.clone() } else { sb.clone() };
+        set.spawn(async move {
+            s.lease(&lease("C", 50, 0, 10, 0.0, 60_000))
+                .await
+                .map(|g| g.granted)
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = set.join_next().await {
+        total += r.unwrap().unwrap();
+    }
+    // each holder's later call replaces its own row (keep 0): the rows hold at most 50
+    assert!(total >= 20, "granted {total}");
+    let g = sa.lease(&lease("C", 50, 0, 0, 0.0, 60_000)).await.unwrap();
+    assert!(g.others <= 50);
+    sb.release_all().await.unwrap();
+    let g = sa.lease(&lease("C", 50, 0, 50, 0.0, 60_000)).await.unwrap();
+    assert_eq!((g.amount, g.others), (50, 0), "released leases are free");
+    sa.release_all().await.unwrap();
+
+    // rate consumption: batched increments, totals read back
+    let t = sa
+        .add_consumption(vec![("rk".into(), "R".into(), 60_000, 3)])
+        .await
+        .unwrap();
+    assert_eq!(t, vec![("rk".to_string(), "R".to_string(), 60_000, 3)]);
+    let t = sb
+        .add_consumption(vec![
+            ("rk".into(), "R".into(), 60_000, 2),
+            ("tk".into(), "R".into(), 60_000, 0),
+        ])
+        .await
+        .unwrap();
+    assert!(t.contains(&("rk".to_string(), "R".to_string(), 60_000, 5)));
+    assert!(t.contains(&("tk".to_string(), "R".to_string(), 60_000, 0)));
+    // consumption counts against request leases of the same window
+    let mut r = lease("R", 6, 0, 1, 0.0, 60_000);
+    r.scope = "rk".into();
+    r.window_start = 60_000;
+    assert_eq!(sa.lease(&r).await.unwrap().amount, 1);
+    assert_eq!(
+        sb.lease(&r).await.unwrap().amount,
+        0,
+        "5 used + 1 leased = 6"
+    );
+    sa.release_all().await.unwrap();
+    // rate and lease rows are not spend: load_spend shows budget accounts only
+    assert!(a
+        .load_spend()
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, id, _, _)| id != "R"));
+}
+
+/// A PostgreSQL store in a fresh schema of the test server, or None (with a notice) when
+/// `TOLLGATE_TEST_PG_URL` is unset. Returns the settings so a test can open more handles.
+pub async fn test_postgres(
+    name: &str,
+) -> Option<(Arc<super::postgres::PgStore>, super::postgres::PgSettings)> {
+    let Ok(url) = std::env::var("TOLLGATE_TEST_PG_URL") else {
+        eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
+        return None;
+    };
+    let mut s = super::postgres::PgSettings::new(&url);
+    s.schema = format!(
+        "t_{}_{}",
+        name,
+        crate::auth::generate_id("").to_ascii_lowercase()
+    )
+    .chars()
+    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+    .take(63)
+    .collect();
+    let store = super::postgres::PgStore::open(&s, true)
+        .await
+        .expect("open the test PostgreSQL");
+    Some((Arc::new(store), s))
+}
+
 #[cfg(test)]
 mod tests {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_backend_passes_the_suite() {
+        let Some((store, settings)) = super::test_postgres("suite").await else {
+            return;
+        };
+        super::run(store.as_ref()).await;
+        let other = super::super::postgres::PgStore::open(&settings, false)
+            .await
+            .unwrap();
+        let (a, b): (
+            std::sync::Arc<dyn super::Store>,
+            std::sync::Arc<dyn super::Store>,
+        ) = (store.clone(), std::sync::Arc::new(other));
+        super::run_shared(a, b).await;
+        store.drop_schema(&settings.schema).await.unwrap();
+    }
+
     #[tokio::test]
     async fn sled_backend_passes_the_suite() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! The background service that owns the store for this process: it waits for sled's lock
-//! (held by the previous process during an upgrade), loads the authoritative key index,
-//! runs first-start bootstrap, and lets go of the store at SIGQUIT or shutdown.
+//! (held by the previous process during an upgrade) or for the database to answer, loads
+//! the authoritative key index, runs first-start bootstrap, and lets go of the store at
+//! SIGQUIT or shutdown.
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -9,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::postgres::PgStore;
+use super::settings::StoreConfig;
 use super::sled_store::SledStore;
 use super::{snapshot, Store, StoreError, StoreSlot};
 use crate::auth::{self, KeyIndex, KeyRecord};
@@ -27,10 +30,35 @@ pub struct StoreKeeper {
     pub ledger: Arc<Ledger>,
     /// Usage records older than this many days are pruned (0: never).
     pub retention_days: u64,
+    pub store_kind: StoreConfig,
 }
 
 impl StoreKeeper {
     async fn acquire(&self, shutdown: &mut ShutdownWatch) -> Option<Arc<dyn Store>> {
+        if let StoreConfig::Postgres(pg) = &self.store_kind {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match PgStore::open(&pg.pg, pg.auto_migrate).await {
+                    Ok(s) => {
+                        log::info!(
+                            "connected to the shared store {} (schema {})",
+                            super::postgres::redact_url(&pg.pg.url),
+                            pg.pg.schema
+                        );
+                        return Some(Arc::new(s));
+                    }
+                    Err(e) => log::error!(
+                        "cannot open the shared store {}: {e}; serving from the key snapshot meanwhile",
+                        super::postgres::redact_url(&pg.pg.url)
+                    ),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return None,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
         let mut waiting_logged = false;
         loop {
             let dir = self.data_dir.clone();
@@ -90,34 +118,44 @@ impl StoreKeeper {
                 Some(h) => self.index.set_master(Some(h)),
                 None => {
                     let secret = auth::generate_master_key();
-                    store
-                        .put_meta(
+                    // Instances starting together on one shared store: one of them wins.
+                    if store
+                        .put_meta_if_absent(
                             "master_hash",
                             auth::hex(&auth::hash_key(&secret)).as_bytes(),
                         )
-                        .await?;
-                    self.index.set_master(Some(auth::hash_key(&secret)));
-                    announce("master key", &secret, "for the management API (/v1/keys); set master_key in the config to choose your own");
+                        .await?
+                    {
+                        self.index.set_master(Some(auth::hash_key(&secret)));
+                        announce("master key", &secret, "for the management API (/v1/keys); set master_key in the config to choose your own");
+                    } else if let Some(h) = store
+                        .get_meta("master_hash")
+                        .await?
+                        .and_then(|v| auth::unhex(std::str::from_utf8(&v).ok()?))
+                    {
+                        self.index.set_master(Some(h));
+                    }
                 }
             }
         }
-        if self.bootstrap_key && store.get_meta("bootstrapped").await?.is_none() {
-            if self.index.is_empty() {
-                let (rec, secret) = KeyRecord::mint(
-                    Some("bootstrap".into()),
-                    None,
-                    serde_json::json!({"bootstrap": true}),
-                );
-                store.put_key(&rec).await?;
-                let id = rec.id.clone();
-                self.index.upsert(rec);
-                announce(
-                    "virtual key",
-                    &secret,
-                    &format!("id {id}: use it as the API key of your clients"),
-                );
-            }
-            store.put_meta("bootstrapped", b"1").await?;
+        if self.bootstrap_key
+            && store.get_meta("bootstrapped").await?.is_none()
+            && store.put_meta_if_absent("bootstrapped", b"1").await?
+            && self.index.is_empty()
+        {
+            let (rec, secret) = KeyRecord::mint(
+                Some("bootstrap".into()),
+                None,
+                serde_json::json!({"bootstrap": true}),
+            );
+            store.put_key(&rec).await?;
+            let id = rec.id.clone();
+            self.index.upsert(rec);
+            announce(
+                "virtual key",
+                &secret,
+                &format!("id {id}: use it as the API key of your clients"),
+            );
         }
         self.write_snapshot().await;
         Ok(())
@@ -245,10 +283,13 @@ impl BackgroundService for StoreKeeper {
         // Write what is queued before letting go, so the successor finds it in the store.
         if let Some(store) = self.slot.get() {
             let batch = self.ledger.queue.drain();
-            if let Err(e) = store.append_usage(batch.clone()).await {
-                log::error!("final usage write failed: {e}");
-                for s in batch {
-                    self.ledger.queue.push(s);
+            match store.append_usage(batch.clone()).await {
+                Ok(_) => self.ledger.confirm(&batch),
+                Err(e) => {
+                    log::error!("final usage write failed: {e}");
+                    for s in batch {
+                        self.ledger.queue.push(s);
+                    }
                 }
             }
         }

@@ -1,6 +1,9 @@
-//! Durable state behind one trait: sled now (the embedded single-node default), PostgreSQL
-//! later. The hot path never calls the store: it reads in-memory indexes that the store
-//! loads at start and that management calls update after a successful write.
+//! Durable state behind one trait: sled (the embedded single-node default) and PostgreSQL
+//! (shared by several tollgate instances, see [`postgres`] and `docs/scale-out.md`). The hot
+//! path never calls the store: it reads in-memory indexes that the store loads at start and
+//! that management calls update after a successful write. With a shared store, the
+//! [`sync::SharedSync`] service keeps those indexes in step with the other instances (a
+//! change sequence polled every 200 ms) and renews this process's budget leases.
 //!
 //! ## Hand-over between processes (graceful upgrade)
 //! sled holds an exclusive file lock, so during `systemctl reload` the new process cannot open
@@ -19,8 +22,11 @@
 
 pub mod conformance;
 pub mod keeper;
+pub mod postgres;
+pub mod settings;
 pub mod sled_store;
 pub mod snapshot;
+pub mod sync;
 pub mod writer;
 
 use async_trait::async_trait;
@@ -131,6 +137,118 @@ pub trait Store: Send + Sync {
     async fn flush(&self) -> StoreResult<()>;
     /// A cheap liveness probe for readiness checks.
     fn healthy(&self) -> bool;
+
+    /// Sets `name` only if it has no value yet; returns whether this call set it. Instances
+    /// that start together use it to agree on one master key and one bootstrap key.
+    async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> StoreResult<bool> {
+        if self.get_meta(name).await?.is_some() {
+            return Ok(false);
+        }
+        self.put_meta(name, value).await?;
+        Ok(true)
+    }
+
+    /// Overwrites stored spend rows (`tollgate import`); usage imported without charges
+    /// leaves spend alone, so the two together move a store exactly.
+    async fn import_spend(&self, rows: Vec<(Scope, String, u64, u64)>) -> StoreResult<()>;
+
+    /// The shared-store side of this backend (leases, change feed), if several processes
+    /// may use it at once. sled: none.
+    fn shared(self: Arc<Self>) -> Option<Arc<dyn SharedStore>> {
+        None
+    }
+}
+
+/// What changed in a shared store since a [`SharedStore::versions`] reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeKind {
+    Keys,
+    Users,
+    Budgets,
+    Prices,
+    Meta,
+}
+
+impl ChangeKind {
+    pub const ALL: [ChangeKind; 5] = [
+        ChangeKind::Keys,
+        ChangeKind::Users,
+        ChangeKind::Budgets,
+        ChangeKind::Prices,
+        ChangeKind::Meta,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Keys => "keys",
+            ChangeKind::Users => "users",
+            ChangeKind::Budgets => "budgets",
+            ChangeKind::Prices => "prices",
+            ChangeKind::Meta => "meta",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChangeKind> {
+        ChangeKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One lease call on the account (scope, id) in the window starting at `window_start`:
+/// this holder's lease becomes `keep` plus a grant of at least `need` (or nothing when less
+/// than `need` is free), at most `max(need, free * fraction)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseRequest {
+    pub scope: String,
+    pub id: String,
+    pub window_start: u64,
+    /// The account's limit in this window.
+    pub max: u64,
+    /// What this holder keeps of its lease (its obligations not yet in the stored spend).
+    pub keep: u64,
+    /// The least grant worth having (0: a return, or a renewal of the amount).
+    pub need: u64,
+    /// Share of the free amount taken at once, beyond `need` (0.0–1.0).
+    pub fraction: f64,
+    pub ttl_ms: u64,
+}
+
+/// The answer to a [`LeaseRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// This holder's lease now (keep + grant).
+    pub amount: u64,
+    /// What was granted beyond `keep`.
+    pub granted: u64,
+    /// Stored (settled) spend in the window.
+    pub spent: u64,
+    /// Live leases of other holders.
+    pub others: u64,
+}
+
+/// The shared-store operations (PostgreSQL): leases of budgets and rate windows, and the
+/// change sequence that other instances poll.
+#[async_trait]
+pub trait SharedStore: Send + Sync {
+    /// This process's holder id in the lease table.
+    fn holder(&self) -> &str;
+    /// The change counter of every kind (keys, users, ...): a kind whose counter moved has
+    /// changed.
+    async fn versions(&self) -> StoreResult<Vec<(ChangeKind, u64)>>;
+    /// Takes, tops up or returns a lease, atomically against every other holder.
+    async fn lease(&self, req: &LeaseRequest) -> StoreResult<LeaseGrant>;
+    /// Extends this holder's live leases by `ttl_ms`; returns them with the stored spend of
+    /// their windows, (scope, id, window_start, amount, spent). A lease that already
+    /// expired is not renewed (another holder may have taken its amount).
+    async fn renew(&self, ttl_ms: u64) -> StoreResult<Vec<(String, String, u64, u64, u64)>>;
+    /// Adds rate-window consumption (requests or tokens counted locally) to the stored
+    /// counters, in one statement, and returns the totals after it: rows of (scope, id,
+    /// window_start, amount); an amount of 0 only reads.
+    async fn add_consumption(
+        &self,
+        rows: Vec<(String, String, u64, u64)>,
+    ) -> StoreResult<Vec<(String, String, u64, u64)>>;
+    /// Drops every lease of this holder (clean shutdown).
+    async fn release_all(&self) -> StoreResult<()>;
 }
 
 /// The store this process currently holds, if any (none while another process has it).

@@ -405,6 +405,20 @@ impl Store for SledStore {
         blocking(move || db.flush().map(|_| ()).map_err(io)).await
     }
 
+    async fn import_spend(&self, rows: Vec<(Scope, String, u64, u64)>) -> StoreResult<()> {
+        let (spend, db) = (self.spend.clone(), self.db.clone());
+        blocking(move || {
+            for (scope, id, ws, amount) in rows {
+                spend
+                    .insert(spend_key(scope, &id, ws), &amount.to_be_bytes())
+                    .map_err(io)?;
+            }
+            db.flush().map_err(io)?;
+            Ok(())
+        })
+        .await
+    }
+
     fn healthy(&self) -> bool {
         // A read through sled's page cache: fails only when the store itself is broken.
         self.meta.contains_key(b"master_hash").is_ok()

@@ -117,13 +117,18 @@ impl UsageWriter {
     async fn write(&self, batch: Vec<Settled>, spool: &mut Option<(PathBuf, std::fs::File)>) {
         // This process spooled while it had no store: move its own spool in first (its spend
         // is already counted in memory, so nothing is seeded).
-        if let (Some(store), Some((path, _))) = (self.slot.get(), spool.as_ref()) {
+        // A store known to be unreachable (a database outage) is not tried for every batch:
+        // records go to the spool until the sync service sees it answer again.
+        let store = self.slot.get().filter(|s| s.healthy());
+        if let (Some(store), Some((path, _))) = (store.clone(), spool.as_ref()) {
             let path = path.clone();
             match read_spool(&path) {
-                Ok(own) => match store.append_usage(own).await {
+                Ok(own) => match store.append_usage(own.clone()).await {
                     Ok(_) => {
                         let _ = std::fs::remove_file(&path);
                         *spool = None;
+                        // Its spend is in the store now (leases of a shared store).
+                        self.ledger.confirm(&own);
                     }
                     Err(e) => log::error!("cannot move the spool into the store: {e}"),
                 },
@@ -134,9 +139,11 @@ impl UsageWriter {
             return;
         }
         let n = batch.len();
-        if let Some(store) = self.slot.get() {
+        if let Some(store) = store {
             match store.append_usage(batch.clone()).await {
                 Ok(_) => {
+                    // New or already stored, every record of the batch is in the store.
+                    self.ledger.confirm(&batch);
                     crate::metrics::USAGE_WRITES
                         .with_label_values(&["store"])
                         .inc_by(n as u64);
