@@ -23,7 +23,7 @@ struct Counts {
 }
 
 async fn one(base: &str, key: &str, n: u64, c: &Counts) -> Result<(), String> {
-    let stream = n % 2 == 0;
+    let stream = n.is_multiple_of(2);
     let rid = format!("up-{n}");
     let req = if stream {
         client()
