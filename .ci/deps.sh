@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test tollgate:
 # cmake (pingora's zlib-ng build), python3-venv (acceptance tests), ca-certificates (TLS
-# upstreams), curl. Does nothing when they are present.
+# upstreams), curl, postgresql (the shared-store tests start their own server on loopback).
+# Does nothing when they are present.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
@@ -9,10 +10,16 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   echo "installing: ${need[*]}"
+  if [[ " ${need[*]} " == *" postgresql "* ]]; then
+    # No default cluster on port 5432: the tests start their own server (tests/postgres.sh).
+    $sudo mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+  fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o Dpkg::Options::=--force-confold "${need[@]}" >/dev/null
 fi

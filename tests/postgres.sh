@@ -3,6 +3,8 @@
 # database and port. Nothing else on the machine is touched.
 #
 #   bash tests/postgres.sh start DIR PORT   # init (first time) and start; prints the URL
+#   bash tests/postgres.sh restart DIR [S]  # pg_ctl stop, S seconds down (default 0), start
+#                                           # (by its data directory; fault tests)
 #   bash tests/postgres.sh stop DIR         # stop the server whose pid is in DIR (by PID)
 #
 # Run as root (CI), the server runs as the `postgres` system user (PostgreSQL refuses root).
@@ -62,6 +64,13 @@ EOF
     fi
     echo "postgres://tollgate:tollgate-test@127.0.0.1:$port/tollgate?sslmode=disable"
     ;;
+  restart)
+    bin=$(bindir)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null
+    sleep "${3:-0}"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+      || { tail -20 "$dir/server.log" >&2; exit 1; }
+    ;;
   stop)
     pidfile="$dir/data/postmaster.pid"
     [ -f "$pidfile" ] || exit 0
@@ -75,7 +84,7 @@ EOF
     kill -KILL "$pid" 2>/dev/null || true
     ;;
   *)
-    echo "usage: postgres.sh start DIR PORT | stop DIR" >&2
+    echo "usage: postgres.sh start DIR PORT | restart DIR | stop DIR" >&2
     exit 2
     ;;
 esac

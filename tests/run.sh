@@ -3,6 +3,15 @@
 # mock upstream), then the acceptance tests with the real clients (Python SDKs, Claude Code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A PostgreSQL of our own on loopback (own data dir, user, database and port) for the shared
+# store tests; stopped by its PID when this script exits, however it exits.
+pg_dir=$(mktemp -d /tmp/tollgate-pg.XXXXXX)
+chmod 755 "$pg_dir"
+pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+trap 'bash tests/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+TOLLGATE_TEST_PG_URL=$(bash tests/postgres.sh start "$pg_dir" "$pg_port")
+export TOLLGATE_TEST_PG_URL TOLLGATE_TEST_PG_DATA="$pg_dir"
+echo "test PostgreSQL on 127.0.0.1:$pg_port (data in $pg_dir)"
 cargo build --workspace --bins
 cargo test --workspace
 # The criterion benches run once each as tests: they must compile and run (numbers come from
