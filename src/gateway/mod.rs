@@ -15,6 +15,7 @@
 //!
 //! Nothing on the response side is ever buffered whole when it is a stream.
 
+mod body;
 mod count;
 mod ctx;
 mod direct;
@@ -275,8 +276,8 @@ impl Gateway {
         ctx.permit = Some(permit?);
         test_panic(s, "request");
         let body = read_body(s, self.state.cfg.max_body_bytes, &self.state.cfg.limits).await?;
-        let mut req = parse_json_object(&body)?;
-        let model = match req.get("model") {
+        let mut req = body::RequestJson::peek(&body)?;
+        let model = match req.fields().get("model") {
             Some(Value::String(m)) => m.clone(),
             Some(_) => {
                 return Err(GatewayError::invalid("'model' must be a string.")
@@ -290,7 +291,7 @@ impl Gateway {
                     .into())
             }
         };
-        ctx.stream = match req.get("stream") {
+        ctx.stream = match req.fields().get("stream") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
@@ -301,10 +302,11 @@ impl Gateway {
         };
         ctx.client_model = model.clone();
         let route = self.state.router.resolve(&model)?;
-        self.admit(s, ctx, &req, &route, body.len()).await?;
+        self.admit(s, ctx, req.fields(), &route, body.len()).await?;
         if ctx.endpoint == Endpoint::CountTokens {
             ctx.client_header = Some(s.req_header().clone());
-            if let Some(answer) = self.count_tokens(ctx, &req, &body, &route).await {
+            let full = req.full(&body)?;
+            if let Some(answer) = self.count_tokens(ctx, full, &body, &route).await {
                 local::send(s, 200, "application/json", answer, &ctx.request_id, &[]).await?;
                 return Ok(Flow::Done);
             }
@@ -434,30 +436,6 @@ async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> 
     Ok(body.freeze())
 }
 
-fn parse_json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, GatewayError> {
-    if body.is_empty() {
-        return Err(GatewayError::invalid(
-            "The request body is empty; expected a JSON object.",
-        ));
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(GatewayError::invalid(
-            "The request body must be a JSON object.",
-        )),
-        Err(e) => Err(GatewayError::invalid(format!(
-            "The request body is not valid JSON: {} at line {}, column {}.",
-            match e.classify() {
-                serde_json::error::Category::Eof => "unexpected end of input",
-                serde_json::error::Category::Syntax => "syntax error",
-                serde_json::error::Category::Data => "invalid data",
-                serde_json::error::Category::Io => "read error",
-            },
-            e.line(),
-            e.column()
-        ))),
-    }
-}
 
 /// Maps a Pingora error to what the client should see; None when the client is gone.
 fn classify_error(e: &pingora::Error, provider: &str) -> Option<GatewayError> {

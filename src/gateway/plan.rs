@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use super::body::RequestJson;
 use super::response::{Cross, Format, TapSpec, Translation};
 use super::Ctx;
 use crate::config::Provider;
@@ -68,10 +69,11 @@ fn with_query(path: &str, query: Option<&str>) -> String {
 }
 
 /// Builds the upstream request. `body` is the client's raw body, reused untouched when the
-/// request needs no edit; `query` is the client's query string (kept on passthrough).
+/// request needs no edit (and then never parsed whole); `query` is the client's query string
+/// (kept on passthrough).
 pub fn plan(
     ctx: &mut Ctx,
-    req: &mut Map<String, Value>,
+    req: &mut RequestJson,
     body: Bytes,
     route: &Route,
     query: Option<&str>,
@@ -87,15 +89,16 @@ pub fn plan(
     let client = client_format(ctx.endpoint);
     let upstream = client.map(|c| upstream_format(c, &route.provider));
     match (client, upstream) {
-        (Some(c), Some(u)) if c != u => translated(ctx, req, route, c, u, base),
+        (Some(c), Some(u)) if c != u => translated(ctx, req.full(&body)?, route, c, u, base),
         _ => passthrough(ctx, req, body, route, query, base),
     }
 }
 
-/// Same format: only the model name, the usage request and E26 are edited.
+/// Same format: only the model name, the usage request and E26 are edited; a request that
+/// needs none of them is forwarded byte for byte.
 fn passthrough(
     ctx: &Ctx,
-    req: &mut Map<String, Value>,
+    req: &mut RequestJson,
     body: Bytes,
     route: &Route,
     query: Option<&str>,
@@ -112,25 +115,33 @@ fn passthrough(
         ))
         .with_param("model"));
     };
-    let mut rewrite = route.model != ctx.client_model || !req.contains_key("model");
+    let rename = route.model != ctx.client_model || !req.fields().contains_key("model");
     // Thinking blocks tollgate minted for another provider cannot go to Anthropic (E26);
     // a cheap byte check keeps the usual request untouched.
-    if ep == Endpoint::Messages && memchr::memmem::find(&body, b"\"signature\":\"\"").is_some() {
-        rewrite |= crate::translate::shared::strip_unsigned_thinking(req);
-    }
+    let unsigned_thinking =
+        ep == Endpoint::Messages && memchr::memmem::find(&body, b"\"signature\":\"\"").is_some();
     // Meter OpenAI streams from the stream itself: ask for the usage chunk, and hide it from
     // a client that did not ask for it.
-    if ctx.stream && ep == Endpoint::ChatCompletions && !asked_for_usage(req) {
-        let opts = req.entry("stream_options").or_insert_with(|| json!({}));
-        if let Some(o) = opts.as_object_mut() {
-            o.insert("include_usage".into(), Value::Bool(true));
-            tap.hide_usage_chunk = true;
-            rewrite = true;
+    let inject_usage = ctx.stream && ep == Endpoint::ChatCompletions && !asked_for_usage(req.fields());
+    let mut rewrite = rename;
+    if rename || unsigned_thinking || inject_usage {
+        let full = req.full(&body)?;
+        if unsigned_thinking {
+            rewrite |= crate::translate::shared::strip_unsigned_thinking(full);
+        }
+        if inject_usage {
+            let opts = full.entry("stream_options").or_insert_with(|| json!({}));
+            if let Some(o) = opts.as_object_mut() {
+                o.insert("include_usage".into(), Value::Bool(true));
+                tap.hide_usage_chunk = true;
+                rewrite = true;
+            }
         }
     }
     let body = if rewrite {
-        req.insert("model".into(), Value::String(route.model.clone()));
-        encode(req)?
+        let full = req.full(&body)?;
+        full.insert("model".into(), Value::String(route.model.clone()));
+        encode(full)?
     } else {
         body
     };
