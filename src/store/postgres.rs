@@ -188,8 +188,19 @@ pub struct PgStore {
     healthy: std::sync::atomic::AtomicBool,
 }
 
-fn db(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(format!("postgres: {e}"))
+fn db<E: std::error::Error>(e: E) -> StoreError {
+    // The causes too: "error performing TLS handshake: invalid peer certificate: ...".
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    StoreError::Io(format!("postgres: {msg}"))
 }
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
