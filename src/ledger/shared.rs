@@ -30,7 +30,7 @@ pub struct SharedCtl {
 
 /// The refusal when the store cannot be reached for a lease.
 pub fn unavailable(e: &StoreError) -> GatewayError {
-    log::warn!("lease call failed: {e}");
+    log::debug!("lease call failed: {e}");
     GatewayError::new(
         ErrorKind::Unavailable,
         "The shared budget store is unreachable, and this gateway holds no lease that covers this request; retry shortly.",
@@ -367,5 +367,40 @@ impl SharedCtl {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outage_policy() {
+        let slot = Arc::new(StoreSlot::default());
+        let closed = SharedCtl::new(
+            slot.clone(),
+            LeaseSettings {
+                on_outage: OutageMode::FailClosed,
+                ..Default::default()
+            },
+        );
+        assert!(closed.check_outage().is_ok());
+        closed.note(false);
+        let e = closed.check_outage().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        closed.note(true);
+        assert!(closed.check_outage().is_ok());
+        let cached = SharedCtl::new(
+            slot,
+            LeaseSettings {
+                on_outage: OutageMode::ServeFromCache,
+                max_stale: std::time::Duration::from_millis(30),
+                ..Default::default()
+            },
+        );
+        cached.note(false);
+        assert!(cached.check_outage().is_ok(), "served within max_stale");
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        assert!(cached.check_outage().is_err(), "refused past max_stale");
     }
 }
