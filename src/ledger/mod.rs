@@ -461,12 +461,23 @@ impl Ledger {
                 u.user_id.as_str(),
             ));
         }
-        for (l, (rpm, tpm, who, scope, id)) in limiters.iter().zip(&checks) {
-            if rpm.is_none() && tpm.is_none() {
-                continue;
-            }
-            if shared.is_some() {
-                match l.admit_shared(*rpm, *tpm, now_ms) {
+        // Shared store: check every limiter first, then count the request in all of them.
+        let passes: &[bool] = if shared.is_some() {
+            &[false, true]
+        } else {
+            &[true]
+        };
+        for &consume in passes {
+            for (l, (rpm, tpm, who, scope, id)) in limiters.iter().zip(&checks) {
+                if rpm.is_none() && tpm.is_none() {
+                    continue;
+                }
+                if shared.is_none() {
+                    l.admit(*rpm, *tpm, now_ms)
+                        .map_err(|e| Refusal::Error(rate_error(e, who)))?;
+                    continue;
+                }
+                match l.admit_shared(*rpm, *tpm, now_ms, consume) {
                     Ok(()) => {}
                     Err(rate::SharedRefusal::Exceeded(e)) => {
                         return Err(Refusal::Error(rate_error(e, who)))
@@ -487,9 +498,6 @@ impl Ledger {
                         ))
                     }
                 }
-            } else {
-                l.admit(*rpm, *tpm, now_ms)
-                    .map_err(|e| Refusal::Error(rate_error(e, who)))?;
             }
         }
         Ok(Admission {
