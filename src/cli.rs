@@ -184,6 +184,17 @@ pub fn main() -> i32 {
                 println!("{}: OK", file.display());
                 println!("  listen: {}", cfg.listen);
                 println!("  data_dir: {}", cfg.data_dir.display());
+                match &cfg.store {
+                    StoreConfig::Sled => println!("  store: sled under data_dir"),
+                    StoreConfig::Postgres(p) => println!(
+                        "  store: postgres {} schema {} (pool {}, lease ttl {} ms, on outage: {:?})",
+                        crate::store::postgres::redact_url(&p.pg.url),
+                        p.pg.schema,
+                        p.pg.pool_size,
+                        p.leases.ttl.as_millis(),
+                        p.leases.on_outage
+                    ),
+                }
                 println!("  max_body_bytes: {}", cfg.max_body_bytes);
                 for p in cfg.providers.values() {
                     println!(

@@ -54,9 +54,9 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-fn store_section(url: &str, schema: &str) -> String {
+fn store_section(url: &str, schema: &str, more: &str) -> String {
     format!(
-        "store:\n  kind: postgres\n  url: \"{url}\"\n  schema: {schema}\n  lease_ttl_ms: 3000\n  lease_idle_ms: 300\n  sync_interval_ms: 100\n  connect_timeout_ms: 1000\n  statement_timeout_ms: 2000\n"
+        "store:\n  kind: postgres\n  url: \"{url}\"\n  schema: {schema}\n  lease_ttl_ms: 3000\n  lease_idle_ms: 300\n  sync_interval_ms: 100\n  connect_timeout_ms: 1000\n  statement_timeout_ms: 2000\n{more}"
     )
 }
 
@@ -68,8 +68,12 @@ struct World {
 
 impl World {
     async fn start(url: &str, schema: &str, n: usize) -> World {
+        World::start_with(url, schema, n, "").await
+    }
+
+    async fn start_with(url: &str, schema: &str, n: usize, more: &str) -> World {
         let mock = MockServer::start().await;
-        let extra = format!("{PRICING}{}", store_section(url, schema));
+        let extra = format!("{PRICING}{}", store_section(url, schema, more));
         // The schema first, with the command operators run.
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("migrate.yaml");
@@ -584,4 +588,49 @@ async fn postgres_restarted_mid_load_loses_no_usage() {
     );
     assert_eq!(brec.0, bserved * COST);
     assert!(brec.0 <= budget);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fail_closed_refuses_while_the_database_is_down() {
+    let Some(url) = pg_url() else { return };
+    let Ok(pgdata) = std::env::var("TOLLGATE_TEST_PG_DATA") else {
+        eprintln!("skipped: TOLLGATE_TEST_PG_DATA is not set (tests/run.sh sets it)");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let w = World::start_with(&url, &schema("fc"), 1, "  on_outage: fail_closed\n").await;
+    let u = w.gws[0].url();
+    let (_, secret) = new_key(&u, json!({"name": "closed"})).await;
+    let c = client();
+    assert_eq!(one(&c, &u, &secret, 0).await, 200);
+    let down = std::thread::spawn(move || {
+        std::process::Command::new("bash")
+            .args(["tests/postgres.sh", "restart", &pgdata, "3"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    let refused = within(Duration::from_secs(3), async || {
+        let r = c
+            .post(format!("{u}/v1/chat/completions"))
+            .bearer_auth(&secret)
+            .json(&chat("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap();
+        r.status() == 503 && r.headers().get("retry-after").is_some()
+    })
+    .await;
+    println!("fail_closed: 503 with retry-after {refused:?} after PostgreSQL stopped");
+    assert!(
+        refused.is_some(),
+        "fail_closed must refuse while the store is down"
+    );
+    assert!(down.join().unwrap(), "PostgreSQL restarted");
+    let back = within(Duration::from_secs(10), async || {
+        one(&c, &u, &secret, 0).await == 200
+    })
+    .await;
+    println!("fail_closed: served again {back:?} after PostgreSQL came back");
+    assert!(back.is_some());
 }
