@@ -387,7 +387,65 @@ async fn three_instances_share_keys_usage_budgets_and_rate_limits() {
         "after the leases settle, exactly the budget is spent"
     );
 
-    // 3. A rate limit across instances: 30 requests per minute between all three.
+    // 3. A user's budget shared by two keys of theirs, each key with its own budget and
+    //    rate limit, all over three instances: four leases per admission.
+    let ku = 60u64;
+    let (st, _) = admin(
+        &urls[1],
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(json!({"user_id": "team", "max_budget": usd(ku * COST), "rpm_limit": 100000})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut secrets = Vec::new();
+    for (n, u) in urls.iter().take(2).enumerate() {
+        let (_, s) = new_key(
+            u,
+            json!({"name": format!("team-{n}"), "user_id": "team", "max_budget": 1, "rpm_limit": 100000}),
+        )
+        .await;
+        secrets.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // cold start: the first request of each key on each instance takes its leases and passes
+    for s in &secrets {
+        for u in &urls {
+            assert_eq!(one(&c, u, s, 0).await, 200, "cold start on {u}");
+        }
+    }
+    let (r1, r2) = tokio::join!(
+        load(&urls, &secrets[0], 150, 9, 10, Arc::new(|_| {})),
+        load(&urls, &secrets[1], 150, 9, 10, Arc::new(|_| {}))
+    );
+    let uok = 6 + count(&r1, 200) as u64 + count(&r2, 200) as u64;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut ulate = 0u64;
+    for _ in 0..20 {
+        let mut any = false;
+        for s in &secrets {
+            for u in &urls {
+                if one(&c, u, s, 0).await == 200 {
+                    ulate += 1;
+                    any = true;
+                }
+            }
+        }
+        if !any {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let (_, team) = admin(&urls[2], reqwest::Method::GET, "/v1/users/team", None).await;
+    println!(
+        "user budget of {ku} requests over 2 keys x 3 instances: {uok} served under load (incl. 6 cold starts), {ulate} more after idle returns; user standing: {}",
+        team["standing"]
+    );
+    assert!(uok <= ku, "never over the user's budget: {uok}");
+    assert_eq!(uok + ulate, ku, "the user's budget is spent exactly");
+
+    // 4. A rate limit across instances: 30 requests per minute between all three.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -316,6 +316,60 @@ impl SharedCtl {
         Ok(())
     }
 
+    /// Gives back the unused part of idle request leases of the current minute.
+    pub async fn return_idle_rates(&self, ledger: &Ledger, all: bool) -> Result<(), StoreError> {
+        let store = self.store()?;
+        for (scope, id, l) in ledger.all_limiters() {
+            let now_ms = crate::auth::now_millis();
+            let Some(v) = l.shared_view(now_ms) else {
+                continue;
+            };
+            let at = Instant::now();
+            let idle = all || v.requests.last_used.elapsed() >= self.settings.idle;
+            if !idle || v.requests.spare(0, at) == 0 {
+                continue;
+            }
+            let lock = self.lock_for(format!("{}:{id}", rate_scope(scope, false)));
+            let _g = lock.lock().await;
+            let minute = v.requests.window_start;
+            let mut snap = None;
+            l.with_shared(minute, |sh| {
+                let r = &mut sh.requests;
+                if r.window_start == minute && r.spare(0, at) > 0 {
+                    r.granted = r.confirmed + r.unconfirmed;
+                    snap = Some((r.keep(at), r.confirmed, sh.rpm));
+                }
+            });
+            let Some((keep, c_snap, rpm)) = snap else {
+                continue;
+            };
+            let ttl_ms = self.ttl_ms();
+            let req = LeaseRequest {
+                scope: rate_scope(scope, false).into(),
+                id: id.clone(),
+                window_start: minute,
+                max: rpm,
+                keep,
+                need: 0,
+                fraction: 0.0,
+                ttl_ms,
+            };
+            let r = store.lease(&req).await;
+            self.note(r.is_ok());
+            let g = r?;
+            l.with_shared(minute, |sh| {
+                sh.requests.apply(
+                    g.amount,
+                    c_snap,
+                    g.spent,
+                    at,
+                    std::time::Duration::from_millis(ttl_ms),
+                )
+            });
+        }
+        Ok(())
+    }
+
     /// Reports rate consumption (requests and tokens counted here since the last report)
     /// in one statement and reads back every instance's totals.
     pub async fn sync_rates(&self, ledger: &Ledger) -> Result<(), StoreError> {

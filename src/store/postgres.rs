@@ -878,6 +878,13 @@ impl Store for PgStore {
         )
         .await
         .map_err(pg_err)?;
+        // Leases of holders that are gone (killed, or never came back for the window).
+        c.execute(
+            "DELETE FROM tg_leases WHERE expires_ms < $1",
+            &[&i(crate::auth::now_millis().saturating_sub(3_600_000))],
+        )
+        .await
+        .map_err(pg_err)?;
         // Rate windows are one minute long: an hour of them is plenty.
         c.execute(
             "DELETE FROM tg_spend WHERE scope NOT IN ('k', 'u') AND window_start < $1",
