@@ -467,6 +467,28 @@ async fn three_instances_share_keys_usage_budgets_and_rate_limits() {
         ok >= 24,
         "the limit is not stranded in request leases: {ok}"
     );
+
+    // 5. Tokens per minute across instances: a central counter with batched increments.
+    //    600 tokens per request and tpm_limit 1500: as on one node, requests pass while the
+    //    window is not full (0, 600, 1200), then 429, whichever instance they reach.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if now % 60 > 50 {
+        tokio::time::sleep(Duration::from_secs(61 - now % 60)).await;
+    }
+    let (_, tsecret) = new_key(&urls[0], json!({"name": "tpm", "tpm_limit": 1500})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut statuses = Vec::new();
+    for n in 0..9 {
+        statuses.push(one(&c, &urls[n % 3], &tsecret, 0).await);
+        // more than one sync interval (100 ms): every instance has the total
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("tpm_limit 1500 at 600 tokens a request, round robin over 3 instances: {statuses:?}");
+    assert_eq!(&statuses[..3], &[200, 200, 200]);
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
