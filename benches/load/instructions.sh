@@ -73,6 +73,7 @@ measure() { # TARGET-NAME PID ADDR AUTH
     f="$(ls -t "$work/cg"/* | head -1)"
     ir="$(awk '/^(summary|totals):/ {print $2; exit}' "$f")"
     mv "$f" "$work/cg/done-$tname-$kind"
+    mock_reset
     printf "%s\t%s\t%s\t%s\t%s\n" "$tname" "$kind" "$label" "$ir" "$(cat "$work/run.out")" >> "$results"
     echo "callgrind: $tname $kind done" >&2
   done

@@ -23,6 +23,10 @@ start_mock() {
   mock="$(sed -n 's/.*listening on //p' "$work/mock.out")"
 }
 
+# The mock records every request (bodies included): clear its log after each load, or it grows
+# by gigabytes over a run.
+mock_reset() { curl -sf -X POST "http://$mock/__mock/reset" > /dev/null 2>&1 || true; }
+
 # start_passthrough [WRAPPER...] -> sets pt_port and pt_pid (the PID of the wrapper, e.g. valgrind)
 start_passthrough() {
   pt_port="$(free_port)"

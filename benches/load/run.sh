@@ -138,6 +138,7 @@ if [ "$do_wrk" = 1 ]; then
         if [ "$which" = tg ] && [ "$name" != tollgate ]; then continue; fi
         if [ "$name" = litellm ] && [ "$which" != all+ll ]; then continue; fi
         r="$(PIECES=$pieces run "$addr" "$scen" "$conns")"
+        mock_reset
         printf "%s\t%s\t%s\t%s\t%s\n" "$round" "$label" "$name" "$scen" "${r// /$'\t'}" >> "$results"
       done
     done
@@ -195,6 +196,7 @@ if [ "$do_paced" = 1 ]; then
         done
         wait "$sl" || { echo "streamload failed against $name: $(cat "$work/sl.err")" >&2; }
         forget "$sl"
+        mock_reset
         if [ "$n" = 1000 ]; then
           [ "$name" = tollgate ] && [ "$peak" -gt "$mem_peak_tg" ] && mem_peak_tg="$peak"
           [ "$name" = passthrough ] && [ "$peak" -gt "$mem_peak_pt" ] && mem_peak_pt="$peak"
