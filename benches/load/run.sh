@@ -238,7 +238,7 @@ for n in order:
         errs = [x.get("first_error") for x in v if x.get("first_error")]
         if errs: print(f"{'':18} first error: {errs[0]}")
 print("(all µs. TTFT: request written -> first SSE frame. late: a frame's gap to the previous frame minus 20 ms,")
-print(" so the mock's own timer overshoot (~1 ms) is in every row; stall: a frame > 100 ms late.")
+print(" so the mock's own timer overshoot (~1 ms) is in every row; data: [DONE] is not timed (tollgate strips the usage chunk it asked for,\n so its [DONE] comes one interval later); stall: a frame > 100 ms late.")
 print(" +TTFT / +frame = target minus direct (tollgate - direct, passthrough - direct).)")
 PY
   echo

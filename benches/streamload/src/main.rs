@@ -6,8 +6,9 @@
 //!   opens N connections, then sends N streaming requests at once (one per connection) and
 //!   timestamps every SSE frame (an event ends at a blank line) as it is read. Prints one JSON
 //!   line: time to first frame (request written → first frame) p50/p99, per-frame lateness
-//!   (gap to the previous frame minus the interval) p50/p99/max, stalls (frames more than
+//!   (gap to the previous frame minus the interval; `data: [DONE]` is not timed) p50/p99/max, stalls (frames more than
 //!   100 ms late), frame counts and errors (connect failures, non-200, streams cut short).
+//!   STREAMLOAD_TRACE=1 prints every frame of the first stream (gap, first bytes) to stderr.
 //!
 //! `streamload requests --addr HOST:PORT --path P --body FILE [-H 'k: v']... --requests M
 //!  [--concurrency C]`
@@ -226,6 +227,7 @@ async fn paced_stream(
     mut start: tokio::sync::watch::Receiver<bool>,
     interval_us: i64,
     timeout: Duration,
+    trace: bool,
 ) -> StreamResult {
     let _ = start.wait_for(|go| *go).await;
     let mut out = StreamResult::default();
@@ -272,10 +274,19 @@ async fn paced_stream(
                     None => break,
                 },
             };
+            if trace {
+                let gap = last.map(|p| (now - p).as_micros() as i64).unwrap_or(-1);
+                let text = String::from_utf8_lossy(&sse[..end.min(90)]).replace('\n', " ");
+                eprintln!("frame {:3} gap {:7} us  {text}", out.frames, gap);
+            }
+            // The terminal `data: [DONE]` is not timed: a gateway that asked for usage and
+            // strips the usage chunk the client did not ask for sends it one interval later.
+            let done = sse[..end].starts_with(b"data: [DONE]");
             sse.drain(..end);
             out.frames += 1;
             match last {
                 None => out.ttft_us = Some((now - sent).as_micros() as i64),
+                Some(_) if done => {}
                 Some(prev) => out.late_us.push((now - prev).as_micros() as i64 - interval_us),
             }
             last = Some(now);
@@ -317,6 +328,8 @@ async fn paced(a: Args) {
         }));
     }
     let mut tasks = Vec::with_capacity(a.streams);
+    // STREAMLOAD_TRACE=1: print every frame of the first stream (gap, first bytes) to stderr.
+    let mut trace = std::env::var_os("STREAMLOAD_TRACE").is_some();
     let mut connect_errors = 0usize;
     let mut first_connect_error = None;
     for c in conns {
@@ -327,6 +340,7 @@ async fn paced(a: Args) {
                 start.clone(),
                 a.interval_ms as i64 * 1000,
                 Duration::from_secs(a.timeout_s),
+                std::mem::take(&mut trace),
             ))),
             Err(e) => {
                 connect_errors += 1;
