@@ -287,7 +287,9 @@ async fn paced_stream(
             match last {
                 None => out.ttft_us = Some((now - sent).as_micros() as i64),
                 Some(_) if done => {}
-                Some(prev) => out.late_us.push((now - prev).as_micros() as i64 - interval_us),
+                Some(prev) => out
+                    .late_us
+                    .push((now - prev).as_micros() as i64 - interval_us),
             }
             last = Some(now);
         }
@@ -393,14 +395,20 @@ async fn paced(a: Args) {
     );
 }
 
-async fn requests_on_one_conn(a: Rc<Args>, req: Rc<Vec<u8>>, count: usize) -> (usize, usize, Option<String>) {
+async fn requests_on_one_conn(
+    a: Rc<Args>,
+    req: Rc<Vec<u8>>,
+    count: usize,
+) -> (usize, usize, Option<String>) {
     let (mut ok, mut errors, mut first_error) = (0usize, 0usize, None);
     let mut sock: Option<TcpStream> = None;
     let mut chunk = vec![0u8; 64 * 1024];
     for _ in 0..count {
         let r: Result<bool, String> = async {
             if sock.is_none() {
-                let s = TcpStream::connect(&a.addr).await.map_err(|e| format!("connect: {e}"))?;
+                let s = TcpStream::connect(&a.addr)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
                 s.set_nodelay(true).map_err(|e| e.to_string())?;
                 sock = Some(s);
             }
@@ -448,7 +456,11 @@ async fn requests(a: Args) {
     let mut tasks = Vec::new();
     for i in 0..c {
         let count = a.requests / c + usize::from(i < a.requests % c);
-        tasks.push(tokio::task::spawn_local(requests_on_one_conn(a.clone(), req.clone(), count)));
+        tasks.push(tokio::task::spawn_local(requests_on_one_conn(
+            a.clone(),
+            req.clone(),
+            count,
+        )));
     }
     let (mut ok, mut errors, mut first_error) = (0, 0, None);
     for t in tasks {
