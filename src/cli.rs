@@ -184,6 +184,17 @@ pub fn main() -> i32 {
                 println!("{}: OK", file.display());
                 println!("  listen: {}", cfg.listen);
                 println!("  data_dir: {}", cfg.data_dir.display());
+                match &cfg.store {
+                    StoreConfig::Sled => println!("  store: sled under data_dir"),
+                    StoreConfig::Postgres(p) => println!(
+                        "  store: postgres {} schema {} (pool {}, lease ttl {} ms, on outage: {:?})",
+                        crate::store::postgres::redact_url(&p.pg.url),
+                        p.pg.schema,
+                        p.pg.pool_size,
+                        p.leases.ttl.as_millis(),
+                        p.leases.on_outage
+                    ),
+                }
                 println!("  max_body_bytes: {}", cfg.max_body_bytes);
                 for p in cfg.providers.values() {
                     println!(
@@ -308,7 +319,7 @@ async fn open_any(config: &Path, arg: StoreArg, migrate: bool) -> Result<Arc<dyn
         ));
     }
     let cfg = load_config(config)?;
-    open_store(&cfg).await
+    open_store(&cfg, migrate).await
 }
 
 fn open_sled(dir: &Path) -> Result<SledStore, String> {
@@ -538,10 +549,10 @@ fn import(config: &Path, to: StoreArg, input: Option<PathBuf>) -> Result<(), Str
 }
 
 /// The config's store: sled under data_dir, or PostgreSQL (whose schema must be current).
-async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
+async fn open_store(cfg: &Config, migrate: bool) -> Result<Arc<dyn Store>, String> {
     if let StoreConfig::Postgres(pg) = &cfg.store {
         return Ok(Arc::new(
-            PgStore::open(&pg.pg, false)
+            PgStore::open(&pg.pg, migrate)
                 .await
                 .map_err(|e| e.to_string())?,
         ));
@@ -585,7 +596,7 @@ fn usage(
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let store = open_store(&cfg).await?;
+        let store = open_store(&cfg, false).await?;
         let mut rows: std::collections::BTreeMap<
             (String, String),
             crate::admin::usage_totals::Totals,
@@ -637,7 +648,7 @@ fn keys(config: &Path, action: KeysCmd) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let store: Arc<dyn Store> = match &cfg.store {
-            StoreConfig::Postgres(_) => open_store(&cfg).await?,
+            StoreConfig::Postgres(_) => open_store(&cfg, false).await?,
             StoreConfig::Sled => match SledStore::open(&cfg.data_dir) {
             Ok(s) => Arc::new(s),
             Err(StoreError::Locked) => {

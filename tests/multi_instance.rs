@@ -54,9 +54,9 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-fn store_section(url: &str, schema: &str) -> String {
+fn store_section(url: &str, schema: &str, more: &str) -> String {
     format!(
-        "store:\n  kind: postgres\n  url: \"{url}\"\n  schema: {schema}\n  lease_ttl_ms: 3000\n  lease_idle_ms: 300\n  sync_interval_ms: 100\n  connect_timeout_ms: 1000\n  statement_timeout_ms: 2000\n"
+        "store:\n  kind: postgres\n  url: \"{url}\"\n  schema: {schema}\n  lease_ttl_ms: 3000\n  lease_idle_ms: 300\n  sync_interval_ms: 100\n  connect_timeout_ms: 1000\n  statement_timeout_ms: 2000\n{more}"
     )
 }
 
@@ -68,8 +68,12 @@ struct World {
 
 impl World {
     async fn start(url: &str, schema: &str, n: usize) -> World {
+        World::start_with(url, schema, n, "").await
+    }
+
+    async fn start_with(url: &str, schema: &str, n: usize, more: &str) -> World {
         let mock = MockServer::start().await;
-        let extra = format!("{PRICING}{}", store_section(url, schema));
+        let extra = format!("{PRICING}{}", store_section(url, schema, more));
         // The schema first, with the command operators run.
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("migrate.yaml");
@@ -383,7 +387,65 @@ async fn three_instances_share_keys_usage_budgets_and_rate_limits() {
         "after the leases settle, exactly the budget is spent"
     );
 
-    // 3. A rate limit across instances: 30 requests per minute between all three.
+    // 3. A user's budget shared by two keys of theirs, each key with its own budget and
+    //    rate limit, all over three instances: four leases per admission.
+    let ku = 60u64;
+    let (st, _) = admin(
+        &urls[1],
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(json!({"user_id": "team", "max_budget": usd(ku * COST), "rpm_limit": 100000})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut secrets = Vec::new();
+    for (n, u) in urls.iter().take(2).enumerate() {
+        let (_, s) = new_key(
+            u,
+            json!({"name": format!("team-{n}"), "user_id": "team", "max_budget": 1, "rpm_limit": 100000}),
+        )
+        .await;
+        secrets.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // cold start: the first request of each key on each instance takes its leases and passes
+    for s in &secrets {
+        for u in &urls {
+            assert_eq!(one(&c, u, s, 0).await, 200, "cold start on {u}");
+        }
+    }
+    let (r1, r2) = tokio::join!(
+        load(&urls, &secrets[0], 150, 9, 10, Arc::new(|_| {})),
+        load(&urls, &secrets[1], 150, 9, 10, Arc::new(|_| {}))
+    );
+    let uok = 6 + count(&r1, 200) as u64 + count(&r2, 200) as u64;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut ulate = 0u64;
+    for _ in 0..20 {
+        let mut any = false;
+        for s in &secrets {
+            for u in &urls {
+                if one(&c, u, s, 0).await == 200 {
+                    ulate += 1;
+                    any = true;
+                }
+            }
+        }
+        if !any {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let (_, team) = admin(&urls[2], reqwest::Method::GET, "/v1/users/team", None).await;
+    println!(
+        "user budget of {ku} requests over 2 keys x 3 instances: {uok} served under load (incl. 6 cold starts), {ulate} more after idle returns; user standing: {}",
+        team["standing"]
+    );
+    assert!(uok <= ku, "never over the user's budget: {uok}");
+    assert_eq!(uok + ulate, ku, "the user's budget is spent exactly");
+
+    // 4. A rate limit across instances: 30 requests per minute between all three.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -405,6 +467,28 @@ async fn three_instances_share_keys_usage_budgets_and_rate_limits() {
         ok >= 24,
         "the limit is not stranded in request leases: {ok}"
     );
+
+    // 5. Tokens per minute across instances: a central counter with batched increments.
+    //    600 tokens per request and tpm_limit 1500: as on one node, requests pass while the
+    //    window is not full (0, 600, 1200), then 429, whichever instance they reach.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if now % 60 > 50 {
+        tokio::time::sleep(Duration::from_secs(61 - now % 60)).await;
+    }
+    let (_, tsecret) = new_key(&urls[0], json!({"name": "tpm", "tpm_limit": 1500})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut statuses = Vec::new();
+    for n in 0..9 {
+        statuses.push(one(&c, &urls[n % 3], &tsecret, 0).await);
+        // more than one sync interval (100 ms): every instance has the total
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("tpm_limit 1500 at 600 tokens a request, round robin over 3 instances: {statuses:?}");
+    assert_eq!(&statuses[..3], &[200, 200, 200]);
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -584,4 +668,49 @@ async fn postgres_restarted_mid_load_loses_no_usage() {
     );
     assert_eq!(brec.0, bserved * COST);
     assert!(brec.0 <= budget);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fail_closed_refuses_while_the_database_is_down() {
+    let Some(url) = pg_url() else { return };
+    let Ok(pgdata) = std::env::var("TOLLGATE_TEST_PG_DATA") else {
+        eprintln!("skipped: TOLLGATE_TEST_PG_DATA is not set (tests/run.sh sets it)");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let w = World::start_with(&url, &schema("fc"), 1, "  on_outage: fail_closed\n").await;
+    let u = w.gws[0].url();
+    let (_, secret) = new_key(&u, json!({"name": "closed"})).await;
+    let c = client();
+    assert_eq!(one(&c, &u, &secret, 0).await, 200);
+    let down = std::thread::spawn(move || {
+        std::process::Command::new("bash")
+            .args(["tests/postgres.sh", "restart", &pgdata, "3"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    let refused = within(Duration::from_secs(3), async || {
+        let r = c
+            .post(format!("{u}/v1/chat/completions"))
+            .bearer_auth(&secret)
+            .json(&chat("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap();
+        r.status() == 503 && r.headers().get("retry-after").is_some()
+    })
+    .await;
+    println!("fail_closed: 503 with retry-after {refused:?} after PostgreSQL stopped");
+    assert!(
+        refused.is_some(),
+        "fail_closed must refuse while the store is down"
+    );
+    assert!(down.join().unwrap(), "PostgreSQL restarted");
+    let back = within(Duration::from_secs(10), async || {
+        one(&c, &u, &secret, 0).await == 200
+    })
+    .await;
+    println!("fail_closed: served again {back:?} after PostgreSQL came back");
+    assert!(back.is_some());
 }

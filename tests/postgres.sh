@@ -8,6 +8,8 @@
 #   bash tests/postgres.sh stop DIR         # stop the server whose pid is in DIR (by PID)
 #
 # Run as root (CI), the server runs as the `postgres` system user (PostgreSQL refuses root).
+# With PG_TLS_DIR (holding server.crt and server.key) the server speaks TLS and accepts TCP
+# connections only over it (hostssl).
 set -euo pipefail
 
 bindir() {
@@ -54,7 +56,15 @@ max_connections = 200
 shared_buffers = 64MB
 log_min_messages = warning
 EOF
+      if [ -n "${PG_TLS_DIR:-}" ]; then
+        cp "$PG_TLS_DIR/server.crt" "$PG_TLS_DIR/server.key" "$dir/data/"
+        chmod 600 "$dir/data/server.key"
+        if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir/data/server.crt" "$dir/data/server.key"; fi
+        printf "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n" >>"$dir/data/postgresql.conf"
+        printf "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n" >"$dir/data/pg_hba.conf"
+      fi
     fi
+    if [ -n "${PG_TLS_DIR:-}" ]; then export PGSSLMODE=require; fi
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
       || { tail -20 "$dir/server.log" >&2; exit 1; }
     if ! PGPASSWORD=tollgate-test "$bin/psql" -h 127.0.0.1 -p "$port" -U tollgate -d postgres -tAc \

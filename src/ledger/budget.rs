@@ -427,6 +427,45 @@ mod tests {
     }
 
     #[test]
+    fn shared_accounts_spend_only_their_lease() {
+        let a = limited("u", 1_000);
+        a.make_shared();
+        let now = 10;
+        let at = std::time::Instant::now();
+        let ttl = std::time::Duration::from_secs(10);
+        let e = reserve(std::slice::from_ref(&a), 10, now).unwrap_err();
+        assert!(e.lease_short, "no lease yet: a lease call is needed");
+        a.apply_lease(0, 100, 0, 0, at, ttl);
+        let r1 = reserve(std::slice::from_ref(&a), 60, now).unwrap();
+        let e = reserve(std::slice::from_ref(&a), 50, now).unwrap_err();
+        assert!(
+            e.lease_short,
+            "60 + 50 > the lease of 100, whatever the budget"
+        );
+        r1.settle(40, now);
+        let (sl, reserved, _) = a.lease_view(now).unwrap();
+        assert_eq!((sl.unconfirmed, sl.confirmed, reserved), (40, 0, 0));
+        a.confirm(40, 0);
+        let (sl, _, _) = a.lease_view(now).unwrap();
+        assert_eq!((sl.unconfirmed, sl.confirmed, sl.keep(at)), (0, 40, 60));
+        // a renewal-like call keeps 60 and grants nothing: 60 left to spend
+        a.apply_lease(0, 60, 40, 40, at, ttl);
+        assert!(reserve(std::slice::from_ref(&a), 61, now).is_err());
+        reserve(std::slice::from_ref(&a), 60, now)
+            .unwrap()
+            .settle(60, now);
+        assert_eq!(a.standing(now).spent, 100, "store spend plus unwritten");
+        // an idle return keeps only what is owed
+        assert_eq!(a.cap_lease(now, at), None, "nothing spare");
+        a.lose_lease(0);
+        assert!(
+            reserve(std::slice::from_ref(&a), 1, now)
+                .unwrap_err()
+                .lease_short
+        );
+    }
+
+    #[test]
     fn dropped_reservation_releases() {
         let a = limited("u", 100);
         {

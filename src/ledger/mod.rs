@@ -376,24 +376,38 @@ impl Ledger {
         let Some(ctl) = self.shared.get() else {
             return self.admit(key, user, price, estimate, now_secs);
         };
-        let mut tries = 0;
+        // Each short lease (key budget, user budget, key and user request windows) gets
+        // its own lease call, twice at most (requests in flight here may take a fresh grant
+        // first); a lease still short after that is a real refusal.
+        let mut topped: Vec<(String, u8)> = Vec::new();
         loop {
-            match self.try_admit(key, user, price, estimate, crate::auth::now_secs()) {
+            let refusal = match self.try_admit(key, user, price, estimate, crate::auth::now_secs())
+            {
                 Ok(a) => return Ok(a),
                 Err(Refusal::Error(e)) => return Err(e),
-                Err(r) if tries >= 2 => return Err(r.into_error()),
-                Err(Refusal::BudgetLease(acct, e)) => {
-                    tries += 1;
-                    if let Err(err) = ctl.top_up_account(&acct, e.requested).await {
-                        return Err(shared::unavailable(&err));
-                    }
+                Err(r) => r,
+            };
+            let target = refusal.target();
+            let n = match topped.iter_mut().find(|(t, _)| *t == target) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
                 }
-                Err(Refusal::RateLease(scope, id, l, _)) => {
-                    tries += 1;
-                    if let Err(err) = ctl.top_up_rate(scope, &id, &l).await {
-                        return Err(shared::unavailable(&err));
-                    }
+                None => {
+                    topped.push((target, 1));
+                    1
                 }
+            };
+            if n > 2 || topped.len() > 8 {
+                return Err(refusal.into_error());
+            }
+            let res = match &refusal {
+                Refusal::BudgetLease(acct, e) => ctl.top_up_account(acct, e.requested).await,
+                Refusal::RateLease(scope, id, l, _) => ctl.top_up_rate(*scope, id, l).await,
+                Refusal::Error(_) => unreachable!(),
+            };
+            if let Err(err) = res {
+                return Err(shared::unavailable(&err));
             }
         }
     }
@@ -461,12 +475,23 @@ impl Ledger {
                 u.user_id.as_str(),
             ));
         }
-        for (l, (rpm, tpm, who, scope, id)) in limiters.iter().zip(&checks) {
-            if rpm.is_none() && tpm.is_none() {
-                continue;
-            }
-            if shared.is_some() {
-                match l.admit_shared(*rpm, *tpm, now_ms) {
+        // Shared store: check every limiter first, then count the request in all of them.
+        let passes: &[bool] = if shared.is_some() {
+            &[false, true]
+        } else {
+            &[true]
+        };
+        for &consume in passes {
+            for (l, (rpm, tpm, who, scope, id)) in limiters.iter().zip(&checks) {
+                if rpm.is_none() && tpm.is_none() {
+                    continue;
+                }
+                if shared.is_none() {
+                    l.admit(*rpm, *tpm, now_ms)
+                        .map_err(|e| Refusal::Error(rate_error(e, who)))?;
+                    continue;
+                }
+                match l.admit_shared(*rpm, *tpm, now_ms, consume) {
                     Ok(()) => {}
                     Err(rate::SharedRefusal::Exceeded(e)) => {
                         return Err(Refusal::Error(rate_error(e, who)))
@@ -487,9 +512,6 @@ impl Ledger {
                         ))
                     }
                 }
-            } else {
-                l.admit(*rpm, *tpm, now_ms)
-                    .map_err(|e| Refusal::Error(rate_error(e, who)))?;
             }
         }
         Ok(Admission {
@@ -537,6 +559,15 @@ enum Refusal {
 }
 
 impl Refusal {
+    /// What a lease call would top up.
+    fn target(&self) -> String {
+        match self {
+            Refusal::BudgetLease(a, _) => format!("b:{}:{}", a.scope.as_str(), a.id),
+            Refusal::RateLease(s, id, _, _) => format!("r:{}:{id}", s.as_str()),
+            Refusal::Error(_) => String::new(),
+        }
+    }
+
     fn into_error(self) -> GatewayError {
         match self {
             Refusal::Error(e) | Refusal::RateLease(_, _, _, e) => e,

@@ -169,17 +169,22 @@ impl RateLimiter {
 
     /// Admission across instances, in fixed minute windows: the TPM window must not be
     /// full (all instances' tokens as last summed, plus this one's since), and one request
-    /// must fit this instance's request lease.
+    /// must fit this instance's request lease. With `consume` false it only checks (so that
+    /// a request refused by its user's limiter is not counted by its key's).
     pub fn admit_shared(
         &self,
         rpm: Option<u64>,
         tpm: Option<u64>,
         now_ms: u64,
+        consume: bool,
     ) -> Result<(), SharedRefusal> {
         let minute = now_ms / WINDOW_MS * WINDOW_MS;
         let retry = ((minute + WINDOW_MS - now_ms).div_ceil(1000)).max(1);
         let mut g = self.shared.lock();
         let Some(sh) = g.as_mut() else {
+            if !consume {
+                return Ok(());
+            }
             return self
                 .admit(rpm, tpm, now_ms)
                 .map_err(SharedRefusal::Exceeded);
@@ -208,9 +213,14 @@ impl RateLimiter {
                 }
                 return Err(SharedRefusal::Lease(short));
             }
-            sh.requests.consume(1);
+            if consume {
+                sh.requests.consume(1);
+            }
         }
         drop(g);
+        if !consume {
+            return Ok(());
+        }
         // The local buckets keep counting for `usage()`.
         let mut r = self.requests.lock();
         r.roll(now_ms);

@@ -30,7 +30,7 @@ pub struct SharedCtl {
 
 /// The refusal when the store cannot be reached for a lease.
 pub fn unavailable(e: &StoreError) -> GatewayError {
-    log::warn!("lease call failed: {e}");
+    log::debug!("lease call failed: {e}");
     GatewayError::new(
         ErrorKind::Unavailable,
         "The shared budget store is unreachable, and this gateway holds no lease that covers this request; retry shortly.",
@@ -316,6 +316,60 @@ impl SharedCtl {
         Ok(())
     }
 
+    /// Gives back the unused part of idle request leases of the current minute.
+    pub async fn return_idle_rates(&self, ledger: &Ledger, all: bool) -> Result<(), StoreError> {
+        let store = self.store()?;
+        for (scope, id, l) in ledger.all_limiters() {
+            let now_ms = crate::auth::now_millis();
+            let Some(v) = l.shared_view(now_ms) else {
+                continue;
+            };
+            let at = Instant::now();
+            let idle = all || v.requests.last_used.elapsed() >= self.settings.idle;
+            if !idle || v.requests.spare(0, at) == 0 {
+                continue;
+            }
+            let lock = self.lock_for(format!("{}:{id}", rate_scope(scope, false)));
+            let _g = lock.lock().await;
+            let minute = v.requests.window_start;
+            let mut snap = None;
+            l.with_shared(minute, |sh| {
+                let r = &mut sh.requests;
+                if r.window_start == minute && r.spare(0, at) > 0 {
+                    r.granted = r.confirmed + r.unconfirmed;
+                    snap = Some((r.keep(at), r.confirmed, sh.rpm));
+                }
+            });
+            let Some((keep, c_snap, rpm)) = snap else {
+                continue;
+            };
+            let ttl_ms = self.ttl_ms();
+            let req = LeaseRequest {
+                scope: rate_scope(scope, false).into(),
+                id: id.clone(),
+                window_start: minute,
+                max: rpm,
+                keep,
+                need: 0,
+                fraction: 0.0,
+                ttl_ms,
+            };
+            let r = store.lease(&req).await;
+            self.note(r.is_ok());
+            let g = r?;
+            l.with_shared(minute, |sh| {
+                sh.requests.apply(
+                    g.amount,
+                    c_snap,
+                    g.spent,
+                    at,
+                    std::time::Duration::from_millis(ttl_ms),
+                )
+            });
+        }
+        Ok(())
+    }
+
     /// Reports rate consumption (requests and tokens counted here since the last report)
     /// in one statement and reads back every instance's totals.
     pub async fn sync_rates(&self, ledger: &Ledger) -> Result<(), StoreError> {
@@ -367,5 +421,40 @@ impl SharedCtl {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outage_policy() {
+        let slot = Arc::new(StoreSlot::default());
+        let closed = SharedCtl::new(
+            slot.clone(),
+            LeaseSettings {
+                on_outage: OutageMode::FailClosed,
+                ..Default::default()
+            },
+        );
+        assert!(closed.check_outage().is_ok());
+        closed.note(false);
+        let e = closed.check_outage().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        closed.note(true);
+        assert!(closed.check_outage().is_ok());
+        let cached = SharedCtl::new(
+            slot,
+            LeaseSettings {
+                on_outage: OutageMode::ServeFromCache,
+                max_stale: std::time::Duration::from_millis(30),
+                ..Default::default()
+            },
+        );
+        cached.note(false);
+        assert!(cached.check_outage().is_ok(), "served within max_stale");
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        assert!(cached.check_outage().is_err(), "refused past max_stale");
     }
 }

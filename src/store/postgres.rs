@@ -188,8 +188,19 @@ pub struct PgStore {
     healthy: std::sync::atomic::AtomicBool,
 }
 
-fn db(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(format!("postgres: {e}"))
+fn db<E: std::error::Error>(e: E) -> StoreError {
+    // The causes too: "error performing TLS handshake: invalid peer certificate: ...".
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    StoreError::Io(format!("postgres: {msg}"))
 }
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
@@ -864,6 +875,13 @@ impl Store for PgStore {
         c.execute(
             "DELETE FROM tg_spend WHERE scope IN ('k', 'u') AND window_start <> 0 AND window_start < $1",
             &[&i(cutoff)],
+        )
+        .await
+        .map_err(pg_err)?;
+        // Leases of holders that are gone (killed, or never came back for the window).
+        c.execute(
+            "DELETE FROM tg_leases WHERE expires_ms < $1",
+            &[&i(crate::auth::now_millis().saturating_sub(3_600_000))],
         )
         .await
         .map_err(pg_err)?;

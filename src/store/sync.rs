@@ -135,11 +135,15 @@ impl BackgroundService for SharedSync {
             if let Err(e) = self.ctl.return_idle(&self.ledger, false).await {
                 log::debug!("lease return failed: {e}");
             }
+            if let Err(e) = self.ctl.return_idle_rates(&self.ledger, false).await {
+                log::debug!("request lease return failed: {e}");
+            }
         }
         // Shutting down: give back what no request in flight needs; the rest expires.
         let _ = self.ctl.sync_rates(&self.ledger).await;
         if let Err(e) = self.ctl.return_idle(&self.ledger, true).await {
             log::warn!("lease return at shutdown failed: {e}");
         }
+        let _ = self.ctl.return_idle_rates(&self.ledger, true).await;
     }
 }
