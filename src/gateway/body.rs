@@ -34,7 +34,9 @@ impl RequestJson {
     /// Reads the common fields; falls back to a full parse for anything unusual (invalid
     /// UTF-8, duplicate keys, syntax errors), which also words the error.
     pub fn peek(body: &[u8]) -> Result<RequestJson, GatewayError> {
-        if std::str::from_utf8(body).is_ok() {
+        // serde skips unknown fields without its nesting limit: check the depth here (the
+        // full parse refuses deep bodies with a clear error).
+        if std::str::from_utf8(body).is_ok() && !too_deep(body, MAX_DEPTH) {
             if let Ok(p) = serde_json::from_slice::<Peek>(body) {
                 let mut fields = Map::new();
                 for (k, v) in [
@@ -76,6 +78,44 @@ impl RequestJson {
         }
         Ok(&mut self.fields)
     }
+}
+
+/// serde_json's own nesting limit for a full parse.
+const MAX_DEPTH: usize = 128;
+
+/// Whether arrays and objects nest deeper than `limit` (strings are skipped with memchr, so
+/// the cost is in the few structural bytes).
+fn too_deep(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match body.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) {
+                        Some(j) if body[i + j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j + 1;
+                            break;
+                        }
+                        None => return false,
+                    }
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Parses a body that must be a JSON object, with an error that says what is wrong.
@@ -126,12 +166,32 @@ mod tests {
         // Duplicate keys: the last one wins, as with a full parse.
         let r = RequestJson::peek(br#"{"model":"a","model":"b"}"#).unwrap();
         assert_eq!(r.fields()["model"], "b");
-        for bad in [&b""[..], b"[1]", b"{\"model\":", b"{\"model\":\"\xff\"}", b"nul"] {
+        for bad in [
+            &b""[..],
+            b"[1]",
+            b"{\"model\":",
+            b"{\"model\":\"\xff\"}",
+            b"nul",
+        ] {
             let e = RequestJson::peek(bad).err().expect("refused");
             assert_eq!(e.status(), 400);
         }
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(5000), "]".repeat(5000));
-        assert!(RequestJson::peek(deep.as_bytes()).is_err(), "nesting is bounded");
+        assert!(
+            RequestJson::peek(deep.as_bytes()).is_err(),
+            "nesting is bounded"
+        );
+        // Brackets inside strings (escaped quotes too) do not count.
+        let text = format!(r#"{{"model":"m","s":"\"{}"}}"#, "[".repeat(500));
+        assert_eq!(
+            RequestJson::peek(text.as_bytes()).unwrap().fields()["model"],
+            "m"
+        );
+        assert!(too_deep(&b"[".repeat(129), 128) && !too_deep(&b"[".repeat(128), 128));
+        assert!(
+            !too_deep(b"{\"a\":\"\\", 128),
+            "a trailing escape ends the scan"
+        );
         assert_eq!(
             RequestJson::peek(br#"{"model":1}"#).unwrap().fields()["model"],
             json!(1)

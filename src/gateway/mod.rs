@@ -436,7 +436,6 @@ async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> 
     Ok(body.freeze())
 }
 
-
 /// Maps a Pingora error to what the client should see; None when the client is gone.
 fn classify_error(e: &pingora::Error, provider: &str) -> Option<GatewayError> {
     use ErrorType::*;

@@ -122,7 +122,8 @@ fn passthrough(
         ep == Endpoint::Messages && memchr::memmem::find(&body, b"\"signature\":\"\"").is_some();
     // Meter OpenAI streams from the stream itself: ask for the usage chunk, and hide it from
     // a client that did not ask for it.
-    let inject_usage = ctx.stream && ep == Endpoint::ChatCompletions && !asked_for_usage(req.fields());
+    let inject_usage =
+        ctx.stream && ep == Endpoint::ChatCompletions && !asked_for_usage(req.fields());
     let mut rewrite = rename;
     if rename || unsigned_thinking || inject_usage {
         let full = req.full(&body)?;
