@@ -22,28 +22,6 @@ async fn start() -> (MockServer, Gateway) {
     (mock, gw)
 }
 
-/// Parses an SSE body into (event name, data JSON) pairs.
-fn events(text: &str) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for block in text.split("\n\n") {
-        let mut name = String::new();
-        let mut data = String::new();
-        for line in block.lines() {
-            if let Some(n) = line.strip_prefix("event: ") {
-                name = n.to_string();
-            } else if let Some(d) = line.strip_prefix("data: ") {
-                data.push_str(d);
-            }
-        }
-        if data.is_empty() {
-            continue;
-        }
-        let v = serde_json::from_str(&data).unwrap_or(Value::String(data));
-        out.push((name, v));
-    }
-    out
-}
-
 async fn post(gw: &Gateway, path: &str, key: &str, body: Value) -> reqwest::Response {
     client()
         .post(format!("{}{}", gw.url(), path))

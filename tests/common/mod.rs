@@ -230,3 +230,25 @@ pub fn chat(model: &str, stream: bool) -> serde_json::Value {
 pub fn messages(model: &str, stream: bool) -> serde_json::Value {
     serde_json::json!({"model": model, "stream": stream, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]})
 }
+
+/// Parses an SSE body into (event name, data JSON) pairs.
+pub fn events(text: &str) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut name = String::new();
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data.push_str(d);
+            }
+        }
+        if data.is_empty() {
+            continue;
+        }
+        let v = serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data));
+        out.push((name, v));
+    }
+    out
+}
