@@ -357,8 +357,7 @@ impl ResponseTap {
                     }
                 }
                 if eos {
-                    let v: Option<serde_json::Value> = serde_json::from_slice(kept).ok();
-                    self.usage = v.as_ref().and_then(|v| usage_from_body(self.wire, v));
+                    self.usage = usage_of_json(self.wire, kept);
                     self.finished = true;
                 }
             }
@@ -532,6 +531,17 @@ impl ResponseTap {
     }
 }
 
+/// The `usage` of a JSON answer that passes through: only that field is built, the rest of
+/// the body is skipped (a same-format answer is forwarded as it came).
+fn usage_of_json(wire: Wire, body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        usage: Option<serde_json::Value>,
+    }
+    let u = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
+    usage_from_body(wire, &serde_json::json!({ "usage": u }))
+}
+
 /// An upstream error body in one dialect → a [`GatewayError`] with the same status, for the
 /// client's dialect. Provider secrets are redacted from the message.
 fn translate_error(status: u16, v: &serde_json::Value, upstream: Dialect) -> GatewayError {
@@ -631,6 +641,17 @@ mod tests {
         h.insert_header("content-type", ctype).unwrap();
         h.insert_header("server", "upstream").unwrap();
         h
+    }
+
+    #[test]
+    fn json_answer_usage_is_read_without_building_the_body() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":3}},"system_fingerprint":"f"}"#;
+        let u = usage_of_json(Wire::OpenAiChat, body).unwrap();
+        assert_eq!((u.input, u.cache_read, u.output), (4, 3, 2));
+        let a = br#"{"type":"message","usage":{"input_tokens":5,"output_tokens":1},"content":[]}"#;
+        assert_eq!(usage_of_json(Wire::Anthropic, a).unwrap().input, 5);
+        assert!(usage_of_json(Wire::OpenAiChat, b"{\"id\":1}").is_none());
+        assert!(usage_of_json(Wire::OpenAiChat, b"not json").is_none());
     }
 
     #[test]

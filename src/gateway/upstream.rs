@@ -122,15 +122,13 @@ pub fn prepare_request(
     })?;
     up.set_uri(uri);
     up.set_method(http::Method::POST);
-    for h in DROP {
-        up.remove_header(*h);
-    }
-    let names: Vec<String> = up
+    // One pass over the headers the client sent (a handful), rather than a removal attempt
+    // per name on the drop list.
+    let names: Vec<http::HeaderName> = up
         .headers
         .keys()
-        .map(|k| k.as_str())
-        .filter(|k| k.starts_with("x-tollgate-"))
-        .map(String::from)
+        .filter(|k| DROP.contains(&k.as_str()) || k.as_str().starts_with("x-tollgate-"))
+        .cloned()
         .collect();
     for n in names {
         up.remove_header(&n);
