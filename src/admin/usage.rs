@@ -124,6 +124,32 @@ pub async fn scan(
 
 pub fn record_json(r: &UsageRecord) -> Value {
     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    // Storage leaves empty fields out; the API shows every field.
+    if let Some(m) = v.as_object_mut() {
+        for (k, d) in [
+            ("key_id", Value::Null),
+            ("user_id", Value::Null),
+            ("session_id", Value::Null),
+            ("error", Value::Null),
+            ("ttft_ms", Value::Null),
+            ("stream", json!(false)),
+            ("estimated", json!(false)),
+        ] {
+            m.entry(k).or_insert(d);
+        }
+        for k in [
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "total_tokens",
+            "cost_micros",
+            "latency_ms",
+        ] {
+            m.entry(k).or_insert(json!(0));
+        }
+    }
     v["timestamp"] = json!(rfc3339(r.ts_ms / 1000));
     v["cost"] = json!(format_usd(r.cost_micros));
     v

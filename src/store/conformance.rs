@@ -485,7 +485,18 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let s = super::super::sled_store::SledStore::open(dir.path()).unwrap();
+        // sled's flusher thread lets go of the file lock a moment after the last handle drops.
+        let mut tries = 0;
+        let s = loop {
+            match super::super::sled_store::SledStore::open(dir.path()) {
+                Ok(s) => break s,
+                Err(e) if tries < 50 && e.to_string().contains("lock") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         use super::Store;
         assert_eq!(s.load_spend().await.unwrap().len(), 2);
         assert!(s
