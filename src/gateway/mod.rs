@@ -133,7 +133,9 @@ impl Gateway {
                 .await?;
                 Ok(Flow::Done)
             }
-            Endpoint::Health => self.health(s, ctx).await,
+            // Rare endpoints are boxed so that their futures do not size the hot path's one
+            // (which is moved into a Box per request).
+            Endpoint::Health => Box::pin(self.health(s, ctx)).await,
             Endpoint::Metrics => {
                 let body = Bytes::from(metrics::render());
                 local::send(
@@ -148,7 +150,7 @@ impl Gateway {
                 Ok(Flow::Done)
             }
             Endpoint::Admin => {
-                crate::admin::handle(&self.state, s, ctx).await?;
+                Box::pin(crate::admin::handle(&self.state, s, ctx)).await?;
                 Ok(Flow::Done)
             }
             Endpoint::KeyInfo => {
@@ -160,7 +162,7 @@ impl Gateway {
             }
             Endpoint::Models | Endpoint::Model => {
                 ctx.key = Some(self.authenticate(s)?);
-                self.models(s, ctx).await
+                Box::pin(self.models(s, ctx)).await
             }
             Endpoint::NotFound => Err(GatewayError::new(
                 ErrorKind::NotFound,
@@ -306,7 +308,7 @@ impl Gateway {
         if ctx.endpoint == Endpoint::CountTokens {
             ctx.client_header = Some(s.req_header().clone());
             let full = req.full(&body)?;
-            if let Some(answer) = self.count_tokens(ctx, full, &body, &route).await {
+            if let Some(answer) = Box::pin(self.count_tokens(ctx, full, &body, &route)).await {
                 local::send(s, 200, "application/json", answer, &ctx.request_id, &[]).await?;
                 return Ok(Flow::Done);
             }
@@ -336,7 +338,7 @@ impl Gateway {
         if !s.retry_buffer_truncated() && !translated_stream {
             return Ok(Flow::Proxy);
         }
-        self.forward_direct(s, ctx).await?;
+        Box::pin(self.forward_direct(s, ctx)).await?;
         Ok(Flow::Done)
     }
 }
