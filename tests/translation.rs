@@ -271,8 +271,9 @@ async fn count_tokens_falls_back_to_the_local_count_when_the_provider_is_slow_or
         .as_u64()
         .unwrap();
     assert_eq!(mock.requests().len(), 1);
-    // slow (2 s) and failing (500) providers: the local BPE count, within ~1 s
-    for (h, v) in [("x-mock-delay-ms", "2000"), ("x-mock-status", "500")] {
+    // slow (10 s) and failing (500) providers: the local BPE count, without waiting for the
+    // slow one (the fallback budget is 1 s; the bound below only proves it did not wait)
+    for (h, v) in [("x-mock-delay-ms", "10000"), ("x-mock-status", "500")] {
         let t = std::time::Instant::now();
         let r = client()
             .post(format!("{}/v1/messages/count_tokens", gw.url()))
@@ -288,8 +289,8 @@ async fn count_tokens_falls_back_to_the_local_count_when_the_provider_is_slow_or
             .unwrap();
         assert!((8..=20).contains(&n) && n != upstream_count, "{h}: {n}");
         assert!(
-            t.elapsed() < std::time::Duration::from_millis(1800),
-            "{h}: took {:?}",
+            t.elapsed() < std::time::Duration::from_secs(8),
+            "{h}: waited for the provider ({:?})",
             t.elapsed()
         );
     }
