@@ -706,6 +706,11 @@ async fn fail_closed_refuses_while_the_database_is_down() {
         refused.is_some(),
         "fail_closed must refuse while the store is down"
     );
+    // Readiness says so too, so a load balancer takes the instance out meanwhile.
+    let ready = c.get(format!("{u}/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "readiness reports the outage");
+    let v: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(v["store"], "unreachable", "{v}");
     assert!(down.join().unwrap(), "PostgreSQL restarted");
     let back = within(Duration::from_secs(10), async || {
         one(&c, &u, &secret, 0).await == 200

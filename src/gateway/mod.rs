@@ -179,10 +179,20 @@ impl Gateway {
 
     async fn health(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         let store_open = self.state.store.get().is_some_and(|st| st.healthy());
-        let ready = store_open || self.state.snapshot_loaded.load(Ordering::Relaxed);
+        // A shared store (PostgreSQL) that is down under the outage policy means inference is
+        // refused: readiness says so, so a load balancer takes this instance out.
+        let shared = self.state.ledger.shared.get();
+        let refusing = shared.is_some_and(|c| c.check_outage().is_err());
+        let ready = (store_open || self.state.snapshot_loaded.load(Ordering::Relaxed)) && !refusing;
+        let store = match (shared.and_then(|c| c.down_for_ms()), store_open) {
+            (Some(_), _) => "unreachable",
+            (None, true) => "open",
+            (None, false) => "waiting",
+        };
         let v = json!({
-            "status": if ready { "ok" } else { "starting" },
-            "store": if store_open { "open" } else { "waiting" },
+            "status": if refusing { "unavailable" } else if ready { "ok" } else { "starting" },
+            "store": store,
+            "store_down_ms": shared.and_then(|c| c.down_for_ms()),
             "keys": self.state.keys.len(),
             "providers": self.state.router.providers().map(|p| p.name.clone()).collect::<Vec<_>>(),
             "version": env!("CARGO_PKG_VERSION"),
