@@ -201,11 +201,25 @@ pub fn request(c: &Map<String, Value>, opts: &RequestOptions) -> Result<Value, G
 
     let mut a = Map::new();
     a.insert("model".into(), json!(opts.upstream_model));
+    // Anthropic requires an assistant tool-use turn to start with its thinking block when
+    // thinking is on; an OpenAI client's history has none (E25), so thinking stays off for a
+    // request that carries a tool loop.
+    let tool_loop = msgs.iter().any(|m| {
+        m.get("tool_calls")
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty())
+    });
+    let budget = c
+        .get("reasoning_effort")
+        .and_then(Value::as_str)
+        .and_then(budget_for_effort)
+        .filter(|_| !tool_loop);
+    // A client that gave no limit but asked for reasoning gets room for both.
     let max = c
         .get("max_completion_tokens")
         .or_else(|| c.get("max_tokens"))
         .and_then(Value::as_u64)
-        .unwrap_or(opts.default_max_tokens);
+        .unwrap_or(opts.default_max_tokens + budget.unwrap_or(0));
     a.insert("max_tokens".into(), json!(max));
     if let Some(fmt) = c.get("response_format") {
         match fmt.get("type").and_then(Value::as_str) {
@@ -229,19 +243,7 @@ pub fn request(c: &Map<String, Value>, opts: &RequestOptions) -> Result<Value, G
         a.insert("system".into(), Value::Array(system));
     }
     a.insert("messages".into(), Value::Array(out));
-    // Anthropic requires an assistant tool-use turn to start with its thinking block when
-    // thinking is on; an OpenAI client's history has none (E25), so thinking stays off for a
-    // request that carries a tool loop.
-    let tool_loop = msgs.iter().any(|m| {
-        m.get("tool_calls")
-            .and_then(Value::as_array)
-            .is_some_and(|c| !c.is_empty())
-    });
-    let thinking = c
-        .get("reasoning_effort")
-        .and_then(Value::as_str)
-        .and_then(budget_for_effort)
-        .filter(|b| *b < max && *b >= 1024 && !tool_loop);
+    let thinking = budget.filter(|b| *b < max && *b >= 1024);
     if let Some(b) = thinking {
         a.insert(
             "thinking".into(),
