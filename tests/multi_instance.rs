@@ -312,8 +312,14 @@ async fn three_instances_share_keys_usage_budgets_and_rate_limits() {
         println!("key revoked on #1 refused on {u} after {t:?}");
         assert!(t.is_some(), "revoked key still works on {u} after 1 s");
     }
-    // Usage from all instances is visible on any (the requests above: 3 served).
+    // Usage from all instances is visible on any (the requests above: 3 served), once each
+    // instance's writer has committed its batch.
+    let seen = within(Duration::from_secs(5), async || {
+        recorded(&urls[2], &kid).await.1 >= 3
+    })
+    .await;
     let (_, usage) = recorded(&urls[2], &kid).await;
+    println!("usage of all instances visible on one after {seen:?}");
     assert!(usage >= 3, "usage of all instances on one: {usage}");
 
     // 2. A shared budget of exactly K requests, 600 requests over three instances.
