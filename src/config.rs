@@ -76,6 +76,14 @@ pub struct RawConfig {
     pub store: Option<crate::store::settings::RawStore>,
     /// Concurrency and client-side limits (see [`Limits`]).
     pub limits: Option<RawLimits>,
+    /// Several deployments behind one model name (see `balance::settings`).
+    #[serde(default)]
+    pub deployments: BTreeMap<String, Vec<crate::balance::settings::RawDeployment>>,
+    /// Other models to try when every deployment of a model failed.
+    #[serde(default)]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Attempts, retry budget and circuit breakers.
+    pub failover: Option<crate::balance::settings::RawFailover>,
 }
 
 /// `limits:` as written; every field is optional.
@@ -127,6 +135,9 @@ pub struct RawProvider {
     /// The provider serves the OpenAI Responses API itself (`openai` kind). When false,
     /// Responses requests are translated to Chat Completions.
     pub native_responses: Option<bool>,
+    /// The header that carries the credential, as is (e.g. `api-key` for Azure OpenAI),
+    /// instead of the kind's own (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`).
+    pub auth_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -168,6 +179,7 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     pub store: crate::store::settings::StoreConfig,
     pub limits: Limits,
+    pub failover: crate::balance::settings::FailoverConfig,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -260,6 +272,8 @@ pub struct Provider {
     pub from_preset: bool,
     /// `openai` kind only: `/responses` is served natively (else translated to chat).
     pub native_responses: bool,
+    /// A header of its own for the credential, sent as is (lower-case name).
+    pub auth_header: Option<String>,
 }
 
 impl fmt::Debug for Provider {
@@ -469,7 +483,6 @@ impl Config {
             threads,
             grace_period_seconds: raw.grace_period_seconds.unwrap_or(30),
             graceful_shutdown_timeout_seconds: raw.graceful_shutdown_timeout_seconds.unwrap_or(10),
-            providers,
             aliases: raw.aliases,
             prefix_routes,
             access_log: raw.access_log.unwrap_or(true),
@@ -509,6 +522,14 @@ impl Config {
                 None => Duration::from_secs(15),
             },
             limits: build_limits(raw.limits)?,
+            failover: crate::balance::settings::build(
+                raw.deployments,
+                raw.fallbacks,
+                raw.failover,
+                &providers,
+                env,
+            )?,
+            providers,
         })
     }
 }
@@ -546,11 +567,17 @@ fn build_provider(
     field: &str,
 ) -> Result<Provider, ConfigError> {
     let preset = providers::preset(name);
+    // Azure OpenAI is the OpenAI dialect with its key in `api-key`.
+    let azure = p
+        .kind
+        .as_deref()
+        .is_some_and(|k| k.eq_ignore_ascii_case("azure"));
     let kind = match p.kind.as_deref() {
+        Some(_) if azure => ProviderKind::OpenAi,
         Some(k) => ProviderKind::parse(k).ok_or_else(|| {
             ConfigError::new(
                 format!("{field}.kind"),
-                format!("unknown kind '{k}': expected one of openai, anthropic, gemini"),
+                format!("unknown kind '{k}': expected one of openai, anthropic, gemini, azure"),
             )
         })?,
         None => preset.map(|p| p.kind).ok_or_else(|| {
@@ -660,6 +687,19 @@ fn build_provider(
         native_responses: kind == ProviderKind::OpenAi
             && p.native_responses
                 .unwrap_or_else(|| preset.is_none_or(|pr| pr.native_responses)),
+        auth_header: match (&p.auth_header, azure) {
+            (Some(h), _) => {
+                if http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(ConfigError::new(
+                        format!("{field}.auth_header"),
+                        "not a valid HTTP header name",
+                    ));
+                }
+                Some(h.to_ascii_lowercase())
+            }
+            (None, true) => Some("api-key".to_string()),
+            (None, false) => None,
+        },
     })
 }
 

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod endpoint;

@@ -5,8 +5,8 @@
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, Encoder, HistogramVec,
-    IntCounterVec, IntGauge, TextEncoder,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 use std::collections::HashSet;
 
@@ -124,6 +124,51 @@ pub static SPEND: Lazy<IntCounterVec> = Lazy::new(|| {
     .unwrap()
 });
 
+pub static DEPLOYMENT_STATE: Lazy<IntGaugeVec> = Lazy::new(|| {
+    register_int_gauge_vec!(
+        "tollgate_deployment_state",
+        "Circuit breaker of each deployment: 0 closed (serving), 1 half-open (probing), 2 open (ejected)",
+        &["deployment", "provider"]
+    )
+    .unwrap()
+});
+
+pub static DEPLOYMENT_EJECTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_deployment_ejections_total",
+        "Times a deployment's circuit breaker opened",
+        &["deployment"]
+    )
+    .unwrap()
+});
+
+pub static UPSTREAM_ATTEMPTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_upstream_attempts_total",
+        "Attempts by deployment and outcome (ok, status_429, status_5xx, connect, timeout, io)",
+        &["deployment", "outcome"]
+    )
+    .unwrap()
+});
+
+pub static RETRIES: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_retries_total",
+        "Failed attempts retried elsewhere, by kind (deployment: same model; fallback: another model) and reason",
+        &["kind", "reason"]
+    )
+    .unwrap()
+});
+
+pub static RETRIES_DENIED: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_retries_denied_total",
+        "Retries not made although another deployment was left, by reason (budget, deadline)",
+        &["reason"]
+    )
+    .unwrap()
+});
+
 static SEEN_MODELS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 static SEEN_KEYS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 
@@ -169,6 +214,11 @@ pub fn init() {
     Lazy::force(&RATE_LIMITED);
     Lazy::force(&SPEND);
     Lazy::force(&KEY_TOKENS);
+    Lazy::force(&DEPLOYMENT_STATE);
+    Lazy::force(&DEPLOYMENT_EJECTIONS);
+    Lazy::force(&UPSTREAM_ATTEMPTS);
+    Lazy::force(&RETRIES);
+    Lazy::force(&RETRIES_DENIED);
 }
 
 /// The Prometheus text exposition of the default registry.

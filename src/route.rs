@@ -6,13 +6,22 @@
 //!    configured provider: the prefix is stripped before forwarding (so
 //!    `openrouter/meta-llama/llama-3` goes to `openrouter` as `meta-llama/llama-3`, while a bare
 //!    `meta-llama/llama-3` is not mistaken for a provider);
-//! 3. a model listed under a provider's `models`;
-//! 4. prefix rules (`claude-` → anthropic, `gpt-` → openai, ...), first match wins, skipping
+//! 2. a name under `deployments:` is a group: its deployments in the order
+//!    [`crate::balance::order`] gives (priority, weight, health);
+//! 3. `provider:model` or `provider/model`, ... (below);
+//! 4. a model listed under a provider's `models`;
+//! 5. prefix rules (`claude-` → anthropic, `gpt-` → openai, ...), first match wins, skipping
 //!    rules whose provider is not configured.
+//!
+//! [`Router::candidates`] adds what a failed attempt may move on to: the group's other
+//! deployments, then the `fallbacks:` of the selector (other models, any format), at most
+//! `failover.max_attempts` in all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
+use crate::balance::{self, Deployment, Health};
 use crate::config::{Config, PrefixRoute, Provider};
 use crate::error::{ErrorKind, GatewayError};
 
@@ -21,10 +30,19 @@ pub struct Route {
     pub provider: Arc<Provider>,
     /// The model name sent upstream.
     pub model: String,
+    /// The breaker of the deployment (a provider on its own is one deployment).
+    pub health: Arc<Health>,
+    /// Reached through `fallbacks:` (another model than the one asked for).
+    pub fallback: bool,
 }
 
 pub struct Router {
     providers: BTreeMap<String, Arc<Provider>>,
+    /// One breaker per provider, for routes outside deployment groups.
+    provider_health: HashMap<String, Arc<Health>>,
+    groups: HashMap<String, Vec<Arc<Deployment>>>,
+    fallbacks: HashMap<String, Vec<String>>,
+    max_attempts: usize,
     aliases: HashMap<String, String>,
     listed: HashMap<String, String>,
     prefixes: Vec<PrefixRoute>,
@@ -46,12 +64,145 @@ impl Router {
                 listed.entry(m.clone()).or_insert_with(|| name.clone());
             }
         }
-        Router {
+        let fo = &cfg.failover;
+        let provider_health = providers
+            .keys()
+            .map(|n| (n.clone(), Arc::new(Health::new(n, n, fo.policy.breaker))))
+            .collect();
+        let groups = fo
+            .groups
+            .iter()
+            .map(|(g, specs)| {
+                let deps = specs
+                    .iter()
+                    .map(|d| {
+                        Arc::new(Deployment {
+                            provider: Arc::new(d.provider.clone()),
+                            model: d.model.clone(),
+                            weight: d.weight,
+                            priority: d.priority,
+                            health: Arc::new(Health::new(
+                                &d.id,
+                                &d.provider.name,
+                                fo.policy.breaker,
+                            )),
+                        })
+                    })
+                    .collect();
+                (g.clone(), deps)
+            })
+            .collect();
+        let r = Router {
             providers,
+            provider_health,
+            groups,
+            fallbacks: fo.fallbacks.clone().into_iter().collect(),
+            max_attempts: fo.policy.max_attempts,
             aliases: cfg.aliases.clone().into_iter().collect(),
             listed,
             prefixes: cfg.prefix_routes.clone(),
+        };
+        for (from, to) in &r.fallbacks {
+            for t in to {
+                if let Err(e) = r.resolve(t) {
+                    log::warn!("fallback '{t}' of '{from}' does not resolve: {}", e.message);
+                }
+            }
         }
+        r
+    }
+
+    fn route_to(&self, p: &Arc<Provider>, model: &str) -> Route {
+        Route {
+            provider: p.clone(),
+            model: model.to_string(),
+            health: self.provider_health[&p.name].clone(),
+            fallback: false,
+        }
+    }
+
+    fn alias<'a>(&'a self, selector: &'a str) -> &'a str {
+        self.aliases
+            .get(selector)
+            .map(String::as_str)
+            .unwrap_or(selector)
+    }
+
+    /// Every route a request for `selector` may try, in order: the first, and the ones a
+    /// failed attempt moves on to (none, and no allocation, for a plain route).
+    pub fn candidates(&self, selector: &str) -> Result<(Route, Vec<Route>), GatewayError> {
+        let target = self.alias(selector);
+        let fallbacks = self
+            .fallbacks
+            .get(selector)
+            .or_else(|| self.fallbacks.get(target));
+        let Some(group) = self.groups.get(target) else {
+            let first = self.resolve(selector)?;
+            let Some(fb) = fallbacks else {
+                return Ok((first, Vec::new()));
+            };
+            let mut rest = Vec::new();
+            self.add_fallbacks(&first, fb, &mut rest);
+            return Ok((first, rest));
+        };
+        let mut all: Vec<Route> = balance::order(group, Instant::now(), &mut rand::thread_rng())
+            .into_iter()
+            .map(|d| Route {
+                provider: d.provider.clone(),
+                model: d.model.clone(),
+                health: d.health.clone(),
+                fallback: false,
+            })
+            .collect();
+        let first = all.remove(0);
+        if let Some(fb) = fallbacks {
+            self.add_fallbacks(&first, fb, &mut all);
+        }
+        all.truncate(self.max_attempts.saturating_sub(1));
+        Ok((first, all))
+    }
+
+    fn add_fallbacks(&self, first: &Route, fallbacks: &[String], out: &mut Vec<Route>) {
+        for f in fallbacks {
+            let target = self.alias(f);
+            let routes: Vec<Route> = match self.groups.get(target) {
+                Some(g) => balance::order(g, Instant::now(), &mut rand::thread_rng())
+                    .into_iter()
+                    .map(|d| Route {
+                        provider: d.provider.clone(),
+                        model: d.model.clone(),
+                        health: d.health.clone(),
+                        fallback: true,
+                    })
+                    .collect(),
+                None => match self.resolve(f) {
+                    Ok(mut r) => {
+                        r.fallback = true;
+                        vec![r]
+                    }
+                    Err(_) => continue,
+                },
+            };
+            for r in routes {
+                let same = |x: &Route| Arc::ptr_eq(&x.health, &r.health) && x.model == r.model;
+                if !same(first) && !out.iter().any(same) {
+                    out.push(r);
+                }
+            }
+        }
+        out.truncate(self.max_attempts.saturating_sub(1));
+    }
+
+    /// Every breaker: providers on their own, then the deployments of each group.
+    pub fn health(&self) -> Vec<Arc<Health>> {
+        let mut v: Vec<Arc<Health>> = self.provider_health.values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut groups: Vec<_> = self.groups.iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(b.0));
+        for (_, deps) in groups {
+            v.extend(deps.iter().map(|d| d.health.clone()));
+        }
+        v
     }
 
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
@@ -71,27 +222,26 @@ impl Router {
                 GatewayError::invalid("'model' is not a valid model name.").with_param("model")
             );
         }
-        let target = self
-            .aliases
-            .get(selector)
-            .map(String::as_str)
-            .unwrap_or(selector);
+        let target = self.alias(selector);
+        if let Some(group) = self.groups.get(target) {
+            let d = balance::order(group, Instant::now(), &mut rand::thread_rng())[0];
+            return Ok(Route {
+                provider: d.provider.clone(),
+                model: d.model.clone(),
+                health: d.health.clone(),
+                fallback: false,
+            });
+        }
         if let Some(r) = self.explicit(target) {
             return r;
         }
         if let Some(p) = self.listed.get(target).and_then(|n| self.providers.get(n)) {
-            return Ok(Route {
-                provider: p.clone(),
-                model: target.to_string(),
-            });
+            return Ok(self.route_to(p, target));
         }
         for rule in &self.prefixes {
             if target.starts_with(&rule.prefix) {
                 if let Some(p) = self.providers.get(&rule.provider) {
-                    return Ok(Route {
-                        provider: p.clone(),
-                        model: target.to_string(),
-                    });
+                    return Ok(self.route_to(p, target));
                 }
             }
         }
@@ -108,10 +258,7 @@ impl Router {
             ))
             .with_param("model")));
         }
-        Some(Ok(Route {
-            provider: p.clone(),
-            model: model.to_string(),
-        }))
+        Some(Ok(self.route_to(p, model)))
     }
 
     fn unknown(&self, selector: &str) -> GatewayError {
@@ -154,7 +301,13 @@ impl Router {
     /// Models this gateway can name: aliases and listed models (bounded, sorted).
     pub fn known_models(&self, limit: usize) -> Vec<String> {
         let listed = self.listed.iter().map(|(m, p)| format!("{p}:{m}"));
-        let mut v: Vec<String> = self.aliases.keys().cloned().chain(listed).collect();
+        let mut v: Vec<String> = self
+            .aliases
+            .keys()
+            .chain(self.groups.keys())
+            .cloned()
+            .chain(listed)
+            .collect();
         v.sort();
         v.dedup();
         v.truncate(limit);
@@ -168,6 +321,9 @@ impl Router {
             for m in &p.models {
                 v.push((format!("{name}:{m}"), name.clone()));
             }
+        }
+        for (group, deps) in &self.groups {
+            v.push((group.clone(), deps[0].provider.name.clone()));
         }
         for (alias, target) in &self.aliases {
             let owner = self
@@ -286,5 +442,77 @@ aliases:
         let r = router("providers:\n  anthropic: {kind: anthropic, base_url: 'http://127.0.0.1:2', api_key: b}\n");
         assert!(r.resolve("gpt-4o").is_err());
         assert!(r.resolve("claude-x").is_ok());
+    }
+
+    const G: &str = "
+providers:
+  east: {kind: openai, base_url: 'http://127.0.0.1:1/v1', api_key: a}
+  west: {kind: openai, base_url: 'http://127.0.0.1:2/v1', api_key: b}
+  az: {kind: azure, base_url: 'http://127.0.0.1:3/openai/v1', api_key: c}
+  anthropic: {kind: anthropic, base_url: 'http://127.0.0.1:4', api_key: d}
+deployments:
+  gpt-4.1:
+    - {provider: east, weight: 3}
+    - {provider: west}
+    - {provider: az, model: gpt41-prod, priority: 1, api_key: c2, first_byte_timeout_ms: 2000}
+fallbacks:
+  claude-sonnet-4-6: [gpt-4.1, 'anthropic:claude-sonnet-4-6', nope:x]
+failover: {max_attempts: 4}
+";
+
+    #[test]
+    fn groups_list_every_deployment_then_fallbacks() {
+        let r = router(G);
+        let (first, rest) = r.candidates("gpt-4.1").unwrap();
+        assert!(["east", "west"].contains(&first.provider.name.as_str()));
+        assert_eq!(rest.len(), 2);
+        let standby = &rest[1];
+        assert_eq!(standby.provider.name, "az");
+        assert_eq!(standby.model, "gpt41-prod");
+        assert_eq!(standby.provider.api_key.as_deref(), Some("c2"));
+        assert_eq!(standby.provider.auth_header.as_deref(), Some("api-key"));
+        assert_eq!(
+            standby.provider.timeouts.first_byte,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(standby.health.id, "gpt-4.1/az");
+        assert!(rest.iter().all(|x| !x.fallback));
+
+        // A plain route with fallbacks: the group's deployments, in order, capped; the
+        // selector that does not resolve is skipped; the primary is not repeated.
+        let (first, rest) = r.candidates("claude-sonnet-4-6").unwrap();
+        assert_eq!(first.provider.name, "anthropic");
+        assert_eq!(rest.len(), 3, "max_attempts 4 = the first + 3");
+        assert!(rest.iter().all(|x| x.fallback));
+        assert!(rest.iter().all(|x| x.provider.name != "anthropic"));
+
+        // No group, no fallback: nothing to move on to.
+        let (_, rest) = r.candidates("east:gpt-4o").unwrap();
+        assert!(rest.is_empty());
+        assert!(r.known_models(50).contains(&"gpt-4.1".to_string()));
+    }
+
+    #[test]
+    fn deployment_config_errors_name_the_field() {
+        let bad = |extra: &str| {
+            Config::from_yaml_str(&format!("{G}{extra}"), &|_| None)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = Config::from_yaml_str(
+            "providers:\n  a: {kind: openai, base_url: 'http://127.0.0.1:1/v1'}\ndeployments:\n  m: [{provider: b}]\n",
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("deployments.m[0].provider"), "{e}");
+        assert!(bad("limits: {}\nfailover2: 1\n").contains("failover2"));
+        let e = Config::from_yaml_str(
+            "providers:\n  a: {kind: openai, base_url: 'http://127.0.0.1:1/v1'}\ndeployments:\n  m: [{provider: a, weight: 0}]\n",
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("weight"), "{e}");
     }
 }

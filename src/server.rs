@@ -131,6 +131,10 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     let state = Arc::new(AppState {
         inflight,
         router: Router::new(&cfg),
+        retry_budget: crate::balance::budget::RetryBudget::new(
+            cfg.failover.policy.retry_budget_percent,
+            cfg.failover.policy.retry_budget_min_per_second,
+        ),
         keys: keys.clone(),
         store: store.clone(),
         resolver: Default::default(),

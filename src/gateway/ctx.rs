@@ -47,6 +47,15 @@ pub struct Ctx {
     pub estimate: crate::meter::Usage,
     /// The in-flight slot of this request (freed when the context drops).
     pub permit: Option<super::limits::Permit>,
+    /// Where a failed attempt moves on to (other deployments, then fallbacks), in order.
+    pub alternates: Vec<Route>,
+    /// The client's body and query, kept to plan an alternate (only when there is one).
+    pub client_body: Option<Bytes>,
+    pub client_query: Option<String>,
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// The deployments tried, with why each failed (for the error message).
+    pub tried: Vec<String>,
 }
 
 impl Ctx {
@@ -75,6 +84,11 @@ impl Ctx {
             session_id: None,
             estimate: Default::default(),
             permit: None,
+            alternates: Vec::new(),
+            client_body: None,
+            client_query: None,
+            attempts: 0,
+            tried: Vec::new(),
         }
     }
 

@@ -16,7 +16,9 @@ use super::ctx::Ctx;
 use super::response::ResponseTap;
 use super::upstream::{peer_for, prepare_request};
 use super::Gateway;
+use crate::balance::Outcome;
 use crate::metrics;
+use std::time::{Duration, Instant};
 
 /// Sends the request and reads the response header (skipping 1xx).
 async fn send_request(
@@ -38,30 +40,68 @@ async fn send_request(
     }
 }
 
+/// Why an attempt failed, as a metrics label; None when it answered and may be used.
+fn failure_of(res: &Result<HttpSession>) -> Option<(&'static str, Outcome)> {
+    match res {
+        Ok(up) => {
+            let h = up.response_header()?;
+            let status = h.status.as_u16();
+            if status == 429 {
+                // The provider said when to come back: cool off that long.
+                let wait = h
+                    .headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                Some((
+                    "status_429",
+                    wait.map_or(Outcome::Failed, Outcome::RateLimited),
+                ))
+            } else if status >= 500 {
+                Some(("status_5xx", Outcome::Failed))
+            } else {
+                None
+            }
+        }
+        Err(e) => Some((error_reason(e), Outcome::Failed)),
+    }
+}
+
+/// The metrics label of an upstream error.
+pub(super) fn error_reason(e: &Error) -> &'static str {
+    use ErrorType::*;
+    match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => "timeout",
+        ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError
+        | TLSHandshakeFailure | InvalidCert | HandshakeError => "connect",
+        _ => "io",
+    }
+}
+
 impl Gateway {
-    /// Forwards the request in `ctx` and streams the answer. Errors are tagged upstream or
-    /// downstream so that `fail_to_proxy` answers (or stays silent) correctly.
-    pub(super) async fn forward_direct(&self, s: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        ctx.direct = true;
-        let route = ctx.route.clone().expect("route set before forwarding");
+    /// One attempt on the route in `ctx`: connect (or reuse a pooled connection), send the
+    /// request, read the response header. Nothing reaches the client here, so a failed
+    /// attempt can be retried elsewhere.
+    async fn attempt(
+        &self,
+        s: &Session,
+        ctx: &Ctx,
+        peer: &HttpPeer,
+        deadline: tokio::time::Instant,
+    ) -> Result<HttpSession> {
+        let route = ctx.route.as_ref().expect("route set before forwarding");
         let body = ctx.upstream_body.clone().unwrap_or_default();
-        let addr = ctx
-            .upstream_addr
-            .expect("address resolved before forwarding");
-        let peer: HttpPeer = peer_for(&route.provider, addr, ctx.stream);
         let timeouts = route.provider.timeouts;
-        // The whole request, connect included, ends by this deadline.
-        let deadline = tokio::time::Instant::from_std(ctx.start) + timeouts.total;
         let mut req = s.req_header().clone();
         prepare_request(&mut req, &route.provider, &ctx.upstream_path, body.len())?;
-
-        let mut tries = 0;
         let total_timeout = || Error::explain(ErrorType::ReadTimedout, "total timeout").into_up();
-        let mut up = loop {
+        let mut tries = 0;
+        loop {
             tries += 1;
             let (mut up, reused) = match tokio::time::timeout_at(
                 deadline,
-                self.state.connector.get_http_session(&peer),
+                self.state.connector.get_http_session(peer),
             )
             .await
             {
@@ -81,7 +121,7 @@ impl Gateway {
                     }
                 };
             match sent {
-                Ok(()) => break up,
+                Ok(()) => return Ok(up),
                 // A pooled connection may have been closed by the provider meanwhile: nothing
                 // was answered, so one fresh attempt is safe.
                 Err(_) if reused && tries < 2 => {
@@ -93,7 +133,136 @@ impl Gateway {
                     return Err(e.into_up());
                 }
             }
+        }
+    }
+
+    /// Moves `ctx` on to the next candidate that can serve the request (planned for its
+    /// format, priced when pricing is required, its host resolved). False when none is left.
+    async fn next_candidate(&self, ctx: &mut Ctx) -> bool {
+        let ledger = &self.state.ledger;
+        while !ctx.alternates.is_empty() {
+            let route = ctx.alternates.remove(0);
+            let price = ledger
+                .prices
+                .load()
+                .lookup(&route.provider.name, &route.model);
+            if price.is_none() && ledger.require_pricing {
+                continue;
+            }
+            let body = ctx.client_body.clone().unwrap_or_default();
+            let Ok(mut req) = super::body::RequestJson::peek(&body) else {
+                return false;
+            };
+            let query = ctx.client_query.take();
+            let planned = super::plan::plan(ctx, &mut req, body, &route, query.as_deref());
+            ctx.client_query = query;
+            let plan = match planned {
+                Ok(p) => p,
+                Err(e) => {
+                    log::info!(
+                        "request {}: skipping {} ({}): {}",
+                        ctx.request_id,
+                        route.health.id,
+                        route.model,
+                        e.message
+                    );
+                    continue;
+                }
+            };
+            let addr = match self
+                .state
+                .resolver
+                .resolve(&route.provider.host, route.provider.port)
+                .await
+            {
+                Ok(a) => a,
+                Err(_) => {
+                    metrics::UPSTREAM_ATTEMPTS
+                        .with_label_values(&[route.health.id.as_str(), "connect"])
+                        .inc();
+                    route.health.record(Outcome::Failed, Instant::now());
+                    continue;
+                }
+            };
+            if let Some(adm) = ctx.admission.as_mut() {
+                adm.price = price;
+            }
+            ctx.upstream_path = plan.path;
+            ctx.tap_spec = Some(plan.tap);
+            ctx.upstream_body = Some(plan.body);
+            ctx.upstream_addr = Some(addr);
+            ctx.route = Some(route);
+            return true;
+        }
+        false
+    }
+
+    /// Forwards the request in `ctx` and streams the answer. A failed attempt (connect
+    /// error, timeout, reset, 429 or 5xx: before anything reached the client) moves on to
+    /// the next candidate while the retry budget and the deadline allow. Errors are tagged
+    /// upstream or downstream so that `fail_to_proxy` answers (or stays silent) correctly.
+    pub(super) async fn forward_direct(&self, s: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        ctx.direct = true;
+        let (mut up, peer, route, deadline) = loop {
+            let route = ctx.route.clone().expect("route set before forwarding");
+            let addr = ctx
+                .upstream_addr
+                .expect("address resolved before forwarding");
+            let peer: HttpPeer = peer_for(&route.provider, addr, ctx.stream);
+            // The whole request, connect included, ends by this deadline.
+            let deadline =
+                tokio::time::Instant::from_std(ctx.start) + route.provider.timeouts.total;
+            route.health.begin(Instant::now());
+            ctx.attempts += 1;
+            let res = self.attempt(s, ctx, &peer, deadline).await;
+            let failure = failure_of(&res);
+            let label = failure.map_or("ok", |f| f.0);
+            metrics::UPSTREAM_ATTEMPTS
+                .with_label_values(&[route.health.id.as_str(), label])
+                .inc();
+            route
+                .health
+                .record(failure.map_or(Outcome::Ok, |f| f.1), Instant::now());
+            let Some((reason, _)) = failure else {
+                break (res?, peer, route, deadline);
+            };
+            if !ctx.alternates.is_empty() {
+                let denied = if tokio::time::Instant::now() >= deadline {
+                    Some("deadline")
+                } else if !self.state.retry_budget.try_withdraw() {
+                    Some("budget")
+                } else {
+                    None
+                };
+                if let Some(why) = denied {
+                    metrics::RETRIES_DENIED.with_label_values(&[why]).inc();
+                } else if self.next_candidate(ctx).await {
+                    let kind = if ctx.route.as_ref().is_some_and(|r| r.fallback) {
+                        "fallback"
+                    } else {
+                        "deployment"
+                    };
+                    metrics::RETRIES.with_label_values(&[kind, reason]).inc();
+                    log::info!(
+                        "request {}: {} failed ({reason}), trying {}",
+                        ctx.request_id,
+                        route.health.id,
+                        ctx.route.as_ref().map_or("", |r| r.health.id.as_str())
+                    );
+                    ctx.tried.push(format!("{} ({reason})", route.health.id));
+                    if let Ok(mut up) = res {
+                        up.shutdown().await;
+                    }
+                    continue;
+                }
+            }
+            if !ctx.tried.is_empty() {
+                ctx.tried.push(format!("{} ({reason})", route.health.id));
+            }
+            break (res?, peer, route, deadline);
         };
+        let timeouts = route.provider.timeouts;
+        let total_timeout = || Error::explain(ErrorType::ReadTimedout, "total timeout").into_up();
 
         // Between body chunks: the idle timeout.
         up.set_read_timeout(Some(timeouts.stream_idle));
@@ -115,6 +284,9 @@ impl Gateway {
             resp.insert_header("transfer-encoding", "chunked")?;
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if ctx.attempts > 1 {
+            resp.insert_header("x-tollgate-attempts", ctx.attempts.to_string())?;
+        }
         if tap.is_stream {
             metrics::INFLIGHT_STREAMS.inc();
             ctx.counted_inflight = true;
@@ -156,6 +328,7 @@ impl Gateway {
                     Ok(c) => c,
                     Err(e) => {
                         up.shutdown().await;
+                        route.health.record(Outcome::Failed, Instant::now());
                         let etype = e.etype().as_str();
                         if let Some(ev) = super::limits::guard_sync(|| tap.on_upstream_error(etype)).flatten() {
                             let _ = s.write_response_body(Some(ev), true).await;

@@ -62,6 +62,8 @@ pub struct AppState {
     pub inflight: Arc<limits::InFlight>,
     /// A key snapshot was loaded at start (auth works before the store is open).
     pub snapshot_loaded: AtomicBool,
+    /// Bounds failover retries to a share of the traffic.
+    pub retry_budget: crate::balance::budget::RetryBudget,
 }
 
 pub struct Gateway {
@@ -189,12 +191,32 @@ impl Gateway {
             (None, true) => "open",
             (None, false) => "waiting",
         };
+        let now = std::time::Instant::now();
+        let deployments: Vec<Value> = self
+            .state
+            .router
+            .health()
+            .iter()
+            .map(|h| {
+                let snap = h.snapshot(now);
+                json!({
+                    "id": h.id,
+                    "provider": h.provider,
+                    "state": snap.state.label(),
+                    "consecutive_failures": snap.consecutive_failures,
+                    "retry_in_ms": snap.retry_in.map(|d| d.as_millis() as u64),
+                })
+            })
+            .collect();
         let v = json!({
             "status": if refusing { "unavailable" } else if ready { "ok" } else { "starting" },
             "store": store,
             "store_down_ms": shared.and_then(|c| c.down_for_ms()),
             "keys": self.state.keys.len(),
             "providers": self.state.router.providers().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            // Circuit breakers; an open one is ejected (informational: readiness does not
+            // depend on providers, which every instance shares).
+            "deployments": deployments,
             "version": env!("CARGO_PKG_VERSION"),
         });
         let status = if s.req_header().uri.path().ends_with("/ready") && !ready {
@@ -313,7 +335,8 @@ impl Gateway {
             }
         };
         ctx.client_model = model.clone();
-        let route = self.state.router.resolve(&model)?;
+        let (route, alternates) = self.state.router.candidates(&model)?;
+        self.state.retry_budget.deposit();
         self.admit(s, ctx, req.fields(), &route, body.len()).await?;
         if ctx.endpoint == Endpoint::CountTokens {
             ctx.client_header = Some(s.req_header().clone());
@@ -324,6 +347,11 @@ impl Gateway {
             }
         }
         let query = s.req_header().uri.query().map(String::from);
+        if !alternates.is_empty() {
+            ctx.client_body = Some(body.clone());
+            ctx.client_query = query.clone();
+            ctx.alternates = alternates;
+        }
         let plan = plan::plan(ctx, &mut req, body, &route, query.as_deref())?;
         ctx.upstream_path = plan.path;
         ctx.tap_spec = Some(plan.tap);
@@ -345,7 +373,9 @@ impl Gateway {
                 .tap_spec
                 .as_ref()
                 .is_some_and(|t| !matches!(t.translation, response::Translation::None));
-        if !s.retry_buffer_truncated() && !translated_stream {
+        // A request with somewhere to fail over to takes the direct path: it holds the
+        // attempts loop (Pingora's proxy path cannot retry after a response header).
+        if !s.retry_buffer_truncated() && !translated_stream && ctx.alternates.is_empty() {
             return Ok(Flow::Proxy);
         }
         Box::pin(self.forward_direct(s, ctx)).await?;
@@ -606,6 +636,19 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.upstream_ttfb = Some(ctx.start.elapsed());
+        ctx.attempts += 1;
+        if let Some(route) = ctx.route.as_ref() {
+            let status = resp.status.as_u16();
+            let (label, outcome) = match status {
+                429 => ("status_429", crate::balance::Outcome::Failed),
+                500.. => ("status_5xx", crate::balance::Outcome::Failed),
+                _ => ("ok", crate::balance::Outcome::Ok),
+            };
+            metrics::UPSTREAM_ATTEMPTS
+                .with_label_values(&[route.health.id.as_str(), label])
+                .inc();
+            route.health.record(outcome, std::time::Instant::now());
+        }
         let spec = ctx.tap_spec.clone().expect("planned");
         let tap = ResponseTap::on_header(resp, &spec);
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
@@ -686,6 +729,18 @@ impl ProxyHttp for Gateway {
             metrics::UPSTREAM_ERRORS
                 .with_label_values(&[provider.as_str(), kind])
                 .inc();
+            // The proxy path's failures count against the deployment here (the direct path
+            // records its own).
+            if let (false, Some(route)) = (ctx.direct, ctx.route.as_ref()) {
+                if ctx.tap.is_none() {
+                    metrics::UPSTREAM_ATTEMPTS
+                        .with_label_values(&[route.health.id.as_str(), direct::error_reason(e)])
+                        .inc();
+                }
+                route
+                    .health
+                    .record(crate::balance::Outcome::Failed, std::time::Instant::now());
+            }
         }
         let Some(gw) = gw else {
             ctx.client_gone = true;
@@ -694,6 +749,15 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         };
+        let mut gw = gw;
+        if ctx.tried.len() > 1 {
+            gw.message = format!(
+                "{} Tried {} deployments: {}.",
+                gw.message,
+                ctx.tried.len(),
+                ctx.tried.join(", ")
+            );
+        }
         ctx.error = Some(gw.message.clone());
         let code = gw.status();
         if s.response_written().is_none() {

@@ -142,8 +142,13 @@ pub fn prepare_request(
     };
     up.insert_header("host", host)?;
     if let Some(key) = &p.api_key {
-        let (name, value) = p.kind.auth_header(key);
-        up.insert_header(name, value)?;
+        match &p.auth_header {
+            Some(name) => up.insert_header(name.clone(), key.as_str())?,
+            None => {
+                let (name, value) = p.kind.auth_header(key);
+                up.insert_header(name, value)?;
+            }
+        }
     }
     if p.kind == crate::providers::ProviderKind::Anthropic
         && up.headers.get("anthropic-version").is_none()
