@@ -143,6 +143,15 @@ impl Router {
             };
             let mut rest = Vec::new();
             self.add_fallbacks(&first, fb, &mut rest);
+            let now = Instant::now();
+            if !first.health.available(now) {
+                if let Some(i) = rest.iter().position(|r| r.health.available(now)) {
+                    // The primary is ejected: a healthy fallback goes first.
+                    let healthy = rest.remove(i);
+                    rest.insert(0, first);
+                    return Ok((healthy, rest));
+                }
+            }
             return Ok((first, rest));
         };
         let mut all: Vec<Route> = balance::order(group, Instant::now(), &mut rand::thread_rng())
@@ -158,8 +167,15 @@ impl Router {
         if let Some(fb) = fallbacks {
             self.add_fallbacks(&first, fb, &mut all);
         }
-        all.truncate(self.max_attempts.saturating_sub(1));
-        Ok((first, all))
+        all.insert(0, first);
+        // Ejected deployments only after every healthy candidate, fallbacks included.
+        let now = Instant::now();
+        let (mut up, down): (Vec<Route>, Vec<Route>) =
+            all.into_iter().partition(|r| r.health.available(now));
+        up.extend(down);
+        let first = up.remove(0);
+        up.truncate(self.max_attempts.saturating_sub(1));
+        Ok((first, up))
     }
 
     fn add_fallbacks(&self, first: &Route, fallbacks: &[String], out: &mut Vec<Route>) {

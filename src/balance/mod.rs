@@ -39,7 +39,10 @@ pub fn order<'a>(
     let mut out = Vec::with_capacity(deps.len());
     let mut i = 0;
     while i < up.len() {
-        let j = i + up[i..].iter().take_while(|d| d.priority == up[i].priority).count();
+        let j = i + up[i..]
+            .iter()
+            .take_while(|d| d.priority == up[i].priority)
+            .count();
         weighted_shuffle(&mut up[i..j], rng);
         out.extend_from_slice(&up[i..j]);
         i = j;
@@ -101,7 +104,10 @@ mod tests {
         for _ in 0..4000 {
             let o = order(&d, now, &mut rng);
             assert_eq!(o.len(), 3);
-            assert_eq!(o[2].health.id, "standby", "priority 1 only after priority 0");
+            assert_eq!(
+                o[2].health.id, "standby",
+                "priority 1 only after priority 0"
+            );
             if o[0].health.id == "a" {
                 first_a += 1;
             }

@@ -153,12 +153,14 @@ pub fn build(
                 ));
             }
             let t = &mut p.timeouts;
-            if let Some(v) = positive_ms(d.connect_timeout_ms, &format!("{f}.connect_timeout_ms"))? {
+            if let Some(v) = positive_ms(d.connect_timeout_ms, &format!("{f}.connect_timeout_ms"))?
+            {
                 t.connect = v;
             }
-            if let Some(v) =
-                positive_ms(d.first_byte_timeout_ms, &format!("{f}.first_byte_timeout_ms"))?
-            {
+            if let Some(v) = positive_ms(
+                d.first_byte_timeout_ms,
+                &format!("{f}.first_byte_timeout_ms"),
+            )? {
                 t.first_byte = v;
             }
             if let Some(v) = positive_ms(
@@ -230,8 +232,8 @@ pub fn build(
             "must be greater than 0",
         ));
     }
-    let cooldown = positive_ms(rb.cooldown_ms, "failover.breaker.cooldown_ms")?
-        .unwrap_or(d.breaker.cooldown);
+    let cooldown =
+        positive_ms(rb.cooldown_ms, "failover.breaker.cooldown_ms")?.unwrap_or(d.breaker.cooldown);
     let max_cooldown = positive_ms(rb.max_cooldown_ms, "failover.breaker.max_cooldown_ms")?
         .unwrap_or(d.breaker.max_cooldown.max(cooldown));
     if max_cooldown < cooldown {
