@@ -345,6 +345,44 @@ async fn connect_errors_timeouts_and_429_move_on() {
     let d = s.deployment("gpt-4.1/a").await;
     assert_eq!(d["state"], "open");
     assert!(d["retry_in_ms"].as_u64().unwrap() > 25_000, "{d}");
+
+    // A 200 whose body is not JSON (read ahead before anything reaches the client) counts
+    // as a failure: served by the next deployment.
+    s.clear();
+    s.b.set_default_fault(Some(Fault {
+        fault: Some("invalid-json-200".into()),
+        ..Default::default()
+    }));
+    let r = s.post("/v1/chat/completions", &chat("spread", false)).await;
+    assert_eq!(
+        r.status(),
+        502,
+        "spread: dead, then b's garbage: nothing left"
+    );
+    let v: Value = r.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("invalid response body"), "{v}");
+    assert!(msg.contains("spread/b (invalid_body)"), "{v}");
+    let r = s.post("/v1/chat/completions", &chat("slow", false)).await;
+    assert_eq!(r.status(), 200, "slow: a is healthy again, b unused");
+    s.a.set_default_fault(Some(Fault {
+        fault: Some("invalid-json-200".into()),
+        ..Default::default()
+    }));
+    s.b.set_default_fault(None);
+    let r = s.post("/v1/chat/completions", &chat("slow", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(attempts(&r), 2);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    assert_eq!(
+        s.metric(
+            "tollgate_upstream_attempts_total",
+            &["slow/a", "invalid_body"]
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]

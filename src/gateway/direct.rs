@@ -40,10 +40,30 @@ async fn send_request(
     }
 }
 
+/// A non-streamed answer is read ahead up to this size before anything reaches the client,
+/// so that a provider's garbage 200 can still fail over or become a clean 502. Larger
+/// answers (big embedding batches) are streamed through unchecked after this much.
+const READ_AHEAD: usize = 8 * 1024 * 1024;
+
+/// An attempt that got a response header, and the body read ahead (non-streamed 2xx
+/// answers): the bytes and whether they are the whole body.
+pub(super) struct Attempt {
+    up: HttpSession,
+    ahead: Option<(Bytes, bool)>,
+}
+
+fn is_json(b: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+}
+
 /// Why an attempt failed, as a metrics label; None when it answered and may be used.
-fn failure_of(res: &Result<HttpSession>) -> Option<(&'static str, Outcome)> {
+fn failure_of(res: &Result<Attempt>) -> Option<(&'static str, Outcome)> {
     match res {
-        Ok(up) => {
+        Ok(Attempt {
+            ahead: Some((body, true)),
+            ..
+        }) if !is_json(body) => Some(("invalid_body", Outcome::Failed)),
+        Ok(Attempt { up, .. }) => {
             let h = up.response_header()?;
             let status = h.status.as_u16();
             if status == 429 {
@@ -79,6 +99,52 @@ pub(super) fn error_reason(e: &Error) -> &'static str {
     }
 }
 
+/// Reads a non-streamed 2xx answer ahead (up to [`READ_AHEAD`]); None for streams and
+/// other statuses, which go through as they come.
+async fn read_ahead(
+    up: &mut HttpSession,
+    stream: bool,
+    timeouts: &crate::config::Timeouts,
+    deadline: tokio::time::Instant,
+) -> Result<Option<(Bytes, bool)>> {
+    let Some(h) = up.response_header() else {
+        return Ok(None);
+    };
+    let event_stream = h
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let status = h.status.as_u16();
+    if stream || event_stream || !(200..300).contains(&status) || status == 204 {
+        return Ok(None);
+    }
+    up.set_read_timeout(Some(timeouts.stream_idle));
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, up.read_response_body()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                up.shutdown().await;
+                return Err(e.into_up());
+            }
+            Err(_) => {
+                up.shutdown().await;
+                return Err(Error::explain(ErrorType::ReadTimedout, "total timeout").into_up());
+            }
+        };
+        let Some(c) = chunk else {
+            return Ok(Some((buf.freeze(), true)));
+        };
+        buf.extend_from_slice(&c);
+        if up.response_done() {
+            return Ok(Some((buf.freeze(), true)));
+        }
+        if buf.len() > READ_AHEAD {
+            return Ok(Some((buf.freeze(), false)));
+        }
+    }
+}
+
 impl Gateway {
     /// One attempt on the route in `ctx`: connect (or reuse a pooled connection), send the
     /// request, read the response header. Nothing reaches the client here, so a failed
@@ -89,7 +155,7 @@ impl Gateway {
         ctx: &Ctx,
         peer: &HttpPeer,
         deadline: tokio::time::Instant,
-    ) -> Result<HttpSession> {
+    ) -> Result<Attempt> {
         let route = ctx.route.as_ref().expect("route set before forwarding");
         let body = ctx.upstream_body.clone().unwrap_or_default();
         let timeouts = route.provider.timeouts;
@@ -121,7 +187,10 @@ impl Gateway {
                     }
                 };
             match sent {
-                Ok(()) => return Ok(up),
+                Ok(()) => {
+                    let ahead = read_ahead(&mut up, ctx.stream, &timeouts, deadline).await?;
+                    return Ok(Attempt { up, ahead });
+                }
                 // A pooled connection may have been closed by the provider meanwhile: nothing
                 // was answered, so one fresh attempt is safe.
                 Err(_) if reused && tries < 2 => {
@@ -203,7 +272,7 @@ impl Gateway {
     /// upstream or downstream so that `fail_to_proxy` answers (or stays silent) correctly.
     pub(super) async fn forward_direct(&self, s: &mut Session, ctx: &mut Ctx) -> Result<()> {
         ctx.direct = true;
-        let (mut up, peer, route, deadline) = loop {
+        let (attempt, peer, route, deadline) = loop {
             let route = ctx.route.clone().expect("route set before forwarding");
             let addr = ctx
                 .upstream_addr
@@ -250,8 +319,8 @@ impl Gateway {
                         ctx.route.as_ref().map_or("", |r| r.health.id.as_str())
                     );
                     ctx.tried.push(format!("{} ({reason})", route.health.id));
-                    if let Ok(mut up) = res {
-                        up.shutdown().await;
+                    if let Ok(mut a) = res {
+                        a.up.shutdown().await;
                     }
                     continue;
                 }
@@ -259,8 +328,19 @@ impl Gateway {
             if !ctx.tried.is_empty() {
                 ctx.tried.push(format!("{} ({reason})", route.health.id));
             }
+            if reason == "invalid_body" {
+                if let Ok(mut a) = res {
+                    a.up.shutdown().await;
+                }
+                return Err(Error::explain(
+                    ErrorType::Custom("returned an invalid response body"),
+                    "invalid JSON in a 2xx answer",
+                )
+                .into_up());
+            }
             break (res?, peer, route, deadline);
         };
+        let Attempt { mut up, ahead } = attempt;
         let timeouts = route.provider.timeouts;
         let total_timeout = || Error::explain(ErrorType::ReadTimedout, "total timeout").into_up();
 
@@ -302,51 +382,58 @@ impl Gateway {
         // can think for minutes): Anthropic `ping` events, OpenAI `: keep-alive` comments.
         let keepalive = self.state.cfg.stream_keepalive;
         let mut next_ping = tokio::time::Instant::now() + keepalive;
+        // A body read ahead goes first (whole, for the usual non-streamed answer).
+        let mut pending = ahead;
         loop {
-            let chunk = tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    up.shutdown().await;
-                    if let Some(ev) = super::limits::guard_sync(|| tap.on_upstream_error("total timeout")).flatten() {
-                        let _ = s.write_response_body(Some(ev), true).await;
-                    }
-                    ctx.tap = Some(tap);
-                    return Err(total_timeout());
-                }
-                _ = tokio::time::sleep_until(next_ping), if tap.sends_keepalives() => {
-                    next_ping = tokio::time::Instant::now() + keepalive;
-                    if let Some(ping) = tap.keepalive() {
-                        if let Err(e) = s.write_response_body(Some(ping), false).await {
-                            ctx.client_gone = true;
-                            up.shutdown().await;
-                            ctx.tap = Some(tap);
-                            return Err(e.into_down());
-                        }
-                    }
-                    continue;
-                }
-                r = up.read_response_body() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
+            let (chunk, done) = if let Some((b, whole)) = pending.take() {
+                (Some(b), whole)
+            } else {
+                let chunk = tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {
                         up.shutdown().await;
-                        route.health.record(Outcome::Failed, Instant::now());
-                        let etype = e.etype().as_str();
-                        if let Some(ev) = super::limits::guard_sync(|| tap.on_upstream_error(etype)).flatten() {
+                        if let Some(ev) = super::limits::guard_sync(|| tap.on_upstream_error("total timeout")).flatten() {
                             let _ = s.write_response_body(Some(ev), true).await;
                         }
                         ctx.tap = Some(tap);
-                        return Err(e.into_up());
+                        return Err(total_timeout());
                     }
-                },
-                // Watch the client while waiting for the provider: a disconnect closes the
-                // upstream at once, so the provider stops generating.
-                r = s.as_downstream_mut().read_body_or_idle(true) => {
-                    ctx.client_gone = true;
-                    up.shutdown().await;
-                    ctx.tap = Some(tap);
-                    return Err(r.err().unwrap_or_else(|| Error::new(ErrorType::ConnectionClosed)).into_down());
-                }
+                    _ = tokio::time::sleep_until(next_ping), if tap.sends_keepalives() => {
+                        next_ping = tokio::time::Instant::now() + keepalive;
+                        if let Some(ping) = tap.keepalive() {
+                            if let Err(e) = s.write_response_body(Some(ping), false).await {
+                                ctx.client_gone = true;
+                                up.shutdown().await;
+                                ctx.tap = Some(tap);
+                                return Err(e.into_down());
+                            }
+                        }
+                        continue;
+                    }
+                    r = up.read_response_body() => match r {
+                        Ok(c) => c,
+                        Err(e) => {
+                            up.shutdown().await;
+                            route.health.record(Outcome::Failed, Instant::now());
+                            let etype = e.etype().as_str();
+                            if let Some(ev) = super::limits::guard_sync(|| tap.on_upstream_error(etype)).flatten() {
+                                let _ = s.write_response_body(Some(ev), true).await;
+                            }
+                            ctx.tap = Some(tap);
+                            return Err(e.into_up());
+                        }
+                    },
+                    // Watch the client while waiting for the provider: a disconnect closes the
+                    // upstream at once, so the provider stops generating.
+                    r = s.as_downstream_mut().read_body_or_idle(true) => {
+                        ctx.client_gone = true;
+                        up.shutdown().await;
+                        ctx.tap = Some(tap);
+                        return Err(r.err().unwrap_or_else(|| Error::new(ErrorType::ConnectionClosed)).into_down());
+                    }
+                };
+                let done = chunk.is_none() || up.response_done();
+                (chunk, done)
             };
-            let done = chunk.is_none() || up.response_done();
             next_ping = tokio::time::Instant::now() + keepalive;
             let mut out = chunk;
             let trigger = super::test_panic_wanted(s, "response");

@@ -373,9 +373,15 @@ impl Gateway {
                 .tap_spec
                 .as_ref()
                 .is_some_and(|t| !matches!(t.translation, response::Translation::None));
-        // A request with somewhere to fail over to takes the direct path: it holds the
-        // attempts loop (Pingora's proxy path cannot retry after a response header).
-        if !s.retry_buffer_truncated() && !translated_stream && ctx.alternates.is_empty() {
+        // The direct path holds the attempts loop (Pingora's proxy path cannot retry after a
+        // response header) and reads non-streamed answers ahead, so that a provider's
+        // invalid 200 fails over or becomes a 502 instead of reaching the client. Same-format
+        // streams with a replayable body and nowhere to fail over to stay on the proxy path.
+        if ctx.stream
+            && !s.retry_buffer_truncated()
+            && !translated_stream
+            && ctx.alternates.is_empty()
+        {
             return Ok(Flow::Proxy);
         }
         Box::pin(self.forward_direct(s, ctx)).await?;
