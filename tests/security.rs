@@ -508,6 +508,8 @@ struct Outcome {
     last_ok_ms: f64,
     /// 200s on requests sent after the change took effect.
     ok_after: usize,
+    /// From sending the change to its answer.
+    change_ms: f64,
 }
 
 fn envelope_ok(s: &Sample, want: &Refusal) -> bool {
@@ -524,6 +526,7 @@ fn judge(
     case: &str,
     conns: usize,
     samples: &[Sample],
+    started: Instant,
     effective: Instant,
     want: &Refusal,
 ) -> Outcome {
@@ -532,11 +535,22 @@ fn judge(
     // only its inference is refused.
     let judged = |s: &&Sample| !want.inference_only || !s.kind.keeps_connection();
     for s in samples {
-        assert!(
-            s.reopened == 0 || s.sent >= effective,
-            "{case}: connection {} was closed before the change",
-            s.conn
-        );
+        // The change applies before it is answered: a refusal (and with it a closed
+        // connection) may come once it was sent.
+        if s.reopened > 0 && s.sent < started {
+            let prev: Vec<String> = samples
+                .iter()
+                .filter(|p| p.conn == s.conn && p.sent < s.sent)
+                .rev()
+                .take(2)
+                .map(|p| format!("{} at -{:?} {}", p.status, started - p.sent, p.body))
+                .collect();
+            panic!(
+                "{case}: connection {} was closed {:?} before the change; before: {prev:?}",
+                s.conn,
+                started - s.sent
+            );
+        }
         if s.kind.keeps_connection() {
             assert_eq!(
                 s.reopened, 0,
@@ -544,6 +558,12 @@ fn judge(
                 s.conn, s.kind
             );
         }
+        assert!(
+            s.done >= started || s.status == 200,
+            "{case}: refused before the change: {} {}",
+            s.status,
+            s.body
+        );
         if !judged(&s) {
             assert_eq!(s.status, 200, "{case}: {:?} refused: {}", s.kind, s.body);
             continue;
@@ -604,6 +624,7 @@ fn judge(
         .max()
         .expect("no 200 at all");
     Outcome {
+        change_ms: ms(effective, started),
         case: case.to_string(),
         conns,
         requests: samples.len(),
@@ -647,19 +668,25 @@ fn run_case(
     case: &str,
     conns: usize,
     secret: &str,
-    change: impl FnOnce() -> Instant,
+    change: impl FnOnce() -> (Instant, Instant),
     want: Refusal,
 ) -> Outcome {
+    // A key created on another instance arrives with its next sync.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&mut RawConn::connect(port).unwrap(), secret, Kind::Models).status != 200 {
+        assert!(Instant::now() < deadline, "{case}: the key never worked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let traffic = Traffic::start(port, secret, conns);
     traffic.wait_all_served();
     std::thread::sleep(Duration::from_millis(200));
-    let effective = change();
+    let (started, effective) = change();
     let end = effective + AFTER;
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }
     let samples = traffic.finish();
-    judge(case, conns, &samples, effective, &want)
+    judge(case, conns, &samples, started, effective, &want)
 }
 
 /// The `Instant` at which the wall clock reads `unix_secs`.
@@ -680,13 +707,19 @@ fn instant_at(unix_secs: u64) -> Instant {
 fn print_outcomes(title: &str, rows: &[Outcome]) {
     println!("\n{title}");
     println!(
-        "{:<34} | {:>5} | {:>8} | {:>7} | {:>22} | {:>15}",
-        "case", "conns", "requests", "judged", "last 200 after change", "200s sent after"
+        "{:<34} | {:>5} | {:>8} | {:>7} | {:>12} | {:>22} | {:>15}",
+        "case",
+        "conns",
+        "requests",
+        "judged",
+        "change took",
+        "last 200 after answer",
+        "200s sent after"
     );
     for o in rows {
         println!(
-            "{:<34} | {:>5} | {:>8} | {:>7} | {:>19.1} ms | {:>15}",
-            o.case, o.conns, o.requests, o.judged, o.last_ok_ms, o.ok_after
+            "{:<34} | {:>5} | {:>8} | {:>7} | {:>9.1} ms | {:>19.1} ms | {:>15}",
+            o.case, o.conns, o.requests, o.judged, o.change_ms, o.last_ok_ms, o.ok_after
         );
     }
 }
@@ -718,9 +751,10 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
             16,
             &secret,
             || {
+                let t0 = Instant::now();
                 let (st, v) = admin(port, "DELETE", &format!("/v1/keys/{id}"), None);
                 assert_eq!(st, 200, "{v}");
-                Instant::now()
+                (t0, Instant::now())
             },
             // A deleted key is unknown.
             Refusal {
@@ -739,6 +773,7 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
             8,
             &secret,
             || {
+                let t0 = Instant::now();
                 let (st, v) = admin(
                     port,
                     "PATCH",
@@ -746,7 +781,7 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
                     Some(json!({"active": false})),
                 );
                 assert_eq!(st, 200, "{v}");
-                Instant::now()
+                (t0, Instant::now())
             },
             revoked,
         ));
@@ -760,10 +795,11 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
             8,
             &secret,
             || {
+                let t0 = Instant::now();
                 let (st, v) = admin(port, "POST", &format!("/v1/keys/{id}/rotate"), None);
                 assert_eq!(st, 200, "{v}");
                 rotated = Some(v["key"].as_str().unwrap().to_string());
-                Instant::now()
+                (t0, Instant::now())
             },
             Refusal {
                 status: 401,
@@ -790,9 +826,10 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
             8,
             &secret,
             || {
+                let t0 = Instant::now();
                 let (st, v) = admin(port, "DELETE", "/v1/users/sec-gone", None);
                 assert_eq!(st, 200, "{v}");
-                Instant::now()
+                (t0, Instant::now())
             },
             Refusal {
                 status: 401,
@@ -820,6 +857,7 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
             8,
             &secret,
             || {
+                let t0 = Instant::now();
                 let (st, v) = admin(
                     port,
                     "PATCH",
@@ -827,7 +865,7 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
                     Some(json!({"blocked": true})),
                 );
                 assert_eq!(st, 200, "{v}");
-                Instant::now()
+                (t0, Instant::now())
             },
             Refusal {
                 status: 403,
@@ -853,7 +891,7 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
                 let at = instant_at(expires);
                 assert!(Instant::now() < at, "warm-up outlasted the key's lifetime");
                 std::thread::sleep(at - Instant::now());
-                at
+                (at, at)
             },
             Refusal {
                 status: 401,
@@ -870,4 +908,91 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
         "revocation on a 4-thread gateway (judged: requests sent ≥ 1 s after the change, all refused)",
         &rows,
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Revocation across instances sharing a PostgreSQL store
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_on_one_instance_stops_on_another_within_a_second() {
+    let Ok(pg) = std::env::var("TOLLGATE_TEST_PG_URL") else {
+        eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
+        return;
+    };
+    let mock = MockServer::start().await;
+    let url = mock.url();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let schema = format!("t_sec_{:x}_{}", nanos, std::process::id());
+    // The default sync interval (200 ms): what an operator gets.
+    let store = format!(
+        "store:\n  kind: postgres\n  url: \"{pg}\"\n  schema: {schema}\n  auto_migrate: true\n  connect_timeout_ms: 1000\n  statement_timeout_ms: 2000\n"
+    );
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        // One after the other: the first applies the migrations.
+        let a = Gateway::start_with(|port, dir| config_with_threads(&url, port, dir, 2, &store));
+        let b = Gateway::start_with(|port, dir| config_with_threads(&url, port, dir, 4, &store));
+        (a, b)
+    })
+    .await
+    .unwrap();
+    let (pa, pb) = (a.port, b.port);
+    let rows = tokio::task::spawn_blocking(move || {
+        let mut rows = Vec::new();
+        // Created on A, used on B (wait_all_served waits for it to arrive), deleted on A.
+        let (id, secret) = new_key(pa, json!({"name": "roaming-deleted"}));
+        rows.push(run_case(
+            pb,
+            "DELETE on A, traffic on B",
+            8,
+            &secret,
+            || {
+                let t0 = Instant::now();
+                let (st, v) = admin(pa, "DELETE", &format!("/v1/keys/{id}"), None);
+                assert_eq!(st, 200, "{v}");
+                (t0, Instant::now())
+            },
+            Refusal {
+                status: 401,
+                etype: "authentication_error",
+                says: "Invalid API key",
+                inference_only: false,
+            },
+        ));
+        let (id, secret) = new_key(pa, json!({"name": "roaming-deactivated"}));
+        rows.push(run_case(
+            pb,
+            "PATCH active=false on A, on B",
+            8,
+            &secret,
+            || {
+                let t0 = Instant::now();
+                let (st, v) = admin(
+                    pa,
+                    "PATCH",
+                    &format!("/v1/keys/{id}"),
+                    Some(json!({"active": false})),
+                );
+                assert_eq!(st, 200, "{v}");
+                (t0, Instant::now())
+            },
+            Refusal {
+                status: 401,
+                etype: "authentication_error",
+                says: "revoked",
+                inference_only: false,
+            },
+        ));
+        rows
+    })
+    .await
+    .unwrap();
+    print_outcomes(
+        "revocation across two instances on PostgreSQL (sync interval 200 ms; judged: sent ≥ 1 s after)",
+        &rows,
+    );
+    drop((a, b));
 }
