@@ -252,3 +252,211 @@ pub fn events(text: &str) -> Vec<(String, serde_json::Value)> {
     }
     out
 }
+
+/// `config_for` with another number of Pingora worker threads.
+pub fn config_with_threads(
+    mock_url: &str,
+    port: u16,
+    dir: &Path,
+    threads: usize,
+    extra: &str,
+) -> String {
+    config_for(mock_url, port, dir, extra).replacen(
+        "\nthreads: 2\n",
+        &format!("\nthreads: {threads}\n"),
+        1,
+    )
+}
+
+/// An answer read by `RawConn`.
+pub struct RawResp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// A blocking HTTP/1.1 client on one keep-alive connection, for tests that must know which
+/// connection a request went over (reqwest's pool hides it). Reads `content-length` and
+/// chunked bodies. A connection the server closed is reopened on the next request and
+/// counted in `reconnects`.
+pub struct RawConn {
+    port: u16,
+    stream: Option<std::net::TcpStream>,
+    buf: Vec<u8>,
+    pub reconnects: usize,
+}
+
+impl RawConn {
+    pub fn connect(port: u16) -> std::io::Result<RawConn> {
+        let mut c = RawConn {
+            port,
+            stream: None,
+            buf: Vec::new(),
+            reconnects: 0,
+        };
+        c.open()?;
+        Ok(c)
+    }
+
+    fn open(&mut self) -> std::io::Result<()> {
+        let s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        self.stream = Some(s);
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Sends one request and reads its whole answer.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<RawResp> {
+        use std::io::Write;
+        if self.stream.is_none() {
+            self.reconnects += 1;
+            self.open()?;
+        }
+        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE") {
+            req.push_str(&format!("content-length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut out = req.into_bytes();
+        out.extend_from_slice(body);
+        let res = self
+            .stream
+            .as_mut()
+            .unwrap()
+            .write_all(&out)
+            .and_then(|()| self.read_response(method == "HEAD"));
+        match res {
+            Ok((resp, keep)) => {
+                if !keep {
+                    self.stream = None;
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                self.stream = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        use std::io::Read;
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.as_mut().unwrap().read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    fn take_line(&mut self) -> std::io::Result<String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Ok(line);
+            }
+            self.fill()?;
+        }
+    }
+
+    fn take_exact(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            self.fill()?;
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    fn read_response(&mut self, head: bool) -> std::io::Result<(RawResp, bool)> {
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+        let status_line = self.take_line()?;
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(&format!("bad status line {status_line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            let line = self.take_line()?;
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let mut resp = RawResp {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        let keep = !resp
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if head || status == 204 || status == 304 {
+            return Ok((resp, keep));
+        }
+        if resp
+            .header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
+            loop {
+                let size_line = self.take_line()?;
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
+                    .map_err(|_| bad("bad chunk size"))?;
+                if size == 0 {
+                    while !self.take_line()?.is_empty() {}
+                    break;
+                }
+                let data = self.take_exact(size)?;
+                resp.body.extend_from_slice(&data);
+                self.take_exact(2)?;
+            }
+            Ok((resp, keep))
+        } else if let Some(n) = resp.header("content-length") {
+            let n: usize = n.parse().map_err(|_| bad("bad content-length"))?;
+            resp.body = self.take_exact(n)?;
+            Ok((resp, keep))
+        } else {
+            // Delimited by the end of the connection.
+            loop {
+                match self.fill() {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            resp.body = std::mem::take(&mut self.buf);
+            Ok((resp, false))
+        }
+    }
+}
