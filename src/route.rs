@@ -132,11 +132,19 @@ impl Router {
     /// failed attempt moves on to (none, and no allocation, for a plain route).
     pub fn candidates(&self, selector: &str) -> Result<(Route, Vec<Route>), GatewayError> {
         let target = self.alias(selector);
-        let fallbacks = self
-            .fallbacks
-            .get(selector)
-            .or_else(|| self.fallbacks.get(target));
-        let Some(group) = self.groups.get(target) else {
+        let fallbacks = if self.fallbacks.is_empty() {
+            None
+        } else {
+            self.fallbacks
+                .get(selector)
+                .or_else(|| self.fallbacks.get(target))
+        };
+        let group = if self.groups.is_empty() {
+            None
+        } else {
+            self.groups.get(target)
+        };
+        let Some(group) = group else {
             let first = self.resolve(selector)?;
             let Some(fb) = fallbacks else {
                 return Ok((first, Vec::new()));
@@ -239,7 +247,10 @@ impl Router {
             );
         }
         let target = self.alias(selector);
-        if let Some(group) = self.groups.get(target) {
+        if let Some(group) = (!self.groups.is_empty())
+            .then(|| self.groups.get(target))
+            .flatten()
+        {
             let d = balance::order(group, Instant::now(), &mut rand::thread_rng())[0];
             return Ok(Route {
                 provider: d.provider.clone(),

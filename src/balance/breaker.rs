@@ -85,6 +85,9 @@ pub struct Health {
     pub provider: String,
     policy: BreakerPolicy,
     inner: Mutex<Inner>,
+    /// `tollgate_upstream_attempts_total{deployment=id, outcome="ok"}`, resolved once: the
+    /// common case costs no label lookup.
+    attempts_ok: prometheus::IntCounter,
 }
 
 /// A view of the breaker for /health.
@@ -109,9 +112,21 @@ impl Health {
                 cooldown: policy.cooldown,
                 probe_started: None,
             }),
+            attempts_ok: metrics::UPSTREAM_ATTEMPTS.with_label_values(&[id, "ok"]),
         };
         h.publish(State::Closed);
         h
+    }
+
+    /// Counts an attempt by its outcome label (`ok`, `status_5xx`, `connect`, ...).
+    pub fn count_attempt(&self, label: &str) {
+        if label == "ok" {
+            self.attempts_ok.inc();
+        } else {
+            metrics::UPSTREAM_ATTEMPTS
+                .with_label_values(&[self.id.as_str(), label])
+                .inc();
+        }
     }
 
     fn publish(&self, s: State) {

@@ -246,9 +246,7 @@ impl Gateway {
             {
                 Ok(a) => a,
                 Err(_) => {
-                    metrics::UPSTREAM_ATTEMPTS
-                        .with_label_values(&[route.health.id.as_str(), "connect"])
-                        .inc();
+                    route.health.count_attempt("connect");
                     route.health.record(Outcome::Failed, Instant::now());
                     continue;
                 }
@@ -286,9 +284,7 @@ impl Gateway {
             let res = self.attempt(s, ctx, &peer, deadline).await;
             let failure = failure_of(&res);
             let label = failure.map_or("ok", |f| f.0);
-            metrics::UPSTREAM_ATTEMPTS
-                .with_label_values(&[route.health.id.as_str(), label])
-                .inc();
+            route.health.count_attempt(label);
             route
                 .health
                 .record(failure.map_or(Outcome::Ok, |f| f.1), Instant::now());

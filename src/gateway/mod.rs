@@ -599,6 +599,8 @@ impl ProxyHttp for Gateway {
                 "no route",
             ));
         };
+        // An ejected provider whose cooling-off is over: this request is its probe.
+        route.health.begin(std::time::Instant::now());
         Ok(Box::new(upstream::peer_for(
             &route.provider,
             addr,
@@ -650,9 +652,7 @@ impl ProxyHttp for Gateway {
                 500.. => ("status_5xx", crate::balance::Outcome::Failed),
                 _ => ("ok", crate::balance::Outcome::Ok),
             };
-            metrics::UPSTREAM_ATTEMPTS
-                .with_label_values(&[route.health.id.as_str(), label])
-                .inc();
+            route.health.count_attempt(label);
             route.health.record(outcome, std::time::Instant::now());
         }
         let spec = ctx.tap_spec.clone().expect("planned");
@@ -739,9 +739,7 @@ impl ProxyHttp for Gateway {
             // records its own).
             if let (false, Some(route)) = (ctx.direct, ctx.route.as_ref()) {
                 if ctx.tap.is_none() {
-                    metrics::UPSTREAM_ATTEMPTS
-                        .with_label_values(&[route.health.id.as_str(), direct::error_reason(e)])
-                        .inc();
+                    route.health.count_attempt(direct::error_reason(e));
                 }
                 route
                     .health
