@@ -151,6 +151,11 @@ impl Setup {
     }
 }
 
+/// One line of the case | expected | observed table (printed with --nocapture).
+fn row(case: &str, expected: &str, observed: impl std::fmt::Display) {
+    println!("| {case} | {expected} | {observed} |");
+}
+
 fn attempts(r: &reqwest::Response) -> u32 {
     r.headers()
         .get("x-tollgate-attempts")
@@ -170,7 +175,11 @@ async fn weights_balance_and_a_failing_deployment_is_retried_then_ejected() {
         assert_eq!(r.status(), 200);
     }
     let (na, nb) = (s.a.requests().len(), s.b.requests().len());
-    println!("weights 3:1 over 80 requests: a={na} b={nb}");
+    row(
+        "healthy group, weights 3:1, standby priority 1 (80 requests)",
+        "≈60/20, standby 0",
+        format!("a={na} b={nb} standby={}", s.az.requests().len()),
+    );
     assert_eq!(na + nb, 80);
     assert!((45..=75).contains(&na), "a={na} b={nb}");
     assert!(
@@ -199,7 +208,11 @@ async fn weights_balance_and_a_failing_deployment_is_retried_then_ejected() {
         assert!(v["choices"][0]["message"]["content"].is_string());
     }
     let hits_a = s.a.requests().len();
-    println!("a down: {hits_a} requests reached a, {retried} retried, all 200");
+    row(
+        "deployment a answers 503 (30 requests)",
+        "all 200 via b; a ejected after 3",
+        format!("all 200; {hits_a} reached a, {retried} retried"),
+    );
     assert_eq!(hits_a, 3, "ejected after 3 failures");
     assert_eq!(retried, 3);
     let d = s.deployment("gpt-4.1/a").await;
@@ -256,6 +269,11 @@ async fn weights_balance_and_a_failing_deployment_is_retried_then_ejected() {
     assert!(s.a.requests().len() > hits_a, "the probe reached a");
     let d = s.deployment("gpt-4.1/a").await;
     assert_eq!(d["state"], "closed", "{d}");
+    row(
+        "a recovers; after the 1.5 s cooldown",
+        "one probe, breaker closed",
+        format!("state {} (gauge 0)", d["state"]),
+    );
     assert_eq!(
         s.metric("tollgate_deployment_state", &["deployment=\"gpt-4.1/a\""])
             .await,
@@ -294,6 +312,11 @@ async fn a_failed_probe_keeps_the_deployment_out_for_longer() {
     assert_eq!(d["state"], "open");
     // Doubled: 3 s, not 1.5 s.
     assert!(d["retry_in_ms"].as_u64().unwrap() > 1600, "{d}");
+    row(
+        "half-open probe fails",
+        "exactly one probe; open for twice as long",
+        format!("4 requests reached a; retry_in_ms {}", d["retry_in_ms"]),
+    );
 }
 
 #[tokio::test]
@@ -305,6 +328,11 @@ async fn connect_errors_timeouts_and_429_move_on() {
     assert_eq!(attempts(&r), 2);
     assert_eq!(s.b.requests().len(), 1);
     assert_eq!(s.b.requests()[0].json()["model"], "spread");
+    row(
+        "connection refused on the first deployment",
+        "200 from the next",
+        "200, attempts 2",
+    );
 
     // A per-deployment first-byte timeout (300 ms; the provider takes 3 s).
     s.a.set_default_fault(Some(Fault {
@@ -318,7 +346,11 @@ async fn connect_errors_timeouts_and_429_move_on() {
     assert_eq!(attempts(&r), 2);
     let text = r.text().await.unwrap();
     assert!(text.contains("[DONE]"), "{text}");
-    println!("first-byte timeout 300 ms → failed over in {took:?}");
+    row(
+        "per-deployment first-byte timeout 300 ms, provider takes 3 s (stream)",
+        "200 stream from the next, < 2.5 s",
+        format!("200 [DONE], attempts 2, {took:?}"),
+    );
     assert!(took < Duration::from_millis(2500), "{took:?}");
 
     // 429 with Retry-After ejects at once, for that long.
@@ -345,6 +377,11 @@ async fn connect_errors_timeouts_and_429_move_on() {
     let d = s.deployment("gpt-4.1/a").await;
     assert_eq!(d["state"], "open");
     assert!(d["retry_in_ms"].as_u64().unwrap() > 25_000, "{d}");
+    row(
+        "429 with retry-after: 30",
+        "ejected at once for 30 s",
+        format!("1 request reached a; retry_in_ms {}", d["retry_in_ms"]),
+    );
 
     // A 200 whose body is not JSON (read ahead before anything reaches the client) counts
     // as a failure: served by the next deployment.
@@ -383,6 +420,11 @@ async fn connect_errors_timeouts_and_429_move_on() {
         .await,
         1.0
     );
+    row(
+        "200 with an invalid body, then a healthy deployment / nothing left",
+        "200 from the next / 502 native",
+        "200 attempts 2 / 502 'invalid response body'",
+    );
 }
 
 #[tokio::test]
@@ -406,6 +448,11 @@ async fn the_standby_and_its_own_credential_take_over_when_priority_zero_is_down
     assert_eq!(rows[0]["upstream_model"], "gpt41-prod");
     assert_eq!(rows[0]["model"], "gpt-4.1");
     assert!(rows[0]["completion_tokens"].as_u64().unwrap() > 0);
+    row(
+        "both priority-0 deployments 502/503 (stream)",
+        "standby (Azure api-key, own model), metered once",
+        "200 stream, attempts 3, 1 usage row on az",
+    );
 
     // Everything down: the last answer is passed on, and the error says what was tried.
     s.az.set_default_fault(fault(500));
@@ -436,6 +483,11 @@ async fn the_standby_and_its_own_credential_take_over_when_priority_zero_is_down
         "{msg}"
     );
     assert!(!msg.contains("sk-"), "{msg}");
+    row(
+        "every deployment unreachable",
+        "502 native, names what was tried",
+        msg,
+    );
 }
 
 #[tokio::test]
@@ -495,6 +547,11 @@ async fn fallbacks_cross_formats_with_translation() {
             .await,
         3.0
     );
+    row(
+        "Anthropic deployment 529; fallback gpt-4.1 (OpenAI)",
+        "Anthropic answers (JSON + stream), translated",
+        "message / message_start..message_stop; 3 rows at gpt-4.1",
+    );
 }
 
 #[tokio::test]
@@ -515,6 +572,11 @@ async fn a_started_stream_is_never_replayed() {
     assert!(text.contains("\"error\""), "{text}");
     assert_eq!(s.a.requests().len() + s.b.requests().len(), 1);
     assert!(s.az.requests().is_empty());
+    row(
+        "stream reset half-way",
+        "error event, never replayed",
+        "error event; 1 upstream request",
+    );
 }
 
 #[tokio::test]
@@ -536,4 +598,9 @@ async fn the_retry_budget_bounds_retries() {
     );
     let rows = s.usage(1).await;
     assert_eq!(rows[0]["status"], 503);
+    row(
+        "retry budget 0% and no floor",
+        "no retry; the 503 passed on; denied counted",
+        "503, attempts 1, retries_denied{budget} 1",
+    );
 }
