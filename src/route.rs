@@ -520,6 +520,22 @@ failover: {max_attempts: 4}
     }
 
     #[test]
+    fn a_second_key_on_the_same_provider_is_its_own_deployment() {
+        let cfg = Config::from_yaml_str(
+            "providers:\n  anthropic: {kind: anthropic, base_url: 'http://127.0.0.1:4', api_key: primary}\ndeployments:\n  claude-sonnet-4-6:\n    - {provider: anthropic}\n    - {provider: anthropic, api_key_env: BACKUP, priority: 1}\n",
+            &|v| (v == "BACKUP").then(|| "backup".to_string()),
+        )
+        .unwrap();
+        let r = Router::new(&cfg);
+        let (first, rest) = r.candidates("claude-sonnet-4-6").unwrap();
+        assert_eq!(first.provider.api_key.as_deref(), Some("primary"));
+        assert_eq!(first.health.id, "claude-sonnet-4-6/anthropic");
+        assert_eq!(rest[0].provider.api_key.as_deref(), Some("backup"));
+        assert_eq!(rest[0].health.id, "claude-sonnet-4-6/anthropic#2");
+        assert!(!Arc::ptr_eq(&first.health, &rest[0].health));
+    }
+
+    #[test]
     fn deployment_config_errors_name_the_field() {
         let bad = |extra: &str| {
             Config::from_yaml_str(&format!("{G}{extra}"), &|_| None)
