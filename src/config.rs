@@ -274,6 +274,24 @@ pub struct Provider {
     pub native_responses: bool,
     /// A header of its own for the credential, sent as is (lower-case name).
     pub auth_header: Option<String>,
+    /// Host, credential and extra headers, ready to copy into each upstream request.
+    pub wire: providers::WireHeaders,
+}
+
+impl Provider {
+    /// Rebuilds [`Provider::wire`] after the credential or headers changed.
+    pub fn refresh_wire(&mut self) -> Result<(), String> {
+        self.wire = providers::WireHeaders::new(
+            self.kind,
+            &self.host,
+            self.port,
+            self.tls,
+            self.api_key.as_deref(),
+            self.auth_header.as_deref(),
+            &self.headers,
+        )?;
+        Ok(())
+    }
 }
 
 impl fmt::Debug for Provider {
@@ -672,7 +690,7 @@ fn build_provider(
         idle: ms(p.idle_timeout_ms, d.idle, "idle_timeout_ms")?,
         total: ms(p.total_timeout_ms, d.total, "total_timeout_ms")?,
     };
-    Ok(Provider {
+    let mut prov = Provider {
         name: name.to_string(),
         kind,
         tls,
@@ -700,7 +718,11 @@ fn build_provider(
             (None, true) => Some("api-key".to_string()),
             (None, false) => None,
         },
-    })
+        wire: Default::default(),
+    };
+    prov.refresh_wire()
+        .map_err(|m| ConfigError::new(field, m))?;
+    Ok(prov)
 }
 
 /// Splits `scheme://host[:port][/path]`. Only http and https are accepted.

@@ -58,6 +58,86 @@ impl ProviderKind {
     }
 }
 
+/// The headers tollgate adds to every request to one provider, built once at config time:
+/// `host`, the credential (marked sensitive, so it is never printed by `Debug`) and the
+/// configured extra headers.
+#[derive(Clone)]
+pub struct WireHeaders {
+    pub host: http::HeaderValue,
+    pub auth: Option<(http::HeaderName, http::HeaderValue)>,
+    pub extra: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl Default for WireHeaders {
+    fn default() -> Self {
+        WireHeaders {
+            host: http::HeaderValue::from_static("invalid"),
+            auth: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl WireHeaders {
+    /// `auth_header` replaces the kind's own credential header (the key is sent as is).
+    pub fn new(
+        kind: ProviderKind,
+        host: &str,
+        port: u16,
+        tls: bool,
+        api_key: Option<&str>,
+        auth_header: Option<&str>,
+        headers: &[(String, String)],
+    ) -> Result<WireHeaders, String> {
+        let host = if (tls && port == 443) || (!tls && port == 80) {
+            host.to_string()
+        } else if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let host = http::HeaderValue::from_str(&host).map_err(|_| "invalid host".to_string())?;
+        let auth = match api_key {
+            None => None,
+            Some(key) => {
+                let (name, value) = match auth_header {
+                    Some(h) => (h.to_string(), key.to_string()),
+                    None => {
+                        let (n, v) = kind.auth_header(key);
+                        (n.to_string(), v)
+                    }
+                };
+                let name = http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| "invalid credential header name".to_string())?;
+                let mut value = http::HeaderValue::from_str(&value)
+                    .map_err(|_| "the API key is not a valid header value".to_string())?;
+                value.set_sensitive(true);
+                Some((name, value))
+            }
+        };
+        let extra = headers
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| k.clone())?,
+                    http::HeaderValue::from_str(v).map_err(|_| k.clone())?,
+                ))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|k| format!("header '{k}' is not valid"))?;
+        Ok(WireHeaders { host, auth, extra })
+    }
+}
+
+impl std::fmt::Debug for WireHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireHeaders")
+            .field("host", &self.host)
+            .field("auth", &self.auth.as_ref().map(|(n, _)| n))
+            .finish()
+    }
+}
+
 /// A built-in provider definition.
 #[derive(Debug, Clone, Copy)]
 pub struct Preset {

@@ -172,6 +172,8 @@ pub fn build(
             if let Some(v) = positive_ms(d.total_timeout_ms, &format!("{f}.total_timeout_ms"))? {
                 t.total = v;
             }
+            p.refresh_wire()
+                .map_err(|m| ConfigError::new(f.as_str(), m))?;
             let weight = d.weight.unwrap_or(1);
             if !(1..=10_000).contains(&weight) {
                 return Err(ConfigError::new(

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
-use super::upstream::{peer_for, prepare_request};
+use super::upstream::{peer_for, upstream_request};
 use super::{Ctx, Gateway};
 use crate::config::CountTokensMode;
 use crate::providers::ProviderKind;
@@ -65,12 +65,12 @@ impl Gateway {
             .await
             .ok()?;
         let peer = peer_for(&route.provider, addr, false);
-        let mut req = ctx.client_header.clone()?;
-        let path = match req.uri.query() {
+        let client = ctx.client_header.as_ref()?;
+        let path = match client.uri.query() {
             Some(q) => format!("/v1/messages/count_tokens?{q}"),
             None => "/v1/messages/count_tokens".to_string(),
         };
-        prepare_request(&mut req, &route.provider, &path, body.len()).ok()?;
+        let req = upstream_request(client, &route.provider, &path, body.len()).ok()?;
         let (mut up, _) = self.state.connector.get_http_session(&peer).await.ok()?;
         up.set_read_timeout(Some(UPSTREAM_BUDGET));
         up.set_write_timeout(Some(UPSTREAM_BUDGET));

@@ -14,7 +14,7 @@ use pingora::{Error, ErrorType, Result};
 
 use super::ctx::Ctx;
 use super::response::ResponseTap;
-use super::upstream::{peer_for, prepare_request};
+use super::upstream::{peer_for, upstream_request};
 use super::Gateway;
 use crate::balance::Outcome;
 use crate::metrics;
@@ -159,8 +159,12 @@ impl Gateway {
         let route = ctx.route.as_ref().expect("route set before forwarding");
         let body = ctx.upstream_body.clone().unwrap_or_default();
         let timeouts = route.provider.timeouts;
-        let mut req = s.req_header().clone();
-        prepare_request(&mut req, &route.provider, &ctx.upstream_path, body.len())?;
+        let req = upstream_request(
+            s.req_header(),
+            &route.provider,
+            &ctx.upstream_path,
+            body.len(),
+        )?;
         let total_timeout = || Error::explain(ErrorType::ReadTimedout, "total timeout").into_up();
         let mut tries = 0;
         loop {

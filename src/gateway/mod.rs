@@ -616,7 +616,8 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let route = ctx.route.as_ref().expect("routed");
         let len = ctx.upstream_body.as_ref().map_or(0, |b| b.len());
-        upstream::prepare_request(up, &route.provider, &ctx.upstream_path, len)
+        *up = upstream::upstream_request(up, &route.provider, &ctx.upstream_path, len)?;
+        Ok(())
     }
 
     async fn request_body_filter(

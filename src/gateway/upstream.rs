@@ -106,62 +106,66 @@ const DROP: &[&str] = &[
     "x-real-ip",
 ];
 
-/// Rewrites a clone of the client's request header into the upstream request;
-/// `ep_path` is the planned path (and query) after the provider's base path.
-pub fn prepare_request(
-    up: &mut RequestHeader,
+/// The upstream request header for a client's: a fresh header (no case map: the names
+/// tollgate writes are lower-case, the client's keep their canonical form) with the client's
+/// headers minus [`DROP`] and `x-tollgate-*`, then the provider's host, credential and extra
+/// headers, all prepared once at config time; `ep_path` is the planned path (and query)
+/// after the provider's base path.
+pub fn upstream_request(
+    client: &RequestHeader,
     p: &Provider,
     ep_path: &str,
     body_len: usize,
-) -> pingora::Result<()> {
+) -> pingora::Result<RequestHeader> {
     let mut path = String::with_capacity(p.base_path.len() + ep_path.len());
     path.push_str(&p.base_path);
     path.push_str(ep_path);
+    let w = &p.wire;
     let uri: http::Uri = path.parse().map_err(|_| {
         pingora::Error::explain(pingora::ErrorType::InternalError, "bad upstream path")
     })?;
-    up.set_uri(uri);
-    up.set_method(http::Method::POST);
-    // One pass over the headers the client sent (a handful), rather than a removal attempt
-    // per name on the drop list.
-    let names: Vec<http::HeaderName> = up
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = http::Method::POST;
+    parts.uri = uri;
+    parts
         .headers
-        .keys()
-        .filter(|k| DROP.contains(&k.as_str()) || k.as_str().starts_with("x-tollgate-"))
-        .cloned()
-        .collect();
-    for n in names {
-        up.remove_header(&n);
-    }
-    let host = if (p.tls && p.port == 443) || (!p.tls && p.port == 80) {
-        p.host.clone()
-    } else if p.host.contains(':') {
-        format!("[{}]:{}", p.host, p.port)
-    } else {
-        format!("{}:{}", p.host, p.port)
-    };
-    up.insert_header("host", host)?;
-    if let Some(key) = &p.api_key {
-        match &p.auth_header {
-            Some(name) => up.insert_header(name.clone(), key.as_str())?,
-            None => {
-                let (name, value) = p.kind.auth_header(key);
-                up.insert_header(name, value)?;
-            }
+        .reserve(client.headers.len() + 5 + w.extra.len());
+    let headers = &mut parts.headers;
+    let mut has_version = false;
+    for (k, v) in client.headers.iter() {
+        let name = k.as_str();
+        if DROP.contains(&name) || name.starts_with("x-tollgate-") {
+            continue;
         }
+        has_version |= name == "anthropic-version";
+        headers.append(k.clone(), v.clone());
     }
-    if p.kind == crate::providers::ProviderKind::Anthropic
-        && up.headers.get("anthropic-version").is_none()
-    {
-        up.insert_header("anthropic-version", "2023-06-01")?;
+    headers.insert(http::header::HOST, w.host.clone());
+    if let Some((k, v)) = &w.auth {
+        headers.insert(k.clone(), v.clone());
     }
-    for (k, v) in &p.headers {
-        up.insert_header(k.clone(), v.as_str())?;
+    if p.kind == crate::providers::ProviderKind::Anthropic && !has_version {
+        headers.insert(
+            http::HeaderName::from_static("anthropic-version"),
+            http::HeaderValue::from_static("2023-06-01"),
+        );
     }
-    up.insert_header("content-type", "application/json")?;
-    up.insert_header("accept-encoding", "identity")?;
-    up.insert_header("content-length", body_len.to_string())?;
-    Ok(())
+    for (k, v) in &w.extra {
+        headers.insert(k.clone(), v.clone());
+    }
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("identity"),
+    );
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(body_len),
+    );
+    Ok(RequestHeader::from(parts))
 }
 
 #[cfg(test)]
@@ -187,7 +191,7 @@ mod tests {
         h.insert_header("x-tollgate-debug", "1").unwrap();
         h.insert_header("accept-encoding", "gzip, br, zstd")
             .unwrap();
-        prepare_request(&mut h, p, "/v1/messages?beta=true", 42).unwrap();
+        let h = upstream_request(&h, p, "/v1/messages?beta=true", 42).unwrap();
         assert_eq!(h.uri.to_string(), "/v1/messages?beta=true");
         assert_eq!(h.headers["x-api-key"], "sk-prov");
         assert!(h.headers.get("authorization").is_none());
