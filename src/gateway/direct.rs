@@ -118,18 +118,20 @@ async fn read_ahead(
     if stream || event_stream || !(200..300).contains(&status) || status == 204 {
         return Ok(None);
     }
+    // Each read is bounded by the idle timeout; the deadline is checked between reads (no
+    // timer per request: the body usually follows its header at once).
     up.set_read_timeout(Some(timeouts.stream_idle));
     let mut buf = bytes::BytesMut::new();
     loop {
-        let chunk = match tokio::time::timeout_at(deadline, up.read_response_body()).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
+        if tokio::time::Instant::now() >= deadline {
+            up.shutdown().await;
+            return Err(Error::explain(ErrorType::ReadTimedout, "total timeout").into_up());
+        }
+        let chunk = match up.read_response_body().await {
+            Ok(c) => c,
+            Err(e) => {
                 up.shutdown().await;
                 return Err(e.into_up());
-            }
-            Err(_) => {
-                up.shutdown().await;
-                return Err(Error::explain(ErrorType::ReadTimedout, "total timeout").into_up());
             }
         };
         let Some(c) = chunk else {
