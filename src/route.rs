@@ -36,6 +36,17 @@ pub struct Route {
     pub fallback: bool,
 }
 
+impl Deployment {
+    fn route(&self, fallback: bool) -> Route {
+        Route {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            health: self.health.clone(),
+            fallback,
+        }
+    }
+}
+
 pub struct Router {
     providers: BTreeMap<String, Arc<Provider>>,
     /// One breaker per provider, for routes outside deployment groups.
@@ -164,12 +175,7 @@ impl Router {
         };
         let mut all: Vec<Route> = balance::order(group, Instant::now(), &mut rand::thread_rng())
             .into_iter()
-            .map(|d| Route {
-                provider: d.provider.clone(),
-                model: d.model.clone(),
-                health: d.health.clone(),
-                fallback: false,
-            })
+            .map(|d| d.route(false))
             .collect();
         let first = all.remove(0);
         if let Some(fb) = fallbacks {
@@ -192,12 +198,7 @@ impl Router {
             let routes: Vec<Route> = match self.groups.get(target) {
                 Some(g) => balance::order(g, Instant::now(), &mut rand::thread_rng())
                     .into_iter()
-                    .map(|d| Route {
-                        provider: d.provider.clone(),
-                        model: d.model.clone(),
-                        health: d.health.clone(),
-                        fallback: true,
-                    })
+                    .map(|d| d.route(true))
                     .collect(),
                 None => match self.resolve(f) {
                     Ok(mut r) => {
@@ -252,12 +253,7 @@ impl Router {
             .flatten()
         {
             let d = balance::order(group, Instant::now(), &mut rand::thread_rng())[0];
-            return Ok(Route {
-                provider: d.provider.clone(),
-                model: d.model.clone(),
-                health: d.health.clone(),
-                fallback: false,
-            });
+            return Ok(d.route(false));
         }
         if let Some(r) = self.explicit(target) {
             return r;
