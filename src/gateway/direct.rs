@@ -383,7 +383,13 @@ impl Gateway {
         // Translated streams get keep-alives while the provider is silent (a reasoning model
         // can think for minutes): Anthropic `ping` events, OpenAI `: keep-alive` comments.
         let keepalive = self.state.cfg.stream_keepalive;
-        let mut next_ping = tokio::time::Instant::now() + keepalive;
+        // Both timers live across the loop (a new Sleep per chunk would register a timer per
+        // chunk); the ping timer is pushed back whenever something was written.
+        let total = tokio::time::sleep_until(deadline);
+        tokio::pin!(total);
+        let ping = tokio::time::sleep(keepalive);
+        tokio::pin!(ping);
+        let pings = tap.sends_keepalives();
         // A body read ahead goes first (whole, for the usual non-streamed answer).
         let mut pending = ahead;
         loop {
@@ -391,7 +397,7 @@ impl Gateway {
                 (Some(b), whole)
             } else {
                 let chunk = tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => {
+                    _ = &mut total => {
                         up.shutdown().await;
                         if let Some(ev) = super::limits::guard_sync(|| tap.on_upstream_error("total timeout")).flatten() {
                             let _ = s.write_response_body(Some(ev), true).await;
@@ -399,8 +405,8 @@ impl Gateway {
                         ctx.tap = Some(tap);
                         return Err(total_timeout());
                     }
-                    _ = tokio::time::sleep_until(next_ping), if tap.sends_keepalives() => {
-                        next_ping = tokio::time::Instant::now() + keepalive;
+                    _ = &mut ping, if pings => {
+                        ping.as_mut().reset(tokio::time::Instant::now() + keepalive);
                         if let Some(ping) = tap.keepalive() {
                             if let Err(e) = s.write_response_body(Some(ping), false).await {
                                 ctx.client_gone = true;
@@ -436,7 +442,9 @@ impl Gateway {
                 let done = chunk.is_none() || up.response_done();
                 (chunk, done)
             };
-            next_ping = tokio::time::Instant::now() + keepalive;
+            if pings {
+                ping.as_mut().reset(tokio::time::Instant::now() + keepalive);
+            }
             let mut out = chunk;
             let trigger = super::test_panic_wanted(s, "response");
             let ran = super::limits::guard_sync(|| {
