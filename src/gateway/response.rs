@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 
 use crate::error::{Dialect, ErrorKind, GatewayError};
-use crate::meter::{usage_from_body, StreamMeter, Usage, Wire};
+use crate::meter::{usage_from_body, usage_from_fields, StreamMeter, Usage, UsageNumbers, Wire};
 use crate::translate::r2c::ResponsesContext;
 use crate::translate::shared::ToolNames;
 use crate::translate::sse::{SseEvent, SseParser};
@@ -536,10 +536,10 @@ impl ResponseTap {
 fn usage_of_json(wire: Wire, body: &[u8]) -> Option<Usage> {
     #[derive(serde::Deserialize)]
     struct UsageOnly {
-        usage: Option<serde_json::Value>,
+        usage: Option<UsageNumbers>,
     }
     let u = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
-    usage_from_body(wire, &serde_json::json!({ "usage": u }))
+    usage_from_fields(wire, &u)
 }
 
 /// An upstream error body in one dialect → a [`GatewayError`] with the same status, for the

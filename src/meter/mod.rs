@@ -41,48 +41,66 @@ pub enum Wire {
     OpenAiOther,
 }
 
-fn u(v: &Value, path: &[&str]) -> Option<u64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
+/// Where usage numbers are read from: a parsed JSON value, or the numbers of a `usage`
+/// object picked out while it was parsed ([`UsageNumbers`]). `num(path)` is the unsigned
+/// integer at that path, as `Value::as_u64` would read it.
+pub trait UsageFields {
+    fn num(&self, path: &[&str]) -> Option<u64>;
+}
+
+impl UsageFields for Value {
+    fn num(&self, path: &[&str]) -> Option<u64> {
+        let mut cur = self;
+        for p in path {
+            cur = cur.get(p)?;
+        }
+        cur.as_u64()
     }
-    cur.as_u64()
 }
 
 /// OpenAI `usage` object (chat, embeddings): prompt counts include cached tokens.
-fn from_openai(usage: &Value) -> Option<Usage> {
-    let prompt = u(usage, &["prompt_tokens"])?;
-    let cached = u(usage, &["prompt_tokens_details", "cached_tokens"])
-        .or_else(|| u(usage, &["prompt_cache_hit_tokens"])) // DeepSeek
+fn from_openai<F: UsageFields + ?Sized>(usage: &F) -> Option<Usage> {
+    let prompt = usage.num(&["prompt_tokens"])?;
+    let cached = usage
+        .num(&["prompt_tokens_details", "cached_tokens"])
+        .or_else(|| usage.num(&["prompt_cache_hit_tokens"])) // DeepSeek
         .unwrap_or(0);
-    let write = u(usage, &["prompt_tokens_details", "cache_write_tokens"]).unwrap_or(0);
+    let write = usage
+        .num(&["prompt_tokens_details", "cache_write_tokens"])
+        .unwrap_or(0);
     Some(Usage {
         input: prompt.saturating_sub(cached + write),
         cache_read: cached,
         cache_write: write,
-        output: u(usage, &["completion_tokens"]).unwrap_or(0),
-        reasoning: u(usage, &["completion_tokens_details", "reasoning_tokens"]).unwrap_or(0),
+        output: usage.num(&["completion_tokens"]).unwrap_or(0),
+        reasoning: usage
+            .num(&["completion_tokens_details", "reasoning_tokens"])
+            .unwrap_or(0),
     })
 }
 
 /// Responses `usage`: like OpenAI's with other names.
-fn from_responses(usage: &Value) -> Option<Usage> {
-    let input = u(usage, &["input_tokens"])?;
-    let cached = u(usage, &["input_tokens_details", "cached_tokens"]).unwrap_or(0);
+fn from_responses<F: UsageFields + ?Sized>(usage: &F) -> Option<Usage> {
+    let input = usage.num(&["input_tokens"])?;
+    let cached = usage
+        .num(&["input_tokens_details", "cached_tokens"])
+        .unwrap_or(0);
     Some(Usage {
         input: input.saturating_sub(cached),
         cache_read: cached,
         cache_write: 0,
-        output: u(usage, &["output_tokens"]).unwrap_or(0),
-        reasoning: u(usage, &["output_tokens_details", "reasoning_tokens"]).unwrap_or(0),
+        output: usage.num(&["output_tokens"]).unwrap_or(0),
+        reasoning: usage
+            .num(&["output_tokens_details", "reasoning_tokens"])
+            .unwrap_or(0),
     })
 }
 
 /// Anthropic `usage`: fields present overwrite `base` (message_delta carries cumulative values).
-fn merge_anthropic(base: &mut Usage, usage: &Value) -> bool {
+fn merge_anthropic<F: UsageFields + ?Sized>(base: &mut Usage, usage: &F) -> bool {
     let mut any = false;
     let mut set = |dst: &mut u64, key: &str| {
-        if let Some(n) = u(usage, &[key]) {
+        if let Some(n) = usage.num(&[key]) {
             *dst = n;
             any = true;
         }
@@ -96,7 +114,11 @@ fn merge_anthropic(base: &mut Usage, usage: &Value) -> bool {
 
 /// Usage from a complete (non-streamed) response body.
 pub fn usage_from_body(wire: Wire, body: &Value) -> Option<Usage> {
-    let usage = body.get("usage")?;
+    usage_from_fields(wire, body.get("usage")?)
+}
+
+/// Usage from a `usage` object (a parsed value or [`UsageNumbers`]).
+pub fn usage_from_fields<F: UsageFields + ?Sized>(wire: Wire, usage: &F) -> Option<Usage> {
     match wire {
         Wire::OpenAiChat | Wire::OpenAiOther => from_openai(usage),
         Wire::Responses => from_responses(usage),
@@ -104,6 +126,217 @@ pub fn usage_from_body(wire: Wire, body: &Value) -> Option<Usage> {
             let mut out = Usage::default();
             merge_anthropic(&mut out, usage).then_some(out)
         }
+    }
+}
+
+/// Top-level numbers of a `usage` object that any dialect reads.
+const TOP_FIELDS: [&str; 7] = [
+    "prompt_tokens",
+    "completion_tokens",
+    "prompt_cache_hit_tokens",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+];
+/// Its nested detail objects, and the numbers read inside them.
+const DETAIL_FIELDS: [&str; 4] = [
+    "prompt_tokens_details",
+    "completion_tokens_details",
+    "input_tokens_details",
+    "output_tokens_details",
+];
+const DETAIL_NUMBERS: [&str; 3] = ["cached_tokens", "cache_write_tokens", "reasoning_tokens"];
+
+/// The numbers of a `usage` object that metering reads, picked out while the JSON is parsed
+/// (nothing else of it is built). It reads like the parsed value would: the last of duplicate
+/// keys wins, anything that is not an unsigned integer is absent, and a `usage` (or detail)
+/// that is not an object has no numbers.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct UsageNumbers {
+    top: [Option<u64>; TOP_FIELDS.len()],
+    details: [[Option<u64>; DETAIL_NUMBERS.len()]; DETAIL_FIELDS.len()],
+}
+
+impl UsageFields for UsageNumbers {
+    fn num(&self, path: &[&str]) -> Option<u64> {
+        let found = match path {
+            [k] => TOP_FIELDS.iter().position(|f| f == k).map(|i| self.top[i]),
+            [d, k] => DETAIL_FIELDS.iter().position(|f| f == d).and_then(|i| {
+                DETAIL_NUMBERS
+                    .iter()
+                    .position(|f| f == k)
+                    .map(|j| self.details[i][j])
+            }),
+            _ => None,
+        };
+        debug_assert!(found.is_some(), "usage path {path:?} is not collected");
+        found.flatten()
+    }
+}
+
+mod numbers {
+    use super::{UsageNumbers, DETAIL_FIELDS, DETAIL_NUMBERS, TOP_FIELDS};
+    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    /// Which field a key names, found without allocating the key.
+    enum Key {
+        Top(usize),
+        Detail(usize),
+        Number(usize),
+        Other,
+    }
+
+    /// Reads a key of a `usage` object (`in_detail == false`) or of a detail object.
+    struct KeySeed {
+        in_detail: bool,
+    }
+
+    impl<'de> de::DeserializeSeed<'de> for KeySeed {
+        type Value = Key;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeySeed {
+        type Value = Key;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object key")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+            let pos = |names: &[&str]| names.iter().position(|n| *n == s);
+            Ok(if self.in_detail {
+                pos(&DETAIL_NUMBERS).map_or(Key::Other, Key::Number)
+            } else if let Some(i) = pos(&TOP_FIELDS) {
+                Key::Top(i)
+            } else {
+                pos(&DETAIL_FIELDS).map_or(Key::Other, Key::Detail)
+            })
+        }
+    }
+
+    /// Visitor methods for the JSON values a reader does not use: each is skipped and reads
+    /// as `$empty`.
+    macro_rules! skip_other_values {
+        ($empty:expr) => {
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok($empty)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok($empty)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok($empty)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok($empty)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok($empty)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok($empty)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok($empty)
+            }
+        };
+    }
+
+    /// Any JSON value, kept only if it is an unsigned integer (`Value::as_u64`).
+    struct Lenient(Option<u64>);
+
+    impl<'de> Deserialize<'de> for Lenient {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lenient, D::Error> {
+            d.deserialize_any(LenientVisitor)
+        }
+    }
+
+    struct LenientVisitor;
+
+    impl<'de> Visitor<'de> for LenientVisitor {
+        type Value = Lenient;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Lenient, E> {
+            Ok(Lenient(Some(n)))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Lenient, A::Error> {
+            while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Lenient(None))
+        }
+        skip_other_values!(Lenient(None));
+    }
+
+    /// A detail object's numbers (none if it is not an object).
+    struct Details([Option<u64>; DETAIL_NUMBERS.len()]);
+
+    impl<'de> Deserialize<'de> for Details {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Details, D::Error> {
+            d.deserialize_any(DetailsVisitor)
+        }
+    }
+
+    struct DetailsVisitor;
+
+    impl<'de> Visitor<'de> for DetailsVisitor {
+        type Value = Details;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Details, E> {
+            Ok(Details(Default::default()))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Details, A::Error> {
+            let mut out = Details(Default::default());
+            while let Some(k) = m.next_key_seed(KeySeed { in_detail: true })? {
+                match k {
+                    Key::Number(j) => out.0[j] = m.next_value::<Lenient>()?.0,
+                    _ => {
+                        m.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+        skip_other_values!(Details(Default::default()));
+    }
+
+    impl<'de> Deserialize<'de> for UsageNumbers {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<UsageNumbers, D::Error> {
+            d.deserialize_any(NumbersVisitor)
+        }
+    }
+
+    struct NumbersVisitor;
+
+    impl<'de> Visitor<'de> for NumbersVisitor {
+        type Value = UsageNumbers;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<UsageNumbers, E> {
+            Ok(UsageNumbers::default())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<UsageNumbers, A::Error> {
+            let mut out = UsageNumbers::default();
+            while let Some(k) = m.next_key_seed(KeySeed { in_detail: false })? {
+                match k {
+                    Key::Top(i) => out.top[i] = m.next_value::<Lenient>()?.0,
+                    // A repeated detail object replaces the earlier one whole.
+                    Key::Detail(i) => out.details[i] = m.next_value::<Details>()?.0,
+                    _ => {
+                        m.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+        skip_other_values!(UsageNumbers::default());
     }
 }
 
@@ -265,6 +498,45 @@ mod tests {
         m.finish();
         assert!(!m.completed);
         assert_eq!(m.usage.input, 20);
+    }
+
+    #[test]
+    fn usage_numbers_read_like_the_parsed_value() {
+        let usages = [
+            r#"{"prompt_tokens":10,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4,"cache_write_tokens":1},"completion_tokens_details":{"reasoning_tokens":2}}"#,
+            r#"{"prompt_tokens":10,"prompt_cache_hit_tokens":6,"completion_tokens":1}"#,
+            r#"{"input_tokens":7,"output_tokens":2,"input_tokens_details":{"cached_tokens":3},"output_tokens_details":{"reasoning_tokens":1}}"#,
+            r#"{"input_tokens":20,"cache_read_input_tokens":5,"cache_creation_input_tokens":2,"output_tokens":9}"#,
+            r#"{"output_tokens":9}"#,
+            r#"{"prompt_tokens":-1,"completion_tokens":2.5,"input_tokens":"7","output_tokens":null}"#,
+            r#"{"prompt_tokens":{"a":1},"completion_tokens":[1,2],"prompt_tokens_details":5}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":2,"prompt_tokens_details":{"cached_tokens":1},"prompt_tokens_details":{"x":[{"y":"z"}]}}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":"x","input_tokens":3,"input_tokens":4}"#,
+            r#"{"prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551616,"input_tokens":1e2}"#,
+            r#"{"pro\u006dpt_tokens":5,"completion_tokens":1,"other":{"prompt_tokens":99}}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"5"#,
+            r#""usage""#,
+            r#"true"#,
+        ];
+        for text in usages {
+            let v: Value = serde_json::from_str(text).unwrap();
+            let n: UsageNumbers = serde_json::from_str(text).unwrap();
+            for wire in [
+                Wire::OpenAiChat,
+                Wire::OpenAiOther,
+                Wire::Responses,
+                Wire::Anthropic,
+            ] {
+                assert_eq!(
+                    usage_from_fields(wire, &n),
+                    usage_from_fields(wire, &v),
+                    "{wire:?} {text}"
+                );
+            }
+        }
+        assert!(serde_json::from_str::<UsageNumbers>(r#"{"prompt_tokens":1"#).is_err());
     }
 
     #[test]
