@@ -176,8 +176,9 @@ impl UsageFields for UsageNumbers {
 }
 
 mod numbers {
+    use super::{EventFields, Skip};
     use super::{UsageNumbers, DETAIL_FIELDS, DETAIL_NUMBERS, TOP_FIELDS};
-    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
     use std::fmt;
 
     /// Which field a key names, found without allocating the key.
@@ -240,7 +241,7 @@ mod numbers {
                 Ok($empty)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                while seq.next_element::<Skip>()?.is_some() {}
                 Ok($empty)
             }
         };
@@ -266,7 +267,7 @@ mod numbers {
             Ok(Lenient(Some(n)))
         }
         fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Lenient, A::Error> {
-            while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            while m.next_entry::<Skip, Skip>()?.is_some() {}
             Ok(Lenient(None))
         }
         skip_other_values!(Lenient(None));
@@ -297,7 +298,7 @@ mod numbers {
                 match k {
                     Key::Number(j) => out.0[j] = m.next_value::<Lenient>()?.0,
                     _ => {
-                        m.next_value::<IgnoredAny>()?;
+                        m.next_value::<Skip>()?;
                     }
                 }
             }
@@ -330,7 +331,7 @@ mod numbers {
                     // A repeated detail object replaces the earlier one whole.
                     Key::Detail(i) => out.details[i] = m.next_value::<Details>()?.0,
                     _ => {
-                        m.next_value::<IgnoredAny>()?;
+                        m.next_value::<Skip>()?;
                     }
                 }
             }
@@ -338,6 +339,215 @@ mod numbers {
         }
         skip_other_values!(UsageNumbers::default());
     }
+
+    impl<'de> Deserialize<'de> for Skip {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+            d.deserialize_any(SkipVisitor)
+        }
+    }
+
+    struct SkipVisitor;
+
+    impl<'de> Visitor<'de> for SkipVisitor {
+        type Value = Skip;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Skip, A::Error> {
+            while m.next_entry::<Skip, Skip>()?.is_some() {}
+            Ok(Skip)
+        }
+        skip_other_values!(Skip);
+    }
+
+    /// Which top-level field of a stream event a key names.
+    enum EventKey {
+        Type,
+        Error,
+        Usage,
+        Message,
+        Response,
+        Other,
+    }
+
+    struct EventKeySeed;
+
+    impl<'de> de::DeserializeSeed<'de> for EventKeySeed {
+        type Value = EventKey;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<EventKey, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for EventKeySeed {
+        type Value = EventKey;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object key")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<EventKey, E> {
+            Ok(match s {
+                "type" => EventKey::Type,
+                "error" => EventKey::Error,
+                "usage" => EventKey::Usage,
+                "message" => EventKey::Message,
+                "response" => EventKey::Response,
+                _ => EventKey::Other,
+            })
+        }
+    }
+
+    /// A string value (anything else reads as none).
+    struct LenientString(Option<String>);
+
+    impl<'de> Deserialize<'de> for LenientString {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<LenientString, D::Error> {
+            d.deserialize_any(LenientStringVisitor)
+        }
+    }
+
+    struct LenientStringVisitor;
+
+    impl<'de> Visitor<'de> for LenientStringVisitor {
+        type Value = LenientString;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<LenientString, E> {
+            Ok(LenientString(None))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<LenientString, E> {
+            Ok(LenientString(Some(s.to_string())))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<LenientString, A::Error> {
+            while m.next_entry::<Skip, Skip>()?.is_some() {}
+            Ok(LenientString(None))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<LenientString, E> {
+            Ok(LenientString(None))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<LenientString, E> {
+            Ok(LenientString(None))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<LenientString, E> {
+            Ok(LenientString(None))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<LenientString, E> {
+            Ok(LenientString(None))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<LenientString, E> {
+            Ok(LenientString(None))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LenientString, A::Error> {
+            while seq.next_element::<Skip>()?.is_some() {}
+            Ok(LenientString(None))
+        }
+    }
+
+    /// A `usage` value: its numbers unless it is null (`None`).
+    struct OptUsage(Option<UsageNumbers>);
+
+    impl<'de> Deserialize<'de> for OptUsage {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OptUsage, D::Error> {
+            Option::<UsageNumbers>::deserialize(d).map(OptUsage)
+        }
+    }
+
+    /// An object's `usage` (`message.usage`, `response.usage`); none if it is not an object
+    /// or has no (or a null) `usage`.
+    struct InnerUsage(Option<UsageNumbers>);
+
+    impl<'de> Deserialize<'de> for InnerUsage {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<InnerUsage, D::Error> {
+            d.deserialize_any(InnerUsageVisitor)
+        }
+    }
+
+    struct InnerUsageVisitor;
+
+    impl<'de> Visitor<'de> for InnerUsageVisitor {
+        type Value = InnerUsage;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<InnerUsage, E> {
+            Ok(InnerUsage(None))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<InnerUsage, A::Error> {
+            let mut usage = None;
+            while let Some(k) = m.next_key_seed(EventKeySeed)? {
+                match k {
+                    EventKey::Usage => usage = m.next_value::<OptUsage>()?.0,
+                    _ => {
+                        m.next_value::<Skip>()?;
+                    }
+                }
+            }
+            Ok(InnerUsage(usage))
+        }
+        skip_other_values!(InnerUsage(None));
+    }
+
+    impl<'de> Deserialize<'de> for EventFields {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EventFields, D::Error> {
+            d.deserialize_any(EventVisitor)
+        }
+    }
+
+    struct EventVisitor;
+
+    impl<'de> Visitor<'de> for EventVisitor {
+        type Value = EventFields;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<EventFields, E> {
+            Ok(EventFields::default())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<EventFields, A::Error> {
+            // As a parsed object reads: the last of duplicate keys wins.
+            let mut out = EventFields::default();
+            while let Some(k) = m.next_key_seed(EventKeySeed)? {
+                match k {
+                    EventKey::Type => out.ty = m.next_value::<LenientString>()?.0,
+                    EventKey::Error => {
+                        m.next_value::<Skip>()?;
+                        out.has_error = true;
+                    }
+                    EventKey::Usage => out.usage = m.next_value::<OptUsage>()?.0,
+                    EventKey::Message => out.message_usage = m.next_value::<InnerUsage>()?.0,
+                    EventKey::Response => out.response_usage = m.next_value::<InnerUsage>()?.0,
+                    EventKey::Other => {
+                        m.next_value::<Skip>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+        skip_other_values!(EventFields::default());
+    }
+}
+
+/// Any JSON value, skipped without building it, with the same nesting limit as a parse into
+/// `Value` (serde's `IgnoredAny` has none).
+struct Skip;
+
+/// What metering reads of a stream event, picked out while it is parsed (nothing else is
+/// built); read like the parsed value would be (last duplicate wins).
+#[derive(Debug, Default)]
+struct EventFields {
+    /// `type`, if it is a string.
+    ty: Option<String>,
+    /// An `error` key is present (whatever its value).
+    has_error: bool,
+    /// `usage`, unless absent or null.
+    usage: Option<UsageNumbers>,
+    /// `message.usage` (Anthropic `message_start`), unless absent or null.
+    message_usage: Option<UsageNumbers>,
+    /// `response.usage` (Responses terminal events), unless absent or null.
+    response_usage: Option<UsageNumbers>,
 }
 
 /// Watches a stream go by and keeps the usage it reports and whether it ended properly.
@@ -399,32 +609,30 @@ impl StreamMeter {
         if !interesting {
             return;
         }
-        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+        // Only the fields read below are picked out (most events carry text that is never
+        // needed here); a null usage reads as absent, which merges nothing either way.
+        let Ok(v) = serde_json::from_str::<EventFields>(&ev.data) else {
             return;
         };
-        let ty = v.get("type").and_then(Value::as_str).or(name).unwrap_or("");
+        let ty = v.ty.as_deref().or(name).unwrap_or("");
         match self.wire {
             Wire::OpenAiChat | Wire::OpenAiOther => {
-                if v.get("error").is_some() {
+                if v.has_error {
                     self.errored = true;
                 }
-                if let Some(us) = v
-                    .get("usage")
-                    .filter(|u| !u.is_null())
-                    .and_then(from_openai)
-                {
+                if let Some(us) = v.usage.as_ref().and_then(from_openai) {
                     self.usage = us;
                     self.saw_usage = true;
                 }
             }
             Wire::Anthropic => match ty {
                 "message_start" => {
-                    if let Some(us) = v.pointer("/message/usage") {
+                    if let Some(us) = v.message_usage.as_ref() {
                         self.saw_usage |= merge_anthropic(&mut self.usage, us);
                     }
                 }
                 "message_delta" => {
-                    if let Some(us) = v.get("usage") {
+                    if let Some(us) = v.usage.as_ref() {
                         self.saw_usage |= merge_anthropic(&mut self.usage, us);
                     }
                 }
@@ -434,7 +642,7 @@ impl StreamMeter {
             },
             Wire::Responses => match ty {
                 "response.completed" | "response.incomplete" | "response.failed" => {
-                    if let Some(us) = v.pointer("/response/usage").and_then(from_responses) {
+                    if let Some(us) = v.response_usage.as_ref().and_then(from_responses) {
                         self.usage = us;
                         self.saw_usage = true;
                     }
@@ -537,6 +745,136 @@ mod tests {
             }
         }
         assert!(serde_json::from_str::<UsageNumbers>(r#"{"prompt_tokens":1"#).is_err());
+        // The nesting limit of a parse into Value applies to skipped fields too.
+        for depth in [100, 126, 127, 128, 200] {
+            let text = format!(
+                r#"{{"prompt_tokens":1,"x":{}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            assert_eq!(
+                serde_json::from_str::<UsageNumbers>(&text).is_ok(),
+                serde_json::from_str::<Value>(&text).is_ok(),
+                "depth {depth}"
+            );
+        }
+    }
+
+    /// The event reading before `EventFields`: a parse into `Value`.
+    fn on_event_reference(m: &mut StreamMeter, name: Option<&str>, data: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        let ty = v.get("type").and_then(Value::as_str).or(name).unwrap_or("");
+        match m.wire {
+            Wire::OpenAiChat | Wire::OpenAiOther => {
+                if v.get("error").is_some() {
+                    m.errored = true;
+                }
+                if let Some(us) = v
+                    .get("usage")
+                    .filter(|u| !u.is_null())
+                    .and_then(from_openai)
+                {
+                    m.usage = us;
+                    m.saw_usage = true;
+                }
+            }
+            Wire::Anthropic => match ty {
+                "message_start" => {
+                    if let Some(us) = v.pointer("/message/usage") {
+                        m.saw_usage |= merge_anthropic(&mut m.usage, us);
+                    }
+                }
+                "message_delta" => {
+                    if let Some(us) = v.get("usage") {
+                        m.saw_usage |= merge_anthropic(&mut m.usage, us);
+                    }
+                }
+                "message_stop" => m.completed = true,
+                "error" => m.errored = true,
+                _ => {}
+            },
+            Wire::Responses => match ty {
+                "response.completed" | "response.incomplete" | "response.failed" => {
+                    if let Some(us) = v.pointer("/response/usage").and_then(from_responses) {
+                        m.usage = us;
+                        m.saw_usage = true;
+                    }
+                    m.completed = ty == "response.completed";
+                    m.errored |= ty == "response.failed";
+                }
+                "error" => m.errored = true,
+                _ => {}
+            },
+        }
+    }
+
+    #[test]
+    fn stream_events_read_like_the_parsed_value() {
+        let deep = format!(
+            r#"{{"usage":{{"prompt_tokens":1}},"x":{}{}}}"#,
+            "[".repeat(130),
+            "]".repeat(130)
+        );
+        let events: Vec<(Option<&str>, String)> = [
+            (None, r#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#),
+            (None, r#"{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4}}}"#),
+            (None, r#"{"usage":{"prompt_tokens":10},"usage":null}"#),
+            (None, r#"{"usage":null,"usage":{"prompt_tokens":2,"completion_tokens":1}}"#),
+            (None, r#"{"error":null}"#),
+            (None, r#"{"error":{"message":"boom"},"usage":5}"#),
+            (None, r#"[{"usage":{"prompt_tokens":1}}]"#),
+            (None, r#""usage""#),
+            (None, r#"{"usage":{"prompt_tokens":1}"#),
+            (None, r#"{"usage":{"prompt_tokens":1}} trailing"#),
+            (Some("message_start"), r#"{"type":"message_start","message":{"usage":{"input_tokens":20,"cache_read_input_tokens":5,"output_tokens":1}}}"#),
+            (Some("message_start"), r#"{"message":{"usage":{"input_tokens":3}}}"#),
+            (Some("message_start"), r#"{"type":"message_start","message":[{"usage":{"input_tokens":3}}]}"#),
+            (Some("message_start"), r#"{"type":"message_start","message":{"usage":null}}"#),
+            (Some("message_start"), r#"{"type":"message_start","message":{"usage":{"input_tokens":3}},"message":{}}"#),
+            (Some("message_delta"), r#"{"type":"message_delta","usage":{"output_tokens":9}}"#),
+            (Some("message_delta"), r#"{"type":"message_delta","usage":null}"#),
+            (Some("message_delta"), r#"{"type":7,"usage":{"output_tokens":4}}"#),
+            (None, r#"{"type":"message_delta","type":"ping","usage":{"output_tokens":4}}"#),
+            (Some("message_stop"), r#"{"type":"message_stop"}"#),
+            (Some("error"), r#"{"type":"error","error":{"type":"overloaded_error"}}"#),
+            (None, r#"{"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":2,"input_tokens_details":{"cached_tokens":3}}}}"#),
+            (None, r#"{"type":"response.failed","response":{"usage":null,"error":{"code":"x"}}}"#),
+            (None, r#"{"type":"response.incomplete","response":"usage"}"#),
+            (None, r#"{"type":"error","message":"x"}"#),
+            (None, deep.as_str()),
+        ]
+        .into_iter()
+        .map(|(n, d)| (n, d.to_string()))
+        .collect();
+        for wire in [
+            Wire::OpenAiChat,
+            Wire::OpenAiOther,
+            Wire::Anthropic,
+            Wire::Responses,
+        ] {
+            // each event alone, and all of them in a row
+            for chosen in events
+                .iter()
+                .map(|e| vec![e.clone()])
+                .chain([events.clone()])
+            {
+                let mut a = StreamMeter::new(wire);
+                let mut b = StreamMeter::new(wire);
+                for (name, data) in &chosen {
+                    a.on_event(SseEvent {
+                        event: name.map(String::from),
+                        data: data.clone(),
+                    });
+                    b.events += 1;
+                    on_event_reference(&mut b, *name, data);
+                }
+                let state =
+                    |m: &StreamMeter| (m.usage, m.saw_usage, m.completed, m.errored, m.events);
+                assert_eq!(state(&a), state(&b), "{wire:?} {chosen:?}");
+            }
+        }
     }
 
     #[test]
