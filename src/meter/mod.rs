@@ -177,7 +177,7 @@ impl UsageFields for UsageNumbers {
 
 mod numbers {
     use super::{EventFields, Skip};
-    use super::{UsageNumbers, DETAIL_FIELDS, DETAIL_NUMBERS, TOP_FIELDS};
+    use super::{UsageNumbers, DETAIL_NUMBERS};
     use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
     use std::fmt;
 
@@ -207,15 +207,55 @@ mod numbers {
             f.write_str("an object key")
         }
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
-            let pos = |names: &[&str]| names.iter().position(|n| *n == s);
+            // A match (dispatch on length, then compare) is cheaper than scanning the name
+            // lists; `key_positions_follow_the_name_lists` checks it against them.
             Ok(if self.in_detail {
-                pos(&DETAIL_NUMBERS).map_or(Key::Other, Key::Number)
-            } else if let Some(i) = pos(&TOP_FIELDS) {
-                Key::Top(i)
+                match s {
+                    "cached_tokens" => Key::Number(0),
+                    "cache_write_tokens" => Key::Number(1),
+                    "reasoning_tokens" => Key::Number(2),
+                    _ => Key::Other,
+                }
             } else {
-                pos(&DETAIL_FIELDS).map_or(Key::Other, Key::Detail)
+                match s {
+                    "prompt_tokens" => Key::Top(0),
+                    "completion_tokens" => Key::Top(1),
+                    "prompt_cache_hit_tokens" => Key::Top(2),
+                    "input_tokens" => Key::Top(3),
+                    "output_tokens" => Key::Top(4),
+                    "cache_read_input_tokens" => Key::Top(5),
+                    "cache_creation_input_tokens" => Key::Top(6),
+                    "prompt_tokens_details" => Key::Detail(0),
+                    "completion_tokens_details" => Key::Detail(1),
+                    "input_tokens_details" => Key::Detail(2),
+                    "output_tokens_details" => Key::Detail(3),
+                    _ => Key::Other,
+                }
             })
         }
+    }
+
+    #[test]
+    fn key_positions_follow_the_name_lists() {
+        use super::{DETAIL_FIELDS, TOP_FIELDS};
+        use serde::de::Visitor as _;
+        let key = |in_detail: bool, s: &str| {
+            KeySeed { in_detail }
+                .visit_str::<serde_json::Error>(s)
+                .unwrap()
+        };
+        for (i, n) in TOP_FIELDS.iter().enumerate() {
+            assert!(matches!(key(false, n), Key::Top(j) if j == i), "{n}");
+            assert!(matches!(key(true, n), Key::Other), "{n}");
+        }
+        for (i, n) in DETAIL_FIELDS.iter().enumerate() {
+            assert!(matches!(key(false, n), Key::Detail(j) if j == i), "{n}");
+        }
+        for (i, n) in DETAIL_NUMBERS.iter().enumerate() {
+            assert!(matches!(key(true, n), Key::Number(j) if j == i), "{n}");
+            assert!(matches!(key(false, n), Key::Other), "{n}");
+        }
+        assert!(matches!(key(false, "usage"), Key::Other));
     }
 
     /// Visitor methods for the JSON values a reader does not use: each is skipped and reads
@@ -550,6 +590,18 @@ struct EventFields {
     response_usage: Option<UsageNumbers>,
 }
 
+/// Whether every mention of `usage` in an event is a key `"usage"` with the value `null`,
+/// written exactly `"usage":null`, and no `\u` escape could spell a key another way. Then
+/// the event has no top-level usage other than null: a top-level `usage` key is written
+/// `"usage"` followed by its value, and inside a string the quote before it would be
+/// escaped (which makes it part of another key, or no key at all).
+fn null_usage_only(data: &str) -> bool {
+    let b = data.as_bytes();
+    !data.contains("\\u")
+        && memchr::memmem::find_iter(b, b"usage")
+            .all(|i| i > 0 && b[i - 1] == b'"' && b[i + 5..].starts_with(b"\":null"))
+}
+
 /// Watches a stream go by and keeps the usage it reports and whether it ended properly.
 #[derive(Debug)]
 pub struct StreamMeter {
@@ -600,7 +652,11 @@ impl StreamMeter {
             return;
         }
         // Only parse what can carry usage or end the stream: most events are text deltas.
-        let interesting = ev.data.contains("usage")
+        // OpenAI chunks of a stream with include_usage all say `"usage":null`; for these
+        // wires only a top-level error key or a non-null usage matter, so such a chunk is
+        // not parsed either (see `null_usage_only`).
+        let openai = matches!(self.wire, Wire::OpenAiChat | Wire::OpenAiOther);
+        let interesting = (ev.data.contains("usage") && !(openai && null_usage_only(&ev.data)))
             || ev.data.contains("\"error\"")
             || matches!(name, Some("message_stop") | Some("error"))
             || ev.data.contains("response.completed")
@@ -819,6 +875,18 @@ mod tests {
         );
         let events: Vec<(Option<&str>, String)> = [
             (None, r#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#),
+            (None, r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#),
+            (None, r#"{"choices":[{"delta":{"content":"\"usage\":null"}}],"usage":null}"#),
+            (None, r#"{"x\"usage":null,"usage":{"prompt_tokens":4}}"#),
+            (None, r#"{"x\"usage":null}"#),
+            (None, r#"{"\u0065rror":1,"usage":null}"#),
+            (None, r#"{"us\u0061ge":{"prompt_tokens":6},"usage":null}"#),
+            (None, r#"{"usage":null,"us\u0061ge":{"prompt_tokens":6}}"#),
+            (None, r#"{"usage" :null}"#),
+            (None, r#"{"usage":nullx}"#),
+            (None, r#"{"usage":null,"usage":{"prompt_tokens":3}}"#),
+            (None, r#"{"prompt_usage":null,"usage":null}"#),
+            (None, r#"usage"#),
             (None, r#"{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4}}}"#),
             (None, r#"{"usage":{"prompt_tokens":10},"usage":null}"#),
             (None, r#"{"usage":null,"usage":{"prompt_tokens":2,"completion_tokens":1}}"#),
