@@ -152,7 +152,7 @@ impl UsageRecord {
     /// The record as JSON, byte for byte what `serde_json::to_vec` writes (the stored form;
     /// written per request, so without serde's machinery).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+        let mut out = Vec::with_capacity(512);
         out.push(b'{');
         let mut w = ObjectWriter {
             out: &mut out,
