@@ -336,7 +336,8 @@ impl ResponseTap {
                 }
             }
             Mode::StreamHidingUsage(meter, parser) => {
-                let mut out = Vec::new();
+                // Re-framed events are about as long as the piece they came in.
+                let mut out = Vec::with_capacity(body.as_ref().map_or(0, |b| b.len() + 64));
                 if let Some(b) = body.as_ref() {
                     meter.observe(b);
                     parser.feed(b, &mut |ev| reframe_without_usage(ev, &mut out));
