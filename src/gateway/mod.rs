@@ -463,15 +463,22 @@ async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> 
     let Some(second) = s.read_request_body().await.map_err(read_err)? else {
         return Ok(first);
     };
-    let mut body = BytesMut::with_capacity(first.len() + second.len());
-    body.extend_from_slice(&first);
+    // Several pieces: kept as they come and joined once at the end (growing one buffer
+    // would copy what it holds at every growth).
+    let mut total = first.len();
+    let mut pieces = vec![first];
     let mut next = Some(second);
     while let Some(chunk) = next {
-        if body.len() + chunk.len() > max {
+        if total + chunk.len() > max {
             return Err(too_large().into());
         }
-        body.extend_from_slice(&chunk);
+        total += chunk.len();
+        pieces.push(chunk);
         next = s.read_request_body().await.map_err(read_err)?;
+    }
+    let mut body = BytesMut::with_capacity(total);
+    for p in &pieces {
+        body.extend_from_slice(p);
     }
     Ok(body.freeze())
 }
