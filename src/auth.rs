@@ -24,13 +24,17 @@ pub fn hash_key(secret: &str) -> KeyHash {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    const H: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    const H: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         s.push(H[(b >> 4) as usize] as char);
         s.push(H[(b & 15) as usize] as char);
     }
-    s
 }
 
 /// Decodes lower- or upper-case hex of any even length.
@@ -77,7 +81,10 @@ pub fn generate_master_key() -> String {
 pub fn generate_id(prefix: &str) -> String {
     let mut buf = [0u8; 9];
     rand::thread_rng().fill_bytes(&mut buf);
-    format!("{prefix}{}", hex(&buf))
+    let mut id = String::with_capacity(prefix.len() + 2 * buf.len());
+    id.push_str(prefix);
+    push_hex(&mut id, &buf);
+    id
 }
 
 pub fn now_millis() -> u64 {
@@ -236,11 +243,57 @@ pub fn presented_key<'a>(
     }
 }
 
+/// A hasher for keys that are already uniformly distributed (SHA-256 outputs): the bucket
+/// hash is their first eight bytes, so a lookup costs no hashing beyond the SHA-256 itself.
+/// Stored hashes come from keys minted with 256 random bits, so buckets cannot be flooded.
+#[derive(Default, Clone, Copy)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached by `Digest32` (it writes one u64); fold anything else in.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+/// A key's SHA-256 as a map key, hashed by its first eight bytes (see [`DigestHasher`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Digest32(KeyHash);
+
+impl std::hash::Hash for Digest32 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(b));
+    }
+}
+
+type DigestMap<V> = HashMap<Digest32, V, std::hash::BuildHasherDefault<DigestHasher>>;
+
+/// An indexed key: its record and the raw SHA-256 decoded once from the record's hex.
+#[derive(Clone)]
+struct Indexed {
+    hash: KeyHash,
+    rec: Arc<KeyRecord>,
+}
+
 /// The in-memory key index: replaced whole on every change (changes are rare, reads are on
 /// every request), so readers never take a lock.
 #[derive(Default)]
 pub struct KeyIndex {
-    by_hash: ArcSwap<HashMap<KeyHash, Arc<KeyRecord>>>,
+    by_hash: ArcSwap<DigestMap<Indexed>>,
     master: ArcSwap<Option<KeyHash>>,
 }
 
@@ -253,23 +306,44 @@ impl KeyIndex {
     pub fn replace(&self, keys: impl IntoIterator<Item = KeyRecord>) {
         let map = keys
             .into_iter()
-            .filter_map(|k| unhex(&k.hash).map(|h| (h, Arc::new(k))))
+            .filter_map(|k| {
+                unhex(&k.hash).map(|hash| {
+                    (
+                        Digest32(hash),
+                        Indexed {
+                            hash,
+                            rec: Arc::new(k),
+                        },
+                    )
+                })
+            })
             .collect();
         self.by_hash.store(Arc::new(map));
     }
 
+    /// A copy of the current map (entries share their records).
+    fn copy_map(&self) -> DigestMap<Indexed> {
+        DigestMap::clone(&self.by_hash.load())
+    }
+
     pub fn upsert(&self, rec: KeyRecord) {
-        let Some(h) = unhex(&rec.hash) else { return };
-        let mut map = HashMap::clone(&self.by_hash.load());
+        let Some(hash) = unhex(&rec.hash) else { return };
+        let mut map = self.copy_map();
         // A rotated key keeps its id: drop any entry with the same id first.
-        map.retain(|_, v| v.id != rec.id);
-        map.insert(h, Arc::new(rec));
+        map.retain(|_, v| v.rec.id != rec.id);
+        map.insert(
+            Digest32(hash),
+            Indexed {
+                hash,
+                rec: Arc::new(rec),
+            },
+        );
         self.by_hash.store(Arc::new(map));
     }
 
     pub fn remove(&self, id: &str) {
-        let mut map = HashMap::clone(&self.by_hash.load());
-        map.retain(|_, v| v.id != id);
+        let mut map = self.copy_map();
+        map.retain(|_, v| v.rec.id != id);
         self.by_hash.store(Arc::new(map));
     }
 
@@ -278,7 +352,7 @@ impl KeyIndex {
             .by_hash
             .load()
             .values()
-            .map(|r| KeyRecord::clone(r))
+            .map(|v| KeyRecord::clone(&v.rec))
             .collect();
         v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         v
@@ -304,12 +378,12 @@ impl KeyIndex {
     pub fn check(&self, secret: &str, now: u64) -> Result<Arc<KeyRecord>, AuthFailure> {
         let h = hash_key(secret);
         let map = self.by_hash.load();
-        let rec = map.get(&h).ok_or(AuthFailure::Unknown)?;
+        let entry = map.get(&Digest32(h)).ok_or(AuthFailure::Unknown)?;
         // Defence in depth: the map lookup matched on the hash; confirm in constant time.
-        let stored = unhex(&rec.hash).ok_or(AuthFailure::Unknown)?;
-        if !bool::from(stored.ct_eq(&h)) {
+        if !bool::from(entry.hash.ct_eq(&h)) {
             return Err(AuthFailure::Unknown);
         }
+        let rec = &entry.rec;
         if !rec.active {
             return Err(AuthFailure::Inactive);
         }

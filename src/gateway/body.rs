@@ -36,7 +36,20 @@ impl RequestJson {
     pub fn peek(body: &[u8]) -> Result<RequestJson, GatewayError> {
         // serde skips unknown fields without its nesting limit: check the depth here (the
         // full parse refuses deep bodies with a clear error).
-        if std::str::from_utf8(body).is_ok() && !too_deep(body, MAX_DEPTH) {
+        let utf8 = std::str::from_utf8(body).is_ok();
+        // The common case, read by a skimmer that validates like serde's skipping parse but
+        // finds string ends with memchr, and checks the nesting depth as it goes; anything
+        // it does not handle the way serde would (not an object, escaped top-level keys,
+        // repeated fields, values at the nesting limit) goes the serde way below.
+        if utf8 {
+            if let Some(fields) = skim::peek_fields(body) {
+                return Ok(RequestJson {
+                    fields,
+                    complete: false,
+                });
+            }
+        }
+        if utf8 && !too_deep(body, MAX_DEPTH) {
             if let Ok(p) = serde_json::from_slice::<Peek>(body) {
                 let mut fields = Map::new();
                 for (k, v) in [
@@ -77,6 +90,323 @@ impl RequestJson {
             self.complete = true;
         }
         Ok(&mut self.fields)
+    }
+}
+
+/// The peeked fields in [`Peek`]'s order.
+const PEEKED: [&str; 8] = [
+    "model",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "user",
+    "metadata",
+    "stream_options",
+];
+
+/// A validating skim of a request body: the grammar serde_json accepts when it deserializes
+/// [`Peek`] (whitespace, strings with serde's escape and control-character rules but no
+/// UTF-8 check, numbers, literals, no trailing commas or bytes), without building anything
+/// but the peeked fields. It answers `None` whenever serde's result could differ from a
+/// plain reading, and the caller then asks serde.
+mod skim {
+    use super::{too_deep, PEEKED};
+    use serde_json::{Map, Value};
+
+    struct Scanner<'a> {
+        b: &'a [u8],
+        i: usize,
+        /// Arrays and objects open around the current position.
+        depth: usize,
+    }
+
+    /// Whether any byte is below 0x20 (a branch-free reduction per 64 bytes, which the
+    /// compiler turns into vector compares).
+    fn has_control(s: &[u8]) -> bool {
+        let mut chunks = s.chunks_exact(64);
+        for c in &mut chunks {
+            if c.iter().fold(0u8, |m, &b| m | u8::from(b < 0x20)) != 0 {
+                return true;
+            }
+        }
+        chunks.remainder().iter().any(|&c| c < 0x20)
+    }
+
+    impl Scanner<'_> {
+        fn peek(&self) -> Option<u8> {
+            self.b.get(self.i).copied()
+        }
+
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+                self.i += 1;
+            }
+        }
+
+        /// A string starting at the quote; whether it had an escape.
+        fn string(&mut self) -> Option<bool> {
+            /// Runs shorter than this are scanned byte by byte (memchr's set-up costs more).
+            const SHORT: usize = 16;
+            self.i += 1;
+            let mut escaped = false;
+            loop {
+                let rest = self.b.get(self.i..)?;
+                let head = rest.len().min(SHORT);
+                let j = match rest[..head]
+                    .iter()
+                    .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                {
+                    Some(j) => j,
+                    None if head < SHORT => return None, // the body ends inside the string
+                    None => {
+                        let j = SHORT + memchr::memchr2(b'"', b'\\', &rest[SHORT..])?;
+                        if has_control(&rest[SHORT..j]) {
+                            return None;
+                        }
+                        j
+                    }
+                };
+                if rest[j] < 0x20 {
+                    return None;
+                }
+                self.i += j;
+                if self.b[self.i] == b'"' {
+                    self.i += 1;
+                    return Some(escaped);
+                }
+                escaped = true;
+                match *self.b.get(self.i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                    b'u' => {
+                        let hex = self.b.get(self.i + 2..self.i + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        self.i += 6;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        fn digits(&mut self) -> usize {
+            let start = self.i;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.i += 1;
+            }
+            self.i - start
+        }
+
+        fn number(&mut self) -> Option<()> {
+            if self.peek() == Some(b'-') {
+                self.i += 1;
+            }
+            match self.peek()? {
+                b'0' => {
+                    self.i += 1;
+                    if let Some(b'0'..=b'9') = self.peek() {
+                        return None;
+                    }
+                }
+                b'1'..=b'9' => {
+                    self.digits();
+                }
+                _ => return None,
+            }
+            if self.peek() == Some(b'.') {
+                self.i += 1;
+                if self.digits() == 0 {
+                    return None;
+                }
+            }
+            if let Some(b'e' | b'E') = self.peek() {
+                self.i += 1;
+                if let Some(b'+' | b'-') = self.peek() {
+                    self.i += 1;
+                }
+                if self.digits() == 0 {
+                    return None;
+                }
+            }
+            Some(())
+        }
+
+        fn literal(&mut self, lit: &[u8]) -> Option<()> {
+            if self.b.get(self.i..)?.starts_with(lit) {
+                self.i += lit.len();
+                Some(())
+            } else {
+                None
+            }
+        }
+
+        /// Any value; `None` also beyond the nesting depth that [`too_deep`] allows.
+        fn value(&mut self) -> Option<()> {
+            match self.peek()? {
+                b'{' | b'[' => {
+                    if self.depth == super::MAX_DEPTH {
+                        return None;
+                    }
+                    self.depth += 1;
+                    let r = self.container();
+                    self.depth -= 1;
+                    r
+                }
+                b'"' => self.string().map(|_| ()),
+                b't' => self.literal(b"true"),
+                b'f' => self.literal(b"false"),
+                b'n' => self.literal(b"null"),
+                b'-' | b'0'..=b'9' => self.number(),
+                _ => None,
+            }
+        }
+
+        /// An object or an array (at its opening bracket).
+        fn container(&mut self) -> Option<()> {
+            match self.peek()? {
+                b'{' => {
+                    self.i += 1;
+                    self.ws();
+                    if self.peek()? == b'}' {
+                        self.i += 1;
+                        return Some(());
+                    }
+                    loop {
+                        if self.peek()? != b'"' {
+                            return None;
+                        }
+                        self.string()?;
+                        self.colon()?;
+                        self.value()?;
+                        if self.next_or_end(b'}')? {
+                            return Some(());
+                        }
+                    }
+                }
+                b'[' => {
+                    self.i += 1;
+                    self.ws();
+                    if self.peek()? == b']' {
+                        self.i += 1;
+                        return Some(());
+                    }
+                    loop {
+                        self.value()?;
+                        if self.next_or_end(b']')? {
+                            return Some(());
+                        }
+                    }
+                }
+                _ => None,
+            }
+        }
+
+        fn colon(&mut self) -> Option<()> {
+            self.ws();
+            if self.peek()? != b':' {
+                return None;
+            }
+            self.i += 1;
+            self.ws();
+            Some(())
+        }
+
+        /// After a member: a comma (and the next member's start), or the closing bracket
+        /// (`Some(true)`).
+        fn next_or_end(&mut self, close: u8) -> Option<bool> {
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                    Some(false)
+                }
+                c if c == close => {
+                    self.i += 1;
+                    Some(true)
+                }
+                _ => None,
+            }
+        }
+    }
+
+    /// Walks a body that is one JSON object, calling `member(key, value range)` for each
+    /// member; `None` (ask serde) if it is not one valid object within the nesting limit,
+    /// if a key has an escape or a non-ASCII byte (serde decodes and checks keys), or if
+    /// `member` says so.
+    fn object_members(
+        b: &[u8],
+        mut member: impl FnMut(&[u8], usize, usize) -> Option<()>,
+    ) -> Option<()> {
+        let mut s = Scanner { b, i: 0, depth: 1 };
+        s.ws();
+        if s.peek()? != b'{' {
+            return None;
+        }
+        s.i += 1;
+        s.ws();
+        if s.peek()? == b'}' {
+            s.i += 1;
+        } else {
+            loop {
+                if s.peek()? != b'"' {
+                    return None;
+                }
+                let key_start = s.i + 1;
+                if s.string()? {
+                    return None;
+                }
+                let key = &b[key_start..s.i - 1];
+                if !key.is_ascii() {
+                    return None;
+                }
+                s.colon()?;
+                let start = s.i;
+                s.value()?;
+                member(key, start, s.i)?;
+                if s.next_or_end(b'}')? {
+                    break;
+                }
+            }
+        }
+        s.ws();
+        (s.i == b.len()).then_some(())
+    }
+
+    /// The peeked fields of a body that is one JSON object, or `None` (ask serde).
+    pub(super) fn peek_fields(b: &[u8]) -> Option<Map<String, Value>> {
+        let mut found: [Option<(usize, usize)>; PEEKED.len()] = [None; PEEKED.len()];
+        object_members(b, |key, start, end| {
+            if let Some(n) = PEEKED.iter().position(|p| p.as_bytes() == key) {
+                if found[n].is_some() {
+                    return None; // serde refuses repeated fields
+                }
+                found[n] = Some((start, end));
+            }
+            Some(())
+        })?;
+        let mut fields = Map::new();
+        for (n, range) in found.iter().enumerate() {
+            let Some((start, end)) = *range else { continue };
+            let v = &b[start..end];
+            if at_field_depth_limit(v) {
+                return None;
+            }
+            match serde_json::from_slice::<Value>(v).ok()? {
+                Value::Null => {} // an Option field: null is absent
+                v => {
+                    fields.insert(PEEKED[n].to_string(), v);
+                }
+            }
+        }
+        Some(fields)
+    }
+
+    /// Whether a member value, parsed on its own, would get past the nesting limit that
+    /// serde applies to it inside its object (one level less).
+    fn at_field_depth_limit(v: &[u8]) -> bool {
+        too_deep(v, super::MAX_DEPTH - 2)
     }
 }
 
@@ -147,7 +477,226 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// `peek` before the skimmer: serde only.
+    fn peek_reference(body: &[u8]) -> Result<RequestJson, GatewayError> {
+        if std::str::from_utf8(body).is_ok() && !too_deep(body, MAX_DEPTH) {
+            if let Ok(p) = serde_json::from_slice::<Peek>(body) {
+                let mut fields = Map::new();
+                for (k, v) in [
+                    ("model", p.model),
+                    ("stream", p.stream),
+                    ("max_tokens", p.max_tokens),
+                    ("max_completion_tokens", p.max_completion_tokens),
+                    ("max_output_tokens", p.max_output_tokens),
+                    ("user", p.user),
+                    ("metadata", p.metadata),
+                    ("stream_options", p.stream_options),
+                ] {
+                    if let Some(v) = v {
+                        fields.insert(k.to_string(), v);
+                    }
+                }
+                return Ok(RequestJson {
+                    fields,
+                    complete: false,
+                });
+            }
+        }
+        Ok(RequestJson {
+            fields: parse_object(body)?,
+            complete: true,
+        })
+    }
+
+    fn same_as_reference(body: &[u8]) {
+        let summary = |r: Result<RequestJson, GatewayError>| r.map(|r| (r.fields, r.complete));
+        assert_eq!(
+            summary(RequestJson::peek(body)),
+            summary(peek_reference(body)),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+
+    #[test]
+    fn skim_reads_like_serde() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let mut bodies: Vec<String> = [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":5}"#,
+            r#" {"model" : "m" , "metadata" : {"user_id" : "u"} } "#,
+            r#"{"model":null,"stream":false,"user":"\u00e9\n","x":"\ud800"}"#,
+            r#"{"model":"\ud800"}"#,
+            r#"{"mod\u0065l":"m"}"#,
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"x":1,"x":2,"model":"m"}"#,
+            r#"{"model":"m",}"#,
+            r#"{"model":"m"} x"#,
+            r#"{"model":01}"#,
+            r#"{"max_tokens":1e400}"#,
+            r#"{"max_tokens":-0.5E+3,"x":[1,-2,3.25e-1,true,false,null,{}]}"#,
+            r#"{"x":"\q"}"#,
+            r#"{"x":"\u12g4"}"#,
+            r#"{"x":"a"#,
+            "{\"x\":\"a\tb\"}",
+            "{\"x\":\"a\u{1}b\"}",
+            "{\"x\":\"é😀\u{7f}\"}",
+            r#"[1,2,3,4,5,6,7,8]"#,
+            r#"[1]"#,
+            r#"{}"#,
+            r#""#,
+            r#"{"x":tru}"#,
+            r#"{"x":nul}"#,
+            r#"{"x":.5}"#,
+            r#"{"x":1.}"#,
+            r#"{"x":-}"#,
+            r#"{"x" 1}"#,
+            r#"{"x":1 "y":2}"#,
+            r#"{,}"#,
+            r#"{"x":[1,]}"#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for n in [1, 100, 125, 126, 127, 128, 129] {
+            bodies.push(format!(r#"{{"model":"m","metadata":{}}}"#, nested(n)));
+            bodies.push(format!(r#"{{"model":"m","messages":{}}}"#, nested(n)));
+        }
+        for b in &bodies {
+            same_as_reference(b.as_bytes());
+        }
+        same_as_reference(b"{\"model\":\"\xff\"}");
+    }
+
+    /// Wall time of `peek` against the serde-only reading (release build):
+    /// `cargo test --release --lib peek_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn peek_timing() {
+        let schema = json!({"type": "object", "properties": {"command": {"type": "string",
+            "description": "The command to run"}, "timeout": {"type": "number"}},
+            "required": ["command"], "additionalProperties": false});
+        let tools: Vec<Value> = (0..40)
+            .map(|i| json!({"name": format!("Tool{i}"), "description": "Runs a tool.", "input_schema": schema}))
+            .collect();
+        let turns: Vec<Value> = (0..60)
+            .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" },
+                "content": [{"type": "text", "text": format!("turn {i}: fix the build, then run the tests again")},
+                    {"type": "tool_use", "id": format!("toolu_{i}"), "name": "Bash", "input": {"command": "cargo test"}}]}))
+            .collect();
+        let bodies = [
+            ("short strings", json!({"model": "claude-x", "max_tokens": 100, "stream": true, "messages": turns, "tools": tools}).to_string()),
+            ("one long string", json!({"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "x".repeat(80_000)}]}).to_string()),
+            ("chat 2 KB", json!({"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "x".repeat(2_000)}]}).to_string()),
+        ];
+        for (name, body) in &bodies {
+            let b = body.as_bytes();
+            let n = (4_000_000 / b.len()).max(50);
+            let time = |f: &dyn Fn(&[u8]) -> Result<RequestJson, GatewayError>| {
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    std::hint::black_box(f(std::hint::black_box(b)).unwrap());
+                }
+                t.elapsed() / n as u32
+            };
+            let new = time(&|b| RequestJson::peek(b));
+            let old = time(&peek_reference);
+            println!("{name} ({} bytes): skim {new:?}, serde {old:?}", b.len());
+        }
+    }
+
+    fn token() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\n",
+            "\"model\"",
+            "\"stream\"",
+            "\"metadata\"",
+            "\"user\"",
+            "\"max_tokens\"",
+            "\"x\"",
+            "\"mod\\u0065l\"",
+            "\"a\\nb\"",
+            "\"\\q\"",
+            "\"\\u00e9\"",
+            "\"\\ud800\"",
+            "\"é\"",
+            "\"\t\"",
+            "1",
+            "-0",
+            "01",
+            "1.5e3",
+            "1.",
+            "1e400",
+            "true",
+            "false",
+            "null",
+            "nul",
+            "\"",
+            "\\",
+        ])
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop::sample::select(vec![
+                            "model", "stream", "metadata", "user", "user_id", "x"
+                        ]),
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn skim_matches_serde_on_token_soup(tokens in prop::collection::vec(token(), 0..24)) {
+            same_as_reference(format!("{{{}}}", tokens.concat()).as_bytes());
+            same_as_reference(tokens.concat().as_bytes());
+        }
+
+        #[test]
+        fn skim_matches_serde_on_values(
+            v in value(),
+            model in value(),
+            cut in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let body = json!({"model": model, "messages": [v.clone()], "metadata": v}).to_string();
+            same_as_reference(body.as_bytes());
+            // and with one byte changed
+            let mut broken = body.into_bytes();
+            let i = cut.index(broken.len());
+            broken[i] = byte;
+            same_as_reference(&broken);
+        }
+    }
 
     #[test]
     fn peek_reads_the_common_fields_only() {

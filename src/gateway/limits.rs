@@ -32,7 +32,7 @@ use prometheus::{register_int_counter_vec, IntCounterVec};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -215,20 +215,33 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for SlowClientGuard<A> {
 /// A client stream whose reads fail once a request header takes longer than the timeout,
 /// counted from its first byte. The gateway marks the header done ([`header_done`]) when it
 /// sees the request and re-arms the deadline ([`expect_header`]) when the request ends.
+///
+/// The clock is an instant noted at the first byte; a timer is armed only if a read of the
+/// header has to wait (a header that arrives in one piece, as nearly all do, costs no timer).
 #[derive(Debug)]
 pub struct HeaderDeadline {
     inner: Stream,
     timeout: Duration,
-    awaiting: AtomicBool,
+    state: AtomicU8,
+    /// When the first byte of the header being awaited arrived.
+    started: Option<tokio::time::Instant>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// [`HeaderDeadline::state`]: the header has been read.
+const HEADER_DONE: u8 = 0;
+/// A header is awaited (its clock runs from its first byte).
+const HEADER_AWAITED: u8 = 1;
+/// A request ended: the next bytes start a new header, with a fresh clock.
+const HEADER_NEXT: u8 = 2;
 
 impl HeaderDeadline {
     fn new(inner: Stream, timeout: Duration) -> Self {
         HeaderDeadline {
             inner,
             timeout,
-            awaiting: AtomicBool::new(true),
+            state: AtomicU8::new(HEADER_AWAITED),
+            started: None,
             timer: None,
         }
     }
@@ -243,15 +256,26 @@ fn deadline_of(s: &pingora::proxy::Session) -> Option<&HeaderDeadline> {
 /// The request header has been read: stop the header clock.
 pub fn header_done(s: &pingora::proxy::Session) {
     if let Some(d) = deadline_of(s) {
-        d.awaiting.store(false, Ordering::Release);
+        d.state.store(HEADER_DONE, Ordering::Release);
     }
 }
 
 /// The request ended: the next bytes on this connection start a new header.
 pub fn expect_header(s: &pingora::proxy::Session) {
     if let Some(d) = deadline_of(s) {
-        d.awaiting.store(true, Ordering::Release);
+        d.state.store(HEADER_NEXT, Ordering::Release);
     }
+}
+
+fn header_timed_out(timeout: Duration) -> Poll<std::io::Result<()>> {
+    LIMIT_REJECTIONS
+        .with_label_values(&["header_timeout"])
+        .inc();
+    log::info!("closing a client connection: request header not complete within {timeout:?}");
+    Poll::Ready(Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "request header timeout",
+    )))
 }
 
 impl AsyncRead for HeaderDeadline {
@@ -261,33 +285,41 @@ impl AsyncRead for HeaderDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        if !this.awaiting.load(Ordering::Acquire) {
-            this.timer = None;
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        match this.state.load(Ordering::Acquire) {
+            HEADER_AWAITED => {}
+            HEADER_NEXT => {
+                this.state.store(HEADER_AWAITED, Ordering::Release);
+                this.started = None;
+                this.timer = None;
+            }
+            _ => {
+                this.started = None;
+                this.timer = None;
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
         }
         if let Some(t) = this.timer.as_mut() {
             if t.as_mut().poll(cx).is_ready() {
-                LIMIT_REJECTIONS
-                    .with_label_values(&["header_timeout"])
-                    .inc();
-                log::info!(
-                    "closing a client connection: request header not complete within {:?}",
-                    this.timeout
-                );
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "request header timeout",
-                )));
+                return header_timed_out(this.timeout);
             }
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before && this.timer.is_none() {
-            // The first byte of a request: the clock starts. Polled once so that it wakes
-            // this task when it fires.
-            let mut t = Box::pin(tokio::time::sleep(this.timeout));
-            let _ = t.as_mut().poll(cx);
-            this.timer = Some(t);
+        match (&r, this.started) {
+            (Poll::Ready(Ok(())), None) if buf.filled().len() > before => {
+                // The first byte of a request: the clock starts.
+                this.started = Some(tokio::time::Instant::now());
+            }
+            (Poll::Pending, Some(started)) if this.timer.is_none() => {
+                // The header is incomplete and the read waits: arm the deadline, polled once
+                // so that it wakes this task when it fires.
+                let mut t = Box::pin(tokio::time::sleep_until(started + this.timeout));
+                if t.as_mut().poll(cx).is_ready() {
+                    return header_timed_out(this.timeout);
+                }
+                this.timer = Some(t);
+            }
+            _ => {}
         }
         r
     }

@@ -425,7 +425,21 @@ async fn read_body(
     limits: &crate::config::Limits,
 ) -> Result<Bytes, Failure> {
     s.set_read_timeout(Some(limits.client_read_timeout));
-    match tokio::time::timeout(limits.body_timeout, read_body_inner(s, max)).await {
+    let deadline = tokio::time::Instant::now() + limits.body_timeout;
+    let res = {
+        let mut read = std::pin::pin!(read_body_inner(s, max));
+        // A body that has already arrived (most are, with their header) is read in the first
+        // poll: the whole-body deadline needs a timer only when the read has to wait.
+        match std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(read.as_mut(), cx))
+        })
+        .await
+        {
+            std::task::Poll::Ready(r) => Ok(r),
+            std::task::Poll::Pending => tokio::time::timeout_at(deadline, read).await,
+        }
+    };
+    match res {
         Ok(r) => r,
         Err(_) => {
             limits::LIMIT_REJECTIONS
@@ -469,17 +483,38 @@ async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> 
     if expects_continue {
         s.write_continue_response().await?;
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = s.read_request_body().await.map_err(|e| {
+    let read_err = |e: Box<pingora::Error>| {
         Failure::Client(GatewayError::invalid(format!(
             "Could not read the request body: {}",
             e.etype().as_str()
         )))
-    })? {
-        if body.len() + chunk.len() > max {
+    };
+    // A body that comes in one piece is returned as that piece, without a copy.
+    let Some(first) = s.read_request_body().await.map_err(read_err)? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > max {
+        return Err(too_large().into());
+    }
+    let Some(second) = s.read_request_body().await.map_err(read_err)? else {
+        return Ok(first);
+    };
+    // Several pieces: kept as they come and joined once at the end (growing one buffer
+    // would copy what it holds at every growth).
+    let mut total = first.len();
+    let mut pieces = vec![first];
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        if total + chunk.len() > max {
             return Err(too_large().into());
         }
-        body.extend_from_slice(&chunk);
+        total += chunk.len();
+        pieces.push(chunk);
+        next = s.read_request_body().await.map_err(read_err)?;
+    }
+    let mut body = BytesMut::with_capacity(total);
+    for p in &pieces {
+        body.extend_from_slice(p);
     }
     Ok(body.freeze())
 }

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 
 use crate::error::{Dialect, ErrorKind, GatewayError};
-use crate::meter::{usage_from_body, StreamMeter, Usage, Wire};
+use crate::meter::{usage_from_body, usage_from_fields, StreamMeter, Usage, UsageNumbers, Wire};
 use crate::translate::r2c::ResponsesContext;
 use crate::translate::shared::ToolNames;
 use crate::translate::sse::{SseEvent, SseParser};
@@ -336,7 +336,8 @@ impl ResponseTap {
                 }
             }
             Mode::StreamHidingUsage(meter, parser) => {
-                let mut out = Vec::new();
+                // Re-framed events are about as long as the piece they came in.
+                let mut out = Vec::with_capacity(body.as_ref().map_or(0, |b| b.len() + 64));
                 if let Some(b) = body.as_ref() {
                     meter.observe(b);
                     parser.feed(b, &mut |ev| reframe_without_usage(ev, &mut out));
@@ -536,10 +537,10 @@ impl ResponseTap {
 fn usage_of_json(wire: Wire, body: &[u8]) -> Option<Usage> {
     #[derive(serde::Deserialize)]
     struct UsageOnly {
-        usage: Option<serde_json::Value>,
+        usage: Option<UsageNumbers>,
     }
     let u = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
-    usage_from_body(wire, &serde_json::json!({ "usage": u }))
+    usage_from_fields(wire, &u)
 }
 
 /// An upstream error body in one dialect → a [`GatewayError`] with the same status, for the

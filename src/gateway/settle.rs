@@ -192,20 +192,20 @@ impl Gateway {
                 charges: vec![],
             }),
         }
-        if usage.total() > 0 {
-            metrics::KEY_TOKENS
-                .with_label_values(&[metrics::key_label(&key.id).as_str(), model_label.as_str()])
-                .inc_by(usage.total());
-        }
-        if let Some(adm) = ctx.admission.as_ref() {
-            let cost = adm.price.map_or(0, |p| p.cost(&usage));
+        let cost = ctx
+            .admission
+            .as_ref()
+            .map_or(0, |adm| adm.price.map_or(0, |p| p.cost(&usage)));
+        if usage.total() > 0 || cost > 0 {
+            let key_label = metrics::key_label(&key.id);
+            let labels = [key_label.as_str(), model_label.as_str()];
+            if usage.total() > 0 {
+                metrics::KEY_TOKENS
+                    .with_label_values(&labels)
+                    .inc_by(usage.total());
+            }
             if cost > 0 {
-                metrics::SPEND
-                    .with_label_values(&[
-                        metrics::key_label(&key.id).as_str(),
-                        model_label.as_str(),
-                    ])
-                    .inc_by(cost);
+                metrics::SPEND.with_label_values(&labels).inc_by(cost);
             }
         }
     }

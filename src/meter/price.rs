@@ -179,7 +179,10 @@ impl PriceTable {
     /// The price of `model` at `provider`: `provider:model`, then `model`, then the longest
     /// matching prefix pattern (with or without the provider).
     pub fn lookup(&self, provider: &str, model: &str) -> Option<Price> {
-        let full = format!("{provider}:{model}");
+        let mut full = String::with_capacity(provider.len() + 1 + model.len());
+        full.push_str(provider);
+        full.push(':');
+        full.push_str(model);
         if let Some(p) = self.exact.get(&full).or_else(|| self.exact.get(model)) {
             return Some(*p);
         }

@@ -272,8 +272,8 @@ impl Store for SledStore {
         blocking(move || {
             let encoded: Vec<(Vec<u8>, Vec<u8>)> = batch
                 .iter()
-                .map(|s| Ok((usage_key(s.record.ts_ms, &s.record.id), json(&s.record)?)))
-                .collect::<StoreResult<_>>()?;
+                .map(|s| (usage_key(s.record.ts_ms, &s.record.id), s.record.to_json()))
+                .collect();
             // One transaction over records and spend: both land, or neither. A record's key
             // (its time and id) is its idempotency check, and spend is summed per account and
             // window before it is written, so a batch costs one read-modify-write per account

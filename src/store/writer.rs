@@ -19,6 +19,9 @@ use crate::ledger::{Ledger, Settled};
 
 pub const INTERVAL: Duration = Duration::from_millis(20);
 
+/// How often an idle writer with nothing spooled wakes without being notified.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
 pub struct UsageWriter {
     pub ledger: Arc<Ledger>,
     pub slot: Arc<StoreSlot>,
@@ -115,6 +118,9 @@ fn read_spool(path: &Path) -> std::io::Result<Vec<Settled>> {
 
 impl UsageWriter {
     async fn write(&self, batch: Vec<Settled>, spool: &mut Option<(PathBuf, std::fs::File)>) {
+        if batch.is_empty() && spool.is_none() {
+            return; // nothing to write, nothing to move: the store is not even asked
+        }
         // This process spooled while it had no store: move its own spool in first (its spend
         // is already counted in memory, so nothing is seeded).
         // A store known to be unreachable (a database outage) is not tried for every batch:
@@ -187,10 +193,17 @@ impl BackgroundService for UsageWriter {
         let mut spool = None;
         let mut stopping = false;
         loop {
+            // A push wakes the writer (a push while it writes leaves a permit, so none is
+            // missed). Only an own spool waiting to move into the store needs polling; idle,
+            // the writer otherwise wakes once a second, as a safety net.
+            let idle_wait = if spool.is_some() { INTERVAL } else { IDLE_POLL };
             tokio::select! {
                 _ = self.ledger.queue.notify.notified() => {}
-                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = tokio::time::sleep(idle_wait) => {}
                 _ = shutdown.changed(), if !stopping => stopping = true,
+            }
+            if self.ledger.queue.is_empty() && spool.is_none() {
+                continue; // woken with nothing to do
             }
             // Group commit: let a burst accumulate for one interval, then write it at once.
             tokio::time::sleep(INTERVAL).await;
