@@ -531,15 +531,25 @@ async fn health_root_metrics_and_model_listing() {
     )
     .await;
     let _ = r.text().await.unwrap();
-    let m = c
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(m.contains("tollgate_requests_total{endpoint=\"chat_completions\",model=\"gpt-4o-mini\",provider=\"openai\",status=\"200\"} 1"), "{m}");
+    // The request is counted when the gateway logs it, just after the client has read the
+    // last byte: wait for it.
+    let counted = "tollgate_requests_total{endpoint=\"chat_completions\",model=\"gpt-4o-mini\",provider=\"openai\",status=\"200\"} 1";
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = c
+            .get(format!("{}/metrics", gw.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains(counted) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(m.contains(counted), "{m}");
     assert!(m.contains("tollgate_upstream_ttfb_seconds_bucket"));
     assert!(m.contains("tollgate_tokens_total"));
     assert!(
