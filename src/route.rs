@@ -155,44 +155,31 @@ impl Router {
         } else {
             self.groups.get(target)
         };
-        let Some(group) = group else {
-            let first = self.resolve(selector)?;
-            let Some(fb) = fallbacks else {
-                return Ok((first, Vec::new()));
-            };
-            let mut rest = Vec::new();
-            self.add_fallbacks(&first, fb, &mut rest);
-            let now = Instant::now();
-            if !first.health.available(now) {
-                if let Some(i) = rest.iter().position(|r| r.health.available(now)) {
-                    // The primary is ejected: a healthy fallback goes first.
-                    let healthy = rest.remove(i);
-                    rest.insert(0, first);
-                    return Ok((healthy, rest));
-                }
-            }
-            return Ok((first, rest));
-        };
-        let mut all: Vec<Route> = balance::order(group, Instant::now(), &mut rand::thread_rng())
-            .into_iter()
-            .map(|d| d.route(false))
-            .collect();
-        let first = all.remove(0);
-        if let Some(fb) = fallbacks {
-            self.add_fallbacks(&first, fb, &mut all);
+        if group.is_none() && fallbacks.is_none() {
+            return Ok((self.resolve(selector)?, Vec::new()));
         }
-        all.insert(0, first);
+        let mut all: Vec<Route> = match group {
+            Some(g) => balance::order(g, Instant::now(), &mut rand::thread_rng())
+                .into_iter()
+                .map(|d| d.route(false))
+                .collect(),
+            None => vec![self.resolve(selector)?],
+        };
+        if let Some(fb) = fallbacks {
+            self.add_fallbacks(fb, &mut all);
+        }
         // Ejected deployments only after every healthy candidate, fallbacks included.
         let now = Instant::now();
         let (mut up, down): (Vec<Route>, Vec<Route>) =
             all.into_iter().partition(|r| r.health.available(now));
         up.extend(down);
+        up.truncate(self.max_attempts);
         let first = up.remove(0);
-        up.truncate(self.max_attempts.saturating_sub(1));
         Ok((first, up))
     }
 
-    fn add_fallbacks(&self, first: &Route, fallbacks: &[String], out: &mut Vec<Route>) {
+    /// Appends the routes of `fallbacks` (each a selector or a group) not already in `out`.
+    fn add_fallbacks(&self, fallbacks: &[String], out: &mut Vec<Route>) {
         for f in fallbacks {
             let target = self.alias(f);
             let routes: Vec<Route> = match self.groups.get(target) {
@@ -210,12 +197,11 @@ impl Router {
             };
             for r in routes {
                 let same = |x: &Route| Arc::ptr_eq(&x.health, &r.health) && x.model == r.model;
-                if !same(first) && !out.iter().any(same) {
+                if !out.iter().any(same) {
                     out.push(r);
                 }
             }
         }
-        out.truncate(self.max_attempts.saturating_sub(1));
     }
 
     /// Every breaker: providers on their own, then the deployments of each group.

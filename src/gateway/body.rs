@@ -30,6 +30,37 @@ pub struct RequestJson {
     complete: bool,
 }
 
+/// The serde reading of the common fields (full parse for anything unusual).
+fn peek_serde(body: &[u8], utf8: bool) -> Result<RequestJson, GatewayError> {
+    if utf8 && !too_deep(body, MAX_DEPTH) {
+        if let Ok(p) = serde_json::from_slice::<Peek>(body) {
+            let mut fields = Map::new();
+            for (k, v) in [
+                ("model", p.model),
+                ("stream", p.stream),
+                ("max_tokens", p.max_tokens),
+                ("max_completion_tokens", p.max_completion_tokens),
+                ("max_output_tokens", p.max_output_tokens),
+                ("user", p.user),
+                ("metadata", p.metadata),
+                ("stream_options", p.stream_options),
+            ] {
+                if let Some(v) = v {
+                    fields.insert(k.to_string(), v);
+                }
+            }
+            return Ok(RequestJson {
+                fields,
+                complete: false,
+            });
+        }
+    }
+    Ok(RequestJson {
+        fields: parse_object(body)?,
+        complete: true,
+    })
+}
+
 impl RequestJson {
     /// Reads the common fields; falls back to a full parse for anything unusual (invalid
     /// UTF-8, duplicate keys, syntax errors), which also words the error.
@@ -49,33 +80,7 @@ impl RequestJson {
                 });
             }
         }
-        if utf8 && !too_deep(body, MAX_DEPTH) {
-            if let Ok(p) = serde_json::from_slice::<Peek>(body) {
-                let mut fields = Map::new();
-                for (k, v) in [
-                    ("model", p.model),
-                    ("stream", p.stream),
-                    ("max_tokens", p.max_tokens),
-                    ("max_completion_tokens", p.max_completion_tokens),
-                    ("max_output_tokens", p.max_output_tokens),
-                    ("user", p.user),
-                    ("metadata", p.metadata),
-                    ("stream_options", p.stream_options),
-                ] {
-                    if let Some(v) = v {
-                        fields.insert(k.to_string(), v);
-                    }
-                }
-                return Ok(RequestJson {
-                    fields,
-                    complete: false,
-                });
-            }
-        }
-        Ok(RequestJson {
-            fields: parse_object(body)?,
-            complete: true,
-        })
+        peek_serde(body, utf8)
     }
 
     /// The fields read so far (all of them once [`full`](Self::full) ran).
@@ -482,33 +487,7 @@ mod tests {
 
     /// `peek` before the skimmer: serde only.
     fn peek_reference(body: &[u8]) -> Result<RequestJson, GatewayError> {
-        if std::str::from_utf8(body).is_ok() && !too_deep(body, MAX_DEPTH) {
-            if let Ok(p) = serde_json::from_slice::<Peek>(body) {
-                let mut fields = Map::new();
-                for (k, v) in [
-                    ("model", p.model),
-                    ("stream", p.stream),
-                    ("max_tokens", p.max_tokens),
-                    ("max_completion_tokens", p.max_completion_tokens),
-                    ("max_output_tokens", p.max_output_tokens),
-                    ("user", p.user),
-                    ("metadata", p.metadata),
-                    ("stream_options", p.stream_options),
-                ] {
-                    if let Some(v) = v {
-                        fields.insert(k.to_string(), v);
-                    }
-                }
-                return Ok(RequestJson {
-                    fields,
-                    complete: false,
-                });
-            }
-        }
-        Ok(RequestJson {
-            fields: parse_object(body)?,
-            complete: true,
-        })
+        peek_serde(body, std::str::from_utf8(body).is_ok())
     }
 
     fn same_as_reference(body: &[u8]) {

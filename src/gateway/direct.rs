@@ -63,28 +63,29 @@ fn failure_of(res: &Result<Attempt>) -> Option<(&'static str, Outcome)> {
             ahead: Some((body, true)),
             ..
         }) if !is_json(body) => Some(("invalid_body", Outcome::Failed)),
-        Ok(Attempt { up, .. }) => {
-            let h = up.response_header()?;
-            let status = h.status.as_u16();
-            if status == 429 {
-                // The provider said when to come back: cool off that long.
-                let wait = h
-                    .headers
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                Some((
-                    "status_429",
-                    wait.map_or(Outcome::Failed, Outcome::RateLimited),
-                ))
-            } else if status >= 500 {
-                Some(("status_5xx", Outcome::Failed))
-            } else {
-                None
-            }
-        }
+        Ok(Attempt { up, .. }) => status_failure(up.response_header()?),
         Err(e) => Some((error_reason(e), Outcome::Failed)),
+    }
+}
+
+/// Whether a response header means the deployment failed (429 or 5xx), with its label; a
+/// 429 with `Retry-After` says how long to cool off. Both forwarding paths use it.
+pub(super) fn status_failure(h: &ResponseHeader) -> Option<(&'static str, Outcome)> {
+    match h.status.as_u16() {
+        429 => {
+            let wait = h
+                .headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Some((
+                "status_429",
+                wait.map_or(Outcome::Failed, Outcome::RateLimited),
+            ))
+        }
+        500.. => Some(("status_5xx", Outcome::Failed)),
+        _ => None,
     }
 }
 

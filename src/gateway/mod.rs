@@ -682,12 +682,8 @@ impl ProxyHttp for Gateway {
         ctx.upstream_ttfb = Some(ctx.start.elapsed());
         ctx.attempts += 1;
         if let Some(route) = ctx.route.as_ref() {
-            let status = resp.status.as_u16();
-            let (label, outcome) = match status {
-                429 => ("status_429", crate::balance::Outcome::Failed),
-                500.. => ("status_5xx", crate::balance::Outcome::Failed),
-                _ => ("ok", crate::balance::Outcome::Ok),
-            };
+            let (label, outcome) =
+                direct::status_failure(resp).unwrap_or(("ok", crate::balance::Outcome::Ok));
             route.health.count_attempt(label);
             route.health.record(outcome, std::time::Instant::now());
         }
@@ -759,15 +755,7 @@ impl ProxyHttp for Gateway {
         let provider = ctx.provider_name().to_string();
         let gw = classify_error(e, &provider);
         if e.esource() == &ErrorSource::Upstream && !provider.is_empty() {
-            let kind = match e.etype() {
-                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                    "timeout"
-                }
-                ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
-                    "connect"
-                }
-                _ => "io",
-            };
+            let kind = direct::error_reason(e);
             metrics::UPSTREAM_ERRORS
                 .with_label_values(&[provider.as_str(), kind])
                 .inc();
@@ -775,7 +763,7 @@ impl ProxyHttp for Gateway {
             // records its own).
             if let (false, Some(route)) = (ctx.direct, ctx.route.as_ref()) {
                 if ctx.tap.is_none() {
-                    route.health.count_attempt(direct::error_reason(e));
+                    route.health.count_attempt(kind);
                 }
                 route
                     .health
