@@ -1,6 +1,5 @@
 //! Pingora bootstrap: the server configuration, the proxy service and the store keeper.
 
-use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
@@ -116,9 +115,9 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     let mut cfg = cfg;
     cfg.data_dir = data_dir.clone();
     let store = Arc::new(StoreSlot::default());
-    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
-        &server.configuration,
-    )));
+    let connector = crate::gateway::upstream::UpstreamPool::new(Some(
+        ConnectorOptions::from_server_conf(&server.configuration),
+    ));
     let inflight = crate::gateway::limits::InFlight::new(&cfg.limits);
     crate::gateway::limits::init_metrics();
     let mut secrets: Vec<String> = cfg

@@ -6,6 +6,8 @@
 #   bash benches/load/instructions.sh              # REQUESTS=200 per kind, ~5-10 minutes
 #   REQUESTS=500 bash benches/load/instructions.sh
 #   INSTRUCTIONS=1 bash benches/load/run.sh        # the same, after the load kit
+#   KINDS="chat2k" KEEP=/tmp/cg bash benches/load/instructions.sh   # some kinds; keep the dumps
+#                                                  # for callgrind_annotate --inclusive=yes
 #
 # Each proxy runs under callgrind with instrumentation off (--instr-atstart=no), so start-up,
 # key creation and warm-up are not counted. For every kind: WARMUP requests uninstrumented,
@@ -29,6 +31,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+  if [ -n "${KEEP:-}" ] && [ -d "$work/cg" ]; then mkdir -p "$KEEP" && cp "$work"/cg/done-* "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -60,6 +63,7 @@ measure() { # TARGET-NAME PID ADDR AUTH
   for k in "${kinds[@]}"; do
     IFS='|' read -r kind body pieces which label <<<"$k"
     [[ " $which " == *" $tname "* ]] || continue
+    [ -z "${KINDS:-}" ] || [[ " $KINDS " == *" $kind "* ]] || continue
     local args=(requests --addr "$addr" --path "$(cat "$work/$body.path")" --body "$work/$body.json"
       -H "authorization: Bearer $auth" -H "x-mock-pieces: $pieces" -H "x-mock-split-writes: 0" --timeout-s 300)
     $pin0 "$bin/streamload" "${args[@]}" --requests "$WARMUP" > "$work/warm.out"

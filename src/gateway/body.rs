@@ -67,7 +67,7 @@ impl RequestJson {
     pub fn peek(body: &[u8]) -> Result<RequestJson, GatewayError> {
         // serde skips unknown fields without its nesting limit: check the depth here (the
         // full parse refuses deep bodies with a clear error).
-        let utf8 = std::str::from_utf8(body).is_ok();
+        let utf8 = simdutf8::basic::from_utf8(body).is_ok();
         // The common case, read by a skimmer that validates like serde's skipping parse but
         // finds string ends with memchr, and checks the nesting depth as it goes; anything
         // it does not handle the way serde would (not an object, escaped top-level keys,
@@ -487,7 +487,7 @@ mod tests {
 
     /// `peek` before the skimmer: serde only.
     fn peek_reference(body: &[u8]) -> Result<RequestJson, GatewayError> {
-        peek_serde(body, std::str::from_utf8(body).is_ok())
+        peek_serde(body, simdutf8::basic::from_utf8(body).is_ok())
     }
 
     fn same_as_reference(body: &[u8]) {

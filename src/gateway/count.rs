@@ -71,7 +71,7 @@ impl Gateway {
             None => "/v1/messages/count_tokens".to_string(),
         };
         let req = upstream_request(client, &route.provider, &path, body.len()).ok()?;
-        let (mut up, _) = self.state.connector.get_http_session(&peer).await.ok()?;
+        let (mut up, _) = self.state.connector.session(&peer).await.ok()?;
         up.set_read_timeout(Some(UPSTREAM_BUDGET));
         up.set_write_timeout(Some(UPSTREAM_BUDGET));
         let ok = async {
@@ -94,10 +94,7 @@ impl Gateway {
         .await;
         match ok {
             Some(b) => {
-                self.state
-                    .connector
-                    .release_http_session(up, &peer, peer.options.idle_timeout)
-                    .await;
+                self.state.connector.release(up, &peer).await;
                 Some(b)
             }
             None => {

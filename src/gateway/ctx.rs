@@ -19,6 +19,8 @@ pub struct Ctx {
     pub client_model: String,
     pub route: Option<Route>,
     pub stream: bool,
+    /// The request body can be sent again by Pingora's proxy path (its retry buffer holds it).
+    pub replayable: bool,
     /// The body to send upstream (already rewritten).
     pub upstream_body: Option<Bytes>,
     pub upstream_addr: Option<SocketAddr>,
@@ -68,6 +70,7 @@ impl Ctx {
             client_model: String::new(),
             route: None,
             stream: false,
+            replayable: false,
             upstream_body: None,
             upstream_addr: None,
             tap: None,

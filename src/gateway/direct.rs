@@ -40,6 +40,22 @@ async fn send_request(
     }
 }
 
+/// Awaits `fut` by the request's deadline. A timer is armed only when the deadline would
+/// end the step before the step's own timeout (`step`) does: registering a tokio timer wakes
+/// the runtime's driver with a syscall, and the usual request (a deadline of an hour, a
+/// first-byte timeout of minutes) needs none. None: the deadline passed.
+async fn within<F: std::future::Future>(
+    deadline: tokio::time::Instant,
+    step: Option<Duration>,
+    fut: F,
+) -> Option<F::Output> {
+    let now = tokio::time::Instant::now();
+    match step {
+        Some(step) if now + step < deadline => Some(fut.await),
+        _ => tokio::time::timeout_at(deadline, fut).await.ok(),
+    }
+}
+
 /// A non-streamed answer is read ahead up to this size before anything reaches the client,
 /// so that a provider's garbage 200 can still fail over or become a clean 502. Larger
 /// answers (big embedding batches) are streamed through unchecked after this much.
@@ -50,20 +66,24 @@ const READ_AHEAD: usize = 8 * 1024 * 1024;
 pub(super) struct Attempt {
     up: HttpSession,
     ahead: Option<(Bytes, bool)>,
+    /// A whole body read ahead, parsed: its `usage` (handed to the response tap, which then
+    /// does not parse the body a second time).
+    parsed: Option<Option<crate::meter::UsageNumbers>>,
 }
 
-fn is_json(b: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
-}
-
-/// Why an attempt failed, as a metrics label; None when it answered and may be used.
-fn failure_of(res: &Result<Attempt>) -> Option<(&'static str, Outcome)> {
+/// Why an attempt failed, as a metrics label; None when it answered and may be used. A
+/// whole 2xx body read ahead must be JSON: it is parsed here, once.
+fn failure_of(res: &mut Result<Attempt>) -> Option<(&'static str, Outcome)> {
     match res {
-        Ok(Attempt {
-            ahead: Some((body, true)),
-            ..
-        }) if !is_json(body) => Some(("invalid_body", Outcome::Failed)),
-        Ok(Attempt { up, .. }) => status_failure(up.response_header()?),
+        Ok(a) => {
+            if let Some((body, true)) = &a.ahead {
+                match serde_json::from_slice::<super::response::UsageOnly>(body) {
+                    Ok(u) => a.parsed = Some(u.usage),
+                    Err(_) => return Some(("invalid_body", Outcome::Failed)),
+                }
+            }
+            status_failure(a.up.response_header()?)
+        }
         Err(e) => Some((error_reason(e), Outcome::Failed)),
     }
 }
@@ -172,31 +192,37 @@ impl Gateway {
         let mut tries = 0;
         loop {
             tries += 1;
-            let (mut up, reused) = match tokio::time::timeout_at(
-                deadline,
-                self.state.connector.get_http_session(peer),
-            )
-            .await
-            {
-                Ok(r) => r.map_err(|e| e.into_up())?,
-                Err(_) => return Err(total_timeout()),
-            };
+            let connecting = self.state.connector.session(peer);
+            let (mut up, reused) =
+                match within(deadline, peer.options.total_connection_timeout, connecting).await {
+                    Some(r) => r.map_err(|e| e.into_up())?,
+                    None => return Err(total_timeout()),
+                };
             // The connector does not apply the peer's read/write timeouts itself. Until the
             // response header: the time-to-first-byte timeout.
             up.set_read_timeout(Some(timeouts.first_byte));
             up.set_write_timeout(peer.options.write_timeout);
-            let sent =
-                match tokio::time::timeout_at(deadline, send_request(&mut up, &req, &body)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        up.shutdown().await;
-                        return Err(total_timeout());
-                    }
-                };
+            let sent = match within(
+                deadline,
+                Some(timeouts.first_byte),
+                send_request(&mut up, &req, &body),
+            )
+            .await
+            {
+                Some(r) if tokio::time::Instant::now() < deadline => r,
+                _ => {
+                    up.shutdown().await;
+                    return Err(total_timeout());
+                }
+            };
             match sent {
                 Ok(()) => {
                     let ahead = read_ahead(&mut up, ctx.stream, &timeouts, deadline).await?;
-                    return Ok(Attempt { up, ahead });
+                    return Ok(Attempt {
+                        up,
+                        ahead,
+                        parsed: None,
+                    });
                 }
                 // A pooled connection may have been closed by the provider meanwhile: nothing
                 // was answered, so one fresh attempt is safe.
@@ -288,8 +314,8 @@ impl Gateway {
                 tokio::time::Instant::from_std(ctx.start) + route.provider.timeouts.total;
             route.health.begin(Instant::now());
             ctx.attempts += 1;
-            let res = self.attempt(s, ctx, &peer, deadline).await;
-            let failure = failure_of(&res);
+            let mut res = self.attempt(s, ctx, &peer, deadline).await;
+            let failure = failure_of(&mut res);
             let label = failure.map_or("ok", |f| f.0);
             route.health.count_attempt(label);
             route
@@ -343,7 +369,11 @@ impl Gateway {
             }
             break (res?, peer, route, deadline);
         };
-        let Attempt { mut up, ahead } = attempt;
+        let Attempt {
+            mut up,
+            ahead,
+            parsed,
+        } = attempt;
         let timeouts = route.provider.timeouts;
         let total_timeout = || Error::explain(ErrorType::ReadTimedout, "total timeout").into_up();
 
@@ -362,6 +392,9 @@ impl Gateway {
         }
         let spec = ctx.tap_spec.clone().expect("planned");
         let mut tap = ResponseTap::on_header(&mut resp, &spec);
+        if let Some(usage) = parsed {
+            tap.body_already_parsed(usage);
+        }
         if !tap.replaces_body() && !tap.rewrites_body() && (!had_length || tap.is_stream) {
             resp.remove_header("content-length");
             resp.insert_header("transfer-encoding", "chunked")?;
@@ -384,9 +417,13 @@ impl Gateway {
         // Translated streams get keep-alives while the provider is silent (a reasoning model
         // can think for minutes): Anthropic `ping` events, OpenAI `: keep-alive` comments.
         let keepalive = self.state.cfg.stream_keepalive;
-        // Both timers live across the loop (a new Sleep per chunk would register a timer per
-        // chunk); the ping timer is pushed back whenever something was written.
+        // Both timers live across the loop, and neither is touched per chunk (a timer
+        // registration can cost a syscall): the deadline is checked between reads and gets
+        // its timer only once it is nearer than the idle timeout, which bounds every read;
+        // the ping timer, when it fires, first looks at when the stream last wrote.
         let total = tokio::time::sleep_until(deadline);
+        let mut total_armed = false;
+        let mut last_write = tokio::time::Instant::now();
         tokio::pin!(total);
         let ping = tokio::time::sleep(keepalive);
         tokio::pin!(ping);
@@ -397,8 +434,10 @@ impl Gateway {
             let (chunk, done) = if let Some((b, whole)) = pending.take() {
                 (Some(b), whole)
             } else {
+                total_armed =
+                    total_armed || deadline <= tokio::time::Instant::now() + timeouts.stream_idle;
                 let chunk = tokio::select! {
-                    _ = &mut total => {
+                    _ = &mut total, if total_armed => {
                         up.shutdown().await;
                         if let Some(ev) = super::limits::guard_sync(|| tap.on_upstream_error("total timeout")).flatten() {
                             let _ = s.write_response_body(Some(ev), true).await;
@@ -407,7 +446,13 @@ impl Gateway {
                         return Err(total_timeout());
                     }
                     _ = &mut ping, if pings => {
-                        ping.as_mut().reset(tokio::time::Instant::now() + keepalive);
+                        let now = tokio::time::Instant::now();
+                        if now < last_write + keepalive {
+                            ping.as_mut().reset(last_write + keepalive);
+                            continue;
+                        }
+                        ping.as_mut().reset(now + keepalive);
+                        last_write = now;
                         if let Some(ping) = tap.keepalive() {
                             if let Err(e) = s.write_response_body(Some(ping), false).await {
                                 ctx.client_gone = true;
@@ -444,7 +489,7 @@ impl Gateway {
                 (chunk, done)
             };
             if pings {
-                ping.as_mut().reset(tokio::time::Instant::now() + keepalive);
+                last_write = tokio::time::Instant::now();
             }
             let mut out = chunk;
             let trigger = super::test_panic_wanted(s, "response");
@@ -481,10 +526,7 @@ impl Gateway {
             }
         }
         ctx.tap = Some(tap);
-        self.state
-            .connector
-            .release_http_session(up, &peer, peer.options.idle_timeout)
-            .await;
+        self.state.connector.release(up, &peer).await;
         Ok(())
     }
 }

@@ -28,7 +28,6 @@ pub mod upstream;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -56,7 +55,7 @@ pub struct AppState {
     pub keys: Arc<KeyIndex>,
     pub store: Arc<StoreSlot>,
     pub resolver: upstream::Resolver,
-    pub connector: Connector,
+    pub connector: upstream::UpstreamPool,
     pub ledger: Arc<crate::ledger::Ledger>,
     /// Forwarded requests in flight, per key and overall (`limits:`).
     pub inflight: Arc<limits::InFlight>,
@@ -310,6 +309,7 @@ impl Gateway {
         ctx.permit = Some(permit?);
         test_panic(s, "request");
         let body = read_body(s, self.state.cfg.max_body_bytes, &self.state.cfg.limits).await?;
+        ctx.replayable = body.len() <= RETRY_BUFFER && !s.retry_buffer_truncated();
         let mut req = body::RequestJson::peek(&body)?;
         let model = match req.fields().get("model") {
             Some(Value::String(m)) => m.clone(),
@@ -377,11 +377,7 @@ impl Gateway {
         // response header) and reads non-streamed answers ahead, so that a provider's
         // invalid 200 fails over or becomes a 502 instead of reaching the client. Same-format
         // streams with a replayable body and nowhere to fail over to stay on the proxy path.
-        if ctx.stream
-            && !s.retry_buffer_truncated()
-            && !translated_stream
-            && ctx.alternates.is_empty()
-        {
+        if ctx.stream && ctx.replayable && !translated_stream && ctx.alternates.is_empty() {
             return Ok(Flow::Proxy);
         }
         Box::pin(self.forward_direct(s, ctx)).await?;
@@ -460,6 +456,9 @@ async fn read_body(
     }
 }
 
+/// The size of Pingora 0.9's retry buffer (`BODY_BUF_LIMIT`, not exported).
+const RETRY_BUFFER: usize = 64 * 1024;
+
 async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> {
     let too_large = || {
         GatewayError::new(
@@ -467,16 +466,19 @@ async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> 
             format!("Request body exceeds the gateway's limit of {max} bytes."),
         )
     };
-    if let Some(cl) = s
+    let length = s
         .get_header("content-length")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if cl > max as u64 {
-            return Err(too_large().into());
-        }
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|cl| cl > max as u64) {
+        return Err(too_large().into());
     }
-    s.enable_retry_buffering();
+    // Pingora's retry buffer is what lets the proxy path send a body that was read here;
+    // it holds 64 KiB, so a larger body (Claude Code's, mostly) goes the direct path and
+    // is not copied into it.
+    if length.is_none_or(|cl| cl <= RETRY_BUFFER as u64) {
+        s.enable_retry_buffering();
+    }
     let expects_continue = s
         .get_header("expect")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));

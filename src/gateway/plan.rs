@@ -124,6 +124,29 @@ fn passthrough(
     // a client that did not ask for it.
     let inject_usage =
         ctx.stream && ep == Endpoint::ChatCompletions && !asked_for_usage(req.fields());
+    if inject_usage && !rename && !unsigned_thinking && !req.fields().contains_key("stream_options")
+    {
+        // The usual streamed chat request: the usage request is spliced in after the opening
+        // brace (the body is a validated object with a "model" member), not parsed and
+        // re-encoded.
+        if let Some(at) = body
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .filter(|&i| body[i] == b'{')
+        {
+            const USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
+            let mut out = bytes::BytesMut::with_capacity(body.len() + USAGE.len());
+            out.extend_from_slice(&body[..=at]);
+            out.extend_from_slice(USAGE);
+            out.extend_from_slice(&body[at + 1..]);
+            tap.hide_usage_chunk = true;
+            return Ok(Plan {
+                path: with_query(path, query),
+                body: out.freeze(),
+                tap,
+            });
+        }
+    }
     let mut rewrite = rename;
     if rename || unsigned_thinking || inject_usage {
         let full = req.full(&body)?;

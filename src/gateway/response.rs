@@ -338,12 +338,18 @@ impl ResponseTap {
             Mode::StreamHidingUsage(meter, parser) => {
                 // Re-framed events are about as long as the piece they came in.
                 let mut out = Vec::with_capacity(body.as_ref().map_or(0, |b| b.len() + 64));
+                // One parse serves both the meter and the re-framing.
                 if let Some(b) = body.as_ref() {
-                    meter.observe(b);
-                    parser.feed(b, &mut |ev| reframe_without_usage(ev, &mut out));
+                    parser.feed(b, &mut |ev| {
+                        meter.on_event(&ev);
+                        reframe_without_usage(ev, &mut out)
+                    });
                 }
                 if eos {
-                    parser.finish(&mut |ev| reframe_without_usage(ev, &mut out));
+                    parser.finish(&mut |ev| {
+                        meter.on_event(&ev);
+                        reframe_without_usage(ev, &mut out)
+                    });
                     meter.finish();
                     if let Some(ev) = self.finish_stream(TRUNCATED) {
                         out.extend_from_slice(&ev);
@@ -402,6 +408,15 @@ impl ResponseTap {
         }
         if let Some(b) = body.as_ref() {
             self.bytes_out += b.len() as u64;
+        }
+    }
+
+    /// The whole body has been parsed already (the direct path's read-ahead check), and this
+    /// is its usage: a passthrough JSON answer need neither be kept nor parsed again.
+    pub fn body_already_parsed(&mut self, usage: Option<UsageNumbers>) {
+        if matches!(self.mode, Mode::Json(_)) {
+            self.usage = usage.and_then(|u| usage_from_fields(self.wire, &u));
+            self.mode = Mode::Plain;
         }
     }
 
@@ -534,11 +549,13 @@ impl ResponseTap {
 
 /// The `usage` of a JSON answer that passes through: only that field is built, the rest of
 /// the body is skipped (a same-format answer is forwarded as it came).
+/// A JSON answer's `usage` (the rest of the body is validated and skipped).
+#[derive(serde::Deserialize)]
+pub struct UsageOnly {
+    pub usage: Option<UsageNumbers>,
+}
+
 fn usage_of_json(wire: Wire, body: &[u8]) -> Option<Usage> {
-    #[derive(serde::Deserialize)]
-    struct UsageOnly {
-        usage: Option<UsageNumbers>,
-    }
     let u = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
     usage_from_fields(wire, &u)
 }
@@ -602,7 +619,8 @@ fn translate_error(status: u16, v: &serde_json::Value, upstream: Dialect) -> Gat
 /// with `usage`), which the client did not ask for.
 fn reframe_without_usage(ev: SseEvent, out: &mut Vec<u8>) {
     let d = ev.data.as_str();
-    if d.contains("\"usage\"") && d.contains("\"choices\":[]") {
+    use crate::meter::{finders, has};
+    if has(&finders::NO_CHOICES, d) && has(&finders::QUOTED_USAGE, d) {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(d) {
             if v["choices"].as_array().is_some_and(|c| c.is_empty()) && v["usage"].is_object() {
                 return;

@@ -3,7 +3,10 @@
 //! panic on failure), peer options, and the upstream request header.
 
 use parking_lot::Mutex;
+use pingora::connectors::http::v1::Connector as H1Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +14,40 @@ use std::time::{Duration, Instant};
 
 use crate::config::Provider;
 use crate::error::{ErrorKind, GatewayError};
+
+/// Pooled HTTP/1.1 connections to providers (every provider is spoken to over HTTP/1.1).
+/// Pingora's general connector would do the same, but its connect future (TLS, h2 and
+/// custom protocols inlined) is 8.8 KB, and every request's future carried it; here a
+/// pooled connection is looked up first and only a new one pays for a boxed connect.
+pub struct UpstreamPool {
+    h1: H1Connector,
+}
+
+impl UpstreamPool {
+    pub fn new(options: Option<ConnectorOptions>) -> Self {
+        UpstreamPool {
+            h1: H1Connector::new(options),
+        }
+    }
+
+    /// A pooled connection to `peer`, or a new one; true when it was pooled.
+    pub async fn session(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
+        if let Some(h1) = self.h1.reused_http_session(peer).await {
+            return Ok((HttpSession::H1(h1), true));
+        }
+        let (h1, reused) = Box::pin(self.h1.get_http_session(peer)).await?;
+        Ok((HttpSession::H1(h1), reused))
+    }
+
+    /// Returns a finished session to the pool (it is closed if it cannot be reused).
+    pub async fn release(&self, up: HttpSession, peer: &HttpPeer) {
+        if let HttpSession::H1(h1) = up {
+            self.h1
+                .release_http_session(h1, peer, peer.options.idle_timeout)
+                .await;
+        }
+    }
+}
 
 const DNS_TTL: Duration = Duration::from_secs(60);
 

@@ -595,10 +595,28 @@ struct EventFields {
 /// the event has no top-level usage other than null: a top-level `usage` key is written
 /// `"usage"` followed by its value, and inside a string the quote before it would be
 /// escaped (which makes it part of another key, or no key at all).
+/// Substring searches run on every stream event: SIMD finders built once (`str::contains`
+/// builds a two-way searcher per call).
+pub(crate) mod finders {
+    use memchr::memmem::Finder;
+    use once_cell::sync::Lazy;
+    pub static USAGE: Lazy<Finder<'static>> = Lazy::new(|| Finder::new("usage"));
+    pub static QUOTED_USAGE: Lazy<Finder<'static>> = Lazy::new(|| Finder::new("\"usage\""));
+    pub static ERROR: Lazy<Finder<'static>> = Lazy::new(|| Finder::new("\"error\""));
+    pub static MESSAGE: Lazy<Finder<'static>> = Lazy::new(|| Finder::new("\"message_"));
+    pub static NO_CHOICES: Lazy<Finder<'static>> = Lazy::new(|| Finder::new("\"choices\":[]"));
+    pub static ESCAPE_U: Lazy<Finder<'static>> = Lazy::new(|| Finder::new("\\u"));
+}
+
+pub(crate) fn has(f: &memchr::memmem::Finder<'static>, d: &str) -> bool {
+    f.find(d.as_bytes()).is_some()
+}
+
 fn null_usage_only(data: &str) -> bool {
     let b = data.as_bytes();
-    !data.contains("\\u")
-        && memchr::memmem::find_iter(b, b"usage")
+    !has(&finders::ESCAPE_U, data)
+        && finders::USAGE
+            .find_iter(b)
             .all(|i| i > 0 && b[i - 1] == b'"' && b[i + 5..].starts_with(b"\":null"))
 }
 
@@ -631,17 +649,18 @@ impl StreamMeter {
 
     pub fn observe(&mut self, bytes: &[u8]) {
         let mut parser = std::mem::take(&mut self.parser);
-        parser.feed(bytes, &mut |ev| self.on_event(ev));
+        parser.feed(bytes, &mut |ev| self.on_event(&ev));
         self.parser = parser;
     }
 
     pub fn finish(&mut self) {
         let mut parser = std::mem::take(&mut self.parser);
-        parser.finish(&mut |ev| self.on_event(ev));
+        parser.finish(&mut |ev| self.on_event(&ev));
         self.parser = parser;
     }
 
-    fn on_event(&mut self, ev: SseEvent) {
+    /// One event of the stream (for a caller that parses the stream itself).
+    pub fn on_event(&mut self, ev: &SseEvent) {
         self.events += 1;
         let name = ev.event.as_deref();
         if ev.data == "[DONE]" {
@@ -655,13 +674,28 @@ impl StreamMeter {
         // OpenAI chunks of a stream with include_usage all say `"usage":null`; for these
         // wires only a top-level error key or a non-null usage matter, so such a chunk is
         // not parsed either (see `null_usage_only`).
-        let openai = matches!(self.wire, Wire::OpenAiChat | Wire::OpenAiOther);
-        let interesting = (ev.data.contains("usage") && !(openai && null_usage_only(&ev.data)))
-            || ev.data.contains("\"error\"")
-            || matches!(name, Some("message_stop") | Some("error"))
-            || ev.data.contains("response.completed")
-            || ev.data.contains("response.failed")
-            || ev.data.contains("response.incomplete");
+        let d = ev.data.as_str();
+        let interesting = match self.wire {
+            Wire::OpenAiChat | Wire::OpenAiOther => {
+                (has(&finders::USAGE, d) && !null_usage_only(d)) || has(&finders::ERROR, d)
+            }
+            // Only message_start, message_delta, message_stop and error events count; their
+            // type is in the data (`"type":"message_...`) or the event name.
+            Wire::Anthropic => {
+                matches!(
+                    name,
+                    Some("message_start" | "message_delta" | "message_stop" | "error")
+                ) || has(&finders::MESSAGE, d)
+                    || has(&finders::ERROR, d)
+            }
+            Wire::Responses => {
+                name == Some("error")
+                    || d.contains("response.completed")
+                    || d.contains("response.failed")
+                    || d.contains("response.incomplete")
+                    || has(&finders::ERROR, d)
+            }
+        };
         if !interesting {
             return;
         }
@@ -931,7 +965,7 @@ mod tests {
                 let mut a = StreamMeter::new(wire);
                 let mut b = StreamMeter::new(wire);
                 for (name, data) in &chosen {
-                    a.on_event(SseEvent {
+                    a.on_event(&SseEvent {
                         event: name.map(String::from),
                         data: data.clone(),
                     });

@@ -16,7 +16,7 @@ use crate::ledger::{Charge, Settled};
 use crate::meter::price::Price;
 use crate::meter::record::UsageRecord;
 
-fn settled(id: &str, ts_ms: u64, key: &str, cost: u64) -> Settled {
+pub(crate) fn settled(id: &str, ts_ms: u64, key: &str, cost: u64) -> Settled {
     Settled {
         record: UsageRecord {
             id: id.into(),

@@ -23,6 +23,7 @@
 pub mod conformance;
 pub mod keeper;
 pub mod postgres;
+pub mod segment;
 pub mod settings;
 pub mod sled_store;
 pub mod snapshot;

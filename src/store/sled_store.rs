@@ -7,12 +7,13 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{Store, StoreError, StoreResult, UsageFilter, UsagePage};
+use super::{segment, Store, StoreError, StoreResult, UsageFilter, UsagePage};
 use crate::auth::KeyRecord;
 use crate::ledger::budget::Scope;
 use crate::ledger::entities::{BudgetRecord, UserRecord};
 use crate::ledger::Settled;
 use crate::meter::price::Price;
+use crate::meter::record::UsageRecord;
 
 pub struct SledStore {
     db: sled::Db,
@@ -21,8 +22,12 @@ pub struct SledStore {
     users: sled::Tree,
     budgets: sled::Tree,
     prices: sled::Tree,
-    /// Usage records by (ts_ms big-endian ++ id): time-ordered scans.
+    /// Usage records in time-ordered segments ([`super::segment`]; older stores also hold
+    /// one-record rows keyed ts_ms big-endian ++ id).
     usage: sled::Tree,
+    /// Appends run one at a time: the idempotency check (a scan of recent segments) and
+    /// the transaction that writes must not interleave.
+    append_lock: std::sync::Arc<parking_lot::Mutex<()>>,
     /// (scope, id, window_start) → spent micro-dollars.
     spend: sled::Tree,
 }
@@ -59,10 +64,40 @@ fn parse_spend_key(k: &[u8]) -> Option<(Scope, String, u64)> {
     Some((scope, id, u64::from_be_bytes(ws.try_into().ok()?)))
 }
 
-fn usage_key(ts_ms: u64, id: &str) -> Vec<u8> {
-    let mut k = ts_ms.to_be_bytes().to_vec();
-    k.extend_from_slice(id.as_bytes());
-    k
+fn bad_cursor() -> StoreError {
+    StoreError::Corrupt("bad cursor".into())
+}
+
+/// The positions in `batch` of records that are not stored yet (an id repeated inside the
+/// batch counts once). A record with time t is in a segment whose key time lies in
+/// [t - SPAN_MS, t], so only entries in [earliest - SPAN_MS, latest] are looked at: in
+/// steady state the last few writer cycles' segments, read without parsing their JSON.
+fn fresh_records(usage: &sled::Tree, batch: &[Settled]) -> StoreResult<Vec<usize>> {
+    let mut wanted: std::collections::HashMap<&[u8], usize> = Default::default();
+    let mut fresh = Vec::with_capacity(batch.len());
+    for (n, s) in batch.iter().enumerate() {
+        if let std::collections::hash_map::Entry::Vacant(v) = wanted.entry(s.record.id.as_bytes()) {
+            v.insert(n);
+            fresh.push(n);
+        }
+    }
+    let lo = batch.iter().map(|s| s.record.ts_ms).min().unwrap_or(0);
+    let hi = batch.iter().map(|s| s.record.ts_ms).max().unwrap_or(0);
+    let range = segment::time_key(lo.saturating_sub(segment::SPAN_MS))
+        ..segment::time_key(hi.saturating_add(1));
+    let mut stored = std::collections::HashSet::new();
+    for kv in usage.range(range) {
+        let (k, v) = kv.map_err(io)?;
+        let entry = segment::Entry::decode(&k, &v)
+            .ok_or_else(|| StoreError::Corrupt("bad usage entry".into()))?;
+        for id in entry.ids() {
+            if let Some(&n) = wanted.get(id) {
+                stored.insert(n);
+            }
+        }
+    }
+    fresh.retain(|n| !stored.contains(n));
+    Ok(fresh)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> StoreResult<Vec<u8>> {
@@ -128,6 +163,7 @@ impl SledStore {
             budgets: t("budgets")?,
             prices: t("prices")?,
             usage: t("usage")?,
+            append_lock: Default::default(),
             spend: t("spend")?,
             db,
         })
@@ -269,57 +305,67 @@ impl Store for SledStore {
             return Ok(batch);
         }
         let (usage, spend, db) = (self.usage.clone(), self.spend.clone(), self.db.clone());
+        let lock = self.append_lock.clone();
         blocking(move || {
-            let encoded: Vec<(Vec<u8>, Vec<u8>)> = batch
-                .iter()
-                .map(|s| (usage_key(s.record.ts_ms, &s.record.id), s.record.to_json()))
+            let _one_at_a_time = lock.lock();
+            let fresh = fresh_records(&usage, &batch)?;
+            if fresh.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut sorted = fresh.clone();
+            sorted.sort_by(|&a, &b| {
+                let (a, b) = (&batch[a].record, &batch[b].record);
+                (a.ts_ms, &a.id).cmp(&(b.ts_ms, &b.id))
+            });
+            let json: Vec<Vec<u8>> = sorted.iter().map(|&n| batch[n].record.to_json()).collect();
+            let ts: Vec<u64> = sorted.iter().map(|&n| batch[n].record.ts_ms).collect();
+            let segments: Vec<(Vec<u8>, Vec<u8>)> = segment::plan(&ts)
+                .into_iter()
+                .map(|r| {
+                    let first = &batch[sorted[r.start]].record;
+                    let items: Vec<(&UsageRecord, &[u8])> = r
+                        .map(|i| (&batch[sorted[i]].record, json[i].as_slice()))
+                        .collect();
+                    (
+                        segment::key(first.ts_ms, &first.id),
+                        segment::encode(&items),
+                    )
+                })
                 .collect();
-            // One transaction over records and spend: both land, or neither. A record's key
-            // (its time and id) is its idempotency check, and spend is summed per account and
-            // window before it is written, so a batch costs one read-modify-write per account
-            // instead of one per request.
-            let res = (&usage, &spend).transaction(|(u, sp)| {
-                let mut fresh = Vec::new();
-                let mut sums: std::collections::HashMap<Vec<u8>, u64> =
-                    std::collections::HashMap::new();
-                for (n, s) in batch.iter().enumerate() {
-                    let (k, v) = &encoded[n];
-                    if u.insert(k.as_slice(), v.as_slice())?.is_some() {
-                        // already recorded: restore it untouched; replays never count twice
-                        continue;
-                    }
-                    for c in s.charges.iter().filter(|c| c.amount > 0) {
-                        *sums
-                            .entry(spend_key(c.scope, &c.id, c.window_start))
-                            .or_default() += c.amount;
-                    }
-                    fresh.push(n);
+            // Spend is summed per account and window first: one read-modify-write per
+            // account per batch.
+            let mut sums: std::collections::HashMap<Vec<u8>, u64> = Default::default();
+            for &n in &fresh {
+                for c in batch[n].charges.iter().filter(|c| c.amount > 0) {
+                    *sums
+                        .entry(spend_key(c.scope, &c.id, c.window_start))
+                        .or_default() += c.amount;
                 }
-                for (sk, add) in sums {
-                    let old = sp.get(&sk)?.map_or(0, |v| {
+            }
+            // One transaction over records and spend: both land, or neither.
+            let res = (&usage, &spend).transaction(|(u, sp)| {
+                for (k, v) in &segments {
+                    u.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (sk, add) in &sums {
+                    let old = sp.get(sk)?.map_or(0, |v| {
                         u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))
                     });
-                    sp.insert(sk, &(old + add).to_be_bytes())?;
+                    sp.insert(sk.as_slice(), &(old + add).to_be_bytes())?;
                 }
-                Ok::<_, ConflictableTransactionError<()>>(fresh)
+                Ok::<_, ConflictableTransactionError<()>>(())
             });
-            let fresh = match res {
-                Ok(f) => f,
+            match res {
+                Ok(()) => {}
                 Err(TransactionError::Storage(e)) => return Err(io(e)),
                 Err(TransactionError::Abort(())) => {
                     return Err(StoreError::Io("usage transaction aborted".into()))
                 }
-            };
+            }
             // The promise: an answered request's usage is on disk within one writer cycle.
             db.flush().map_err(io)?;
-            let mut out = Vec::with_capacity(fresh.len());
             let mut batch = batch.into_iter().map(Some).collect::<Vec<_>>();
-            for n in fresh {
-                if let Some(s) = batch[n].take() {
-                    out.push(s);
-                }
-            }
-            Ok(out)
+            Ok(fresh.iter().filter_map(|&n| batch[n].take()).collect())
         })
         .await
     }
@@ -349,30 +395,61 @@ impl Store for SledStore {
     ) -> StoreResult<UsagePage> {
         let t = self.usage.clone();
         let filter = filter.clone();
-        let start = match cursor {
+        // A cursor is the hex key of an entry and the index of the last record returned
+        // from it ("KEY.N"); a plain hex key (older cursors) resumes after that entry.
+        let (start, skip) = match cursor {
             Some(c) => {
-                let mut k = crate::auth::unhex_any(c)
-                    .ok_or_else(|| StoreError::Corrupt("bad cursor".into()))?;
-                k.push(0); // strictly after the cursor's key
-                k
+                let (hex, n) = match c.split_once('.') {
+                    Some((h, n)) => (h, Some(n.parse::<usize>().map_err(|_| bad_cursor())?)),
+                    None => (c, None),
+                };
+                let mut k = crate::auth::unhex_any(hex).ok_or_else(bad_cursor)?;
+                match n {
+                    Some(n) => (k, Some(n)),
+                    None => {
+                        k.push(0); // strictly after the cursor's key
+                        (k, None)
+                    }
+                }
             }
-            None => filter.from_ms.unwrap_or(0).to_be_bytes().to_vec(),
+            // A segment that starts up to SPAN_MS earlier may hold records of the range.
+            None => (
+                segment::time_key(filter.from_ms.unwrap_or(0).saturating_sub(segment::SPAN_MS)),
+                None,
+            ),
         };
         blocking(move || {
             let mut page = UsagePage::default();
-            let mut last_key = None;
-            for kv in t.range(start..) {
+            let mut last: Option<(sled::IVec, usize)> = None;
+            'entries: for kv in t.range(start.clone()..) {
                 let (k, v) = kv.map_err(io)?;
-                let rec: crate::meter::record::UsageRecord = from_json(&v)?;
-                if filter.to_ms.is_some_and(|to| rec.ts_ms >= to) {
+                if filter
+                    .to_ms
+                    .is_some_and(|to| segment::key_ts(&k).is_some_and(|ts| ts >= to))
+                {
                     break;
                 }
-                if filter.matches(&rec) {
-                    if page.records.len() == limit {
-                        page.next_cursor = last_key.map(|k: sled::IVec| crate::auth::hex(&k));
-                        break;
+                let entry = segment::Entry::decode(&k, &v)
+                    .ok_or_else(|| StoreError::Corrupt("bad usage entry".into()))?;
+                let resume = skip.filter(|_| k.as_ref() == start.as_slice());
+                for (n, json) in entry.records().enumerate() {
+                    if resume.is_some_and(|r| n <= r) {
+                        continue;
                     }
-                    last_key = Some(k);
+                    let rec: UsageRecord = from_json(json)?;
+                    if filter.from_ms.is_some_and(|from| rec.ts_ms < from)
+                        || filter.to_ms.is_some_and(|to| rec.ts_ms >= to)
+                        || !filter.matches(&rec)
+                    {
+                        continue;
+                    }
+                    if page.records.len() == limit {
+                        page.next_cursor = last
+                            .take()
+                            .map(|(k, n)| format!("{}.{n}", crate::auth::hex(&k)));
+                        break 'entries;
+                    }
+                    last = Some((k.clone(), n));
                     page.records.push(rec);
                 }
             }
@@ -383,12 +460,20 @@ impl Store for SledStore {
 
     async fn prune_usage(&self, before_ms: u64) -> StoreResult<usize> {
         let (usage, spend, db) = (self.usage.clone(), self.spend.clone(), self.db.clone());
+        let lock = self.append_lock.clone();
         blocking(move || {
+            let _one_at_a_time = lock.lock();
             let mut n = 0;
-            for kv in usage.range(..before_ms.to_be_bytes().to_vec()) {
-                let (k, _) = kv.map_err(io)?;
+            // A segment goes when its last record is older than the cut-off (one that
+            // straddles it stays whole until the next run).
+            for kv in usage.range(..segment::time_key(before_ms)) {
+                let (k, v) = kv.map_err(io)?;
+                match segment::Entry::decode(&k, &v) {
+                    Some(e) if e.last_ts >= before_ms => continue,
+                    Some(e) => n += e.len(),
+                    None => n += 1,
+                }
                 usage.remove(&k).map_err(io)?;
-                n += 1;
             }
             // Spend windows are kept for a year past the cut-off at most; the current window
             // of a lifetime budget (window 0) is never pruned.
@@ -429,5 +514,76 @@ impl Store for SledStore {
     fn healthy(&self) -> bool {
         // A read through sled's page cache: fails only when the store itself is broken.
         self.meta.contains_key(b"master_hash").is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::settled;
+
+    /// A store written before segments (one row per record) keeps working: its rows are
+    /// read, paged and pruned with the segments, and a replay of one of them counts once.
+    #[tokio::test]
+    async fn older_one_record_rows_live_beside_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for (id, ts) in [("old1", 1_000u64), ("old2", 1_050)] {
+            let s = settled(id, ts, "k", 1);
+            let mut k = ts.to_be_bytes().to_vec();
+            k.extend_from_slice(id.as_bytes());
+            store.usage.insert(k, s.record.to_json()).unwrap();
+        }
+        let fresh = store
+            .append_usage(vec![
+                settled("old2", 1_050, "k", 1),
+                settled("new1", 1_060, "k", 1),
+                settled("new2", 1_070, "k", 1),
+            ])
+            .await
+            .unwrap();
+        let ids = |v: &[Settled]| v.iter().map(|s| s.record.id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&fresh),
+            ["new1", "new2"],
+            "the older row is found by id"
+        );
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .query_usage(&UsageFilter::default(), cursor.as_deref(), 1)
+                .await
+                .unwrap();
+            seen.extend(page.records.iter().map(|r| r.id.clone()));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["old1", "old2", "new1", "new2"], "paged one by one");
+        let from = store
+            .query_usage(
+                &UsageFilter {
+                    from_ms: Some(1_065),
+                    ..Default::default()
+                },
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(from.records.len(), 1, "a range can start inside a segment");
+        assert_eq!(
+            store.prune_usage(1_055).await.unwrap(),
+            2,
+            "both older rows"
+        );
+        assert_eq!(
+            store.prune_usage(1_065).await.unwrap(),
+            0,
+            "a segment that straddles the cut-off stays whole"
+        );
+        assert_eq!(store.prune_usage(2_000).await.unwrap(), 2);
     }
 }

@@ -127,10 +127,14 @@ impl SseParser {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                push_utf8(&mut self.data, value);
                 self.has_data = true;
             }
-            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"event" => {
+                let mut name = String::new();
+                push_utf8(&mut name, value);
+                self.event = Some(name);
+            }
             _ => {} // id, retry and unknown fields are not needed by any transcoder
         }
     }
@@ -145,6 +149,15 @@ impl SseParser {
         self.has_data = false;
         self.event = None;
         self.data.clear();
+    }
+}
+
+/// Appends bytes as text: valid UTF-8 (always, from a real provider) is checked with SIMD
+/// and copied; anything else is decoded lossily, as the SSE grammar says.
+fn push_utf8(dst: &mut String, v: &[u8]) {
+    match simdutf8::basic::from_utf8(v) {
+        Ok(s) => dst.push_str(s),
+        Err(_) => dst.push_str(&String::from_utf8_lossy(v)),
     }
 }
 
