@@ -569,3 +569,53 @@ async fn kill_9_under_load_loses_no_usage_that_finished_before_the_promise() {
     );
     eprintln!("crash test: {promised} finished >=100 ms before kill -9, {recorded} recorded, {upstream} reached the upstream");
 }
+
+/// A same-format OpenAI chat stream whose client did not ask for usage: tollgate asks the
+/// provider for the usage chunk (spliced into the body, which stays otherwise the same),
+/// meters it, and keeps it from the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_stream_is_metered_from_a_usage_chunk_the_client_never_sees() {
+    let (mock, gw) = start("").await;
+    let (_, key) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"name": "s"})),
+    )
+    .await;
+    let secret = key["key"].as_str().unwrap();
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi \"there\"\n"}]});
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(secret)
+        .header("x-mock-usage", "30,7")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("data: [DONE]"), "{text}");
+    assert!(
+        !text.contains("\"completion_tokens\""),
+        "the usage chunk reached the client: {text}"
+    );
+    let mut up = mock.requests()[0].json();
+    assert_eq!(up["stream_options"], json!({"include_usage": true}));
+    up.as_object_mut().unwrap().remove("stream_options");
+    assert_eq!(up, body, "the rest of the body is forwarded as sent");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let id = key["id"].as_str().unwrap();
+    let (_, page) = admin(
+        &gw,
+        reqwest::Method::GET,
+        &format!("/v1/usage?key_id={id}"),
+        None,
+    )
+    .await;
+    let rec = &page["data"][0];
+    assert_eq!(rec["prompt_tokens"], 30);
+    assert_eq!(rec["completion_tokens"], 7);
+    assert_eq!(rec["estimated"], false);
+}

@@ -456,6 +456,26 @@ async fn read_body(
     }
 }
 
+/// Reads and drops what a client is still sending of a body that is refused (a lingering
+/// close, as nginx does): closing with unread data makes the kernel reset the connection,
+/// and a client still writing then sees the reset instead of the 413. Bounded in bytes and
+/// time; whatever is left after that is cut off.
+async fn linger(s: &mut Session) {
+    const BYTES: usize = 16 * 1024 * 1024;
+    const TIME: std::time::Duration = std::time::Duration::from_secs(2);
+    s.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+    let drain = async {
+        let mut seen = 0;
+        while let Ok(Some(c)) = s.read_request_body().await {
+            seen += c.len();
+            if seen > BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(TIME, drain).await;
+}
+
 /// The size of Pingora 0.9's retry buffer (`BODY_BUF_LIMIT`, not exported).
 const RETRY_BUFFER: usize = 64 * 1024;
 
@@ -470,7 +490,13 @@ async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> 
         .get_header("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = s
+        .get_header("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if length.is_some_and(|cl| cl > max as u64) {
+        if !expects_continue {
+            linger(s).await;
+        }
         return Err(too_large().into());
     }
     // Pingora's retry buffer is what lets the proxy path send a body that was read here;
@@ -479,9 +505,6 @@ async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> 
     if length.is_none_or(|cl| cl <= RETRY_BUFFER as u64) {
         s.enable_retry_buffering();
     }
-    let expects_continue = s
-        .get_header("expect")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue {
         s.write_continue_response().await?;
     }
@@ -508,6 +531,7 @@ async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> 
     let mut next = Some(second);
     while let Some(chunk) = next {
         if total + chunk.len() > max {
+            linger(s).await;
             return Err(too_large().into());
         }
         total += chunk.len();
