@@ -658,3 +658,25 @@ async fn https_upstreams_are_verified_with_the_right_sni() {
     );
     assert_eq!(mock.requests().len(), 3);
 }
+
+/// A request refused before its body is read (here a wrong key) while the client is still
+/// sending a large body: the client gets the 401, not a connection reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_body_is_read_reach_a_client_still_sending_it() {
+    let (mock, gw) = setup().await;
+    let big = json!({"model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "x".repeat(4 * 1024 * 1024)}]});
+    for _ in 0..5 {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .header("authorization", "Bearer tg-wrong-key")
+            .json(&big)
+            .send()
+            .await
+            .expect("a 401, not a reset");
+        assert_eq!(r.status(), 401);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "authentication_error", "{v}");
+    }
+    assert!(mock.requests().is_empty());
+}

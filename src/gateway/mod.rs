@@ -456,6 +456,11 @@ async fn read_body(
     }
 }
 
+fn expects_continue(s: &Session) -> bool {
+    s.get_header("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// Reads and drops what a client is still sending of a body that is refused (a lingering
 /// close, as nginx does): closing with unread data makes the kernel reset the connection,
 /// and a client still writing then sees the reset instead of the 413. Bounded in bytes and
@@ -490,13 +495,8 @@ async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> 
         .get_header("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let expects_continue = s
-        .get_header("expect")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let expects_continue = expects_continue(s);
     if length.is_some_and(|cl| cl > max as u64) {
-        if !expects_continue {
-            linger(s).await;
-        }
         return Err(too_large().into());
     }
     // Pingora's retry buffer is what lets the proxy path send a body that was read here;
@@ -531,7 +531,6 @@ async fn read_body_inner(s: &mut Session, max: usize) -> Result<Bytes, Failure> 
     let mut next = Some(second);
     while let Some(chunk) = next {
         if total + chunk.len() > max {
-            linger(s).await;
             return Err(too_large().into());
         }
         total += chunk.len();
@@ -642,6 +641,14 @@ impl ProxyHttp for Gateway {
             }
             Err(Failure::Client(e)) => {
                 ctx.error = Some(e.message.clone());
+                // Refused before its body was read (a bad key, a body too large, a limit): the
+                // client is likely still sending it. Not for a body that timed out.
+                if e.status() != 408
+                    && !expects_continue(s)
+                    && !s.as_downstream_mut().is_body_done()
+                {
+                    linger(s).await;
+                }
                 local::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
                 Ok(true)
             }
