@@ -79,6 +79,11 @@ fn failure_of(res: &mut Result<Attempt>) -> Option<(&'static str, Outcome)> {
             if let Some((body, true)) = &a.ahead {
                 match serde_json::from_slice::<super::response::UsageOnly>(body) {
                     Ok(u) => a.parsed = Some(u.usage),
+                    // Valid JSON that is not an object with a usable `usage` (as before:
+                    // forwarded, unmetered); only a body that is not JSON at all fails.
+                    Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+                        a.parsed = Some(None)
+                    }
                     Err(_) => return Some(("invalid_body", Outcome::Failed)),
                 }
             }
