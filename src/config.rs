@@ -84,6 +84,68 @@ pub struct RawConfig {
     pub fallbacks: BTreeMap<String, Vec<String>>,
     /// Attempts, retry budget and circuit breakers.
     pub failover: Option<crate::balance::settings::RawFailover>,
+    /// Fetching each provider's model list (see [`ModelDiscovery`]).
+    pub model_discovery: Option<RawModelDiscovery>,
+}
+
+/// `model_discovery:` as written; every field is optional.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelDiscovery {
+    pub enabled: Option<bool>,
+    pub refresh_secs: Option<u64>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// Model discovery: each provider's own model list, fetched in the background and merged into
+/// `GET /v1/models` and bare-name routing (`src/discovery.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelDiscovery {
+    pub enabled: bool,
+    /// Time between two fetches of a provider's list that succeeded.
+    pub refresh: Duration,
+    /// Bound on each request of a fetch (one page).
+    pub timeout: Duration,
+}
+
+impl Default for ModelDiscovery {
+    fn default() -> Self {
+        ModelDiscovery {
+            enabled: true,
+            refresh: Duration::from_secs(600),
+            timeout: Duration::from_millis(5000),
+        }
+    }
+}
+
+fn build_model_discovery(raw: Option<RawModelDiscovery>) -> Result<ModelDiscovery, ConfigError> {
+    let d = ModelDiscovery::default();
+    let Some(r) = raw else { return Ok(d) };
+    let refresh = match r.refresh_secs {
+        Some(n) if !(10..=86_400 * 7).contains(&n) => {
+            return Err(ConfigError::new(
+                "model_discovery.refresh_secs",
+                format!("must be between 10 and 604800, got {n}"),
+            ))
+        }
+        Some(n) => Duration::from_secs(n),
+        None => d.refresh,
+    };
+    let timeout = match r.timeout_ms {
+        Some(n) if !(1..=300_000).contains(&n) => {
+            return Err(ConfigError::new(
+                "model_discovery.timeout_ms",
+                format!("must be between 1 and 300000, got {n}"),
+            ))
+        }
+        Some(n) => Duration::from_millis(n),
+        None => d.timeout,
+    };
+    Ok(ModelDiscovery {
+        enabled: r.enabled.unwrap_or(d.enabled),
+        refresh,
+        timeout,
+    })
 }
 
 /// `limits:` as written; every field is optional.
@@ -180,6 +242,7 @@ pub struct Config {
     pub store: crate::store::settings::StoreConfig,
     pub limits: Limits,
     pub failover: crate::balance::settings::FailoverConfig,
+    pub model_discovery: ModelDiscovery,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -540,6 +603,7 @@ impl Config {
                 None => Duration::from_secs(15),
             },
             limits: build_limits(raw.limits)?,
+            model_discovery: build_model_discovery(raw.model_discovery)?,
             failover: crate::balance::settings::build(
                 raw.deployments,
                 raw.fallbacks,

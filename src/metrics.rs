@@ -169,6 +169,24 @@ pub static RETRIES_DENIED: Lazy<IntCounterVec> = Lazy::new(|| {
     .unwrap()
 });
 
+pub static DISCOVERY_FAILURES: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_model_discovery_failures_total",
+        "Model list fetches that failed, by provider (the last good list is kept)",
+        &["provider"]
+    )
+    .unwrap()
+});
+
+pub static DISCOVERED_MODELS: Lazy<IntGaugeVec> = Lazy::new(|| {
+    register_int_gauge_vec!(
+        "tollgate_model_discovery_models",
+        "Models in each provider's last fetched list",
+        &["provider"]
+    )
+    .unwrap()
+});
+
 static SEEN_MODELS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 static SEEN_KEYS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 
@@ -219,6 +237,8 @@ pub fn init() {
     Lazy::force(&UPSTREAM_ATTEMPTS);
     Lazy::force(&RETRIES);
     Lazy::force(&RETRIES_DENIED);
+    Lazy::force(&DISCOVERY_FAILURES);
+    Lazy::force(&DISCOVERED_MODELS);
 }
 
 /// The Prometheus text exposition of the default registry.

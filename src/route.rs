@@ -11,7 +11,9 @@
 //! 3. `provider:model` or `provider/model`, ... (below);
 //! 4. a model listed under a provider's `models`;
 //! 5. prefix rules (`claude-` → anthropic, `gpt-` → openai, ...), first match wins, skipping
-//!    rules whose provider is not configured.
+//!    rules whose provider is not configured;
+//! 6. with model discovery on, a name in exactly one provider's discovered list goes there; a
+//!    name that several list is refused (400) with the candidates.
 //!
 //! [`Router::candidates`] adds what a failed attempt may move on to: the group's other
 //! deployments, then the `fallbacks:` of the selector (other models, any format), at most
@@ -23,6 +25,7 @@ use std::time::Instant;
 
 use crate::balance::{self, Deployment, Health};
 use crate::config::{Config, PrefixRoute, Provider};
+use crate::discovery::{Discovery, ModelInfo};
 use crate::error::{ErrorKind, GatewayError};
 
 #[derive(Debug, Clone)]
@@ -57,6 +60,18 @@ pub struct Router {
     aliases: HashMap<String, String>,
     listed: HashMap<String, String>,
     prefixes: Vec<PrefixRoute>,
+    /// The providers' own model lists, when `model_discovery` is on.
+    discovery: Option<Arc<Discovery>>,
+}
+
+/// One row of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedModel {
+    pub id: String,
+    /// The provider it routes to (`tollgate` for an alias that does not resolve).
+    pub owner: String,
+    /// What the provider says about the model (discovered lists only).
+    pub info: Option<ModelInfo>,
 }
 
 /// The longest selector accepted; longer ones are refused before any lookup.
@@ -112,6 +127,7 @@ impl Router {
             aliases: cfg.aliases.clone().into_iter().collect(),
             listed,
             prefixes: cfg.prefix_routes.clone(),
+            discovery: None,
         };
         for (from, to) in &r.fallbacks {
             for t in to {
@@ -254,7 +270,28 @@ impl Router {
                 }
             }
         }
+        if let Some(d) = &self.discovery {
+            let catalog = d.catalog();
+            match catalog.owners(target) {
+                [] => {}
+                [one] => {
+                    if let Some(p) = self.providers.get(one) {
+                        return Ok(self.route_to(p, target));
+                    }
+                }
+                several => return Err(ambiguous(selector, target, several)),
+            }
+        }
         Err(self.unknown(selector))
+    }
+
+    /// Adds the providers' discovered model lists to routing and listings.
+    pub fn set_discovery(&mut self, d: Arc<Discovery>) {
+        self.discovery = Some(d);
+    }
+
+    pub fn discovery(&self) -> Option<&Arc<Discovery>> {
+        self.discovery.as_ref()
     }
 
     fn explicit(&self, target: &str) -> Option<Result<Route, GatewayError>> {
@@ -323,6 +360,73 @@ impl Router {
         v
     }
 
+    /// Every row of `GET /v1/models`, sorted by id. Without discovery: [`Router::model_ids`].
+    /// With it: each provider's configured and discovered models as `provider:model`, and
+    /// also bare when the bare name routes to that same provider and model; groups and
+    /// aliases. Rows carry what the provider said about the model.
+    pub fn model_entries(&self) -> Vec<ListedModel> {
+        let Some(d) = &self.discovery else {
+            return self
+                .model_ids()
+                .into_iter()
+                .map(|(id, owner)| ListedModel {
+                    id,
+                    owner,
+                    info: None,
+                })
+                .collect();
+        };
+        let catalog = d.catalog();
+        let mut rows: BTreeMap<String, ListedModel> = BTreeMap::new();
+        let mut add = |id: String, owner: &str, info: Option<&ModelInfo>| {
+            let row = rows.entry(id).or_insert_with_key(|id| ListedModel {
+                id: id.clone(),
+                owner: owner.to_string(),
+                info: None,
+            });
+            if row.info.is_none() {
+                row.info = info.cloned();
+            }
+        };
+        for (name, p) in &self.providers {
+            let configured = p.models.iter().map(String::as_str);
+            let discovered = catalog
+                .list(name)
+                .unwrap_or(&[])
+                .iter()
+                .map(|m| m.id.as_str());
+            for m in configured.chain(discovered) {
+                let info = catalog.info(name, m);
+                add(format!("{name}:{m}"), name, info);
+                if self
+                    .resolve(m)
+                    .is_ok_and(|r| r.provider.name == *name && r.model == m)
+                {
+                    add(m.to_string(), name, info);
+                }
+            }
+        }
+        for (group, deps) in &self.groups {
+            let d = &deps[0];
+            add(
+                group.clone(),
+                &d.provider.name,
+                catalog.info(&d.provider.name, &d.model),
+            );
+        }
+        for alias in self.aliases.keys() {
+            match self.resolve(alias) {
+                Ok(r) => add(
+                    alias.clone(),
+                    &r.provider.name,
+                    catalog.info(&r.provider.name, &r.model),
+                ),
+                Err(_) => add(alias.clone(), "tollgate", None),
+            }
+        }
+        rows.into_values().collect()
+    }
+
     /// Every model id for listings: listed models as `provider:model`, plus aliases.
     pub fn model_ids(&self) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = Vec::new();
@@ -345,6 +449,18 @@ impl Router {
         v.dedup_by(|a, b| a.0 == b.0);
         v
     }
+}
+
+fn ambiguous(selector: &str, target: &str, owners: &[String]) -> GatewayError {
+    let candidates: Vec<String> = owners.iter().map(|p| format!("{p}:{target}")).collect();
+    GatewayError::invalid(format!(
+        "Model '{}' is offered by several providers: {}. Name one (e.g. '{}'), or add an alias.",
+        truncate(selector, 80),
+        candidates.join(", "),
+        candidates[0]
+    ))
+    .with_param("model")
+    .with_code("ambiguous_model")
 }
 
 fn truncate(s: &str, n: usize) -> String {

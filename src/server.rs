@@ -127,9 +127,23 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         .collect();
     secrets.extend(cfg.master_key.clone());
     crate::gateway::limits::install_panic_hook(secrets);
+    let mut router = Router::new(&cfg);
+    // Model discovery: off means no background work at all.
+    if cfg.model_discovery.enabled && !cfg.providers.is_empty() {
+        let discovery = Arc::new(crate::discovery::Discovery::new(
+            cfg.model_discovery,
+            router.providers().cloned().collect::<Vec<_>>(),
+            Some(ConnectorOptions::from_server_conf(&server.configuration)),
+        ));
+        router.set_discovery(discovery.clone());
+        server.add_service(background_service(
+            "model discovery",
+            crate::discovery::DiscoveryService(discovery),
+        ));
+    }
     let state = Arc::new(AppState {
         inflight,
-        router: Router::new(&cfg),
+        router,
         retry_budget: crate::balance::budget::RetryBudget::new(
             cfg.failover.policy.retry_budget_percent,
             cfg.failover.policy.retry_budget_min_per_second,

@@ -21,6 +21,7 @@ mod ctx;
 mod direct;
 pub mod limits;
 pub mod local;
+mod models;
 mod plan;
 pub mod response;
 mod settle;
@@ -224,81 +225,6 @@ impl Gateway {
             200
         };
         local::send_json(s, status, &v, &ctx.request_id).await?;
-        Ok(Flow::Done)
-    }
-
-    async fn models(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
-        let anthropic_shape = s.get_header("anthropic-version").is_some();
-        let ids = self.state.router.model_ids();
-        let path = s.req_header().uri.path().to_string();
-        if ctx.endpoint == Endpoint::Model {
-            let id = path.trim_start_matches("/v1/models/");
-            // A listed id, or any selector the router can place (`gpt-4o-mini`,
-            // `groq:llama-3.3-70b`, an alias).
-            let owner = match ids.iter().find(|(i, _)| i == id) {
-                Some((_, owner)) => owner.clone(),
-                None => match self.state.router.resolve(id) {
-                    Ok(r) => r.provider.name.clone(),
-                    Err(_) => {
-                        return Err(GatewayError::new(
-                            ErrorKind::NotFound,
-                            format!(
-                                "Model '{}' is not available on this gateway.",
-                                truncate_path(id)
-                            ),
-                        )
-                        .with_code("model_not_found")
-                        .into())
-                    }
-                },
-            };
-            let v = if anthropic_shape {
-                json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
-            } else {
-                json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
-            };
-            local::send_json(s, 200, &v, &ctx.request_id).await?;
-            return Ok(Flow::Done);
-        }
-        let v = if anthropic_shape {
-            // Anthropic paging: `limit` (1-1000, default 20), `after_id` / `before_id` cursors.
-            let q = s.req_header().uri.query().unwrap_or("").to_string();
-            let param = |k: &str| {
-                q.split('&')
-                    .find_map(|p| p.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-                    .map(String::from)
-            };
-            let limit = param("limit")
-                .and_then(|l| l.parse::<usize>().ok())
-                .unwrap_or(20)
-                .clamp(1, 1000);
-            let mut list: Vec<&(String, String)> = ids.iter().collect();
-            if let Some(after) = param("after_id") {
-                list.retain(|(id, _)| id.as_str() > after.as_str());
-            }
-            if let Some(before) = param("before_id") {
-                list.retain(|(id, _)| id.as_str() < before.as_str());
-            }
-            let has_more = list.len() > limit;
-            list.truncate(limit);
-            let data: Vec<Value> = list
-                .iter()
-                .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
-                .collect();
-            json!({
-                "data": data,
-                "has_more": has_more,
-                "first_id": list.first().map(|x| &x.0),
-                "last_id": list.last().map(|x| &x.0),
-            })
-        } else {
-            let data: Vec<Value> = ids
-                .iter()
-                .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
-                .collect();
-            json!({"object": "list", "data": data})
-        };
-        local::send_json(s, 200, &v, &ctx.request_id).await?;
         Ok(Flow::Done)
     }
 

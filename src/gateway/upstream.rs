@@ -157,7 +157,6 @@ pub fn upstream_request(
     let mut path = String::with_capacity(p.base_path.len() + ep_path.len());
     path.push_str(&p.base_path);
     path.push_str(ep_path);
-    let w = &p.wire;
     let uri: http::Uri = path.parse().map_err(|_| {
         pingora::Error::explain(pingora::ErrorType::InternalError, "bad upstream path")
     })?;
@@ -166,7 +165,7 @@ pub fn upstream_request(
     parts.uri = uri;
     parts
         .headers
-        .reserve(client.headers.len() + 5 + w.extra.len());
+        .reserve(client.headers.len() + 5 + p.wire.extra.len());
     let headers = &mut parts.headers;
     let mut has_version = false;
     for (k, v) in client.headers.iter() {
@@ -177,6 +176,23 @@ pub fn upstream_request(
         has_version |= name == "anthropic-version";
         headers.append(k.clone(), v.clone());
     }
+    provider_headers(headers, p, has_version);
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(body_len),
+    );
+    Ok(RequestHeader::from(parts))
+}
+
+/// What tollgate adds to every request to `p`: its host, credential, `anthropic-version` for
+/// Anthropic kinds (unless the client sent one), its extra headers, and an identity encoding
+/// (no compressed bytes reach the parsers).
+fn provider_headers(headers: &mut http::HeaderMap, p: &Provider, has_version: bool) {
+    let w = &p.wire;
     headers.insert(http::header::HOST, w.host.clone());
     if let Some((k, v)) = &w.auth {
         headers.insert(k.clone(), v.clone());
@@ -191,16 +207,25 @@ pub fn upstream_request(
         headers.insert(k.clone(), v.clone());
     }
     headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
         http::header::ACCEPT_ENCODING,
         http::HeaderValue::from_static("identity"),
     );
-    headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(body_len),
+}
+
+/// A `GET` of tollgate's own to `p` (model discovery): `path_and_query` after the provider's
+/// base path, with the provider's headers and nothing from any client.
+pub fn upstream_get(p: &Provider, path_and_query: &str) -> pingora::Result<RequestHeader> {
+    let path = format!("{}{path_and_query}", p.base_path);
+    let uri: http::Uri = path.parse().map_err(|_| {
+        pingora::Error::explain(pingora::ErrorType::InternalError, "bad upstream path")
+    })?;
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = http::Method::GET;
+    parts.uri = uri;
+    provider_headers(&mut parts.headers, p, false);
+    parts.headers.insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("application/json"),
     );
     Ok(RequestHeader::from(parts))
 }
