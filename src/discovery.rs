@@ -76,7 +76,10 @@ impl Catalog {
         let mut owners: HashMap<String, Vec<String>> = HashMap::new();
         for (provider, list) in &lists {
             for m in list.iter() {
-                owners.entry(m.id.clone()).or_default().push(provider.clone());
+                owners
+                    .entry(m.id.clone())
+                    .or_default()
+                    .push(provider.clone());
             }
         }
         for v in owners.values_mut() {
@@ -538,7 +541,10 @@ fn gemini_model(m: &Value) -> Option<ModelInfo> {
         return None;
     }
     // Only what tollgate can call: content generation and embeddings (not `aqa`, ...).
-    if let Some(methods) = m.get("supportedGenerationMethods").and_then(Value::as_array) {
+    if let Some(methods) = m
+        .get("supportedGenerationMethods")
+        .and_then(Value::as_array)
+    {
         let usable = methods
             .iter()
             .any(|x| matches!(x.as_str(), Some("generateContent" | "embedContent")));
@@ -622,7 +628,13 @@ mod tests {
         assert_eq!(ids, ["gemini-2.5-flash", "text-embedding-004"]);
         assert_eq!(m[0].context_window, Some(1048576));
         assert_eq!(m[0].max_output_tokens, Some(65536));
-        assert_eq!(parse_page(ProviderKind::Gemini, &json!({})).unwrap().0.len(), 0);
+        assert_eq!(
+            parse_page(ProviderKind::Gemini, &json!({}))
+                .unwrap()
+                .0
+                .len(),
+            0
+        );
         assert_eq!(
             list_path(ProviderKind::Gemini, Some("tok==")),
             "/v1beta/models?pageSize=1000&pageToken=tok%3D%3D"
@@ -636,7 +648,10 @@ mod tests {
         assert_eq!(retry_after(2, r), Duration::from_secs(4));
         assert_eq!(retry_after(5, r), Duration::from_secs(32));
         assert_eq!(retry_after(40, r), MAX_RETRY);
-        assert_eq!(retry_after(40, Duration::from_secs(30)), Duration::from_secs(30));
+        assert_eq!(
+            retry_after(40, Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
