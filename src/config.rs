@@ -122,10 +122,10 @@ fn build_model_discovery(raw: Option<RawModelDiscovery>) -> Result<ModelDiscover
     let d = ModelDiscovery::default();
     let Some(r) = raw else { return Ok(d) };
     let refresh = match r.refresh_secs {
-        Some(n) if !(10..=86_400 * 7).contains(&n) => {
+        Some(n) if !(1..=86_400 * 7).contains(&n) => {
             return Err(ConfigError::new(
                 "model_discovery.refresh_secs",
-                format!("must be between 10 and 604800, got {n}"),
+                format!("must be between 1 and 604800, got {n}"),
             ))
         }
         Some(n) => Duration::from_secs(n),
