@@ -1009,6 +1009,24 @@ mod tests {
     }
 
     #[test]
+    fn model_discovery_defaults_and_bounds() {
+        let env = env_of(&[]);
+        let c = Config::from_yaml_str("", &env).unwrap();
+        assert_eq!(c.model_discovery, ModelDiscovery::default());
+        assert!(c.model_discovery.enabled);
+        assert_eq!(c.model_discovery.refresh, Duration::from_secs(600));
+        assert_eq!(c.model_discovery.timeout, Duration::from_millis(5000));
+        let c = Config::from_yaml_str("model_discovery: {enabled: false}\n", &env).unwrap();
+        assert!(!c.model_discovery.enabled);
+        let e = Config::from_yaml_str("model_discovery: {refresh_secs: 0}\n", &env).unwrap_err();
+        assert_eq!(e.field, "model_discovery.refresh_secs");
+        let e = Config::from_yaml_str("model_discovery: {timeout_ms: 0}\n", &env).unwrap_err();
+        assert_eq!(e.field, "model_discovery.timeout_ms");
+        let e = Config::from_yaml_str("model_discovery: {refresh: 5}\n", &env).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
     fn parses_base_urls() {
         assert_eq!(
             parse_base_url("https://api.openai.com/v1/").unwrap(),
