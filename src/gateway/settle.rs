@@ -140,12 +140,12 @@ impl Gateway {
         let reached_upstream = ctx.tap.is_some();
         // No usage from the upstream: estimate what it may have billed. Nothing, if it never
         // answered; the prompt plus what was forwarded, if it did.
-        let (usage, estimated) = match reported {
+        let (mut usage, mut estimated) = match reported {
             Some(u) => (u, false),
             None if reached_upstream
                 && (200..300).contains(&ctx.tap.as_ref().map_or(0, |t| t.status)) =>
             {
-                let out = ctx.tap.as_ref().map_or(0, |t| t.bytes_out / 4);
+                let out = ctx.tap.as_ref().map_or(0, |t| t.estimated_output());
                 (
                     Usage {
                         input: ctx.estimate.input,
@@ -157,6 +157,18 @@ impl Gateway {
             }
             None => (Usage::default(), false),
         };
+        // A broken stream is billed for what the client received (it retries, and the
+        // retry is billed as its own request).
+        if let Some(out) = ctx
+            .tap
+            .as_ref()
+            .and_then(|t| t.delivered_output(usage.output))
+        {
+            if out > usage.output {
+                usage.output = out;
+                estimated = true;
+            }
+        }
         let mut rec = UsageRecord {
             id: auth::generate_id("use_"),
             ts_ms: now_ms,

@@ -728,7 +728,10 @@ impl ChatToAnthropicStream {
         if matches!(self.phase, Phase::Done | Phase::Failed) {
             return;
         }
-        self.close_block(out);
+        // The open block stays open: a `content_block_stop` tells Claude Code the block is
+        // complete, after which it no longer retries (clients.md §1.5). The error event right
+        // after the last delta makes it retry the turn.
+        self.open = None;
         out.extend_from_slice(
             &GatewayError::new(kind, msg.to_string()).sse_event(Dialect::Anthropic),
         );
