@@ -7,6 +7,7 @@ pub mod auth;
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod endpoint;
 pub mod error;
 pub mod gateway;

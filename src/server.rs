@@ -7,6 +7,7 @@ use pingora::services::background::background_service;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::{self, KeyIndex};
 use crate::config::Config;
@@ -86,6 +87,12 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         nocapture: false,
         conf: None,
     };
+    // The drain (see `drain`) decides when the process ends after a stop signal; Pingora's
+    // own grace period (a fixed sleep) only backs it up.
+    let grace = Duration::from_secs(conf.grace_period_seconds.unwrap_or(300));
+    let close_timeout = Duration::from_secs(conf.graceful_shutdown_timeout_seconds.unwrap_or(5));
+    let mut conf = conf;
+    conf.grace_period_seconds = Some(grace.as_secs() + 2 * close_timeout.as_secs() + 2);
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     crate::metrics::init();
@@ -127,6 +134,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         .collect();
     secrets.extend(cfg.master_key.clone());
     crate::gateway::limits::install_panic_hook(secrets);
+    let state_inflight = inflight.clone();
     let state = Arc::new(AppState {
         inflight,
         router: Router::new(&cfg),
@@ -188,6 +196,15 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         store_kind: cfg.store.clone(),
     };
     server.add_service(background_service("store keeper", keeper));
+    server.add_service(background_service(
+        "drain",
+        crate::drain::DrainService {
+            inflight: state_inflight,
+            ledger: ledger.clone(),
+            grace,
+            close_timeout,
+        },
+    ));
     let writer = UsageWriter {
         ledger,
         slot: store_slot_for_writer,
@@ -200,5 +217,8 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         cfg.listen,
         cfg.providers.keys().cloned().collect::<Vec<_>>().join(", ")
     );
-    server.run_forever()
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(crate::drain::StopSignals),
+    });
+    std::process::exit(0)
 }

@@ -49,6 +49,8 @@ pub struct Ctx {
     pub estimate: crate::meter::Usage,
     /// The in-flight slot of this request (freed when the context drops).
     pub permit: Option<super::limits::Permit>,
+    /// The proxy path's upstream connection, cut if still open at the stop deadline.
+    pub upstream_ticket: Option<crate::drain::UpstreamTicket>,
     /// Where a failed attempt moves on to (other deployments, then fallbacks), in order.
     pub alternates: Vec<Route>,
     /// The client's body and query, kept to plan an alternate (only when there is one).
@@ -87,6 +89,7 @@ impl Ctx {
             session_id: None,
             estimate: Default::default(),
             permit: None,
+            upstream_ticket: None,
             alternates: Vec::new(),
             client_body: None,
             client_query: None,

@@ -688,6 +688,19 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _s: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        ctx.upstream_ticket = Some(crate::drain::DRAIN.track(fd));
+        Ok(())
+    }
+
     async fn request_body_filter(
         &self,
         _s: &mut Session,
@@ -738,6 +751,10 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> pingora::Result<Option<Duration>> {
+        if end_of_stream {
+            // The connection goes back to the pool: no longer this request's to cut.
+            ctx.upstream_ticket = None;
+        }
         let Some(tap) = ctx.tap.as_mut() else {
             return Ok(None);
         };
@@ -811,6 +828,9 @@ impl ProxyHttp for Gateway {
             };
         };
         let mut gw = gw;
+        if crate::drain::DRAIN.cutting() {
+            gw.message = crate::drain::CUT_MESSAGE.to_string();
+        }
         if ctx.tried.len() > 1 {
             gw.message = format!(
                 "{} Tried {} deployments: {}.",
@@ -826,7 +846,7 @@ impl ProxyHttp for Gateway {
             let _ = local::send_error(s, ctx.endpoint.dialect(), &gw, &ctx.request_id).await;
         } else if let Some(tap) = ctx.tap.as_mut() {
             // Mid-stream: end the client's stream with a proper error event.
-            let etype = e.etype().as_str();
+            let etype = crate::drain::failure_message(e.etype().as_str());
             if let Some(ev) = limits::guard_sync(|| tap.on_upstream_error(etype)).flatten() {
                 let _ = s.write_response_body(Some(ev), true).await;
             }

@@ -48,9 +48,42 @@ pub struct Settled {
 pub struct UsageQueue {
     items: Mutex<Vec<Settled>>,
     pub notify: tokio::sync::Notify,
+    /// Batches taken from the queue and not yet written.
+    writing: std::sync::atomic::AtomicUsize,
+}
+
+/// A batch taken from the queue for writing; dropping it says the write is over.
+pub struct Batch<'a> {
+    queue: &'a UsageQueue,
+    pub items: Vec<Settled>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.queue
+            .writing
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl UsageQueue {
+    /// Takes everything queued for writing; the queue counts as busy until the batch is
+    /// dropped.
+    pub fn take(&self) -> Batch<'_> {
+        // Counted before the items leave the queue: `settled` never sees both empty.
+        self.writing
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Batch {
+            queue: self,
+            items: self.drain(),
+        }
+    }
+
+    /// Nothing queued and nothing being written.
+    pub fn settled(&self) -> bool {
+        self.is_empty() && self.writing.load(std::sync::atomic::Ordering::Acquire) == 0
+    }
+
     pub fn push(&self, s: Settled) {
         self.items.lock().push(s);
         self.notify.notify_one();

@@ -246,6 +246,8 @@ fn announce(what: &str, secret: &str, note: &str) {
 #[async_trait]
 impl BackgroundService for StoreKeeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // The process exits only once the store is released (see drain).
+        let _closer = crate::drain::DRAIN.closer();
         let Some(store) = self.acquire(&mut shutdown).await else {
             return;
         };
@@ -282,7 +284,8 @@ impl BackgroundService for StoreKeeper {
         }
         // Write what is queued before letting go, so the successor finds it in the store.
         if let Some(store) = self.slot.get() {
-            let batch = self.ledger.queue.drain();
+            let mut taken = self.ledger.queue.take();
+            let batch = std::mem::take(&mut taken.items);
             match store.append_usage(batch.clone()).await {
                 Ok(_) => self.ledger.confirm(&batch),
                 Err(e) => {
