@@ -349,6 +349,11 @@ impl Default for Timeouts {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+/// Said at start and in `/health` when no provider is configured.
+pub const NO_PROVIDER_HINT: &str = "no provider is configured: every model request will fail. \
+Put a provider's API key in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, \
+GROQ_API_KEY, ... or OLLAMA_BASE_URL; see conf/tollgate.yaml for all presets) and restart, \
+or add one under `providers:` in the config";
 pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
 const MAX_MAX_BODY: u64 = 1024 * 1024 * 1024;
 

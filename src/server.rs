@@ -72,6 +72,15 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         );
         std::process::exit(2);
     }
+    // A listen address that cannot be bound is fatal: say so and exit, instead of Pingora's
+    // retries and a panicking service thread in a process that stays up serving nothing.
+    // (An upgrade takes the old process's sockets, so the address is in use by design.)
+    if !opts.upgrade && !opts.test {
+        if let Err(e) = std::net::TcpListener::bind(&cfg.listen) {
+            eprintln!("tollgate: {}", bind_failure(&cfg.listen, &e));
+            std::process::exit(1);
+        }
+    }
     let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
     let conf = match server_conf(&cfg, &opts, &data_dir) {
         Ok(c) => c,
@@ -211,6 +220,9 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         spool_dir: cfg.data_dir.join("spool"),
     };
     server.add_service(background_service("usage writer", writer));
+    if cfg.providers.is_empty() {
+        log::warn!("{}", crate::config::NO_PROVIDER_HINT);
+    }
     log::info!(
         "tollgate {} listening on {} with providers [{}]",
         env!("CARGO_PKG_VERSION"),
@@ -221,4 +233,18 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         shutdown_signal: Box::new(crate::drain::StopSignals),
     });
     std::process::exit(0)
+}
+
+/// One line that names the cause of a failed bind and what to do.
+fn bind_failure(listen: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {listen}: the address is already in use (another tollgate, or \
+another program, holds it); stop it or set another `listen` address"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot listen on {listen}: permission denied (ports below 1024 need privileges)"
+        ),
+        _ => format!("cannot listen on {listen}: {e}"),
+    }
 }

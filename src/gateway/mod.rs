@@ -179,6 +179,14 @@ impl Gateway {
     }
 
     async fn health(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        let path = s.req_header().uri.path();
+        if path == "/health/liveness" {
+            // Otari answers its liveness probe with this JSON string.
+            local::send_json(s, 200, &json!("I'm alive!"), &ctx.request_id).await?;
+            return Ok(Flow::Done);
+        }
+        let readiness_probe = path.ends_with("/ready") || path.ends_with("/readiness");
+        let otari_shape = path.ends_with("/readiness");
         let store_open = self.state.store.get().is_some_and(|st| st.healthy());
         // A shared store (PostgreSQL) that is down under the outage policy means inference is
         // refused: readiness says so, so a load balancer takes this instance out.
@@ -207,22 +215,37 @@ impl Gateway {
                 })
             })
             .collect();
-        let v = json!({
+        let providers: Vec<String> = self
+            .state
+            .router
+            .providers()
+            .map(|p| p.name.clone())
+            .collect();
+        let mut warnings = Vec::new();
+        if providers.is_empty() {
+            warnings.push(crate::config::NO_PROVIDER_HINT);
+        }
+        let mut v = json!({
             "status": if refusing { "unavailable" } else if ready { "ok" } else { "starting" },
             "store": store,
             "store_down_ms": shared.and_then(|c| c.down_for_ms()),
             "keys": self.state.keys.len(),
-            "providers": self.state.router.providers().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            "providers": providers,
+            "warnings": warnings,
             // Circuit breakers; an open one is ejected (informational: readiness does not
             // depend on providers, which every instance shares).
             "deployments": deployments,
             "version": env!("CARGO_PKG_VERSION"),
         });
-        let status = if s.req_header().uri.path().ends_with("/ready") && !ready {
-            503
-        } else {
-            200
-        };
+        if otari_shape {
+            v["status"] = json!(if ready { "healthy" } else { "unhealthy" });
+            v["database"] = json!(if store_open {
+                "connected"
+            } else {
+                "unavailable"
+            });
+        }
+        let status = if readiness_probe && !ready { 503 } else { 200 };
         local::send_json(s, status, &v, &ctx.request_id).await?;
         Ok(Flow::Done)
     }
