@@ -227,6 +227,7 @@ pub fn scope_str(s: Scope) -> &'static str {
     match s {
         Scope::Key => "k",
         Scope::User => "u",
+        Scope::EndUser => "e",
     }
 }
 
@@ -234,6 +235,7 @@ fn scope_of(s: &str) -> Option<Scope> {
     match s {
         "k" => Some(Scope::Key),
         "u" => Some(Scope::User),
+        "e" => Some(Scope::EndUser),
         _ => None,
     }
 }
@@ -787,7 +789,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let r = c
             .query(
-                "SELECT scope, id, window_start, spent FROM tg_spend WHERE scope IN ('k', 'u') AND spent > 0",
+                "SELECT scope, id, window_start, spent FROM tg_spend WHERE scope IN ('k', 'u', 'e') AND spent > 0",
                 &[],
             )
             .await
@@ -873,7 +875,7 @@ impl Store for PgStore {
             .map_err(pg_err)?;
         let cutoff = (before_ms / 1000).saturating_sub(366 * 86_400);
         c.execute(
-            "DELETE FROM tg_spend WHERE scope IN ('k', 'u') AND window_start <> 0 AND window_start < $1",
+            "DELETE FROM tg_spend WHERE scope IN ('k', 'u', 'e') AND window_start <> 0 AND window_start < $1",
             &[&i(cutoff)],
         )
         .await
@@ -887,7 +889,7 @@ impl Store for PgStore {
         .map_err(pg_err)?;
         // Rate windows are one minute long: an hour of them is plenty.
         c.execute(
-            "DELETE FROM tg_spend WHERE scope NOT IN ('k', 'u') AND window_start < $1",
+            "DELETE FROM tg_spend WHERE scope NOT IN ('k', 'u', 'e') AND window_start < $1",
             &[&i(crate::auth::now_millis().saturating_sub(3_600_000))],
         )
         .await
