@@ -643,7 +643,13 @@ mod tests {
                 prop::collection::vec(
                     (
                         prop::sample::select(vec![
-                            "model", "stream", "metadata", "user", "safety_identifier", "user_id", "x"
+                            "model",
+                            "stream",
+                            "metadata",
+                            "user",
+                            "safety_identifier",
+                            "user_id",
+                            "x"
                         ]),
                         inner
                     ),

@@ -9,6 +9,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
+use crate::translate::shared::is_telemetry_blob;
 
 /// The longest end-user id accepted (Anthropic's limit for `metadata.user_id`). Longer ids are
 /// refused rather than truncated: truncation could merge two end users' budgets.
@@ -33,11 +34,6 @@ fn named(req: &Map<String, Value>) -> impl Iterator<Item = (&'static str, &str)>
     ]
     .into_iter()
     .filter_map(|(f, v)| Some((f, v.filter(|v| !v.is_empty())?)))
-}
-
-/// Whether a `metadata.user_id` value is Claude Code's JSON blob rather than a user id.
-pub fn is_telemetry_blob(v: &str) -> bool {
-    v.trim_start().starts_with('{') && serde_json::from_str::<Map<String, Value>>(v).is_ok()
 }
 
 /// The end user a body names (the first of `user`, `safety_identifier`, `metadata.user_id`),

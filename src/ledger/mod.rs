@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use budget::{end_user_id, reserve, Account, Counter, Exceeded, Limit, Reservation, Scope};
-use std::borrow::Cow;
 use entities::{BudgetRecord, Limits, UserRecord};
 use rate::{RateExceeded, RateLimiter};
+use std::borrow::Cow;
 
 use crate::auth::KeyRecord;
 use crate::error::{ErrorKind, GatewayError};
@@ -652,8 +652,8 @@ fn rate_error(e: RateExceeded, who: Who) -> GatewayError {
         ),
     };
     GatewayError::new(ErrorKind::RateLimited, message)
-    .with_retry_after(e.retry_after_secs)
-    .with_code("rate_limit_exceeded")
+        .with_retry_after(e.retry_after_secs)
+        .with_code("rate_limit_exceeded")
 }
 
 fn budget_error(e: &Exceeded) -> GatewayError {

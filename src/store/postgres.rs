@@ -180,6 +180,15 @@ CREATE INDEX tg_usage_key ON tg_usage (key_id, ts_ms);
 CREATE INDEX tg_usage_user ON tg_usage (user_id, ts_ms);
 "#,
     ),
+    (
+        3,
+        "end_user column on usage rows",
+        r#"
+-- Rows written before this migration have no end user (NULL), and their rec has none either.
+ALTER TABLE tg_usage ADD COLUMN end_user TEXT;
+CREATE INDEX tg_usage_end_user ON tg_usage (end_user, ts_ms) WHERE end_user IS NOT NULL;
+"#,
+    ),
 ];
 
 pub struct PgStore {
@@ -539,6 +548,7 @@ impl PgStore {
         let mut ts = Vec::with_capacity(batch.len());
         let mut keys: Vec<Option<&str>> = Vec::with_capacity(batch.len());
         let mut users: Vec<Option<&str>> = Vec::with_capacity(batch.len());
+        let mut end_users: Vec<Option<&str>> = Vec::with_capacity(batch.len());
         let mut models = Vec::with_capacity(batch.len());
         let mut providers = Vec::with_capacity(batch.len());
         let mut endpoints = Vec::with_capacity(batch.len());
@@ -551,6 +561,7 @@ impl PgStore {
             ts.push(i(r.ts_ms));
             keys.push(r.key_id.as_deref());
             users.push(r.user_id.as_deref());
+            end_users.push(r.end_user.as_deref());
             models.push(r.model.as_str());
             providers.push(r.provider.as_str());
             endpoints.push(r.endpoint.as_str());
@@ -560,10 +571,10 @@ impl PgStore {
         }
         let fresh: std::collections::HashSet<String> = tx
             .query(
-                "INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[])
+                "INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec, end_user)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[], $11::text[])
                  ON CONFLICT (id) DO NOTHING RETURNING id",
-                &[&ids, &ts, &keys, &users, &models, &providers, &endpoints, &sessions, &statuses, &recs],
+                &[&ids, &ts, &keys, &users, &models, &providers, &endpoints, &sessions, &statuses, &recs, &end_users],
             )
             .await
             .map_err(pg_err)?
@@ -835,6 +846,7 @@ impl Store for PgStore {
                    AND ($7::text IS NULL OR model = $7) AND ($8::text IS NULL OR provider = $8)
                    AND ($9::text IS NULL OR endpoint = $9) AND ($10::text IS NULL OR session_id = $10)
                    AND ($11::int4 IS NULL OR status = $11)
+                   AND ($13::text IS NULL OR end_user = $13)
                  ORDER BY ts_ms, id LIMIT $12",
                 &[
                     &after_ts,
@@ -849,6 +861,7 @@ impl Store for PgStore {
                     &filter.session_id,
                     &status,
                     &lim,
+                    &filter.end_user,
                 ],
             )
             .await
