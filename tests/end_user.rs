@@ -721,3 +721,81 @@ async fn end_user_spend_survives_a_restart() {
     assert_eq!(v["error"]["code"], "budget_exceeded");
     assert_eq!(sized(&gw, &secret, "bob").await.0, 200);
 }
+
+/// Two instances sharing PostgreSQL: one end user's budget and rate limit hold across both
+/// (they go through the same leases as key budgets), and the usage rows carry the end user.
+/// Needs `TOLLGATE_TEST_PG_URL` (tests/run.sh starts a PostgreSQL and sets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn end_user_limits_hold_across_instances_on_postgres() {
+    let Ok(url) = std::env::var("TOLLGATE_TEST_PG_URL") else {
+        eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
+        return;
+    };
+    let schema = format!(
+        "t_end_user_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mock = MockServer::start().await;
+    let extra = format!(
+        "{PRICING}store:\n  kind: postgres\n  url: \"{url}\"\n  schema: {schema}\n  sync_interval_ms: 100\n"
+    );
+    let mut gws = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let d = tempfile::tempdir().unwrap();
+        let (path, mu, ex) = (d.path().to_path_buf(), mock.url(), extra.clone());
+        gws.push(
+            tokio::task::spawn_blocking(move || {
+                Gateway::spawn_in(&path, |port, data| config_for(&mu, port, data, &ex), &[])
+            })
+            .await
+            .unwrap(),
+        );
+        dirs.push(d);
+    }
+    const PER_REQUEST: u64 = 500 + 2 * 100;
+    let (id, secret) = key(
+        &gws[0],
+        json!({"end_user_limits": {"max_budget": format!("0.{:06}", 4 * PER_REQUEST)}}),
+    )
+    .await;
+    // The other instance learns of the key through the change counter.
+    let mut seen = false;
+    for _ in 0..50 {
+        let (st, _) = admin(
+            &gws[1],
+            reqwest::Method::GET,
+            &format!("/v1/keys/{id}"),
+            None,
+        )
+        .await;
+        if st == 200 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the key reached the second instance");
+    let results = join_all((0..30).map(|n| sized(&gws[n % 2], &secret, "carol"))).await;
+    let admitted = results.iter().filter(|(st, _)| *st == 200).count();
+    assert_eq!(
+        admitted,
+        4,
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert_eq!(sized(&gws[1], &secret, "bob").await.0, 200);
+    let rows = usage(&gws[1], "end_user=carol&status=200", 4).await;
+    assert_eq!(rows["data"].as_array().unwrap().len(), 4, "{rows}");
+    let c = client()
+        .delete(format!("{}/v1/keys/{id}", gws[0].url()))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.status(), 200);
+}

@@ -1035,3 +1035,61 @@ impl SharedStore for PgStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database migrated before the `end_user` column existed: its rows read back without
+    /// an end user, and new rows carry theirs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_from_before_the_end_user_migration_read_fine() {
+        let Some((store, settings)) = crate::store::conformance::test_postgres("eu_upgrade").await
+        else {
+            return;
+        };
+        // Back to schema version 2, with a row written the way version 2 wrote it.
+        let c = store.client().await.unwrap();
+        c.batch_execute(
+            "DROP INDEX tg_usage_end_user; ALTER TABLE tg_usage DROP COLUMN end_user;
+             DELETE FROM tg_schema_migrations WHERE version = 3;
+             INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
+             VALUES ('old', 1000, 'k1', NULL, 'gpt-4o', 'openai', 'chat_completions', NULL, 200,
+                     '{\"id\":\"old\",\"ts_ms\":1000,\"request_id\":\"r\",\"key_id\":\"k1\",\"endpoint\":\"chat_completions\",\"provider\":\"openai\",\"model\":\"gpt-4o\",\"upstream_model\":\"\",\"status\":200}');",
+        )
+        .await
+        .unwrap();
+        drop(c);
+        assert_eq!(
+            store.schema_version(&settings.schema).await.unwrap(),
+            (2, 3)
+        );
+        assert_eq!(store.migrate(&settings.schema).await.unwrap(), vec![3]);
+        let mut new = crate::store::conformance::settled("new", 2000, "k1", 1);
+        new.record.end_user = Some("eu-1".into());
+        store.append_usage(vec![new]).await.unwrap();
+        let all = store
+            .query_usage(&UsageFilter::default(), None, 10)
+            .await
+            .unwrap();
+        let got: Vec<(&str, Option<&str>)> = all
+            .records
+            .iter()
+            .map(|r| (r.id.as_str(), r.end_user.as_deref()))
+            .collect();
+        assert_eq!(got, vec![("old", None), ("new", Some("eu-1"))]);
+        let only = store
+            .query_usage(
+                &UsageFilter {
+                    end_user: Some("eu-1".into()),
+                    ..Default::default()
+                },
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(only.records.len(), 1);
+        store.drop_schema(&settings.schema).await.unwrap();
+    }
+}
