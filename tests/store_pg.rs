@@ -87,7 +87,7 @@ fn migrate_is_versioned_and_idempotent() {
     );
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg, "--status"]);
     assert!(ok, "{err}");
-    assert!(out.contains("version 0 (this tollgate: 2)"), "{out}");
+    assert!(out.contains("version 0 (this tollgate: 3)"), "{out}");
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg]);
     assert!(ok, "{err}");
     assert!(out.contains("applied 1, 2, 3; now at version 3"), "{out}");
