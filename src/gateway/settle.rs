@@ -69,7 +69,7 @@ impl Gateway {
             if reject && end_user::names_other_user(req, owner) {
                 return Err(GatewayError::new(
                     ErrorKind::PermissionDenied,
-                    "The user named in the request does not match the API key's user (this key has reject_user_mismatch on).",
+                    "The user named in the request does not match the API key's user (reject_user_mismatch is on for this key).",
                 )
                 .with_code("user_mismatch"));
             }
