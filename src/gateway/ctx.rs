@@ -44,6 +44,8 @@ pub struct Ctx {
     /// Budget reservation and rate-limit handles, settled in `logging`.
     pub admission: Option<crate::ledger::Admission>,
     pub user_id: Option<String>,
+    /// The end user the body names (`user`, `safety_identifier`, `metadata.user_id`).
+    pub end_user: Option<String>,
     pub session_id: Option<String>,
     /// The pre-call token estimate (used when the upstream reports no usage).
     pub estimate: crate::meter::Usage,
@@ -86,6 +88,7 @@ impl Ctx {
             client_header: None,
             admission: None,
             user_id: None,
+            end_user: None,
             session_id: None,
             estimate: Default::default(),
             permit: None,

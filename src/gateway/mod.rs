@@ -19,6 +19,7 @@ mod body;
 mod count;
 mod ctx;
 mod direct;
+mod end_user;
 pub mod limits;
 pub mod local;
 mod plan;
