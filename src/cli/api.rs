@@ -70,7 +70,7 @@ pub fn printable(s: &str) -> String {
 
 enum Backend {
     Gateway(HttpApi),
-    Store(Store),
+    Store(Box<Store>),
 }
 
 pub struct Api {
@@ -105,7 +105,7 @@ impl Api {
             Err(HttpError::Refused(why)) if !self.target.url_given => {
                 let store = self.open_store(&why).await?;
                 let reply = store.call(method, target, body).await;
-                self.backend = Some(Backend::Store(store));
+                self.backend = Some(Backend::Store(Box::new(store)));
                 Ok(reply)
             }
             other => {

@@ -39,12 +39,12 @@ impl Table {
         let mut out = String::new();
         for r in std::iter::once(&self.headers).chain(&self.rows) {
             let mut line = String::new();
-            for i in 0..n {
+            for (i, w) in width.iter().enumerate() {
                 let c = r.get(i).map(String::as_str).unwrap_or("");
                 if i > 0 {
                     line.push_str("  ");
                 }
-                let pad = " ".repeat(width[i] - c.chars().count());
+                let pad = " ".repeat(w - c.chars().count());
                 if self.right[i] {
                     line.push_str(&pad);
                     line.push_str(c);
@@ -94,6 +94,7 @@ pub fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
+        Value::Array(a) if a.is_empty() => "-".into(),
         Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
