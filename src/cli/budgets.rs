@@ -151,8 +151,7 @@ pub async fn run(api: &mut Api, cmd: BudgetsCmd, as_json: bool) -> Result<(), St
             }
         }
     };
-    print!("{out}");
-    Ok(())
+    render::emit(&out)
 }
 
 fn details(b: &Value) -> String {

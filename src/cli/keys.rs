@@ -79,88 +79,85 @@ impl KeyFields {
 }
 
 pub async fn run(api: &mut Api, cmd: KeysCmd, as_json: bool) -> Result<(), String> {
-    match cmd {
+    // A command that shows a secret prints it alone on the line after what it did.
+    let with_secret = |k: &Value, what: String| {
+        if as_json {
+            render::json(k)
+        } else {
+            format!("{what}\n{}\n", cell(&k["key"]))
+        }
+    };
+    let out = match cmd {
         KeysCmd::Create { fields } => {
             let k = api
                 .json("POST", "/v1/keys", Some(Value::Object(fields.body()?)))
                 .await?;
-            if as_json {
-                print!("{}", render::json(&k));
-            } else {
-                println!(
-                    "created key {} ({})",
-                    cell(&k["id"]),
-                    k["name"].as_str().unwrap_or("unnamed")
-                );
-                println!("{}", cell(&k["key"]));
-            }
+            let what = format!(
+                "created key {} ({})",
+                cell(&k["id"]),
+                k["name"].as_str().unwrap_or("unnamed")
+            );
+            with_secret(&k, what)
         }
         KeysCmd::List { user } => {
             let q = [("user_id", user.unwrap_or_default())];
             let keys = api.list_all("/v1/keys", &q).await?;
             if as_json {
-                print!("{}", render::json(&Value::Array(keys)));
-                return Ok(());
-            }
-            let mut t = Table::new(&[
-                "id",
-                "name",
-                "user",
-                "prefix",
-                "active",
-                "expires",
-                ">spend USD",
-                "created",
-            ]);
-            for k in &keys {
-                t.row(vec![
-                    cell(&k["id"]),
-                    cell(&k["name"]),
-                    cell(&k["user_id"]),
-                    cell(&k["prefix"]),
-                    cell(&k["active"]),
-                    time(&k["expires_at"]),
-                    render::spend(&k["standing"]),
-                    time(&k["created_at"]),
+                render::json(&Value::Array(keys))
+            } else {
+                let mut t = Table::new(&[
+                    "id",
+                    "name",
+                    "user",
+                    "prefix",
+                    "active",
+                    "expires",
+                    ">spend USD",
+                    "created",
                 ]);
+                for k in &keys {
+                    t.row(vec![
+                        cell(&k["id"]),
+                        cell(&k["name"]),
+                        cell(&k["user_id"]),
+                        cell(&k["prefix"]),
+                        cell(&k["active"]),
+                        time(&k["expires_at"]),
+                        render::spend(&k["standing"]),
+                        time(&k["created_at"]),
+                    ]);
+                }
+                t.render()
             }
-            print!("{}", t.render());
         }
         KeysCmd::Show { id } => {
             let k = api
                 .json("GET", &format!("/v1/keys/{}", enc(&id)), None)
                 .await?;
-            print!(
-                "{}",
-                if as_json {
-                    render::json(&k)
-                } else {
-                    details(&k)
-                }
-            );
+            if as_json {
+                render::json(&k)
+            } else {
+                details(&k)
+            }
         }
         KeysCmd::Rotate { id } => {
             let k = api
                 .json("POST", &format!("/v1/keys/{}/rotate", enc(&id)), None)
                 .await?;
-            if as_json {
-                print!("{}", render::json(&k));
-            } else {
-                println!(
-                    "rotated key {}; the old secret no longer works",
-                    cell(&k["id"])
-                );
-                println!("{}", cell(&k["key"]));
-            }
+            let what = format!(
+                "rotated key {}; the old secret no longer works",
+                cell(&k["id"])
+            );
+            with_secret(&k, what)
         }
         KeysCmd::Revoke { id } => {
             let r = api
                 .json("DELETE", &format!("/v1/keys/{}", enc(&id)), None)
                 .await?;
             if as_json {
-                print!("{}", render::json(&r));
+                render::json(&r)
             } else {
-                println!("revoked {}", cell(&r["id"]));
+                format!("revoked {}\n", cell(&r["id"]))
             }
         }
         KeysCmd::Update { id, fields, active } => {
@@ -179,14 +176,13 @@ pub async fn run(api: &mut Api, cmd: KeysCmd, as_json: bool) -> Result<(), Strin
                 )
                 .await?;
             if as_json {
-                print!("{}", render::json(&k));
+                render::json(&k)
             } else {
-                println!("updated key {}", cell(&k["id"]));
-                print!("{}", details(&k));
+                format!("updated key {}\n{}", cell(&k["id"]), details(&k))
             }
         }
-    }
-    Ok(())
+    };
+    render::emit(&out)
 }
 
 /// One key as `field  value` lines.

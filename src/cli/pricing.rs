@@ -113,8 +113,7 @@ pub async fn run(api: &mut Api, cmd: PricingCmd, as_json: bool) -> Result<(), St
             }
         }
     };
-    print!("{out}");
-    Ok(())
+    render::emit(&out)
 }
 
 /// `openai:gpt-4o: input 2.50, output 10.00, cache read 1.25, cache write 2.50 USD/M tokens`

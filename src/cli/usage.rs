@@ -79,11 +79,10 @@ pub async fn run(api: &mut Api, a: UsageArgs, as_json: bool) -> Result<(), Strin
             .into(),
         ));
         let text = api.text(&with_query("/v1/usage", &q)).await?;
-        match format {
-            Format::Json | Format::Csv => print!("{text}"),
-            Format::Table => print!("{period}{}", records_table(&text)?),
-        }
-        return Ok(());
+        return match format {
+            Format::Json | Format::Csv => render::emit(&text),
+            Format::Table => render::emit(&format!("{period}{}", records_table(&text)?)),
+        };
     }
     q.push(("group_by", a.group_by.clone()));
     let v = api.json("GET", &with_query("/v1/usage", &q), None).await?;
@@ -100,7 +99,7 @@ pub async fn run(api: &mut Api, a: UsageArgs, as_json: bool) -> Result<(), Strin
         ]
     };
     match format {
-        Format::Json => print!("{}", render::json(&v)),
+        Format::Json => render::emit(&render::json(&v)),
         Format::Csv => {
             let mut out = csv_line(
                 &[
@@ -120,7 +119,7 @@ pub async fn run(api: &mut Api, a: UsageArgs, as_json: bool) -> Result<(), Strin
                 line.extend(cells(r));
                 out.push_str(&csv_line(&line));
             }
-            print!("{out}");
+            render::emit(&out)
         }
         Format::Table => {
             let mut t = Table::new(&[
@@ -141,10 +140,9 @@ pub async fn run(api: &mut Api, a: UsageArgs, as_json: bool) -> Result<(), Strin
             let mut total = vec!["TOTAL".to_string()];
             total.extend(cells(&v["totals"]));
             t.row(total);
-            print!("{period}{}", t.render());
+            render::emit(&format!("{period}{}", t.render()))
         }
     }
-    Ok(())
 }
 
 /// Usage records (JSON lines) as a table.

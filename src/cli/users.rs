@@ -139,8 +139,7 @@ pub async fn run(api: &mut Api, cmd: UsersCmd, as_json: bool) -> Result<(), Stri
             }
         }
     };
-    print!("{out}");
-    Ok(())
+    render::emit(&out)
 }
 
 fn details(u: &Value) -> String {
