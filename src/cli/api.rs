@@ -150,17 +150,17 @@ impl Api {
         target: &str,
         body: Option<Value>,
     ) -> Result<Value, String> {
-        let r = self.text_reply(method, target, body).await?;
+        let r = self.ok_reply(method, target, body).await?;
         serde_json::from_slice(&r.body).map_err(|e| format!("the answer is not JSON: {e}"))
     }
 
     /// A successful answer's body as text (CSV, JSON lines).
     pub async fn text(&mut self, target: &str) -> Result<String, String> {
-        let r = self.text_reply("GET", target, None).await?;
+        let r = self.ok_reply("GET", target, None).await?;
         String::from_utf8(r.body).map_err(|_| "the answer is not UTF-8".to_string())
     }
 
-    async fn text_reply(
+    async fn ok_reply(
         &mut self,
         method: &str,
         target: &str,
