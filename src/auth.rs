@@ -127,6 +127,10 @@ pub struct KeyRecord {
     /// Refuse requests whose body names another user (None: the gateway default).
     #[serde(default)]
     pub reject_user_mismatch: Option<bool>,
+    /// Budget and rate limits that apply to each end user of this key separately (the end
+    /// user a request body names). None: end users are only attributed, never limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user_limits: Option<crate::ledger::entities::Limits>,
 }
 
 fn yes() -> bool {
@@ -154,6 +158,7 @@ impl KeyRecord {
             limits: Default::default(),
             allowed_models: None,
             reject_user_mismatch: None,
+            end_user_limits: None,
         };
         (rec, secret)
     }

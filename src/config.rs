@@ -228,7 +228,9 @@ pub struct Config {
     /// Refuse unpriced models with 402 before any upstream call.
     pub require_pricing: bool,
     pub pricing: BTreeMap<String, crate::meter::price::Price>,
-    /// Refuse requests whose body names a user other than the key's owner (403).
+    /// Refuse (403) requests on a key bound to a user whose body names another user. Off by
+    /// default: OpenAI apps send their end-user id in `user` routinely, and that is
+    /// attribution, not impersonation.
     pub reject_user_mismatch: bool,
     /// Usage records older than this are deleted (0 keeps them forever).
     pub usage_retention_days: u64,
@@ -412,6 +414,11 @@ impl Default for Timeouts {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+/// Said at start and in `/health` when no provider is configured.
+pub const NO_PROVIDER_HINT: &str = "no provider is configured: every model request will fail. \
+Put a provider's API key in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, \
+GROQ_API_KEY, ... or OLLAMA_BASE_URL; see conf/tollgate.yaml for all presets) and restart, \
+or add one under `providers:` in the config";
 pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
 const MAX_MAX_BODY: u64 = 1024 * 1024 * 1024;
 
@@ -569,7 +576,7 @@ impl Config {
             access_log: raw.access_log.unwrap_or(true),
             require_pricing: raw.require_pricing.unwrap_or(false),
             pricing: raw.pricing,
-            reject_user_mismatch: raw.reject_user_mismatch.unwrap_or(true),
+            reject_user_mismatch: raw.reject_user_mismatch.unwrap_or(false),
             usage_retention_days: raw.usage_retention_days.unwrap_or(90),
             default_max_output_tokens: match raw.default_max_output_tokens {
                 Some(0) => {

@@ -39,7 +39,12 @@ impl Endpoint {
             ("POST", "/v1/moderations") => Endpoint::Moderations,
             ("GET", "/v1/models") => Endpoint::Models,
             ("GET" | "HEAD", "/") => Endpoint::Root,
-            ("GET" | "HEAD", "/health" | "/health/live" | "/health/ready") => Endpoint::Health,
+            // `/health/liveness` and `/health/readiness` are Otari's paths (for users moving over).
+            (
+                "GET" | "HEAD",
+                "/health" | "/health/live" | "/health/ready" | "/health/liveness"
+                | "/health/readiness",
+            ) => Endpoint::Health,
             ("GET", "/metrics") => Endpoint::Metrics,
             ("GET", "/v1/key/info") => Endpoint::KeyInfo,
             (_, p) if is_admin_path(p) => Endpoint::Admin,

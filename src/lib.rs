@@ -8,6 +8,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod drain;
 pub mod endpoint;
 pub mod error;
 pub mod gateway;

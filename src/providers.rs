@@ -226,6 +226,24 @@ pub fn preset(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)
 }
 
+/// The preset list as `conf/tollgate.yaml` documents it, one comment line per preset (a
+/// test keeps the file equal to this).
+pub fn presets_comment() -> String {
+    let mut out = String::new();
+    for p in PRESETS {
+        let activation = match (p.key_env, p.base_env) {
+            (Some(k), _) => k.to_string(),
+            (None, Some(b)) => format!("{b} (keyless)"),
+            (None, None) => String::new(),
+        };
+        out.push_str(&format!(
+            "#   {:<12} {:<28} {}\n",
+            p.name, activation, p.base_url
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +262,20 @@ mod tests {
                 p.name
             );
         }
+    }
+
+    #[test]
+    fn the_annotated_config_lists_every_preset() {
+        let conf = include_str!("../conf/tollgate.yaml");
+        let begin = "# presets (name, activated by, base URL):\n";
+        let start = conf.find(begin).expect("preset list in conf/tollgate.yaml") + begin.len();
+        let end = start + conf[start..].find("presets: true").expect("presets: true");
+        let listed = &conf[start..end];
+        let want = presets_comment();
+        assert_eq!(
+            listed, want,
+            "conf/tollgate.yaml's preset list differs from the code; it should read:\n{want}"
+        );
     }
 
     #[test]

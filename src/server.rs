@@ -7,6 +7,7 @@ use pingora::services::background::background_service;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::{self, KeyIndex};
 use crate::config::Config;
@@ -71,6 +72,15 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         );
         std::process::exit(2);
     }
+    // A listen address that cannot be bound is fatal: say so and exit, instead of Pingora's
+    // retries and a panicking service thread in a process that stays up serving nothing.
+    // (An upgrade takes the old process's sockets, so the address is in use by design.)
+    if !opts.upgrade && !opts.test {
+        if let Err(e) = std::net::TcpListener::bind(&cfg.listen) {
+            eprintln!("tollgate: {}", bind_failure(&cfg.listen, &e));
+            std::process::exit(1);
+        }
+    }
     let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
     let conf = match server_conf(&cfg, &opts, &data_dir) {
         Ok(c) => c,
@@ -86,6 +96,12 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         nocapture: false,
         conf: None,
     };
+    // The drain (see `drain`) decides when the process ends after a stop signal; Pingora's
+    // own grace period (a fixed sleep) only backs it up.
+    let grace = Duration::from_secs(conf.grace_period_seconds.unwrap_or(300));
+    let close_timeout = Duration::from_secs(conf.graceful_shutdown_timeout_seconds.unwrap_or(5));
+    let mut conf = conf;
+    conf.grace_period_seconds = Some(grace.as_secs() + 2 * close_timeout.as_secs() + 2);
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     crate::metrics::init();
@@ -141,6 +157,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
             crate::discovery::DiscoveryService(discovery),
         ));
     }
+    let state_inflight = inflight.clone();
     let state = Arc::new(AppState {
         inflight,
         router,
@@ -202,17 +219,46 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         store_kind: cfg.store.clone(),
     };
     server.add_service(background_service("store keeper", keeper));
+    server.add_service(background_service(
+        "drain",
+        crate::drain::DrainService {
+            inflight: state_inflight,
+            ledger: ledger.clone(),
+            grace,
+            close_timeout,
+        },
+    ));
     let writer = UsageWriter {
         ledger,
         slot: store_slot_for_writer,
         spool_dir: cfg.data_dir.join("spool"),
     };
     server.add_service(background_service("usage writer", writer));
+    if cfg.providers.is_empty() {
+        log::warn!("{}", crate::config::NO_PROVIDER_HINT);
+    }
     log::info!(
         "tollgate {} listening on {} with providers [{}]",
         env!("CARGO_PKG_VERSION"),
         cfg.listen,
         cfg.providers.keys().cloned().collect::<Vec<_>>().join(", ")
     );
-    server.run_forever()
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(crate::drain::StopSignals),
+    });
+    std::process::exit(0)
+}
+
+/// One line that names the cause of a failed bind and what to do.
+fn bind_failure(listen: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {listen}: the address is already in use (another tollgate, or \
+another program, holds it); stop it or set another `listen` address"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot listen on {listen}: permission denied (ports below 1024 need privileges)"
+        ),
+        _ => format!("cannot listen on {listen}: {e}"),
+    }
 }

@@ -220,7 +220,9 @@ async fn rpm_limit_gives_429_with_retry_after_and_pricing_and_allow_lists_refuse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_mismatch_is_refused_but_claude_code_metadata_is_not() {
-    let (_mock, gw) = start("").await;
+    // reject_user_mismatch is off by default (a named user is end-user attribution, see
+    // tests/end_user.rs); this test turns it on globally, as an operator who wants it would.
+    let (_mock, gw) = start("reject_user_mismatch: true\n").await;
     admin(
         &gw,
         reqwest::Method::POST,

@@ -89,7 +89,7 @@ impl World {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         let said = String::from_utf8_lossy(&out.stdout);
-        assert!(said.contains("applied 1, 2"), "{said}");
+        assert!(said.contains("applied 1, 2, 3"), "{said}");
         let mut dirs = vec![dir];
         let mut gws = Vec::new();
         for _ in 0..n {

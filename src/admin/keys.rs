@@ -25,7 +25,19 @@ const FIELDS: &[&str] = &[
     "tpm_limit",
     "allowed_models",
     "reject_user_mismatch",
+    "end_user_limits",
     "active",
+];
+
+/// The fields of `end_user_limits`: the same limits a key has, applied to each end user.
+const END_USER_FIELDS: &[&str] = &[
+    "max_budget",
+    "budget_duration",
+    "budget_period",
+    "budget_alignment",
+    "budget_id",
+    "rpm_limit",
+    "tpm_limit",
 ];
 
 fn view(state: &AppState, k: &KeyRecord) -> Value {
@@ -33,6 +45,10 @@ fn view(state: &AppState, k: &KeyRecord) -> Value {
     v["limits"] = k.limits.to_json();
     v["allowed_models"] = json!(k.allowed_models);
     v["reject_user_mismatch"] = json!(k.reject_user_mismatch);
+    v["end_user_limits"] = k
+        .end_user_limits
+        .as_ref()
+        .map_or(Value::Null, |l| l.to_json());
     v["standing"] = standing_of(state, Scope::Key, &k.id, &k.limits);
     v
 }
@@ -109,13 +125,11 @@ fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayEr
         };
     }
     apply_limits(b, &mut k.limits, now)?;
-    if let Some(bid) = &k.limits.budget_id {
-        if !state.ledger.budgets.load().contains_key(bid) {
-            return Err(GatewayError::new(
-                crate::error::ErrorKind::NotFound,
-                format!("No budget with id '{bid}'."),
-            )
-            .with_param("budget_id"));
+    known_budget(state, &k.limits, "budget_id")?;
+    if let Some(v) = b.get("end_user_limits") {
+        k.end_user_limits = end_user_limits(v, k.end_user_limits.take(), now)?;
+        if let Some(l) = &k.end_user_limits {
+            known_budget(state, l, "end_user_limits.budget_id")?;
         }
     }
     if let Some(a) = parse_allowed_models(b.get("allowed_models"))? {
@@ -139,6 +153,77 @@ fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayEr
         })?;
     }
     Ok(())
+}
+
+fn known_budget(
+    state: &AppState,
+    limits: &crate::ledger::entities::Limits,
+    param: &str,
+) -> Result<(), GatewayError> {
+    match &limits.budget_id {
+        Some(bid) if !state.ledger.budgets.load().contains_key(bid) => Err(GatewayError::new(
+            crate::error::ErrorKind::NotFound,
+            format!("No budget with id '{bid}'."),
+        )
+        .with_param(param.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// Applies `end_user_limits` (an object of limit fields, merged into the current ones; null
+/// clears them). Limits that end up empty are none: the key then does no end-user work.
+fn end_user_limits(
+    v: &Value,
+    current: Option<crate::ledger::entities::Limits>,
+    now: u64,
+) -> Result<Option<crate::ledger::entities::Limits>, GatewayError> {
+    let obj = match v {
+        Value::Null => return Ok(None),
+        Value::Object(o) => o,
+        _ => {
+            return Err(GatewayError::invalid(
+                "'end_user_limits' must be an object (max_budget, budget_duration, budget_alignment, budget_id, rpm_limit, tpm_limit) or null.",
+            )
+            .with_param("end_user_limits"))
+        }
+    };
+    if let Some(f) = obj.keys().find(|f| !END_USER_FIELDS.contains(&f.as_str())) {
+        return Err(GatewayError::invalid(format!(
+            "Unknown field '{f}' in 'end_user_limits'. Allowed: {}.",
+            END_USER_FIELDS.join(", ")
+        ))
+        .with_param(format!("end_user_limits.{f}")));
+    }
+    let mut limits = current.unwrap_or_default();
+    apply_limits(obj, &mut limits, now).map_err(|mut e| {
+        e.param = e.param.map(|p| format!("end_user_limits.{p}"));
+        e
+    })?;
+    let empty = limits.max_budget_micros.is_none()
+        && limits.budget_id.is_none()
+        && limits.rpm.is_none()
+        && limits.tpm.is_none();
+    Ok((!empty).then_some(limits))
+}
+
+/// `GET /v1/keys/{id}/end_users/{end_user}`: one end user's standing under the key's
+/// `end_user_limits`.
+fn end_user_view(state: &AppState, k: &KeyRecord, end_user: &str) -> Value {
+    let id = crate::ledger::budget::end_user_id(&k.id, end_user);
+    let limits = k.end_user_limits.clone().unwrap_or_default();
+    let (rpm_used, tpm_used) = state
+        .ledger
+        .find_limiter(Scope::EndUser, &id)
+        .map_or((0, 0), |l| l.usage(auth::now_millis()));
+    json!({
+        "object": "key.end_user",
+        "key_id": k.id,
+        "end_user": end_user,
+        "limits": k.end_user_limits.as_ref().map_or(Value::Null, |l| l.to_json()),
+        "standing": standing_of(state, Scope::EndUser, &id, &limits),
+        "requests_last_minute": rpm_used,
+        "tokens_last_minute": tpm_used,
+    })
 }
 
 async fn save(state: &AppState, k: &KeyRecord) -> Result<(), GatewayError> {
@@ -183,6 +268,11 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
             page(keys, |k| k.id.as_str(), req, |k| view(state, k))
         }
         ("GET", Some(id), None) => Ok(Resp::json(200, view(state, &find(state, id)?))),
+        ("GET", Some(id), Some("end_users")) if req.segs.len() == 4 => {
+            let k = find(state, id)?;
+            let eu = req.seg(3).unwrap_or_default();
+            Ok(Resp::json(200, end_user_view(state, &k, eu)))
+        }
         ("PATCH", Some(id), None) => {
             let mut k = find(state, id)?;
             apply(state, req, &mut k)?;

@@ -250,16 +250,20 @@ async fn read_body(s: &mut Session) -> Result<Map<String, Value>, Failure> {
     }
 }
 
-pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<(), Failure> {
-    let h = s.req_header();
-    let method = h.method.as_str().to_string();
-    let path = h.uri.path().trim_end_matches('/').to_string();
-    let query = parse_query(h.uri.query());
-    let segs: Vec<String> = path
+/// The path segments after `/v1/`, percent-decoded.
+fn path_segments(path: &str) -> Vec<String> {
+    path.trim_end_matches('/')
         .trim_start_matches("/v1/")
         .split('/')
         .map(percent_decode)
-        .collect();
+        .collect()
+}
+
+pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<(), Failure> {
+    let h = s.req_header();
+    let method = h.method.as_str().to_string();
+    let query = parse_query(h.uri.query());
+    let segs = path_segments(h.uri.path());
     // Prices are public to every key holder; everything else needs the master key.
     let pricing_read = method == "GET" && segs[0] == "pricing";
     if pricing_read && require_master(state, s).is_err() {
@@ -287,14 +291,7 @@ pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<
         query,
         body,
     };
-    let answer = match req.seg(0) {
-        Some("keys") => keys::handle(state, &req).await,
-        Some("users") => users::handle(state, &req).await,
-        Some("budgets") => budgets::handle(state, &req).await,
-        Some("pricing") => pricing::handle(state, &req).await,
-        Some("usage") => usage::handle(state, &req).await,
-        _ => Err(no_route(&req)),
-    }?;
+    let answer = dispatch(state, &req).await?;
     local::send(
         s,
         answer.status,
@@ -305,6 +302,47 @@ pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<
     )
     .await?;
     Ok(())
+}
+
+async fn dispatch(state: &AppState, req: &Req) -> Answer {
+    match req.seg(0) {
+        Some("keys") => keys::handle(state, req).await,
+        Some("users") => users::handle(state, req).await,
+        Some("budgets") => budgets::handle(state, req).await,
+        Some("pricing") => pricing::handle(state, req).await,
+        Some("usage") => usage::handle(state, req).await,
+        _ => Err(no_route(req)),
+    }
+}
+
+/// Answers a management request in this process, without HTTP and without the master key:
+/// how the `tollgate` commands work on a store that no gateway holds (whoever can open the
+/// store can read it anyway). `target` is `/v1/...`, optionally with a query; errors come back
+/// as the same OpenAI-style envelope the HTTP API sends.
+pub(crate) async fn answer_in_process(
+    state: &AppState,
+    method: &str,
+    target: &str,
+    body: Map<String, Value>,
+) -> Resp {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let req = Req {
+        method: method.to_string(),
+        segs: path_segments(path),
+        query: parse_query(query),
+        body,
+    };
+    match dispatch(state, &req).await {
+        Ok(r) => r,
+        Err(e) => Resp {
+            status: e.status(),
+            content_type: "application/json",
+            body: e.body(crate::error::Dialect::OpenAi),
+        },
+    }
 }
 
 /// `GET /v1/key/info`: what a key may see of itself.

@@ -1,7 +1,8 @@
 //! `GET /v1/usage`: usage records with filters, grouping and export.
 //!
-//! Query: `key_id`, `user_id`, `model`, `provider`, `endpoint`, `session_id`, `status`,
-//! `from` / `to` (RFC 3339 or Unix seconds), `group_by` (`key`, `user`, `model`, `day`),
+//! Query: `key_id`, `user_id`, `end_user`, `model`, `provider`, `endpoint`, `session_id`,
+//! `status`, `from` / `to` (RFC 3339 or Unix seconds), `group_by` (`key`, `user`,
+//! `end_user`, `model`, `provider`, `day`),
 //! `format` (`json`, `jsonl`, `csv`), `limit` and `cursor` for pages of records.
 
 use serde_json::{json, Value};
@@ -60,6 +61,7 @@ pub fn group_key(r: &UsageRecord, by: &str) -> String {
     match by {
         "key" => r.key_id.clone().unwrap_or_else(|| "-".into()),
         "user" => r.user_id.clone().unwrap_or_else(|| "-".into()),
+        "end_user" => r.end_user.clone().unwrap_or_else(|| "-".into()),
         "model" => r.model.clone(),
         "provider" => r.provider.clone(),
         "day" => rfc3339(r.ts_ms / 1000)[..10].to_string(),
@@ -83,6 +85,7 @@ pub fn filter_from(req: &Req) -> Result<UsageFilter, GatewayError> {
     Ok(UsageFilter {
         key_id: s("key_id"),
         user_id: s("user_id"),
+        end_user: s("end_user"),
         model: s("model"),
         provider: s("provider"),
         endpoint: s("endpoint"),
@@ -129,6 +132,7 @@ pub fn record_json(r: &UsageRecord) -> Value {
         for (k, d) in [
             ("key_id", Value::Null),
             ("user_id", Value::Null),
+            ("end_user", Value::Null),
             ("session_id", Value::Null),
             ("error", Value::Null),
             ("ttft_ms", Value::Null),
@@ -160,6 +164,7 @@ const CSV_COLUMNS: &[&str] = &[
     "timestamp",
     "key_id",
     "user_id",
+    "end_user",
     "endpoint",
     "provider",
     "model",
@@ -199,6 +204,7 @@ pub fn csv_row(r: &UsageRecord) -> String {
         rfc3339(r.ts_ms / 1000),
         o(&r.key_id),
         o(&r.user_id),
+        o(&r.end_user),
         r.endpoint.clone(),
         r.provider.clone(),
         r.model.clone(),
@@ -233,9 +239,9 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
     let store = super::store_of(state)?;
     let format = req.q("format").unwrap_or("json");
     if let Some(by) = req.q("group_by") {
-        if !["key", "user", "model", "provider", "day"].contains(&by) {
+        if !["key", "user", "end_user", "model", "provider", "day"].contains(&by) {
             return Err(GatewayError::invalid(
-                "'group_by' is one of key, user, model, provider, day.",
+                "'group_by' is one of key, user, end_user, model, provider, day.",
             )
             .with_param("group_by"));
         }

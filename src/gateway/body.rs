@@ -20,6 +20,7 @@ struct Peek {
     max_completion_tokens: Option<Value>,
     max_output_tokens: Option<Value>,
     user: Option<Value>,
+    safety_identifier: Option<Value>,
     metadata: Option<Value>,
     stream_options: Option<Value>,
 }
@@ -42,6 +43,7 @@ fn peek_serde(body: &[u8], utf8: bool) -> Result<RequestJson, GatewayError> {
                 ("max_completion_tokens", p.max_completion_tokens),
                 ("max_output_tokens", p.max_output_tokens),
                 ("user", p.user),
+                ("safety_identifier", p.safety_identifier),
                 ("metadata", p.metadata),
                 ("stream_options", p.stream_options),
             ] {
@@ -99,13 +101,14 @@ impl RequestJson {
 }
 
 /// The peeked fields in [`Peek`]'s order.
-const PEEKED: [&str; 8] = [
+const PEEKED: [&str; 9] = [
     "model",
     "stream",
     "max_tokens",
     "max_completion_tokens",
     "max_output_tokens",
     "user",
+    "safety_identifier",
     "metadata",
     "stream_options",
 ];
@@ -640,7 +643,13 @@ mod tests {
                 prop::collection::vec(
                     (
                         prop::sample::select(vec![
-                            "model", "stream", "metadata", "user", "user_id", "x"
+                            "model",
+                            "stream",
+                            "metadata",
+                            "user",
+                            "safety_identifier",
+                            "user_id",
+                            "x"
                         ]),
                         inner
                     ),

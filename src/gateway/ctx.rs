@@ -44,11 +44,15 @@ pub struct Ctx {
     /// Budget reservation and rate-limit handles, settled in `logging`.
     pub admission: Option<crate::ledger::Admission>,
     pub user_id: Option<String>,
+    /// The end user the body names (`user`, `safety_identifier`, `metadata.user_id`).
+    pub end_user: Option<String>,
     pub session_id: Option<String>,
     /// The pre-call token estimate (used when the upstream reports no usage).
     pub estimate: crate::meter::Usage,
     /// The in-flight slot of this request (freed when the context drops).
     pub permit: Option<super::limits::Permit>,
+    /// The proxy path's upstream connection, cut if still open at the stop deadline.
+    pub upstream_ticket: Option<crate::drain::UpstreamTicket>,
     /// Where a failed attempt moves on to (other deployments, then fallbacks), in order.
     pub alternates: Vec<Route>,
     /// The client's body and query, kept to plan an alternate (only when there is one).
@@ -84,9 +88,11 @@ impl Ctx {
             client_header: None,
             admission: None,
             user_id: None,
+            end_user: None,
             session_id: None,
             estimate: Default::default(),
             permit: None,
+            upstream_ticket: None,
             alternates: Vec::new(),
             client_body: None,
             client_query: None,

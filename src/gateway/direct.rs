@@ -381,6 +381,8 @@ impl Gateway {
         } = attempt;
         let timeouts = route.provider.timeouts;
         let total_timeout = || Error::explain(ErrorType::ReadTimedout, "total timeout").into_up();
+        // Cut at the stop deadline if still open (declared after `up`: forgotten first).
+        let ticket = up.stream().map(|st| crate::drain::DRAIN.track(st.id()));
 
         // Between body chunks: the idle timeout.
         up.set_read_timeout(Some(timeouts.stream_idle));
@@ -473,7 +475,7 @@ impl Gateway {
                         Err(e) => {
                             up.shutdown().await;
                             route.health.record(Outcome::Failed, Instant::now());
-                            let etype = e.etype().as_str();
+                            let etype = crate::drain::failure_message(e.etype().as_str());
                             if let Some(ev) = super::limits::guard_sync(|| tap.on_upstream_error(etype)).flatten() {
                                 let _ = s.write_response_body(Some(ev), true).await;
                             }
@@ -531,6 +533,7 @@ impl Gateway {
             }
         }
         ctx.tap = Some(tap);
+        drop(ticket);
         self.state.connector.release(up, &peer).await;
         Ok(())
     }

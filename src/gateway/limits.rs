@@ -504,6 +504,12 @@ pub fn install_panic_hook(secrets: Vec<String>) {
             std::thread::current().name().unwrap_or("?"),
             redact(&msg)
         );
+        // A listener that cannot be built (its address taken between the start-up check
+        // and Pingora's bind) leaves a process serving nothing: end it, non-zero.
+        if msg.starts_with("Failed to build listeners") {
+            eprintln!("tollgate: cannot listen: {}", redact(&msg));
+            std::process::exit(1);
+        }
         log::error!("{line}");
         eprintln!("tollgate: {line}");
     }));

@@ -19,6 +19,7 @@ mod body;
 mod count;
 mod ctx;
 mod direct;
+mod end_user;
 pub mod limits;
 pub mod local;
 mod models;
@@ -180,6 +181,14 @@ impl Gateway {
     }
 
     async fn health(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        let path = s.req_header().uri.path();
+        if path == "/health/liveness" {
+            // Otari answers its liveness probe with this JSON string.
+            local::send_json(s, 200, &json!("I'm alive!"), &ctx.request_id).await?;
+            return Ok(Flow::Done);
+        }
+        let readiness_probe = path.ends_with("/ready") || path.ends_with("/readiness");
+        let otari_shape = path.ends_with("/readiness");
         let store_open = self.state.store.get().is_some_and(|st| st.healthy());
         // A shared store (PostgreSQL) that is down under the outage policy means inference is
         // refused: readiness says so, so a load balancer takes this instance out.
@@ -208,22 +217,37 @@ impl Gateway {
                 })
             })
             .collect();
-        let v = json!({
+        let providers: Vec<String> = self
+            .state
+            .router
+            .providers()
+            .map(|p| p.name.clone())
+            .collect();
+        let mut warnings = Vec::new();
+        if providers.is_empty() {
+            warnings.push(crate::config::NO_PROVIDER_HINT);
+        }
+        let mut v = json!({
             "status": if refusing { "unavailable" } else if ready { "ok" } else { "starting" },
             "store": store,
             "store_down_ms": shared.and_then(|c| c.down_for_ms()),
             "keys": self.state.keys.len(),
-            "providers": self.state.router.providers().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            "providers": providers,
+            "warnings": warnings,
             // Circuit breakers; an open one is ejected (informational: readiness does not
             // depend on providers, which every instance shares).
             "deployments": deployments,
             "version": env!("CARGO_PKG_VERSION"),
         });
-        let status = if s.req_header().uri.path().ends_with("/ready") && !ready {
-            503
-        } else {
-            200
-        };
+        if otari_shape {
+            v["status"] = json!(if ready { "healthy" } else { "unhealthy" });
+            v["database"] = json!(if store_open {
+                "connected"
+            } else {
+                "unavailable"
+            });
+        }
+        let status = if readiness_probe && !ready { 503 } else { 200 };
         local::send_json(s, status, &v, &ctx.request_id).await?;
         Ok(Flow::Done)
     }
@@ -614,6 +638,19 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _s: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        ctx.upstream_ticket = Some(crate::drain::DRAIN.track(fd));
+        Ok(())
+    }
+
     async fn request_body_filter(
         &self,
         _s: &mut Session,
@@ -664,6 +701,10 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> pingora::Result<Option<Duration>> {
+        if end_of_stream {
+            // The connection goes back to the pool: no longer this request's to cut.
+            ctx.upstream_ticket = None;
+        }
         let Some(tap) = ctx.tap.as_mut() else {
             return Ok(None);
         };
@@ -737,6 +778,9 @@ impl ProxyHttp for Gateway {
             };
         };
         let mut gw = gw;
+        if crate::drain::DRAIN.cutting() {
+            gw.message = crate::drain::CUT_MESSAGE.to_string();
+        }
         if ctx.tried.len() > 1 {
             gw.message = format!(
                 "{} Tried {} deployments: {}.",
@@ -752,7 +796,7 @@ impl ProxyHttp for Gateway {
             let _ = local::send_error(s, ctx.endpoint.dialect(), &gw, &ctx.request_id).await;
         } else if let Some(tap) = ctx.tap.as_mut() {
             // Mid-stream: end the client's stream with a proper error event.
-            let etype = e.etype().as_str();
+            let etype = crate::drain::failure_message(e.etype().as_str());
             if let Some(ev) = limits::guard_sync(|| tap.on_upstream_error(etype)).flatten() {
                 let _ = s.write_response_body(Some(ev), true).await;
             }

@@ -212,6 +212,9 @@ pub struct ResponseTap {
     pub is_stream: bool,
     /// The stream ended without its terminal event, or with an error event.
     pub incomplete: bool,
+    /// Content delta events sent to the client: what a broken stream is billed by when
+    /// the provider's own count is lower or missing (see `delivered_output`).
+    deltas_out: u64,
     finished: bool,
 }
 
@@ -315,6 +318,7 @@ impl ResponseTap {
             bytes_out: 0,
             is_stream,
             incomplete: false,
+            deltas_out: 0,
             finished: false,
         }
     }
@@ -408,7 +412,29 @@ impl ResponseTap {
         }
         if let Some(b) = body.as_ref() {
             self.bytes_out += b.len() as u64;
+            if self.is_stream {
+                self.deltas_out += count_deltas(self.dialect, b);
+            }
         }
+    }
+
+    /// Output tokens when the upstream reported none: a token per content delta of a
+    /// stream (its framing is most of its bytes), else ~4 bytes per token of the body.
+    pub fn estimated_output(&self) -> u64 {
+        if self.is_stream {
+            self.deltas_out
+        } else {
+            self.bytes_out / 4
+        }
+    }
+
+    /// Output tokens to bill for a stream that broke before its end: what the provider
+    /// reported so far, or one token per content delta the client received when that is
+    /// more (providers stream about a token per delta; Anthropic's `message_start` says 1
+    /// and Gemini counts only at the end). `None` for a stream that ended properly.
+    pub fn delivered_output(&self, reported: u64) -> Option<u64> {
+        let broken = self.is_stream && (self.incomplete || !self.finished);
+        broken.then(|| reported.max(self.deltas_out))
     }
 
     /// The whole body has been parsed already (the direct path's read-ahead check), and this
@@ -545,6 +571,23 @@ impl ResponseTap {
     pub fn finished(&self) -> bool {
         self.finished
     }
+}
+
+/// Counts the content delta events in a piece of a client stream (a needle split between
+/// two pieces is missed: an estimate, used only for broken streams).
+fn count_deltas(dialect: Dialect, b: &[u8]) -> u64 {
+    use memchr::memmem::Finder;
+    use once_cell::sync::Lazy;
+    static ANTHROPIC: Lazy<Finder<'static>> =
+        Lazy::new(|| Finder::new(b"event: content_block_delta"));
+    static RESPONSES: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(b".delta\n"));
+    static CHAT: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(b"\"delta\":{\""));
+    let f = match dialect {
+        Dialect::Anthropic => &ANTHROPIC,
+        Dialect::Responses => &RESPONSES,
+        Dialect::OpenAi => &CHAT,
+    };
+    f.find_iter(b).count() as u64
 }
 
 /// The `usage` of a JSON answer that passes through: only that field is built, the rest of

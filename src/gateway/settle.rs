@@ -4,7 +4,7 @@
 use pingora::proxy::Session;
 use serde_json::{Map, Value};
 
-use super::{Ctx, Gateway};
+use super::{end_user, Ctx, Gateway};
 use crate::auth;
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
@@ -17,21 +17,6 @@ use crate::route::Route;
 /// Session headers of the clients we know (Claude Code, Codex, generic).
 const SESSION_HEADERS: &[&str] = &["x-claude-code-session-id", "session-id", "x-session-id"];
 
-/// The user a request body names: `metadata.user_id` (Anthropic) or `user` (OpenAI). Claude
-/// Code puts a JSON telemetry blob (device and session ids) in `metadata.user_id`; a value
-/// that parses as a JSON object is such a blob and names no user.
-fn named_user(req: &Map<String, Value>) -> Option<&str> {
-    let v = req
-        .get("metadata")
-        .and_then(|m| m.get("user_id"))
-        .or_else(|| req.get("user"))
-        .and_then(Value::as_str)?;
-    if v.trim_start().starts_with('{') && serde_json::from_str::<Map<String, Value>>(v).is_ok() {
-        return None;
-    }
-    Some(v)
-}
-
 impl Gateway {
     pub(super) async fn admit(
         &self,
@@ -43,6 +28,8 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let key = ctx.key.clone().expect("authenticated");
         let ledger = &self.state.ledger;
+        let end_user = end_user::end_user(req)?;
+        ctx.end_user = end_user.map(String::from);
         ctx.session_id = SESSION_HEADERS
             .iter()
             .find_map(|h| s.get_header(*h).and_then(|v| v.to_str().ok()))
@@ -73,14 +60,16 @@ impl Gateway {
             .with_param("model")
             .with_code("model_not_allowed"));
         }
-        let reject = key
-            .reject_user_mismatch
-            .unwrap_or(self.state.cfg.reject_user_mismatch);
-        if let (true, Some(named)) = (reject, named_user(req)) {
-            if key.user_id.as_deref() != Some(named) {
+        // A named end user is attribution. It is refused only when the operator asked for
+        // it: a key bound to a user, with reject_user_mismatch on, and a body naming another.
+        if let Some(owner) = key.user_id.as_deref() {
+            let reject = key
+                .reject_user_mismatch
+                .unwrap_or(self.state.cfg.reject_user_mismatch);
+            if reject && end_user::names_other_user(req, owner) {
                 return Err(GatewayError::new(
                     ErrorKind::PermissionDenied,
-                    "The user named in the request does not match the API key's user.",
+                    "The user named in the request does not match the API key's user (reject_user_mismatch is on for this key).",
                 )
                 .with_code("user_mismatch"));
             }
@@ -102,6 +91,7 @@ impl Gateway {
             .admit_async(
                 &key,
                 user.as_deref(),
+                end_user,
                 price,
                 &ctx.estimate,
                 auth::now_secs(),
@@ -140,12 +130,12 @@ impl Gateway {
         let reached_upstream = ctx.tap.is_some();
         // No usage from the upstream: estimate what it may have billed. Nothing, if it never
         // answered; the prompt plus what was forwarded, if it did.
-        let (usage, estimated) = match reported {
+        let (mut usage, mut estimated) = match reported {
             Some(u) => (u, false),
             None if reached_upstream
                 && (200..300).contains(&ctx.tap.as_ref().map_or(0, |t| t.status)) =>
             {
-                let out = ctx.tap.as_ref().map_or(0, |t| t.bytes_out / 4);
+                let out = ctx.tap.as_ref().map_or(0, |t| t.estimated_output());
                 (
                     Usage {
                         input: ctx.estimate.input,
@@ -157,12 +147,25 @@ impl Gateway {
             }
             None => (Usage::default(), false),
         };
+        // A broken stream is billed for what the client received (it retries, and the
+        // retry is billed as its own request).
+        if let Some(out) = ctx
+            .tap
+            .as_ref()
+            .and_then(|t| t.delivered_output(usage.output))
+        {
+            if out > usage.output {
+                usage.output = out;
+                estimated = true;
+            }
+        }
         let mut rec = UsageRecord {
             id: auth::generate_id("use_"),
             ts_ms: now_ms,
             request_id: ctx.request_id.clone(),
             key_id: Some(key.id.clone()),
             user_id: ctx.user_id.clone(),
+            end_user: ctx.end_user.clone(),
             endpoint: ctx.endpoint.label().to_string(),
             provider: ctx.provider_name().to_string(),
             model: ctx.client_model.clone(),

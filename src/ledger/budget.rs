@@ -46,6 +46,9 @@ pub struct Counter {
 pub enum Scope {
     Key,
     User,
+    /// An end user (the body's `user`, `safety_identifier` or `metadata.user_id`) under one
+    /// key: the account id is `{key_id}/{end_user}` (see [`end_user_id`]).
+    EndUser,
 }
 
 impl Scope {
@@ -53,8 +56,15 @@ impl Scope {
         match self {
             Scope::Key => "key",
             Scope::User => "user",
+            Scope::EndUser => "end user",
         }
     }
+}
+
+/// The account id of `end_user` under the key `key_id`. Key ids never contain '/', so the
+/// first '/' separates the two.
+pub fn end_user_id(key_id: &str, end_user: &str) -> String {
+    format!("{key_id}/{end_user}")
 }
 
 #[derive(Debug)]

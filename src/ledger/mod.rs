@@ -17,9 +17,10 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use budget::{reserve, Account, Counter, Exceeded, Limit, Reservation, Scope};
+use budget::{end_user_id, reserve, Account, Counter, Exceeded, Limit, Reservation, Scope};
 use entities::{BudgetRecord, Limits, UserRecord};
 use rate::{RateExceeded, RateLimiter};
+use std::borrow::Cow;
 
 use crate::auth::KeyRecord;
 use crate::error::{ErrorKind, GatewayError};
@@ -48,9 +49,42 @@ pub struct Settled {
 pub struct UsageQueue {
     items: Mutex<Vec<Settled>>,
     pub notify: tokio::sync::Notify,
+    /// Batches taken from the queue and not yet written.
+    writing: std::sync::atomic::AtomicUsize,
+}
+
+/// A batch taken from the queue for writing; dropping it says the write is over.
+pub struct Batch<'a> {
+    queue: &'a UsageQueue,
+    pub items: Vec<Settled>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.queue
+            .writing
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl UsageQueue {
+    /// Takes everything queued for writing; the queue counts as busy until the batch is
+    /// dropped.
+    pub fn take(&self) -> Batch<'_> {
+        // Counted before the items leave the queue: `settled` never sees both empty.
+        self.writing
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Batch {
+            queue: self,
+            items: self.drain(),
+        }
+    }
+
+    /// Nothing queued and nothing being written.
+    pub fn settled(&self) -> bool {
+        self.is_empty() && self.writing.load(std::sync::atomic::Ordering::Acquire) == 0
+    }
+
     pub fn push(&self, s: Settled) {
         self.items.lock().push(s);
         self.notify.notify_one();
@@ -354,11 +388,12 @@ impl Ledger {
         &self,
         key: &KeyRecord,
         user: Option<&UserRecord>,
+        end_user: Option<&str>,
         price: Option<Price>,
         estimate: &crate::meter::Usage,
         now_secs: u64,
     ) -> Result<Admission, GatewayError> {
-        self.try_admit(key, user, price, estimate, now_secs)
+        self.try_admit(key, user, end_user, price, estimate, now_secs)
             .map_err(Refusal::into_error)
     }
 
@@ -369,20 +404,27 @@ impl Ledger {
         &self,
         key: &KeyRecord,
         user: Option<&UserRecord>,
+        end_user: Option<&str>,
         price: Option<Price>,
         estimate: &crate::meter::Usage,
         now_secs: u64,
     ) -> Result<Admission, GatewayError> {
         let Some(ctl) = self.shared.get() else {
-            return self.admit(key, user, price, estimate, now_secs);
+            return self.admit(key, user, end_user, price, estimate, now_secs);
         };
         // Each short lease (key budget, user budget, key and user request windows) gets
         // its own lease call, twice at most (requests in flight here may take a fresh grant
         // first); a lease still short after that is a real refusal.
         let mut topped: Vec<(String, u8)> = Vec::new();
         loop {
-            let refusal = match self.try_admit(key, user, price, estimate, crate::auth::now_secs())
-            {
+            let refusal = match self.try_admit(
+                key,
+                user,
+                end_user,
+                price,
+                estimate,
+                crate::auth::now_secs(),
+            ) {
                 Ok(a) => return Ok(a),
                 Err(Refusal::Error(e)) => return Err(e),
                 Err(r) => r,
@@ -416,6 +458,7 @@ impl Ledger {
         &self,
         key: &KeyRecord,
         user: Option<&UserRecord>,
+        end_user: Option<&str>,
         price: Option<Price>,
         estimate: &crate::meter::Usage,
         now_secs: u64,
@@ -442,6 +485,16 @@ impl Ledger {
         if let Some(u) = user {
             accounts.push(self.user_account(u));
         }
+        // End-user limits only when the key has them and the body names an end user: a key
+        // without them does no work here.
+        let end_user = end_user
+            .zip(key.end_user_limits.as_ref())
+            .map(|(eu, limits)| (eu, end_user_id(&key.id, eu), limits));
+        if let Some((_, id, limits)) = &end_user {
+            if let Some(limit) = self.resolve_limit(limits) {
+                accounts.push(self.account(Scope::EndUser, id, Some(limit)));
+            }
+        }
         let amount = price.map_or(0, |p| worst_case(&p, estimate));
         let reservation = reserve(&accounts, amount, now_secs).map_err(|e| {
             if !e.lease_short {
@@ -461,19 +514,31 @@ impl Ledger {
         let mut checks = vec![(
             key.limits.rpm,
             key.limits.tpm,
-            "key",
+            Who::Key,
             Scope::Key,
-            key.id.as_str(),
+            Cow::Borrowed(key.id.as_str()),
         )];
         if let Some(u) = user {
             limiters.push(self.limiter(Scope::User, &u.user_id));
             checks.push((
                 u.limits.rpm,
                 u.limits.tpm,
-                "user",
+                Who::User,
                 Scope::User,
-                u.user_id.as_str(),
+                Cow::Borrowed(u.user_id.as_str()),
             ));
+        }
+        if let Some((eu, id, limits)) = end_user {
+            if limits.rpm.is_some() || limits.tpm.is_some() {
+                limiters.push(self.limiter(Scope::EndUser, &id));
+                checks.push((
+                    limits.rpm,
+                    limits.tpm,
+                    Who::EndUser(eu),
+                    Scope::EndUser,
+                    Cow::Owned(id),
+                ));
+            }
         }
         // Shared store: check every limiter first, then count the request in all of them.
         let passes: &[bool] = if shared.is_some() {
@@ -482,19 +547,27 @@ impl Ledger {
             &[true]
         };
         for &consume in passes {
-            for (l, (rpm, tpm, who, scope, id)) in limiters.iter().zip(&checks) {
+            for (n, (l, (rpm, tpm, who, scope, id))) in limiters.iter().zip(&checks).enumerate() {
                 if rpm.is_none() && tpm.is_none() {
                     continue;
                 }
                 if shared.is_none() {
-                    l.admit(*rpm, *tpm, now_ms)
-                        .map_err(|e| Refusal::Error(rate_error(e, who)))?;
+                    if let Err(e) = l.admit(*rpm, *tpm, now_ms) {
+                        // Limiters before this one counted the request: take it back, so
+                        // that (say) an end user over its limit does not use up its key's.
+                        for (l, (rpm, tpm, ..)) in limiters.iter().zip(&checks).take(n) {
+                            if rpm.is_some() || tpm.is_some() {
+                                l.unadmit(now_ms);
+                            }
+                        }
+                        return Err(Refusal::Error(rate_error(e, *who)));
+                    }
                     continue;
                 }
                 match l.admit_shared(*rpm, *tpm, now_ms, consume) {
                     Ok(()) => {}
                     Err(rate::SharedRefusal::Exceeded(e)) => {
-                        return Err(Refusal::Error(rate_error(e, who)))
+                        return Err(Refusal::Error(rate_error(e, *who)))
                     }
                     Err(rate::SharedRefusal::Lease(_)) => {
                         return Err(Refusal::RateLease(
@@ -507,7 +580,7 @@ impl Ledger {
                                     limit: rpm.unwrap_or(0),
                                     retry_after_secs: 1,
                                 },
-                                who,
+                                *who,
                             ),
                         ))
                     }
@@ -589,16 +662,31 @@ fn worst_case(p: &Price, est: &crate::meter::Usage) -> Micros {
     pessimistic.cost(est)
 }
 
-fn rate_error(e: RateExceeded, who: &str) -> GatewayError {
-    GatewayError::new(
-        ErrorKind::RateLimited,
-        format!(
-            "Rate limit reached: this {who} allows {} {}. Retry in {} s.",
+/// Whose rate limit refused a request.
+#[derive(Debug, Clone, Copy)]
+enum Who<'a> {
+    Key,
+    User,
+    EndUser(&'a str),
+}
+
+fn rate_error(e: RateExceeded, who: Who) -> GatewayError {
+    let message = match who {
+        Who::Key | Who::User => format!(
+            "Rate limit reached: this {} allows {} {}. Retry in {} s.",
+            if matches!(who, Who::Key) { "key" } else { "user" },
+            e.limit,
+            e.kind,
+            e.retry_after_secs
+        ),
+        Who::EndUser(eu) => format!(
+            "Rate limit reached for end user '{eu}': this key allows each end user {} {}. Retry in {} s.",
             e.limit, e.kind, e.retry_after_secs
         ),
-    )
-    .with_retry_after(e.retry_after_secs)
-    .with_code("rate_limit_exceeded")
+    };
+    GatewayError::new(ErrorKind::RateLimited, message)
+        .with_retry_after(e.retry_after_secs)
+        .with_code("rate_limit_exceeded")
 }
 
 fn budget_error(e: &Exceeded) -> GatewayError {
@@ -606,12 +694,14 @@ fn budget_error(e: &Exceeded) -> GatewayError {
         Some(t) => format!("It resets at {}.", period::rfc3339(t)),
         None => "It does not reset; ask an administrator to raise it.".to_string(),
     };
+    let whose = match (e.scope, e.id.split_once('/')) {
+        (Scope::EndUser, Some((key, eu))) => format!("end user '{eu}' of key '{key}'"),
+        _ => format!("{} '{}'", e.scope.as_str(), e.id),
+    };
     GatewayError::new(
         ErrorKind::BudgetExceeded,
         format!(
-            "Budget exceeded for {} '{}': spent ${} of ${} ({} budget){}; this request could cost up to ${}. {}",
-            e.scope.as_str(),
-            e.id,
+            "Budget exceeded for {whose}: spent ${} of ${} ({} budget){}; this request could cost up to ${}. {}",
             format_usd(e.spent),
             format_usd(e.limit.max_micros),
             entities::period_label(e.limit.period),

@@ -139,6 +139,15 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Takes back one request that [`RateLimiter::admit`] counted at `now_ms` (a later
+    /// limiter refused it).
+    pub fn unadmit(&self, now_ms: u64) {
+        let mut r = self.requests.lock();
+        if r.start == now_ms / WINDOW_MS * WINDOW_MS {
+            r.current = r.current.saturating_sub(1);
+        }
+    }
+
     /// Counts tokens used by a finished request.
     pub fn add_tokens(&self, n: u64, now_ms: u64) {
         let mut t = self.tokens.lock();

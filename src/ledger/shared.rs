@@ -46,8 +46,10 @@ fn rate_scope(s: Scope, tokens: bool) -> &'static str {
     match (s, tokens) {
         (Scope::Key, false) => "rk",
         (Scope::User, false) => "ru",
+        (Scope::EndUser, false) => "re",
         (Scope::Key, true) => "tk",
         (Scope::User, true) => "tu",
+        (Scope::EndUser, true) => "te",
     }
 }
 
@@ -225,21 +227,21 @@ impl SharedCtl {
         let mut renewed: HashSet<(String, String, u64)> = HashSet::new();
         for (scope, id, ws, _amount, spent) in rows {
             match scope.as_str() {
-                "k" | "u" => {
-                    let sc = if scope == "k" {
-                        Scope::Key
-                    } else {
-                        Scope::User
+                "k" | "u" | "e" => {
+                    let sc = match scope.as_str() {
+                        "k" => Scope::Key,
+                        "u" => Scope::User,
+                        _ => Scope::EndUser,
                     };
                     if let Some(a) = ledger.find_account(sc, &id) {
                         a.renewed(ws, spent, until);
                     }
                 }
-                "rk" | "ru" => {
-                    let sc = if scope == "rk" {
-                        Scope::Key
-                    } else {
-                        Scope::User
+                "rk" | "ru" | "re" => {
+                    let sc = match scope.as_str() {
+                        "rk" => Scope::Key,
+                        "ru" => Scope::User,
+                        _ => Scope::EndUser,
                     };
                     if let Some(l) = ledger.find_limiter(sc, &id) {
                         l.with_shared(ws, |sh| {

@@ -19,6 +19,10 @@ pub struct UsageRecord {
     pub key_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The application's end user the request named (`user`, `safety_identifier`,
+    /// `metadata.user_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<String>,
     pub endpoint: String,
     pub provider: String,
     /// The model the client asked for.
@@ -163,6 +167,7 @@ impl UsageRecord {
         w.str("request_id", &self.request_id);
         w.opt_str("key_id", &self.key_id);
         w.opt_str("user_id", &self.user_id);
+        w.opt_str("end_user", &self.end_user);
         w.str("endpoint", &self.endpoint);
         w.str("provider", &self.provider);
         w.str("model", &self.model);
@@ -221,6 +226,7 @@ mod tests {
             request_id: text.into(),
             key_id: Some(text.into()),
             user_id: Some(format!("{text}\u{7f}\u{1f}")),
+            end_user: Some(format!("{text}-end")),
             endpoint: "chat".into(),
             provider: text.into(),
             model: text.into(),

@@ -276,6 +276,45 @@ pub async fn run(store: &dyn Store) {
         .await
         .unwrap()
         .contains(&(Scope::Key, "k4".to_string(), 0, 99)));
+    // end users: recorded, filtered on, and their spend kept under their own scope
+    let mut batch: Vec<Settled> = ["eu-1", "eu-2", "eu-1"]
+        .iter()
+        .enumerate()
+        .map(|(n, eu)| {
+            let mut s = settled(&format!("e{n}"), 9_000 + n as u64, "k5", 3);
+            s.record.end_user = Some(eu.to_string());
+            s.charges.push(Charge {
+                scope: Scope::EndUser,
+                id: crate::ledger::budget::end_user_id("k5", eu),
+                window_start: 0,
+                amount: 3,
+            });
+            s
+        })
+        .collect();
+    batch.push(settled("e3", 9_010, "k5", 1));
+    assert_eq!(store.append_usage(batch).await.unwrap().len(), 4);
+    let of = |eu: &str| UsageFilter {
+        end_user: Some(eu.into()),
+        ..Default::default()
+    };
+    let page = store.query_usage(&of("eu-1"), None, 10).await.unwrap();
+    assert_eq!(
+        page.records
+            .iter()
+            .map(|r| (r.id.as_str(), r.end_user.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![("e0", Some("eu-1")), ("e2", Some("eu-1"))]
+    );
+    assert!(store
+        .query_usage(&of("eu-3"), None, 10)
+        .await
+        .unwrap()
+        .records
+        .is_empty());
+    let spend = store.load_spend().await.unwrap();
+    assert!(spend.contains(&(Scope::EndUser, "k5/eu-1".to_string(), 0, 6)));
+    assert!(spend.contains(&(Scope::EndUser, "k5/eu-2".to_string(), 0, 3)));
     store.flush().await.unwrap();
     assert!(store.healthy());
 }

@@ -33,6 +33,24 @@ pub struct StoreKeeper {
     pub store_kind: StoreConfig,
 }
 
+/// Loads keys, users, budgets, price overrides and spend from the store into memory (also
+/// used by the CLI when it works on a store directly).
+pub async fn load_state(
+    store: &dyn Store,
+    index: &KeyIndex,
+    ledger: &Ledger,
+) -> Result<(), StoreError> {
+    index.replace(store.load_keys().await?);
+    ledger.replace_budgets(store.load_budgets().await?);
+    ledger.replace_users(store.load_users().await?);
+    ledger.set_overrides(store.load_prices().await?.into_iter().collect());
+    ledger.reset_spend();
+    for (scope, id, window_start, spent) in store.load_spend().await? {
+        ledger.seed_spend(scope, &id, window_start, spent);
+    }
+    Ok(())
+}
+
 impl StoreKeeper {
     async fn acquire(&self, shutdown: &mut ShutdownWatch) -> Option<Arc<dyn Store>> {
         if let StoreConfig::Postgres(pg) = &self.store_kind {
@@ -92,16 +110,7 @@ impl StoreKeeper {
 
     /// Loads the authoritative state into memory and performs first-start bootstrap.
     pub async fn load(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let keys = store.load_keys().await?;
-        self.index.replace(keys);
-        self.ledger.replace_budgets(store.load_budgets().await?);
-        self.ledger.replace_users(store.load_users().await?);
-        self.ledger
-            .set_overrides(store.load_prices().await?.into_iter().collect());
-        self.ledger.reset_spend();
-        for (scope, id, window_start, spent) in store.load_spend().await? {
-            self.ledger.seed_spend(scope, &id, window_start, spent);
-        }
+        load_state(store, &self.index, &self.ledger).await?;
         // What other processes spooled (an upgrade hand-over, an earlier outage).
         let spool = self.data_dir.join("spool");
         match super::writer::ingest_spools(&spool, store, &self.ledger).await {
@@ -246,6 +255,8 @@ fn announce(what: &str, secret: &str, note: &str) {
 #[async_trait]
 impl BackgroundService for StoreKeeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // The process exits only once the store is released (see drain).
+        let _closer = crate::drain::DRAIN.closer();
         let Some(store) = self.acquire(&mut shutdown).await else {
             return;
         };
@@ -282,7 +293,8 @@ impl BackgroundService for StoreKeeper {
         }
         // Write what is queued before letting go, so the successor finds it in the store.
         if let Some(store) = self.slot.get() {
-            let batch = self.ledger.queue.drain();
+            let mut taken = self.ledger.queue.take();
+            let batch = std::mem::take(&mut taken.items);
             match store.append_usage(batch.clone()).await {
                 Ok(_) => self.ledger.confirm(&batch),
                 Err(e) => {

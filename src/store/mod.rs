@@ -46,6 +46,7 @@ use crate::meter::record::UsageRecord;
 pub struct UsageFilter {
     pub key_id: Option<String>,
     pub user_id: Option<String>,
+    pub end_user: Option<String>,
     pub model: Option<String>,
     pub provider: Option<String>,
     pub endpoint: Option<String>,
@@ -60,6 +61,7 @@ impl UsageFilter {
         let eq = |f: &Option<String>, v: Option<&str>| f.as_deref().is_none_or(|f| Some(f) == v);
         eq(&self.key_id, r.key_id.as_deref())
             && eq(&self.user_id, r.user_id.as_deref())
+            && eq(&self.end_user, r.end_user.as_deref())
             && eq(&self.model, Some(r.model.as_str()))
             && eq(&self.provider, Some(r.provider.as_str()))
             && eq(&self.endpoint, Some(r.endpoint.as_str()))

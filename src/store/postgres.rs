@@ -180,6 +180,15 @@ CREATE INDEX tg_usage_key ON tg_usage (key_id, ts_ms);
 CREATE INDEX tg_usage_user ON tg_usage (user_id, ts_ms);
 "#,
     ),
+    (
+        3,
+        "end_user column on usage rows",
+        r#"
+-- Rows written before this migration have no end user (NULL), and their rec has none either.
+ALTER TABLE tg_usage ADD COLUMN end_user TEXT;
+CREATE INDEX tg_usage_end_user ON tg_usage (end_user, ts_ms) WHERE end_user IS NOT NULL;
+"#,
+    ),
 ];
 
 pub struct PgStore {
@@ -227,6 +236,7 @@ pub fn scope_str(s: Scope) -> &'static str {
     match s {
         Scope::Key => "k",
         Scope::User => "u",
+        Scope::EndUser => "e",
     }
 }
 
@@ -234,6 +244,7 @@ fn scope_of(s: &str) -> Option<Scope> {
     match s {
         "k" => Some(Scope::Key),
         "u" => Some(Scope::User),
+        "e" => Some(Scope::EndUser),
         _ => None,
     }
 }
@@ -537,6 +548,7 @@ impl PgStore {
         let mut ts = Vec::with_capacity(batch.len());
         let mut keys: Vec<Option<&str>> = Vec::with_capacity(batch.len());
         let mut users: Vec<Option<&str>> = Vec::with_capacity(batch.len());
+        let mut end_users: Vec<Option<&str>> = Vec::with_capacity(batch.len());
         let mut models = Vec::with_capacity(batch.len());
         let mut providers = Vec::with_capacity(batch.len());
         let mut endpoints = Vec::with_capacity(batch.len());
@@ -549,6 +561,7 @@ impl PgStore {
             ts.push(i(r.ts_ms));
             keys.push(r.key_id.as_deref());
             users.push(r.user_id.as_deref());
+            end_users.push(r.end_user.as_deref());
             models.push(r.model.as_str());
             providers.push(r.provider.as_str());
             endpoints.push(r.endpoint.as_str());
@@ -558,10 +571,10 @@ impl PgStore {
         }
         let fresh: std::collections::HashSet<String> = tx
             .query(
-                "INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[])
+                "INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec, end_user)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[], $11::text[])
                  ON CONFLICT (id) DO NOTHING RETURNING id",
-                &[&ids, &ts, &keys, &users, &models, &providers, &endpoints, &sessions, &statuses, &recs],
+                &[&ids, &ts, &keys, &users, &models, &providers, &endpoints, &sessions, &statuses, &recs, &end_users],
             )
             .await
             .map_err(pg_err)?
@@ -787,7 +800,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let r = c
             .query(
-                "SELECT scope, id, window_start, spent FROM tg_spend WHERE scope IN ('k', 'u') AND spent > 0",
+                "SELECT scope, id, window_start, spent FROM tg_spend WHERE scope IN ('k', 'u', 'e') AND spent > 0",
                 &[],
             )
             .await
@@ -833,6 +846,7 @@ impl Store for PgStore {
                    AND ($7::text IS NULL OR model = $7) AND ($8::text IS NULL OR provider = $8)
                    AND ($9::text IS NULL OR endpoint = $9) AND ($10::text IS NULL OR session_id = $10)
                    AND ($11::int4 IS NULL OR status = $11)
+                   AND ($13::text IS NULL OR end_user = $13)
                  ORDER BY ts_ms, id LIMIT $12",
                 &[
                     &after_ts,
@@ -847,6 +861,7 @@ impl Store for PgStore {
                     &filter.session_id,
                     &status,
                     &lim,
+                    &filter.end_user,
                 ],
             )
             .await
@@ -873,7 +888,7 @@ impl Store for PgStore {
             .map_err(pg_err)?;
         let cutoff = (before_ms / 1000).saturating_sub(366 * 86_400);
         c.execute(
-            "DELETE FROM tg_spend WHERE scope IN ('k', 'u') AND window_start <> 0 AND window_start < $1",
+            "DELETE FROM tg_spend WHERE scope IN ('k', 'u', 'e') AND window_start <> 0 AND window_start < $1",
             &[&i(cutoff)],
         )
         .await
@@ -887,7 +902,7 @@ impl Store for PgStore {
         .map_err(pg_err)?;
         // Rate windows are one minute long: an hour of them is plenty.
         c.execute(
-            "DELETE FROM tg_spend WHERE scope NOT IN ('k', 'u') AND window_start < $1",
+            "DELETE FROM tg_spend WHERE scope NOT IN ('k', 'u', 'e') AND window_start < $1",
             &[&i(crate::auth::now_millis().saturating_sub(3_600_000))],
         )
         .await
@@ -1018,5 +1033,63 @@ impl SharedStore for PgStore {
             .await
             .map_err(pg_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database migrated before the `end_user` column existed: its rows read back without
+    /// an end user, and new rows carry theirs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_from_before_the_end_user_migration_read_fine() {
+        let Some((store, settings)) = crate::store::conformance::test_postgres("eu_upgrade").await
+        else {
+            return;
+        };
+        // Back to schema version 2, with a row written the way version 2 wrote it.
+        let c = store.client().await.unwrap();
+        c.batch_execute(
+            "DROP INDEX tg_usage_end_user; ALTER TABLE tg_usage DROP COLUMN end_user;
+             DELETE FROM tg_schema_migrations WHERE version = 3;
+             INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
+             VALUES ('old', 1000, 'k1', NULL, 'gpt-4o', 'openai', 'chat_completions', NULL, 200,
+                     '{\"id\":\"old\",\"ts_ms\":1000,\"request_id\":\"r\",\"key_id\":\"k1\",\"endpoint\":\"chat_completions\",\"provider\":\"openai\",\"model\":\"gpt-4o\",\"upstream_model\":\"\",\"status\":200}');",
+        )
+        .await
+        .unwrap();
+        drop(c);
+        assert_eq!(
+            store.schema_version(&settings.schema).await.unwrap(),
+            (2, 3)
+        );
+        assert_eq!(store.migrate(&settings.schema).await.unwrap(), vec![3]);
+        let mut new = crate::store::conformance::settled("new", 2000, "k1", 1);
+        new.record.end_user = Some("eu-1".into());
+        store.append_usage(vec![new]).await.unwrap();
+        let all = store
+            .query_usage(&UsageFilter::default(), None, 10)
+            .await
+            .unwrap();
+        let got: Vec<(&str, Option<&str>)> = all
+            .records
+            .iter()
+            .map(|r| (r.id.as_str(), r.end_user.as_deref()))
+            .collect();
+        assert_eq!(got, vec![("old", None), ("new", Some("eu-1"))]);
+        let only = store
+            .query_usage(
+                &UsageFilter {
+                    end_user: Some("eu-1".into()),
+                    ..Default::default()
+                },
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(only.records.len(), 1);
+        store.drop_schema(&settings.schema).await.unwrap();
     }
 }

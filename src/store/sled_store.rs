@@ -36,6 +36,7 @@ fn scope_byte(s: Scope) -> u8 {
     match s {
         Scope::Key => b'k',
         Scope::User => b'u',
+        Scope::EndUser => b'e',
     }
 }
 
@@ -52,6 +53,7 @@ fn parse_spend_key(k: &[u8]) -> Option<(Scope, String, u64)> {
     let scope = match *k.first()? {
         b'k' => Scope::Key,
         b'u' => Scope::User,
+        b'e' => Scope::EndUser,
         _ => return None,
     };
     if k.len() < 10 {

@@ -103,6 +103,8 @@ impl SharedSync {
 #[async_trait]
 impl BackgroundService for SharedSync {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // The process exits only once the leases are given back (see drain).
+        let _closer = crate::drain::DRAIN.closer();
         let mut seen = None;
         let renew_every = self.ctl.settings.ttl / 3;
         let mut last_renew = Instant::now();

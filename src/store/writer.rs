@@ -207,8 +207,10 @@ impl BackgroundService for UsageWriter {
             }
             // Group commit: let a burst accumulate for one interval, then write it at once.
             tokio::time::sleep(INTERVAL).await;
-            let batch = self.ledger.queue.drain();
-            self.write(batch, &mut spool).await;
+            let mut batch = self.ledger.queue.take();
+            self.write(std::mem::take(&mut batch.items), &mut spool)
+                .await;
+            drop(batch);
             // After shutdown starts, in-flight requests still settle during the grace
             // period; this loop keeps writing them (to the spool once the store is gone)
             // until the runtime itself stops.

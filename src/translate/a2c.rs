@@ -312,12 +312,17 @@ pub fn request(a: &Map<String, Value>, opts: &RequestOptions) -> Result<Value, G
         .and_then(|m| m.get("user_id"))
         .and_then(Value::as_str)
     {
-        // Never the raw value (Claude Code puts a device id there): a stable hash (E02).
-        let h = crate::auth::hex(&Sha256::digest(u.as_bytes()));
-        c.insert(
-            "safety_identifier".into(),
-            json!(format!("tg_{}", &h[..32])),
-        );
+        if is_telemetry_blob(u) {
+            // Never Claude Code's blob (it holds a device id): a stable hash (E02).
+            let h = crate::auth::hex(&Sha256::digest(u.as_bytes()));
+            c.insert(
+                "safety_identifier".into(),
+                json!(format!("tg_{}", &h[..32])),
+            );
+        } else if !u.is_empty() {
+            // An application's end-user id: Chat's own field for it, unchanged.
+            c.insert("user".into(), json!(u));
+        }
     }
     if opts.stream {
         c.insert("stream".into(), json!(true));
@@ -728,7 +733,10 @@ impl ChatToAnthropicStream {
         if matches!(self.phase, Phase::Done | Phase::Failed) {
             return;
         }
-        self.close_block(out);
+        // The open block stays open: a `content_block_stop` tells Claude Code the block is
+        // complete, after which it no longer retries (clients.md §1.5). The error event right
+        // after the last delta makes it retry the turn.
+        self.open = None;
         out.extend_from_slice(
             &GatewayError::new(kind, msg.to_string()).sse_event(Dialect::Anthropic),
         );

@@ -360,6 +360,12 @@ pub fn request(
             c.insert(k.into(), v.clone());
         }
     }
+    // End-user attribution: both fields exist in Chat too.
+    for k in ["user", "safety_identifier"] {
+        if let Some(v) = r.get(k).filter(|v| v.is_string()) {
+            c.insert(k.into(), v.clone());
+        }
+    }
     if let Some(e) = r
         .get("reasoning")
         .and_then(|x| x.get("effort"))
@@ -1185,6 +1191,21 @@ mod tests {
             upstream_model: "up-model".into(),
             stream: true,
         }
+    }
+
+    #[test]
+    fn end_user_fields_carry_over_to_chat() {
+        let (c, _) = request(
+            &req(json!({"model": "m", "input": "hi", "user": "u-1", "safety_identifier": "s-1"})),
+            &opts(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c["user"].as_str(), c["safety_identifier"].as_str()),
+            (Some("u-1"), Some("s-1"))
+        );
+        let (c, _) = request(&req(json!({"model": "m", "input": "hi"})), &opts()).unwrap();
+        assert!(c.get("user").is_none() && c.get("safety_identifier").is_none());
     }
 
     fn events(out: &[u8]) -> Vec<Value> {

@@ -269,6 +269,13 @@ pub fn strip_unsigned_thinking(req: &mut Map<String, Value>) -> bool {
     changed
 }
 
+/// Whether an Anthropic `metadata.user_id` is Claude Code's JSON telemetry blob (device and
+/// session ids) rather than an application's end-user id.
+pub fn is_telemetry_blob(v: &str) -> bool {
+    // Validated without building it: this runs on every Claude Code request.
+    v.trim_start().starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(v).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,12 +73,13 @@ class Run:
         return f"rc={self.proc.returncode}\nstdout={self.proc.stdout[-3000:]}\nstderr={self.proc.stderr[-2000:]}"
 
 
-def run_codex(base, key, model, prompt):
+def run_codex(base, key, model, prompt, stream_retries=0):
     work = os.environ["TG_WORK"]
     home = tempfile.mkdtemp(prefix="codex-home-", dir=work)
     cwd = tempfile.mkdtemp(prefix="codex-cwd-", dir=work)
     with open(os.path.join(home, "config.toml"), "w") as f:
-        f.write(CONFIG.format(model=model, base=base))
+        config = CONFIG.format(model=model, base=base)
+        f.write(config.replace("stream_max_retries = 0", f"stream_max_retries = {stream_retries}"))
     env = {"PATH": os.environ["PATH"], "HOME": home, "CODEX_HOME": home, "TOLLGATE_KEY": key}
     proc = subprocess.run(
         [

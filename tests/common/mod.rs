@@ -156,6 +156,20 @@ impl Gateway {
         }
     }
 
+    /// Waits for the process to exit; its exit status, or None if it still runs.
+    pub fn wait_status(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let c = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     pub fn wait_exit(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         if let Some(c) = self.child.as_mut() {

@@ -65,6 +65,10 @@ pub struct Fault {
     pub fault: Option<String>,
     /// Apply to the next N requests only.
     pub times: Option<u32>,
+    /// Apply (and count `times`) only on streamed requests: a client's retry without
+    /// streaming, or its side requests, pass untouched.
+    #[serde(default)]
+    pub only_streams: bool,
 }
 
 #[derive(Default)]
@@ -316,6 +320,7 @@ fn header_fault(h: &Head) -> Option<Fault> {
         }),
         fault: h.get("x-mock-fault").map(String::from),
         times: None,
+        only_streams: false,
     };
     let any = f.status.is_some()
         || f.delay_ms.is_some()
@@ -326,11 +331,14 @@ fn header_fault(h: &Head) -> Option<Fault> {
     any.then_some(f)
 }
 
-fn take_default(shared: &Shared) -> Fault {
+fn take_default(shared: &Shared, streamed: bool) -> Fault {
     let mut d = shared.default_fault.lock().unwrap();
     let Some(f) = d.clone() else {
         return Fault::default();
     };
+    if f.only_streams && !streamed {
+        return Fault::default();
+    }
     if let Some(t) = f.times {
         if t <= 1 {
             *d = None;
@@ -429,7 +437,8 @@ async fn serve_conn(sock: TcpStream, shared: Arc<Shared>) -> std::io::Result<()>
             }
             continue;
         }
-        let fault = header_fault(&head).unwrap_or_else(|| take_default(&shared));
+        let fault = header_fault(&head)
+            .unwrap_or_else(|| take_default(&shared, is_stream_request(&path, &body)));
         let idx = {
             let mut log = shared.log.lock().unwrap();
             log.push(RecordedRequest {
@@ -705,6 +714,13 @@ fn kind_of(method: &str, path: &str) -> Kind {
         "GET" if p.ends_with("/models") => Kind::Models,
         _ => Kind::Unknown,
     }
+}
+
+/// Whether a request asks for a streamed answer (Gemini by path, the others by `stream`).
+fn is_stream_request(path: &str, body: &[u8]) -> bool {
+    path.contains(":streamGenerateContent")
+        || serde_json::from_slice::<Value>(body)
+            .is_ok_and(|v| v["stream"].as_bool().unwrap_or(false))
 }
 
 const TEXT: &str = "Hello from mock upstream!";
