@@ -61,3 +61,50 @@ def test_codex_reconnects_after_a_broken_translated_stream(base, key, mock_log, 
     assert run.final_message and TEXT in run.final_message, run.why()
     assert not [e for e in run.events if e["type"] == "turn.failed"], run.why()
     assert len(calls) == 2, f"one broken attempt, one reconnect: {len(calls)} calls\n{run.why()}"
+
+
+# --- the SDKs: a broken stream raises, it never ends quietly as if complete ------------------
+
+FAULTS = ["truncate", "reset-mid-stream", "event-error"]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("model", ["openai:gpt-4o-mini", "anthropic:claude-sonnet-4-6", "gemini:gemini-2.5-flash"])
+def test_openai_sdk_raises_on_a_broken_chat_stream(base, key, model, fault):
+    import openai
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    got = []
+    with pytest.raises(openai.APIError) as e:
+        for c in client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], stream=True,
+            extra_headers={"x-mock-fault": fault, "x-mock-pieces": "12"},
+        ):
+            got.extend(ch.delta.content or "" for ch in c.choices)
+    assert got, f"some text arrived before the break ({e.value})"
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "openai:gpt-4o-mini"])
+def test_anthropic_sdk_raises_on_a_broken_messages_stream(base, key, model, fault):
+    import anthropic
+    client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
+    with pytest.raises(anthropic.APIError):
+        with client.messages.stream(
+            model=model, max_tokens=100, messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-mock-fault": fault, "x-mock-pieces": "12"},
+        ) as s:
+            for _ in s.text_stream:
+                pass
+            s.get_final_message()
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("model", ["openai:gpt-5.5", "chatonly:llama-3.3-70b", "anthropic:claude-sonnet-4-6"])
+def test_openai_sdk_sees_response_failed_on_a_broken_responses_stream(base, key, model, fault):
+    import openai
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    types = [ev.type for ev in client.responses.create(
+        model=model, input="hi", stream=True,
+        extra_headers={"x-mock-fault": fault, "x-mock-pieces": "12"},
+    )]
+    assert types[-1] == "response.failed" and "response.completed" not in types, types
