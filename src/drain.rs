@@ -90,13 +90,10 @@ impl Drain {
         self.cutting.store(true, Ordering::Release);
         let fds: Vec<i32> = self.upstreams.lock().values().copied().collect();
         for fd in &fds {
-            // SAFETY: shutdown(2) touches no memory; it ends that socket's traffic. Tickets
-            // are dropped when a response ends, before its connection is pooled; only an
-            // error's close can precede its ticket's drop by an instant, and a number
-            // recycled in that instant would lose a socket that is ending anyway.
-            unsafe {
-                libc::shutdown(*fd, libc::SHUT_RDWR);
-            }
+            // Tickets are dropped when a response ends, before its connection is pooled;
+            // only an error's close can precede its ticket's drop by an instant, and a
+            // number recycled in that instant would lose a socket that is ending anyway.
+            let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Both);
         }
         fds.len()
     }
