@@ -14,6 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+use crate::clock::now_secs;
+use crate::ids::{generate_id, hex};
+
 pub const KEY_PREFIX: &str = "tg-";
 pub const MASTER_PREFIX: &str = "tgm-";
 
@@ -21,31 +24,6 @@ pub type KeyHash = [u8; 32];
 
 pub fn hash_key(secret: &str) -> KeyHash {
     Sha256::digest(secret.as_bytes()).into()
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut s, bytes);
-    s
-}
-
-fn push_hex(s: &mut String, bytes: &[u8]) {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        s.push(H[(b >> 4) as usize] as char);
-        s.push(H[(b & 15) as usize] as char);
-    }
-}
-
-/// Decodes lower- or upper-case hex of any even length.
-pub fn unhex_any(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 pub fn unhex(s: &str) -> Option<KeyHash> {
@@ -74,31 +52,6 @@ pub fn generate_key() -> String {
 /// A fresh master key secret.
 pub fn generate_master_key() -> String {
     format!("{MASTER_PREFIX}{}", random_token(32))
-}
-
-/// A fresh public id (keys, request and usage ids). Ids are not secrets: a thread-local CSPRNG
-/// seeded once from the OS is enough, and saves a getrandom syscall per request.
-pub fn generate_id(prefix: &str) -> String {
-    let mut buf = [0u8; 9];
-    rand::thread_rng().fill_bytes(&mut buf);
-    let mut id = String::with_capacity(prefix.len() + 2 * buf.len());
-    id.push_str(prefix);
-    push_hex(&mut id, &buf);
-    id
-}
-
-pub fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// A virtual key as stored: never the secret itself.

@@ -3,9 +3,10 @@
 use serde_json::{json, Value};
 
 use super::{after_change, internal, no_route, not_found, page, store_of, Answer, Req, Resp};
-use crate::auth;
+use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::AppState;
+use crate::ids;
 use crate::ledger::entities::{parse_money, parse_period, period_label, BudgetRecord};
 use crate::ledger::period::{Alignment, Period};
 use crate::meter::price::format_usd;
@@ -99,7 +100,7 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
         ("POST", None) => {
             store_of(state)?;
             let id = match req.body.get("budget_id") {
-                None | Some(Value::Null) => auth::generate_id("bud_"),
+                None | Some(Value::Null) => ids::generate_id("bud_"),
                 Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 && !s.contains('/') => {
                     s.clone()
                 }
@@ -125,7 +126,7 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
                 max_budget_micros: 0,
                 period: Period::Monthly,
                 alignment: Alignment::Calendar,
-                created_at: auth::now_secs(),
+                created_at: clock::now_secs(),
             };
             apply(req, &mut b)?;
             save(state, &b).await?;

@@ -6,8 +6,10 @@ use super::{
     after_change, internal, no_route, not_found, page, standing_of, store_of, Answer, Req, Resp,
 };
 use crate::auth::{self, KeyRecord};
+use crate::clock;
 use crate::error::GatewayError;
 use crate::gateway::AppState;
+use crate::ids;
 use crate::ledger::budget::Scope;
 use crate::ledger::entities::{apply_limits, parse_allowed_models};
 
@@ -57,7 +59,7 @@ fn view(state: &AppState, k: &KeyRecord) -> Value {
 fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayError> {
     req.only(FIELDS)?;
     let b = &req.body;
-    let now = auth::now_secs();
+    let now = clock::now_secs();
     if let Some(v) = b.get("name") {
         k.name = match v {
             Value::Null => None,
@@ -214,7 +216,7 @@ fn end_user_view(state: &AppState, k: &KeyRecord, end_user: &str) -> Value {
     let (rpm_used, tpm_used) = state
         .ledger
         .find_limiter(Scope::EndUser, &id)
-        .map_or((0, 0), |l| l.usage(auth::now_millis()));
+        .map_or((0, 0), |l| l.usage(clock::now_millis()));
     json!({
         "object": "key.end_user",
         "key_id": k.id,
@@ -282,7 +284,7 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
         ("POST", Some(id), Some("rotate")) => {
             let mut k = find(state, id)?;
             let secret = auth::generate_key();
-            k.hash = auth::hex(&auth::hash_key(&secret));
+            k.hash = ids::hex(&auth::hash_key(&secret));
             k.prefix = secret.chars().take(auth::KEY_PREFIX.len() + 6).collect();
             save(state, &k).await?;
             let mut out = view(state, &k);

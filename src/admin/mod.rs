@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::auth::{self, KeyRecord};
+use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{local, AppState, Ctx, Failure};
 use crate::ledger::budget::Scope;
@@ -275,7 +276,7 @@ pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<
         .map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
         state
             .keys
-            .check(k, auth::now_secs())
+            .check(k, clock::now_secs())
             .map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
     } else if !pricing_read {
         require_master(state, s)?;
@@ -347,7 +348,7 @@ pub(crate) async fn answer_in_process(
 
 /// `GET /v1/key/info`: what a key may see of itself.
 pub fn key_info(state: &AppState, key: &KeyRecord) -> Value {
-    let now = auth::now_secs();
+    let now = clock::now_secs();
     let ledger = &state.ledger;
     let mut v = key.public_json();
     v["standing"] = crate::ledger::standing_json(&ledger.key_account(key), now);
@@ -369,7 +370,7 @@ pub(crate) fn standing_of(
     limits: &crate::ledger::entities::Limits,
 ) -> Value {
     let limit = state.ledger.resolve_limit(limits);
-    crate::ledger::standing_json(&state.ledger.account(scope, id, limit), auth::now_secs())
+    crate::ledger::standing_json(&state.ledger.account(scope, id, limit), clock::now_secs())
 }
 
 #[cfg(test)]

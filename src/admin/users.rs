@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use super::{
     after_change, internal, no_route, not_found, page, standing_of, store_of, Answer, Req, Resp,
 };
-use crate::auth;
+use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::AppState;
 use crate::ledger::budget::Scope;
@@ -45,7 +45,7 @@ fn view(state: &AppState, u: &UserRecord) -> Value {
 fn apply(state: &AppState, req: &Req, u: &mut UserRecord) -> Result<(), GatewayError> {
     req.only(FIELDS)?;
     let b = &req.body;
-    let now = auth::now_secs();
+    let now = clock::now_secs();
     if let Some(v) = b.get("alias") {
         u.alias = match v {
             Value::Null => None,
@@ -141,7 +141,7 @@ pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
                 )
                 .with_status(409));
             }
-            let now = auth::now_secs();
+            let now = clock::now_secs();
             let mut u = UserRecord {
                 user_id: id,
                 alias: None,

@@ -180,7 +180,7 @@ pub fn export(config: &Path, from: StoreArg, output: Option<PathBuf>) -> Result<
             if let Some(v) = store.get_meta(name).await.map_err(e)? {
                 put(&Line::Meta {
                     name: name.to_string(),
-                    value: crate::auth::hex(&v),
+                    value: crate::ids::hex(&v),
                 })?;
                 counts[4] += 1;
             }
@@ -256,7 +256,7 @@ pub fn import(config: &Path, to: StoreArg, input: Option<PathBuf>) -> Result<(),
                     store.put_price(&model_key, &price).await.map_err(e)?
                 }
                 Line::Meta { name, value } => {
-                    let v = crate::auth::unhex_any(&value)
+                    let v = crate::ids::unhex_any(&value)
                         .ok_or_else(|| format!("line {}: bad meta value", i + 1))?;
                     store.put_meta(&name, &v).await.map_err(e)?
                 }

@@ -50,7 +50,7 @@ fn seconds(v: &Option<String>, default: u64) -> Result<u64, String> {
 }
 
 pub async fn run(api: &mut Api, a: UsageArgs, as_json: bool) -> Result<(), String> {
-    let now = crate::auth::now_secs();
+    let now = crate::clock::now_secs();
     let from = seconds(&a.from, now.saturating_sub(30 * 86_400))?;
     let to = seconds(&a.to, now + 1)?;
     let format = match (as_json, a.csv) {

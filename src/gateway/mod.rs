@@ -42,9 +42,11 @@ use std::time::Duration;
 pub use ctx::Ctx;
 
 use crate::auth::{self, KeyIndex, KeyRecord};
+use crate::clock;
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
+use crate::ids;
 use crate::metrics;
 use crate::route::Router;
 use crate::store::StoreSlot;
@@ -104,7 +106,7 @@ fn request_id(s: &Session) -> String {
             return v.to_string();
         }
     }
-    auth::generate_id("req_")
+    ids::generate_id("req_")
 }
 
 impl Gateway {
@@ -115,7 +117,7 @@ impl Gateway {
             h.get("authorization").map(|v| v.as_bytes()),
             h.get("x-api-key").map(|v| v.as_bytes()),
         );
-        let res = presented.and_then(|k| self.state.keys.check(k, auth::now_secs()));
+        let res = presented.and_then(|k| self.state.keys.check(k, clock::now_secs()));
         res.map_err(|f| {
             metrics::AUTH_FAILURES.with_label_values(&[f.label()]).inc();
             GatewayError::new(ErrorKind::Authentication, f.message())

@@ -5,9 +5,10 @@ use pingora::proxy::Session;
 use serde_json::{Map, Value};
 
 use super::{end_user, Ctx, Gateway};
-use crate::auth;
+use crate::clock;
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
+use crate::ids;
 use crate::ledger::entities::model_allowed;
 use crate::meter::record::UsageRecord;
 use crate::meter::Usage;
@@ -94,7 +95,7 @@ impl Gateway {
                 end_user,
                 price,
                 &ctx.estimate,
-                auth::now_secs(),
+                clock::now_secs(),
             )
             .await
         {
@@ -125,7 +126,7 @@ impl Gateway {
             return;
         }
         let status = s.response_written().map_or(0, |r| r.status.as_u16());
-        let now_ms = auth::now_millis();
+        let now_ms = clock::now_millis();
         let reported = ctx.tap.as_ref().and_then(|t| t.reported_usage());
         let reached_upstream = ctx.tap.is_some();
         // No usage from the upstream: estimate what it may have billed. Nothing, if it never
@@ -160,7 +161,7 @@ impl Gateway {
             }
         }
         let mut rec = UsageRecord {
-            id: auth::generate_id("use_"),
+            id: ids::generate_id("use_"),
             ts_ms: now_ms,
             request_id: ctx.request_id.clone(),
             key_id: Some(key.id.clone()),
@@ -188,7 +189,7 @@ impl Gateway {
         let model_label = metrics::model_label(&ctx.client_model);
         match ctx.admission.as_mut() {
             Some(adm) => {
-                ledger.settle(adm, rec, auth::now_secs());
+                ledger.settle(adm, rec, clock::now_secs());
             }
             None => ledger.queue.push(crate::ledger::Settled {
                 record: rec,

@@ -371,7 +371,7 @@ impl Drop for Reservation {
     /// A reservation dropped without settling (a panic, a bug) releases its estimate
     /// rather than leaking it forever.
     fn drop(&mut self) {
-        self.release(0, crate::auth::now_secs());
+        self.release(0, crate::clock::now_secs());
     }
 }
 

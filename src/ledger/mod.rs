@@ -294,7 +294,7 @@ impl Ledger {
         let a = map
             .entry((scope, id.to_string()))
             .or_insert_with(|| {
-                let now = crate::auth::now_secs();
+                let now = crate::clock::now_secs();
                 let window_start = limit.map_or(0, |l| l.window(now).0);
                 let spent = self
                     .seeds
@@ -377,7 +377,7 @@ impl Ledger {
             .entry(window_start)
             .or_default() += spent;
         if let Some(a) = self.find_account(scope, id) {
-            a.add_spent_in_window(spent, window_start, crate::auth::now_secs());
+            a.add_spent_in_window(spent, window_start, crate::clock::now_secs());
         }
     }
 
@@ -423,7 +423,7 @@ impl Ledger {
                 end_user,
                 price,
                 estimate,
-                crate::auth::now_secs(),
+                crate::clock::now_secs(),
             ) {
                 Ok(a) => return Ok(a),
                 Err(Refusal::Error(e)) => return Err(e),
@@ -509,7 +509,7 @@ impl Ledger {
         })?;
         // Rate limits count only requests that pass everything else; a refusal here drops
         // the reservation, which releases it.
-        let now_ms = now_secs * 1000 + (crate::auth::now_millis() % 1000);
+        let now_ms = now_secs * 1000 + (crate::clock::now_millis() % 1000);
         let mut limiters = vec![self.limiter(Scope::Key, &key.id)];
         let mut checks = vec![(
             key.limits.rpm,

@@ -84,7 +84,7 @@ impl SharedCtl {
             .down_since_ms
             .compare_exchange(
                 0,
-                crate::auth::now_millis(),
+                crate::clock::now_millis(),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             )
@@ -101,7 +101,7 @@ impl SharedCtl {
     pub fn down_for_ms(&self) -> Option<u64> {
         match self.down_since_ms.load(Ordering::Relaxed) {
             0 => None,
-            t => Some(crate::auth::now_millis().saturating_sub(t)),
+            t => Some(crate::clock::now_millis().saturating_sub(t)),
         }
     }
 
@@ -134,7 +134,7 @@ impl SharedCtl {
         let store = self.store()?;
         let lock = self.lock_for(format!("{}:{}", budget_scope(a.scope), a.id));
         let _g = lock.lock().await;
-        let Some((sl, reserved, limit)) = a.lease_view(crate::auth::now_secs()) else {
+        let Some((sl, reserved, limit)) = a.lease_view(crate::clock::now_secs()) else {
             return Ok(());
         };
         let at = Instant::now();
@@ -176,7 +176,7 @@ impl SharedCtl {
         let store = self.store()?;
         let lock = self.lock_for(format!("{}:{id}", rate_scope(scope, false)));
         let _g = lock.lock().await;
-        let now_ms = crate::auth::now_millis();
+        let now_ms = crate::clock::now_millis();
         let Some(view) = l.shared_view(now_ms) else {
             return Ok(());
         };
@@ -257,7 +257,7 @@ impl SharedCtl {
         }
         // Leases this process trusts that the store no longer has: lost (unless taken
         // after the renewal was sent).
-        let now = crate::auth::now_secs();
+        let now = crate::clock::now_secs();
         for a in ledger.all_accounts() {
             if let Some((sl, _, _)) = a.lease_view(now) {
                 let taken_at = sl
@@ -284,7 +284,7 @@ impl SharedCtl {
     /// Gives back what idle leases do not need, so other instances can use it.
     pub async fn return_idle(&self, ledger: &Ledger, all: bool) -> Result<(), StoreError> {
         let store = self.store()?;
-        let now = crate::auth::now_secs();
+        let now = crate::clock::now_secs();
         for a in ledger.all_accounts() {
             let Some((sl, reserved, limit)) = a.lease_view(now) else {
                 continue;
@@ -322,7 +322,7 @@ impl SharedCtl {
     pub async fn return_idle_rates(&self, ledger: &Ledger, all: bool) -> Result<(), StoreError> {
         let store = self.store()?;
         for (scope, id, l) in ledger.all_limiters() {
-            let now_ms = crate::auth::now_millis();
+            let now_ms = crate::clock::now_millis();
             let Some(v) = l.shared_view(now_ms) else {
                 continue;
             };
@@ -376,7 +376,7 @@ impl SharedCtl {
     /// in one statement and reads back every instance's totals.
     pub async fn sync_rates(&self, ledger: &Ledger) -> Result<(), StoreError> {
         let store = self.store()?;
-        let now_ms = crate::auth::now_millis();
+        let now_ms = crate::clock::now_millis();
         let mut rows = Vec::new();
         let mut sent: HashMap<WindowKey, (Arc<RateLimiter>, bool, u64)> = HashMap::new();
         for (scope, id, l) in ledger.all_limiters() {

@@ -476,7 +476,7 @@ pub async fn test_postgres(
     s.schema = format!(
         "t_{}_{}",
         name,
-        crate::auth::generate_id("").to_ascii_lowercase()
+        crate::ids::generate_id("").to_ascii_lowercase()
     )
     .chars()
     .filter(|c| c.is_ascii_alphanumeric() || *c == '_')

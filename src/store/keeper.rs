@@ -15,6 +15,8 @@ use super::settings::StoreConfig;
 use super::sled_store::SledStore;
 use super::{snapshot, Store, StoreError, StoreSlot};
 use crate::auth::{self, KeyIndex, KeyRecord};
+use crate::clock;
+use crate::ids;
 use crate::ledger::Ledger;
 
 /// How often a process waiting for the store retries its lock.
@@ -131,7 +133,7 @@ impl StoreKeeper {
                     if store
                         .put_meta_if_absent(
                             "master_hash",
-                            auth::hex(&auth::hash_key(&secret)).as_bytes(),
+                            ids::hex(&auth::hash_key(&secret)).as_bytes(),
                         )
                         .await?
                     {
@@ -218,7 +220,7 @@ impl StoreKeeper {
         }
         if self.retention_days > 0 && last_prune.elapsed() >= Duration::from_secs(3600) {
             *last_prune = std::time::Instant::now();
-            let cutoff = auth::now_millis().saturating_sub(self.retention_days * 86_400_000);
+            let cutoff = clock::now_millis().saturating_sub(self.retention_days * 86_400_000);
             match store.prune_usage(cutoff).await {
                 Ok(0) => {}
                 Ok(n) => log::info!(

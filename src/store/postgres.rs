@@ -269,11 +269,11 @@ fn valid_schema(s: &str) -> bool {
 fn cursor_of(ts_ms: u64, id: &str) -> String {
     let mut k = ts_ms.to_be_bytes().to_vec();
     k.extend_from_slice(id.as_bytes());
-    crate::auth::hex(&k)
+    crate::ids::hex(&k)
 }
 
 fn parse_cursor(c: &str) -> StoreResult<(u64, String)> {
-    let k = crate::auth::unhex_any(c).ok_or_else(|| StoreError::Corrupt("bad cursor".into()))?;
+    let k = crate::ids::unhex_any(c).ok_or_else(|| StoreError::Corrupt("bad cursor".into()))?;
     if k.len() < 8 {
         return Err(StoreError::Corrupt("bad cursor".into()));
     }
@@ -375,7 +375,7 @@ impl PgStore {
             holder: format!(
                 "{host}-{}-{}",
                 std::process::id(),
-                crate::auth::generate_id("")
+                crate::ids::generate_id("")
             ),
             healthy: std::sync::atomic::AtomicBool::new(true),
         })
@@ -896,14 +896,14 @@ impl Store for PgStore {
         // Leases of holders that are gone (killed, or never came back for the window).
         c.execute(
             "DELETE FROM tg_leases WHERE expires_ms < $1",
-            &[&i(crate::auth::now_millis().saturating_sub(3_600_000))],
+            &[&i(crate::clock::now_millis().saturating_sub(3_600_000))],
         )
         .await
         .map_err(pg_err)?;
         // Rate windows are one minute long: an hour of them is plenty.
         c.execute(
             "DELETE FROM tg_spend WHERE scope NOT IN ('k', 'u', 'e') AND window_start < $1",
-            &[&i(crate::auth::now_millis().saturating_sub(3_600_000))],
+            &[&i(crate::clock::now_millis().saturating_sub(3_600_000))],
         )
         .await
         .map_err(pg_err)?;

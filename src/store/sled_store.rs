@@ -405,7 +405,7 @@ impl Store for SledStore {
                     Some((h, n)) => (h, Some(n.parse::<usize>().map_err(|_| bad_cursor())?)),
                     None => (c, None),
                 };
-                let mut k = crate::auth::unhex_any(hex).ok_or_else(bad_cursor)?;
+                let mut k = crate::ids::unhex_any(hex).ok_or_else(bad_cursor)?;
                 match n {
                     Some(n) => (k, Some(n)),
                     None => {
@@ -448,7 +448,7 @@ impl Store for SledStore {
                     if page.records.len() == limit {
                         page.next_cursor = last
                             .take()
-                            .map(|(k, n)| format!("{}.{n}", crate::auth::hex(&k)));
+                            .map(|(k, n)| format!("{}.{n}", crate::ids::hex(&k)));
                         break 'entries;
                     }
                     last = Some((k.clone(), n));

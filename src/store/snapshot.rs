@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::auth::{hex, unhex, KeyIndex, KeyRecord};
+use crate::auth::{unhex, KeyIndex, KeyRecord};
+use crate::ids::hex;
 use crate::ledger::budget::{Counter, Scope};
 use crate::ledger::entities::{BudgetRecord, UserRecord};
 use crate::ledger::Ledger;
@@ -35,7 +36,7 @@ pub fn path(data_dir: &Path) -> PathBuf {
 pub fn write(data_dir: &Path, index: &KeyIndex, ledger: Option<&Ledger>) -> std::io::Result<()> {
     let snap = Snapshot {
         version: 1,
-        written_at: crate::auth::now_secs(),
+        written_at: crate::clock::now_secs(),
         master_hash: index.master_hash().map(|h| hex(&h)),
         keys: index.all(),
         users: ledger

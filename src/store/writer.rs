@@ -29,7 +29,11 @@ pub struct UsageWriter {
 }
 
 fn spool_name() -> String {
-    format!("{}-{}.jsonl", std::process::id(), crate::auth::now_millis())
+    format!(
+        "{}-{}.jsonl",
+        std::process::id(),
+        crate::clock::now_millis()
+    )
 }
 
 /// Appends a batch to this process's spool file and fsyncs it.

@@ -314,7 +314,7 @@ pub fn request(a: &Map<String, Value>, opts: &RequestOptions) -> Result<Value, G
     {
         if is_telemetry_blob(u) {
             // Never Claude Code's blob (it holds a device id): a stable hash (E02).
-            let h = crate::auth::hex(&Sha256::digest(u.as_bytes()));
+            let h = crate::ids::hex(&Sha256::digest(u.as_bytes()));
             c.insert(
                 "safety_identifier".into(),
                 json!(format!("tg_{}", &h[..32])),
@@ -474,7 +474,7 @@ impl ChatToAnthropicStream {
             parser: SseParser::new(),
             phase: Phase::Init,
             client_model: client_model.to_string(),
-            msg_id: format!("msg_{}", &crate::auth::generate_id("")[..16]),
+            msg_id: format!("msg_{}", &crate::ids::generate_id("")[..16]),
             estimated_input: estimated_input_tokens,
             names,
             next_index: 0,

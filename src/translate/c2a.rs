@@ -390,7 +390,7 @@ pub fn response(a: &Value, client_model: &str, names: &ToolNames) -> Value {
     json!({
         "id": format!("chatcmpl-{}", a["id"].as_str().unwrap_or("x")),
         "object": "chat.completion",
-        "created": crate::auth::now_secs(),
+        "created": crate::clock::now_secs(),
         "model": client_model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
         "usage": usage_to_openai(&usage),
@@ -432,8 +432,8 @@ impl AnthropicToChatStream {
         AnthropicToChatStream {
             parser: SseParser::new(),
             phase: Phase::Init,
-            id: format!("chatcmpl-{}", &crate::auth::generate_id("")[..16]),
-            created: crate::auth::now_secs(),
+            id: format!("chatcmpl-{}", &crate::ids::generate_id("")[..16]),
+            created: crate::clock::now_secs(),
             client_model: client_model.to_string(),
             include_usage,
             names,

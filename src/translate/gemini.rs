@@ -134,7 +134,7 @@ fn tool_call_id(part: &Value, response_id: &str, ordinal: u64) -> String {
     );
     format!(
         "call_{}",
-        &crate::auth::hex(&Sha256::digest(seed.as_bytes()))[..24]
+        &crate::ids::hex(&Sha256::digest(seed.as_bytes()))[..24]
     )
 }
 
@@ -740,14 +740,14 @@ pub fn response(g: &Value, client_model: &str, names: &ToolNames) -> Value {
         .and_then(usage_from_metadata)
         .unwrap_or_default();
     let id = if response_id.is_empty() {
-        format!("chatcmpl-{}", &crate::auth::generate_id("")[..16])
+        format!("chatcmpl-{}", &crate::ids::generate_id("")[..16])
     } else {
         format!("chatcmpl-{}", safe_tool_id(response_id, ""))
     };
     json!({
         "id": id,
         "object": "chat.completion",
-        "created": crate::auth::now_secs(),
+        "created": crate::clock::now_secs(),
         "model": client_model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
         "usage": usage_to_openai(&usage),
@@ -829,8 +829,8 @@ impl GeminiToChatStream {
         GeminiToChatStream {
             parser: SseParser::new(),
             phase: Phase::Init,
-            id: format!("chatcmpl-{}", &crate::auth::generate_id("")[..16]),
-            created: crate::auth::now_secs(),
+            id: format!("chatcmpl-{}", &crate::ids::generate_id("")[..16]),
+            created: crate::clock::now_secs(),
             client_model: client_model.to_string(),
             include_usage,
             names,

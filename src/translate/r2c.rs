@@ -597,12 +597,12 @@ pub struct ChatToResponsesStream {
 
 impl ChatToResponsesStream {
     pub fn new(ctx: ResponsesContext) -> Self {
-        let id = crate::auth::generate_id("resp_");
+        let id = crate::ids::generate_id("resp_");
         ChatToResponsesStream {
             parser: SseParser::new(),
             ctx,
             id,
-            created: crate::auth::now_secs(),
+            created: crate::clock::now_secs(),
             seq: 0,
             phase: Phase::Init,
             items: Vec::new(),

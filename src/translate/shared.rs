@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::auth::hex;
+use crate::ids::hex;
 use crate::meter::Usage;
 
 /// H1: tool names valid everywhere (`^[A-Za-z0-9_-]{1,64}$`). Longer or odd names are
