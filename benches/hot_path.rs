@@ -5,8 +5,9 @@
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
-use tollgate::auth::{KeyIndex, KeyRecord};
+use tollgate::auth::KeyIndex;
 use tollgate::config::Config;
+use tollgate::records::KeyRecord;
 use tollgate::route::Router;
 use tollgate::translate::shared::ToolNames;
 use tollgate::translate::sse::SseParser;

@@ -8,7 +8,6 @@
 use arc_swap::ArcSwap;
 use base64::Engine;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use crate::clock::now_secs;
 use crate::ids::{generate_id, hex};
+use crate::records::KeyRecord;
 
 pub const KEY_PREFIX: &str = "tg-";
 pub const MASTER_PREFIX: &str = "tgm-";
@@ -54,42 +54,7 @@ pub fn generate_master_key() -> String {
     format!("{MASTER_PREFIX}{}", random_token(32))
 }
 
-/// A virtual key as stored: never the secret itself.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct KeyRecord {
-    pub id: String,
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Hex SHA-256 of the secret.
-    pub hash: String,
-    /// The first characters of the secret, to recognise a key in listings.
-    pub prefix: String,
-    pub created_at: u64,
-    #[serde(default)]
-    pub expires_at: Option<u64>,
-    #[serde(default = "yes")]
-    pub active: bool,
-    #[serde(default)]
-    pub user_id: Option<String>,
-    #[serde(default)]
-    pub metadata: serde_json::Value,
-    #[serde(default)]
-    pub limits: crate::ledger::entities::Limits,
-    #[serde(default)]
-    pub allowed_models: Option<Vec<String>>,
-    /// Refuse requests whose body names another user (None: the gateway default).
-    #[serde(default)]
-    pub reject_user_mismatch: Option<bool>,
-    /// Budget and rate limits that apply to each end user of this key separately (the end
-    /// user a request body names). None: end users are only attributed, never limited.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_user_limits: Option<crate::ledger::entities::Limits>,
-}
-
-fn yes() -> bool {
-    true
-}
-
+/// Minting lives here, with the secret it makes; the record itself is in [`crate::records`].
 impl KeyRecord {
     /// Mints a new key; returns the record and the secret (shown once).
     pub fn mint(
@@ -114,21 +79,6 @@ impl KeyRecord {
             end_user_limits: None,
         };
         (rec, secret)
-    }
-
-    /// The public view returned by the management API.
-    pub fn public_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "object": "key",
-            "name": self.name,
-            "prefix": self.prefix,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "active": self.active,
-            "user_id": self.user_id,
-            "metadata": self.metadata,
-        })
     }
 }
 

@@ -527,7 +527,7 @@ fn anthropic_model(m: &Value) -> Option<ModelInfo> {
         display_name: text(m, &["display_name"]),
         created: created_at
             .as_deref()
-            .and_then(crate::ledger::period::parse_time),
+            .and_then(crate::records::period::parse_time),
         created_at,
         context_window: number(m, &["max_input_tokens", "context_window"]),
         max_output_tokens: number(m, &["max_tokens", "max_output_tokens"]),
@@ -608,7 +608,7 @@ mod tests {
         assert_eq!(m[0].display_name.as_deref(), Some("Claude Sonnet 4.6"));
         assert_eq!(m[0].created_at.as_deref(), Some("2026-02-17T00:00:00Z"));
         assert_eq!(
-            m[0].created.map(crate::ledger::period::rfc3339).as_deref(),
+            m[0].created.map(crate::records::period::rfc3339).as_deref(),
             Some("2026-02-17T00:00:00Z")
         );
         let last = json!({"data": [], "has_more": false, "last_id": null});

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod meter;
 pub mod metrics;
 pub mod providers;
+pub mod records;
 pub mod route;
 pub mod server;
 pub mod store;

@@ -7,9 +7,11 @@ use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::AppState;
 use crate::ids;
-use crate::ledger::entities::{parse_money, parse_period, period_label, BudgetRecord};
-use crate::ledger::period::{Alignment, Period};
-use crate::meter::price::format_usd;
+use crate::ledger::limits::parse_money;
+use crate::records::money::format_usd;
+use crate::records::period::{parse_period, period_label};
+use crate::records::period::{Alignment, Period};
+use crate::records::BudgetRecord;
 
 const FIELDS: &[&str] = &[
     "budget_id",

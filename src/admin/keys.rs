@@ -5,13 +5,14 @@ use serde_json::{json, Value};
 use super::{
     after_change, internal, no_route, not_found, page, standing_of, store_of, Answer, Req, Resp,
 };
-use crate::auth::{self, KeyRecord};
+use crate::auth;
 use crate::clock;
 use crate::error::GatewayError;
 use crate::gateway::AppState;
 use crate::ids;
-use crate::ledger::budget::Scope;
-use crate::ledger::entities::{apply_limits, parse_allowed_models};
+use crate::ledger::limits::{apply_limits, parse_allowed_models};
+use crate::records::KeyRecord;
+use crate::records::Scope;
 
 const FIELDS: &[&str] = &[
     "name",
@@ -78,7 +79,7 @@ fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayEr
         k.expires_at = match v {
             Value::Null => None,
             Value::Number(n) if n.as_u64().is_some() => n.as_u64(),
-            Value::String(s) => Some(crate::ledger::period::parse_time(s).ok_or_else(|| {
+            Value::String(s) => Some(crate::records::period::parse_time(s).ok_or_else(|| {
                 GatewayError::invalid(
                     "'expires_at' must be a Unix timestamp or an RFC 3339 UTC time.",
                 )
@@ -159,7 +160,7 @@ fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayEr
 
 fn known_budget(
     state: &AppState,
-    limits: &crate::ledger::entities::Limits,
+    limits: &crate::records::Limits,
     param: &str,
 ) -> Result<(), GatewayError> {
     match &limits.budget_id {
@@ -176,9 +177,9 @@ fn known_budget(
 /// clears them). Limits that end up empty are none: the key then does no end-user work.
 fn end_user_limits(
     v: &Value,
-    current: Option<crate::ledger::entities::Limits>,
+    current: Option<crate::records::Limits>,
     now: u64,
-) -> Result<Option<crate::ledger::entities::Limits>, GatewayError> {
+) -> Result<Option<crate::records::Limits>, GatewayError> {
     let obj = match v {
         Value::Null => return Ok(None),
         Value::Object(o) => o,
@@ -211,7 +212,7 @@ fn end_user_limits(
 /// `GET /v1/keys/{id}/end_users/{end_user}`: one end user's standing under the key's
 /// `end_user_limits`.
 fn end_user_view(state: &AppState, k: &KeyRecord, end_user: &str) -> Value {
-    let id = crate::ledger::budget::end_user_id(&k.id, end_user);
+    let id = crate::records::end_user_id(&k.id, end_user);
     let limits = k.end_user_limits.clone().unwrap_or_default();
     let (rpm_used, tpm_used) = state
         .ledger

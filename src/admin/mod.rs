@@ -23,11 +23,12 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::auth::{self, KeyRecord};
+use crate::auth;
 use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{local, AppState, Ctx, Failure};
-use crate::ledger::budget::Scope;
+use crate::records::KeyRecord;
+use crate::records::Scope;
 use crate::store::{snapshot, Store};
 
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
@@ -367,7 +368,7 @@ pub(crate) fn standing_of(
     state: &AppState,
     scope: Scope,
     id: &str,
-    limits: &crate::ledger::entities::Limits,
+    limits: &crate::records::Limits,
 ) -> Value {
     let limit = state.ledger.resolve_limit(limits);
     crate::ledger::standing_json(&state.ledger.account(scope, id, limit), clock::now_secs())

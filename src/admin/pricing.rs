@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use super::{internal, no_route, store_of, Answer, Req, Resp};
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::AppState;
-use crate::meter::price::{parse_usd, Price};
+use crate::meter::price::Price;
+use crate::records::money::parse_usd;
 
 fn money(v: Option<&Value>, field: &str, required: bool) -> Result<Option<u64>, GatewayError> {
     match v {

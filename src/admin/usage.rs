@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use super::{internal, Answer, Req, Resp};
 use crate::error::GatewayError;
 use crate::gateway::AppState;
-use crate::ledger::period::{parse_time, rfc3339};
-use crate::meter::price::format_usd;
-use crate::meter::record::UsageRecord;
+use crate::records::money::format_usd;
+use crate::records::period::{parse_time, rfc3339};
+use crate::records::UsageRecord;
 use crate::store::{Store, UsageFilter};
 
 /// The most records one export or grouping scans.

@@ -8,8 +8,9 @@ use super::{
 use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::AppState;
-use crate::ledger::budget::Scope;
-use crate::ledger::entities::{apply_limits, parse_allowed_models, Limits, UserRecord};
+use crate::ledger::limits::{apply_limits, parse_allowed_models};
+use crate::records::Scope;
+use crate::records::{Limits, UserRecord};
 
 const FIELDS: &[&str] = &[
     "user_id",

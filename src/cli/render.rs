@@ -115,7 +115,7 @@ pub fn cell(v: &Value) -> String {
 /// A Unix time in seconds as an RFC 3339 date-time, or `-`.
 pub fn time(v: &Value) -> String {
     v.as_u64()
-        .map(crate::ledger::period::rfc3339)
+        .map(crate::records::period::rfc3339)
         .unwrap_or_else(|| "-".into())
 }
 

@@ -120,9 +120,9 @@ enum Line {
     Header {
         tollgate_export: u32,
     },
-    Key(crate::auth::KeyRecord),
-    User(crate::ledger::entities::UserRecord),
-    Budget(crate::ledger::entities::BudgetRecord),
+    Key(crate::records::KeyRecord),
+    User(crate::records::UserRecord),
+    Budget(crate::records::BudgetRecord),
     Price {
         model_key: String,
         price: crate::meter::price::Price,
@@ -132,12 +132,12 @@ enum Line {
         value: String,
     },
     Spend {
-        scope: crate::ledger::budget::Scope,
+        scope: crate::records::Scope,
         id: String,
         window_start: u64,
         spent: u64,
     },
-    Usage(crate::meter::record::UsageRecord),
+    Usage(crate::records::UsageRecord),
 }
 
 const META_NAMES: &[&str] = &["master_hash", "bootstrapped"];
@@ -267,7 +267,7 @@ pub fn import(config: &Path, to: StoreArg, input: Option<PathBuf>) -> Result<(),
                     spent,
                 } => spend.push((scope, id, window_start, spent)),
                 Line::Usage(r) => {
-                    usage.push(crate::ledger::Settled {
+                    usage.push(crate::records::Settled {
                         record: r,
                         charges: vec![],
                     });

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::api::{with_query, Api};
 use super::render::{self, cell, csv_line, Table};
-use crate::ledger::period::{parse_time, rfc3339};
+use crate::records::period::{parse_time, rfc3339};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UsageArgs {

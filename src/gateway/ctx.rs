@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::response::ResponseTap;
-use crate::auth::KeyRecord;
 use crate::endpoint::Endpoint;
+use crate::records::KeyRecord;
 use crate::route::Route;
 
 pub struct Ctx {

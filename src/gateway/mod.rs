@@ -41,13 +41,14 @@ use std::time::Duration;
 
 pub use ctx::Ctx;
 
-use crate::auth::{self, KeyIndex, KeyRecord};
+use crate::auth::{self, KeyIndex};
 use crate::clock;
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
 use crate::ids;
 use crate::metrics;
+use crate::records::KeyRecord;
 use crate::route::Router;
 use crate::store::StoreSlot;
 use response::ResponseTap;

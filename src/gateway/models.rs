@@ -152,7 +152,7 @@ fn render(r: &ListedModel, anthropic: bool) -> Value {
             .and_then(|i| {
                 i.created_at
                     .clone()
-                    .or_else(|| i.created.map(crate::ledger::period::rfc3339))
+                    .or_else(|| i.created.map(crate::records::period::rfc3339))
             })
             .unwrap_or_else(|| EPOCH.to_string());
         o.insert("type".into(), "model".into());

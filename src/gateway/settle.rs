@@ -9,10 +9,10 @@ use crate::clock;
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
 use crate::ids;
-use crate::ledger::entities::model_allowed;
-use crate::meter::record::UsageRecord;
+use crate::ledger::limits::model_allowed;
 use crate::meter::Usage;
 use crate::metrics;
+use crate::records::UsageRecord;
 use crate::route::Route;
 
 /// Session headers of the clients we know (Claude Code, Codex, generic).
@@ -184,14 +184,14 @@ impl Gateway {
             estimated,
             ..Default::default()
         };
-        rec.set_usage(&usage);
+        usage.record_into(&mut rec);
         let ledger = &self.state.ledger;
         let model_label = metrics::model_label(&ctx.client_model);
         match ctx.admission.as_mut() {
             Some(adm) => {
                 ledger.settle(adm, rec, clock::now_secs());
             }
-            None => ledger.queue.push(crate::ledger::Settled {
+            None => ledger.queue.push(crate::records::Settled {
                 record: rec,
                 charges: vec![],
             }),

@@ -12,25 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use super::lease::Slice;
-use super::period::{window, Alignment, Period};
-use crate::meter::price::Micros;
-
-/// A spending limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limit {
-    pub max_micros: Micros,
-    pub period: Period,
-    #[serde(default)]
-    pub alignment: Alignment,
-    /// Start of the first rolling window (creation time).
-    pub anchor: u64,
-}
-
-impl Limit {
-    pub fn window(&self, now: u64) -> (u64, Option<u64>) {
-        window(self.period, self.alignment, self.anchor, now)
-    }
-}
+use crate::records::Micros;
+use crate::records::{Limit, Scope};
 
 /// The counters of one account in its current window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,33 +21,6 @@ pub struct Counter {
     pub window_start: u64,
     pub spent: Micros,
     pub reserved: Micros,
-}
-
-/// Which kind of owner an account has, for messages and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    Key,
-    User,
-    /// An end user (the body's `user`, `safety_identifier` or `metadata.user_id`) under one
-    /// key: the account id is `{key_id}/{end_user}` (see [`end_user_id`]).
-    EndUser,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Key => "key",
-            Scope::User => "user",
-            Scope::EndUser => "end user",
-        }
-    }
-}
-
-/// The account id of `end_user` under the key `key_id`. Key ids never contain '/', so the
-/// first '/' separates the two.
-pub fn end_user_id(key_id: &str, end_user: &str) -> String {
-    format!("{key_id}/{end_user}")
 }
 
 #[derive(Debug)]
@@ -378,6 +334,7 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::period::{Alignment, Period};
 
     fn limited(id: &str, max: Micros) -> Arc<Account> {
         Account::new(

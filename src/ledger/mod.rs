@@ -6,9 +6,8 @@
 //! counters are rebuilt from the store at start.
 
 pub mod budget;
-pub mod entities;
 pub mod lease;
-pub mod period;
+pub mod limits;
 pub mod rate;
 pub mod shared;
 
@@ -17,31 +16,19 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use budget::{end_user_id, reserve, Account, Counter, Exceeded, Limit, Reservation, Scope};
-use entities::{BudgetRecord, Limits, UserRecord};
+use budget::{reserve, Account, Counter, Exceeded, Reservation};
 use rate::{RateExceeded, RateLimiter};
 use std::borrow::Cow;
 
-use crate::auth::KeyRecord;
 use crate::error::{ErrorKind, GatewayError};
-use crate::meter::price::{format_usd, Micros, Price, PriceTable};
-use crate::meter::record::UsageRecord;
-
-/// One spend increment to persist: which account, in which window, how much.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Charge {
-    pub scope: Scope,
-    pub id: String,
-    pub window_start: u64,
-    pub amount: Micros,
-}
-
-/// A settled request on its way to the store.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Settled {
-    pub record: UsageRecord,
-    pub charges: Vec<Charge>,
-}
+use crate::meter::price::{Price, PriceTable};
+use crate::records::money::format_usd;
+use crate::records::period::{self, period_label};
+use crate::records::Micros;
+use crate::records::UsageRecord;
+use crate::records::{
+    end_user_id, BudgetRecord, Charge, KeyRecord, Limit, Limits, Scope, Settled, UserRecord,
+};
 
 /// Settled work waiting for the writer. Bounded only by how fast the store writes: the
 /// writer drains it every few milliseconds.
@@ -141,7 +128,7 @@ pub fn standing_json(a: &Account, now: u64) -> serde_json::Value {
         "reserved": format_usd(s.reserved),
         "max_budget": s.limit.map(|l| format_usd(l.max_micros)),
         "remaining": s.remaining().map(format_usd),
-        "budget_period": s.limit.map(|l| entities::period_label(l.period)),
+        "budget_period": s.limit.map(|l| period_label(l.period)),
         "window_start": period::rfc3339(s.window_start),
         "resets_at": s.resets_at.map(period::rfc3339),
     })
@@ -598,7 +585,7 @@ impl Ledger {
     /// Settles an admitted request: the reservation becomes the metered cost, the rate
     /// limiters count its tokens, and the record goes to the writer.
     pub fn settle(&self, adm: &mut Admission, mut record: UsageRecord, now_secs: u64) {
-        let usage = record.usage();
+        let usage = crate::meter::Usage::of_record(&record);
         let cost = adm.price.map_or(0, |p| p.cost(&usage));
         record.cost_micros = cost;
         if let Some(r) = adm.reservation.take() {
@@ -704,7 +691,7 @@ fn budget_error(e: &Exceeded) -> GatewayError {
             "Budget exceeded for {whose}: spent ${} of ${} ({} budget){}; this request could cost up to ${}. {}",
             format_usd(e.spent),
             format_usd(e.limit.max_micros),
-            entities::period_label(e.limit.period),
+            period_label(e.limit.period),
             if e.reserved > 0 { format!(", ${} held by requests in flight", format_usd(e.reserved)) } else { String::new() },
             format_usd(e.requested),
             when

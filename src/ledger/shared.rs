@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::budget::{Account, Scope};
+use super::budget::Account;
 use super::lease::{LeaseSettings, OutageMode, MARGIN};
 use super::rate::{RateLimiter, WINDOW_MS};
 use super::Ledger;
 use crate::error::{ErrorKind, GatewayError};
+use crate::records::Scope;
 use crate::store::{LeaseRequest, SharedStore, StoreError, StoreSlot};
 
 /// (scope, id, window_start) of a stored counter.

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 pub mod count;
 pub mod price;
-pub mod record;
 
+use crate::records::UsageRecord;
 use crate::translate::sse::{SseEvent, SseParser};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,6 +28,29 @@ impl Usage {
 
     pub fn total(&self) -> u64 {
         self.prompt_total() + self.output
+    }
+
+    /// Writes these counts into a usage record's token fields.
+    pub fn record_into(&self, r: &mut UsageRecord) {
+        r.prompt_tokens = self.prompt_total();
+        r.completion_tokens = self.output;
+        r.cached_tokens = self.cache_read;
+        r.cache_write_tokens = self.cache_write;
+        r.reasoning_tokens = self.reasoning;
+        r.total_tokens = self.total();
+    }
+
+    /// The counts a usage record holds (the inverse of [`Usage::record_into`]).
+    pub fn of_record(r: &UsageRecord) -> Usage {
+        Usage {
+            input: r
+                .prompt_tokens
+                .saturating_sub(r.cached_tokens + r.cache_write_tokens),
+            cache_read: r.cached_tokens,
+            cache_write: r.cache_write_tokens,
+            output: r.completion_tokens,
+            reasoning: r.reasoning_tokens,
+        }
     }
 }
 

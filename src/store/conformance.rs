@@ -8,13 +8,13 @@
 use std::sync::Arc;
 
 use super::{ChangeKind, LeaseRequest, SharedStore, Store, UsageFilter};
-use crate::auth::KeyRecord;
-use crate::ledger::budget::Scope;
-use crate::ledger::entities::{BudgetRecord, Limits, UserRecord};
-use crate::ledger::period::Period;
-use crate::ledger::{Charge, Settled};
 use crate::meter::price::Price;
-use crate::meter::record::UsageRecord;
+use crate::records::period::Period;
+use crate::records::KeyRecord;
+use crate::records::Scope;
+use crate::records::UsageRecord;
+use crate::records::{BudgetRecord, Limits, UserRecord};
+use crate::records::{Charge, Settled};
 
 pub(crate) fn settled(id: &str, ts_ms: u64, key: &str, cost: u64) -> Settled {
     Settled {
@@ -285,7 +285,7 @@ pub async fn run(store: &dyn Store) {
             s.record.end_user = Some(eu.to_string());
             s.charges.push(Charge {
                 scope: Scope::EndUser,
-                id: crate::ledger::budget::end_user_id("k5", eu),
+                id: crate::records::end_user_id("k5", eu),
                 window_start: 0,
                 amount: 3,
             });

@@ -14,10 +14,11 @@ use super::postgres::PgStore;
 use super::settings::StoreConfig;
 use super::sled_store::SledStore;
 use super::{snapshot, Store, StoreError, StoreSlot};
-use crate::auth::{self, KeyIndex, KeyRecord};
+use crate::auth::{self, KeyIndex};
 use crate::clock;
 use crate::ids;
 use crate::ledger::Ledger;
+use crate::records::KeyRecord;
 
 /// How often a process waiting for the store retries its lock.
 const LOCK_POLL: Duration = Duration::from_millis(200);

@@ -34,12 +34,12 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use std::sync::Arc;
 
-use crate::auth::KeyRecord;
-use crate::ledger::budget::Scope;
-use crate::ledger::entities::{BudgetRecord, UserRecord};
-use crate::ledger::Settled;
 use crate::meter::price::Price;
-use crate::meter::record::UsageRecord;
+use crate::records::KeyRecord;
+use crate::records::Scope;
+use crate::records::Settled;
+use crate::records::UsageRecord;
+use crate::records::{BudgetRecord, UserRecord};
 
 /// Filters for usage queries. Times are milliseconds since the epoch, `[from, to)`.
 #[derive(Debug, Clone, Default)]

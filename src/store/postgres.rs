@@ -30,12 +30,12 @@ use super::{
     ChangeKind, LeaseGrant, LeaseRequest, SharedStore, Store, StoreError, StoreResult, UsageFilter,
     UsagePage,
 };
-use crate::auth::KeyRecord;
-use crate::ledger::budget::Scope;
-use crate::ledger::entities::{BudgetRecord, UserRecord};
-use crate::ledger::Settled;
 use crate::meter::price::Price;
-use crate::meter::record::UsageRecord;
+use crate::records::KeyRecord;
+use crate::records::Scope;
+use crate::records::Settled;
+use crate::records::UsageRecord;
+use crate::records::{BudgetRecord, UserRecord};
 
 /// TLS to the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]

@@ -11,7 +11,7 @@
 
 use std::ops::Range;
 
-use crate::meter::record::UsageRecord;
+use crate::records::UsageRecord;
 
 /// The records of one segment lie within this many milliseconds of its first.
 pub const SPAN_MS: u64 = 100;

@@ -8,12 +8,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::{segment, Store, StoreError, StoreResult, UsageFilter, UsagePage};
-use crate::auth::KeyRecord;
-use crate::ledger::budget::Scope;
-use crate::ledger::entities::{BudgetRecord, UserRecord};
-use crate::ledger::Settled;
 use crate::meter::price::Price;
-use crate::meter::record::UsageRecord;
+use crate::records::KeyRecord;
+use crate::records::Scope;
+use crate::records::Settled;
+use crate::records::UsageRecord;
+use crate::records::{BudgetRecord, UserRecord};
 
 pub struct SledStore {
     db: sled::Db,

@@ -5,11 +5,13 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::auth::{unhex, KeyIndex, KeyRecord};
+use crate::auth::{unhex, KeyIndex};
 use crate::ids::hex;
-use crate::ledger::budget::{Counter, Scope};
-use crate::ledger::entities::{BudgetRecord, UserRecord};
+use crate::ledger::budget::Counter;
 use crate::ledger::Ledger;
+use crate::records::KeyRecord;
+use crate::records::Scope;
+use crate::records::{BudgetRecord, UserRecord};
 
 pub const FILE: &str = "keys.snapshot.json";
 

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Store, StoreSlot};
-use crate::ledger::{Ledger, Settled};
+use crate::ledger::Ledger;
+use crate::records::Settled;
 
 pub const INTERVAL: Duration = Duration::from_millis(20);
 

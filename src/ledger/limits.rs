@@ -1,153 +1,13 @@
-//! Users, named budgets and the limits that keys and users carry.
+//! Limits as the management API sets them: limit fields, USD amounts and model allow-lists
+//! read from request bodies, and the allow-list check admission makes. The records
+//! themselves are in [`crate::records`].
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::budget::Limit;
-use super::period::{Alignment, Period};
 use crate::error::GatewayError;
-use crate::meter::price::{parse_usd, Micros};
-
-/// Spending and rate limits, carried inline by a key or a user.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// A named budget (`/v1/budgets`) to use instead of the inline `max_budget`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_budget_micros: Option<Micros>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget_period: Option<Period>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget_alignment: Option<Alignment>,
-    /// Start of rolling windows: when the limit was set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget_anchor: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpm: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpm: Option<u64>,
-}
-
-impl Limits {
-    /// The management API's view of these limits.
-    pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "max_budget": self.max_budget_micros.map(crate::meter::price::format_usd),
-            "budget_period": self.budget_period.map(period_label),
-            "budget_alignment": self.budget_alignment.map(|a| match a { Alignment::Calendar => "calendar", Alignment::Rolling => "rolling" }),
-            "budget_id": self.budget_id,
-            "rpm_limit": self.rpm,
-            "tpm_limit": self.tpm,
-        })
-    }
-
-    /// The inline spending limit, if any.
-    pub fn inline_limit(&self) -> Option<Limit> {
-        self.max_budget_micros.map(|m| Limit {
-            max_micros: m,
-            period: self.budget_period.unwrap_or(Period::Lifetime),
-            alignment: self.budget_alignment.unwrap_or_default(),
-            anchor: self.budget_anchor.unwrap_or(0),
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UserRecord {
-    pub user_id: String,
-    #[serde(default)]
-    pub alias: Option<String>,
-    #[serde(default)]
-    pub limits: Limits,
-    #[serde(default)]
-    pub allowed_models: Option<Vec<String>>,
-    #[serde(default)]
-    pub blocked: bool,
-    #[serde(default)]
-    pub metadata: Value,
-    pub created_at: u64,
-    pub updated_at: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BudgetRecord {
-    pub budget_id: String,
-    #[serde(default)]
-    pub name: Option<String>,
-    pub max_budget_micros: Micros,
-    pub period: Period,
-    #[serde(default)]
-    pub alignment: Alignment,
-    pub created_at: u64,
-}
-
-impl BudgetRecord {
-    pub fn limit(&self, anchor: u64) -> Limit {
-        Limit {
-            max_micros: self.max_budget_micros,
-            period: self.period,
-            alignment: self.alignment,
-            anchor,
-        }
-    }
-}
-
-/// Parses a budget period: `daily`, `weekly`, `monthly`, `lifetime`/`none`, or a duration
-/// such as `30d`, `12h`, `90m`, `3600s` or a number of seconds.
-pub fn parse_period(v: &Value) -> Result<Period, String> {
-    let s = match v {
-        Value::String(s) => s.trim().to_ascii_lowercase(),
-        Value::Number(n) => n
-            .as_u64()
-            .map(|n| format!("{n}s"))
-            .ok_or("a period must be positive")?,
-        _ => return Err("a period is a string such as 'monthly' or '30d'".into()),
-    };
-    let p = match s.as_str() {
-        "daily" | "day" | "1d" => Period::Daily,
-        "weekly" | "week" | "7d" => Period::Weekly,
-        "monthly" | "month" => Period::Monthly,
-        "lifetime" | "none" | "never" => Period::Lifetime,
-        _ => {
-            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-            let n: u64 = num.parse().map_err(|_| {
-                format!(
-                    "'{s}' is not a period (daily, weekly, monthly, lifetime, or e.g. 30d, 12h)"
-                )
-            })?;
-            let mult = match unit {
-                "" | "s" => 1,
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86_400,
-                "w" => 7 * 86_400,
-                _ => {
-                    return Err(format!(
-                        "'{s}': unknown unit '{unit}' (use s, m, h, d or w)"
-                    ))
-                }
-            };
-            if n == 0 {
-                return Err("a period must be longer than zero".into());
-            }
-            Period::Seconds(n * mult)
-        }
-    };
-    Ok(p)
-}
-
-pub fn period_label(p: Period) -> String {
-    match p {
-        Period::Lifetime => "lifetime".into(),
-        Period::Daily => "daily".into(),
-        Period::Weekly => "weekly".into(),
-        Period::Monthly => "monthly".into(),
-        Period::Seconds(s) if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        Period::Seconds(s) if s % 3600 == 0 => format!("{}h", s / 3600),
-        Period::Seconds(s) => format!("{s}s"),
-    }
-}
+use crate::records::money::parse_usd;
+use crate::records::period::{parse_period, Alignment};
+use crate::records::{Limits, Micros};
 
 /// Parses a USD amount given as a JSON number or string into micro-dollars.
 pub fn parse_money(v: &Value, field: &str) -> Result<Micros, GatewayError> {
@@ -276,6 +136,7 @@ pub fn model_allowed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::period::{period_label, Period};
     use serde_json::json;
 
     #[test]

@@ -1,9 +1,9 @@
-//! The usage record: one per request that reached (or tried to reach) a provider.
+//! The usage record: one per request that reached (or tried to reach) a provider. Its token
+//! counts come from [`crate::meter::Usage`] (`Usage::record_into`, `Usage::of_record`).
 
 use serde::{Deserialize, Serialize};
 
-use super::price::Micros;
-use super::Usage;
+use super::money::Micros;
 
 /// Stored compactly: empty options, zero counts and false flags are left out (a record is
 /// written per request), and read back as their defaults.
@@ -190,27 +190,6 @@ impl UsageRecord {
         w.yes("estimated", self.estimated);
         out.push(b'}');
         out
-    }
-
-    pub fn set_usage(&mut self, u: &Usage) {
-        self.prompt_tokens = u.prompt_total();
-        self.completion_tokens = u.output;
-        self.cached_tokens = u.cache_read;
-        self.cache_write_tokens = u.cache_write;
-        self.reasoning_tokens = u.reasoning;
-        self.total_tokens = u.total();
-    }
-
-    pub fn usage(&self) -> Usage {
-        Usage {
-            input: self
-                .prompt_tokens
-                .saturating_sub(self.cached_tokens + self.cache_write_tokens),
-            cache_read: self.cached_tokens,
-            cache_write: self.cache_write_tokens,
-            output: self.completion_tokens,
-            reasoning: self.reasoning_tokens,
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! computed on demand, so no timer or cron is needed and a restart changes nothing.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub const DAY: u64 = 86_400;
 
@@ -159,6 +160,62 @@ pub fn parse_time(s: &str) -> Option<u64> {
         t += h * 3600 + mi * 60 + se;
     }
     Some(t)
+}
+
+/// Parses a budget period: `daily`, `weekly`, `monthly`, `lifetime`/`none`, or a duration
+/// such as `30d`, `12h`, `90m`, `3600s` or a number of seconds.
+pub fn parse_period(v: &Value) -> Result<Period, String> {
+    let s = match v {
+        Value::String(s) => s.trim().to_ascii_lowercase(),
+        Value::Number(n) => n
+            .as_u64()
+            .map(|n| format!("{n}s"))
+            .ok_or("a period must be positive")?,
+        _ => return Err("a period is a string such as 'monthly' or '30d'".into()),
+    };
+    let p = match s.as_str() {
+        "daily" | "day" | "1d" => Period::Daily,
+        "weekly" | "week" | "7d" => Period::Weekly,
+        "monthly" | "month" => Period::Monthly,
+        "lifetime" | "none" | "never" => Period::Lifetime,
+        _ => {
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: u64 = num.parse().map_err(|_| {
+                format!(
+                    "'{s}' is not a period (daily, weekly, monthly, lifetime, or e.g. 30d, 12h)"
+                )
+            })?;
+            let mult = match unit {
+                "" | "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                "w" => 7 * 86_400,
+                _ => {
+                    return Err(format!(
+                        "'{s}': unknown unit '{unit}' (use s, m, h, d or w)"
+                    ))
+                }
+            };
+            if n == 0 {
+                return Err("a period must be longer than zero".into());
+            }
+            Period::Seconds(n * mult)
+        }
+    };
+    Ok(p)
+}
+
+pub fn period_label(p: Period) -> String {
+    match p {
+        Period::Lifetime => "lifetime".into(),
+        Period::Daily => "daily".into(),
+        Period::Weekly => "weekly".into(),
+        Period::Monthly => "monthly".into(),
+        Period::Seconds(s) if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        Period::Seconds(s) if s % 3600 == 0 => format!("{}h", s / 3600),
+        Period::Seconds(s) => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,110 @@
+//! Limits: the spending limit of an account, the inline limits a key or user carries, and
+//! the user and named-budget records.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::money::{format_usd, Micros};
+use super::period::{period_label, window, Alignment, Period};
+
+/// A spending limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub max_micros: Micros,
+    pub period: Period,
+    #[serde(default)]
+    pub alignment: Alignment,
+    /// Start of the first rolling window (creation time).
+    pub anchor: u64,
+}
+
+impl Limit {
+    pub fn window(&self, now: u64) -> (u64, Option<u64>) {
+        window(self.period, self.alignment, self.anchor, now)
+    }
+}
+
+/// Spending and rate limits, carried inline by a key or a user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// A named budget (`/v1/budgets`) to use instead of the inline `max_budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget_micros: Option<Micros>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_period: Option<Period>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_alignment: Option<Alignment>,
+    /// Start of rolling windows: when the limit was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_anchor: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+}
+
+impl Limits {
+    /// The management API's view of these limits.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "max_budget": self.max_budget_micros.map(format_usd),
+            "budget_period": self.budget_period.map(period_label),
+            "budget_alignment": self.budget_alignment.map(|a| match a { Alignment::Calendar => "calendar", Alignment::Rolling => "rolling" }),
+            "budget_id": self.budget_id,
+            "rpm_limit": self.rpm,
+            "tpm_limit": self.tpm,
+        })
+    }
+
+    /// The inline spending limit, if any.
+    pub fn inline_limit(&self) -> Option<Limit> {
+        self.max_budget_micros.map(|m| Limit {
+            max_micros: m,
+            period: self.budget_period.unwrap_or(Period::Lifetime),
+            alignment: self.budget_alignment.unwrap_or_default(),
+            anchor: self.budget_anchor.unwrap_or(0),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub user_id: String,
+    #[serde(default)]
+    pub alias: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
+    #[serde(default)]
+    pub blocked: bool,
+    #[serde(default)]
+    pub metadata: Value,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetRecord {
+    pub budget_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub max_budget_micros: Micros,
+    pub period: Period,
+    #[serde(default)]
+    pub alignment: Alignment,
+    pub created_at: u64,
+}
+
+impl BudgetRecord {
+    pub fn limit(&self, anchor: u64) -> Limit {
+        Limit {
+            max_micros: self.max_budget_micros,
+            period: self.period,
+            alignment: self.alignment,
+            anchor,
+        }
+    }
+}
