@@ -21,5 +21,6 @@ pub mod providers;
 pub mod records;
 pub mod route;
 pub mod server;
+pub mod services;
 pub mod store;
 pub mod translate;

@@ -14,9 +14,10 @@ use crate::config::Config;
 use crate::gateway::{AppState, Gateway};
 use crate::ledger::Ledger;
 use crate::route::Router;
-use crate::store::keeper::StoreKeeper;
-use crate::store::writer::UsageWriter;
-use crate::store::{snapshot, StoreSlot};
+use crate::services::keeper::StoreKeeper;
+use crate::services::snapshot;
+use crate::services::writer::UsageWriter;
+use crate::store::StoreSlot;
 
 /// Pingora's process options, as given on tollgate's command line.
 #[derive(Debug, Default, Clone)]
@@ -197,7 +198,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
             pg.leases,
         ));
         ledger.enable_shared(ctl.clone());
-        let sync = crate::store::sync::SharedSync {
+        let sync = crate::services::sync::SharedSync {
             slot: store.clone(),
             index: keys.clone(),
             ledger: ledger.clone(),

@@ -29,7 +29,8 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{local, AppState, Ctx, Failure};
 use crate::records::KeyRecord;
 use crate::records::Scope;
-use crate::store::{snapshot, Store};
+use crate::services::snapshot;
+use crate::store::Store;
 
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
 

@@ -12,10 +12,11 @@ use crate::auth::{self, KeyIndex};
 use crate::config::Config;
 use crate::gateway::AppState;
 use crate::ledger::Ledger;
+use crate::services::keeper;
 use crate::store::postgres::{redact_url, PgStore};
 use crate::store::settings::StoreConfig;
 use crate::store::sled_store::SledStore;
-use crate::store::{keeper, StoreError, StoreSlot};
+use crate::store::{StoreError, StoreSlot};
 
 pub struct Store {
     state: AppState,

@@ -2,7 +2,7 @@
 //!
 //! The [`Ledger`] is the in-memory authority for admission: accounts (spend counters), rate
 //! limiters, users, named budgets and prices. It never touches the disk: settled usage goes
-//! to a queue that the store's writer drains in batches (see `store::writer`), and the
+//! to a queue that the store's writer drains in batches (see `services::writer`), and the
 //! counters are rebuilt from the store at start.
 
 pub mod budget;

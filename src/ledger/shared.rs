@@ -1,7 +1,7 @@
 //! The lease side of a shared store: taking, renewing and returning this instance's leases
 //! of budgets and rate windows, reporting rate consumption in batches, and the outage
 //! policy. Called by [`super::Ledger::admit_async`] when a lease is short, and by the
-//! `store::sync` service every sync interval.
+//! `services::sync` service every sync interval.
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -17,7 +17,8 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::records::Scope;
 use crate::store::{LeaseRequest, SharedStore, StoreError, StoreSlot};
 
-/// (scope, id, window_start) of a stored counter.
+/// (scope, id, window_start) of a stored counter. A budget's scope is its [`Scope::code`];
+/// a rate window's is [`rate_scope`].
 type WindowKey = (String, String, u64);
 
 pub struct SharedCtl {
@@ -39,10 +40,8 @@ pub fn unavailable(e: &StoreError) -> GatewayError {
     .with_retry_after(1)
 }
 
-fn budget_scope(s: Scope) -> &'static str {
-    crate::store::postgres::scope_str(s)
-}
-
+/// The lease scope of a rate window: `r` (requests) or `t` (tokens) before the account's
+/// scope code.
 fn rate_scope(s: Scope, tokens: bool) -> &'static str {
     match (s, tokens) {
         (Scope::Key, false) => "rk",
@@ -133,7 +132,7 @@ impl SharedCtl {
     /// of what is free). Ok also when the store granted less: the caller re-checks.
     pub async fn top_up_account(&self, a: &Arc<Account>, amount: u64) -> Result<(), StoreError> {
         let store = self.store()?;
-        let lock = self.lock_for(format!("{}:{}", budget_scope(a.scope), a.id));
+        let lock = self.lock_for(format!("{}:{}", a.scope.code(), a.id));
         let _g = lock.lock().await;
         let Some((sl, reserved, limit)) = a.lease_view(crate::clock::now_secs()) else {
             return Ok(());
@@ -144,7 +143,7 @@ impl SharedCtl {
         };
         let keep = sl.keep(at);
         let req = LeaseRequest {
-            scope: budget_scope(a.scope).into(),
+            scope: a.scope.code().into(),
             id: a.id.clone(),
             window_start: sl.window_start,
             max: limit.max_micros,
@@ -227,32 +226,18 @@ impl SharedCtl {
         let until = sent + self.settings.ttl.saturating_sub(MARGIN);
         let mut renewed: HashSet<(String, String, u64)> = HashSet::new();
         for (scope, id, ws, _amount, spent) in rows {
-            match scope.as_str() {
-                "k" | "u" | "e" => {
-                    let sc = match scope.as_str() {
-                        "k" => Scope::Key,
-                        "u" => Scope::User,
-                        _ => Scope::EndUser,
-                    };
-                    if let Some(a) = ledger.find_account(sc, &id) {
-                        a.renewed(ws, spent, until);
-                    }
+            if let Some(sc) = Scope::from_code(&scope) {
+                if let Some(a) = ledger.find_account(sc, &id) {
+                    a.renewed(ws, spent, until);
                 }
-                "rk" | "ru" | "re" => {
-                    let sc = match scope.as_str() {
-                        "rk" => Scope::Key,
-                        "ru" => Scope::User,
-                        _ => Scope::EndUser,
-                    };
-                    if let Some(l) = ledger.find_limiter(sc, &id) {
-                        l.with_shared(ws, |sh| {
-                            if sh.requests.window_start == ws && sh.requests.valid_until.is_some() {
-                                sh.requests.valid_until = Some(until);
-                            }
-                        });
-                    }
+            } else if let Some(sc) = scope.strip_prefix('r').and_then(Scope::from_code) {
+                if let Some(l) = ledger.find_limiter(sc, &id) {
+                    l.with_shared(ws, |sh| {
+                        if sh.requests.window_start == ws && sh.requests.valid_until.is_some() {
+                            sh.requests.valid_until = Some(until);
+                        }
+                    });
                 }
-                _ => {}
             }
             renewed.insert((scope, id, ws));
         }
@@ -264,11 +249,7 @@ impl SharedCtl {
                 let taken_at = sl
                     .valid_until
                     .map(|v| v - self.settings.ttl.saturating_sub(MARGIN));
-                let key = (
-                    budget_scope(a.scope).to_string(),
-                    a.id.clone(),
-                    sl.window_start,
-                );
+                let key = (a.scope.code().to_string(), a.id.clone(), sl.window_start);
                 if taken_at.is_some_and(|t| t < sent) && !renewed.contains(&key) {
                     log::warn!(
                         "lease of {} '{}' expired in the store; taking a new one on demand",
@@ -295,14 +276,14 @@ impl SharedCtl {
             {
                 continue;
             }
-            let lock = self.lock_for(format!("{}:{}", budget_scope(a.scope), a.id));
+            let lock = self.lock_for(format!("{}:{}", a.scope.code(), a.id));
             let _g = lock.lock().await;
             let at = Instant::now();
             let Some((ws, keep, c_snap)) = a.cap_lease(now, at) else {
                 continue;
             };
             let req = LeaseRequest {
-                scope: budget_scope(a.scope).into(),
+                scope: a.scope.code().into(),
                 id: a.id.clone(),
                 window_start: ws,
                 max: limit.max_micros,

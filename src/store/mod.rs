@@ -1,34 +1,14 @@
-//! Durable state behind one trait: sled (the embedded single-node default) and PostgreSQL
-//! (shared by several tollgate instances, see [`postgres`] and `docs/scale-out.md`). The hot
-//! path never calls the store: it reads in-memory indexes that the store loads at start and
-//! that management calls update after a successful write. With a shared store, the
-//! [`sync::SharedSync`] service keeps those indexes in step with the other instances (a
-//! change sequence polled every 200 ms) and renews this process's budget leases.
-//!
-//! ## Hand-over between processes (graceful upgrade)
-//! sled holds an exclusive file lock, so during `systemctl reload` the new process cannot open
-//! the store while the old one has it. The design:
-//! - whoever holds the store keeps `keys.snapshot.json` (key hashes, never secrets) current,
-//!   written atomically on every key change;
-//! - a starting process loads that snapshot before it accepts a connection, so it
-//!   authenticates from its first request;
-//! - the [`keeper::StoreKeeper`] background service polls for the sled lock and, once it has
-//!   it, loads the authoritative state;
-//! - the old process lets go of the store the moment it receives SIGQUIT (the upgrade
-//!   signal), not when its grace period ends, so the gap is the new process's polling
-//!   interval (200 ms);
-//! - management writes that land on a process without the store get 503 with
-//!   `retry-after: 1`; inference is never refused for it.
+//! Persistence behind two traits: [`Store`] (keys, users, budgets, prices, usage and spend)
+//! and [`SharedStore`] (leases and the change feed of a store several processes share).
+//! Two backends: sled (the embedded single-node default) and PostgreSQL ([`postgres`], see
+//! `docs/scale-out.md`). The hot path never calls the store: it reads in-memory indexes that
+//! the services in [`crate::services`] load from the store and keep in step with it.
 
 pub mod conformance;
-pub mod keeper;
 pub mod postgres;
 pub mod segment;
 pub mod settings;
 pub mod sled_store;
-pub mod snapshot;
-pub mod sync;
-pub mod writer;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;

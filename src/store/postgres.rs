@@ -232,23 +232,6 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-pub fn scope_str(s: Scope) -> &'static str {
-    match s {
-        Scope::Key => "k",
-        Scope::User => "u",
-        Scope::EndUser => "e",
-    }
-}
-
-fn scope_of(s: &str) -> Option<Scope> {
-    match s {
-        "k" => Some(Scope::Key),
-        "u" => Some(Scope::User),
-        "e" => Some(Scope::EndUser),
-        _ => None,
-    }
-}
-
 fn i(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
@@ -591,7 +574,7 @@ impl PgStore {
             }
             for c in s.charges.iter().filter(|c| c.amount > 0) {
                 *sums
-                    .entry((scope_str(c.scope), c.id.as_str(), c.window_start))
+                    .entry((c.scope.code(), c.id.as_str(), c.window_start))
                     .or_default() += c.amount;
             }
             out.push(n);
@@ -810,7 +793,7 @@ impl Store for PgStore {
             .iter()
             .filter_map(|r| {
                 Some((
-                    scope_of(r.get(0))?,
+                    Scope::from_code(r.get(0))?,
                     r.get::<_, String>(1),
                     u(r.get(2)),
                     u(r.get(3)),
@@ -924,7 +907,7 @@ impl Store for PgStore {
             return Ok(());
         }
         let c = self.client().await?;
-        let sc: Vec<&str> = rows.iter().map(|r| scope_str(r.0)).collect();
+        let sc: Vec<&str> = rows.iter().map(|r| r.0.code()).collect();
         let id: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
         let ws: Vec<i64> = rows.iter().map(|r| i(r.2)).collect();
         let amt: Vec<i64> = rows.iter().map(|r| i(r.3)).collect();

@@ -32,17 +32,9 @@ pub struct SledStore {
     spend: sled::Tree,
 }
 
-fn scope_byte(s: Scope) -> u8 {
-    match s {
-        Scope::Key => b'k',
-        Scope::User => b'u',
-        Scope::EndUser => b'e',
-    }
-}
-
 fn spend_key(scope: Scope, id: &str, window_start: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(id.len() + 10);
-    k.push(scope_byte(scope));
+    k.extend_from_slice(scope.code().as_bytes());
     k.extend_from_slice(id.as_bytes());
     k.push(0);
     k.extend_from_slice(&window_start.to_be_bytes());
@@ -50,12 +42,7 @@ fn spend_key(scope: Scope, id: &str, window_start: u64) -> Vec<u8> {
 }
 
 fn parse_spend_key(k: &[u8]) -> Option<(Scope, String, u64)> {
-    let scope = match *k.first()? {
-        b'k' => Scope::Key,
-        b'u' => Scope::User,
-        b'e' => Scope::EndUser,
-        _ => return None,
-    };
+    let scope = Scope::from_code(std::str::from_utf8(k.get(..1)?).ok()?)?;
     if k.len() < 10 {
         return None;
     }

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Store, StoreSlot};
 use crate::ledger::Ledger;
 use crate::records::Settled;
+use crate::store::{Store, StoreSlot};
 
 pub const INTERVAL: Duration = Duration::from_millis(20);
 

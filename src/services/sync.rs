@@ -18,10 +18,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{snapshot, ChangeKind, SharedStore, Store, StoreResult, StoreSlot};
+use super::snapshot;
 use crate::auth::{self, KeyIndex};
 use crate::ledger::shared::SharedCtl;
 use crate::ledger::Ledger;
+use crate::store::{ChangeKind, SharedStore, Store, StoreResult, StoreSlot};
 
 pub struct SharedSync {
     pub slot: Arc<StoreSlot>,

@@ -10,15 +10,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::postgres::PgStore;
-use super::settings::StoreConfig;
-use super::sled_store::SledStore;
-use super::{snapshot, Store, StoreError, StoreSlot};
+use super::snapshot;
 use crate::auth::{self, KeyIndex};
 use crate::clock;
 use crate::ids;
 use crate::ledger::Ledger;
 use crate::records::KeyRecord;
+use crate::store::postgres::{self, PgStore};
+use crate::store::settings::StoreConfig;
+use crate::store::sled_store::SledStore;
+use crate::store::{Store, StoreError, StoreSlot};
 
 /// How often a process waiting for the store retries its lock.
 const LOCK_POLL: Duration = Duration::from_millis(200);
@@ -63,14 +64,14 @@ impl StoreKeeper {
                     Ok(s) => {
                         log::info!(
                             "connected to the shared store {} (schema {})",
-                            super::postgres::redact_url(&pg.pg.url),
+                            postgres::redact_url(&pg.pg.url),
                             pg.pg.schema
                         );
                         return Some(Arc::new(s));
                     }
                     Err(e) => log::error!(
                         "cannot open the shared store {}: {e}; serving from the key snapshot meanwhile",
-                        super::postgres::redact_url(&pg.pg.url)
+                        postgres::redact_url(&pg.pg.url)
                     ),
                 }
                 tokio::select! {
