@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::store::postgres::PgStore;
 use crate::store::settings::StoreConfig;
 use crate::store::sled_store::SledStore;
-use crate::store::{Store, StoreError};
+use crate::store::{SpendRow, Store, StoreError};
 
 /// A store other than the config's.
 #[derive(clap::Args, Debug, Default)]
@@ -185,12 +185,12 @@ pub fn export(config: &Path, from: StoreArg, output: Option<PathBuf>) -> Result<
                 counts[4] += 1;
             }
         }
-        for (scope, id, window_start, spent) in store.load_spend().await.map_err(e)? {
+        for r in store.load_spend().await.map_err(e)? {
             put(&Line::Spend {
-                scope,
-                id,
-                window_start,
-                spent,
+                scope: r.scope,
+                id: r.id,
+                window_start: r.window_start,
+                spent: r.spent,
             })?;
             counts[5] += 1;
         }
@@ -265,7 +265,12 @@ pub fn import(config: &Path, to: StoreArg, input: Option<PathBuf>) -> Result<(),
                     id,
                     window_start,
                     spent,
-                } => spend.push((scope, id, window_start, spent)),
+                } => spend.push(SpendRow {
+                    scope,
+                    id,
+                    window_start,
+                    spent,
+                }),
                 Line::Usage(r) => {
                     usage.push(crate::records::Settled {
                         record: r,

@@ -15,7 +15,7 @@ use super::rate::{RateLimiter, WINDOW_MS};
 use super::Ledger;
 use crate::error::{ErrorKind, GatewayError};
 use crate::records::Scope;
-use crate::store::{LeaseRequest, SharedStore, StoreError, StoreSlot};
+use crate::store::{LeaseRequest, SharedStore, StoreError, StoreSlot, WindowCount};
 
 /// (scope, id, window_start) of a stored counter. A budget's scope is its [`Scope::code`];
 /// a rate window's is [`rate_scope`].
@@ -225,10 +225,11 @@ impl SharedCtl {
         let rows = r?;
         let until = sent + self.settings.ttl.saturating_sub(MARGIN);
         let mut renewed: HashSet<(String, String, u64)> = HashSet::new();
-        for (scope, id, ws, _amount, spent) in rows {
+        for r in rows {
+            let (scope, id, ws) = (r.scope, r.id, r.window_start);
             if let Some(sc) = Scope::from_code(&scope) {
                 if let Some(a) = ledger.find_account(sc, &id) {
-                    a.renewed(ws, spent, until);
+                    a.renewed(ws, r.spent, until);
                 }
             } else if let Some(sc) = scope.strip_prefix('r').and_then(Scope::from_code) {
                 if let Some(l) = ledger.find_limiter(sc, &id) {
@@ -371,7 +372,12 @@ impl SharedCtl {
                     id.clone(),
                     v.requests.window_start,
                 );
-                rows.push((k.0.clone(), k.1.clone(), k.2, v.requests.unconfirmed));
+                rows.push(WindowCount {
+                    scope: k.0.clone(),
+                    id: k.1.clone(),
+                    window_start: k.2,
+                    count: v.requests.unconfirmed,
+                });
                 sent.insert(k, (l.clone(), false, v.requests.unconfirmed));
             }
             if v.tokens.unconfirmed > 0 || v.tpm_limited {
@@ -380,7 +386,12 @@ impl SharedCtl {
                     id.clone(),
                     v.tokens.window_start,
                 );
-                rows.push((k.0.clone(), k.1.clone(), k.2, v.tokens.unconfirmed));
+                rows.push(WindowCount {
+                    scope: k.0.clone(),
+                    id: k.1.clone(),
+                    window_start: k.2,
+                    count: v.tokens.unconfirmed,
+                });
                 sent.insert(k, (l.clone(), true, v.tokens.unconfirmed));
             }
         }
@@ -389,8 +400,9 @@ impl SharedCtl {
         }
         let r = store.add_consumption(rows).await;
         self.note(r.is_ok());
-        for (scope, id, ws, total) in r? {
-            if let Some((l, tokens, n)) = sent.get(&(scope, id, ws)) {
+        for t in r? {
+            let (ws, total) = (t.window_start, t.count);
+            if let Some((l, tokens, n)) = sent.get(&(t.scope, t.id, ws)) {
                 l.with_shared(ws, |sh| {
                     let s = if *tokens {
                         &mut sh.tokens

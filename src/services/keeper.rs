@@ -49,8 +49,8 @@ pub async fn load_state(
     ledger.replace_users(store.load_users().await?);
     ledger.set_overrides(store.load_prices().await?.into_iter().collect());
     ledger.reset_spend();
-    for (scope, id, window_start, spent) in store.load_spend().await? {
-        ledger.seed_spend(scope, &id, window_start, spent);
+    for r in store.load_spend().await? {
+        ledger.seed_spend(r.scope, &r.id, r.window_start, r.spent);
     }
     Ok(())
 }

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use super::{ChangeKind, LeaseRequest, SharedStore, Store, UsageFilter};
+use super::{
+    ChangeKind, LeaseRequest, RenewedLease, SharedStore, SpendRow, Store, UsageFilter, WindowCount,
+};
 use crate::meter::price::Price;
 use crate::records::period::Period;
 use crate::records::KeyRecord;
@@ -44,6 +46,24 @@ pub(crate) fn settled(id: &str, ts_ms: u64, key: &str, cost: u64) -> Settled {
                 amount: cost,
             },
         ],
+    }
+}
+
+fn spend(scope: Scope, id: &str, window_start: u64, spent: u64) -> SpendRow {
+    SpendRow {
+        scope,
+        id: id.into(),
+        window_start,
+        spent,
+    }
+}
+
+fn count(scope: &str, id: &str, window_start: u64, count: u64) -> WindowCount {
+    WindowCount {
+        scope: scope.into(),
+        id: id.into(),
+        window_start,
+        count,
     }
 }
 
@@ -137,14 +157,14 @@ pub async fn run(store: &dyn Store) {
         vec!["u3"],
         "replays never count twice"
     );
-    let mut spend = store.load_spend().await.unwrap();
-    spend.sort();
+    let mut spent = store.load_spend().await.unwrap();
+    spent.sort();
     assert_eq!(
-        spend,
+        spent,
         vec![
-            (Scope::Key, "k1".to_string(), 0, 12),
-            (Scope::Key, "k2".to_string(), 0, 1),
-            (Scope::User, "alice".to_string(), 86_400, 13),
+            spend(Scope::Key, "k1", 0, 12),
+            spend(Scope::Key, "k2", 0, 1),
+            spend(Scope::User, "alice", 86_400, 13),
         ]
     );
     // queries: filters, time range and cursor paging
@@ -220,9 +240,9 @@ pub async fn run(store: &dyn Store) {
         20,
         "each record is new exactly once"
     );
-    let spend = store.load_spend().await.unwrap();
-    assert!(spend.contains(&(Scope::Key, "k4".to_string(), 0, 20)));
-    assert!(spend.contains(&(Scope::Key, "k3".to_string(), 0, 2)));
+    let spent = store.load_spend().await.unwrap();
+    assert!(spent.contains(&spend(Scope::Key, "k4", 0, 20)));
+    assert!(spent.contains(&spend(Scope::Key, "k3", 0, 2)));
     // more filters: user, status, endpoint, model
     let page = store
         .query_usage(
@@ -268,14 +288,14 @@ pub async fn run(store: &dyn Store) {
         .is_empty());
     // import overwrites spend rows
     store
-        .import_spend(vec![(Scope::Key, "k4".into(), 0, 99)])
+        .import_spend(vec![spend(Scope::Key, "k4", 0, 99)])
         .await
         .unwrap();
     assert!(store
         .load_spend()
         .await
         .unwrap()
-        .contains(&(Scope::Key, "k4".to_string(), 0, 99)));
+        .contains(&spend(Scope::Key, "k4", 0, 99)));
     // end users: recorded, filtered on, and their spend kept under their own scope
     let mut batch: Vec<Settled> = ["eu-1", "eu-2", "eu-1"]
         .iter()
@@ -312,9 +332,9 @@ pub async fn run(store: &dyn Store) {
         .unwrap()
         .records
         .is_empty());
-    let spend = store.load_spend().await.unwrap();
-    assert!(spend.contains(&(Scope::EndUser, "k5/eu-1".to_string(), 0, 6)));
-    assert!(spend.contains(&(Scope::EndUser, "k5/eu-2".to_string(), 0, 3)));
+    let spent = store.load_spend().await.unwrap();
+    assert!(spent.contains(&spend(Scope::EndUser, "k5/eu-1", 0, 6)));
+    assert!(spent.contains(&spend(Scope::EndUser, "k5/eu-2", 0, 3)));
     store.flush().await.unwrap();
     assert!(store.healthy());
 }
@@ -372,8 +392,13 @@ pub async fn run_shared(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     let renewed = sa.renew(60_000).await.unwrap();
     assert_eq!(
         renewed,
-        vec![("k".to_string(), "L".to_string(), 0, 30, 20)],
-        "(scope, id, window, amount, spent)"
+        vec![RenewedLease {
+            scope: "k".into(),
+            id: "L".into(),
+            window_start: 0,
+            amount: 30,
+            spent: 20,
+        }]
     );
     let g = sa
         .lease(&lease("L", 100, 10, 0, 0.0, 60_000))
@@ -430,19 +455,19 @@ pub async fn run_shared(a: Arc<dyn Store>, b: Arc<dyn Store>) {
 
     // rate consumption: batched increments, totals read back
     let t = sa
-        .add_consumption(vec![("rk".into(), "R".into(), 60_000, 3)])
+        .add_consumption(vec![count("rk", "R", 60_000, 3)])
         .await
         .unwrap();
-    assert_eq!(t, vec![("rk".to_string(), "R".to_string(), 60_000, 3)]);
+    assert_eq!(t, vec![count("rk", "R", 60_000, 3)]);
     let t = sb
         .add_consumption(vec![
-            ("rk".into(), "R".into(), 60_000, 2),
-            ("tk".into(), "R".into(), 60_000, 0),
+            count("rk", "R", 60_000, 2),
+            count("tk", "R", 60_000, 0),
         ])
         .await
         .unwrap();
-    assert!(t.contains(&("rk".to_string(), "R".to_string(), 60_000, 5)));
-    assert!(t.contains(&("tk".to_string(), "R".to_string(), 60_000, 0)));
+    assert!(t.contains(&count("rk", "R", 60_000, 5)));
+    assert!(t.contains(&count("tk", "R", 60_000, 0)));
     // consumption counts against request leases of the same window
     let mut r = lease("R", 6, 0, 1, 0.0, 60_000);
     r.scope = "rk".into();
@@ -455,12 +480,7 @@ pub async fn run_shared(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     );
     sa.release_all().await.unwrap();
     // rate and lease rows are not spend: load_spend shows budget accounts only
-    assert!(a
-        .load_spend()
-        .await
-        .unwrap()
-        .iter()
-        .all(|(_, id, _, _)| id != "R"));
+    assert!(a.load_spend().await.unwrap().iter().all(|r| r.id != "R"));
 }
 
 /// A PostgreSQL store in a fresh schema of the test server, or None (with a notice) when

@@ -4,6 +4,7 @@
 //! `docs/scale-out.md`). The hot path never calls the store: it reads in-memory indexes that
 //! the services in [`crate::services`] load from the store and keep in step with it.
 
+#[cfg(test)]
 pub mod conformance;
 pub mod postgres;
 pub mod segment;
@@ -15,11 +16,7 @@ use parking_lot::RwLock;
 use std::sync::Arc;
 
 use crate::meter::price::Price;
-use crate::records::KeyRecord;
-use crate::records::Scope;
-use crate::records::Settled;
-use crate::records::UsageRecord;
-use crate::records::{BudgetRecord, UserRecord};
+use crate::records::{BudgetRecord, KeyRecord, Micros, Scope, Settled, UsageRecord, UserRecord};
 
 /// Filters for usage queries. Times are milliseconds since the epoch, `[from, to)`.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +54,15 @@ impl UsageFilter {
 pub struct UsagePage {
     pub records: Vec<UsageRecord>,
     pub next_cursor: Option<String>,
+}
+
+/// The stored spend of one budget account in one window.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SpendRow {
+    pub scope: Scope,
+    pub id: String,
+    pub window_start: u64,
+    pub spent: Micros,
 }
 
 #[derive(Debug)]
@@ -105,8 +111,8 @@ pub trait Store: Send + Sync {
     /// id is already stored is skipped), then makes them durable. Returns the records that
     /// were new.
     async fn append_usage(&self, batch: Vec<Settled>) -> StoreResult<Vec<Settled>>;
-    /// Stored spend of (scope, id) in the window starting at `window_start`.
-    async fn load_spend(&self) -> StoreResult<Vec<(Scope, String, u64, u64)>>;
+    /// The stored spend of every budget account window.
+    async fn load_spend(&self) -> StoreResult<Vec<SpendRow>>;
     /// Usage records matching `filter`, oldest first, after the cursor.
     async fn query_usage(
         &self,
@@ -133,7 +139,7 @@ pub trait Store: Send + Sync {
 
     /// Overwrites stored spend rows (`tollgate import`); usage imported without charges
     /// leaves spend alone, so the two together move a store exactly.
-    async fn import_spend(&self, rows: Vec<(Scope, String, u64, u64)>) -> StoreResult<()>;
+    async fn import_spend(&self, rows: Vec<SpendRow>) -> StoreResult<()>;
 
     /// The shared-store side of this backend (leases, change feed), if several processes
     /// may use it at once. sled: none.
@@ -208,6 +214,29 @@ pub struct LeaseGrant {
     pub others: u64,
 }
 
+/// One of this holder's live leases after a renewal, with the stored spend of its window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewedLease {
+    /// The lease scope: a budget's [`Scope::code`], or a rate window's (`rk`, `ru`, `re`).
+    pub scope: String,
+    pub id: String,
+    pub window_start: u64,
+    /// This holder's lease.
+    pub amount: u64,
+    /// Stored (settled) spend in the window.
+    pub spent: u64,
+}
+
+/// A rate-window counter of a shared store: requests or tokens counted in one window of
+/// one account (scope `rk`, `tk`, ...: see the ledger's `rate_scope`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WindowCount {
+    pub scope: String,
+    pub id: String,
+    pub window_start: u64,
+    pub count: u64,
+}
+
 /// The shared-store operations (PostgreSQL): leases of budgets and rate windows, and the
 /// change sequence that other instances poll.
 #[async_trait]
@@ -220,16 +249,12 @@ pub trait SharedStore: Send + Sync {
     /// Takes, tops up or returns a lease, atomically against every other holder.
     async fn lease(&self, req: &LeaseRequest) -> StoreResult<LeaseGrant>;
     /// Extends this holder's live leases by `ttl_ms`; returns them with the stored spend of
-    /// their windows, (scope, id, window_start, amount, spent). A lease that already
-    /// expired is not renewed (another holder may have taken its amount).
-    async fn renew(&self, ttl_ms: u64) -> StoreResult<Vec<(String, String, u64, u64, u64)>>;
+    /// their windows. A lease that already expired is not renewed (another holder may have
+    /// taken its amount).
+    async fn renew(&self, ttl_ms: u64) -> StoreResult<Vec<RenewedLease>>;
     /// Adds rate-window consumption (requests or tokens counted locally) to the stored
-    /// counters, in one statement, and returns the totals after it: rows of (scope, id,
-    /// window_start, amount); an amount of 0 only reads.
-    async fn add_consumption(
-        &self,
-        rows: Vec<(String, String, u64, u64)>,
-    ) -> StoreResult<Vec<(String, String, u64, u64)>>;
+    /// counters, in one statement, and returns the totals after it; a count of 0 only reads.
+    async fn add_consumption(&self, rows: Vec<WindowCount>) -> StoreResult<Vec<WindowCount>>;
     /// Drops every lease of this holder (clean shutdown).
     async fn release_all(&self) -> StoreResult<()>;
 }

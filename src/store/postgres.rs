@@ -27,8 +27,8 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 
 use super::{
-    ChangeKind, LeaseGrant, LeaseRequest, SharedStore, Store, StoreError, StoreResult, UsageFilter,
-    UsagePage,
+    ChangeKind, LeaseGrant, LeaseRequest, RenewedLease, SharedStore, SpendRow, Store, StoreError,
+    StoreResult, UsageFilter, UsagePage, WindowCount,
 };
 use crate::meter::price::Price;
 use crate::records::KeyRecord;
@@ -779,7 +779,7 @@ impl Store for PgStore {
         Ok(fresh.into_iter().filter_map(|n| batch[n].take()).collect())
     }
 
-    async fn load_spend(&self) -> StoreResult<Vec<(Scope, String, u64, u64)>> {
+    async fn load_spend(&self) -> StoreResult<Vec<SpendRow>> {
         let c = self.client().await?;
         let r = c
             .query(
@@ -792,12 +792,12 @@ impl Store for PgStore {
             .mark(r)?
             .iter()
             .filter_map(|r| {
-                Some((
-                    Scope::from_code(r.get(0))?,
-                    r.get::<_, String>(1),
-                    u(r.get(2)),
-                    u(r.get(3)),
-                ))
+                Some(SpendRow {
+                    scope: Scope::from_code(r.get(0))?,
+                    id: r.get(1),
+                    window_start: u(r.get(2)),
+                    spent: u(r.get(3)),
+                })
             })
             .collect())
     }
@@ -902,15 +902,15 @@ impl Store for PgStore {
         self.healthy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn import_spend(&self, rows: Vec<(Scope, String, u64, u64)>) -> StoreResult<()> {
+    async fn import_spend(&self, rows: Vec<SpendRow>) -> StoreResult<()> {
         if rows.is_empty() {
             return Ok(());
         }
         let c = self.client().await?;
-        let sc: Vec<&str> = rows.iter().map(|r| r.0.code()).collect();
-        let id: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-        let ws: Vec<i64> = rows.iter().map(|r| i(r.2)).collect();
-        let amt: Vec<i64> = rows.iter().map(|r| i(r.3)).collect();
+        let sc: Vec<&str> = rows.iter().map(|r| r.scope.code()).collect();
+        let id: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let ws: Vec<i64> = rows.iter().map(|r| i(r.window_start)).collect();
+        let amt: Vec<i64> = rows.iter().map(|r| i(r.spent)).collect();
         c.execute(
             "INSERT INTO tg_spend (scope, id, window_start, spent)
              SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
@@ -951,7 +951,7 @@ impl SharedStore for PgStore {
         self.mark(r)
     }
 
-    async fn renew(&self, ttl_ms: u64) -> StoreResult<Vec<(String, String, u64, u64, u64)>> {
+    async fn renew(&self, ttl_ms: u64) -> StoreResult<Vec<RenewedLease>> {
         let c = self.client().await?;
         let r = c
             .query(
@@ -967,32 +967,27 @@ impl SharedStore for PgStore {
         Ok(self
             .mark(r)?
             .iter()
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    r.get::<_, String>(1),
-                    u(r.get(2)),
-                    u(r.get(3)),
-                    u(r.get(4)),
-                )
+            .map(|r| RenewedLease {
+                scope: r.get(0),
+                id: r.get(1),
+                window_start: u(r.get(2)),
+                amount: u(r.get(3)),
+                spent: u(r.get(4)),
             })
             .collect())
     }
 
-    async fn add_consumption(
-        &self,
-        rows: Vec<(String, String, u64, u64)>,
-    ) -> StoreResult<Vec<(String, String, u64, u64)>> {
+    async fn add_consumption(&self, rows: Vec<WindowCount>) -> StoreResult<Vec<WindowCount>> {
         if rows.is_empty() {
             return Ok(rows);
         }
         let mut rows = rows;
         rows.sort();
         let c = self.client().await?;
-        let sc: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-        let id: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-        let ws: Vec<i64> = rows.iter().map(|r| i(r.2)).collect();
-        let amt: Vec<i64> = rows.iter().map(|r| i(r.3)).collect();
+        let sc: Vec<&str> = rows.iter().map(|r| r.scope.as_str()).collect();
+        let id: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let ws: Vec<i64> = rows.iter().map(|r| i(r.window_start)).collect();
+        let amt: Vec<i64> = rows.iter().map(|r| i(r.count)).collect();
         let r = c
             .query(
                 "INSERT INTO tg_spend (scope, id, window_start, spent)
@@ -1006,7 +1001,12 @@ impl SharedStore for PgStore {
         Ok(self
             .mark(r)?
             .iter()
-            .map(|r| (r.get(0), r.get(1), u(r.get(2)), u(r.get(3))))
+            .map(|r| WindowCount {
+                scope: r.get(0),
+                id: r.get(1),
+                window_start: u(r.get(2)),
+                count: u(r.get(3)),
+            })
             .collect())
     }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{segment, Store, StoreError, StoreResult, UsageFilter, UsagePage};
+use super::{segment, SpendRow, Store, StoreError, StoreResult, UsageFilter, UsagePage};
 use crate::meter::price::Price;
 use crate::records::KeyRecord;
 use crate::records::Scope;
@@ -359,7 +359,7 @@ impl Store for SledStore {
         .await
     }
 
-    async fn load_spend(&self) -> StoreResult<Vec<(Scope, String, u64, u64)>> {
+    async fn load_spend(&self) -> StoreResult<Vec<SpendRow>> {
         let t = self.spend.clone();
         blocking(move || {
             let mut out = Vec::new();
@@ -368,7 +368,12 @@ impl Store for SledStore {
                 if let (Some((scope, id, ws)), Ok(b)) =
                     (parse_spend_key(&k), <[u8; 8]>::try_from(v.as_ref()))
                 {
-                    out.push((scope, id, ws, u64::from_be_bytes(b)));
+                    out.push(SpendRow {
+                        scope,
+                        id,
+                        window_start: ws,
+                        spent: u64::from_be_bytes(b),
+                    });
                 }
             }
             Ok(out)
@@ -486,12 +491,15 @@ impl Store for SledStore {
         blocking(move || db.flush().map(|_| ()).map_err(io)).await
     }
 
-    async fn import_spend(&self, rows: Vec<(Scope, String, u64, u64)>) -> StoreResult<()> {
+    async fn import_spend(&self, rows: Vec<SpendRow>) -> StoreResult<()> {
         let (spend, db) = (self.spend.clone(), self.db.clone());
         blocking(move || {
-            for (scope, id, ws, amount) in rows {
+            for r in rows {
                 spend
-                    .insert(spend_key(scope, &id, ws), &amount.to_be_bytes())
+                    .insert(
+                        spend_key(r.scope, &r.id, r.window_start),
+                        &r.spent.to_be_bytes(),
+                    )
                     .map_err(io)?;
             }
             db.flush().map_err(io)?;
