@@ -8,10 +8,11 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::AppState;
 use crate::ids;
 use crate::ledger::limits::parse_money;
-use crate::records::money::format_usd;
-use crate::records::period::{parse_period, period_label};
-use crate::records::period::{Alignment, Period};
-use crate::records::BudgetRecord;
+use crate::records::{
+    money::format_usd,
+    period::{parse_period, period_label, Alignment, Period},
+    BudgetRecord,
+};
 
 const FIELDS: &[&str] = &[
     "budget_id",

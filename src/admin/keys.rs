@@ -11,8 +11,7 @@ use crate::error::GatewayError;
 use crate::gateway::AppState;
 use crate::ids;
 use crate::ledger::limits::{apply_limits, parse_allowed_models};
-use crate::records::KeyRecord;
-use crate::records::Scope;
+use crate::records::{KeyRecord, Scope};
 
 const FIELDS: &[&str] = &[
     "name",

@@ -27,8 +27,7 @@ use crate::auth;
 use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{local, AppState, Ctx, Failure};
-use crate::records::KeyRecord;
-use crate::records::Scope;
+use crate::records::{KeyRecord, Scope};
 use crate::services::snapshot;
 use crate::store::Store;
 

@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use super::{internal, Answer, Req, Resp};
 use crate::error::GatewayError;
 use crate::gateway::AppState;
-use crate::records::money::format_usd;
-use crate::records::period::{parse_time, rfc3339};
-use crate::records::UsageRecord;
+use crate::records::{
+    money::format_usd,
+    period::{parse_time, rfc3339},
+    UsageRecord,
+};
 use crate::store::{Store, UsageFilter};
 
 /// The most records one export or grouping scans.

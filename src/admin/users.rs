@@ -9,8 +9,7 @@ use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::AppState;
 use crate::ledger::limits::{apply_limits, parse_allowed_models};
-use crate::records::Scope;
-use crate::records::{Limits, UserRecord};
+use crate::records::{Limits, Scope, UserRecord};
 
 const FIELDS: &[&str] = &[
     "user_id",

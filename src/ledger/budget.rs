@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use super::lease::Slice;
-use crate::records::Micros;
-use crate::records::{Limit, Scope};
+use crate::records::{Limit, Micros, Scope};
 
 /// The counters of one account in its current window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,9 +5,11 @@
 use serde_json::Value;
 
 use crate::error::GatewayError;
-use crate::records::money::parse_usd;
-use crate::records::period::{parse_period, Alignment};
-use crate::records::{Limits, Micros};
+use crate::records::{
+    money::parse_usd,
+    period::{parse_period, Alignment},
+    Limits, Micros,
+};
 
 /// Parses a USD amount given as a JSON number or string into micro-dollars.
 pub fn parse_money(v: &Value, field: &str) -> Result<Micros, GatewayError> {

@@ -22,12 +22,12 @@ use std::borrow::Cow;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::price::{Price, PriceTable};
-use crate::records::money::format_usd;
-use crate::records::period::{self, period_label};
-use crate::records::Micros;
-use crate::records::UsageRecord;
 use crate::records::{
-    end_user_id, BudgetRecord, Charge, KeyRecord, Limit, Limits, Scope, Settled, UserRecord,
+    end_user_id,
+    money::format_usd,
+    period::{self, period_label},
+    BudgetRecord, Charge, KeyRecord, Limit, Limits, Micros, Scope, Settled, UsageRecord,
+    UserRecord,
 };
 
 /// Settled work waiting for the writer. Bounded only by how fast the store writes: the

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::budget::Account;
-use super::lease::{LeaseSettings, OutageMode, MARGIN};
+use super::lease::MARGIN;
 use super::rate::{RateLimiter, WINDOW_MS};
 use super::Ledger;
 use crate::error::{ErrorKind, GatewayError};
 use crate::records::Scope;
+use crate::store::settings::{LeaseSettings, OutageMode};
 use crate::store::{LeaseRequest, SharedStore, StoreError, StoreSlot, WindowCount};
 
 /// (scope, id, window_start) of a stored counter. A budget's scope is its [`Scope::code`];

@@ -9,9 +9,7 @@ use crate::auth::{unhex, KeyIndex};
 use crate::ids::hex;
 use crate::ledger::budget::Counter;
 use crate::ledger::Ledger;
-use crate::records::KeyRecord;
-use crate::records::Scope;
-use crate::records::{BudgetRecord, UserRecord};
+use crate::records::{BudgetRecord, KeyRecord, Scope, UserRecord};
 
 pub const FILE: &str = "keys.snapshot.json";
 

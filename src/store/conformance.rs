@@ -11,12 +11,10 @@ use super::{
     ChangeKind, LeaseRequest, RenewedLease, SharedStore, SpendRow, Store, UsageFilter, WindowCount,
 };
 use crate::meter::price::Price;
-use crate::records::period::Period;
-use crate::records::KeyRecord;
-use crate::records::Scope;
-use crate::records::UsageRecord;
-use crate::records::{BudgetRecord, Limits, UserRecord};
-use crate::records::{Charge, Settled};
+use crate::records::{
+    period::Period, BudgetRecord, Charge, KeyRecord, Limits, Scope, Settled, UsageRecord,
+    UserRecord,
+};
 
 pub(crate) fn settled(id: &str, ts_ms: u64, key: &str, cost: u64) -> Settled {
     Settled {

@@ -31,11 +31,7 @@ use super::{
     StoreResult, UsageFilter, UsagePage, WindowCount,
 };
 use crate::meter::price::Price;
-use crate::records::KeyRecord;
-use crate::records::Scope;
-use crate::records::Settled;
-use crate::records::UsageRecord;
-use crate::records::{BudgetRecord, UserRecord};
+use crate::records::{BudgetRecord, KeyRecord, Scope, Settled, UsageRecord, UserRecord};
 
 /// TLS to the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -435,7 +431,8 @@ impl PgStore {
             .map_err(pg_err)?;
         // One lock per schema: instances starting together apply each migration once.
         let lock_key = i64::from_be_bytes(
-            crate::auth::hash_key(&format!("tollgate-migrate-{schema}"))[..8]
+            <sha2::Sha256 as sha2::Digest>::digest(format!("tollgate-migrate-{schema}").as_bytes())
+                [..8]
                 .try_into()
                 .unwrap(),
         );

@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use super::postgres::{PgSettings, TlsMode};
 use crate::config::ConfigError;
-use crate::ledger::lease::{LeaseSettings, OutageMode};
 
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +66,43 @@ pub struct PgConfig {
 impl StoreConfig {
     pub fn is_shared(&self) -> bool {
         matches!(self, StoreConfig::Postgres(_))
+    }
+}
+
+/// What a database outage does to admission (`store.on_outage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutageMode {
+    /// Keep serving from cached keys; budgets and rate limits spend only the leases held
+    /// (until they expire), and unlimited keys are served for `max_stale_secs` at most.
+    /// Usage is spooled to disk and written when the database is back.
+    #[default]
+    ServeFromCache,
+    /// Refuse every inference request with 503 while the database is unreachable.
+    FailClosed,
+}
+
+/// Lease settings (from `store:`).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSettings {
+    pub ttl: Duration,
+    /// Share of what is free that one lease call takes beyond what it needs.
+    pub fraction: f64,
+    /// A lease unused for this long gives back what it does not need.
+    pub idle: Duration,
+    pub on_outage: OutageMode,
+    pub max_stale: Duration,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        LeaseSettings {
+            ttl: Duration::from_secs(10),
+            fraction: 0.1,
+            idle: Duration::from_secs(2),
+            on_outage: OutageMode::ServeFromCache,
+            max_stale: Duration::from_secs(300),
+        }
     }
 }
 

@@ -9,11 +9,7 @@ use sled::Transactional;
 
 use super::{segment, SpendRow, Store, StoreError, StoreResult, UsageFilter, UsagePage};
 use crate::meter::price::Price;
-use crate::records::KeyRecord;
-use crate::records::Scope;
-use crate::records::Settled;
-use crate::records::UsageRecord;
-use crate::records::{BudgetRecord, UserRecord};
+use crate::records::{BudgetRecord, KeyRecord, Scope, Settled, UsageRecord, UserRecord};
 
 pub struct SledStore {
     db: sled::Db,
