@@ -1,5 +1,5 @@
 //! The usage record: one per request that reached (or tried to reach) a provider. Its token
-//! counts come from [`crate::meter::Usage`] (`Usage::record_into`, `Usage::of_record`).
+//! counts are written and read by the meter (`Usage::record_into`, `Usage::of_record`).
 
 use serde::{Deserialize, Serialize};
 
