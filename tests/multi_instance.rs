@@ -513,6 +513,7 @@ async fn a_killed_instance_loses_nothing_counted_and_its_leases_come_back() {
     let kflag = killed.clone();
     // SIGKILL instance #2 (by its PID) once 60 requests have been answered, with requests
     // in flight on it (each takes 40 ms at the upstream).
+    let load_start = Instant::now();
     let res = load(
         &urls,
         &secret,
@@ -530,6 +531,7 @@ async fn a_killed_instance_loses_nothing_counted_and_its_leases_come_back() {
     )
     .await;
     assert!(killed.load(Ordering::SeqCst));
+    let load_took = load_start.elapsed();
     w.gws[2].wait_exit(Duration::from_secs(5));
     let served = count(&res, 200) as u64;
     let lost_conn = count(&res, 0) as u64;
@@ -559,7 +561,7 @@ async fn a_killed_instance_loses_nothing_counted_and_its_leases_come_back() {
         }
     }
     println!(
-        "kill -9 of instance #2 (pid {victim}) mid-load: clients got {served} 200s ({at_victim} from #2 before it died), {lost_conn} connection errors; {after} more served after its leases expired"
+        "kill -9 of instance #2 (pid {victim}) mid-load: clients got {served} 200s ({at_victim} from #2 before it died), {lost_conn} connection errors in {load_took:?}; {after} more served after its leases expired"
     );
     println!(
         "reconciliation: upstream saw {upstream} calls (${}), the store recorded {rec_ok} (${}); {in_flight_lost} were in flight or unwritten on the killed instance; budget ${}",
@@ -579,7 +581,13 @@ async fn a_killed_instance_loses_nothing_counted_and_its_leases_come_back() {
         upstream * COST <= budget + in_flight_lost * COST,
         "total upstream cost <= budget + cost of requests in flight"
     );
-    assert!(after > 0, "the victim's leases came back after the TTL");
+    // The victim's leases come back after their TTL (3 s). When the load outlasts the TTL (a
+    // busy machine), they come back during the load and the survivors spend them there; the
+    // last assertion (the whole budget spent) shows it either way.
+    assert!(
+        after > 0 || load_took >= Duration::from_secs(3),
+        "the victim's leases came back after the TTL"
+    );
     assert!(
         rec_ok + 3 >= k,
         "the survivors spend the budget (up to leftovers smaller than one request): {rec_ok}"
