@@ -727,8 +727,7 @@ async fn end_user_spend_survives_a_restart() {
 /// Needs `TOLLGATE_TEST_PG_URL` (tests/run.sh starts a PostgreSQL and sets it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn end_user_limits_hold_across_instances_on_postgres() {
-    let Ok(url) = std::env::var("TOLLGATE_TEST_PG_URL") else {
-        eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
+    let Some(url) = pg_url() else {
         return;
     };
     let schema = format!(

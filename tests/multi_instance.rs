@@ -26,16 +26,6 @@ const COST: u64 = INPUT + 2 * OUTPUT;
 /// The tests of this file share one PostgreSQL server that one of them restarts.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn pg_url() -> Option<String> {
-    match std::env::var("TOLLGATE_TEST_PG_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
-            None
-        }
-    }
-}
-
 fn schema(name: &str) -> String {
     let n: u64 = rand_u64();
     format!("t_{name}_{n:x}")
@@ -589,8 +579,7 @@ async fn a_killed_instance_loses_nothing_counted_and_its_leases_come_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_mid_load_loses_no_usage() {
     let Some(url) = pg_url() else { return };
-    let Ok(pgdata) = std::env::var("TOLLGATE_TEST_PG_DATA") else {
-        eprintln!("skipped: TOLLGATE_TEST_PG_DATA is not set (tests/run.sh sets it)");
+    let Some(pgdata) = need_env("TOLLGATE_TEST_PG_DATA", "tests/run.sh sets it") else {
         return;
     };
     let _serial = SERIAL.lock().await;
@@ -679,8 +668,7 @@ async fn postgres_restarted_mid_load_loses_no_usage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fail_closed_refuses_while_the_database_is_down() {
     let Some(url) = pg_url() else { return };
-    let Ok(pgdata) = std::env::var("TOLLGATE_TEST_PG_DATA") else {
-        eprintln!("skipped: TOLLGATE_TEST_PG_DATA is not set (tests/run.sh sets it)");
+    let Some(pgdata) = need_env("TOLLGATE_TEST_PG_DATA", "tests/run.sh sets it") else {
         return;
     };
     let _serial = SERIAL.lock().await;

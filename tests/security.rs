@@ -920,8 +920,7 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_on_one_instance_stops_on_another_within_a_second() {
-    let Ok(pg) = std::env::var("TOLLGATE_TEST_PG_URL") else {
-        eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
+    let Some(pg) = pg_url() else {
         return;
     };
     let mock = MockServer::start().await;

@@ -17,16 +17,6 @@ use std::time::Duration;
 
 const PRICING: &str = "pricing:\n  openai:gpt-4o-mini: {input: 1, output: 2}\n";
 
-fn pg_url() -> Option<String> {
-    match std::env::var("TOLLGATE_TEST_PG_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
-            None
-        }
-    }
-}
-
 fn unique(name: &str) -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -390,7 +380,7 @@ async fn tls_to_the_database_is_verified() {
         return;
     }
     if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("skipped: no openssl command to make test certificates");
+        skip("no openssl command to make test certificates");
         return;
     }
     // A second PostgreSQL of our own that speaks TLS, on its own port and data dir.

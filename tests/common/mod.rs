@@ -2,6 +2,9 @@
 //! pointed at the in-process mock upstream.
 #![allow(dead_code)]
 
+mod skip;
+pub use skip::*;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
