@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test tollgate:
 # cmake (pingora's zlib-ng build), python3-venv (acceptance tests), ca-certificates (TLS
-# upstreams), curl, postgresql (the shared-store tests start their own server on loopback).
+# upstreams), curl, openssl (test certificates), postgresql (the shared-store tests start
+# their own server on loopback).
 # Does nothing when they are present.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v npm >/dev/null 2>&1 || need+=(npm)

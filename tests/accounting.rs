@@ -11,17 +11,18 @@ use std::time::Duration;
 
 /// The mock model's price: $1 per million input tokens, $2 per million output tokens, so a
 /// request's cost in micro-dollars is `input + 2 * output`.
-const PRICING: &str = "pricing:\n  openai:gpt-4o-mini: {input: 1, output: 2}\n  anthropic:claude-x: {input: 1, output: 2}\n";
+fn priced(c: TestConfig) -> TestConfig {
+    c.pricing("openai:gpt-4o-mini", 1, 2)
+        .pricing("anthropic:claude-x", 1, 2)
+}
 
-async fn start(extra: &str) -> (MockServer, Gateway) {
+/// A gateway on a fresh mock, priced, with `more` of the config.
+async fn start(more: impl FnOnce(TestConfig) -> TestConfig) -> (MockServer, Gateway) {
     let mock = MockServer::start().await;
-    let url = mock.url();
-    let extra = format!("{PRICING}{extra}");
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| config_for(&url, port, dir, &extra))
-    })
-    .await
-    .unwrap();
+    let cfg = more(priced(TestConfig::new(&mock.url())));
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     (mock, gw)
 }
 
@@ -54,7 +55,7 @@ fn sized_chat(input: u64, output: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_admit_exactly_what_the_budget_allows_and_spend_is_exact() {
-    let (mock, gw) = start("").await;
+    let (mock, gw) = start(|c| c).await;
     // Each request costs exactly 500 + 2*100 = 700 micro-dollars and reserves the same.
     let (input, output) = (500u64, 100u64);
     let per_request = input + 2 * output;
@@ -134,7 +135,7 @@ fn crate_usd(m: u64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_budget_is_a_native_403_that_says_limit_spend_and_reset() {
-    let (_mock, gw) = start("").await;
+    let (_mock, gw) = start(|c| c).await;
     admin(
         &gw,
         reqwest::Method::POST,
@@ -182,7 +183,7 @@ async fn over_budget_is_a_native_403_that_says_limit_spend_and_reset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpm_limit_gives_429_with_retry_after_and_pricing_and_allow_lists_refuse_early() {
-    let (mock, gw) = start("require_pricing: true\n").await;
+    let (mock, gw) = start(|c| c.set("require_pricing", true)).await;
     let (_, key) = admin(
         &gw,
         reqwest::Method::POST,
@@ -222,7 +223,7 @@ async fn rpm_limit_gives_429_with_retry_after_and_pricing_and_allow_lists_refuse
 async fn user_mismatch_is_refused_but_claude_code_metadata_is_not() {
     // reject_user_mismatch is off by default (a named user is end-user attribution, see
     // tests/end_user.rs); this test turns it on globally, as an operator who wants it would.
-    let (_mock, gw) = start("reject_user_mismatch: true\n").await;
+    let (_mock, gw) = start(|c| c.set("reject_user_mismatch", true)).await;
     admin(
         &gw,
         reqwest::Method::POST,
@@ -259,7 +260,7 @@ async fn user_mismatch_is_refused_but_claude_code_metadata_is_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_records_hold_every_field_and_export_as_jsonl_and_csv() {
-    let (_mock, gw) = start("").await;
+    let (_mock, gw) = start(|c| c).await;
     let (_, key) = admin(
         &gw,
         reqwest::Method::POST,
@@ -344,7 +345,7 @@ async fn usage_records_hold_every_field_and_export_as_jsonl_and_csv() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn management_api_validates_and_pages() {
-    let (_mock, gw) = start("").await;
+    let (_mock, gw) = start(|c| c).await;
     let (st, v) = admin(
         &gw,
         reqwest::Method::POST,
@@ -480,7 +481,7 @@ async fn kill_9_under_load_loses_no_usage_that_finished_before_the_promise() {
     let dir = tmp.path().to_path_buf();
     let (d1, u1) = (dir.clone(), url.clone());
     let mut gw = tokio::task::spawn_blocking(move || {
-        Gateway::spawn_in(&d1, move |p, d| config_for(&u1, p, d, PRICING), &[])
+        Gateway::spawn_in(&d1, priced(TestConfig::new(&u1)).file(), &[])
     })
     .await
     .unwrap();
@@ -577,7 +578,7 @@ async fn kill_9_under_load_loses_no_usage_that_finished_before_the_promise() {
 /// meters it, and keeps it from the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openai_stream_is_metered_from_a_usage_chunk_the_client_never_sees() {
-    let (mock, gw) = start("").await;
+    let (mock, gw) = start(|c| c).await;
     let (_, key) = admin(
         &gw,
         reqwest::Method::POST,

@@ -148,20 +148,21 @@ async fn usage_record(gw: &Gateway, request_id: &str) -> Option<Value> {
 async fn every_broken_stream_ends_the_way_its_client_retries() {
     let mock = MockServer::start().await;
     let url = mock.url();
-    let idle = "    stream_idle_timeout_ms: 800\n";
-    let extra = format!(
-        "{idle}  chatonly:\n    kind: openai\n    base_url: {url}/v1\n    api_key: sk-chat-provider-key\n    native_responses: false\n{idle}  gemini:\n    kind: gemini\n    base_url: {url}\n    api_key: gm-provider-key\n{idle}"
-    );
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(move |p, d| {
-            config_for(&url, p, d, &extra).replace(
-                "    models: [gpt-4o-mini]\n",
-                &format!("    models: [gpt-4o-mini]\n{idle}"),
-            )
-        })
-    })
-    .await
-    .unwrap();
+    let idle = 800;
+    let cfg = TestConfig::new(&url)
+        .provider_set("openai", "stream_idle_timeout_ms", idle)
+        .provider_set("anthropic", "stream_idle_timeout_ms", idle)
+        .provider(
+            "chatonly",
+            json!({"kind": "openai", "base_url": format!("{url}/v1"), "api_key": "sk-chat-provider-key", "native_responses": false, "stream_idle_timeout_ms": idle}),
+        )
+        .provider(
+            "gemini",
+            json!({"kind": "gemini", "base_url": url, "api_key": "gm-provider-key", "stream_idle_timeout_ms": idle}),
+        );
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     let key = gw.create_key("broken").await;
     let mut failures = Vec::new();
     let mut n = 0;

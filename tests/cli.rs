@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const PRICING: &str = "pricing:\n  openai:gpt-4o-mini: {input: 1, output: 2}\n";
+/// The mock, with the price of its model.
+fn priced(mock_url: &str) -> TestConfig {
+    TestConfig::new(mock_url).pricing("openai:gpt-4o-mini", 1, 2)
+}
 
 struct Out {
     ok: bool,
@@ -79,22 +82,15 @@ fn created_key(out: &str) -> (String, String) {
 /// no master key (it comes from the environment).
 async fn start() -> (MockServer, Gateway, PathBuf, PathBuf) {
     let mock = MockServer::start().await;
-    let url = mock.url();
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| config_for(&url, port, dir, PRICING))
-    })
-    .await
-    .unwrap();
+    let cfg = priced(&mock.url());
+    let file = cfg.clone().file();
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(file))
+        .await
+        .unwrap();
     let cli_dir = gw.dir.join("cli");
     std::fs::create_dir_all(&cli_dir).unwrap();
     let untouched = gw.dir.join("never-opened");
-    let cfg = std::fs::read_to_string(&gw.config_path)
-        .unwrap()
-        .replace(&format!("master_key: {MASTER}\n"), "")
-        .replace(
-            &format!("data_dir: {}", gw.dir.join("data").display()),
-            &format!("data_dir: {}", untouched.display()),
-        );
+    let cfg = cfg.without("master_key").render(gw.port, &untouched);
     assert!(cfg.contains("never-opened") && !cfg.contains(MASTER));
     let cli_cfg = cli_dir.join("cli.yaml");
     std::fs::write(&cli_cfg, cfg).unwrap();
@@ -649,10 +645,10 @@ async fn the_url_comes_from_the_config_or_the_default_or_the_flag() {
     let with_key = dir.join("with-key.yaml");
     std::fs::write(
         &with_key,
-        format!(
-            "listen: 127.0.0.1:{}\nmaster_key: {MASTER}\npresets: false\n",
-            free_port()
-        ),
+        TestConfig::empty()
+            .without("data_dir")
+            .without("threads")
+            .render(free_port(), Path::new("unused")),
     )
     .unwrap();
     let w = with_key.to_str().unwrap();
@@ -689,7 +685,7 @@ async fn without_a_gateway_the_commands_work_on_the_store() {
     let port = free_port();
     let data = dir.join("data");
     let cfg_path = dir.join("tollgate.yaml");
-    std::fs::write(&cfg_path, config_for(&mock.url(), port, &data, PRICING)).unwrap();
+    std::fs::write(&cfg_path, priced(&mock.url()).render(port, &data)).unwrap();
     let c = cfg_path.to_str().unwrap();
 
     // Nothing listens: the store is opened directly (no master key needed), and -v says so.
@@ -797,7 +793,11 @@ async fn without_a_gateway_the_commands_work_on_the_store() {
     // A config whose listen address has no gateway, while a gateway holds its store: an error
     // that says so, not a second writer.
     let elsewhere = dir.join("elsewhere.yaml");
-    std::fs::write(&elsewhere, config_for(&mock.url(), free_port(), &data, "")).unwrap();
+    std::fs::write(
+        &elsewhere,
+        TestConfig::new(&mock.url()).render(free_port(), &data),
+    )
+    .unwrap();
     let line = fails(
         &dir,
         &["keys", "list", "--config", elsewhere.to_str().unwrap()],

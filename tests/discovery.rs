@@ -5,32 +5,34 @@ mod common;
 
 use common::*;
 use mock_upstream::{MockServer, ModelsControl};
-use serde_json::Value;
-use std::path::Path;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Three providers, one per format, all on `mock`, and no `models:` anywhere.
-fn config(mock: &str, port: u16, dir: &Path, extra: &str) -> String {
-    format!(
-        "listen: 127.0.0.1:{port}\ndata_dir: {dir}\nmaster_key: {MASTER}\nthreads: 2\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\npresets: false\nproviders:\n  openai: {{kind: openai, base_url: '{mock}/v1', api_key: sk-openai-provider-key}}\n  anthropic: {{kind: anthropic, base_url: '{mock}', api_key: sk-ant-provider-key}}\n  gemini: {{kind: gemini, base_url: '{mock}', api_key: gm-provider-key}}\n{extra}",
-        dir = dir.display()
-    )
+fn config(mock: &str) -> TestConfig {
+    TestConfig::new(mock)
+        .provider(
+            "openai",
+            json!({"kind": "openai", "base_url": format!("{mock}/v1"), "api_key": "sk-openai-provider-key"}),
+        )
+        .provider(
+            "gemini",
+            json!({"kind": "gemini", "base_url": mock, "api_key": "gm-provider-key"}),
+        )
 }
 
 /// A mock (prepared by `prepare` before tollgate starts) and a gateway on it.
 async fn start(
     prepare: impl FnOnce(&MockServer),
-    extra: impl Fn(&str) -> String,
+    more: impl FnOnce(TestConfig, &str) -> TestConfig,
 ) -> (MockServer, Gateway) {
     let mock = MockServer::start().await;
     prepare(&mock);
     let url = mock.url();
-    let extra = extra(&url);
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| config(&url, port, dir, &extra))
-    })
-    .await
-    .unwrap();
+    let cfg = more(config(&url), &url);
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     (mock, gw)
 }
 
@@ -125,7 +127,12 @@ fn list_calls(mock: &MockServer, format: &str) -> Vec<mock_upstream::RecordedReq
 async fn with_only_credentials_the_listing_shows_every_providers_models_in_both_shapes() {
     let (mock, gw) = start(
         |_| {},
-        |_| "  dead: {kind: openai, base_url: 'http://127.0.0.1:1/v1', api_key: sk-dead-provider-key}\n".into(),
+        |c, _| {
+            c.provider(
+                "dead",
+                json!({"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key": "sk-dead-provider-key"}),
+            )
+        },
     )
     .await;
     let key = gw.create_key("t").await;
@@ -319,7 +326,7 @@ async fn with_only_credentials_the_listing_shows_every_providers_models_in_both_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bare_name_only_discovery_knows_routes_to_the_one_provider_that_lists_it() {
-    let (mock, gw) = start(|m| m.set_models(gemma()), |_| String::new()).await;
+    let (mock, gw) = start(|m| m.set_models(gemma()), |c, _| c).await;
     let key = gw.create_key("t").await;
     get(&gw, &key, "/v1/models", false).await;
     mock.clear();
@@ -367,10 +374,12 @@ async fn a_name_several_providers_list_is_refused_with_the_candidates_unless_con
     // groq and openai share the OpenAI-format list.
     let (mock, gw) = start(
         |_| {},
-        |mock| {
-            format!(
-                "  groq: {{kind: openai, base_url: '{mock}/v1', api_key: gsk-provider-key, models: [gpt-4.1]}}\naliases:\n  fast: 'groq:llama-3.3-70b-versatile'\n"
+        |c, mock| {
+            c.provider(
+                "groq",
+                json!({"kind": "openai", "base_url": format!("{mock}/v1"), "api_key": "gsk-provider-key", "models": ["gpt-4.1"]}),
             )
+            .set("aliases", json!({"fast": "groq:llama-3.3-70b-versatile"}))
         },
     )
     .await;
@@ -455,7 +464,7 @@ async fn a_provider_down_at_start_appears_on_the_first_listing_once_it_is_up() {
                 ..Default::default()
             })
         },
-        |_| String::new(),
+        |c, _| c,
     )
     .await;
     let key = gw.create_key("t").await;
@@ -490,7 +499,7 @@ async fn failed_fetches_are_retried_with_back_off_until_the_provider_answers() {
                 ..Default::default()
             })
         },
-        |_| String::new(),
+        |c, _| c,
     )
     .await;
     let key = gw.create_key("t").await;
@@ -534,7 +543,12 @@ async fn failed_fetches_are_retried_with_back_off_until_the_provider_answers() {
 async fn a_failed_refresh_keeps_the_last_good_list() {
     let (mock, gw) = start(
         |m| m.set_models(gemma()),
-        |_| "model_discovery: {refresh_secs: 1, timeout_ms: 300}\n".into(),
+        |c, _| {
+            c.set(
+                "model_discovery",
+                json!({"refresh_secs": 1, "timeout_ms": 300}),
+            )
+        },
     )
     .await;
     let key = gw.create_key("t").await;
@@ -591,14 +605,10 @@ async fn a_failed_refresh_keeps_the_last_good_list() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_off_is_the_configured_listing_and_no_upstream_call() {
     let mock = MockServer::start().await;
-    let url = mock.url();
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| {
-            config_for(&url, port, dir, "model_discovery: {enabled: false}\n")
-        })
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::new(&mock.url()).set("model_discovery", json!({"enabled": false}));
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     let key = gw.create_key("t").await;
     let (status, v) = get(&gw, &key, "/v1/models", false).await;
     assert_eq!(status, 200);

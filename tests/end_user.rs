@@ -13,21 +13,22 @@ use std::time::Duration;
 
 /// $1 per million input tokens, $2 per million output tokens: a request's cost in
 /// micro-dollars is `input + 2 * output`.
-const PRICING: &str = "pricing:\n  openai:gpt-4o-mini: {input: 1, output: 2}\n  anthropic:claude-x: {input: 1, output: 2}\n";
+fn priced(c: TestConfig) -> TestConfig {
+    c.pricing("openai:gpt-4o-mini", 1, 2)
+        .pricing("anthropic:claude-x", 1, 2)
+}
 
 /// Claude Code's `metadata.user_id`: a JSON string of device and session ids.
 const CLAUDE_CODE_BLOB: &str =
     "{\"device_id\":\"ab12\",\"account_uuid\":\"\",\"session_id\":\"6afd43e8\"}";
 
-async fn start(extra: &str) -> (MockServer, Gateway) {
+/// A gateway on a fresh mock, priced, with `more` of the config.
+async fn start(more: impl FnOnce(TestConfig) -> TestConfig) -> (MockServer, Gateway) {
     let mock = MockServer::start().await;
-    let url = mock.url();
-    let extra = format!("{PRICING}{extra}");
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| config_for(&url, port, dir, &extra))
-    })
-    .await
-    .unwrap();
+    let cfg = more(priced(TestConfig::new(&mock.url())));
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     (mock, gw)
 }
 
@@ -118,7 +119,7 @@ fn last_upstream_body(mock: &MockServer, path: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_format_records_its_end_user_and_forwards_it() {
-    let (mock, gw) = start("").await;
+    let (mock, gw) = start(|c| c).await;
     let (_, secret) = key(&gw, json!({"name": "app"})).await;
 
     // Chat, same format: `user` reaches OpenAI unchanged.
@@ -238,7 +239,7 @@ async fn every_format_records_its_end_user_and_forwards_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_filters_and_groups_by_end_user() {
-    let (_mock, gw) = start("").await;
+    let (_mock, gw) = start(|c| c).await;
     let (_, secret) = key(&gw, json!({"name": "app"})).await;
     for (who, n) in [("alice", 3), ("bob", 2)] {
         for _ in 0..n {
@@ -314,7 +315,7 @@ async fn usage_filters_and_groups_by_end_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_user_is_never_refused_by_default() {
-    let (_mock, gw) = start("").await;
+    let (_mock, gw) = start(|c| c).await;
     let (st, _) = admin(
         &gw,
         reqwest::Method::POST,
@@ -355,7 +356,7 @@ async fn a_named_user_is_never_refused_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mismatch_is_refused_only_on_a_bound_key_with_the_setting_on() {
     // Globally on: a bound key refuses another user; an unbound key never refuses.
-    let (_mock, gw) = start("reject_user_mismatch: true\n").await;
+    let (_mock, gw) = start(|c| c.set("reject_user_mismatch", true)).await;
     admin(
         &gw,
         reqwest::Method::POST,
@@ -423,7 +424,7 @@ async fn mismatch_is_refused_only_on_a_bound_key_with_the_setting_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_can_turn_the_check_on_when_the_default_is_off() {
-    let (_mock, gw) = start("").await;
+    let (_mock, gw) = start(|c| c).await;
     admin(
         &gw,
         reqwest::Method::POST,
@@ -453,7 +454,7 @@ async fn a_key_can_turn_the_check_on_when_the_default_is_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overlong_end_user_is_a_400_in_the_clients_format() {
-    let (mock, gw) = start("").await;
+    let (mock, gw) = start(|c| c).await;
     let (_, secret) = key(&gw, json!({})).await;
     let long = "x".repeat(257);
     let (st, v) = post(
@@ -520,7 +521,7 @@ async fn sized(gw: &Gateway, secret: &str, who: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_end_user_budget_exhausts_exactly_for_that_end_user_only() {
-    let (_mock, gw) = start("").await;
+    let (_mock, gw) = start(|c| c).await;
     const PER_REQUEST: u64 = 500 + 2 * 100;
     let k = 3;
     let (id, secret) = key(
@@ -579,7 +580,7 @@ async fn an_end_user_budget_exhausts_exactly_for_that_end_user_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_end_user_rate_limit_leaves_the_keys_own_limit_alone() {
-    let (_mock, gw) = start("").await;
+    let (_mock, gw) = start(|c| c).await;
     let (_, secret) = key(
         &gw,
         json!({"rpm_limit": 5, "end_user_limits": {"rpm_limit": 2}}),
@@ -628,7 +629,7 @@ async fn an_end_user_rate_limit_leaves_the_keys_own_limit_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_user_limits_are_managed_through_the_key_api() {
-    let (_mock, gw) = start("").await;
+    let (_mock, gw) = start(|c| c).await;
     let (id, _) = key(&gw, json!({})).await;
     let path = format!("/v1/keys/{id}");
     let (st, v) = admin(&gw, reqwest::Method::GET, &path, None).await;
@@ -699,7 +700,7 @@ async fn end_user_spend_survives_a_restart() {
     let url = mock.url();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let cfg = move |port: u16, data: &std::path::Path| config_for(&url, port, data, PRICING);
+    let cfg = priced(TestConfig::new(&url)).file();
     let (d, c) = (dir.clone(), cfg.clone());
     let mut gw = tokio::task::spawn_blocking(move || Gateway::spawn_in(&d, c, &[]))
         .await
@@ -727,8 +728,7 @@ async fn end_user_spend_survives_a_restart() {
 /// Needs `TOLLGATE_TEST_PG_URL` (tests/run.sh starts a PostgreSQL and sets it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn end_user_limits_hold_across_instances_on_postgres() {
-    let Ok(url) = std::env::var("TOLLGATE_TEST_PG_URL") else {
-        eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
+    let Some(url) = pg_url() else {
         return;
     };
     let schema = format!(
@@ -740,20 +740,20 @@ async fn end_user_limits_hold_across_instances_on_postgres() {
             .subsec_nanos()
     );
     let mock = MockServer::start().await;
-    let extra = format!(
-        "{PRICING}store:\n  kind: postgres\n  url: \"{url}\"\n  schema: {schema}\n  sync_interval_ms: 100\n"
+    let cfg = priced(TestConfig::new(&mock.url())).postgres(
+        &url,
+        &schema,
+        json!({"sync_interval_ms": 100}),
     );
     let mut gws = Vec::new();
     let mut dirs = Vec::new();
     for _ in 0..2 {
         let d = tempfile::tempdir().unwrap();
-        let (path, mu, ex) = (d.path().to_path_buf(), mock.url(), extra.clone());
+        let (path, cfg) = (d.path().to_path_buf(), cfg.clone());
         gws.push(
-            tokio::task::spawn_blocking(move || {
-                Gateway::spawn_in(&path, |port, data| config_for(&mu, port, data, &ex), &[])
-            })
-            .await
-            .unwrap(),
+            tokio::task::spawn_blocking(move || Gateway::spawn_in(&path, cfg.file(), &[]))
+                .await
+                .unwrap(),
         );
         dirs.push(d);
     }

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use mock_upstream::{Fault, MockServer};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 struct Setup {
@@ -28,46 +28,61 @@ fn fault(status: u16) -> Option<Fault> {
     })
 }
 
-async fn setup(failover: &str) -> Setup {
+async fn setup(failover: Value) -> Setup {
     let a = MockServer::start().await;
     let b = MockServer::start().await;
     let az = MockServer::start().await;
     let ant = MockServer::start().await;
     let dead = free_port();
-    let (ua, ub, uaz, uant) = (a.url(), b.url(), az.url(), ant.url());
-    let failover = failover.to_string();
-    let gw = Gateway::start_with(move |port, dir| {
-        format!(
-            r#"listen: 127.0.0.1:{port}
-data_dir: {dir}
-master_key: {MASTER}
-threads: 2
-presets: false
-providers:
-  a: {{kind: openai, base_url: '{ua}/v1', api_key: sk-a-provider-key}}
-  b: {{kind: openai, base_url: '{ub}/v1', api_key: sk-b-provider-key}}
-  az: {{kind: azure, base_url: '{uaz}/openai/v1', api_key: sk-az-provider-key}}
-  ant: {{kind: anthropic, base_url: '{uant}', api_key: sk-ant-provider-key}}
-  dead: {{kind: openai, base_url: 'http://127.0.0.1:{dead}/v1', api_key: sk-dead-provider-key}}
-deployments:
-  gpt-4.1:
-    - {{provider: a, weight: 3}}
-    - {{provider: b, weight: 1}}
-    - {{provider: az, model: gpt41-prod, priority: 1}}
-  spread:
-    - {{provider: dead}}
-    - {{provider: b, priority: 1}}
-  slow:
-    - {{provider: a, first_byte_timeout_ms: 300}}
-    - {{provider: b, priority: 1}}
-  claude-sonnet-4-6:
-    - {{provider: ant}}
-fallbacks:
-  claude-sonnet-4-6: [gpt-4.1]
-{failover}"#,
-            dir = dir.display()
+    let provider = |kind: &str, base_url: String, api_key: &str| json!({"kind": kind, "base_url": base_url, "api_key": api_key});
+    let cfg = TestConfig::empty()
+        .provider(
+            "a",
+            provider("openai", format!("{}/v1", a.url()), "sk-a-provider-key"),
         )
-    });
+        .provider(
+            "b",
+            provider("openai", format!("{}/v1", b.url()), "sk-b-provider-key"),
+        )
+        .provider(
+            "az",
+            provider(
+                "azure",
+                format!("{}/openai/v1", az.url()),
+                "sk-az-provider-key",
+            ),
+        )
+        .provider(
+            "ant",
+            provider("anthropic", ant.url(), "sk-ant-provider-key"),
+        )
+        .provider(
+            "dead",
+            provider(
+                "openai",
+                format!("http://127.0.0.1:{dead}/v1"),
+                "sk-dead-provider-key",
+            ),
+        )
+        .set(
+            "deployments",
+            json!({
+                "gpt-4.1": [
+                    {"provider": "a", "weight": 3},
+                    {"provider": "b", "weight": 1},
+                    {"provider": "az", "model": "gpt41-prod", "priority": 1},
+                ],
+                "spread": [{"provider": "dead"}, {"provider": "b", "priority": 1}],
+                "slow": [
+                    {"provider": "a", "first_byte_timeout_ms": 300},
+                    {"provider": "b", "priority": 1},
+                ],
+                "claude-sonnet-4-6": [{"provider": "ant"}],
+            }),
+        )
+        .set("fallbacks", json!({"claude-sonnet-4-6": ["gpt-4.1"]}))
+        .set("failover", failover);
+    let gw = Gateway::start_with(cfg.file());
     let key = gw.create_key("failover").await;
     Setup {
         gw,
@@ -79,7 +94,10 @@ fallbacks:
     }
 }
 
-const BREAKER: &str = "failover: {breaker: {failures: 3, cooldown_ms: 1500}}\n";
+/// A breaker that opens after 3 failures for 1.5 s.
+fn breaker() -> Value {
+    json!({"breaker": {"failures": 3, "cooldown_ms": 1500}})
+}
 
 impl Setup {
     async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
@@ -166,7 +184,7 @@ fn attempts(r: &reqwest::Response) -> u32 {
 
 #[tokio::test]
 async fn weights_balance_and_a_failing_deployment_is_retried_then_ejected() {
-    let s = setup(BREAKER).await;
+    let s = setup(breaker()).await;
     // Healthy: priority 0 shared 3:1, the standby untouched.
     for _ in 0..80 {
         let r = s
@@ -283,7 +301,7 @@ async fn weights_balance_and_a_failing_deployment_is_retried_then_ejected() {
 
 #[tokio::test]
 async fn a_failed_probe_keeps_the_deployment_out_for_longer() {
-    let s = setup(BREAKER).await;
+    let s = setup(breaker()).await;
     s.a.set_default_fault(fault(500));
     for _ in 0..10 {
         assert_eq!(
@@ -321,7 +339,7 @@ async fn a_failed_probe_keeps_the_deployment_out_for_longer() {
 
 #[tokio::test]
 async fn connect_errors_timeouts_and_429_move_on() {
-    let s = setup(BREAKER).await;
+    let s = setup(breaker()).await;
     // Connection refused on the first deployment: served by the next.
     let r = s.post("/v1/chat/completions", &chat("spread", false)).await;
     assert_eq!(r.status(), 200);
@@ -429,7 +447,7 @@ async fn connect_errors_timeouts_and_429_move_on() {
 
 #[tokio::test]
 async fn the_standby_and_its_own_credential_take_over_when_priority_zero_is_down() {
-    let s = setup(BREAKER).await;
+    let s = setup(breaker()).await;
     s.a.set_default_fault(fault(502));
     s.b.set_default_fault(fault(503));
     let r = s.post("/v1/chat/completions", &chat("gpt-4.1", true)).await;
@@ -464,7 +482,7 @@ async fn the_standby_and_its_own_credential_take_over_when_priority_zero_is_down
     let v: Value = r.json().await.unwrap();
     assert!(v["error"]["message"].is_string(), "{v}");
     // Connection errors on every deployment: a gateway error naming each.
-    let s2 = setup("failover: {max_attempts: 2}\n").await;
+    let s2 = setup(json!({"max_attempts": 2})).await;
     drop(s2.b);
     let r = client()
         .post(format!("{}/v1/chat/completions", s2.gw.url()))
@@ -492,7 +510,7 @@ async fn the_standby_and_its_own_credential_take_over_when_priority_zero_is_down
 
 #[tokio::test]
 async fn fallbacks_cross_formats_with_translation() {
-    let s = setup(BREAKER).await;
+    let s = setup(breaker()).await;
     // The Anthropic deployment is overloaded: an Anthropic client gets an Anthropic answer,
     // translated from OpenAI's, non-streamed and streamed.
     s.ant.set_default_fault(fault(529));
@@ -556,7 +574,7 @@ async fn fallbacks_cross_formats_with_translation() {
 
 #[tokio::test]
 async fn a_started_stream_is_never_replayed() {
-    let s = setup(BREAKER).await;
+    let s = setup(breaker()).await;
     // The stream breaks half-way on whichever deployment serves it: the client gets an error
     // event, and no other deployment sees the request.
     for m in [&s.a, &s.b] {
@@ -582,7 +600,7 @@ async fn a_started_stream_is_never_replayed() {
 #[tokio::test]
 async fn the_retry_budget_bounds_retries() {
     // No share of traffic and no floor: no retries at all.
-    let s = setup("failover: {retry_budget_percent: 0, retry_budget_min_per_second: 0}\n").await;
+    let s = setup(json!({"retry_budget_percent": 0, "retry_budget_min_per_second": 0})).await;
     s.a.set_default_fault(fault(503));
     s.b.set_default_fault(fault(503));
     let r = s

@@ -3,7 +3,8 @@
 //! OpenAI client, native and translated. Every case checks the client's native answer (status
 //! and envelope, or the error event that ends a stream), that usage was settled (a record
 //! with that status in GET /v1/usage), that /metrics counted it, and that the process keeps
-//! serving. Then stderr and /metrics are searched for every secret. Prints a table:
+//! serving. Then stderr and /metrics are searched for every secret. Each test has a gateway
+//! of its own (so a limit held by one never refuses another's requests) and prints a table:
 //! case | expected | observed.
 
 mod common;
@@ -95,6 +96,7 @@ struct Suite {
     key: String,
     rows: Vec<Row>,
     n: usize,
+    _mock: MockServer,
 }
 
 fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
@@ -107,6 +109,52 @@ fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
 }
 
 impl Suite {
+    /// A mock and a gateway on it: both mock providers with short stream timeouts, two
+    /// unreachable ones, a 1 MiB body limit and small in-flight limits and deadlines.
+    async fn start() -> Suite {
+        // The panic cases need the debug-only trigger (see gateway::test_panic).
+        std::env::set_var("TOLLGATE_TEST_PANICS", "1");
+        let mock = MockServer::start().await;
+        let mut cfg = TestConfig::new(&mock.url());
+        for p in ["openai", "anthropic"] {
+            cfg = cfg
+                .provider_set(p, "stream_idle_timeout_ms", IDLE_MS)
+                .provider_set(p, "first_byte_timeout_ms", 8000);
+        }
+        let cfg = cfg
+            .provider(
+                "dead",
+                json!({"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key": "sk-dead-provider-key-1"}),
+            )
+            .provider(
+                "deadant",
+                json!({"kind": "anthropic", "base_url": "http://127.0.0.1:1", "api_key": "sk-ant-dead-provider-key-2"}),
+            )
+            .set("max_body_bytes", 1048576)
+            .set(
+                "limits",
+                json!({
+                    "max_inflight": 8,
+                    "max_inflight_per_key": 4,
+                    "max_header_bytes": 8192,
+                    "header_timeout_ms": 1000,
+                    "body_timeout_ms": 1500,
+                    "client_read_timeout_ms": 1000,
+                }),
+            );
+        let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+            .await
+            .unwrap();
+        let key = gw.create_key("faults").await;
+        Suite {
+            gw,
+            key,
+            rows: Vec::new(),
+            n: 0,
+            _mock: mock,
+        }
+    }
+
     async fn metrics(&self) -> String {
         client()
             .get(format!("{}/metrics", self.gw.url()))
@@ -371,10 +419,141 @@ impl Suite {
             ok,
         );
     }
+
+    /// Searches stderr, stdout and /metrics for every secret (a row of its own), prints the
+    /// table, and fails the test if any row failed.
+    async fn finish(mut self) {
+        let metrics = self.metrics().await;
+        let stderr = self.gw.stderr_text();
+        let stdout = self.gw.stdout_text();
+        let mut secrets = vec![
+            "sk-openai-provider-key".to_string(),
+            "sk-ant-provider-key".to_string(),
+            "sk-dead-provider-key-1".to_string(),
+            "sk-ant-dead-provider-key-2".to_string(),
+            "sk-this-must-be-redacted-123".to_string(),
+            MASTER.to_string(),
+            self.key.clone(),
+        ];
+        // Every key minted in this run.
+        let listed: Value = client()
+            .get(format!("{}/v1/keys", self.gw.url()))
+            .bearer_auth(MASTER)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let n_keys = listed["data"].as_array().map_or(0, |a| a.len());
+        secrets.push(self.key[..20].to_string());
+        let leaked: Vec<&String> = secrets
+            .iter()
+            .filter(|k| {
+                stderr.contains(k.as_str())
+                    || metrics.contains(k.as_str())
+                    || stdout.contains(k.as_str())
+            })
+            .collect();
+        self.push(
+            format!(
+                "secrets in stderr ({} lines), stdout and /metrics",
+                stderr.lines().count()
+            ),
+            format!("no provider key, master key or virtual key (of {n_keys})"),
+            format!("leaked {leaked:?}"),
+            leaked.is_empty(),
+        );
+
+        let w0 = self
+            .rows
+            .iter()
+            .map(|r| r.case.chars().count())
+            .max()
+            .unwrap_or(4);
+        let w1 = self
+            .rows
+            .iter()
+            .map(|r| r.expected.chars().count())
+            .max()
+            .unwrap_or(8);
+        println!("\n{:<w0$} | {:<w1$} | observed", "case", "expected");
+        println!(
+            "{}-|-{}-|-{}",
+            "-".repeat(w0),
+            "-".repeat(w1),
+            "-".repeat(40)
+        );
+        for r in &self.rows {
+            println!(
+                "{:<w0$} | {:<w1$} | {}{}",
+                r.case,
+                r.expected,
+                r.observed,
+                if r.ok { "" } else { "   <-- FAIL" }
+            );
+        }
+        let failed: Vec<&str> = self
+            .rows
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.case.as_str())
+            .collect();
+        println!("\n{} cases, {} failed", self.rows.len(), failed.len());
+        assert!(failed.is_empty(), "failed cases: {failed:?}");
+    }
+
+    /// A row saying whether a panic was logged (redacted: `finish` checks the secrets).
+    fn panic_logged(&mut self) {
+        let logged = self.gw.stderr_text().contains("panic at ");
+        self.push(
+            "panic logged".into(),
+            "a `panic at` line in stderr".into(),
+            format!("logged={logged}"),
+            logged,
+        );
+    }
 }
 
 fn fault(f: &str) -> Vec<(&'static str, String)> {
     vec![("x-mock-fault", f.to_string())]
+}
+
+/// A metric of an upstream error of `kind` on `provider`.
+fn up_err(provider: &str, kind: &str) -> Option<(&'static str, Vec<String>)> {
+    Some((
+        "tollgate_upstream_errors_total",
+        vec![
+            format!("provider=\"{provider}\""),
+            format!("kind=\"{kind}\""),
+        ],
+    ))
+}
+
+/// A metric of a refusal by the limit `l`.
+fn limit(l: &str) -> Option<(&'static str, Vec<String>)> {
+    Some((
+        "tollgate_limit_rejections_total",
+        vec![format!("limit=\"{l}\"")],
+    ))
+}
+
+/// The provider that serves a route's model.
+fn provider_of(r: &Route) -> &'static str {
+    if r.model.contains("claude") {
+        "anthropic"
+    } else {
+        "openai"
+    }
+}
+
+/// The unreachable provider of a route's `dead` model.
+fn dead_provider_of(r: &Route) -> &'static str {
+    if r.dead.starts_with("deadant") {
+        "deadant"
+    } else {
+        "dead"
+    }
 }
 
 async fn raw_conn(port: u16) -> tokio::net::TcpStream {
@@ -405,62 +584,13 @@ async fn read_until_close(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fault_injection_suite() {
-    // The panic cases need the debug-only trigger (see gateway::test_panic).
-    std::env::set_var("TOLLGATE_TEST_PANICS", "1");
-    let mock = MockServer::start().await;
-    let url = mock.url();
-    let timeouts =
-        format!("    stream_idle_timeout_ms: {IDLE_MS}\n    first_byte_timeout_ms: 8000\n");
-    let extra = format!(
-        "{timeouts}  dead:\n    kind: openai\n    base_url: http://127.0.0.1:1/v1\n    api_key: sk-dead-provider-key-1\n  deadant:\n    kind: anthropic\n    base_url: http://127.0.0.1:1\n    api_key: sk-ant-dead-provider-key-2\nmax_body_bytes: 1048576\nlimits:\n  max_inflight: 8\n  max_inflight_per_key: 4\n  max_header_bytes: 8192\n  header_timeout_ms: 1000\n  body_timeout_ms: 1500\n  client_read_timeout_ms: 1000\n"
-    );
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(move |p, d| {
-            config_for(&url, p, d, &extra).replace(
-                "    models: [gpt-4o-mini]\n",
-                &format!("    models: [gpt-4o-mini]\n{timeouts}"),
-            )
-        })
-    })
-    .await
-    .unwrap();
-    let key = gw.create_key("faults").await;
-    let mut s = Suite {
-        gw,
-        key,
-        rows: Vec::new(),
-        n: 0,
-    };
-    let up_err = |provider: &str, kind: &str| {
-        Some((
-            "tollgate_upstream_errors_total",
-            vec![
-                format!("provider=\"{provider}\""),
-                format!("kind=\"{kind}\""),
-            ],
-        ))
-    };
-    let limit = |l: &str| {
-        Some((
-            "tollgate_limit_rejections_total",
-            vec![format!("limit=\"{l}\"")],
-        ))
-    };
+// --- upstream faults, on every route ---------------------------------------------------------
 
-    // --- upstream faults, on every route -------------------------------------------------
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connection_refused() {
+    let mut s = Suite::start().await;
     for r in ROUTES {
-        let prov = if r.model.contains("claude") {
-            "anthropic"
-        } else {
-            "openai"
-        };
-        let dead = if r.dead.starts_with("deadant") {
-            "deadant"
-        } else {
-            "dead"
-        };
+        let dead = dead_provider_of(&r);
         s.http_case(
             "connection refused",
             &r,
@@ -483,6 +613,14 @@ async fn fault_injection_suite() {
             None,
         )
         .await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closed_before_response() {
+    let mut s = Suite::start().await;
+    for r in ROUTES {
         s.http_case(
             "closed before response",
             &r,
@@ -494,6 +632,14 @@ async fn fault_injection_suite() {
             None,
         )
         .await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reset_mid_stream() {
+    let mut s = Suite::start().await;
+    for r in ROUTES {
         let mut h = fault("reset-mid-stream");
         h.push(("x-mock-pieces", "10".into()));
         s.http_case(
@@ -503,10 +649,18 @@ async fn fault_injection_suite() {
             true,
             &h,
             Expect::StreamError,
-            up_err(prov, "stream_incomplete"),
+            up_err(provider_of(&r), "stream_incomplete"),
             None,
         )
         .await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_stream_hits_the_idle_timeout() {
+    let mut s = Suite::start().await;
+    for r in ROUTES {
         s.http_case(
             "stalled stream (idle timeout)",
             &r,
@@ -514,10 +668,18 @@ async fn fault_injection_suite() {
             true,
             &fault("stall"),
             Expect::StreamError,
-            up_err(prov, "stream_incomplete"),
+            up_err(provider_of(&r), "stream_incomplete"),
             None,
         )
         .await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_sse() {
+    let mut s = Suite::start().await;
+    for r in ROUTES {
         s.http_case(
             "garbage SSE",
             &r,
@@ -529,6 +691,14 @@ async fn fault_injection_suite() {
             None,
         )
         .await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn error_event_mid_stream() {
+    let mut s = Suite::start().await;
+    for r in ROUTES {
         s.http_case(
             "error event mid-stream",
             &r,
@@ -540,6 +710,14 @@ async fn fault_injection_suite() {
             None,
         )
         .await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn truncated_stream() {
+    let mut s = Suite::start().await;
+    for r in ROUTES {
         s.http_case(
             "truncated stream",
             &r,
@@ -547,10 +725,18 @@ async fn fault_injection_suite() {
             true,
             &fault("truncate"),
             Expect::StreamError,
-            up_err(prov, "stream_incomplete"),
+            up_err(provider_of(&r), "stream_incomplete"),
             None,
         )
         .await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ok_status_with_invalid_json() {
+    let mut s = Suite::start().await;
+    for r in ROUTES {
         s.http_case(
             "200 with invalid JSON",
             &r,
@@ -562,6 +748,14 @@ async fn fault_injection_suite() {
             None,
         )
         .await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_429() {
+    let mut s = Suite::start().await;
+    for r in ROUTES {
         let h = vec![
             ("x-mock-status", "429".to_string()),
             ("x-mock-retry-after", "7".to_string()),
@@ -577,6 +771,14 @@ async fn fault_injection_suite() {
             None,
         )
         .await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_503() {
+    let mut s = Suite::start().await;
+    for r in ROUTES {
         let h = vec![
             ("x-mock-status", "503".to_string()),
             ("x-mock-retry-after", "2".to_string()),
@@ -592,6 +794,14 @@ async fn fault_injection_suite() {
             None,
         )
         .await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_500() {
+    let mut s = Suite::start().await;
+    for r in ROUTES {
         let h = vec![("x-mock-status", "500".to_string())];
         s.http_case(
             "upstream 500",
@@ -616,7 +826,13 @@ async fn fault_injection_suite() {
         )
         .await;
     }
-    // Slow drip: one byte every 5 ms; a native and a translated route.
+    s.finish().await;
+}
+
+/// Slow drip: one byte every 5 ms; a native and a translated route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_drip() {
+    let mut s = Suite::start().await;
     for r in [ROUTES[0], ROUTES[3]] {
         let mut h = fault("slow-drip");
         h.push(("x-mock-pieces", "1".into()));
@@ -632,127 +848,150 @@ async fn fault_injection_suite() {
         )
         .await;
     }
+    s.finish().await;
+}
 
-    // --- hostile clients and limits, Anthropic and OpenAI clients --------------------------
+// --- hostile clients, Anthropic and OpenAI clients -------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_body() {
+    let mut s = Suite::start().await;
     for r in [ROUTES[0], ROUTES[1]] {
-        // Oversized body.
-        {
-            s.n += 1;
-            let session = format!("fault-{}", s.n);
-            let before = s.metrics().await;
-            let mut b = body_for(&r, r.model, false);
-            b["padding"] = json!("x".repeat(1_200_000));
-            let req = client()
-                .post(format!("{}{}", s.gw.url(), r.path))
-                .header("x-session-id", &session)
-                .header("x-request-id", &session)
-                .bearer_auth(&s.key)
-                .json(&b);
-            let resp = req.send().await.unwrap();
-            let st = resp.status().as_u16();
-            let v: Value = resp.json().await.unwrap_or(Value::Null);
-            let native = if r.anthropic {
-                v["type"] == "error"
-            } else {
-                v["error"]["message"].is_string()
-            };
-            let rec = s.usage(&session).await;
-            let after = s.metrics().await;
-            let counted = metric_sum(&after, "tollgate_requests_total", &["status=\"413\""])
-                > metric_sum(&before, "tollgate_requests_total", &["status=\"413\""]);
-            let alive = s.alive().await;
-            let rs = rec
-                .as_ref()
-                .map_or(0, |r| r["status"].as_u64().unwrap_or(0));
-            let ok = st == 413 && native && rs == 413 && counted && alive;
-            s.push(
-                format!("oversized body (1.2 MB > 1 MiB) [{}]", r.name),
-                "413 native; usage; counted; alive".into(),
-                format!("{st}, native={native}, usage {rs}, counted={counted}, alive={alive}"),
-                ok,
-            );
-        }
-        // Header block over max_header_bytes.
-        {
-            let before = s.metrics().await;
-            let resp = client()
-                .post(format!("{}{}", s.gw.url(), r.path))
-                .bearer_auth(&s.key)
-                .header("x-big", "h".repeat(10_000))
-                .json(&body_for(&r, r.model, false))
-                .send()
-                .await
-                .unwrap();
-            let st = resp.status().as_u16();
-            let v: Value = resp.json().await.unwrap_or(Value::Null);
-            let native = if r.anthropic {
-                v["type"] == "error"
-            } else {
-                v["error"]["message"].is_string()
-            };
-            let after = s.metrics().await;
-            let counted = metric_sum(&after, "tollgate_limit_rejections_total", &["header_size"])
-                > metric_sum(&before, "tollgate_limit_rejections_total", &["header_size"]);
-            let alive = s.alive().await;
-            s.push(
-                format!("header block 10 KB > 8 KiB [{}]", r.name),
-                "431 native; counted; alive (no key read: no usage)".into(),
-                format!("{st}, native={native}, counted={counted}, alive={alive}"),
-                st == 431 && native && counted && alive,
-            );
-        }
-        // Slowloris body: complete headers, then a byte every 300 ms.
-        {
-            s.n += 1;
-            let session = format!("fault-{}", s.n);
-            let before = s.metrics().await;
-            let mut c = raw_conn(s.gw.port).await;
-            let head = format!(
-                "POST {} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nx-api-key: {}\r\nx-session-id: {session}\r\nx-request-id: {session}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
-                r.path, s.key, s.key
-            );
-            c.write_all(head.as_bytes()).await.unwrap();
-            let t0 = Instant::now();
-            let (mut rd, mut wr) = c.into_split();
-            let drip = tokio::spawn(async move {
-                for _ in 0..30 {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    if wr.write_all(b" ").await.is_err() {
-                        break;
-                    }
+        s.n += 1;
+        let session = format!("fault-{}", s.n);
+        let before = s.metrics().await;
+        let mut b = body_for(&r, r.model, false);
+        b["padding"] = json!("x".repeat(1_200_000));
+        let req = client()
+            .post(format!("{}{}", s.gw.url(), r.path))
+            .header("x-session-id", &session)
+            .header("x-request-id", &session)
+            .bearer_auth(&s.key)
+            .json(&b);
+        let resp = req.send().await.unwrap();
+        let st = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let native = if r.anthropic {
+            v["type"] == "error"
+        } else {
+            v["error"]["message"].is_string()
+        };
+        let rec = s.usage(&session).await;
+        let after = s.metrics().await;
+        let counted = metric_sum(&after, "tollgate_requests_total", &["status=\"413\""])
+            > metric_sum(&before, "tollgate_requests_total", &["status=\"413\""]);
+        let alive = s.alive().await;
+        let rs = rec
+            .as_ref()
+            .map_or(0, |r| r["status"].as_u64().unwrap_or(0));
+        let ok = st == 413 && native && rs == 413 && counted && alive;
+        s.push(
+            format!("oversized body (1.2 MB > 1 MiB) [{}]", r.name),
+            "413 native; usage; counted; alive".into(),
+            format!("{st}, native={native}, usage {rs}, counted={counted}, alive={alive}"),
+            ok,
+        );
+    }
+    s.finish().await;
+}
+
+/// A header block over max_header_bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_header_block() {
+    let mut s = Suite::start().await;
+    for r in [ROUTES[0], ROUTES[1]] {
+        let before = s.metrics().await;
+        let resp = client()
+            .post(format!("{}{}", s.gw.url(), r.path))
+            .bearer_auth(&s.key)
+            .header("x-big", "h".repeat(10_000))
+            .json(&body_for(&r, r.model, false))
+            .send()
+            .await
+            .unwrap();
+        let st = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let native = if r.anthropic {
+            v["type"] == "error"
+        } else {
+            v["error"]["message"].is_string()
+        };
+        let after = s.metrics().await;
+        let counted = metric_sum(&after, "tollgate_limit_rejections_total", &["header_size"])
+            > metric_sum(&before, "tollgate_limit_rejections_total", &["header_size"]);
+        let alive = s.alive().await;
+        s.push(
+            format!("header block 10 KB > 8 KiB [{}]", r.name),
+            "431 native; counted; alive (no key read: no usage)".into(),
+            format!("{st}, native={native}, counted={counted}, alive={alive}"),
+            st == 431 && native && counted && alive,
+        );
+    }
+    s.finish().await;
+}
+
+/// Slowloris body: complete headers, then a byte every 300 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slowloris_body() {
+    let mut s = Suite::start().await;
+    for r in [ROUTES[0], ROUTES[1]] {
+        s.n += 1;
+        let session = format!("fault-{}", s.n);
+        let before = s.metrics().await;
+        let mut c = raw_conn(s.gw.port).await;
+        let head = format!(
+            "POST {} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nx-api-key: {}\r\nx-session-id: {session}\r\nx-request-id: {session}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
+            r.path, s.key, s.key
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        let t0 = Instant::now();
+        let (mut rd, mut wr) = c.into_split();
+        let drip = tokio::spawn(async move {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if wr.write_all(b" ").await.is_err() {
+                    break;
                 }
-            });
-            let mut out = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(8), rd.read_to_end(&mut out)).await;
-            let secs = t0.elapsed().as_secs_f64();
-            drip.abort();
-            let text = String::from_utf8_lossy(&out).into_owned();
-            let st = text.split_whitespace().nth(1).unwrap_or("-").to_string();
-            let native = if r.anthropic {
-                text.contains("\"type\":\"error\"")
-            } else {
-                text.contains("{\"error\":{")
-            };
-            let rec = s.usage(&session).await;
-            let rs = rec
-                .as_ref()
-                .map_or(0, |r| r["status"].as_u64().unwrap_or(0));
-            let after = s.metrics().await;
-            let counted = metric_sum(&after, "tollgate_limit_rejections_total", &["body_timeout"])
-                > metric_sum(
-                    &before,
-                    "tollgate_limit_rejections_total",
-                    &["body_timeout"],
-                );
-            let alive = s.alive().await;
-            s.push(
-                format!("slowloris body (1 B / 300 ms, body deadline 1.5 s) [{}]", r.name),
-                "408 native within ~1.5 s; usage; counted; alive".into(),
-                format!("{st} after {secs:.1}s, native={native}, usage {rs}, counted={counted}, alive={alive}"),
-                st == "408" && native && secs < 4.0 && rs == 408 && counted && alive,
+            }
+        });
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(8), rd.read_to_end(&mut out)).await;
+        let secs = t0.elapsed().as_secs_f64();
+        drip.abort();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let st = text.split_whitespace().nth(1).unwrap_or("-").to_string();
+        let native = if r.anthropic {
+            text.contains("\"type\":\"error\"")
+        } else {
+            text.contains("{\"error\":{")
+        };
+        let rec = s.usage(&session).await;
+        let rs = rec
+            .as_ref()
+            .map_or(0, |r| r["status"].as_u64().unwrap_or(0));
+        let after = s.metrics().await;
+        let counted = metric_sum(&after, "tollgate_limit_rejections_total", &["body_timeout"])
+            > metric_sum(
+                &before,
+                "tollgate_limit_rejections_total",
+                &["body_timeout"],
             );
-        }
-        // A panic inside request handling.
+        let alive = s.alive().await;
+        s.push(
+            format!("slowloris body (1 B / 300 ms, body deadline 1.5 s) [{}]", r.name),
+            "408 native within ~1.5 s; usage; counted; alive".into(),
+            format!("{st} after {secs:.1}s, native={native}, usage {rs}, counted={counted}, alive={alive}"),
+            st == "408" && native && secs < 4.0 && rs == 408 && counted && alive,
+        );
+    }
+    s.finish().await;
+}
+
+/// A panic inside request handling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn panic_in_request_filter() {
+    let mut s = Suite::start().await;
+    for r in [ROUTES[0], ROUTES[1]] {
         let h = vec![("x-tollgate-test-panic", "request".to_string())];
         s.http_case(
             "panic in request filter",
@@ -766,9 +1005,16 @@ async fn fault_injection_suite() {
         )
         .await;
     }
-    // A panic in a response filter: mid-stream, on the proxy path and the direct path.
-    // The proxy path calls the body filter before the response header leaves: a 500; the
-    // direct path has sent the header: an error event.
+    s.panic_logged();
+    s.finish().await;
+}
+
+/// A panic in a response filter: mid-stream, on the proxy path and the direct path. The proxy
+/// path calls the body filter before the response header leaves: a 500; the direct path has
+/// sent the header: an error event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn panic_in_response_filter() {
+    let mut s = Suite::start().await;
     for (r, want) in [
         (ROUTES[0], Expect::ErrorOrStreamError),
         (ROUTES[3], Expect::StreamError),
@@ -786,58 +1032,69 @@ async fn fault_injection_suite() {
         )
         .await;
     }
-    // Slowloris headers: a byte every 200 ms, never finishing the header block.
-    {
-        let before = s.metrics().await;
-        let mut c = raw_conn(s.gw.port).await;
-        let t0 = Instant::now();
-        let trickle =
-            b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-a: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-        let mut closed_at = None;
-        for b in trickle.iter() {
-            if c.write_all(&[*b]).await.is_err() {
+    s.panic_logged();
+    s.finish().await;
+}
+
+/// Slowloris headers: a byte every 200 ms, never finishing the header block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slowloris_headers() {
+    let mut s = Suite::start().await;
+    let before = s.metrics().await;
+    let mut c = raw_conn(s.gw.port).await;
+    let t0 = Instant::now();
+    let trickle =
+        b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-a: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed_at = None;
+    for b in trickle.iter() {
+        if c.write_all(&[*b]).await.is_err() {
+            closed_at = Some(t0.elapsed().as_secs_f64());
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
                 closed_at = Some(t0.elapsed().as_secs_f64());
                 break;
             }
-            let mut buf = [0u8; 64];
-            match tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => {
-                    closed_at = Some(t0.elapsed().as_secs_f64());
-                    break;
-                }
-                _ => {}
-            }
+            _ => {}
         }
-        if closed_at.is_none() {
-            closed_at = read_until_close(&mut c, Duration::from_secs(3))
-                .await
-                .1
-                .map(|x| x + t0.elapsed().as_secs_f64());
-        }
-        let after = s.metrics().await;
-        let counted = metric_sum(
-            &after,
-            "tollgate_limit_rejections_total",
-            &["header_timeout"],
-        ) > metric_sum(
-            &before,
-            "tollgate_limit_rejections_total",
-            &["header_timeout"],
-        );
-        let alive = s.alive().await;
-        let ok = closed_at.is_some_and(|t| t < 3.0) && counted && alive;
-        s.push(
-            "slowloris headers (1 B / 200 ms, header deadline 1 s)".into(),
-            "connection closed within ~1 s; counted; alive".into(),
-            format!(
-                "closed after {}, counted={counted}, alive={alive}",
-                closed_at.map_or("never".into(), |t| format!("{t:.1}s"))
-            ),
-            ok,
-        );
     }
+    if closed_at.is_none() {
+        closed_at = read_until_close(&mut c, Duration::from_secs(3))
+            .await
+            .1
+            .map(|x| x + t0.elapsed().as_secs_f64());
+    }
+    let after = s.metrics().await;
+    let counted = metric_sum(
+        &after,
+        "tollgate_limit_rejections_total",
+        &["header_timeout"],
+    ) > metric_sum(
+        &before,
+        "tollgate_limit_rejections_total",
+        &["header_timeout"],
+    );
+    let alive = s.alive().await;
+    let ok = closed_at.is_some_and(|t| t < 3.0) && counted && alive;
+    s.push(
+        "slowloris headers (1 B / 200 ms, header deadline 1 s)".into(),
+        "connection closed within ~1 s; counted; alive".into(),
+        format!(
+            "closed after {}, counted={counted}, alive={alive}",
+            closed_at.map_or("never".into(), |t| format!("{t:.1}s"))
+        ),
+        ok,
+    );
+    s.finish().await;
+}
 
-    // --- in-flight limits ----------------------------------------------------------------
+// --- in-flight limits ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_key_inflight_limit() {
+    let mut s = Suite::start().await;
     let slow = vec![("x-mock-delay-ms", "3000".to_string())];
     for r in [ROUTES[0], ROUTES[1]] {
         let k = s.gw.create_key(&format!("busy-{}", r.name)).await;
@@ -889,158 +1146,77 @@ async fn fault_injection_suite() {
             ok,
         );
     }
-    {
-        let r = ROUTES[1];
-        let mut hold = Vec::new();
-        for i in 0..2 {
-            let k = s.gw.create_key(&format!("global-{i}")).await;
-            for _ in 0..4 {
-                let (url, k, slow) = (s.gw.url(), k.clone(), slow.clone());
-                hold.push(tokio::spawn(async move {
-                    let mut q = client()
-                        .post(format!("{url}/v1/chat/completions"))
-                        .bearer_auth(k)
-                        .json(&chat("gpt-4o-mini", false));
-                    for (h, v) in slow {
-                        q = q.header(h, v);
-                    }
-                    q.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
-                }));
-            }
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn global_inflight_limit() {
+    let mut s = Suite::start().await;
+    let slow = vec![("x-mock-delay-ms", "3000".to_string())];
+    let r = ROUTES[1];
+    let mut hold = Vec::new();
+    for i in 0..2 {
+        let k = s.gw.create_key(&format!("global-{i}")).await;
+        for _ in 0..4 {
+            let (url, k, slow) = (s.gw.url(), k.clone(), slow.clone());
+            hold.push(tokio::spawn(async move {
+                let mut q = client()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(k)
+                    .json(&chat("gpt-4o-mini", false));
+                for (h, v) in slow {
+                    q = q.header(h, v);
+                }
+                q.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+            }));
         }
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        s.http_case(
-            "global in-flight limit (9th of 8)",
-            &r,
-            r.model,
-            false,
-            &[],
-            Expect::Error(503),
-            limit("global_inflight"),
-            None,
-        )
-        .await;
-        let a = ROUTES[0];
-        s.http_case(
-            "global in-flight limit (9th of 8)",
-            &a,
-            a.model,
-            false,
-            &[],
-            Expect::Error(503),
-            limit("global_inflight"),
-            None,
-        )
-        .await;
-        let held: Vec<u16> = futures_util::future::join_all(hold)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
-        s.push(
-            "global limit: the 8 admitted".into(),
-            "8 × 200".into(),
-            format!("{held:?}"),
-            held.iter().all(|s| *s == 200),
-        );
-        // And the slots came back.
-        s.http_case(
-            "after the limits: slots returned",
-            &r,
-            r.model,
-            false,
-            &[],
-            Expect::Ok,
-            None,
-            None,
-        )
-        .await;
     }
-
-    // --- secrets never appear in logs or metrics ------------------------------------------
-    {
-        let metrics = s.metrics().await;
-        let stderr = s.gw.stderr_text();
-        let stdout = s.gw.stdout_text();
-        let mut secrets = vec![
-            "sk-openai-provider-key".to_string(),
-            "sk-ant-provider-key".to_string(),
-            "sk-dead-provider-key-1".to_string(),
-            "sk-ant-dead-provider-key-2".to_string(),
-            "sk-this-must-be-redacted-123".to_string(),
-            MASTER.to_string(),
-            s.key.clone(),
-        ];
-        // Every key minted in this run.
-        let listed: Value = client()
-            .get(format!("{}/v1/keys", s.gw.url()))
-            .bearer_auth(MASTER)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let n_keys = listed["data"].as_array().map_or(0, |a| a.len());
-        secrets.push(s.key[..20].to_string());
-        let leaked: Vec<&String> = secrets
-            .iter()
-            .filter(|k| {
-                stderr.contains(k.as_str())
-                    || metrics.contains(k.as_str())
-                    || stdout.contains(k.as_str())
-            })
-            .collect();
-        let panics_logged = stderr.contains("panic at ");
-        s.push(
-            format!(
-                "secrets in stderr ({} lines), stdout and /metrics",
-                stderr.lines().count()
-            ),
-            format!(
-                "no provider key, master key or virtual key (of {n_keys}); panics logged redacted"
-            ),
-            format!("leaked {:?}; panic lines redacted={panics_logged}", leaked),
-            leaked.is_empty() && panics_logged,
-        );
-    }
-
-    // --- the table ------------------------------------------------------------------------
-    let w0 = s
-        .rows
-        .iter()
-        .map(|r| r.case.chars().count())
-        .max()
-        .unwrap_or(4);
-    let w1 = s
-        .rows
-        .iter()
-        .map(|r| r.expected.chars().count())
-        .max()
-        .unwrap_or(8);
-    println!("\n{:<w0$} | {:<w1$} | observed", "case", "expected");
-    println!(
-        "{}-|-{}-|-{}",
-        "-".repeat(w0),
-        "-".repeat(w1),
-        "-".repeat(40)
-    );
-    for r in &s.rows {
-        println!(
-            "{:<w0$} | {:<w1$} | {}{}",
-            r.case,
-            r.expected,
-            r.observed,
-            if r.ok { "" } else { "   <-- FAIL" }
-        );
-    }
-    let failed: Vec<&str> = s
-        .rows
-        .iter()
-        .filter(|r| !r.ok)
-        .map(|r| r.case.as_str())
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.http_case(
+        "global in-flight limit (9th of 8)",
+        &r,
+        r.model,
+        false,
+        &[],
+        Expect::Error(503),
+        limit("global_inflight"),
+        None,
+    )
+    .await;
+    let a = ROUTES[0];
+    s.http_case(
+        "global in-flight limit (9th of 8)",
+        &a,
+        a.model,
+        false,
+        &[],
+        Expect::Error(503),
+        limit("global_inflight"),
+        None,
+    )
+    .await;
+    let held: Vec<u16> = futures_util::future::join_all(hold)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
         .collect();
-    println!("\n{} cases, {} failed", s.rows.len(), failed.len());
-    let _ = mock;
-    assert!(failed.is_empty(), "failed cases: {failed:?}");
+    s.push(
+        "global limit: the 8 admitted".into(),
+        "8 × 200".into(),
+        format!("{held:?}"),
+        held.iter().all(|s| *s == 200),
+    );
+    // And the slots came back.
+    s.http_case(
+        "after the limits: slots returned",
+        &r,
+        r.model,
+        false,
+        &[],
+        Expect::Ok,
+        None,
+        None,
+    )
+    .await;
+    s.finish().await;
 }

@@ -9,19 +9,17 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 async fn setup() -> (MockServer, Gateway) {
-    setup_with(|_| String::new()).await
+    setup_with(|c, _| c).await
 }
 
-/// Starts a mock and a gateway; `extra` appends config text (it gets the mock's URL).
-async fn setup_with(extra: impl Fn(&str) -> String) -> (MockServer, Gateway) {
+/// Starts a mock and a gateway; `more` adds to the config (it gets the mock's URL).
+async fn setup_with(more: impl FnOnce(TestConfig, &str) -> TestConfig) -> (MockServer, Gateway) {
     let mock = MockServer::start().await;
     let url = mock.url();
-    let extra = extra(&url);
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| config_for(&url, port, dir, &extra))
-    })
-    .await
-    .unwrap();
+    let cfg = more(TestConfig::new(&url), &url);
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     (mock, gw)
 }
 
@@ -223,7 +221,7 @@ async fn streams_arrive_incrementally_before_the_upstream_finishes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_native_errors() {
-    let (mock, gw) = setup_with(|_| "max_body_bytes: 1048576\n".into()).await;
+    let (mock, gw) = setup_with(|c, _| c.set("max_body_bytes", 1048576)).await;
     let key = gw.create_key("t").await;
     let c = client();
     let send = |path: &'static str, body: Vec<u8>| {
@@ -296,8 +294,15 @@ async fn bad_requests_get_native_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_map_to_documented_statuses() {
-    let (mock, gw) = setup_with(|url| {
-        format!("  slow:\n    kind: openai\n    base_url: {url}/v1\n    api_key: k\n    read_timeout_ms: 300\n  dead:\n    kind: openai\n    base_url: http://127.0.0.1:1/v1\n    api_key: k\n")
+    let (mock, gw) = setup_with(|c, url| {
+        c.provider(
+            "slow",
+            json!({"kind": "openai", "base_url": format!("{url}/v1"), "api_key": "k", "read_timeout_ms": 300}),
+        )
+        .provider(
+            "dead",
+            json!({"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key": "k"}),
+        )
     })
     .await;
     let key = gw.create_key("t").await;
@@ -604,17 +609,22 @@ async fn https_upstreams_are_verified_with_the_right_sni() {
     let ca = tmp.path().join("ca.pem");
     std::fs::write(&ca, &front.cert_pem).unwrap();
     let port = front.addr.port();
-    let ca_s = ca.display().to_string();
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|p, dir| {
-            format!(
-                "listen: 127.0.0.1:{p}\ndata_dir: {}\nmaster_key: {MASTER}\npresets: false\nca_file: {ca_s}\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\nproviders:\n  good: {{kind: openai, base_url: 'https://localhost:{port}/v1', api_key: k}}\n  wrongname: {{kind: openai, base_url: 'https://127.0.0.1:{port}/v1', api_key: k}}\n",
-                dir.display()
-            )
-        })
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::empty()
+        .without("threads")
+        .set("ca_file", ca.display().to_string())
+        .set("grace_period_seconds", 1)
+        .set("graceful_shutdown_timeout_seconds", 1)
+        .provider(
+            "good",
+            json!({"kind": "openai", "base_url": format!("https://localhost:{port}/v1"), "api_key": "k"}),
+        )
+        .provider(
+            "wrongname",
+            json!({"kind": "openai", "base_url": format!("https://127.0.0.1:{port}/v1"), "api_key": "k"}),
+        );
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     let key = gw.create_key("t").await;
     // certificate for "localhost", trusted through ca_file: works, stream included
     for stream in [false, true] {

@@ -22,11 +22,10 @@ async fn raw(port: u16, req: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_bodies_get_native_400s_and_never_reach_the_upstream() {
     let mock = MockServer::start().await;
-    let url = mock.url();
-    let gw =
-        tokio::task::spawn_blocking(move || Gateway::start_with(|p, d| config_for(&url, p, d, "")))
-            .await
-            .unwrap();
+    let cfg = TestConfig::new(&mock.url());
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     let key = gw.create_key("t").await;
     let deep = format!(
         "{{\"model\":\"gpt-4o-mini\",\"x\":{}{}}}",

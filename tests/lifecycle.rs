@@ -15,9 +15,7 @@ async fn first_start_prints_keys_once_and_a_restart_keeps_them() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     // No master key configured: tollgate generates one.
-    let cfg = move |port: u16, data: &std::path::Path| {
-        config_for(&url, port, data, "").replace(&format!("master_key: {MASTER}\n"), "")
-    };
+    let cfg = TestConfig::new(&url).without("master_key").file();
     let (d1, c1) = (dir.clone(), cfg.clone());
     let mut gw = tokio::task::spawn_blocking(move || Gateway::spawn_in(&d1, c1, &[]))
         .await
@@ -116,12 +114,10 @@ async fn graceful_upgrade_drops_no_request_and_hands_over_the_store() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let d1 = dir.clone();
-    let u1 = url.clone();
-    let mut old = tokio::task::spawn_blocking(move || {
-        Gateway::spawn_in(&d1, move |p, d| config_for(&u1, p, d, ""), &[])
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::new(&url);
+    let mut old = tokio::task::spawn_blocking(move || Gateway::spawn_in(&d1, cfg.file(), &[]))
+        .await
+        .unwrap();
     let key = old.create_key("t").await;
     let base = old.url();
 
@@ -218,10 +214,10 @@ fn keys_cli_and_check_config_work_on_the_store() {
     let cfg = tmp.path().join("t.yaml");
     std::fs::write(
         &cfg,
-        format!(
-            "listen: 127.0.0.1:1\ndata_dir: {}\npresets: false\n",
-            tmp.path().join("data").display()
-        ),
+        TestConfig::empty()
+            .without("master_key")
+            .without("threads")
+            .render(1, &tmp.path().join("data")),
     )
     .unwrap();
     let bin = env!("CARGO_BIN_EXE_tollgate");

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// $1 per million input tokens, $2 per million output tokens.
-const PRICING: &str = "pricing:\n  openai:gpt-4o-mini: {input: 1, output: 2}\n";
 /// Every request: 500 input and 100 output tokens, reserved and billed: 700 micro-dollars.
 const INPUT: u64 = 500;
 const OUTPUT: u64 = 100;
@@ -25,16 +24,6 @@ const COST: u64 = INPUT + 2 * OUTPUT;
 
 /// The tests of this file share one PostgreSQL server that one of them restarts.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn pg_url() -> Option<String> {
-    match std::env::var("TOLLGATE_TEST_PG_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
-            None
-        }
-    }
-}
 
 fn schema(name: &str) -> String {
     let n: u64 = rand_u64();
@@ -54,10 +43,23 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-fn store_section(url: &str, schema: &str, more: &str) -> String {
-    format!(
-        "store:\n  kind: postgres\n  url: \"{url}\"\n  schema: {schema}\n  lease_ttl_ms: 3000\n  lease_idle_ms: 300\n  sync_interval_ms: 100\n  connect_timeout_ms: 1000\n  statement_timeout_ms: 2000\n{more}"
-    )
+/// A priced gateway on the mock, sharing the store in `schema`, with short leases and
+/// timeouts and `more` store settings.
+fn config(mock: &str, url: &str, schema: &str, more: Value) -> TestConfig {
+    let mut store = json!({
+        "lease_ttl_ms": 3000,
+        "lease_idle_ms": 300,
+        "sync_interval_ms": 100,
+        "connect_timeout_ms": 1000,
+        "statement_timeout_ms": 2000,
+    });
+    store
+        .as_object_mut()
+        .unwrap()
+        .extend(more.as_object().unwrap().clone());
+    TestConfig::new(mock)
+        .pricing("openai:gpt-4o-mini", 1, 2)
+        .postgres(url, schema, store)
 }
 
 struct World {
@@ -68,23 +70,19 @@ struct World {
 
 impl World {
     async fn start(url: &str, schema: &str, n: usize) -> World {
-        World::start_with(url, schema, n, "").await
+        World::start_with(url, schema, n, json!({})).await
     }
 
-    async fn start_with(url: &str, schema: &str, n: usize, more: &str) -> World {
+    async fn start_with(url: &str, schema: &str, n: usize, more: Value) -> World {
         let mock = MockServer::start().await;
-        let extra = format!("{PRICING}{}", store_section(url, schema, more));
+        let cfg = config(&mock.url(), url, schema, more);
         // The schema first, with the command operators run.
         let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("migrate.yaml");
-        std::fs::write(
-            &cfg,
-            config_for(&mock.url(), free_port(), &dir.path().join("d"), &extra),
-        )
-        .unwrap();
+        let migrate = dir.path().join("migrate.yaml");
+        std::fs::write(&migrate, cfg.render(free_port(), &dir.path().join("d"))).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["migrate", "--config"])
-            .arg(&cfg)
+            .arg(&migrate)
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
@@ -94,12 +92,10 @@ impl World {
         let mut gws = Vec::new();
         for _ in 0..n {
             let d = tempfile::tempdir().unwrap();
-            let (path, mu, ex) = (d.path().to_path_buf(), mock.url(), extra.clone());
-            let g = tokio::task::spawn_blocking(move || {
-                Gateway::spawn_in(&path, |port, data| config_for(&mu, port, data, &ex), &[])
-            })
-            .await
-            .unwrap();
+            let (path, cfg) = (d.path().to_path_buf(), cfg.clone());
+            let g = tokio::task::spawn_blocking(move || Gateway::spawn_in(&path, cfg.file(), &[]))
+                .await
+                .unwrap();
             gws.push(g);
             dirs.push(d);
         }
@@ -513,6 +509,7 @@ async fn a_killed_instance_loses_nothing_counted_and_its_leases_come_back() {
     let kflag = killed.clone();
     // SIGKILL instance #2 (by its PID) once 60 requests have been answered, with requests
     // in flight on it (each takes 40 ms at the upstream).
+    let load_start = Instant::now();
     let res = load(
         &urls,
         &secret,
@@ -530,6 +527,7 @@ async fn a_killed_instance_loses_nothing_counted_and_its_leases_come_back() {
     )
     .await;
     assert!(killed.load(Ordering::SeqCst));
+    let load_took = load_start.elapsed();
     w.gws[2].wait_exit(Duration::from_secs(5));
     let served = count(&res, 200) as u64;
     let lost_conn = count(&res, 0) as u64;
@@ -559,7 +557,7 @@ async fn a_killed_instance_loses_nothing_counted_and_its_leases_come_back() {
         }
     }
     println!(
-        "kill -9 of instance #2 (pid {victim}) mid-load: clients got {served} 200s ({at_victim} from #2 before it died), {lost_conn} connection errors; {after} more served after its leases expired"
+        "kill -9 of instance #2 (pid {victim}) mid-load: clients got {served} 200s ({at_victim} from #2 before it died), {lost_conn} connection errors in {load_took:?}; {after} more served after its leases expired"
     );
     println!(
         "reconciliation: upstream saw {upstream} calls (${}), the store recorded {rec_ok} (${}); {in_flight_lost} were in flight or unwritten on the killed instance; budget ${}",
@@ -579,7 +577,13 @@ async fn a_killed_instance_loses_nothing_counted_and_its_leases_come_back() {
         upstream * COST <= budget + in_flight_lost * COST,
         "total upstream cost <= budget + cost of requests in flight"
     );
-    assert!(after > 0, "the victim's leases came back after the TTL");
+    // The victim's leases come back after their TTL (3 s). When the load outlasts the TTL (a
+    // busy machine), they come back during the load and the survivors spend them there; the
+    // last assertion (the whole budget spent) shows it either way.
+    assert!(
+        after > 0 || load_took >= Duration::from_secs(3),
+        "the victim's leases came back after the TTL"
+    );
     assert!(
         rec_ok + 3 >= k,
         "the survivors spend the budget (up to leftovers smaller than one request): {rec_ok}"
@@ -589,8 +593,7 @@ async fn a_killed_instance_loses_nothing_counted_and_its_leases_come_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_mid_load_loses_no_usage() {
     let Some(url) = pg_url() else { return };
-    let Ok(pgdata) = std::env::var("TOLLGATE_TEST_PG_DATA") else {
-        eprintln!("skipped: TOLLGATE_TEST_PG_DATA is not set (tests/run.sh sets it)");
+    let Some(pgdata) = need_env("TOLLGATE_TEST_PG_DATA", "tests/run.sh sets it") else {
         return;
     };
     let _serial = SERIAL.lock().await;
@@ -679,12 +682,11 @@ async fn postgres_restarted_mid_load_loses_no_usage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fail_closed_refuses_while_the_database_is_down() {
     let Some(url) = pg_url() else { return };
-    let Ok(pgdata) = std::env::var("TOLLGATE_TEST_PG_DATA") else {
-        eprintln!("skipped: TOLLGATE_TEST_PG_DATA is not set (tests/run.sh sets it)");
+    let Some(pgdata) = need_env("TOLLGATE_TEST_PG_DATA", "tests/run.sh sets it") else {
         return;
     };
     let _serial = SERIAL.lock().await;
-    let w = World::start_with(&url, &schema("fc"), 1, "  on_outage: fail_closed\n").await;
+    let w = World::start_with(&url, &schema("fc"), 1, json!({"on_outage": "fail_closed"})).await;
     let u = w.gws[0].url();
     let (_, secret) = new_key(&u, json!({"name": "closed"})).await;
     let c = client();

@@ -9,16 +9,22 @@ use common::*;
 use mock_upstream::MockServer;
 use serde_json::{json, Value};
 
-const EXTRA: &str = "  chatonly:\n    kind: openai\n    base_url: {mock}/v1\n    api_key: sk-chat-provider-key\n    native_responses: false\n    models: [llama-3.3-70b]\n  gemini:\n    kind: gemini\n    base_url: {mock}\n    api_key: gm-provider-key\n    models: [gemini-2.5-flash]\n";
-
+/// The usual two providers, a Chat-only OpenAI-kind provider and a Gemini one, all on the mock.
 async fn start() -> (MockServer, Gateway) {
     let mock = MockServer::start().await;
     let url = mock.url();
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| config_for(&url, port, dir, &EXTRA.replace("{mock}", &url)))
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::new(&url)
+        .provider(
+            "chatonly",
+            json!({"kind": "openai", "base_url": format!("{url}/v1"), "api_key": "sk-chat-provider-key", "native_responses": false, "models": ["llama-3.3-70b"]}),
+        )
+        .provider(
+            "gemini",
+            json!({"kind": "gemini", "base_url": url, "api_key": "gm-provider-key", "models": ["gemini-2.5-flash"]}),
+        );
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     (mock, gw)
 }
 

@@ -277,12 +277,10 @@ fn report(vars: &[Variant], samples: &[Vec<u64>], attempt: usize) -> Vec<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_key_refusal_takes_the_same_time_whatever_is_presented() {
     let mock = MockServer::start().await;
-    let url = mock.url();
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| config_for(&url, port, dir, ""))
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::new(&mock.url());
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     let virtual_key = gw.create_key("timing").await;
     // The virtual key is valid: a refusal on the management API is not a broken key.
     let r = client()
@@ -728,12 +726,10 @@ fn print_outcomes(title: &str, rows: &[Outcome]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
     let mock = MockServer::start().await;
-    let url = mock.url();
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| config_with_threads(&url, port, dir, 4, ""))
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::new(&mock.url()).set("threads", 4);
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     let port = gw.port;
     let rows = tokio::task::spawn_blocking(move || {
         let revoked = Refusal {
@@ -920,8 +916,7 @@ async fn a_revoked_key_stops_working_within_a_second_on_every_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_on_one_instance_stops_on_another_within_a_second() {
-    let Ok(pg) = std::env::var("TOLLGATE_TEST_PG_URL") else {
-        eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
+    let Some(pg) = pg_url() else {
         return;
     };
     let mock = MockServer::start().await;
@@ -932,13 +927,15 @@ async fn a_key_revoked_on_one_instance_stops_on_another_within_a_second() {
         .as_nanos();
     let schema = format!("t_sec_{:x}_{}", nanos, std::process::id());
     // The default sync interval (200 ms): what an operator gets.
-    let store = format!(
-        "store:\n  kind: postgres\n  url: \"{pg}\"\n  schema: {schema}\n  auto_migrate: true\n  connect_timeout_ms: 1000\n  statement_timeout_ms: 2000\n"
+    let cfg = TestConfig::new(&url).postgres(
+        &pg,
+        &schema,
+        json!({"auto_migrate": true, "connect_timeout_ms": 1000, "statement_timeout_ms": 2000}),
     );
     let (a, b) = tokio::task::spawn_blocking(move || {
         // One after the other: the first applies the migrations.
-        let a = Gateway::start_with(|port, dir| config_with_threads(&url, port, dir, 2, &store));
-        let b = Gateway::start_with(|port, dir| config_with_threads(&url, port, dir, 4, &store));
+        let a = Gateway::start_with(cfg.clone().set("threads", 2).file());
+        let b = Gateway::start_with(cfg.set("threads", 4).file());
         (a, b)
     })
     .await

@@ -14,10 +14,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn config(mock: &str, port: u16, dir: &Path, grace: u64) -> String {
-    config_for(mock, port, dir, "").replace(
-        "grace_period_seconds: 1\n",
-        &format!("grace_period_seconds: {grace}\n"),
-    )
+    TestConfig::new(mock)
+        .set("grace_period_seconds", grace)
+        .render(port, dir)
 }
 
 /// Starts an Anthropic-client stream of `pieces` deltas, one every `delay_ms`, on `model`;

@@ -114,12 +114,16 @@ async fn soak_mixed_traffic_with_faults_keeps_memory_and_fds_flat() {
         });
     let mock = MockServer::start().await;
     let url = mock.url();
-    let extra = "    stream_idle_timeout_ms: 500\n  dead:\n    kind: openai\n    base_url: http://127.0.0.1:1/v1\n    api_key: sk-dead\naccess_log: false\n";
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(move |p, d| config_for(&url, p, d, extra))
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::new(&url)
+        .provider_set("anthropic", "stream_idle_timeout_ms", 500)
+        .provider(
+            "dead",
+            serde_json::json!({"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key": "sk-dead"}),
+        )
+        .set("access_log", false);
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     let key = gw.create_key("soak").await;
     let pid = gw.pid();
     let base = gw.url();

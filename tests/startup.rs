@@ -17,10 +17,10 @@ fn an_occupied_port_ends_the_process_with_one_clear_line() {
     let cfg = tmp.path().join("tollgate.yaml");
     std::fs::write(
         &cfg,
-        format!(
-            "listen: 127.0.0.1:{port}\ndata_dir: {}\nmaster_key: {MASTER}\npresets: false\nproviders: {{}}\n",
-            tmp.path().join("data").display()
-        ),
+        TestConfig::empty()
+            .without("threads")
+            .set("providers", serde_json::json!({}))
+            .render(port, &tmp.path().join("data")),
     )
     .unwrap();
     let t0 = Instant::now();
@@ -70,12 +70,12 @@ fn an_occupied_port_ends_the_process_with_one_clear_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_provider_is_said_at_start_and_in_health() {
     let gw = tokio::task::spawn_blocking(|| {
-        Gateway::start_with(|port, dir| {
-            format!(
-                "listen: 127.0.0.1:{port}\ndata_dir: {}\nmaster_key: {MASTER}\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\npresets: false\nproviders: {{}}\n",
-                dir.display()
-            )
-        })
+        let cfg = TestConfig::empty()
+            .without("threads")
+            .set("grace_period_seconds", 1)
+            .set("graceful_shutdown_timeout_seconds", 1)
+            .set("providers", serde_json::json!({}));
+        Gateway::start_with(cfg.file())
     })
     .await
     .unwrap();
@@ -100,12 +100,10 @@ async fn no_provider_is_said_at_start_and_in_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otari_health_paths_answer() {
     let mock = mock_upstream::MockServer::start().await;
-    let url = mock.url();
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(move |p, d| config_for(&url, p, d, ""))
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::new(&mock.url());
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     let r = client()
         .get(format!("{}/health/liveness", gw.url()))
         .send()

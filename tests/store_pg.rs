@@ -15,16 +15,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const PRICING: &str = "pricing:\n  openai:gpt-4o-mini: {input: 1, output: 2}\n";
-
-fn pg_url() -> Option<String> {
-    match std::env::var("TOLLGATE_TEST_PG_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            eprintln!("skipped: TOLLGATE_TEST_PG_URL is not set (tests/run.sh starts a PostgreSQL and sets it)");
-            None
-        }
-    }
+/// A gateway on the mock with its model priced.
+fn priced(mock_url: &str) -> TestConfig {
+    TestConfig::new(mock_url).pricing("openai:gpt-4o-mini", 1, 2)
 }
 
 fn unique(name: &str) -> String {
@@ -35,10 +28,17 @@ fn unique(name: &str) -> String {
     format!("t_{name}_{:x}_{}", t & 0xffff_ffff, std::process::id())
 }
 
-fn pg_store(url: &str, schema: &str) -> String {
-    format!(
-        "store:\n  kind: postgres\n  url: \"{url}\"\n  schema: {schema}\n  sync_interval_ms: 100\n"
-    )
+/// `cfg` on the test PostgreSQL in `schema`.
+fn pg_store(cfg: TestConfig, url: &str, schema: &str) -> TestConfig {
+    cfg.postgres(url, schema, json!({"sync_interval_ms": 100}))
+}
+
+/// Just what the `migrate` command reads: the master key and the store (and `data_dir`).
+fn migrate_only() -> TestConfig {
+    TestConfig::empty()
+        .without("listen")
+        .without("threads")
+        .without("presets")
 }
 
 fn tollgate(args: &[&str]) -> (bool, String, String) {
@@ -79,11 +79,7 @@ fn migrate_is_versioned_and_idempotent() {
     let cfg = write_config(
         dir.path(),
         "pg.yaml",
-        &format!(
-            "data_dir: {}\nmaster_key: {MASTER}\n{}",
-            dir.path().join("d").display(),
-            pg_store(&url, &schema)
-        ),
+        &pg_store(migrate_only(), &url, &schema).render(0, &dir.path().join("d")),
     );
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg, "--status"]);
     assert!(ok, "{err}");
@@ -99,7 +95,8 @@ fn migrate_is_versioned_and_idempotent() {
     let cfg2 = write_config(
         dir.path(),
         "pg2.yaml",
-        &format!("master_key: {MASTER}\n{}", pg_store(&url, &schema2)),
+        &pg_store(migrate_only().without("data_dir"), &url, &schema2)
+            .render(0, Path::new("unused")),
     );
     let runs: Vec<_> = (0..3)
         .map(|_| {
@@ -145,9 +142,9 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
     let root = dir.path().to_path_buf();
     let sled_data = root.join("sled-data");
     // 1. A sled-backed gateway with a user, a budget, a priced model, a key and usage.
-    let (mu, sd) = (mock.url(), sled_data.clone());
+    let (cfg, sd) = (priced(&mock.url()), sled_data.clone());
     let mut gw = tokio::task::spawn_blocking(move || {
-        Gateway::spawn_in(&root, |port, _| config_for(&mu, port, &sd, PRICING), &[])
+        Gateway::spawn_in(&root, |port, _| cfg.render(port, &sd), &[])
     })
     .await
     .unwrap();
@@ -215,13 +212,13 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
     let sled_cfg = write_config(
         &root,
         "sled.yaml",
-        &config_for(&mock.url(), free_port(), &sled_data, PRICING),
+        &priced(&mock.url()).render(free_port(), &sled_data),
     );
-    let pg_extra = format!("{PRICING}{}", pg_store(&url, &schema));
+    let pg = pg_store(priced(&mock.url()), &url, &schema);
     let pg_cfg = write_config(
         &root,
         "pg.yaml",
-        &config_for(&mock.url(), free_port(), &root.join("pg-data"), &pg_extra),
+        &pg.render(free_port(), &root.join("pg-data")),
     );
     let dump1 = root.join("dump1.jsonl");
     let (ok, _, err) = tollgate(&[
@@ -242,9 +239,9 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
     assert!(ok, "{err}");
 
     // 3. A gateway on PostgreSQL serves the same key with the same standing and usage.
-    let (mu, pd, ex) = (mock.url(), root.join("pg-data"), pg_extra.clone());
+    let (pd, cfg) = (root.join("pg-data"), pg.clone());
     let mut pgw = tokio::task::spawn_blocking(move || {
-        Gateway::spawn_in(&root, |port, _| config_for(&mu, port, &pd, &ex), &[])
+        Gateway::spawn_in(&root, |port, _| cfg.render(port, &pd), &[])
     })
     .await
     .unwrap();
@@ -390,7 +387,7 @@ async fn tls_to_the_database_is_verified() {
         return;
     }
     if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("skipped: no openssl command to make test certificates");
+        skip("no openssl command to make test certificates");
         return;
     }
     // A second PostgreSQL of our own that speaks TLS, on its own port and data dir.

@@ -10,12 +10,10 @@ use serde_json::{json, Value};
 
 async fn start() -> (MockServer, Gateway) {
     let mock = MockServer::start().await;
-    let url = mock.url();
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| config_for(&url, port, dir, ""))
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::new(&mock.url());
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     (mock, gw)
 }
 
@@ -299,12 +297,10 @@ async fn count_tokens_falls_back_to_the_local_count_when_the_provider_is_slow_or
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_upstreams_get_keepalives_in_the_client_grammar() {
     let mock = MockServer::start().await;
-    let url = mock.url();
-    let gw = tokio::task::spawn_blocking(move || {
-        Gateway::start_with(|port, dir| config_for(&url, port, dir, "stream_keepalive_ms: 200\n"))
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::new(&mock.url()).set("stream_keepalive_ms", 200);
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
     let key = gw.create_key("t").await;
     // Anthropic client, OpenAI upstream silent for ~1 s between chunks: `ping` events.
     let r = client().post(format!("{}/v1/messages", gw.url())).header("x-api-key", &key).header("x-mock-chunk-delay-ms", "1000").header("x-mock-pieces", "1")

@@ -77,11 +77,10 @@ async fn three_upgrades_under_load_drop_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let d1 = dir.clone();
-    let mut current = tokio::task::spawn_blocking(move || {
-        Gateway::spawn_in(&d1, move |p, d| config_for(&url, p, d, ""), &[])
-    })
-    .await
-    .unwrap();
+    let cfg = TestConfig::new(&url);
+    let mut current = tokio::task::spawn_blocking(move || Gateway::spawn_in(&d1, cfg.file(), &[]))
+        .await
+        .unwrap();
     let key = current.create_key("load").await;
     let base = current.url();
     let port = current.port;

@@ -2,6 +2,13 @@
 //! pointed at the in-process mock upstream.
 #![allow(dead_code)]
 
+mod config;
+mod skip;
+#[allow(unused_imports)]
+pub use config::TestConfig;
+#[allow(unused_imports)]
+pub use skip::*;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,14 +36,6 @@ pub struct Gateway {
     _tmp: Option<tempfile::TempDir>,
 }
 
-/// The config for a gateway whose `openai` and `anthropic` providers both point at `mock`.
-pub fn config_for(mock_url: &str, port: u16, dir: &Path, extra: &str) -> String {
-    format!(
-        "listen: 127.0.0.1:{port}\ndata_dir: {dir}\nmaster_key: {MASTER}\nthreads: 2\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\npresets: false\nproviders:\n  openai:\n    kind: openai\n    base_url: {mock_url}/v1\n    api_key: sk-openai-provider-key\n    models: [gpt-4o-mini]\n  anthropic:\n    kind: anthropic\n    base_url: {mock_url}\n    api_key: sk-ant-provider-key\n{extra}",
-        dir = dir.display()
-    )
-}
-
 fn pump(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>, echo: bool) {
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines().map_while(Result::ok) {
@@ -51,7 +50,7 @@ fn pump(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>, echo: 
 }
 
 impl Gateway {
-    /// Starts tollgate with the given full config text (use `config_for`).
+    /// Starts tollgate with the given full config text (`TestConfig::file`).
     pub fn start_with(config: impl Fn(u16, &Path) -> String) -> Gateway {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
@@ -265,21 +264,6 @@ pub fn events(text: &str) -> Vec<(String, serde_json::Value)> {
         out.push((name, v));
     }
     out
-}
-
-/// `config_for` with another number of Pingora worker threads.
-pub fn config_with_threads(
-    mock_url: &str,
-    port: u16,
-    dir: &Path,
-    threads: usize,
-    extra: &str,
-) -> String {
-    config_for(mock_url, port, dir, extra).replacen(
-        "\nthreads: 2\n",
-        &format!("\nthreads: {threads}\n"),
-        1,
-    )
 }
 
 /// An answer read by `RawConn`.
