@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod providers;
 pub mod route;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod translate;

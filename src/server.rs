@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use crate::auth::{self, KeyIndex};
 use crate::config::Config;
-use crate::gateway::{AppState, Gateway};
+use crate::gateway::Gateway;
 use crate::ledger::Ledger;
 use crate::route::Router;
+use crate::state::State;
 use crate::store::keeper::StoreKeeper;
 use crate::store::writer::UsageWriter;
 use crate::store::{snapshot, StoreSlot};
@@ -158,7 +159,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         ));
     }
     let state_inflight = inflight.clone();
-    let state = Arc::new(AppState {
+    let state = Arc::new(State {
         inflight,
         router,
         retry_budget: crate::balance::budget::RetryBudget::new(

@@ -5,10 +5,10 @@ use serde_json::{json, Value};
 use super::{after_change, internal, no_route, not_found, page, store_of, Answer, Req, Resp};
 use crate::auth;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::AppState;
 use crate::ledger::entities::{parse_money, parse_period, period_label, BudgetRecord};
 use crate::ledger::period::{Alignment, Period};
 use crate::meter::price::format_usd;
+use crate::state::State;
 
 const FIELDS: &[&str] = &[
     "budget_id",
@@ -19,7 +19,7 @@ const FIELDS: &[&str] = &[
     "budget_alignment",
 ];
 
-fn view(state: &AppState, b: &BudgetRecord) -> Value {
+fn view(state: &State, b: &BudgetRecord) -> Value {
     let users = state
         .ledger
         .users
@@ -77,14 +77,14 @@ fn apply(req: &Req, b: &mut BudgetRecord) -> Result<(), GatewayError> {
     Ok(())
 }
 
-async fn save(state: &AppState, b: &BudgetRecord) -> Result<(), GatewayError> {
+async fn save(state: &State, b: &BudgetRecord) -> Result<(), GatewayError> {
     store_of(state)?.put_budget(b).await.map_err(internal)?;
     state.ledger.upsert_budget(b.clone());
     after_change(state).await;
     Ok(())
 }
 
-fn find(state: &AppState, id: &str) -> Result<BudgetRecord, GatewayError> {
+fn find(state: &State, id: &str) -> Result<BudgetRecord, GatewayError> {
     state
         .ledger
         .budgets
@@ -94,7 +94,7 @@ fn find(state: &AppState, id: &str) -> Result<BudgetRecord, GatewayError> {
         .ok_or_else(|| not_found("budget", id))
 }
 
-pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Answer {
     match (req.method.as_str(), req.seg(1)) {
         ("POST", None) => {
             store_of(state)?;

@@ -25,8 +25,9 @@ use std::sync::Arc;
 
 use crate::auth::{self, KeyRecord};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{local, AppState, Ctx, Failure};
+use crate::gateway::{local, Ctx, Failure};
 use crate::ledger::budget::Scope;
+use crate::state::State;
 use crate::store::{snapshot, Store};
 
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
@@ -116,7 +117,7 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(ErrorKind::Internal, format!("Store error: {e}"))
 }
 
-pub(crate) fn store_of(state: &AppState) -> Result<Arc<dyn Store>, GatewayError> {
+pub(crate) fn store_of(state: &State) -> Result<Arc<dyn Store>, GatewayError> {
     state.store.get().ok_or_else(|| {
         GatewayError::new(
             ErrorKind::Unavailable,
@@ -127,7 +128,7 @@ pub(crate) fn store_of(state: &AppState) -> Result<Arc<dyn Store>, GatewayError>
 }
 
 /// Rewrites the snapshot after a change (keys, users, budgets).
-pub(crate) async fn after_change(state: &AppState) {
+pub(crate) async fn after_change(state: &State) {
     let (dir, index, ledger) = (
         state.cfg.data_dir.clone(),
         state.keys.clone(),
@@ -197,7 +198,7 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn require_master(state: &AppState, s: &Session) -> Result<(), GatewayError> {
+fn require_master(state: &State, s: &Session) -> Result<(), GatewayError> {
     let h = &s.req_header().headers;
     let presented = auth::presented_key(
         h.get("authorization").map(|v| v.as_bytes()),
@@ -259,7 +260,7 @@ fn path_segments(path: &str) -> Vec<String> {
         .collect()
 }
 
-pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<(), Failure> {
+pub async fn handle(state: &State, s: &mut Session, ctx: &mut Ctx) -> Result<(), Failure> {
     let h = s.req_header();
     let method = h.method.as_str().to_string();
     let query = parse_query(h.uri.query());
@@ -304,7 +305,7 @@ pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<
     Ok(())
 }
 
-async fn dispatch(state: &AppState, req: &Req) -> Answer {
+async fn dispatch(state: &State, req: &Req) -> Answer {
     match req.seg(0) {
         Some("keys") => keys::handle(state, req).await,
         Some("users") => users::handle(state, req).await,
@@ -320,7 +321,7 @@ async fn dispatch(state: &AppState, req: &Req) -> Answer {
 /// store can read it anyway). `target` is `/v1/...`, optionally with a query; errors come back
 /// as the same OpenAI-style envelope the HTTP API sends.
 pub(crate) async fn answer_in_process(
-    state: &AppState,
+    state: &State,
     method: &str,
     target: &str,
     body: Map<String, Value>,
@@ -346,7 +347,7 @@ pub(crate) async fn answer_in_process(
 }
 
 /// `GET /v1/key/info`: what a key may see of itself.
-pub fn key_info(state: &AppState, key: &KeyRecord) -> Value {
+pub fn key_info(state: &State, key: &KeyRecord) -> Value {
     let now = auth::now_secs();
     let ledger = &state.ledger;
     let mut v = key.public_json();
@@ -363,7 +364,7 @@ pub fn key_info(state: &AppState, key: &KeyRecord) -> Value {
 
 /// The standing of an account that may not exist yet.
 pub(crate) fn standing_of(
-    state: &AppState,
+    state: &State,
     scope: Scope,
     id: &str,
     limits: &crate::ledger::entities::Limits,

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use super::{internal, Answer, Req, Resp};
 use crate::error::GatewayError;
-use crate::gateway::AppState;
 use crate::ledger::period::{parse_time, rfc3339};
 use crate::meter::price::format_usd;
 use crate::meter::record::UsageRecord;
+use crate::state::State;
 use crate::store::{Store, UsageFilter};
 
 /// The most records one export or grouping scans.
@@ -231,7 +231,7 @@ pub fn csv_row(r: &UsageRecord) -> String {
     line
 }
 
-pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Answer {
     if req.method != "GET" || req.segs.len() > 1 {
         return Err(super::no_route(req));
     }

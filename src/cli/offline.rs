@@ -10,15 +10,15 @@ use std::sync::Arc;
 use super::api::Reply;
 use crate::auth::{self, KeyIndex};
 use crate::config::Config;
-use crate::gateway::AppState;
 use crate::ledger::Ledger;
+use crate::state::State;
 use crate::store::postgres::{redact_url, PgStore};
 use crate::store::settings::StoreConfig;
 use crate::store::sled_store::SledStore;
 use crate::store::{keeper, StoreError, StoreSlot};
 
 pub struct Store {
-    state: AppState,
+    state: State,
 }
 
 pub enum OpenError {
@@ -75,7 +75,7 @@ impl Store {
         keys.set_master(master);
         let slot = Arc::new(StoreSlot::default());
         slot.set(store);
-        let state = AppState {
+        let state = State {
             router: crate::route::Router::new(cfg),
             keys,
             store: slot,

@@ -35,40 +35,21 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use ctx::Ctx;
 
-use crate::auth::{self, KeyIndex, KeyRecord};
-use crate::config::Config;
+use crate::auth::{self, KeyRecord};
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
 use crate::metrics;
-use crate::route::Router;
-use crate::store::StoreSlot;
+use crate::state::State;
 use response::ResponseTap;
 
-/// Process-wide state shared by every request.
-pub struct AppState {
-    pub cfg: Config,
-    pub router: Router,
-    pub keys: Arc<KeyIndex>,
-    pub store: Arc<StoreSlot>,
-    pub resolver: upstream::Resolver,
-    pub connector: upstream::UpstreamPool,
-    pub ledger: Arc<crate::ledger::Ledger>,
-    /// Forwarded requests in flight, per key and overall (`limits:`).
-    pub inflight: Arc<limits::InFlight>,
-    /// A key snapshot was loaded at start (auth works before the store is open).
-    pub snapshot_loaded: AtomicBool,
-    /// Bounds failover retries to a share of the traffic.
-    pub retry_budget: crate::balance::budget::RetryBudget,
-}
-
 pub struct Gateway {
-    pub state: Arc<AppState>,
+    pub state: Arc<State>,
 }
 
 /// How `request_filter` left the request.
