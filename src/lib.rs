@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod error;
 pub mod gateway;
 pub mod ledger;
+pub mod local;
 pub mod meter;
 pub mod metrics;
 pub mod providers;

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{after_change, internal, no_route, not_found, page, store_of, Answer, Req, Resp};
+use super::{after_change, internal, no_route, not_found, page, store_of, Reply, Req, Resp};
 use crate::auth;
 use crate::error::{ErrorKind, GatewayError};
 use crate::ledger::entities::{parse_money, parse_period, period_label, BudgetRecord};
@@ -94,7 +94,7 @@ fn find(state: &State, id: &str) -> Result<BudgetRecord, GatewayError> {
         .ok_or_else(|| not_found("budget", id))
 }
 
-pub(super) async fn handle(state: &State, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     match (req.method.as_str(), req.seg(1)) {
         ("POST", None) => {
             store_of(state)?;

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-use super::{internal, no_route, store_of, Answer, Req, Resp};
+use super::{internal, no_route, store_of, Reply, Req, Resp};
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::price::{parse_usd, Price};
 use crate::state::State;
@@ -36,7 +36,7 @@ fn entry(key: &str, p: &Price, source: &str) -> Value {
     v
 }
 
-pub(super) async fn handle(state: &State, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     let ledger = &state.ledger;
     let key = req.segs[1..].join("/");
     match (req.method.as_str(), key.is_empty()) {

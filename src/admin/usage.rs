@@ -8,7 +8,7 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-use super::{internal, Answer, Req, Resp};
+use super::{internal, Reply, Req, Resp};
 use crate::error::GatewayError;
 use crate::ledger::period::{parse_time, rfc3339};
 use crate::meter::price::format_usd;
@@ -231,7 +231,7 @@ pub fn csv_row(r: &UsageRecord) -> String {
     line
 }
 
-pub(super) async fn handle(state: &State, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     if req.method != "GET" || req.segs.len() > 1 {
         return Err(super::no_route(req));
     }

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{
-    after_change, internal, no_route, not_found, page, standing_of, store_of, Answer, Req, Resp,
+    after_change, internal, no_route, not_found, page, standing_of, store_of, Reply, Req, Resp,
 };
 use crate::auth;
 use crate::error::{ErrorKind, GatewayError};
@@ -121,7 +121,7 @@ fn find(state: &State, id: &str) -> Result<UserRecord, GatewayError> {
         .ok_or_else(|| not_found("user", id))
 }
 
-pub(super) async fn handle(state: &State, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     match (req.method.as_str(), req.seg(1)) {
         ("POST", None) => {
             store_of(state)?;

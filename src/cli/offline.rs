@@ -1,9 +1,10 @@
 //! The store directly, when no gateway is running: the management API answered in this
-//! process (`admin::answer_in_process`) on the config's store, so the commands behave and
-//! print the same either way. No master key is asked for: whoever can open the store can
+//! process ([`crate::admin::route`], as the gateway does) on the config's store, so the
+//! commands behave and print the same either way. No master key is asked for: whoever can open the store can
 //! read it anyway.
 
-use serde_json::{Map, Value};
+use bytes::Bytes;
+use serde_json::Value;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -99,11 +100,21 @@ impl Store {
 
     /// Answers one request; a change is flushed to disk before the answer is returned.
     pub async fn call(&self, method: &str, target: &str, body: Option<Value>) -> Reply {
-        let body = match body {
-            Some(Value::Object(m)) => m,
-            _ => Map::new(),
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
         };
-        let r = crate::admin::answer_in_process(&self.state, method, target, body).await;
+        // The body as the HTTP client would send it.
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let headers = http::HeaderMap::new();
+        let req = crate::local::Request {
+            method,
+            path,
+            query,
+            headers: &headers,
+            body,
+        };
+        let r = crate::admin::route(&self.state, &req).await;
         let mut status = r.status;
         let mut out = r.body.to_vec();
         if method != "GET" {

@@ -21,9 +21,8 @@ mod ctx;
 mod direct;
 mod end_user;
 pub mod limits;
-pub mod local;
-mod models;
 mod plan;
+pub mod reply;
 pub mod response;
 mod settle;
 pub mod upstream;
@@ -34,8 +33,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
-use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +42,7 @@ pub use ctx::Ctx;
 use crate::auth::{self, KeyRecord};
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
+use crate::local;
 use crate::metrics;
 use crate::state::State;
 use response::ResponseTap;
@@ -103,133 +102,64 @@ impl Gateway {
         })
     }
 
+    /// Dispatches a request: local endpoints are answered here (by `crate::local` and
+    /// `crate::admin`), inference goes on to [`Self::inference`].
     async fn handle(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
-        match ctx.endpoint {
-            Endpoint::Root => {
-                local::send(
-                    s,
-                    200,
-                    "text/plain",
-                    Bytes::from_static(b"tollgate\n"),
-                    &ctx.request_id,
-                    &[],
-                )
-                .await?;
-                Ok(Flow::Done)
-            }
+        let state = &self.state;
+        let answer = match ctx.endpoint {
+            Endpoint::Root => local::root(),
+            Endpoint::Health => local::health(state, &plain(s.req_header(), Bytes::new())),
+            Endpoint::Metrics => local::metrics(),
             // Rare endpoints are boxed so that their futures do not size the hot path's one
             // (which is moved into a Box per request).
-            Endpoint::Health => Box::pin(self.health(s, ctx)).await,
-            Endpoint::Metrics => {
-                let body = Bytes::from(metrics::render());
-                local::send(
-                    s,
-                    200,
-                    "text/plain; version=0.0.4",
-                    body,
-                    &ctx.request_id,
-                    &[],
-                )
-                .await?;
-                Ok(Flow::Done)
-            }
-            Endpoint::Admin => {
-                Box::pin(crate::admin::handle(&self.state, s, ctx)).await?;
-                Ok(Flow::Done)
-            }
+            Endpoint::Admin => return Box::pin(self.admin(s, ctx)).await,
             Endpoint::KeyInfo => {
                 let key = self.authenticate(s)?;
                 ctx.key = Some(key.clone());
-                let v = crate::admin::key_info(&self.state, &key);
-                local::send_json(s, 200, &v, &ctx.request_id).await?;
-                Ok(Flow::Done)
+                local::key_info(state, &key)
             }
             Endpoint::Models | Endpoint::Model => {
                 ctx.key = Some(self.authenticate(s)?);
-                Box::pin(self.models(s, ctx)).await
+                let req = plain(s.req_header(), Bytes::new());
+                Box::pin(local::models(state, &req, ctx.endpoint)).await
             }
-            Endpoint::NotFound => Err(GatewayError::new(
-                ErrorKind::NotFound,
-                format!(
-                    "No route for {} {}.",
-                    s.req_header().method,
-                    truncate_path(s.req_header().uri.path())
-                ),
-            )
-            .into()),
-            _ => self.inference(s, ctx).await,
-        }
+            Endpoint::NotFound => {
+                return Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "No route for {} {}.",
+                        s.req_header().method,
+                        local::printable(s.req_header().uri.path())
+                    ),
+                )
+                .into())
+            }
+            _ => return self.inference(s, ctx).await,
+        };
+        send_answer(s, ctx, &answer).await?;
+        Ok(Flow::Done)
     }
 
-    async fn health(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
-        let path = s.req_header().uri.path();
-        if path == "/health/liveness" {
-            // Otari answers its liveness probe with this JSON string.
-            local::send_json(s, 200, &json!("I'm alive!"), &ctx.request_id).await?;
-            return Ok(Flow::Done);
-        }
-        let readiness_probe = path.ends_with("/ready") || path.ends_with("/readiness");
-        let otari_shape = path.ends_with("/readiness");
-        let store_open = self.state.store.get().is_some_and(|st| st.healthy());
-        // A shared store (PostgreSQL) that is down under the outage policy means inference is
-        // refused: readiness says so, so a load balancer takes this instance out.
-        let shared = self.state.ledger.shared.get();
-        let refusing = shared.is_some_and(|c| c.check_outage().is_err());
-        let ready = (store_open || self.state.snapshot_loaded.load(Ordering::Relaxed)) && !refusing;
-        let store = match (shared.and_then(|c| c.down_for_ms()), store_open) {
-            (Some(_), _) => "unreachable",
-            (None, true) => "open",
-            (None, false) => "waiting",
+    /// The management API: the caller is authorized before the body is read, then
+    /// [`crate::admin::route`] answers. Its errors linger on an unread body, like the
+    /// gateway's own refusals.
+    async fn admin(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        let h = s.req_header();
+        crate::admin::authorize(&self.state, h.method.as_str(), h.uri.path(), &h.headers)?;
+        let body = if crate::admin::takes_body(h.method.as_str()) {
+            read_admin_body(s).await?
+        } else {
+            Bytes::new()
         };
-        let now = std::time::Instant::now();
-        let deployments: Vec<Value> = self
-            .state
-            .router
-            .health()
-            .iter()
-            .map(|h| {
-                let snap = h.snapshot(now);
-                json!({
-                    "id": h.id,
-                    "provider": h.provider,
-                    "state": snap.state.label(),
-                    "consecutive_failures": snap.consecutive_failures,
-                    "retry_in_ms": snap.retry_in.map(|d| d.as_millis() as u64),
-                })
-            })
-            .collect();
-        let providers: Vec<String> = self
-            .state
-            .router
-            .providers()
-            .map(|p| p.name.clone())
-            .collect();
-        let mut warnings = Vec::new();
-        if providers.is_empty() {
-            warnings.push(crate::config::NO_PROVIDER_HINT);
+        let answer = crate::admin::route(&self.state, &plain(s.req_header(), body)).await;
+        if answer.error.is_some()
+            && answer.status != 408
+            && !expects_continue(s)
+            && !s.as_downstream_mut().is_body_done()
+        {
+            linger(s).await;
         }
-        let mut v = json!({
-            "status": if refusing { "unavailable" } else if ready { "ok" } else { "starting" },
-            "store": store,
-            "store_down_ms": shared.and_then(|c| c.down_for_ms()),
-            "keys": self.state.keys.len(),
-            "providers": providers,
-            "warnings": warnings,
-            // Circuit breakers; an open one is ejected (informational: readiness does not
-            // depend on providers, which every instance shares).
-            "deployments": deployments,
-            "version": env!("CARGO_PKG_VERSION"),
-        });
-        if otari_shape {
-            v["status"] = json!(if ready { "healthy" } else { "unhealthy" });
-            v["database"] = json!(if store_open {
-                "connected"
-            } else {
-                "unavailable"
-            });
-        }
-        let status = if readiness_probe && !ready { 503 } else { 200 };
-        local::send_json(s, status, &v, &ctx.request_id).await?;
+        send_answer(s, ctx, &answer).await?;
         Ok(Flow::Done)
     }
 
@@ -273,7 +203,7 @@ impl Gateway {
             ctx.client_header = Some(s.req_header().clone());
             let full = req.full(&body)?;
             if let Some(answer) = Box::pin(self.count_tokens(ctx, full, &body, &route)).await {
-                local::send(s, 200, "application/json", answer, &ctx.request_id, &[]).await?;
+                reply::send(s, 200, "application/json", answer, &ctx.request_id, &[]).await?;
                 return Ok(Flow::Done);
             }
         }
@@ -324,9 +254,52 @@ fn max_output_tokens(req: &serde_json::Map<String, Value>, default: u64) -> u64 
         .unwrap_or(default)
 }
 
-fn truncate_path(p: &str) -> String {
-    let p: String = p.chars().take(100).filter(|c| !c.is_control()).collect();
-    p
+/// A Pingora request header (and a body read whole) as a plain request for `crate::local`
+/// and `crate::admin`.
+fn plain(h: &RequestHeader, body: Bytes) -> local::Request<'_> {
+    local::Request {
+        method: h.method.as_str(),
+        path: h.uri.path(),
+        query: h.uri.query(),
+        headers: &h.headers,
+        body,
+    }
+}
+
+/// Writes a local answer; an error answer is remembered for the access log.
+async fn send_answer(s: &mut Session, ctx: &mut Ctx, a: &local::Answer) -> pingora::Result<()> {
+    if let Some(e) = &a.error {
+        ctx.error = Some(e.clone());
+    }
+    let mut extra = Vec::new();
+    if let Some(ra) = a.retry_after {
+        extra.push(("retry-after", ra.to_string()));
+    }
+    reply::send(
+        s,
+        a.status,
+        a.content_type,
+        a.body.clone(),
+        &ctx.request_id,
+        &extra,
+    )
+    .await
+}
+
+/// Reads a management request body (at most [`crate::admin::MAX_BODY`] bytes).
+async fn read_admin_body(s: &mut Session) -> Result<Bytes, Failure> {
+    let mut body = BytesMut::new();
+    while let Some(c) = s.read_request_body().await? {
+        if body.len() + c.len() > crate::admin::MAX_BODY {
+            return Err(GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                "Management request body is too large.",
+            )
+            .into());
+        }
+        body.extend_from_slice(&c);
+    }
+    Ok(body.freeze())
 }
 
 /// A panic on demand, for the fault tests: debug builds started with
@@ -541,7 +514,7 @@ impl ProxyHttp for Gateway {
             .with_status(431)
             .with_code("request_header_too_large");
             ctx.error = Some(e.message.clone());
-            local::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
+            reply::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
             return Ok(true);
         }
         // A panic while handling the request answers 500 instead of resetting the connection.
@@ -580,7 +553,7 @@ impl ProxyHttp for Gateway {
                 {
                     linger(s).await;
                 }
-                local::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
+                reply::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
                 Ok(true)
             }
             Err(Failure::Io(e)) => Err(e),
@@ -774,7 +747,7 @@ impl ProxyHttp for Gateway {
         let code = gw.status();
         if s.response_written().is_none() {
             s.set_keepalive(None);
-            let _ = local::send_error(s, ctx.endpoint.dialect(), &gw, &ctx.request_id).await;
+            let _ = reply::send_error(s, ctx.endpoint.dialect(), &gw, &ctx.request_id).await;
         } else if let Some(tap) = ctx.tap.as_mut() {
             // Mid-stream: end the client's stream with a proper error event.
             let etype = crate::drain::failure_message(e.etype().as_str());
