@@ -15,6 +15,7 @@
 //!
 //! Nothing on the response side is ever buffered whole when it is a stream.
 
+mod attempt;
 mod body;
 mod count;
 mod ctx;
@@ -313,8 +314,12 @@ fn test_panic_wanted(s: &Session, at: &str) -> bool {
 
 fn test_panic(s: &Session, at: &str) {
     if test_panic_wanted(s, at) {
-        panic!("test panic in {at} (key sk-this-must-be-redacted-123)");
+        panic_for_test(at);
     }
+}
+
+fn panic_for_test(at: &str) -> ! {
+    panic!("test panic in {at} (key sk-this-must-be-redacted-123)");
 }
 
 /// Reads the request body whole, enforcing the size limit before and while reading, and
@@ -497,6 +502,8 @@ impl ProxyHttp for Gateway {
         Ctx::new()
     }
 
+    /// Every request: classifies it, answers local endpoints and refusals, and plans
+    /// inference; forwards on the direct path or hands over to the proxy path (`Ok(false)`).
     async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         limits::header_done(s);
         ctx.request_id = request_id(s);
@@ -537,7 +544,7 @@ impl ProxyHttp for Gateway {
                 if let Some(ev) = ctx
                     .tap
                     .as_mut()
-                    .and_then(|t| t.on_upstream_error("internal error"))
+                    .and_then(|t| attempt::closing_event(t, "internal error"))
                 {
                     let _ = s.write_response_body(Some(ev), true).await;
                 }
@@ -560,6 +567,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Proxy path only: the planned provider's peer; the attempt begins for its breaker.
     async fn upstream_peer(
         &self,
         _s: &mut Session,
@@ -580,6 +588,7 @@ impl ProxyHttp for Gateway {
         )))
     }
 
+    /// Proxy path only: the client's header rewritten for the provider.
     async fn upstream_request_filter(
         &self,
         _s: &mut Session,
@@ -592,6 +601,8 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Proxy path only: the upstream connection is tracked, to be cut at the stop deadline
+    /// (the direct path tracks its own in `attempt`).
     async fn connected_to_upstream(
         &self,
         _s: &mut Session,
@@ -605,6 +616,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Proxy path only: the rewritten body replaces the client's as Pingora replays it.
     async fn request_body_filter(
         &self,
         _s: &mut Session,
@@ -623,31 +635,27 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Proxy path only: the provider's header; the attempt's outcome and the client's
+    /// answer begin (the direct path: `attempt::Exchange::open`).
     async fn response_filter(
         &self,
         _s: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        ctx.upstream_ttfb = Some(ctx.start.elapsed());
         ctx.attempts += 1;
         if let Some(route) = ctx.route.as_ref() {
-            let (label, outcome) =
-                direct::status_failure(resp).unwrap_or(("ok", crate::balance::Outcome::Ok));
-            route.health.count_attempt(label);
-            route.health.record(outcome, std::time::Instant::now());
+            attempt::record(&route.health, attempt::status_failure(resp));
         }
         let spec = ctx.tap_spec.clone().expect("planned");
         let tap = ResponseTap::on_header(resp, &spec);
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if tap.is_stream {
-            metrics::INFLIGHT_STREAMS.inc();
-            ctx.counted_inflight = true;
-        }
+        attempt::answering(ctx, resp, &tap)?;
         ctx.tap = Some(tap);
         Ok(())
     }
 
+    /// Proxy path only: each piece of the provider's body through the response tap (the
+    /// direct path: `attempt::Body`), and the whole-request deadline.
     fn response_body_filter(
         &self,
         s: &mut Session,
@@ -662,14 +670,8 @@ impl ProxyHttp for Gateway {
         let Some(tap) = ctx.tap.as_mut() else {
             return Ok(None);
         };
-        let trigger = test_panic_wanted(s, "response");
-        let ran = limits::guard_sync(|| {
-            if trigger {
-                test_panic(s, "response");
-            }
-            tap.on_body(body, end_of_stream)
-        });
-        if ran.is_none() {
+        let panic_test = test_panic_wanted(s, "response");
+        if !attempt::run_tap(tap, body, end_of_stream, panic_test) {
             *body = None;
             return Err(pingora::Error::explain(
                 ErrorType::InternalError,
@@ -680,13 +682,12 @@ impl ProxyHttp for Gateway {
         // this bounds a slow one.
         let total = ctx.route.as_ref().map(|r| r.provider.timeouts.total);
         if !end_of_stream && total.is_some_and(|t| ctx.start.elapsed() > t) {
-            return Err(
-                pingora::Error::explain(ErrorType::ReadTimedout, "total timeout").into_up(),
-            );
+            return Err(attempt::total_timeout());
         }
         Ok(None)
     }
 
+    /// Proxy path only: a failed connect, counted for the provider.
     fn fail_to_connect(
         &self,
         _s: &mut Session,
@@ -700,6 +701,9 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// Every forwarded request that failed (both paths: the direct path's errors come back
+    /// through `request_filter`): the error answer, or the event that ends a stream
+    /// mid-way; on the proxy path also the deployment's failure.
     async fn fail_to_proxy(
         &self,
         s: &mut Session,
@@ -709,7 +713,7 @@ impl ProxyHttp for Gateway {
         let provider = ctx.provider_name().to_string();
         let gw = classify_error(e, &provider);
         if e.esource() == &ErrorSource::Upstream && !provider.is_empty() {
-            let kind = direct::error_reason(e);
+            let kind = attempt::error_reason(e);
             metrics::UPSTREAM_ERRORS
                 .with_label_values(&[provider.as_str(), kind])
                 .inc();
@@ -751,7 +755,7 @@ impl ProxyHttp for Gateway {
         } else if let Some(tap) = ctx.tap.as_mut() {
             // Mid-stream: end the client's stream with a proper error event.
             let etype = crate::drain::failure_message(e.etype().as_str());
-            if let Some(ev) = limits::guard_sync(|| tap.on_upstream_error(etype)).flatten() {
+            if let Some(ev) = attempt::closing_event(tap, etype) {
                 let _ = s.write_response_body(Some(ev), true).await;
             }
         }
@@ -761,6 +765,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Every request: settles its budget and usage, writes the access line.
     async fn logging(&self, s: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
         limits::expect_header(s);
         self.settle(s, ctx);
