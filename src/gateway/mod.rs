@@ -1,19 +1,26 @@
 //! The `ProxyHttp` implementation. The hooks stay thin: each calls the module that owns the
-//! work (auth, route, providers, meter, admin, ...).
+//! work (auth, route, providers, meter, admin, local endpoints, ...), and each says which
+//! traffic it serves.
 //!
-//! ## Request bodies (decided first, because routing needs the `model` from the body)
-//! `request_filter` reads the whole body (up to `max_body_bytes`, answering
-//! `Expect: 100-continue` first) with Pingora's retry buffering enabled, parses it, routes it
-//! and rewrites it. Then:
-//! - if the body fit Pingora's 64 KiB retry buffer, the request continues on the normal
-//!   proxy path: Pingora replays the buffer through `request_body_filter`, where the
-//!   rewritten body is substituted, and the response flows through `response_filter` /
-//!   `response_body_filter`;
-//! - otherwise (Claude Code's 75–120 KB turns, multi-MB documents) it is sent by
-//!   [`direct`], on Pingora's own pooled client connector, and the answer is streamed back
-//!   through the same [`response::ResponseTap`].
+//! ## Two forwarding paths
+//! `request_filter` answers local endpoints itself ([`crate::local`], [`crate::admin`]). For
+//! inference it reads the whole body (up to `max_body_bytes`, answering
+//! `Expect: 100-continue` first; Pingora's retry buffering is enabled when the body may fit
+//! its 64 KiB buffer), parses it, admits it, routes it and plans the upstream request. Then:
+//! - a **same-format stream** whose body fit the retry buffer and that has **no alternate**
+//!   deployment to fail over to goes on Pingora's proxy path: Pingora replays the buffer
+//!   through `request_body_filter`, where the planned body is substituted, and the answer
+//!   flows through `response_filter` / `response_body_filter`;
+//! - everything else takes the [`direct`] path, on Pingora's pooled client connector: bodies
+//!   over 64 KiB (Claude Code's 75–120 KB turns, multi-MB documents), translated streams
+//!   (keep-alives while the provider is silent), non-streamed answers (read ahead, so that an
+//!   invalid 200 can fail over or become a 502) and requests with alternates (Pingora cannot
+//!   retry after a response header).
 //!
-//! Nothing on the response side is ever buffered whole when it is a stream.
+//! Both paths share one [`attempt`] module (the breaker's bookkeeping, the answer's start,
+//! the response tap under the panic guard, the closing error event) and one
+//! [`response::ResponseTap`]. Nothing on the response side is ever buffered whole when it
+//! is a stream.
 
 mod attempt;
 mod body;
@@ -103,17 +110,24 @@ impl Gateway {
         })
     }
 
-    /// Dispatches a request: local endpoints are answered here (by `crate::local` and
-    /// `crate::admin`), inference goes on to [`Self::inference`].
+    /// Dispatches a request: inference goes on to [`Self::inference`]; local endpoints are
+    /// answered by [`Self::local`] (boxed, so that their futures do not size the hot path's
+    /// one, which is moved into a Box per request).
     async fn handle(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        match ctx.endpoint {
+            Endpoint::Admin => Box::pin(self.admin(s, ctx)).await,
+            e if e.is_inference() => self.inference(s, ctx).await,
+            _ => Box::pin(self.local(s, ctx)).await,
+        }
+    }
+
+    /// The endpoints answered by `crate::local`, authenticated here where they need a key.
+    async fn local(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         let state = &self.state;
         let answer = match ctx.endpoint {
             Endpoint::Root => local::root(),
             Endpoint::Health => local::health(state, &plain(s.req_header(), Bytes::new())),
             Endpoint::Metrics => local::metrics(),
-            // Rare endpoints are boxed so that their futures do not size the hot path's one
-            // (which is moved into a Box per request).
-            Endpoint::Admin => return Box::pin(self.admin(s, ctx)).await,
             Endpoint::KeyInfo => {
                 let key = self.authenticate(s)?;
                 ctx.key = Some(key.clone());
@@ -122,9 +136,9 @@ impl Gateway {
             Endpoint::Models | Endpoint::Model => {
                 ctx.key = Some(self.authenticate(s)?);
                 let req = plain(s.req_header(), Bytes::new());
-                Box::pin(local::models(state, &req, ctx.endpoint)).await
+                local::models(state, &req, ctx.endpoint).await
             }
-            Endpoint::NotFound => {
+            _ => {
                 return Err(GatewayError::new(
                     ErrorKind::NotFound,
                     format!(
@@ -135,7 +149,6 @@ impl Gateway {
                 )
                 .into())
             }
-            _ => return self.inference(s, ctx).await,
         };
         send_answer(s, ctx, &answer).await?;
         Ok(Flow::Done)
