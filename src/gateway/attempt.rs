@@ -6,7 +6,18 @@
 //! turns the provider's header into the client's and gives a [`Response`], whose [`Body`]
 //! yields the answer in the client's format: chunks, keep-alives, or a failure with the
 //! event that ends the client's stream. None of this needs a downstream session, so a caller
-//! inside the gateway (a tool loop running model turns) can use it as the direct path does.
+//! inside the gateway (a tool loop running model turns) can use it as the direct path does:
+//!
+//! ```text
+//! let target = Target::new(&route, addr, stream, start);
+//! let req = upstream::upstream_request(client_header, &route.provider, &plan.path, plan.body.len())?;
+//! let mut res = attempt::send(&state.connector, &target, &req, &plan.body).await;
+//! attempt::record(&route.health, attempt::judge(&mut res));   // failed: try the next route
+//! let (header, mut response) = res?.open(&plan.tap, target.timeouts.stream_idle)?;
+//! let mut body = pin!(response.body(target.deadline, idle, keepalive, &route.health, false));
+//! while let Piece::Data(Some(chunk), false) | Piece::KeepAlive(chunk) = body.as_mut().next().await { … }
+//! let tap = response.release(&state.connector, &target.peer).await;   // usage for metering
+//! ```
 //!
 //! Pingora's proxy path makes its attempt itself; its hooks call the shared pieces here:
 //! [`record`] (the deployment's breaker), [`answering`] (first byte, request id, stream
@@ -25,11 +36,13 @@ use tokio::time::Sleep;
 use super::ctx::Ctx;
 use super::limits::guard_sync;
 use super::response::{ResponseTap, TapSpec, UsageOnly};
-use super::upstream::UpstreamPool;
+use super::upstream::{peer_for, UpstreamPool};
 use crate::balance::{Health, Outcome};
 use crate::config::Timeouts;
 use crate::drain::{UpstreamTicket, DRAIN};
 use crate::metrics;
+use crate::route::Route;
+use std::net::SocketAddr;
 
 /// A non-streamed answer is read ahead up to this size before anything reaches the client,
 /// so that a provider's garbage 200 can still fail over or become a clean 502. Larger
@@ -44,6 +57,20 @@ pub struct Target {
     pub stream: bool,
     /// The whole request, connect included, ends by this.
     pub deadline: tokio::time::Instant,
+}
+
+impl Target {
+    /// The target of an attempt on `route` at `addr`, for a request that started at `start`
+    /// (its whole-request deadline counts from then).
+    pub fn new(route: &Route, addr: SocketAddr, stream: bool, start: Instant) -> Target {
+        let timeouts = route.provider.timeouts;
+        Target {
+            peer: peer_for(&route.provider, addr, stream),
+            timeouts,
+            stream,
+            deadline: tokio::time::Instant::from_std(start) + timeouts.total,
+        }
+    }
 }
 
 /// An attempt that got a response header, and the body read ahead (non-streamed 2xx

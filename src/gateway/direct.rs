@@ -4,9 +4,9 @@
 //! the 64 KiB retry buffer, a translated stream (keep-alives while the provider is silent),
 //! a non-streamed answer (read ahead, so that an invalid 200 can fail over or become a 502),
 //! and anything with somewhere to fail over to (Pingora cannot retry after a response
-//! header). Three steps: [`Gateway::attempts`] (one [`attempt`] per candidate until one
-//! answers), [`Gateway::deliver`] (the answer streamed through the same [`super::response::ResponseTap`] the
-//! proxy path's response filters call), with [`target`] building each attempt's target.
+//! header). Steps: connect and attempt, in `Gateway::attempts` (one [`attempt`] per candidate
+//! until one answers), and stream, in `Gateway::deliver` (the answer written to the client
+//! through the same [`super::response::ResponseTap`] the proxy path's response filters call).
 //! (Design and measurements: shared/reference/pingora-notes.md §6b, design A.)
 
 use pingora::proxy::Session;
@@ -14,26 +14,12 @@ use pingora::{Error, ErrorType, Result};
 
 use super::attempt::{self, Exchange, Piece, Target};
 use super::ctx::Ctx;
-use super::upstream::{peer_for, upstream_request};
+use super::upstream::upstream_request;
 use super::Gateway;
 use crate::balance::Outcome;
 use crate::metrics;
 use crate::route::Route;
 use std::time::Instant;
-
-/// The connect step's target for the route in `ctx`: the peer, and the deadline by which
-/// the whole request, connect included, ends.
-fn target(ctx: &Ctx, route: &Route) -> Target {
-    let addr = ctx
-        .upstream_addr
-        .expect("address resolved before forwarding");
-    Target {
-        peer: peer_for(&route.provider, addr, ctx.stream),
-        timeouts: route.provider.timeouts,
-        stream: ctx.stream,
-        deadline: tokio::time::Instant::from_std(ctx.start) + route.provider.timeouts.total,
-    }
-}
 
 impl Gateway {
     /// Moves `ctx` on to the next candidate that can serve the request (planned for its
@@ -109,7 +95,11 @@ impl Gateway {
     async fn attempts(&self, s: &Session, ctx: &mut Ctx) -> Result<(Exchange, Target, Route)> {
         loop {
             let route = ctx.route.clone().expect("route set before forwarding");
-            let target = target(ctx, &route);
+            // The connect step: where, and by when the whole request (connect included) ends.
+            let addr = ctx
+                .upstream_addr
+                .expect("address resolved before forwarding");
+            let target = Target::new(&route, addr, ctx.stream, ctx.start);
             route.health.begin(Instant::now());
             ctx.attempts += 1;
             let body = ctx.upstream_body.clone().unwrap_or_default();
