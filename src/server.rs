@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use crate::auth::{self, KeyIndex};
 use crate::config::Config;
-use crate::gateway::{AppState, Gateway};
+use crate::gateway::Gateway;
 use crate::ledger::Ledger;
 use crate::route::Router;
 use crate::services::keeper::StoreKeeper;
 use crate::services::snapshot;
 use crate::services::writer::UsageWriter;
+use crate::state::State;
 use crate::store::StoreSlot;
 
 /// Pingora's process options, as given on tollgate's command line.
@@ -159,7 +160,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         ));
     }
     let state_inflight = inflight.clone();
-    let state = Arc::new(AppState {
+    let state = Arc::new(State {
         inflight,
         router,
         retry_budget: crate::balance::budget::RetryBudget::new(

@@ -2,10 +2,9 @@
 
 use serde_json::{json, Value};
 
-use super::{after_change, internal, no_route, not_found, page, store_of, Answer, Req, Resp};
+use super::{after_change, internal, no_route, not_found, page, store_of, Reply, Req, Resp};
 use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::AppState;
 use crate::ids;
 use crate::ledger::limits::parse_money;
 use crate::records::{
@@ -13,6 +12,7 @@ use crate::records::{
     period::{parse_period, period_label, Alignment, Period},
     BudgetRecord,
 };
+use crate::state::State;
 
 const FIELDS: &[&str] = &[
     "budget_id",
@@ -23,7 +23,7 @@ const FIELDS: &[&str] = &[
     "budget_alignment",
 ];
 
-fn view(state: &AppState, b: &BudgetRecord) -> Value {
+fn view(state: &State, b: &BudgetRecord) -> Value {
     let users = state
         .ledger
         .users
@@ -81,14 +81,14 @@ fn apply(req: &Req, b: &mut BudgetRecord) -> Result<(), GatewayError> {
     Ok(())
 }
 
-async fn save(state: &AppState, b: &BudgetRecord) -> Result<(), GatewayError> {
+async fn save(state: &State, b: &BudgetRecord) -> Result<(), GatewayError> {
     store_of(state)?.put_budget(b).await.map_err(internal)?;
     state.ledger.upsert_budget(b.clone());
     after_change(state).await;
     Ok(())
 }
 
-fn find(state: &AppState, id: &str) -> Result<BudgetRecord, GatewayError> {
+fn find(state: &State, id: &str) -> Result<BudgetRecord, GatewayError> {
     state
         .ledger
         .budgets
@@ -98,7 +98,7 @@ fn find(state: &AppState, id: &str) -> Result<BudgetRecord, GatewayError> {
         .ok_or_else(|| not_found("budget", id))
 }
 
-pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     match (req.method.as_str(), req.seg(1)) {
         ("POST", None) => {
             store_of(state)?;

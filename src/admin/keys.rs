@@ -3,15 +3,15 @@
 use serde_json::{json, Value};
 
 use super::{
-    after_change, internal, no_route, not_found, page, standing_of, store_of, Answer, Req, Resp,
+    after_change, internal, no_route, not_found, page, standing_of, store_of, Reply, Req, Resp,
 };
 use crate::auth;
 use crate::clock;
 use crate::error::GatewayError;
-use crate::gateway::AppState;
 use crate::ids;
 use crate::ledger::limits::{apply_limits, parse_allowed_models};
 use crate::records::{KeyRecord, Scope};
+use crate::state::State;
 
 const FIELDS: &[&str] = &[
     "name",
@@ -42,7 +42,7 @@ const END_USER_FIELDS: &[&str] = &[
     "tpm_limit",
 ];
 
-fn view(state: &AppState, k: &KeyRecord) -> Value {
+fn view(state: &State, k: &KeyRecord) -> Value {
     let mut v = k.public_json();
     v["limits"] = k.limits.to_json();
     v["allowed_models"] = json!(k.allowed_models);
@@ -56,7 +56,7 @@ fn view(state: &AppState, k: &KeyRecord) -> Value {
 }
 
 /// Applies the request's fields to a key (absent = keep, null = clear where it makes sense).
-fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayError> {
+fn apply(state: &State, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayError> {
     req.only(FIELDS)?;
     let b = &req.body;
     let now = clock::now_secs();
@@ -158,7 +158,7 @@ fn apply(state: &AppState, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayEr
 }
 
 fn known_budget(
-    state: &AppState,
+    state: &State,
     limits: &crate::records::Limits,
     param: &str,
 ) -> Result<(), GatewayError> {
@@ -210,7 +210,7 @@ fn end_user_limits(
 
 /// `GET /v1/keys/{id}/end_users/{end_user}`: one end user's standing under the key's
 /// `end_user_limits`.
-fn end_user_view(state: &AppState, k: &KeyRecord, end_user: &str) -> Value {
+fn end_user_view(state: &State, k: &KeyRecord, end_user: &str) -> Value {
     let id = crate::records::end_user_id(&k.id, end_user);
     let limits = k.end_user_limits.clone().unwrap_or_default();
     let (rpm_used, tpm_used) = state
@@ -228,7 +228,7 @@ fn end_user_view(state: &AppState, k: &KeyRecord, end_user: &str) -> Value {
     })
 }
 
-async fn save(state: &AppState, k: &KeyRecord) -> Result<(), GatewayError> {
+async fn save(state: &State, k: &KeyRecord) -> Result<(), GatewayError> {
     store_of(state)?.put_key(k).await.map_err(internal)?;
     state.keys.upsert(k.clone());
     // A changed limit applies to the live account at once.
@@ -239,7 +239,7 @@ async fn save(state: &AppState, k: &KeyRecord) -> Result<(), GatewayError> {
     Ok(())
 }
 
-fn find(state: &AppState, id: &str) -> Result<KeyRecord, GatewayError> {
+fn find(state: &State, id: &str) -> Result<KeyRecord, GatewayError> {
     state
         .keys
         .all()
@@ -248,7 +248,7 @@ fn find(state: &AppState, id: &str) -> Result<KeyRecord, GatewayError> {
         .ok_or_else(|| not_found("key", id))
 }
 
-pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     match (req.method.as_str(), req.seg(1), req.seg(2)) {
         ("POST", None, None) => {
             store_of(state)?;

@@ -5,6 +5,10 @@
 //! Writes go to the store first and to the in-memory state after, so an answered write is
 //! durable; a process without the store (during an upgrade hand-over) answers 503 with
 //! `retry-after: 1`. Lists page with `limit` (1–1000, default 100) and an `after` cursor.
+//!
+//! [`route`] is a plain function from a [`Request`] to an [`Answer`]: the gateway calls it
+//! after [`authorize`] and after reading the body (at most [`MAX_BODY`] bytes); the
+//! `tollgate` commands call it in process when no gateway holds the store.
 
 mod budgets;
 mod keys;
@@ -17,8 +21,7 @@ pub mod usage_totals {
 }
 mod users;
 
-use bytes::{Bytes, BytesMut};
-use pingora::proxy::Session;
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,12 +29,14 @@ use std::sync::Arc;
 use crate::auth;
 use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{local, AppState, Ctx, Failure};
-use crate::records::{KeyRecord, Scope};
+use crate::local::{Answer, Request};
+use crate::records::Scope;
 use crate::services::snapshot;
+use crate::state::State;
 use crate::store::Store;
 
-const MAX_ADMIN_BODY: usize = 1024 * 1024;
+/// The largest management request body read.
+pub const MAX_BODY: usize = 1024 * 1024;
 
 /// A parsed management request.
 pub(crate) struct Req {
@@ -78,7 +83,7 @@ impl Req {
     }
 }
 
-/// A management answer.
+/// A management answer that succeeded.
 pub(crate) struct Resp {
     pub status: u16,
     pub content_type: &'static str,
@@ -95,7 +100,7 @@ impl Resp {
     }
 }
 
-pub(crate) type Answer = Result<Resp, GatewayError>;
+pub(crate) type Reply = Result<Resp, GatewayError>;
 
 pub(crate) fn not_found(what: &str, id: &str) -> GatewayError {
     let shown: String = id.chars().take(64).filter(|c| !c.is_control()).collect();
@@ -118,7 +123,7 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(ErrorKind::Internal, format!("Store error: {e}"))
 }
 
-pub(crate) fn store_of(state: &AppState) -> Result<Arc<dyn Store>, GatewayError> {
+pub(crate) fn store_of(state: &State) -> Result<Arc<dyn Store>, GatewayError> {
     state.store.get().ok_or_else(|| {
         GatewayError::new(
             ErrorKind::Unavailable,
@@ -129,7 +134,7 @@ pub(crate) fn store_of(state: &AppState) -> Result<Arc<dyn Store>, GatewayError>
 }
 
 /// Rewrites the snapshot after a change (keys, users, budgets).
-pub(crate) async fn after_change(state: &AppState) {
+pub(crate) async fn after_change(state: &State) {
     let (dir, index, ledger) = (
         state.cfg.data_dir.clone(),
         state.keys.clone(),
@@ -148,7 +153,7 @@ pub(crate) fn page<T>(
     id: impl Fn(&T) -> &str,
     req: &Req,
     render: impl Fn(&T) -> Value,
-) -> Answer {
+) -> Reply {
     let limit = req.limit()?;
     let after = req.q("after");
     let mut items: Vec<T> = items
@@ -199,12 +204,8 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn require_master(state: &AppState, s: &Session) -> Result<(), GatewayError> {
-    let h = &s.req_header().headers;
-    let presented = auth::presented_key(
-        h.get("authorization").map(|v| v.as_bytes()),
-        h.get("x-api-key").map(|v| v.as_bytes()),
-    );
+fn require_master(state: &State, headers: &http::HeaderMap) -> Result<(), GatewayError> {
+    let presented = presented_key(headers);
     // Always hash and compare, so a wrong key and a virtual key take the same time; and so
     // does a request without a key (the empty string is hashed, never accepted).
     let is_master = state.keys.is_master(presented.unwrap_or(""));
@@ -228,28 +229,56 @@ fn require_master(state: &AppState, s: &Session) -> Result<(), GatewayError> {
     }
 }
 
-async fn read_body(s: &mut Session) -> Result<Map<String, Value>, Failure> {
-    let mut body = BytesMut::new();
-    while let Some(c) = s.read_request_body().await? {
-        if body.len() + c.len() > MAX_ADMIN_BODY {
-            return Err(GatewayError::new(
-                ErrorKind::PayloadTooLarge,
-                "Management request body is too large.",
-            )
-            .into());
-        }
-        body.extend_from_slice(&c);
-    }
+fn presented_key(headers: &http::HeaderMap) -> Result<&str, auth::AuthFailure> {
+    auth::presented_key(
+        headers.get("authorization").map(|v| v.as_bytes()),
+        headers.get("x-api-key").map(|v| v.as_bytes()),
+    )
+}
+
+/// The management request body: a JSON object, or nothing.
+fn parse_body(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    match serde_json::from_slice::<Value>(&body) {
+    match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(GatewayError::invalid("The request body must be a JSON object.").into()),
-        Err(e) => {
-            Err(GatewayError::invalid(format!("The request body is not valid JSON: {e}")).into())
-        }
+        Ok(_) => Err(GatewayError::invalid(
+            "The request body must be a JSON object.",
+        )),
+        Err(e) => Err(GatewayError::invalid(format!(
+            "The request body is not valid JSON: {e}"
+        ))),
     }
+}
+
+/// Whether a management request may go on: prices are public to every key holder,
+/// everything else needs the master key. Checked before the body is read.
+pub fn authorize(
+    state: &State,
+    method: &str,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<(), GatewayError> {
+    let pricing_read = method == "GET" && path_segments(path)[0] == "pricing";
+    if pricing_read && require_master(state, headers).is_err() {
+        let k = presented_key(headers)
+            .map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
+        state
+            .keys
+            .check(k, crate::clock::now_secs())
+            .map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
+        Ok(())
+    } else if !pricing_read {
+        require_master(state, headers)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether a management request carries a body to read (others' bodies are ignored).
+pub fn takes_body(method: &str) -> bool {
+    matches!(method, "POST" | "PATCH" | "PUT")
 }
 
 /// The path segments after `/v1/`, percent-decoded.
@@ -261,52 +290,34 @@ fn path_segments(path: &str) -> Vec<String> {
         .collect()
 }
 
-pub async fn handle(state: &AppState, s: &mut Session, ctx: &mut Ctx) -> Result<(), Failure> {
-    let h = s.req_header();
-    let method = h.method.as_str().to_string();
-    let query = parse_query(h.uri.query());
-    let segs = path_segments(h.uri.path());
-    // Prices are public to every key holder; everything else needs the master key.
-    let pricing_read = method == "GET" && segs[0] == "pricing";
-    if pricing_read && require_master(state, s).is_err() {
-        let h = &s.req_header().headers;
-        let k = auth::presented_key(
-            h.get("authorization").map(|v| v.as_bytes()),
-            h.get("x-api-key").map(|v| v.as_bytes()),
-        )
-        .map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
-        state
-            .keys
-            .check(k, clock::now_secs())
-            .map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
-    } else if !pricing_read {
-        require_master(state, s)?;
-    }
-    let body = if matches!(method.as_str(), "POST" | "PATCH" | "PUT") {
-        read_body(s).await?
+/// Answers a management request whose caller is already authorized: over HTTP, by
+/// [`authorize`]; in process (the `tollgate` commands on a store no gateway holds), by
+/// being able to open the store at all. Errors come back in OpenAI's envelope.
+pub async fn route(state: &State, req: &Request<'_>) -> Answer {
+    let body = if takes_body(req.method) {
+        parse_body(&req.body)
     } else {
-        Map::new()
+        Ok(Map::new())
     };
-    let req = Req {
-        method,
-        segs,
-        query,
-        body,
+    let answer = match body {
+        Ok(body) => {
+            let req = Req {
+                method: req.method.to_string(),
+                segs: path_segments(req.path),
+                query: parse_query(req.query),
+                body,
+            };
+            dispatch(state, &req).await
+        }
+        Err(e) => Err(e),
     };
-    let answer = dispatch(state, &req).await?;
-    local::send(
-        s,
-        answer.status,
-        answer.content_type,
-        answer.body,
-        &ctx.request_id,
-        &[],
-    )
-    .await?;
-    Ok(())
+    match answer {
+        Ok(r) => Answer::new(r.status, r.content_type, r.body),
+        Err(e) => Answer::error(crate::error::Dialect::OpenAi, &e),
+    }
 }
 
-async fn dispatch(state: &AppState, req: &Req) -> Answer {
+async fn dispatch(state: &State, req: &Req) -> Reply {
     match req.seg(0) {
         Some("keys") => keys::handle(state, req).await,
         Some("users") => users::handle(state, req).await,
@@ -317,55 +328,9 @@ async fn dispatch(state: &AppState, req: &Req) -> Answer {
     }
 }
 
-/// Answers a management request in this process, without HTTP and without the master key:
-/// how the `tollgate` commands work on a store that no gateway holds (whoever can open the
-/// store can read it anyway). `target` is `/v1/...`, optionally with a query; errors come back
-/// as the same OpenAI-style envelope the HTTP API sends.
-pub(crate) async fn answer_in_process(
-    state: &AppState,
-    method: &str,
-    target: &str,
-    body: Map<String, Value>,
-) -> Resp {
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    };
-    let req = Req {
-        method: method.to_string(),
-        segs: path_segments(path),
-        query: parse_query(query),
-        body,
-    };
-    match dispatch(state, &req).await {
-        Ok(r) => r,
-        Err(e) => Resp {
-            status: e.status(),
-            content_type: "application/json",
-            body: e.body(crate::error::Dialect::OpenAi),
-        },
-    }
-}
-
-/// `GET /v1/key/info`: what a key may see of itself.
-pub fn key_info(state: &AppState, key: &KeyRecord) -> Value {
-    let now = clock::now_secs();
-    let ledger = &state.ledger;
-    let mut v = key.public_json();
-    v["standing"] = crate::ledger::standing_json(&ledger.key_account(key), now);
-    if let Some(u) = key
-        .user_id
-        .as_ref()
-        .and_then(|u| ledger.users.load().get(u).cloned())
-    {
-        v["user"] = json!({"user_id": u.user_id, "standing": crate::ledger::standing_json(&ledger.user_account(&u), now)});
-    }
-    v
-}
-
 /// The standing of an account that may not exist yet.
 pub(crate) fn standing_of(
-    state: &AppState,
+    state: &State,
     scope: Scope,
     id: &str,
     limits: &crate::records::Limits,

@@ -3,11 +3,11 @@
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-use super::{internal, no_route, store_of, Answer, Req, Resp};
+use super::{internal, no_route, store_of, Reply, Req, Resp};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::AppState;
 use crate::meter::price::Price;
 use crate::records::money::parse_usd;
+use crate::state::State;
 
 fn money(v: Option<&Value>, field: &str, required: bool) -> Result<Option<u64>, GatewayError> {
     match v {
@@ -37,7 +37,7 @@ fn entry(key: &str, p: &Price, source: &str) -> Value {
     v
 }
 
-pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     let ledger = &state.ledger;
     let key = req.segs[1..].join("/");
     match (req.method.as_str(), key.is_empty()) {

@@ -8,14 +8,14 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-use super::{internal, Answer, Req, Resp};
+use super::{internal, Reply, Req, Resp};
 use crate::error::GatewayError;
-use crate::gateway::AppState;
 use crate::records::{
     money::format_usd,
     period::{parse_time, rfc3339},
     UsageRecord,
 };
+use crate::state::State;
 use crate::store::{Store, UsageFilter};
 
 /// The most records one export or grouping scans.
@@ -233,7 +233,7 @@ pub fn csv_row(r: &UsageRecord) -> String {
     line
 }
 
-pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     if req.method != "GET" || req.segs.len() > 1 {
         return Err(super::no_route(req));
     }

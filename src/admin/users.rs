@@ -3,13 +3,13 @@
 use serde_json::{json, Value};
 
 use super::{
-    after_change, internal, no_route, not_found, page, standing_of, store_of, Answer, Req, Resp,
+    after_change, internal, no_route, not_found, page, standing_of, store_of, Reply, Req, Resp,
 };
 use crate::clock;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::AppState;
 use crate::ledger::limits::{apply_limits, parse_allowed_models};
 use crate::records::{Limits, Scope, UserRecord};
+use crate::state::State;
 
 const FIELDS: &[&str] = &[
     "user_id",
@@ -26,7 +26,7 @@ const FIELDS: &[&str] = &[
     "metadata",
 ];
 
-fn view(state: &AppState, u: &UserRecord) -> Value {
+fn view(state: &State, u: &UserRecord) -> Value {
     json!({
         "object": "user",
         "user_id": u.user_id,
@@ -42,7 +42,7 @@ fn view(state: &AppState, u: &UserRecord) -> Value {
     })
 }
 
-fn apply(state: &AppState, req: &Req, u: &mut UserRecord) -> Result<(), GatewayError> {
+fn apply(state: &State, req: &Req, u: &mut UserRecord) -> Result<(), GatewayError> {
     req.only(FIELDS)?;
     let b = &req.body;
     let now = clock::now_secs();
@@ -99,7 +99,7 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
 }
 
-async fn save(state: &AppState, u: &UserRecord) -> Result<(), GatewayError> {
+async fn save(state: &State, u: &UserRecord) -> Result<(), GatewayError> {
     store_of(state)?.put_user(u).await.map_err(internal)?;
     state.ledger.upsert_user(u.clone());
     state.ledger.account(
@@ -111,7 +111,7 @@ async fn save(state: &AppState, u: &UserRecord) -> Result<(), GatewayError> {
     Ok(())
 }
 
-fn find(state: &AppState, id: &str) -> Result<UserRecord, GatewayError> {
+fn find(state: &State, id: &str) -> Result<UserRecord, GatewayError> {
     state
         .ledger
         .users
@@ -121,7 +121,7 @@ fn find(state: &AppState, id: &str) -> Result<UserRecord, GatewayError> {
         .ok_or_else(|| not_found("user", id))
 }
 
-pub(super) async fn handle(state: &AppState, req: &Req) -> Answer {
+pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     match (req.method.as_str(), req.seg(1)) {
         ("POST", None) => {
             store_of(state)?;

@@ -1,25 +1,26 @@
 //! The store directly, when no gateway is running: the management API answered in this
-//! process (`admin::answer_in_process`) on the config's store, so the commands behave and
-//! print the same either way. No master key is asked for: whoever can open the store can
+//! process ([`crate::admin::route`], as the gateway does) on the config's store, so the
+//! commands behave and print the same either way. No master key is asked for: whoever can open the store can
 //! read it anyway.
 
-use serde_json::{Map, Value};
+use bytes::Bytes;
+use serde_json::Value;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::api::Reply;
 use crate::auth::{self, KeyIndex};
 use crate::config::Config;
-use crate::gateway::AppState;
 use crate::ledger::Ledger;
 use crate::services::keeper;
+use crate::state::State;
 use crate::store::postgres::{redact_url, PgStore};
 use crate::store::settings::StoreConfig;
 use crate::store::sled_store::SledStore;
 use crate::store::{StoreError, StoreSlot};
 
 pub struct Store {
-    state: AppState,
+    state: State,
 }
 
 pub enum OpenError {
@@ -76,7 +77,7 @@ impl Store {
         keys.set_master(master);
         let slot = Arc::new(StoreSlot::default());
         slot.set(store);
-        let state = AppState {
+        let state = State {
             router: crate::route::Router::new(cfg),
             keys,
             store: slot,
@@ -100,11 +101,21 @@ impl Store {
 
     /// Answers one request; a change is flushed to disk before the answer is returned.
     pub async fn call(&self, method: &str, target: &str, body: Option<Value>) -> Reply {
-        let body = match body {
-            Some(Value::Object(m)) => m,
-            _ => Map::new(),
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
         };
-        let r = crate::admin::answer_in_process(&self.state, method, target, body).await;
+        // The body as the HTTP client would send it.
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let headers = http::HeaderMap::new();
+        let req = crate::local::Request {
+            method,
+            path,
+            query,
+            headers: &headers,
+            body,
+        };
+        let r = crate::admin::route(&self.state, &req).await;
         let mut status = r.status;
         let mut out = r.body.to_vec();
         if method != "GET" {

@@ -30,7 +30,8 @@ pub struct Ctx {
     pub error: Option<String>,
     /// The client went away before the response ended.
     pub client_gone: bool,
-    /// The request went through the large-body path.
+    /// The request went through the direct path (`gateway::direct`), not Pingora's proxy
+    /// path.
     pub direct: bool,
     pub counted_inflight: bool,
     /// The upstream path and query after the provider's base path (differs from the
@@ -51,7 +52,8 @@ pub struct Ctx {
     pub estimate: crate::meter::Usage,
     /// The in-flight slot of this request (freed when the context drops).
     pub permit: Option<super::limits::Permit>,
-    /// The proxy path's upstream connection, cut if still open at the stop deadline.
+    /// The proxy path's upstream connection, cut if still open at the stop deadline (the
+    /// direct path's ticket lives in its `attempt::Response`).
     pub upstream_ticket: Option<crate::drain::UpstreamTicket>,
     /// Where a failed attempt moves on to (other deployments, then fallbacks), in order.
     pub alternates: Vec<Route>,

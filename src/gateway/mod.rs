@@ -1,29 +1,36 @@
 //! The `ProxyHttp` implementation. The hooks stay thin: each calls the module that owns the
-//! work (auth, route, providers, meter, admin, ...).
+//! work (auth, route, providers, meter, admin, local endpoints, ...), and each says which
+//! traffic it serves.
 //!
-//! ## Request bodies (decided first, because routing needs the `model` from the body)
-//! `request_filter` reads the whole body (up to `max_body_bytes`, answering
-//! `Expect: 100-continue` first) with Pingora's retry buffering enabled, parses it, routes it
-//! and rewrites it. Then:
-//! - if the body fit Pingora's 64 KiB retry buffer, the request continues on the normal
-//!   proxy path: Pingora replays the buffer through `request_body_filter`, where the
-//!   rewritten body is substituted, and the response flows through `response_filter` /
-//!   `response_body_filter`;
-//! - otherwise (Claude Code's 75–120 KB turns, multi-MB documents) it is sent by
-//!   [`direct`], on Pingora's own pooled client connector, and the answer is streamed back
-//!   through the same [`response::ResponseTap`].
+//! ## Two forwarding paths
+//! `request_filter` answers local endpoints itself ([`crate::local`], [`crate::admin`]). For
+//! inference it reads the whole body (up to `max_body_bytes`, answering
+//! `Expect: 100-continue` first; Pingora's retry buffering is enabled when the body may fit
+//! its 64 KiB buffer), parses it, admits it, routes it and plans the upstream request. Then:
+//! - a **same-format stream** whose body fit the retry buffer and that has **no alternate**
+//!   deployment to fail over to goes on Pingora's proxy path: Pingora replays the buffer
+//!   through `request_body_filter`, where the planned body is substituted, and the answer
+//!   flows through `response_filter` / `response_body_filter`;
+//! - everything else takes the [`direct`] path, on Pingora's pooled client connector: bodies
+//!   over 64 KiB (Claude Code's 75–120 KB turns, multi-MB documents), translated streams
+//!   (keep-alives while the provider is silent), non-streamed answers (read ahead, so that an
+//!   invalid 200 can fail over or become a 502) and requests with alternates (Pingora cannot
+//!   retry after a response header).
 //!
-//! Nothing on the response side is ever buffered whole when it is a stream.
+//! Both paths share one [`attempt`] module (the breaker's bookkeeping, the answer's start,
+//! the response tap under the panic guard, the closing error event) and one
+//! [`response::ResponseTap`]. Nothing on the response side is ever buffered whole when it
+//! is a stream.
 
+mod attempt;
 mod body;
 mod count;
 mod ctx;
 mod direct;
 mod end_user;
 pub mod limits;
-pub mod local;
-mod models;
 mod plan;
+pub mod reply;
 pub mod response;
 mod settle;
 pub mod upstream;
@@ -34,44 +41,25 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
-use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use ctx::Ctx;
 
-use crate::auth::{self, KeyIndex};
+use crate::auth;
 use crate::clock;
-use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
 use crate::ids;
+use crate::local;
 use crate::metrics;
 use crate::records::KeyRecord;
-use crate::route::Router;
-use crate::store::StoreSlot;
+use crate::state::State;
 use response::ResponseTap;
 
-/// Process-wide state shared by every request.
-pub struct AppState {
-    pub cfg: Config,
-    pub router: Router,
-    pub keys: Arc<KeyIndex>,
-    pub store: Arc<StoreSlot>,
-    pub resolver: upstream::Resolver,
-    pub connector: upstream::UpstreamPool,
-    pub ledger: Arc<crate::ledger::Ledger>,
-    /// Forwarded requests in flight, per key and overall (`limits:`).
-    pub inflight: Arc<limits::InFlight>,
-    /// A key snapshot was loaded at start (auth works before the store is open).
-    pub snapshot_loaded: AtomicBool,
-    /// Bounds failover retries to a share of the traffic.
-    pub retry_budget: crate::balance::budget::RetryBudget,
-}
-
 pub struct Gateway {
-    pub state: Arc<AppState>,
+    pub state: Arc<State>,
 }
 
 /// How `request_filter` left the request.
@@ -125,133 +113,70 @@ impl Gateway {
         })
     }
 
+    /// Dispatches a request: inference goes on to [`Self::inference`]; local endpoints are
+    /// answered by [`Self::local`] (boxed, so that their futures do not size the hot path's
+    /// one, which is moved into a Box per request).
     async fn handle(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         match ctx.endpoint {
-            Endpoint::Root => {
-                local::send(
-                    s,
-                    200,
-                    "text/plain",
-                    Bytes::from_static(b"tollgate\n"),
-                    &ctx.request_id,
-                    &[],
-                )
-                .await?;
-                Ok(Flow::Done)
-            }
-            // Rare endpoints are boxed so that their futures do not size the hot path's one
-            // (which is moved into a Box per request).
-            Endpoint::Health => Box::pin(self.health(s, ctx)).await,
-            Endpoint::Metrics => {
-                let body = Bytes::from(metrics::render());
-                local::send(
-                    s,
-                    200,
-                    "text/plain; version=0.0.4",
-                    body,
-                    &ctx.request_id,
-                    &[],
-                )
-                .await?;
-                Ok(Flow::Done)
-            }
-            Endpoint::Admin => {
-                Box::pin(crate::admin::handle(&self.state, s, ctx)).await?;
-                Ok(Flow::Done)
-            }
-            Endpoint::KeyInfo => {
-                let key = self.authenticate(s)?;
-                ctx.key = Some(key.clone());
-                let v = crate::admin::key_info(&self.state, &key);
-                local::send_json(s, 200, &v, &ctx.request_id).await?;
-                Ok(Flow::Done)
-            }
-            Endpoint::Models | Endpoint::Model => {
-                ctx.key = Some(self.authenticate(s)?);
-                Box::pin(self.models(s, ctx)).await
-            }
-            Endpoint::NotFound => Err(GatewayError::new(
-                ErrorKind::NotFound,
-                format!(
-                    "No route for {} {}.",
-                    s.req_header().method,
-                    truncate_path(s.req_header().uri.path())
-                ),
-            )
-            .into()),
-            _ => self.inference(s, ctx).await,
+            Endpoint::Admin => Box::pin(self.admin(s, ctx)).await,
+            e if e.is_inference() => self.inference(s, ctx).await,
+            _ => Box::pin(self.local(s, ctx)).await,
         }
     }
 
-    async fn health(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
-        let path = s.req_header().uri.path();
-        if path == "/health/liveness" {
-            // Otari answers its liveness probe with this JSON string.
-            local::send_json(s, 200, &json!("I'm alive!"), &ctx.request_id).await?;
-            return Ok(Flow::Done);
-        }
-        let readiness_probe = path.ends_with("/ready") || path.ends_with("/readiness");
-        let otari_shape = path.ends_with("/readiness");
-        let store_open = self.state.store.get().is_some_and(|st| st.healthy());
-        // A shared store (PostgreSQL) that is down under the outage policy means inference is
-        // refused: readiness says so, so a load balancer takes this instance out.
-        let shared = self.state.ledger.shared.get();
-        let refusing = shared.is_some_and(|c| c.check_outage().is_err());
-        let ready = (store_open || self.state.snapshot_loaded.load(Ordering::Relaxed)) && !refusing;
-        let store = match (shared.and_then(|c| c.down_for_ms()), store_open) {
-            (Some(_), _) => "unreachable",
-            (None, true) => "open",
-            (None, false) => "waiting",
+    /// The endpoints answered by `crate::local`, authenticated here where they need a key.
+    async fn local(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        let state = &self.state;
+        let answer = match ctx.endpoint {
+            Endpoint::Root => local::root(),
+            Endpoint::Health => local::health(state, &plain(s.req_header(), Bytes::new())),
+            Endpoint::Metrics => local::metrics(),
+            Endpoint::KeyInfo => {
+                let key = self.authenticate(s)?;
+                ctx.key = Some(key.clone());
+                local::key_info(state, &key)
+            }
+            Endpoint::Models | Endpoint::Model => {
+                ctx.key = Some(self.authenticate(s)?);
+                let req = plain(s.req_header(), Bytes::new());
+                local::models(state, &req, ctx.endpoint).await
+            }
+            _ => {
+                return Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "No route for {} {}.",
+                        s.req_header().method,
+                        local::printable(s.req_header().uri.path())
+                    ),
+                )
+                .into())
+            }
         };
-        let now = std::time::Instant::now();
-        let deployments: Vec<Value> = self
-            .state
-            .router
-            .health()
-            .iter()
-            .map(|h| {
-                let snap = h.snapshot(now);
-                json!({
-                    "id": h.id,
-                    "provider": h.provider,
-                    "state": snap.state.label(),
-                    "consecutive_failures": snap.consecutive_failures,
-                    "retry_in_ms": snap.retry_in.map(|d| d.as_millis() as u64),
-                })
-            })
-            .collect();
-        let providers: Vec<String> = self
-            .state
-            .router
-            .providers()
-            .map(|p| p.name.clone())
-            .collect();
-        let mut warnings = Vec::new();
-        if providers.is_empty() {
-            warnings.push(crate::config::NO_PROVIDER_HINT);
+        send_answer(s, ctx, &answer).await?;
+        Ok(Flow::Done)
+    }
+
+    /// The management API: the caller is authorized before the body is read, then
+    /// [`crate::admin::route`] answers. Its errors linger on an unread body, like the
+    /// gateway's own refusals.
+    async fn admin(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        let h = s.req_header();
+        crate::admin::authorize(&self.state, h.method.as_str(), h.uri.path(), &h.headers)?;
+        let body = if crate::admin::takes_body(h.method.as_str()) {
+            read_admin_body(s).await?
+        } else {
+            Bytes::new()
+        };
+        let answer = crate::admin::route(&self.state, &plain(s.req_header(), body)).await;
+        if answer.error.is_some()
+            && answer.status != 408
+            && !expects_continue(s)
+            && !s.as_downstream_mut().is_body_done()
+        {
+            linger(s).await;
         }
-        let mut v = json!({
-            "status": if refusing { "unavailable" } else if ready { "ok" } else { "starting" },
-            "store": store,
-            "store_down_ms": shared.and_then(|c| c.down_for_ms()),
-            "keys": self.state.keys.len(),
-            "providers": providers,
-            "warnings": warnings,
-            // Circuit breakers; an open one is ejected (informational: readiness does not
-            // depend on providers, which every instance shares).
-            "deployments": deployments,
-            "version": env!("CARGO_PKG_VERSION"),
-        });
-        if otari_shape {
-            v["status"] = json!(if ready { "healthy" } else { "unhealthy" });
-            v["database"] = json!(if store_open {
-                "connected"
-            } else {
-                "unavailable"
-            });
-        }
-        let status = if readiness_probe && !ready { 503 } else { 200 };
-        local::send_json(s, status, &v, &ctx.request_id).await?;
+        send_answer(s, ctx, &answer).await?;
         Ok(Flow::Done)
     }
 
@@ -295,7 +220,7 @@ impl Gateway {
             ctx.client_header = Some(s.req_header().clone());
             let full = req.full(&body)?;
             if let Some(answer) = Box::pin(self.count_tokens(ctx, full, &body, &route)).await {
-                local::send(s, 200, "application/json", answer, &ctx.request_id, &[]).await?;
+                reply::send(s, 200, "application/json", answer, &ctx.request_id, &[]).await?;
                 return Ok(Flow::Done);
             }
         }
@@ -346,9 +271,52 @@ fn max_output_tokens(req: &serde_json::Map<String, Value>, default: u64) -> u64 
         .unwrap_or(default)
 }
 
-fn truncate_path(p: &str) -> String {
-    let p: String = p.chars().take(100).filter(|c| !c.is_control()).collect();
-    p
+/// A Pingora request header (and a body read whole) as a plain request for `crate::local`
+/// and `crate::admin`.
+fn plain(h: &RequestHeader, body: Bytes) -> local::Request<'_> {
+    local::Request {
+        method: h.method.as_str(),
+        path: h.uri.path(),
+        query: h.uri.query(),
+        headers: &h.headers,
+        body,
+    }
+}
+
+/// Writes a local answer; an error answer is remembered for the access log.
+async fn send_answer(s: &mut Session, ctx: &mut Ctx, a: &local::Answer) -> pingora::Result<()> {
+    if let Some(e) = &a.error {
+        ctx.error = Some(e.clone());
+    }
+    let mut extra = Vec::new();
+    if let Some(ra) = a.retry_after {
+        extra.push(("retry-after", ra.to_string()));
+    }
+    reply::send(
+        s,
+        a.status,
+        a.content_type,
+        a.body.clone(),
+        &ctx.request_id,
+        &extra,
+    )
+    .await
+}
+
+/// Reads a management request body (at most [`crate::admin::MAX_BODY`] bytes).
+async fn read_admin_body(s: &mut Session) -> Result<Bytes, Failure> {
+    let mut body = BytesMut::new();
+    while let Some(c) = s.read_request_body().await? {
+        if body.len() + c.len() > crate::admin::MAX_BODY {
+            return Err(GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                "Management request body is too large.",
+            )
+            .into());
+        }
+        body.extend_from_slice(&c);
+    }
+    Ok(body.freeze())
 }
 
 /// A panic on demand, for the fault tests: debug builds started with
@@ -362,8 +330,12 @@ fn test_panic_wanted(s: &Session, at: &str) -> bool {
 
 fn test_panic(s: &Session, at: &str) {
     if test_panic_wanted(s, at) {
-        panic!("test panic in {at} (key sk-this-must-be-redacted-123)");
+        panic_for_test(at);
     }
+}
+
+fn panic_for_test(at: &str) -> ! {
+    panic!("test panic in {at} (key sk-this-must-be-redacted-123)");
 }
 
 /// Reads the request body whole, enforcing the size limit before and while reading, and
@@ -546,6 +518,8 @@ impl ProxyHttp for Gateway {
         Ctx::new()
     }
 
+    /// Every request: classifies it, answers local endpoints and refusals, and plans
+    /// inference; forwards on the direct path or hands over to the proxy path (`Ok(false)`).
     async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         limits::header_done(s);
         ctx.request_id = request_id(s);
@@ -563,7 +537,7 @@ impl ProxyHttp for Gateway {
             .with_status(431)
             .with_code("request_header_too_large");
             ctx.error = Some(e.message.clone());
-            local::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
+            reply::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
             return Ok(true);
         }
         // A panic while handling the request answers 500 instead of resetting the connection.
@@ -586,7 +560,7 @@ impl ProxyHttp for Gateway {
                 if let Some(ev) = ctx
                     .tap
                     .as_mut()
-                    .and_then(|t| t.on_upstream_error("internal error"))
+                    .and_then(|t| attempt::closing_event(t, "internal error"))
                 {
                     let _ = s.write_response_body(Some(ev), true).await;
                 }
@@ -602,13 +576,14 @@ impl ProxyHttp for Gateway {
                 {
                     linger(s).await;
                 }
-                local::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
+                reply::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
                 Ok(true)
             }
             Err(Failure::Io(e)) => Err(e),
         }
     }
 
+    /// Proxy path only: the planned provider's peer; the attempt begins for its breaker.
     async fn upstream_peer(
         &self,
         _s: &mut Session,
@@ -629,6 +604,7 @@ impl ProxyHttp for Gateway {
         )))
     }
 
+    /// Proxy path only: the client's header rewritten for the provider.
     async fn upstream_request_filter(
         &self,
         _s: &mut Session,
@@ -641,6 +617,8 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Proxy path only: the upstream connection is tracked, to be cut at the stop deadline
+    /// (the direct path tracks its own in `attempt`).
     async fn connected_to_upstream(
         &self,
         _s: &mut Session,
@@ -654,6 +632,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Proxy path only: the rewritten body replaces the client's as Pingora replays it.
     async fn request_body_filter(
         &self,
         _s: &mut Session,
@@ -672,31 +651,27 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Proxy path only: the provider's header; the attempt's outcome and the client's
+    /// answer begin (the direct path: `attempt::Exchange::open`).
     async fn response_filter(
         &self,
         _s: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        ctx.upstream_ttfb = Some(ctx.start.elapsed());
         ctx.attempts += 1;
         if let Some(route) = ctx.route.as_ref() {
-            let (label, outcome) =
-                direct::status_failure(resp).unwrap_or(("ok", crate::balance::Outcome::Ok));
-            route.health.count_attempt(label);
-            route.health.record(outcome, std::time::Instant::now());
+            attempt::record(&route.health, attempt::status_failure(resp));
         }
         let spec = ctx.tap_spec.clone().expect("planned");
         let tap = ResponseTap::on_header(resp, &spec);
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if tap.is_stream {
-            metrics::INFLIGHT_STREAMS.inc();
-            ctx.counted_inflight = true;
-        }
+        attempt::answering(ctx, resp, &tap)?;
         ctx.tap = Some(tap);
         Ok(())
     }
 
+    /// Proxy path only: each piece of the provider's body through the response tap (the
+    /// direct path: `attempt::Body`), and the whole-request deadline.
     fn response_body_filter(
         &self,
         s: &mut Session,
@@ -711,14 +686,8 @@ impl ProxyHttp for Gateway {
         let Some(tap) = ctx.tap.as_mut() else {
             return Ok(None);
         };
-        let trigger = test_panic_wanted(s, "response");
-        let ran = limits::guard_sync(|| {
-            if trigger {
-                test_panic(s, "response");
-            }
-            tap.on_body(body, end_of_stream)
-        });
-        if ran.is_none() {
+        let panic_test = test_panic_wanted(s, "response");
+        if !attempt::run_tap(tap, body, end_of_stream, panic_test) {
             *body = None;
             return Err(pingora::Error::explain(
                 ErrorType::InternalError,
@@ -729,13 +698,12 @@ impl ProxyHttp for Gateway {
         // this bounds a slow one.
         let total = ctx.route.as_ref().map(|r| r.provider.timeouts.total);
         if !end_of_stream && total.is_some_and(|t| ctx.start.elapsed() > t) {
-            return Err(
-                pingora::Error::explain(ErrorType::ReadTimedout, "total timeout").into_up(),
-            );
+            return Err(attempt::total_timeout());
         }
         Ok(None)
     }
 
+    /// Proxy path only: a failed connect, counted for the provider.
     fn fail_to_connect(
         &self,
         _s: &mut Session,
@@ -749,6 +717,9 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// Every forwarded request that failed (both paths: the direct path's errors come back
+    /// through `request_filter`): the error answer, or the event that ends a stream
+    /// mid-way; on the proxy path also the deployment's failure.
     async fn fail_to_proxy(
         &self,
         s: &mut Session,
@@ -758,7 +729,7 @@ impl ProxyHttp for Gateway {
         let provider = ctx.provider_name().to_string();
         let gw = classify_error(e, &provider);
         if e.esource() == &ErrorSource::Upstream && !provider.is_empty() {
-            let kind = direct::error_reason(e);
+            let kind = attempt::error_reason(e);
             metrics::UPSTREAM_ERRORS
                 .with_label_values(&[provider.as_str(), kind])
                 .inc();
@@ -796,11 +767,11 @@ impl ProxyHttp for Gateway {
         let code = gw.status();
         if s.response_written().is_none() {
             s.set_keepalive(None);
-            let _ = local::send_error(s, ctx.endpoint.dialect(), &gw, &ctx.request_id).await;
+            let _ = reply::send_error(s, ctx.endpoint.dialect(), &gw, &ctx.request_id).await;
         } else if let Some(tap) = ctx.tap.as_mut() {
             // Mid-stream: end the client's stream with a proper error event.
             let etype = crate::drain::failure_message(e.etype().as_str());
-            if let Some(ev) = limits::guard_sync(|| tap.on_upstream_error(etype)).flatten() {
+            if let Some(ev) = attempt::closing_event(tap, etype) {
                 let _ = s.write_response_body(Some(ev), true).await;
             }
         }
@@ -810,6 +781,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Every request: settles its budget and usage, writes the access line.
     async fn logging(&self, s: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
         limits::expect_header(s);
         self.settle(s, ctx);

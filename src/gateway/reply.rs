@@ -1,4 +1,5 @@
-//! Responses tollgate writes itself (errors, health, listings, management answers).
+//! Writes the answers tollgate makes itself (errors, and the `crate::local` and
+//! `crate::admin` answers) to the Pingora session.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;

@@ -1,0 +1,109 @@
+//! The endpoints tollgate answers itself, without a provider: `/`, health, metrics, model
+//! listings and a key's own standing. Like the management API ([`crate::admin::route`]) they
+//! are plain functions from a [`Request`] to an [`Answer`]: no Pingora session in here. The
+//! gateway authenticates where an endpoint needs a key, reads the request, calls these and
+//! writes the answer (`gateway::reply`).
+
+mod health;
+mod models;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::error::{Dialect, GatewayError};
+use crate::records::KeyRecord;
+use crate::state::State;
+
+pub use health::health;
+pub use models::models;
+
+/// A request for a local endpoint (or the management API), as plain data.
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    /// The body, read whole (empty when the endpoint takes none).
+    pub body: Bytes,
+}
+
+impl Request<'_> {
+    pub fn header(&self, name: &str) -> Option<&http::HeaderValue> {
+        self.headers.get(name)
+    }
+}
+
+/// What a local endpoint answers.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    /// Seconds, sent as `retry-after`.
+    pub retry_after: Option<u64>,
+    /// Why the request failed (an error answer), for the access log; never holds secrets.
+    pub error: Option<String>,
+}
+
+impl Answer {
+    pub fn new(status: u16, content_type: &'static str, body: Bytes) -> Answer {
+        Answer {
+            status,
+            content_type,
+            body,
+            retry_after: None,
+            error: None,
+        }
+    }
+
+    pub fn json(status: u16, v: &Value) -> Answer {
+        Answer::new(status, "application/json", Bytes::from(v.to_string()))
+    }
+
+    /// An error in the envelope of `dialect`.
+    pub fn error(dialect: Dialect, e: &GatewayError) -> Answer {
+        Answer {
+            status: e.status(),
+            content_type: "application/json",
+            body: e.body(dialect),
+            retry_after: e.retry_after,
+            error: Some(e.message.clone()),
+        }
+    }
+}
+
+/// `GET /`.
+pub fn root() -> Answer {
+    Answer::new(200, "text/plain", Bytes::from_static(b"tollgate\n"))
+}
+
+/// `GET /metrics`: Prometheus' text format.
+pub fn metrics() -> Answer {
+    Answer::new(
+        200,
+        "text/plain; version=0.0.4",
+        Bytes::from(crate::metrics::render()),
+    )
+}
+
+/// `GET /v1/key/info`: what an authenticated key may see of itself.
+pub fn key_info(state: &State, key: &KeyRecord) -> Answer {
+    let now = crate::clock::now_secs();
+    let ledger = &state.ledger;
+    let mut v = key.public_json();
+    v["standing"] = crate::ledger::standing_json(&ledger.key_account(key), now);
+    if let Some(u) = key
+        .user_id
+        .as_ref()
+        .and_then(|u| ledger.users.load().get(u).cloned())
+    {
+        v["user"] = json!({"user_id": u.user_id, "standing": crate::ledger::standing_json(&ledger.user_account(&u), now)});
+    }
+    Answer::json(200, &v)
+}
+
+/// A client-supplied path or name, shortened and stripped of control characters, for
+/// messages.
+pub(crate) fn printable(p: &str) -> String {
+    p.chars().take(100).filter(|c| !c.is_control()).collect()
+}
