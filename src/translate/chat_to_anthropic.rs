@@ -1,7 +1,4 @@
-//! Anthropic Messages client → OpenAI Chat Completions upstream (Claude Code on any
-//! OpenAI-compatible model): the request (§2.1), the non-streamed response (§2.2) and the
-//! stream (§3.3), as an explicit state machine.
-
+//! CHAT_TO_ANTHROPIC
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -15,327 +12,344 @@ use crate::meter::Usage;
 pub struct RequestOptions {
     pub upstream_model: String,
     pub stream: bool,
-    /// The upstream model accepts `reasoning_effort` (o-series, gpt-5).
-    pub reasoning_model: bool,
+    /// `max_tokens` when the client gave none (Anthropic requires it).
+    pub default_max_tokens: u64,
 }
 
 fn bad(msg: impl Into<String>) -> GatewayError {
     GatewayError::invalid(msg)
 }
 
-/// Whether a model name looks like an OpenAI reasoning model.
-pub fn is_reasoning_model(model: &str) -> bool {
-    let m = model.rsplit('/').next().unwrap_or(model);
-    m.starts_with("o1") || m.starts_with("o3") || m.starts_with("o4") || m.starts_with("gpt-5")
-}
-
-/// The tool names of an Anthropic request.
-pub fn tool_names(a: &Map<String, Value>) -> ToolNames {
-    let tools = a.get("tools").and_then(Value::as_array);
+/// The tool names of an OpenAI request.
+pub fn tool_names(c: &Map<String, Value>) -> ToolNames {
+    let tools = c.get("tools").and_then(Value::as_array);
     ToolNames::from_names(
         tools
             .into_iter()
             .flatten()
-            .filter_map(|t| t.get("name").and_then(Value::as_str)),
+            .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str)),
     )
 }
 
-fn image_part(source: &Value) -> Result<Value, GatewayError> {
-    match source.get("type").and_then(Value::as_str) {
-        Some("base64") => {
-            let mt = source.get("media_type").and_then(Value::as_str).unwrap_or("image/png");
-            let data = source.get("data").and_then(Value::as_str).unwrap_or("");
-            Ok(json!({"type": "image_url", "image_url": {"url": format!("data:{mt};base64,{data}")}}))
+fn image_block(url: &str) -> Result<Value, GatewayError> {
+    if let Some((mime, data)) = parse_data_url(url) {
+        if !ANTHROPIC_IMAGE_TYPES.contains(&mime) {
+            return Err(bad(format!(
+                "Image type '{mime}' is not supported by this model (use jpeg, png, gif or webp)."
+            )));
         }
-        Some("url") => Ok(json!({"type": "image_url", "image_url": {"url": source.get("url").cloned().unwrap_or(Value::Null)}})),
-        _ => Err(bad("Image sources of type 'file' cannot be sent to this provider; send the image as base64 or a URL.")),
+        return Ok(
+            json!({"type": "image", "source": {"type": "base64", "media_type": mime, "data": data}}),
+        );
     }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
+    }
+    Err(bad(
+        "image_url must be an http(s) URL or a base64 data URL.",
+    ))
 }
 
-fn document_part(b: &Value) -> Result<Value, GatewayError> {
-    let src = b.get("source").cloned().unwrap_or(Value::Null);
-    let title = b.get("title").and_then(Value::as_str).unwrap_or("document");
-    match src.get("type").and_then(Value::as_str) {
-        Some("base64") => {
-            let mt = src
-                .get("media_type")
-                .and_then(Value::as_str)
-                .unwrap_or("application/pdf");
-            let data = src.get("data").and_then(Value::as_str).unwrap_or("");
-            Ok(
-                json!({"type": "file", "file": {"filename": format!("{title}.pdf"), "file_data": format!("data:{mt};base64,{data}")}}),
-            )
-        }
-        Some("text") => Ok(
-            json!({"type": "text", "text": format!("[{title}]\n{}", src.get("data").and_then(Value::as_str).unwrap_or(""))}),
-        ),
-        Some("content") => Ok(
-            json!({"type": "text", "text": format!("[{title}]\n{}", text_of(src.get("content").unwrap_or(&Value::Null)))}),
-        ),
-        Some("url") => Ok(
-            json!({"type": "text", "text": format!("[{title}] {}", src.get("url").and_then(Value::as_str).unwrap_or(""))}),
-        ),
-        _ => Err(bad("This document source cannot be sent to this provider.")),
-    }
-}
-
-/// User content parts that are not tool results, in C form.
-fn user_parts(blocks: &[Value], parts: &mut Vec<Value>) -> Result<(), GatewayError> {
-    for b in blocks {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => parts
-                .push(json!({"type": "text", "text": b.get("text").cloned().unwrap_or(json!(""))})),
-            Some("image") => parts.push(image_part(b.get("source").unwrap_or(&Value::Null))?),
-            Some("document") => parts.push(document_part(b)?),
-            Some("search_result") => {
-                parts.push(json!({"type": "text", "text": format!("[{}] {}\n{}",
-                b.get("source").and_then(Value::as_str).unwrap_or(""),
-                b.get("title").and_then(Value::as_str).unwrap_or(""),
-                text_of(b.get("content").unwrap_or(&Value::Null)))}))
+/// C content (string or parts) → A blocks.
+fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
+    match content {
+        Value::String(s) if s.is_empty() => Ok(vec![]),
+        Value::String(s) => Ok(vec![json!({"type": "text", "text": s})]),
+        Value::Null => Ok(vec![]),
+        Value::Array(parts) => {
+            let mut out = Vec::new();
+            for p in parts {
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") => out.push(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(json!(""))})),
+                    Some("image_url") => {
+                        let url = p.pointer("/image_url/url").and_then(Value::as_str).or_else(|| p.get("image_url").and_then(Value::as_str)).unwrap_or("");
+                        out.push(image_block(url)?);
+                    }
+                    Some("file") => {
+                        let f = p.get("file").cloned().unwrap_or(Value::Null);
+                        if f.get("file_id").is_some() {
+                            return Err(bad("Uploaded file ids cannot be used with this provider; send file_data."));
+                        }
+                        let data = f.get("file_data").and_then(Value::as_str).unwrap_or("");
+                        let (mime, b64) = parse_data_url(data).ok_or_else(|| bad("file_data must be a base64 data URL."))?;
+                        out.push(json!({"type": "document", "source": {"type": "base64", "media_type": mime, "data": b64}}));
+                    }
+                    Some("input_audio") => return Err(bad("Audio input is not supported by this model.")),
+                    _ => {}
+                }
             }
-            _ => {} // thinking, server tool blocks, container uploads: nothing to send
+            Ok(out)
         }
+        _ => Err(bad(
+            "message content must be a string or an array of parts.",
+        )),
     }
-    Ok(())
 }
 
-fn content_value(parts: Vec<Value>) -> Value {
-    if parts.len() == 1 && parts[0]["type"] == "text" {
-        return parts[0]["text"].clone();
+/// The C request → A request.
+pub fn request(c: &Map<String, Value>, opts: &RequestOptions) -> Result<Value, GatewayError> {
+    if c.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        return Err(bad("'n' greater than 1 is not supported for this model.").with_param("n"));
     }
-    Value::Array(parts)
-}
-
-/// The A request → C request.
-pub fn request(a: &Map<String, Value>, opts: &RequestOptions) -> Result<Value, GatewayError> {
-    let names = tool_names(a);
-    let mut messages: Vec<Value> = Vec::new();
-    // system: string or text blocks; the per-request billing header block is dropped (E05)
-    match a.get("system") {
-        Some(Value::String(s)) if !s.is_empty() => {
-            messages.push(json!({"role": "system", "content": s}))
-        }
-        Some(Value::Array(blocks)) => {
-            let texts: Vec<&str> = blocks
-                .iter()
-                .filter_map(|b| b.get("text").and_then(Value::as_str))
-                .filter(|t| !t.starts_with("x-anthropic-billing-header:"))
-                .collect();
-            if !texts.is_empty() {
-                messages.push(json!({"role": "system", "content": texts.join("\n\n")}));
-            }
-        }
-        _ => {}
-    }
-    let msgs = a
+    let names = tool_names(c);
+    let msgs = c
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("'messages' must be an array.").with_param("messages"))?;
-    // Tool calls still waiting for results (E29).
-    let mut open_calls: Vec<String> = Vec::new();
+    let mut system: Vec<Value> = Vec::new();
+    let mut out: Vec<Value> = Vec::new();
+    // Text to put at the start of the next user turn (later system messages).
+    let mut reminders: Vec<String> = Vec::new();
+    let mut leading = true;
     for (i, m) in msgs.iter().enumerate() {
         let role = m
             .get("role")
             .and_then(Value::as_str)
             .ok_or_else(|| bad(format!("messages[{i}].role is required.")))?;
         let content = m.get("content").cloned().unwrap_or(Value::Null);
-        let blocks: Vec<Value> = match &content {
-            Value::String(s) => vec![json!({"type": "text", "text": s})],
-            Value::Array(a) => a.clone(),
-            Value::Null => vec![],
-            _ => {
-                return Err(bad(format!(
-                    "messages[{i}].content must be a string or an array of blocks."
-                )))
-            }
-        };
         match role {
-            "system" => {
-                // Claude Code's mid-conversation system items (E01): kept in place.
+            "system" | "developer" => {
                 let t = text_of(&content);
-                if !t.is_empty() {
-                    messages.push(json!({"role": "system", "content": t}));
+                if leading {
+                    system.push(json!({"type": "text", "text": t}));
+                } else {
+                    reminders.push(format!("<system-reminder>\n{t}\n</system-reminder>"));
                 }
             }
-            "user" => {
-                // tool results first, as tool messages, then the rest of the turn (E28)
-                let mut images_from_results = Vec::new();
-                for b in blocks.iter().filter(|b| b["type"] == "tool_result") {
-                    let id = b.get("tool_use_id").and_then(Value::as_str).unwrap_or("");
-                    let mut text = match b.get("content") {
-                        Some(Value::Array(parts)) => {
-                            for p in parts.iter().filter(|p| p["type"] == "image") {
-                                images_from_results
-                                    .push(image_part(p.get("source").unwrap_or(&Value::Null))?);
-                            }
-                            text_of(&Value::Array(parts.clone()))
-                        }
-                        Some(c) => text_of(c),
-                        None => String::new(),
-                    };
-                    if b.get("is_error").and_then(Value::as_bool) == Some(true) {
-                        text = format!("[tool error] {text}");
+            "user" | "tool" => {
+                leading = false;
+                let mut blocks = Vec::new();
+                if role == "tool" {
+                    let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+                    blocks.push(json!({"type": "tool_result", "tool_use_id": safe_tool_id(id, "toolu_"), "content": text_of(&content)}));
+                } else {
+                    for r in reminders.drain(..) {
+                        blocks.push(json!({"type": "text", "text": r}));
                     }
-                    open_calls.retain(|c| c != id);
-                    messages.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+                    blocks.extend(blocks_of(&content)?);
                 }
-                flush_orphans(&mut open_calls, &mut messages);
-                let mut parts = images_from_results;
-                user_parts(&blocks, &mut parts)?;
-                if !parts.is_empty() {
-                    messages.push(json!({"role": "user", "content": content_value(parts)}));
+                // Consecutive tool results and the following user message form one user turn,
+                // results first (E30).
+                match out.last_mut() {
+                    Some(last) if last["role"] == "user" => {
+                        let arr = last["content"].as_array_mut().expect("blocks");
+                        if role == "tool" {
+                            let pos = arr
+                                .iter()
+                                .take_while(|b| b["type"] == "tool_result")
+                                .count();
+                            arr.insert(pos, blocks.remove(0));
+                        } else {
+                            arr.extend(blocks);
+                        }
+                    }
+                    _ => {
+                        if !blocks.is_empty() {
+                            out.push(json!({"role": "user", "content": blocks}));
+                        }
+                    }
                 }
             }
             "assistant" => {
-                flush_orphans(&mut open_calls, &mut messages);
-                let mut text = String::new();
-                let mut calls = Vec::new();
-                for b in &blocks {
-                    match b.get("type").and_then(Value::as_str) {
-                        Some("text") => {
-                            text.push_str(b.get("text").and_then(Value::as_str).unwrap_or(""))
-                        }
-                        Some("tool_use") => {
-                            let id = b
-                                .get("id")
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_string();
-                            let name = b.get("name").and_then(Value::as_str).unwrap_or("");
-                            calls.push(json!({"id": id, "type": "function", "function": {"name": names.to_upstream(name), "arguments": input_to_args(b.get("input").unwrap_or(&Value::Null))}}));
-                            open_calls.push(id);
-                        }
-                        _ => {} // thinking blocks are not echoed to other providers
-                    }
+                leading = false;
+                let mut blocks = blocks_of(&content)?;
+                if let Some(r) = m.get("refusal").and_then(Value::as_str) {
+                    blocks.push(json!({"type": "text", "text": r}));
                 }
-                if text.is_empty() && calls.is_empty() {
-                    continue; // empty assistant turns are removed
+                for call in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let f = &call["function"];
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": safe_tool_id(call["id"].as_str().unwrap_or(""), "toolu_"),
+                        "name": names.to_upstream(f["name"].as_str().unwrap_or("")),
+                        "input": args_to_input(&f["arguments"]),
+                    }));
                 }
-                let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
-                if !calls.is_empty() {
-                    msg["tool_calls"] = Value::Array(calls);
+                if !blocks.is_empty() {
+                    out.push(json!({"role": "assistant", "content": blocks}));
                 }
-                messages.push(msg);
             }
             other => {
                 return Err(bad(format!(
-                    "messages[{i}].role '{other}' is not one of user, assistant, system."
+                    "messages[{i}].role '{other}' is not supported."
                 )))
             }
         }
     }
-    flush_orphans(&mut open_calls, &mut messages);
+    if !reminders.is_empty() {
+        // Trailing system items join the last user turn (roles must alternate).
+        let blocks: Vec<Value> = reminders
+            .into_iter()
+            .map(|r| json!({"type": "text", "text": r}))
+            .collect();
+        match out.last_mut() {
+            Some(last) if last["role"] == "user" => last["content"]
+                .as_array_mut()
+                .expect("blocks")
+                .extend(blocks),
+            _ => out.push(json!({"role": "user", "content": blocks})),
+        }
+    }
+    // Tool calls without results get placeholders (A refuses unanswered tool_use).
+    add_missing_results(&mut out);
 
-    let mut c = Map::new();
-    c.insert("model".into(), json!(opts.upstream_model));
-    c.insert("messages".into(), Value::Array(messages));
-    if let Some(mt) = a.get("max_tokens").and_then(Value::as_u64) {
-        c.insert("max_completion_tokens".into(), json!(mt));
-    }
-    for k in ["temperature", "top_p"] {
-        if let Some(v) = a.get(k).filter(|v| v.is_number()) {
-            c.insert(k.into(), v.clone());
+    let mut a = Map::new();
+    a.insert("model".into(), json!(opts.upstream_model));
+    // Anthropic requires an assistant tool-use turn to start with its thinking block when
+    // thinking is on; an OpenAI client's history has none (E25), so thinking stays off for a
+    // request that carries a tool loop.
+    let tool_loop = msgs.iter().any(|m| {
+        m.get("tool_calls")
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty())
+    });
+    let budget = c
+        .get("reasoning_effort")
+        .and_then(Value::as_str)
+        .and_then(budget_for_effort)
+        .filter(|_| !tool_loop);
+    // A client that gave no limit but asked for reasoning gets room for both.
+    let max = c
+        .get("max_completion_tokens")
+        .or_else(|| c.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(opts.default_max_tokens + budget.unwrap_or(0));
+    a.insert("max_tokens".into(), json!(max));
+    if let Some(fmt) = c.get("response_format") {
+        match fmt.get("type").and_then(Value::as_str) {
+            Some("json_schema") => {
+                let schema = fmt
+                    .pointer("/json_schema/schema")
+                    .cloned()
+                    .unwrap_or(json!({}));
+                a.insert(
+                    "output_config".into(),
+                    json!({"format": {"type": "json_schema", "schema": schema}}),
+                );
+            }
+            Some("json_object") => system.push(
+                json!({"type": "text", "text": "Reply with one JSON object and nothing else."}),
+            ),
+            _ => {}
         }
     }
-    if let Some(stops) = a.get("stop_sequences").and_then(Value::as_array) {
-        if !stops.is_empty() {
-            c.insert(
-                "stop".into(),
-                Value::Array(stops.iter().take(4).cloned().collect()),
-            );
+    if !system.is_empty() {
+        a.insert("system".into(), Value::Array(system));
+    }
+    a.insert("messages".into(), Value::Array(out));
+    let thinking = budget.filter(|b| *b < max && *b >= 1024);
+    if let Some(b) = thinking {
+        a.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": b}),
+        );
+    } else {
+        if let Some(t) = c.get("temperature").and_then(Value::as_f64) {
+            a.insert("temperature".into(), json!(t.min(1.0)));
+        } else if let Some(p) = c.get("top_p").filter(|v| v.is_number()) {
+            a.insert("top_p".into(), p.clone());
         }
     }
-    // tools: untyped ones become functions; typed server tools cannot run elsewhere
+    match c.get("stop") {
+        Some(Value::String(s)) => {
+            a.insert("stop_sequences".into(), json!([s]));
+        }
+        Some(Value::Array(v)) if !v.is_empty() => {
+            a.insert("stop_sequences".into(), Value::Array(v.clone()));
+        }
+        _ => {}
+    }
     let mut tools = Vec::new();
-    for t in a
+    for t in c
         .get("tools")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
-        if t.get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|ty| ty != "custom")
-        {
+        let f = t.get("function").cloned().unwrap_or(Value::Null);
+        let Some(name) = f.get("name").and_then(Value::as_str) else {
             continue;
+        };
+        let mut tool = json!({"name": names.to_upstream(name), "input_schema": f.get("parameters").cloned().unwrap_or(json!({"type": "object", "properties": {}}))});
+        if let Some(d) = f.get("description") {
+            tool["description"] = d.clone();
         }
-        let mut params = t
-            .get("input_schema")
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        if let Some(o) = params.as_object_mut() {
-            o.remove("$schema");
-        }
-        let mut f = json!({"name": names.to_upstream(t.get("name").and_then(Value::as_str).unwrap_or("")), "parameters": params});
-        if let Some(d) = t.get("description") {
-            f["description"] = d.clone();
-        }
-        if t.get("strict").and_then(Value::as_bool) == Some(true) {
-            f["strict"] = json!(true);
-        }
-        tools.push(json!({"type": "function", "function": f}));
+        tools.push(tool);
     }
     let has_tools = !tools.is_empty();
     if has_tools {
-        c.insert("tools".into(), Value::Array(tools));
+        a.insert("tools".into(), Value::Array(tools));
     }
-    if let Some(tc) = a.get("tool_choice") {
-        let choice = match tc.get("type").and_then(Value::as_str) {
-            Some("auto") => Some(json!("auto")),
-            Some("any") => Some(json!("required")),
-            Some("none") => Some(json!("none")),
-            Some("tool") => tc
-                .get("name")
-                .and_then(Value::as_str)
-                .map(|n| json!({"type": "function", "function": {"name": names.to_upstream(n)}})),
-            _ => None,
-        };
-        if let (Some(ch), true) = (choice, has_tools) {
-            c.insert("tool_choice".into(), ch);
-        }
-        if has_tools && tc.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
-            c.insert("parallel_tool_calls".into(), json!(false));
-        }
+    let mut choice = match c.get("tool_choice") {
+        Some(Value::String(s)) if s == "required" => Some(json!({"type": "any"})),
+        Some(Value::String(s)) if s == "none" => Some(json!({"type": "none"})),
+        Some(Value::String(s)) if s == "auto" => Some(json!({"type": "auto"})),
+        Some(Value::Object(o)) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(|n| json!({"type": "tool", "name": names.to_upstream(n)})),
+        _ => None,
+    };
+    if has_tools && c.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false) {
+        let ch = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        ch["disable_parallel_tool_use"] = json!(true);
     }
-    if opts.reasoning_model {
-        if let Some(e) = effort_from_anthropic(a) {
-            c.insert("reasoning_effort".into(), json!(e));
-        }
+    if let (Some(ch), true) = (choice, has_tools) {
+        a.insert("tool_choice".into(), ch);
     }
-    if let Some(fmt) = a.get("output_config").and_then(|o| o.get("format")) {
-        if fmt.get("type").and_then(Value::as_str) == Some("json_schema") {
-            c.insert("response_format".into(), json!({"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.get("schema").cloned().unwrap_or(json!({})), "strict": true}}));
-        }
-    }
-    if let Some(u) = a
-        .get("metadata")
-        .and_then(|m| m.get("user_id"))
+    if let Some(u) = c
+        .get("user")
+        .or_else(|| c.get("safety_identifier"))
         .and_then(Value::as_str)
     {
-        if is_telemetry_blob(u) {
-            // Never Claude Code's blob (it holds a device id): a stable hash (E02).
-            let h = crate::auth::hex(&Sha256::digest(u.as_bytes()));
-            c.insert(
-                "safety_identifier".into(),
-                json!(format!("tg_{}", &h[..32])),
-            );
-        } else if !u.is_empty() {
-            // An application's end-user id: Chat's own field for it, unchanged.
-            c.insert("user".into(), json!(u));
-        }
+        a.insert("metadata".into(), json!({"user_id": u}));
     }
     if opts.stream {
-        c.insert("stream".into(), json!(true));
-        c.insert("stream_options".into(), json!({"include_usage": true}));
+        a.insert("stream".into(), json!(true));
     }
-    Ok(Value::Object(c))
+    Ok(Value::Object(a))
 }
 
-/// Tool calls without results get a placeholder result so the upstream does not refuse the
-/// conversation (E29).
-fn flush_orphans(open: &mut Vec<String>, messages: &mut Vec<Value>) {
-    for id in open.drain(..) {
-        messages.push(json!({"role": "tool", "tool_call_id": id, "content": "[no result]"}));
+fn add_missing_results(out: &mut Vec<Value>) {
+    let mut i = 0;
+    while i < out.len() {
+        if out[i]["role"] == "assistant" {
+            let ids: Vec<String> = out[i]["content"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| b["type"] == "tool_use")
+                .filter_map(|b| b["id"].as_str().map(String::from))
+                .collect();
+            if !ids.is_empty() {
+                let answered: Vec<String> = out
+                    .get(i + 1)
+                    .filter(|m| m["role"] == "user")
+                    .and_then(|m| m["content"].as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| b["tool_use_id"].as_str().map(String::from))
+                    .collect();
+                let missing: Vec<Value> = ids.iter().filter(|id| !answered.contains(id)).map(|id| json!({"type": "tool_result", "tool_use_id": id, "content": "[no result]"})).collect();
+                if !missing.is_empty() {
+                    if out.get(i + 1).is_some_and(|m| m["role"] == "user") {
+                        let arr = out[i + 1]["content"].as_array_mut().expect("blocks");
+                        for (k, b) in missing.into_iter().enumerate() {
+                            arr.insert(k, b);
+                        }
+                    } else {
+                        out.insert(i + 1, json!({"role": "user", "content": missing}));
+                    }
+                }
+            }
+        }
+        i += 1;
     }
 }
 
