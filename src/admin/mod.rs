@@ -340,7 +340,7 @@ pub(crate) async fn answer_in_process(
         Err(e) => Resp {
             status: e.status(),
             content_type: "application/json",
-            body: e.body(crate::error::Dialect::OpenAi),
+            body: e.body(crate::translate::Format::Chat),
         },
     }
 }

@@ -4,7 +4,8 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-use crate::error::{Dialect, GatewayError};
+use crate::error::GatewayError;
+use crate::translate::Format;
 
 pub async fn send(
     s: &mut Session,
@@ -48,7 +49,7 @@ pub async fn send_json(
 
 pub async fn send_error(
     s: &mut Session,
-    dialect: Dialect,
+    format: Format,
     e: &GatewayError,
     request_id: &str,
 ) -> pingora::Result<()> {
@@ -60,7 +61,7 @@ pub async fn send_error(
         s,
         e.status(),
         "application/json",
-        e.body(dialect),
+        e.body(format),
         request_id,
         &extra,
     )

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use super::{local, truncate_path, Ctx, Failure, Flow, Gateway};
 use crate::endpoint::Endpoint;
-use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::error::{ErrorKind, GatewayError};
+use crate::translate::Format;
 use crate::route::ListedModel;
 
 /// How long a listing waits for providers that have no model list yet (Claude Code gives
@@ -23,16 +24,16 @@ const EPOCH: &str = "1970-01-01T00:00:00Z";
 impl Gateway {
     pub(super) async fn models(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         let anthropic = s.get_header("anthropic-version").is_some();
-        let dialect = if anthropic {
-            Dialect::Anthropic
+        let format = if anthropic {
+            Format::Anthropic
         } else {
-            Dialect::OpenAi
+            Format::Chat
         };
         match self.model_answer(s, ctx, anthropic).await {
             Ok(v) => local::send_json(s, 200, &v, &ctx.request_id).await?,
             Err(e) => {
                 ctx.error = Some(e.message.clone());
-                local::send_error(s, dialect, &e, &ctx.request_id).await?;
+                local::send_error(s, format, &e, &ctx.request_id).await?;
             }
         }
         Ok(Flow::Done)

@@ -1,13 +1,18 @@
-//! ANTHROPIC_TO_CHAT
+//! Anthropic Messages → OpenAI Chat Completions: an Anthropic client's request for a Chat
+//! (or Gemini, through Chat) model, and an Anthropic provider's answer for a Chat client, whole
+//! or streamed. The rules are in docs/translation.md ("Anthropic to Chat").
+
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::chat_stream::ChatWriter;
+use super::lifecycle::{open, Events, Lifecycle, Next, Phase};
 use super::shared::*;
-use super::sse::{SseEvent, SseParser};
-use super::StreamTranscoder;
-use crate::error::{Dialect, ErrorKind, GatewayError};
-use crate::meter::Usage;
+use super::sse::SseEvent;
+use super::{Format, Stamp};
+use crate::error::{ErrorKind, GatewayError};
+use crate::meter::{usage_from_body, Usage};
 
 pub struct RequestOptions {
     pub upstream_model: String,
@@ -311,7 +316,7 @@ pub fn request(a: &Map<String, Value>, opts: &RequestOptions) -> Result<Value, G
     {
         if is_telemetry_blob(u) {
             // Never Claude Code's blob (it holds a device id): a stable hash (E02).
-            let h = crate::auth::hex(&Sha256::digest(u.as_bytes()));
+            let h = hex(&Sha256::digest(u.as_bytes()));
             c.insert(
                 "safety_identifier".into(),
                 json!(format!("tg_{}", &h[..32])),
@@ -336,8 +341,9 @@ fn flush_orphans(open: &mut Vec<String>, messages: &mut Vec<Value>) {
     }
 }
 
-/// An A Message → C chat.completion.
-pub fn response(a: &Value, client_model: &str, names: &ToolNames) -> Value {
+/// An Anthropic Message → a Chat `chat.completion` (`created` from the stamp; the id is the
+/// upstream's).
+pub fn response(a: &Value, client_model: &str, names: &ToolNames, now: u64) -> Value {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
@@ -368,35 +374,40 @@ pub fn response(a: &Value, client_model: &str, names: &ToolNames) -> Value {
     if !reasoning.is_empty() {
         message["reasoning_content"] = json!(reasoning);
     }
-    let usage = crate::meter::usage_from_body(crate::meter::Wire::Anthropic, a).unwrap_or_default();
+    let usage = usage_from_body(Format::Anthropic, a).unwrap_or_default();
     json!({
         "id": format!("chatcmpl-{}", a["id"].as_str().unwrap_or("x")),
         "object": "chat.completion",
-        "created": crate::auth::now_secs(),
+        "created": now,
         "model": client_model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
         "usage": usage_to_openai(&usage),
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Init,
-    Open,
-    Delta,
-    Done,
-    Failed,
+/// Anthropic upstream events → Chat client chunks (docs/translation.md, "Anthropic stream to
+/// Chat").
+pub type AnthropicToChatStream = Lifecycle<AnthropicToChat>;
+
+impl AnthropicToChatStream {
+    pub fn new(client_model: &str, include_usage: bool, names: ToolNames, stamp: &Stamp) -> Self {
+        Lifecycle::wrap(AnthropicToChat {
+            w: ChatWriter::new(client_model, include_usage, stamp),
+            names,
+            tool_index: Vec::new(),
+            tool_had_args: Vec::new(),
+            tool_count: 0,
+            usage: Usage::default(),
+            saw_usage: false,
+            saw_tool: false,
+        })
+    }
 }
 
-/// A upstream stream → C client chunks (§3.4).
+/// The event mapping of [`AnthropicToChatStream`].
 #[derive(Debug)]
-pub struct AnthropicToChatStream {
-    parser: SseParser,
-    phase: Phase,
-    id: String,
-    created: u64,
-    client_model: String,
-    include_usage: bool,
+pub struct AnthropicToChat {
+    w: ChatWriter,
     names: ToolNames,
     /// A block index → C tool call index, for tool_use blocks.
     tool_index: Vec<(u64, u64)>,
@@ -406,59 +417,9 @@ pub struct AnthropicToChatStream {
     usage: Usage,
     saw_usage: bool,
     saw_tool: bool,
-    stop: Option<String>,
 }
 
-impl AnthropicToChatStream {
-    pub fn new(client_model: &str, include_usage: bool, names: ToolNames) -> Self {
-        AnthropicToChatStream {
-            parser: SseParser::new(),
-            phase: Phase::Init,
-            id: format!("chatcmpl-{}", &crate::auth::generate_id("")[..16]),
-            created: crate::auth::now_secs(),
-            client_model: client_model.to_string(),
-            include_usage,
-            names,
-            tool_index: Vec::new(),
-            tool_had_args: Vec::new(),
-            tool_count: 0,
-            usage: Usage::default(),
-            saw_usage: false,
-            saw_tool: false,
-            stop: None,
-        }
-    }
-
-    /// Fixes the id and creation time (deterministic output for golden tests).
-    pub fn with_id(mut self, id: &str, created: u64) -> Self {
-        self.id = id.to_string();
-        self.created = created;
-        self
-    }
-
-    fn chunk(&self, out: &mut BytesMut, delta: Value, finish: Value) {
-        let mut v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.client_model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if self.include_usage {
-            v["usage"] = Value::Null;
-        }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(v.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
-    }
-
-    fn fail_with(&mut self, out: &mut BytesMut, kind: ErrorKind, msg: &str, status: Option<u16>) {
-        if matches!(self.phase, Phase::Done | Phase::Failed) {
-            return;
-        }
-        let mut e = GatewayError::new(kind, msg.to_string());
-        if let Some(s) = status {
-            e = e.with_status(s);
-        }
-        out.extend_from_slice(&e.sse_event(Dialect::OpenAi));
-        self.phase = Phase::Failed;
-    }
-
+impl AnthropicToChat {
     fn merge_usage(&mut self, u: &Value) {
         let mut any = false;
         for (k, dst) in [
@@ -474,45 +435,36 @@ impl AnthropicToChatStream {
         }
         self.saw_usage |= any;
     }
+}
 
-    fn complete(&mut self, out: &mut BytesMut) {
-        if self.include_usage {
-            let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.client_model,
-                "choices": [], "usage": usage_to_openai(&self.usage)});
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(v.to_string().as_bytes());
-            out.extend_from_slice(b"\n\n");
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
-        self.phase = Phase::Done;
+impl Events for AnthropicToChat {
+    fn start(&mut self, out: &mut BytesMut) {
+        self.w.start(out);
     }
 
-    fn on_event(&mut self, ev: SseEvent, out: &mut BytesMut) {
-        if matches!(self.phase, Phase::Done | Phase::Failed) || ev.data.is_empty() {
-            return;
+    fn on_event(
+        &mut self,
+        ev: SseEvent,
+        phase: &mut Phase,
+        out: &mut BytesMut,
+    ) -> Result<Next, GatewayError> {
+        if ev.data.is_empty() {
+            return Ok(Next::Continue);
         }
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-            return;
+            return Ok(Next::Continue);
         };
         let ty = v
             .get("type")
             .and_then(Value::as_str)
             .or(ev.event.as_deref())
-            .unwrap_or("")
-            .to_string();
-        match ty.as_str() {
+            .unwrap_or("");
+        match ty {
             "message_start" => {
                 if let Some(u) = v.pointer("/message/usage") {
                     self.merge_usage(u);
                 }
-                if self.phase == Phase::Init {
-                    self.phase = Phase::Open;
-                    self.chunk(
-                        out,
-                        json!({"role": "assistant", "content": ""}),
-                        Value::Null,
-                    );
-                }
+                open(self, phase, out);
             }
             "content_block_start" => {
                 let idx = v["index"].as_u64().unwrap_or(0);
@@ -523,10 +475,10 @@ impl AnthropicToChatStream {
                     self.tool_index.push((idx, k));
                     self.saw_tool = true;
                     let name = self.names.to_client(b["name"].as_str().unwrap_or(""));
-                    self.chunk(out, json!({"tool_calls": [{"index": k, "id": b["id"], "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null);
+                    self.w.chunk(out, json!({"tool_calls": [{"index": k, "id": b["id"], "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null);
                 } else if b["type"] == "text" {
                     if let Some(t) = b["text"].as_str().filter(|t| !t.is_empty()) {
-                        self.chunk(out, json!({"content": t}), Value::Null);
+                        self.w.chunk(out, json!({"content": t}), Value::Null);
                     }
                 }
             }
@@ -535,9 +487,9 @@ impl AnthropicToChatStream {
                 let d = &v["delta"];
                 match d["type"].as_str() {
                     Some("text_delta") => {
-                        self.chunk(out, json!({"content": d["text"]}), Value::Null)
+                        self.w.chunk(out, json!({"content": d["text"]}), Value::Null)
                     }
-                    Some("thinking_delta") => self.chunk(
+                    Some("thinking_delta") => self.w.chunk(
                         out,
                         json!({"reasoning_content": d["thinking"]}),
                         Value::Null,
@@ -549,7 +501,7 @@ impl AnthropicToChatStream {
                             self.tool_index.iter().find(|(i, _)| *i == idx).copied(),
                         ) {
                             self.tool_had_args.push(idx);
-                            self.chunk(out, json!({"tool_calls": [{"index": k, "function": {"arguments": part}}]}), Value::Null);
+                            self.w.chunk(out, json!({"tool_calls": [{"index": k, "function": {"arguments": part}}]}), Value::Null);
                         }
                     }
                     _ => {} // signatures and citations have no C form
@@ -560,7 +512,7 @@ impl AnthropicToChatStream {
                 if let Some((_, k)) = self.tool_index.iter().find(|(i, _)| *i == idx).copied() {
                     if !self.tool_had_args.contains(&idx) {
                         // A tool with no parameters: "{}", never "" (E18).
-                        self.chunk(
+                        self.w.chunk(
                             out,
                             json!({"tool_calls": [{"index": k, "function": {"arguments": "{}"}}]}),
                             Value::Null,
@@ -575,155 +527,48 @@ impl AnthropicToChatStream {
                 let stop = v
                     .pointer("/delta/stop_reason")
                     .and_then(Value::as_str)
-                    .unwrap_or("end_turn")
-                    .to_string();
+                    .unwrap_or("end_turn");
                 let finish = if self.saw_tool {
                     "tool_calls"
                 } else {
-                    match stop_to_finish(&stop) {
+                    match stop_to_finish(stop) {
                         "tool_calls" => "stop",
                         f => f,
                     }
                 };
-                self.stop = Some(stop);
-                self.chunk(out, json!({}), json!(finish));
-                self.phase = Phase::Delta;
+                self.w.chunk(out, json!({}), json!(finish));
+                return Ok(Next::Finishing);
             }
-            "message_stop" => self.complete(out),
+            "message_stop" => return Ok(Next::Complete),
             "error" => {
                 let e = &v["error"];
-                let kind = e["type"].as_str().unwrap_or("api_error");
                 let msg = redact(e["message"].as_str().unwrap_or("upstream error"));
-                let (k, status) = match kind {
-                    "rate_limit_error" => (ErrorKind::RateLimited, None),
-                    "overloaded_error" => (ErrorKind::Unavailable, None),
-                    "invalid_request_error" => (ErrorKind::InvalidRequest, None),
-                    _ => (ErrorKind::Upstream, Some(500)),
+                let err = match e["type"].as_str().unwrap_or("api_error") {
+                    "rate_limit_error" => GatewayError::new(ErrorKind::RateLimited, msg),
+                    "overloaded_error" => GatewayError::new(ErrorKind::Unavailable, msg),
+                    "invalid_request_error" => GatewayError::new(ErrorKind::InvalidRequest, msg),
+                    _ => GatewayError::new(ErrorKind::Upstream, msg).with_status(500),
                 };
-                self.fail_with(out, k, &msg, status);
+                return Err(err);
             }
             _ => {}
         }
-    }
-}
-
-impl StreamTranscoder for AnthropicToChatStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
-        let mut parser = std::mem::take(&mut self.parser);
-        parser.feed(input, &mut |ev| self.on_event(ev, out));
-        self.parser = parser;
+        Ok(Next::Continue)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) {
-        let mut parser = std::mem::take(&mut self.parser);
-        parser.finish(&mut |ev| self.on_event(ev, out));
-        self.parser = parser;
-        match self.phase {
-            Phase::Delta => self.complete(out), // message_delta seen, message_stop lost
-            Phase::Init | Phase::Open => {
-                let mut e = GatewayError::new(
-                    ErrorKind::Upstream,
-                    "upstream stream ended before completion",
-                )
-                .with_code("stream_truncated");
-                e.status_override = Some(502);
-                out.extend_from_slice(&e.sse_event(Dialect::OpenAi));
-                self.phase = Phase::Failed;
-            }
-            _ => {}
-        }
+    fn complete(&mut self, _: &mut Phase, out: &mut BytesMut) {
+        self.w.complete(&self.usage, out);
     }
 
-    fn fail(&mut self, message: &str, out: &mut BytesMut) {
-        if self.phase == Phase::Delta {
-            self.complete(out);
-            return;
-        }
-        self.fail_with(
-            out,
-            ErrorKind::Upstream,
-            &format!("upstream stream failed: {message}"),
-            None,
-        );
+    fn fail(&mut self, e: GatewayError, _: &mut Phase, out: &mut BytesMut) {
+        self.w.fail(&e, out);
     }
 
-    fn keepalive(&mut self, out: &mut BytesMut) {
-        if !matches!(self.phase, Phase::Done | Phase::Failed) {
-            out.extend_from_slice(b": keep-alive\n\n");
-        }
+    fn keepalive(&mut self, _: &mut Phase, out: &mut BytesMut) {
+        self.w.keepalive(out);
     }
 
     fn usage(&self) -> Option<Usage> {
         self.saw_usage.then_some(self.usage)
     }
-
-    fn completed(&self) -> bool {
-        self.phase == Phase::Done
-    }
-}
-
-/// A chat.completion rendered as the chunk sequence a streaming client expects (E48: the
-/// upstream answered without streaming).
-pub fn completion_to_chunks(v: &Value, include_usage: bool) -> BytesMut {
-    let mut out = BytesMut::new();
-    let base = |choices: Value| {
-        let mut c = json!({"id": v["id"], "object": "chat.completion.chunk", "created": v["created"], "model": v["model"], "choices": choices});
-        if include_usage {
-            c["usage"] = Value::Null;
-        }
-        c
-    };
-    let mut push = |c: Value| {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(c.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
-    };
-    let msg = &v["choices"][0]["message"];
-    push(base(
-        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
-    ));
-    if let Some(r) = msg.get("reasoning_content").filter(|r| r.is_string()) {
-        push(base(
-            json!([{"index": 0, "delta": {"reasoning_content": r}, "finish_reason": null}]),
-        ));
-    }
-    if let Some(t) = msg
-        .get("content")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-    {
-        push(base(
-            json!([{"index": 0, "delta": {"content": t}, "finish_reason": null}]),
-        ));
-    }
-    if let Some(t) = msg
-        .get("refusal")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-    {
-        push(base(
-            json!([{"index": 0, "delta": {"refusal": t}, "finish_reason": null}]),
-        ));
-    }
-    for (k, call) in msg
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        push(base(
-            json!([{"index": 0, "delta": {"tool_calls": [{"index": k, "id": call["id"], "type": "function", "function": call["function"]}]}, "finish_reason": null}]),
-        ));
-    }
-    push(base(
-        json!([{"index": 0, "delta": {}, "finish_reason": v["choices"][0]["finish_reason"]}]),
-    ));
-    if include_usage {
-        let mut u = base(json!([]));
-        u["usage"] = v["usage"].clone();
-        push(u);
-    }
-    out.extend_from_slice(b"data: [DONE]\n\n");
-    out
 }

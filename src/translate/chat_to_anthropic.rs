@@ -1,13 +1,16 @@
-//! CHAT_TO_ANTHROPIC
+//! OpenAI Chat Completions → Anthropic Messages: a Chat client's request for a Claude model,
+//! and a Chat provider's answer for an Anthropic client (Claude Code on any OpenAI-compatible
+//! model), whole or streamed. The rules are in docs/translation.md ("Chat to Anthropic").
+
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
+use super::lifecycle::{open, Events, Lifecycle, Next, Phase};
 use super::shared::*;
-use super::sse::{SseEvent, SseParser};
-use super::StreamTranscoder;
-use crate::error::{Dialect, ErrorKind, GatewayError};
-use crate::meter::Usage;
+use super::sse::{write_json, SseEvent};
+use super::{Format, Stamp};
+use crate::error::{ErrorKind, GatewayError};
+use crate::meter::{usage_from_body, Usage};
 
 pub struct RequestOptions {
     pub upstream_model: String,
@@ -414,7 +417,7 @@ pub fn response(c: &Value, client_model: &str, names: &ToolNames) -> Value {
     let usage = c
         .get("usage")
         .and_then(|u| {
-            crate::meter::usage_from_body(crate::meter::Wire::OpenAiChat, &json!({"usage": u}))
+            usage_from_body(Format::Chat, &json!({"usage": u}))
         })
         .unwrap_or_default();
     json!({
@@ -427,15 +430,6 @@ pub fn response(c: &Value, client_model: &str, names: &ToolNames) -> Value {
         "stop_sequence": null,
         "usage": usage_to_anthropic(&usage),
     })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Init,
-    Open,
-    Finishing,
-    Done,
-    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,11 +448,37 @@ struct PendingTool {
     args: String,
 }
 
-/// C upstream stream → A client events (§3.3).
+/// Chat upstream chunks → Anthropic client events (docs/translation.md, "Chat stream to
+/// Anthropic").
+pub type ChatToAnthropicStream = Lifecycle<ChatToAnthropic>;
+
+impl ChatToAnthropicStream {
+    pub fn new(
+        client_model: &str,
+        estimated_input_tokens: u64,
+        names: ToolNames,
+        stamp: &Stamp,
+    ) -> Self {
+        Lifecycle::wrap(ChatToAnthropic {
+            client_model: client_model.to_string(),
+            msg_id: format!("msg_{}", stamp.token),
+            estimated_input: estimated_input_tokens,
+            names,
+            next_index: 0,
+            open: None,
+            started: Vec::new(),
+            pending: None,
+            saw_tool: false,
+            finish: None,
+            usage: None,
+            bad_json_run: 0,
+        })
+    }
+}
+
+/// The event mapping of [`ChatToAnthropicStream`].
 #[derive(Debug)]
-pub struct ChatToAnthropicStream {
-    parser: SseParser,
-    phase: Phase,
+pub struct ChatToAnthropic {
     client_model: String,
     msg_id: String,
     estimated_input: u64,
@@ -474,61 +494,11 @@ pub struct ChatToAnthropicStream {
     bad_json_run: u32,
 }
 
-fn event(out: &mut BytesMut, name: &str, data: &Value) {
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(data.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
-}
 
-impl ChatToAnthropicStream {
-    pub fn new(client_model: &str, estimated_input_tokens: u64, names: ToolNames) -> Self {
-        ChatToAnthropicStream {
-            parser: SseParser::new(),
-            phase: Phase::Init,
-            client_model: client_model.to_string(),
-            msg_id: format!("msg_{}", &crate::auth::generate_id("")[..16]),
-            estimated_input: estimated_input_tokens,
-            names,
-            next_index: 0,
-            open: None,
-            started: Vec::new(),
-            pending: None,
-            saw_tool: false,
-            finish: None,
-            usage: None,
-            bad_json_run: 0,
-        }
-    }
-
-    /// Fixes the message id (deterministic output for golden tests).
-    pub fn with_id(mut self, id: &str) -> Self {
-        self.msg_id = id.to_string();
-        self
-    }
-
-    fn start(&mut self, out: &mut BytesMut) {
-        if self.phase != Phase::Init {
-            return;
-        }
-        self.phase = Phase::Open;
-        event(
-            out,
-            "message_start",
-            &json!({"type": "message_start", "message": {
-            "id": self.msg_id, "type": "message", "role": "assistant", "model": self.client_model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": self.estimated_input, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}}}),
-        );
-        event(out, "ping", &json!({"type": "ping"}));
-    }
-
+impl ChatToAnthropic {
     fn close_block(&mut self, out: &mut BytesMut) {
         if self.open.take().is_some() {
-            event(
-                out,
-                "content_block_stop",
+            write_json(out, Some("content_block_stop"),
                 &json!({"type": "content_block_stop", "index": self.next_index - 1}),
             );
         }
@@ -536,9 +506,7 @@ impl ChatToAnthropicStream {
 
     fn open_block(&mut self, out: &mut BytesMut, kind: Block, block: Value) {
         self.close_block(out);
-        event(
-            out,
-            "content_block_start",
+        write_json(out, Some("content_block_start"),
             &json!({"type": "content_block_start", "index": self.next_index, "content_block": block}),
         );
         self.next_index += 1;
@@ -546,9 +514,7 @@ impl ChatToAnthropicStream {
     }
 
     fn delta(&self, out: &mut BytesMut, delta: Value) {
-        event(
-            out,
-            "content_block_delta",
+        write_json(out, Some("content_block_delta"),
             &json!({"type": "content_block_delta", "index": self.next_index - 1, "delta": delta}),
         );
     }
@@ -571,7 +537,7 @@ impl ChatToAnthropicStream {
         }
     }
 
-    fn on_tool_fragment(&mut self, out: &mut BytesMut, tc: &Value) {
+    fn on_tool_fragment(&mut self, out: &mut BytesMut, tc: &Value) -> Result<(), GatewayError> {
         let index = tc.get("index").and_then(Value::as_u64).unwrap_or(0);
         let f = tc.get("function").cloned().unwrap_or(Value::Null);
         let args = match f.get("arguments") {
@@ -591,20 +557,19 @@ impl ChatToAnthropicStream {
                     json!({"type": "input_json_delta", "partial_json": args}),
                 );
             }
-            return;
+            return Ok(());
         }
         if self.started.contains(&index) {
             // A fragment for a call whose block is closed (E16): its arguments can no longer be
             // delivered intact, so the turn fails visibly (the client retries) rather than
             // running a tool with truncated input.
             if !args.is_empty() {
-                self.fail_with(
-                    out,
+                return Err(GatewayError::new(
                     ErrorKind::Upstream,
                     "upstream interleaved tool call fragments",
-                );
+                ));
             }
-            return;
+            return Ok(());
         }
         // A new call, or one whose name has not arrived yet (E17).
         let mut p = match self.pending.take() {
@@ -638,32 +603,35 @@ impl ChatToAnthropicStream {
         } else {
             self.pending = Some(p);
         }
+        Ok(())
     }
 
-    fn on_chunk(&mut self, v: &Value, out: &mut BytesMut) {
+    fn on_chunk(
+        &mut self,
+        v: &Value,
+        phase: &mut Phase,
+        out: &mut BytesMut,
+    ) -> Result<Next, GatewayError> {
         if let Some(e) = v.get("error") {
             let msg = e
                 .get("message")
                 .and_then(Value::as_str)
                 .unwrap_or("upstream error");
-            self.fail_with(out, ErrorKind::Upstream, &redact(msg));
-            return;
+            return Err(GatewayError::new(ErrorKind::Upstream, redact(msg)));
         }
         if let Some(u) = v
             .get("usage")
             .filter(|u| u.is_object())
             .or_else(|| v.pointer("/x_groq/usage"))
         {
-            if let Some(us) =
-                crate::meter::usage_from_body(crate::meter::Wire::OpenAiChat, &json!({"usage": u}))
-            {
+            if let Some(us) = usage_from_body(Format::Chat, &json!({"usage": u})) {
                 self.usage = Some(us);
             }
         }
         let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else {
-            return;
+            return Ok(Next::Continue);
         };
-        self.start(out);
+        open(self, phase, out);
         let delta = choice.get("delta").cloned().unwrap_or(Value::Null);
         if let Some(r) = delta
             .get("reasoning_content")
@@ -700,7 +668,7 @@ impl ChatToAnthropicStream {
             .into_iter()
             .flatten()
         {
-            self.on_tool_fragment(out, tc);
+            self.on_tool_fragment(out, tc)?;
         }
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
             if let Some(p) = self.pending.take() {
@@ -715,12 +683,61 @@ impl ChatToAnthropicStream {
             if self.finish.as_deref() != Some("content_filter") {
                 self.finish = Some(f.to_string());
             }
-            self.phase = Phase::Finishing;
+            return Ok(Next::Finishing);
+        }
+        Ok(Next::Continue)
+    }
+}
+
+impl Events for ChatToAnthropic {
+    fn start(&mut self, out: &mut BytesMut) {
+        write_json(
+            out,
+            Some("message_start"),
+            &json!({"type": "message_start", "message": {
+            "id": self.msg_id, "type": "message", "role": "assistant", "model": self.client_model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": self.estimated_input, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}}}),
+        );
+        write_json(out, Some("ping"), &json!({"type": "ping"}));
+    }
+
+    fn on_event(
+        &mut self,
+        ev: SseEvent,
+        phase: &mut Phase,
+        out: &mut BytesMut,
+    ) -> Result<Next, GatewayError> {
+        if ev.data.trim() == "[DONE]" {
+            // [DONE] ends the turn if its end was announced, or if the usage chunk came
+            // (some servers send no finish reason); otherwise the stream was cut short.
+            let whole =
+                *phase == Phase::Finishing || *phase == Phase::Open && self.usage.is_some();
+            return Ok(if whole { Next::Complete } else { Next::Truncated });
+        }
+        if ev.data.is_empty() {
+            return Ok(Next::Continue);
+        }
+        match serde_json::from_str::<Value>(&ev.data) {
+            Ok(v) => {
+                self.bad_json_run = 0;
+                self.on_chunk(&v, phase, out)
+            }
+            Err(_) => {
+                self.bad_json_run += 1;
+                if self.bad_json_run >= 3 {
+                    return Err(GatewayError::new(
+                        ErrorKind::Upstream,
+                        "upstream sent malformed stream data",
+                    ));
+                }
+                Ok(Next::Continue)
+            }
         }
     }
 
-    fn complete(&mut self, out: &mut BytesMut) {
-        self.start(out);
+    fn complete(&mut self, phase: &mut Phase, out: &mut BytesMut) {
+        open(self, phase, out);
         self.close_block(out);
         let stop = if self.saw_tool {
             "tool_use"
@@ -734,125 +751,36 @@ impl ChatToAnthropicStream {
             input: self.estimated_input,
             ..Default::default()
         });
-        event(
-            out,
-            "message_delta",
+        write_json(out, Some("message_delta"),
             &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": usage_to_anthropic(&u)}),
         );
-        event(out, "message_stop", &json!({"type": "message_stop"}));
-        self.phase = Phase::Done;
+        write_json(out, Some("message_stop"), &json!({"type": "message_stop"}));
     }
 
-    fn fail_with(&mut self, out: &mut BytesMut, kind: ErrorKind, msg: &str) {
-        if matches!(self.phase, Phase::Done | Phase::Failed) {
-            return;
-        }
-        // The open block stays open: a `content_block_stop` tells Claude Code the block is
-        // complete, after which it no longer retries (clients.md §1.5). The error event right
-        // after the last delta makes it retry the turn.
+    fn fail(&mut self, e: GatewayError, _: &mut Phase, out: &mut BytesMut) {
+        // The open block stays open: a `content_block_stop` would tell Claude Code the block
+        // is complete, after which it no longer retries. The error event right after the last
+        // delta makes it retry the turn (docs/translation.md, "Failures").
         self.open = None;
-        out.extend_from_slice(
-            &GatewayError::new(kind, msg.to_string()).sse_event(Dialect::Anthropic),
-        );
-        self.phase = Phase::Failed;
+        out.extend_from_slice(&e.sse_event(Format::Anthropic));
     }
 
-    fn on_event(&mut self, ev: SseEvent, out: &mut BytesMut) {
-        if matches!(self.phase, Phase::Done | Phase::Failed) {
-            return;
-        }
-        if ev.data.trim() == "[DONE]" {
-            if self.phase == Phase::Finishing || self.phase == Phase::Open && self.usage.is_some() {
-                self.complete(out);
-            } else {
-                self.fail_with(
-                    out,
-                    ErrorKind::Upstream,
-                    "upstream stream ended before completion",
-                );
-            }
-            return;
-        }
-        if ev.data.is_empty() {
-            return;
-        }
-        match serde_json::from_str::<Value>(&ev.data) {
-            Ok(v) => {
-                self.bad_json_run = 0;
-                self.on_chunk(&v, out);
-            }
-            Err(_) => {
-                self.bad_json_run += 1;
-                if self.bad_json_run >= 3 {
-                    self.fail_with(
-                        out,
-                        ErrorKind::Upstream,
-                        "upstream sent malformed stream data",
-                    );
-                }
-            }
-        }
-    }
-}
-
-impl StreamTranscoder for ChatToAnthropicStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
-        let mut parser = std::mem::take(&mut self.parser);
-        parser.feed(input, &mut |ev| self.on_event(ev, out));
-        self.parser = parser;
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) {
-        let mut parser = std::mem::take(&mut self.parser);
-        parser.finish(&mut |ev| self.on_event(ev, out));
-        self.parser = parser;
-        match self.phase {
-            // finish seen, no [DONE]: end normally (E09)
-            Phase::Finishing => self.complete(out),
-            Phase::Init | Phase::Open => self.fail_with(
-                out,
-                ErrorKind::Upstream,
-                "upstream stream ended before completion",
-            ),
-            _ => {}
-        }
-    }
-
-    fn fail(&mut self, message: &str, out: &mut BytesMut) {
-        if self.phase == Phase::Finishing {
-            self.complete(out);
-            return;
-        }
-        self.fail_with(
-            out,
-            ErrorKind::Upstream,
-            &format!("upstream stream failed: {message}"),
-        );
-    }
-
-    fn keepalive(&mut self, out: &mut BytesMut) {
-        if matches!(self.phase, Phase::Done | Phase::Failed) {
-            return;
-        }
+    fn keepalive(&mut self, phase: &mut Phase, out: &mut BytesMut) {
         // Anthropic clients expect message_start first; pings may come anywhere after it.
-        if self.phase == Phase::Init {
-            self.start(out);
+        if *phase == Phase::Init {
+            open(self, phase, out);
         } else {
-            event(out, "ping", &json!({"type": "ping"}));
+            write_json(out, Some("ping"), &json!({"type": "ping"}));
         }
     }
 
     fn usage(&self) -> Option<Usage> {
         self.usage
     }
-
-    fn completed(&self) -> bool {
-        self.phase == Phase::Done
-    }
 }
 
-/// An Anthropic Message rendered as the event sequence a streaming client expects (E48: the
-/// upstream answered without streaming).
+/// An Anthropic Message rendered as the event sequence a streaming client expects (the
+/// upstream answered without streaming: E48).
 pub fn message_to_events(msg: &Value) -> BytesMut {
     let mut out = BytesMut::new();
     let mut start = msg.clone();
@@ -861,9 +789,7 @@ pub fn message_to_events(msg: &Value) -> BytesMut {
     let usage = msg.get("usage").cloned().unwrap_or(json!({}));
     start["usage"] = json!({"input_tokens": usage["input_tokens"], "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
         "cache_read_input_tokens": usage["cache_read_input_tokens"], "output_tokens": 0});
-    event(
-        &mut out,
-        "message_start",
+    write_json(&mut out, Some("message_start"),
         &json!({"type": "message_start", "message": start}),
     );
     for (i, b) in msg["content"].as_array().into_iter().flatten().enumerate() {
@@ -882,27 +808,19 @@ pub fn message_to_events(msg: &Value) -> BytesMut {
             ),
             _ => continue,
         };
-        event(
-            &mut out,
-            "content_block_start",
+        write_json(&mut out, Some("content_block_start"),
             &json!({"type": "content_block_start", "index": i, "content_block": shell}),
         );
-        event(
-            &mut out,
-            "content_block_delta",
+        write_json(&mut out, Some("content_block_delta"),
             &json!({"type": "content_block_delta", "index": i, "delta": delta}),
         );
-        event(
-            &mut out,
-            "content_block_stop",
+        write_json(&mut out, Some("content_block_stop"),
             &json!({"type": "content_block_stop", "index": i}),
         );
     }
-    event(
-        &mut out,
-        "message_delta",
+    write_json(&mut out, Some("message_delta"),
         &json!({"type": "message_delta", "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": msg["stop_sequence"]}, "usage": usage}),
     );
-    event(&mut out, "message_stop", &json!({"type": "message_stop"}));
+    write_json(&mut out, Some("message_stop"), &json!({"type": "message_stop"}));
     out
 }

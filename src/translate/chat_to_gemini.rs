@@ -1,21 +1,24 @@
-//! CHAT_TO_GEMINI
+//! OpenAI Chat Completions → Google Gemini `generateContent`: a Chat client's request (and
+//! an Anthropic or Responses client's, through Chat) for a Gemini model, the path it goes to,
+//! and the tool names and call ids both directions of the pair share. The rules are in
+//! docs/translation.md ("Chat to Gemini").
+//!
+//! Thought signatures (E47) travel statelessly inside the tool call id handed to the client:
+//! `call_` + base64url(signature bytes) + `_` + ordinal; the client echoes the id back in its
+//! assistant `tool_calls` and the request restores `thoughtSignature` on that `functionCall`.
+
 use base64::alphabet;
 use base64::engine::general_purpose::{
     GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE_NO_PAD,
 };
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 use super::shared::*;
-use super::sse::{SseEvent, SseParser};
-use super::StreamTranscoder;
-use crate::error::{Dialect, ErrorKind, GatewayError};
-use crate::meter::Usage;
-
+use crate::error::GatewayError;
 
 pub struct RequestOptions {
     pub upstream_model: String,
@@ -47,7 +50,7 @@ fn bad(msg: impl Into<String>) -> GatewayError {
 
 /// The tool names of an OpenAI request (H1; same map as for Anthropic upstreams).
 pub fn tool_names(c: &Map<String, Value>) -> ToolNames {
-    super::c2a::tool_names(c)
+    super::chat_to_anthropic::tool_names(c)
 }
 
 /// H1 for Gemini: also `^[A-Za-z_]` as the first character.
@@ -61,7 +64,7 @@ fn upstream_name(names: &ToolNames, name: &str) -> String {
 }
 
 /// H1⁻¹ for Gemini.
-fn client_name(names: &ToolNames, name: &str) -> String {
+pub(super) fn client_name(names: &ToolNames, name: &str) -> String {
     match name.strip_prefix(NAME_PREFIX) {
         Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit() || c == '-') => {
             names.to_client(rest)
@@ -104,7 +107,7 @@ fn decode_signature(sig: &str) -> Option<Vec<u8>> {
 }
 
 /// The client's id for the `ordinal`-th function call of a response.
-fn tool_call_id(part: &Value, response_id: &str, ordinal: u64) -> String {
+pub(super) fn tool_call_id(part: &Value, response_id: &str, ordinal: u64) -> String {
     if let Some(bytes) = part
         .get("thoughtSignature")
         .and_then(Value::as_str)
@@ -127,7 +130,7 @@ fn tool_call_id(part: &Value, response_id: &str, ordinal: u64) -> String {
     );
     format!(
         "call_{}",
-        &crate::auth::hex(&Sha256::digest(seed.as_bytes()))[..24]
+        &hex(&Sha256::digest(seed.as_bytes()))[..24]
     )
 }
 
@@ -1047,6 +1050,4 @@ mod tests {
             );
         }
     }
-
-    #[test]
 }

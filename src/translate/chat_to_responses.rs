@@ -1,15 +1,22 @@
-//! CHAT_TO_RESPONSES
+//! OpenAI Chat Completions → OpenAI Responses: a Chat answer (from a Chat provider, or an
+//! Anthropic or Gemini one through Chat) for a Responses client, as a stream of Responses
+//! events or as the response object. The rules are in docs/translation.md ("Chat to
+//! Responses").
+//!
+//! The non-streamed response is produced by the stream writer itself (the completion is
+//! replayed as chunks), so both shapes always agree.
+
 use bytes::BytesMut;
-use serde_json::{json, Map, Value};
-use std::collections::HashMap;
-use std::sync::Arc;
+use serde_json::{json, Value};
 
+use super::chat_stream::completion_to_chunks;
+use super::lifecycle::{open, Events, Lifecycle, Next, Phase};
+use super::responses_to_chat::{ClientTool, ResponsesContext};
 use super::shared::*;
-use super::sse::{SseEvent, SseParser};
-use super::StreamTranscoder;
+use super::sse::{write_json, SseEvent, KEEPALIVE_COMMENT};
+use super::{Format, Stamp, StreamTranscoder};
 use crate::error::{ErrorKind, GatewayError};
-use crate::meter::{usage_from_body, Usage, Wire};
-
+use crate::meter::{usage_from_body, Usage};
 
 /// Canonical usage → Responses `usage` (the details objects are always present: SDK types
 /// and Codex require them).
@@ -26,33 +33,25 @@ pub fn usage_to_responses(u: &Usage) -> Value {
 
 /// The C answer (non-streamed) → the Responses object, by replaying it through the stream
 /// writer (one set of rules for both shapes).
-pub fn response(c: &Value, ctx: &ResponsesContext) -> Value {
-    let mut w = ChatToResponsesStream::new(ctx.clone());
+pub fn response(c: &Value, ctx: &ResponsesContext, stamp: &Stamp) -> Value {
+    let mut w = ChatToResponsesStream::new(ctx.clone(), stamp);
     let mut sink = BytesMut::new();
-    w.feed(&super::c2a::completion_to_chunks(c, true), &mut sink);
+    w.feed(&completion_to_chunks(c, true), &mut sink);
     w.finish(&mut sink);
-    w.final_response
+    let mut events = w.into_events();
+    events
+        .final_response
         .take()
-        .unwrap_or_else(|| w.response_object("failed"))
+        .unwrap_or_else(|| events.response_object("failed"))
 }
 
 /// The C answer (non-streamed) → the Responses event stream (E48).
-pub fn response_to_events(c: &Value, ctx: &ResponsesContext) -> BytesMut {
-    let mut w = ChatToResponsesStream::new(ctx.clone());
+pub fn response_to_events(c: &Value, ctx: &ResponsesContext, stamp: &Stamp) -> BytesMut {
+    let mut w = ChatToResponsesStream::new(ctx.clone(), stamp);
     let mut out = BytesMut::new();
-    w.feed(&super::c2a::completion_to_chunks(c, true), &mut out);
+    w.feed(&completion_to_chunks(c, true), &mut out);
     w.finish(&mut out);
     out
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Init,
-    Open,
-    /// `finish_reason` seen; waiting for the usage chunk or `[DONE]`.
-    Finishing,
-    Done,
-    Failed,
 }
 
 #[derive(Debug)]
@@ -86,15 +85,36 @@ struct PendingCall {
     args: String,
 }
 
-/// C upstream chunks → Responses events (§3.5).
+/// Chat upstream chunks → Responses client events (docs/translation.md, "Chat stream to
+/// Responses"). After the finish reason, the terminal event waits for the usage chunk or
+/// `[DONE]`.
+pub type ChatToResponsesStream = Lifecycle<ChatToResponses>;
+
+impl ChatToResponsesStream {
+    pub fn new(ctx: ResponsesContext, stamp: &Stamp) -> Self {
+        Lifecycle::wrap(ChatToResponses {
+            ctx,
+            id: format!("resp_{}", stamp.token),
+            created: stamp.now,
+            seq: 0,
+            items: Vec::new(),
+            open: None,
+            calls: Vec::new(),
+            finish: None,
+            usage: Usage::default(),
+            saw_usage: false,
+            final_response: None,
+        })
+    }
+}
+
+/// The event mapping of [`ChatToResponsesStream`].
 #[derive(Debug)]
-pub struct ChatToResponsesStream {
-    parser: SseParser,
+pub struct ChatToResponses {
     ctx: ResponsesContext,
     id: String,
     created: u64,
     seq: u64,
-    phase: Phase,
     items: Vec<Item>,
     /// The open message or reasoning item (an index into `items`).
     open: Option<usize>,
@@ -107,33 +127,7 @@ pub struct ChatToResponsesStream {
     final_response: Option<Value>,
 }
 
-impl ChatToResponsesStream {
-    pub fn new(ctx: ResponsesContext) -> Self {
-        let id = crate::auth::generate_id("resp_");
-        ChatToResponsesStream {
-            parser: SseParser::new(),
-            ctx,
-            id,
-            created: crate::auth::now_secs(),
-            seq: 0,
-            phase: Phase::Init,
-            items: Vec::new(),
-            open: None,
-            calls: Vec::new(),
-            finish: None,
-            usage: Usage::default(),
-            saw_usage: false,
-            final_response: None,
-        }
-    }
-
-    /// Fixes the id and creation time (deterministic output for golden tests).
-    pub fn with_id(mut self, id: &str, created: u64) -> Self {
-        self.id = id.to_string();
-        self.created = created;
-        self
-    }
-
+impl ChatToResponses {
     /// A stable fragment of the response id for item and call ids.
     fn short_id(&self) -> &str {
         self.id
@@ -146,21 +140,7 @@ impl ChatToResponsesStream {
         body["type"] = json!(ty);
         body["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(ty.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        // Put `type` first for readability of captures: rebuild the object in order.
-        let mut ordered = Map::new();
-        if let Value::Object(m) = body {
-            ordered.insert("type".into(), m["type"].clone());
-            for (k, v) in m {
-                if k != "type" {
-                    ordered.insert(k, v);
-                }
-            }
-        }
-        out.extend_from_slice(Value::Object(ordered).to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
+        write_json(out, Some(ty), &body);
     }
 
     fn item_json(&self, i: usize) -> Value {
@@ -229,16 +209,6 @@ impl ChatToResponsesStream {
             r["usage"] = usage_to_responses(&self.usage);
         }
         r
-    }
-
-    fn start(&mut self, out: &mut BytesMut) {
-        if self.phase != Phase::Init {
-            return;
-        }
-        self.phase = Phase::Open;
-        let r = self.response_object("in_progress");
-        self.emit(out, "response.created", json!({"response": r.clone()}));
-        self.emit(out, "response.in_progress", json!({"response": r}));
     }
 
     fn open_item(&mut self, out: &mut BytesMut, kind: ItemKind) -> usize {
@@ -422,7 +392,7 @@ impl ChatToResponsesStream {
             })
     }
 
-    fn tool_fragment(&mut self, out: &mut BytesMut, tc: &Value) {
+    fn tool_fragment(&mut self, out: &mut BytesMut, tc: &Value) -> Result<(), GatewayError> {
         let index = tc
             .get("index")
             .and_then(Value::as_u64)
@@ -449,7 +419,7 @@ impl ChatToResponsesStream {
             p.name.push_str(name);
             p.args.push_str(&args);
             if p.name.is_empty() {
-                return; // the name comes later (E17)
+                return Ok(()); // the name comes later (E17)
             }
             let p = std::mem::take(p);
             self.close_open(out);
@@ -468,30 +438,26 @@ impl ChatToResponsesStream {
                 },
             );
             self.calls[pos].1 = Ok(idx);
-            self.args(out, idx, &p.args);
-            return;
+            return self.args(out, idx, &p.args);
         }
-        if let Ok(idx) = self.calls[pos].1 {
-            self.args(out, idx, &args);
+        match self.calls[pos].1 {
+            Ok(idx) => self.args(out, idx, &args),
+            Err(_) => Ok(()),
         }
     }
 
-    fn args(&mut self, out: &mut BytesMut, idx: usize, delta: &str) {
+    fn args(&mut self, out: &mut BytesMut, idx: usize, delta: &str) -> Result<(), GatewayError> {
         if delta.is_empty() {
-            return;
+            return Ok(());
         }
         if self.items[idx].done {
             // A fragment for a call that already ended (E16): its item is final, so the
             // stream fails visibly rather than losing or misplacing the arguments.
-            self.fail_with(
-                out,
-                GatewayError::new(
-                    ErrorKind::Upstream,
-                    "upstream interleaved tool call fragments",
-                )
-                .with_code("server_error"),
-            );
-            return;
+            return Err(GatewayError::new(
+                ErrorKind::Upstream,
+                "upstream interleaved tool call fragments",
+            )
+            .with_code("server_error"));
         }
         let item_id = self.items[idx].id.clone();
         let mut custom = false;
@@ -507,10 +473,19 @@ impl ChatToResponsesStream {
                 json!({"item_id": item_id, "output_index": idx, "delta": delta}),
             );
         }
+        Ok(())
+    }
+}
+
+impl Events for ChatToResponses {
+    fn start(&mut self, out: &mut BytesMut) {
+        let r = self.response_object("in_progress");
+        self.emit(out, "response.created", json!({"response": r.clone()}));
+        self.emit(out, "response.in_progress", json!({"response": r}));
     }
 
-    fn complete(&mut self, out: &mut BytesMut) {
-        self.start(out);
+    fn complete(&mut self, phase: &mut Phase, out: &mut BytesMut) {
+        open(self, phase, out);
         self.close_open(out);
         for i in 0..self.items.len() {
             self.close_item(out, i);
@@ -530,32 +505,34 @@ impl ChatToResponsesStream {
         }
         self.emit(out, ty, json!({"response": r.clone()}));
         self.final_response = Some(r);
-        self.phase = Phase::Done;
     }
 
-    fn fail_with(&mut self, out: &mut BytesMut, e: GatewayError) {
-        if matches!(self.phase, Phase::Done | Phase::Failed) {
-            return;
+    fn fail(&mut self, mut e: GatewayError, phase: &mut Phase, out: &mut BytesMut) {
+        open(self, phase, out);
+        if e.code == Some("stream_truncated") {
+            e.code = Some("server_error"); // the code Codex knows for it
         }
-        self.start(out);
         let r = self.response_object("in_progress");
         out.extend_from_slice(&e.responses_failed_event(self.seq, Some(r)));
         self.seq += 1;
-        self.phase = Phase::Failed;
     }
 
-    fn on_event(&mut self, ev: SseEvent, out: &mut BytesMut) {
-        if matches!(self.phase, Phase::Done | Phase::Failed) || ev.data.is_empty() {
-            return;
+    fn on_event(
+        &mut self,
+        ev: SseEvent,
+        phase: &mut Phase,
+        out: &mut BytesMut,
+    ) -> Result<Next, GatewayError> {
+        if ev.data.is_empty() {
+            return Ok(Next::Continue);
         }
         if ev.data == "[DONE]" {
-            if self.phase == Phase::Finishing {
-                self.complete(out);
-            }
-            return;
+            // Without a finish reason first, the end of the body decides (truncation).
+            let whole = *phase == Phase::Finishing;
+            return Ok(if whole { Next::Complete } else { Next::Continue });
         }
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-            return;
+            return Ok(Next::Continue);
         };
         if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
             let msg = redact(
@@ -578,19 +555,16 @@ impl ChatToResponsesStream {
                 Some("stream_truncated") => (ErrorKind::Upstream, "server_error"),
                 _ => (ErrorKind::Upstream, "server_error"),
             };
-            self.fail_with(out, GatewayError::new(kind, msg).with_code(code));
-            return;
+            return Err(GatewayError::new(kind, msg).with_code(code));
         }
-        self.start(out);
-        if let Some(u) = usage_from_body(Wire::OpenAiChat, &v) {
+        open(self, phase, out);
+        if let Some(u) = usage_from_body(Format::Chat, &v) {
             self.usage = u;
             self.saw_usage = true;
         }
         let Some(choice) = v.pointer("/choices/0") else {
-            if self.phase == Phase::Finishing && self.saw_usage {
-                self.complete(out);
-            }
-            return;
+            let whole = *phase == Phase::Finishing && self.saw_usage;
+            return Ok(if whole { Next::Complete } else { Next::Continue });
         };
         let d = &choice["delta"];
         for key in ["reasoning_content", "reasoning"] {
@@ -610,71 +584,21 @@ impl ChatToResponsesStream {
             .into_iter()
             .flatten()
         {
-            if self.phase == Phase::Failed {
-                return;
-            }
-            self.tool_fragment(out, tc);
-        }
-        if self.phase == Phase::Failed {
-            return;
+            self.tool_fragment(out, tc)?;
         }
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
             self.finish = Some(f.to_string());
             self.close_open(out);
-            self.phase = Phase::Finishing;
+            return Ok(Next::Finishing);
         }
-    }
-}
-
-impl StreamTranscoder for ChatToResponsesStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
-        let mut parser = std::mem::take(&mut self.parser);
-        parser.feed(input, &mut |ev| self.on_event(ev, out));
-        self.parser = parser;
+        Ok(Next::Continue)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) {
-        let mut parser = std::mem::take(&mut self.parser);
-        parser.finish(&mut |ev| self.on_event(ev, out));
-        self.parser = parser;
-        match self.phase {
-            // The finish arrived; the usage chunk or [DONE] did not (E09).
-            Phase::Finishing => self.complete(out),
-            Phase::Init | Phase::Open => self.fail_with(
-                out,
-                GatewayError::new(
-                    ErrorKind::Upstream,
-                    "upstream stream ended before completion",
-                )
-                .with_code("server_error"),
-            ),
-            _ => {}
-        }
-    }
-
-    fn fail(&mut self, message: &str, out: &mut BytesMut) {
-        if self.phase == Phase::Finishing {
-            self.complete(out);
-            return;
-        }
-        self.fail_with(
-            out,
-            GatewayError::new(
-                ErrorKind::Upstream,
-                format!("upstream stream failed: {message}"),
-            )
-            .with_code("server_error"),
-        );
-    }
-
-    fn keepalive(&mut self, out: &mut BytesMut) {
-        if matches!(self.phase, Phase::Done | Phase::Failed) {
-            return;
-        }
+    fn keepalive(&mut self, phase: &mut Phase, out: &mut BytesMut) {
         // Codex's idle timer counts parsed events only: a comment alone would not do.
-        out.extend_from_slice(b": keep-alive\n\n");
-        if self.phase == Phase::Init {
-            self.start(out);
+        out.extend_from_slice(KEEPALIVE_COMMENT);
+        if *phase == Phase::Init {
+            open(self, phase, out);
         } else {
             let r = self.response_object("in_progress");
             self.emit(out, "response.in_progress", json!({"response": r}));
@@ -683,10 +607,6 @@ impl StreamTranscoder for ChatToResponsesStream {
 
     fn usage(&self) -> Option<Usage> {
         self.saw_usage.then_some(self.usage)
-    }
-
-    fn completed(&self) -> bool {
-        self.phase == Phase::Done
     }
 }
 

@@ -1,45 +1,19 @@
-//! GEMINI_TO_CHAT
-use base64::alphabet;
-use base64::engine::general_purpose::{
-    GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE_NO_PAD,
-};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
+//! Google Gemini → OpenAI Chat Completions: a Gemini provider's answer (`generateContent`, or
+//! the `?alt=sse` stream) for a Chat client; Anthropic and Responses clients get it through
+//! Chat. Also Gemini's error bodies. The rules are in docs/translation.md ("Gemini to Chat").
+
 use bytes::BytesMut;
-use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use serde_json::{json, Value};
 
+use super::chat_stream::ChatWriter;
+use super::chat_to_gemini::{client_name, tool_call_id};
+use super::lifecycle::{open, Events, Lifecycle, Next, Phase};
 use super::shared::*;
-use super::sse::{SseEvent, SseParser};
-use super::StreamTranscoder;
-use crate::error::{Dialect, ErrorKind, GatewayError};
-use crate::meter::Usage;
+use super::sse::SseEvent;
+use super::{Format, Stamp};
+use crate::error::{ErrorKind, GatewayError};
+use crate::meter::{usage_from_body, Usage};
 
-// ---------------------------------------------------------------------------------------------
-// G response → C
-
-/// Canonical usage from a G `usageMetadata`: input excludes cached tokens and includes
-/// tool-use prompt tokens; output = candidates + thoughts; reasoning = thoughts.
-pub fn usage_from_metadata(m: &Value) -> Option<Usage> {
-    let get = |k: &str| m.get(k).and_then(Value::as_u64);
-    let prompt = get("promptTokenCount");
-    let candidates = get("candidatesTokenCount");
-    let thoughts = get("thoughtsTokenCount");
-    let tool = get("toolUsePromptTokenCount");
-    if prompt.is_none() && candidates.is_none() && thoughts.is_none() && tool.is_none() {
-        return None;
-    }
-    let cached = get("cachedContentTokenCount").unwrap_or(0);
-    let thoughts = thoughts.unwrap_or(0);
-    Some(Usage {
-        input: prompt.unwrap_or(0).saturating_sub(cached) + tool.unwrap_or(0),
-        cache_read: cached,
-        cache_write: 0,
-        output: candidates.unwrap_or(0) + thoughts,
-        reasoning: thoughts,
-    })
-}
 
 /// G `finishReason` → C `finish_reason`, with the tool-presence rule.
 fn finish_reason(reason: &str, saw_tool: bool) -> &'static str {
@@ -88,8 +62,9 @@ fn tool_call(part: &Value, response_id: &str, k: u64, names: &ToolNames) -> Valu
     })
 }
 
-/// A G `GenerateContentResponse` → C chat.completion.
-pub fn response(g: &Value, client_model: &str, names: &ToolNames) -> Value {
+/// A Gemini `GenerateContentResponse` → a Chat `chat.completion` (the id is the upstream's
+/// `responseId` when it has one, else made from the stamp's token).
+pub fn response(g: &Value, client_model: &str, names: &ToolNames, stamp: &Stamp) -> Value {
     let response_id = g.get("responseId").and_then(Value::as_str).unwrap_or("");
     let cand = g.pointer("/candidates/0");
     let mut text = String::new();
@@ -138,19 +113,16 @@ pub fn response(g: &Value, client_model: &str, names: &ToolNames) -> Value {
     if !reasoning.is_empty() {
         message["reasoning_content"] = json!(reasoning);
     }
-    let usage = g
-        .get("usageMetadata")
-        .and_then(usage_from_metadata)
-        .unwrap_or_default();
+    let usage = usage_from_body(Format::Gemini, g).unwrap_or_default();
     let id = if response_id.is_empty() {
-        format!("chatcmpl-{}", &crate::auth::generate_id("")[..16])
+        format!("chatcmpl-{}", stamp.token)
     } else {
         format!("chatcmpl-{}", safe_tool_id(response_id, ""))
     };
     json!({
         "id": id,
         "object": "chat.completion",
-        "created": crate::auth::now_secs(),
+        "created": stamp.now,
         "model": client_model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
         "usage": usage_to_openai(&usage),
@@ -201,134 +173,79 @@ pub fn error_from_body(status: u16, body: &Value) -> GatewayError {
     err
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Init,
-    Open,
-    /// The finish chunk went out; usage and `[DONE]` wait for the end of the upstream body
-    /// (Gemini has no terminator, and a later chunk may still update the usage).
-    Finishing,
-    Done,
-    Failed,
+/// Gemini upstream chunks (`?alt=sse`) → Chat client chunks (docs/translation.md, "Gemini
+/// stream to Chat"). Gemini has no terminator: after the finish chunk, usage and `[DONE]`
+/// wait for the end of the body, as a later chunk may still update the usage.
+pub type GeminiToChatStream = Lifecycle<GeminiToChat>;
+
+impl GeminiToChatStream {
+    pub fn new(client_model: &str, include_usage: bool, names: ToolNames, stamp: &Stamp) -> Self {
+        Lifecycle::wrap(GeminiToChat {
+            w: ChatWriter::new(client_model, include_usage, stamp),
+            names,
+            tool_count: 0,
+            usage: Usage::default(),
+            saw_usage: false,
+        })
+    }
 }
 
-/// G stream (`?alt=sse`) → C client chunks (§7 streaming, §3.7).
+/// The event mapping of [`GeminiToChatStream`].
 #[derive(Debug)]
-pub struct GeminiToChatStream {
-    parser: SseParser,
-    phase: Phase,
-    id: String,
-    created: u64,
-    client_model: String,
-    include_usage: bool,
+pub struct GeminiToChat {
+    w: ChatWriter,
     names: ToolNames,
     tool_count: u64,
     usage: Usage,
     saw_usage: bool,
 }
 
-impl GeminiToChatStream {
-    pub fn new(client_model: &str, include_usage: bool, names: ToolNames) -> Self {
-        GeminiToChatStream {
-            parser: SseParser::new(),
-            phase: Phase::Init,
-            id: format!("chatcmpl-{}", &crate::auth::generate_id("")[..16]),
-            created: crate::auth::now_secs(),
-            client_model: client_model.to_string(),
-            include_usage,
-            names,
-            tool_count: 0,
-            usage: Usage::default(),
-            saw_usage: false,
-        }
-    }
-
-    /// Fixes the id and creation time (deterministic output for golden tests).
-    pub fn with_id(mut self, id: &str, created: u64) -> Self {
-        self.id = id.to_string();
-        self.created = created;
-        self
-    }
-
-    fn chunk(&self, out: &mut BytesMut, delta: Value, finish: Value) {
-        let mut v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.client_model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if self.include_usage {
-            v["usage"] = Value::Null;
-        }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(v.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
-    }
-
-    fn fail_with(&mut self, out: &mut BytesMut, kind: ErrorKind, msg: &str, status: Option<u16>) {
-        if matches!(self.phase, Phase::Done | Phase::Failed) {
-            return;
-        }
-        let mut e = GatewayError::new(kind, msg.to_string());
-        if let Some(s) = status {
-            e = e.with_status(s);
-        }
-        out.extend_from_slice(&e.sse_event(Dialect::OpenAi));
-        self.phase = Phase::Failed;
-    }
-
-    fn complete(&mut self, out: &mut BytesMut) {
-        if self.include_usage {
-            let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.client_model,
-                "choices": [], "usage": usage_to_openai(&self.usage)});
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(v.to_string().as_bytes());
-            out.extend_from_slice(b"\n\n");
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
-        self.phase = Phase::Done;
-    }
-
+impl Events for GeminiToChat {
     fn start(&mut self, out: &mut BytesMut) {
-        if self.phase == Phase::Init {
-            self.phase = Phase::Open;
-            self.chunk(
-                out,
-                json!({"role": "assistant", "content": ""}),
-                Value::Null,
-            );
-        }
+        self.w.start(out);
     }
 
-    fn on_event(&mut self, ev: SseEvent, out: &mut BytesMut) {
-        if matches!(self.phase, Phase::Done | Phase::Failed) || ev.data.is_empty() {
-            return;
+    fn on_event(
+        &mut self,
+        ev: SseEvent,
+        phase: &mut Phase,
+        out: &mut BytesMut,
+    ) -> Result<Next, GatewayError> {
+        if ev.data.is_empty() {
+            return Ok(Next::Continue);
         }
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-            return;
+            return Ok(Next::Continue);
         };
         if let Some(e) = v.get("error").filter(|e| e.is_object()) {
             let msg = redact(e["message"].as_str().unwrap_or("upstream error"));
             let (kind, status) = error_kind(e);
-            self.fail_with(out, kind, &msg, status);
-            return;
+            let mut err = GatewayError::new(kind, msg);
+            if let Some(s) = status {
+                err = err.with_status(s);
+            }
+            return Err(err);
         }
-        if let Some(u) = v.get("usageMetadata").and_then(usage_from_metadata) {
+        if let Some(u) = usage_from_body(Format::Gemini, &v) {
             self.usage = u; // cumulative: the last one wins
             self.saw_usage = true;
         }
-        if self.phase == Phase::Finishing {
-            return; // nothing may follow the finish chunk but usage
+        if *phase == Phase::Finishing {
+            return Ok(Next::Continue); // nothing may follow the finish chunk but usage
         }
         let response_id = v.get("responseId").and_then(Value::as_str).unwrap_or("");
         let Some(cand) = v.pointer("/candidates/0") else {
             if let Some(msg) = block_message(&v) {
-                self.start(out);
-                self.chunk(out, json!({ "refusal": msg }), Value::Null);
-                self.chunk(out, json!({}), json!("content_filter"));
-                self.phase = Phase::Finishing;
+                open(self, phase, out);
+                self.w.chunk(out, json!({ "refusal": msg }), Value::Null);
+                self.w.chunk(out, json!({}), json!("content_filter"));
+                return Ok(Next::Finishing);
             } else if v.is_object() {
-                self.start(out);
+                open(self, phase, out);
             }
-            return;
+            return Ok(Next::Continue);
         };
-        self.start(out);
+        open(self, phase, out);
         for p in cand
             .pointer("/content/parts")
             .and_then(Value::as_array)
@@ -340,79 +257,42 @@ impl GeminiToChatStream {
                 self.tool_count += 1;
                 let mut call = tool_call(p, response_id, k, &self.names);
                 call["index"] = json!(k);
-                self.chunk(out, json!({ "tool_calls": [call] }), Value::Null);
+                self.w.chunk(out, json!({ "tool_calls": [call] }), Value::Null);
             } else if let Some(t) = p
                 .get("text")
                 .and_then(Value::as_str)
                 .filter(|t| !t.is_empty())
             {
                 if p.get("thought").and_then(Value::as_bool) == Some(true) {
-                    self.chunk(out, json!({ "reasoning_content": t }), Value::Null);
+                    self.w
+                        .chunk(out, json!({ "reasoning_content": t }), Value::Null);
                 } else {
-                    self.chunk(out, json!({ "content": t }), Value::Null);
+                    self.w.chunk(out, json!({ "content": t }), Value::Null);
                 }
             }
         }
         if let Some(reason) = cand.get("finishReason").and_then(Value::as_str) {
             let finish = finish_reason(reason, self.tool_count > 0);
-            self.chunk(out, json!({}), json!(finish));
-            self.phase = Phase::Finishing;
+            self.w.chunk(out, json!({}), json!(finish));
+            return Ok(Next::Finishing);
         }
-    }
-}
-
-impl StreamTranscoder for GeminiToChatStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
-        let mut parser = std::mem::take(&mut self.parser);
-        parser.feed(input, &mut |ev| self.on_event(ev, out));
-        self.parser = parser;
+        Ok(Next::Continue)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) {
-        let mut parser = std::mem::take(&mut self.parser);
-        parser.finish(&mut |ev| self.on_event(ev, out));
-        self.parser = parser;
-        match self.phase {
-            Phase::Finishing => self.complete(out),
-            Phase::Init | Phase::Open => {
-                let mut e = GatewayError::new(
-                    ErrorKind::Upstream,
-                    "upstream stream ended before completion",
-                )
-                .with_code("stream_truncated");
-                e.status_override = Some(502);
-                out.extend_from_slice(&e.sse_event(Dialect::OpenAi));
-                self.phase = Phase::Failed;
-            }
-            _ => {}
-        }
+    fn complete(&mut self, _: &mut Phase, out: &mut BytesMut) {
+        self.w.complete(&self.usage, out);
     }
 
-    fn fail(&mut self, message: &str, out: &mut BytesMut) {
-        if self.phase == Phase::Finishing {
-            self.complete(out);
-            return;
-        }
-        self.fail_with(
-            out,
-            ErrorKind::Upstream,
-            &format!("upstream stream failed: {message}"),
-            None,
-        );
+    fn fail(&mut self, e: GatewayError, _: &mut Phase, out: &mut BytesMut) {
+        self.w.fail(&e, out);
     }
 
-    fn keepalive(&mut self, out: &mut BytesMut) {
-        if !matches!(self.phase, Phase::Done | Phase::Failed) {
-            out.extend_from_slice(b": keep-alive\n\n");
-        }
+    fn keepalive(&mut self, _: &mut Phase, out: &mut BytesMut) {
+        self.w.keepalive(out);
     }
 
     fn usage(&self) -> Option<Usage> {
         self.saw_usage.then_some(self.usage)
-    }
-
-    fn completed(&self) -> bool {
-        self.phase == Phase::Done
     }
 }
 
@@ -462,6 +342,7 @@ mod tests {
 
     const SIG: &str = "CiQBjz1rX7c0a9v+/Zq1YWJjZGVmZ2hpamtsbW5vcA==";
 
+    #[test]
     #[test]
     fn response_text_reasoning_and_usage() {
         let g = json!({"responseId": "abc", "modelVersion": "gemini-2.5-flash", "candidates": [{"index": 0, "content": {"role": "model", "parts": [

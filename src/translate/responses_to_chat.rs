@@ -1,30 +1,22 @@
-//! RESPONSES_TO_CHAT
-//! OpenAI Responses client → Chat Completions upstream (Codex and `client.responses.*` on a
-//! chat-only model): the request (§2.5), and the chat answer back as a Responses object or
-//! event stream (§3.5). Anthropic and Gemini upstreams are reached by composing this with
-//! their C transcoders (R → C → A, A → C → R), so the Responses rules live in one place.
+//! OpenAI Responses → OpenAI Chat Completions: a Responses client's request (Codex and
+//! `client.responses.*`) for a model that does not speak Responses; Anthropic and Gemini
+//! models get the result through Chat. The answer goes back in `chat_to_responses`, with the
+//! [`ResponsesContext`] this request leaves for it. The rules are in docs/translation.md
+//! ("Responses to Chat").
 //!
-//! The non-streamed response is produced by the stream writer itself (the completion is
-//! replayed as chunks), so both shapes always agree.
-//!
-//! Rules for tools the target cannot run (`web_search`, `file_search`, `tool_search`, `mcp`,
-//! `code_interpreter`, `image_generation`, `computer_use_preview`, `local_shell`, ...):
-//! they are dropped (listed in [`ResponsesContext::dropped`], logged, and named in the
+//! Tools the target cannot run (`web_search`, `file_search`, `tool_search`, `mcp`,
+//! `code_interpreter`, `image_generation`, `computer_use_preview`, `local_shell`, ...) are
+//! dropped (listed in [`ResponsesContext::dropped`], logged, and named in the
 //! `x-tollgate-dropped-tools` response header), unless the request cannot mean anything
 //! without them: a `tool_choice` that forces one of them, or `tool_choice: "required"` when
 //! nothing runnable is left. Those get a 400.
 
-use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::shared::*;
-use super::sse::{SseEvent, SseParser};
-use super::StreamTranscoder;
-use crate::error::{ErrorKind, GatewayError};
-use crate::meter::{usage_from_body, Usage, Wire};
-
+use crate::error::GatewayError;
 
 pub struct RequestOptions {
     pub upstream_model: String,
@@ -33,12 +25,12 @@ pub struct RequestOptions {
 
 /// How a chat tool name maps back to the tool the Responses client declared.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct ClientTool {
-    name: String,
+pub(super) struct ClientTool {
+    pub(super) name: String,
     /// Declared inside a `namespace` tool (returned with `namespace` set).
-    namespace: Option<String>,
+    pub(super) namespace: Option<String>,
     /// A `custom` (free-form input) tool: returned as `custom_tool_call{input}`.
-    custom: bool,
+    pub(super) custom: bool,
 }
 
 /// What the response side needs to know about the request.
@@ -46,9 +38,9 @@ struct ClientTool {
 pub struct ResponsesContext {
     pub client_model: String,
     /// Chat tool name → the client's tool.
-    tools: Arc<HashMap<String, ClientTool>>,
+    pub(super) tools: Arc<HashMap<String, ClientTool>>,
     /// Request fields echoed in every response object (tools, tool_choice, ...).
-    echo: Arc<Map<String, Value>>,
+    pub(super) echo: Arc<Map<String, Value>>,
     /// Tool types that were dropped because the upstream cannot run them.
     pub dropped: Vec<String>,
 }

@@ -5,8 +5,18 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::auth::hex;
 use crate::meter::Usage;
+
+/// Lower-case hex of some bytes (for hashed names and ids).
+pub fn hex(bytes: &[u8]) -> String {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(H[(b >> 4) as usize] as char);
+        s.push(H[(b & 15) as usize] as char);
+    }
+    s
+}
 
 /// H1: tool names valid everywhere (`^[A-Za-z0-9_-]{1,64}$`). Longer or odd names are
 /// shortened to a prefix plus a hash; the map restores the client's name in output.
@@ -267,6 +277,14 @@ pub fn strip_unsigned_thinking(req: &mut Map<String, Value>) -> bool {
         }
     }
     changed
+}
+
+/// Whether an OpenAI chat request asked for the usage chunk of its stream.
+pub fn asked_for_usage(req: &Map<String, Value>) -> bool {
+    req.get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 /// Whether an Anthropic `metadata.user_id` is Claude Code's JSON telemetry blob (device and
