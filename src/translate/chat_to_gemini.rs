@@ -135,7 +135,7 @@ pub(super) fn tool_call_id(part: &Value, response_id: &str, ordinal: u64) -> Str
 }
 
 /// The thought signature a client tool call id carries (standard base64, as Gemini sent it).
-fn signature_from_id(id: &str) -> Option<String> {
+pub(super) fn signature_from_id(id: &str) -> Option<String> {
     let rest = id.strip_prefix("call_")?;
     let (b64, ordinal) = rest.rsplit_once('_')?;
     if ordinal.is_empty() || ordinal.len() > 6 || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
@@ -612,6 +612,11 @@ pub fn request(c: &Map<String, Value>, opts: &RequestOptions) -> Result<Value, G
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::{gemini_to_chat, Stamp};
+
+    fn response(g: &Value, model: &str, names: &ToolNames) -> Value {
+        gemini_to_chat::response(g, model, names, &Stamp::new("t", 1))
+    }
 
     fn req(v: Value) -> Result<Value, GatewayError> {
         req_for(v, "gemini-2.5-flash")
@@ -625,32 +630,6 @@ mod tests {
                 stream: false,
             },
         )
-    }
-
-    fn run(input: &[&[u8]], include_usage: bool) -> String {
-        let mut t = GeminiToChatStream::new("gpt-client", include_usage, ToolNames::default())
-            .with_id("chatcmpl-t", 1);
-        let mut out = BytesMut::new();
-        for p in input {
-            t.feed(p, &mut out);
-        }
-        t.finish(&mut out);
-        String::from_utf8(out.to_vec()).unwrap()
-    }
-
-    /// The data payloads of a C stream, JSON-parsed (`[DONE]` as a string).
-    fn datas(s: &str) -> Vec<Value> {
-        s.split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .map(|d| serde_json::from_str(d).unwrap_or(json!(d)))
-            .collect()
-    }
-
-    fn sse(events: &[Value]) -> String {
-        events
-            .iter()
-            .map(|e| format!("data: {e}\r\n\r\n"))
-            .collect()
     }
 
     const SIG: &str = "CiQBjz1rX7c0a9v+/Zq1YWJjZGVmZ2hpamtsbW5vcA==";

@@ -613,6 +613,20 @@ impl Events for ChatToResponses {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::responses_to_chat::{request, RequestOptions};
+    use crate::translate::sse::SseParser;
+    use serde_json::Map;
+
+    fn req(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn opts() -> RequestOptions {
+        RequestOptions {
+            upstream_model: "up-model".into(),
+            stream: true,
+        }
+    }
 
     fn events(out: &[u8]) -> Vec<Value> {
         let mut evs = Vec::new();
@@ -646,7 +660,7 @@ mod tests {
     }
 
     fn run(input: &str, ctx: ResponsesContext) -> (Vec<Value>, ChatToResponsesStream) {
-        let mut w = ChatToResponsesStream::new(ctx).with_id("resp_test0000000000000000", 7);
+        let mut w = ChatToResponsesStream::new(ctx, &Stamp::new("test0000000000000000", 7));
         let mut out = BytesMut::new();
         w.feed(input.as_bytes(), &mut out);
         w.finish(&mut out);
@@ -828,17 +842,14 @@ mod tests {
         let c = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}});
-        let r = response(&c, &ResponsesContext::new("client-model"));
+        let r = response(&c, &ResponsesContext::new("client-model"), &Stamp::new("x", 1));
         assert_eq!(r["object"], "response");
         assert_eq!(r["status"], "completed");
         assert_eq!(r["model"], "client-model");
         assert_eq!(r["output"][0]["content"][0]["text"], "hi");
         assert_eq!(r["output"][1]["type"], "function_call");
         assert_eq!(r["usage"]["total_tokens"], 7);
-        let evs = events(&response_to_events(
-            &c,
-            &ResponsesContext::new("client-model"),
-        ));
+        let evs = events(&response_to_events(&c, &ResponsesContext::new("client-model"), &Stamp::new("x", 1)));
         assert_eq!(evs.first().unwrap()["type"], "response.created");
         let strip = |v: &Value| {
             let mut v = v.clone();
@@ -857,16 +868,14 @@ mod tests {
     fn any_split_gives_the_same_events() {
         let input = [chunk(json!({"content": "Hé llo"}), Value::Null), chunk(json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}), Value::Null), chunk(json!({}), json!("tool_calls")), usage_chunk(), "data: [DONE]\n\n".into()].concat();
         let whole = {
-            let mut w = ChatToResponsesStream::new(ResponsesContext::new("m"))
-                .with_id("resp_x000000000000000000000", 1);
+            let mut w = ChatToResponsesStream::new(ResponsesContext::new("m"), &Stamp::new("x000000000000000000000", 1));
             let mut out = BytesMut::new();
             w.feed(input.as_bytes(), &mut out);
             w.finish(&mut out);
             out
         };
         for step in [1, 3, 7, 64] {
-            let mut w = ChatToResponsesStream::new(ResponsesContext::new("m"))
-                .with_id("resp_x000000000000000000000", 1);
+            let mut w = ChatToResponsesStream::new(ResponsesContext::new("m"), &Stamp::new("x000000000000000000000", 1));
             let mut out = BytesMut::new();
             for piece in input.as_bytes().chunks(step) {
                 w.feed(piece, &mut out);
@@ -878,7 +887,7 @@ mod tests {
 
     #[test]
     fn keepalive_is_a_comment_and_an_in_progress_event() {
-        let mut w = ChatToResponsesStream::new(ResponsesContext::new("m"));
+        let mut w = ChatToResponsesStream::new(ResponsesContext::new("m"), &Stamp::new("x", 1));
         let mut out = BytesMut::new();
         w.keepalive(&mut out);
         w.keepalive(&mut out);

@@ -299,24 +299,19 @@ impl Events for GeminiToChat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::chat_to_gemini::{path_for, signature_from_id};
+    use crate::translate::StreamTranscoder;
 
-    fn req(v: Value) -> Result<Value, GatewayError> {
-        req_for(v, "gemini-2.5-flash")
+    fn response(g: &Value, model: &str, names: &ToolNames) -> Value {
+        super::response(g, model, names, &Stamp::new("t", 1))
     }
 
-    fn req_for(v: Value, model: &str) -> Result<Value, GatewayError> {
-        request(
-            v.as_object().unwrap(),
-            &RequestOptions {
-                upstream_model: model.into(),
-                stream: false,
-            },
-        )
+    fn usage_from_metadata(m: &Value) -> Option<Usage> {
+        usage_from_body(Format::Gemini, &json!({ "usageMetadata": m }))
     }
 
     fn run(input: &[&[u8]], include_usage: bool) -> String {
-        let mut t = GeminiToChatStream::new("gpt-client", include_usage, ToolNames::default())
-            .with_id("chatcmpl-t", 1);
+        let mut t = GeminiToChatStream::new("gpt-client", include_usage, ToolNames::default(), &Stamp::new("t", 1));
         let mut out = BytesMut::new();
         for p in input {
             t.feed(p, &mut out);
@@ -342,7 +337,6 @@ mod tests {
 
     const SIG: &str = "CiQBjz1rX7c0a9v+/Zq1YWJjZGVmZ2hpamtsbW5vcA==";
 
-    #[test]
     #[test]
     fn response_text_reasoning_and_usage() {
         let g = json!({"responseId": "abc", "modelVersion": "gemini-2.5-flash", "candidates": [{"index": 0, "content": {"role": "model", "parts": [
@@ -633,7 +627,7 @@ mod tests {
     fn stream_truncation_and_errors() {
         // EOF without finishReason
         let input = sse(&[json!({"candidates": [{"content": {"parts": [{"text": "par"}]}}]})]);
-        let mut t = GeminiToChatStream::new("m", true, ToolNames::default());
+        let mut t = GeminiToChatStream::new("m", true, ToolNames::default(), &Stamp::new("t", 1));
         let mut out = BytesMut::new();
         t.feed(input.as_bytes(), &mut out);
         t.finish(&mut out);
@@ -675,7 +669,7 @@ mod tests {
         ]);
         let c = run(&[input.as_bytes()], true);
         let mut a =
-            super::super::a2c::ChatToAnthropicStream::new("claude-client", 0, ToolNames::default());
+            crate::translate::chat_to_anthropic::ChatToAnthropicStream::new("claude-client", 0, ToolNames::default(), &Stamp::new("t", 1));
         let mut out = BytesMut::new();
         a.feed(c.as_bytes(), &mut out);
         a.finish(&mut out);
@@ -714,7 +708,7 @@ mod tests {
 
     #[test]
     fn stream_fail_keepalive_usage_and_late_usage() {
-        let mut t = GeminiToChatStream::new("m", true, ToolNames::default());
+        let mut t = GeminiToChatStream::new("m", true, ToolNames::default(), &Stamp::new("t", 1));
         let mut out = BytesMut::new();
         t.keepalive(&mut out);
         assert_eq!(&out[..], b": keep-alive\n\n");
@@ -739,7 +733,7 @@ mod tests {
         t.finish(&mut out);
         assert_eq!(out.len(), before, "nothing after the end");
         // a failure mid-content is an error chunk
-        let mut t = GeminiToChatStream::new("m", false, ToolNames::default());
+        let mut t = GeminiToChatStream::new("m", false, ToolNames::default(), &Stamp::new("t", 1));
         let mut out = BytesMut::new();
         t.feed(
             sse(&[json!({"candidates": [{"content": {"parts": [{"text": "a"}]}}]})]).as_bytes(),
