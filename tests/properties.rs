@@ -154,39 +154,35 @@ fn responses_context() -> ResponsesContext {
         upstream_model: "m".into(),
         stream: true,
     };
-    responses_to_chat::request(r.as_object().unwrap(), &opts).unwrap().1
+    responses_to_chat::request(r.as_object().unwrap(), &opts)
+        .unwrap()
+        .1
 }
 
 /// The Responses client stage over an upstream format, as `Cross::stream` composes it.
 fn to_responses(upstream: &str) -> Box<dyn StreamTranscoder> {
-    let writer = Box::new(
-        chat_to_responses::ChatToResponsesStream::new(
-            responses_context(),
-            &Stamp::new("prop00000000000000000", 1_700_000_000),
-        ),
-    );
+    let writer = Box::new(chat_to_responses::ChatToResponsesStream::new(
+        responses_context(),
+        &Stamp::new("prop00000000000000000", 1_700_000_000),
+    ));
     match upstream {
         "chat" => writer,
         "anthropic" => Box::new(Chain::new(
-            Box::new(
-                anthropic_to_chat::AnthropicToChatStream::new(
-                    "m",
-                    true,
-                    ToolNames::default(),
-                    &stamp(),
-                ),
-            ),
+            Box::new(anthropic_to_chat::AnthropicToChatStream::new(
+                "m",
+                true,
+                ToolNames::default(),
+                &stamp(),
+            )),
             writer,
         )),
         _ => Box::new(Chain::new(
-            Box::new(
-                gemini_to_chat::GeminiToChatStream::new(
-                    "m",
-                    true,
-                    ToolNames::default(),
-                    &stamp(),
-                ),
-            ),
+            Box::new(gemini_to_chat::GeminiToChatStream::new(
+                "m",
+                true,
+                ToolNames::default(),
+                &stamp(),
+            )),
             writer,
         )),
     }

@@ -3,9 +3,9 @@
 
 use bytes::BytesMut;
 use serde_json::Value;
+use tollgate::translate::responses_to_chat::ResponsesContext;
 use tollgate::translate::shared::ToolNames;
 use tollgate::translate::sse::SseParser;
-use tollgate::translate::responses_to_chat::ResponsesContext;
 use tollgate::translate::{
     anthropic_to_chat, chat_to_anthropic, chat_to_gemini, chat_to_responses, gemini_to_chat,
     responses_to_chat, Chain, Stamp, StreamTranscoder,
@@ -77,17 +77,47 @@ fn transcoders_all() -> Vec<Box<dyn StreamTranscoder>> {
     let s = &Stamp::new("fuzz", 1);
     let context = || ResponsesContext::new("m");
     vec![
-        Box::new(chat_to_anthropic::ChatToAnthropicStream::new("m", 10, names(), s)),
-        Box::new(anthropic_to_chat::AnthropicToChatStream::new("m", true, names(), s)),
-        Box::new(gemini_to_chat::GeminiToChatStream::new("m", true, names(), s)),
+        Box::new(chat_to_anthropic::ChatToAnthropicStream::new(
+            "m",
+            10,
+            names(),
+            s,
+        )),
+        Box::new(anthropic_to_chat::AnthropicToChatStream::new(
+            "m",
+            true,
+            names(),
+            s,
+        )),
+        Box::new(gemini_to_chat::GeminiToChatStream::new(
+            "m",
+            true,
+            names(),
+            s,
+        )),
         Box::new(chat_to_responses::ChatToResponsesStream::new(context(), s)),
         Box::new(Chain::new(
-            Box::new(anthropic_to_chat::AnthropicToChatStream::new("m", true, names(), s)),
+            Box::new(anthropic_to_chat::AnthropicToChatStream::new(
+                "m",
+                true,
+                names(),
+                s,
+            )),
             Box::new(chat_to_responses::ChatToResponsesStream::new(context(), s)),
         )),
         Box::new(Chain::new(
-            Box::new(gemini_to_chat::GeminiToChatStream::new("m", true, names(), s)),
-            Box::new(chat_to_anthropic::ChatToAnthropicStream::new("m", 10, names(), s)),
+            Box::new(gemini_to_chat::GeminiToChatStream::new(
+                "m",
+                true,
+                names(),
+                s,
+            )),
+            Box::new(chat_to_anthropic::ChatToAnthropicStream::new(
+                "m",
+                10,
+                names(),
+                s,
+            )),
         )),
     ]
 }

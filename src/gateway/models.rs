@@ -12,8 +12,8 @@ use std::time::Duration;
 use super::{local, truncate_path, Ctx, Failure, Flow, Gateway};
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
-use crate::translate::Format;
 use crate::route::ListedModel;
+use crate::translate::Format;
 
 /// How long a listing waits for providers that have no model list yet (Claude Code gives
 /// the whole call 3 s).

@@ -66,9 +66,10 @@ pub fn plan(
         translation: Translation::None,
         client_stream: ctx.stream,
     };
-    let pipeline = ctx.endpoint.generation_format().and_then(|client| {
-        Pipeline::between(client, upstream_format(client, &route.provider))
-    });
+    let pipeline = ctx
+        .endpoint
+        .generation_format()
+        .and_then(|client| Pipeline::between(client, upstream_format(client, &route.provider)));
     match pipeline {
         Some(p) => translated(ctx, req.full(&body)?, route, p, base),
         None => passthrough(ctx, req, body, route, query, base),

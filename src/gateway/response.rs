@@ -522,8 +522,7 @@ mod tests {
     #[test]
     fn stream_passes_through_and_meters() {
         let mut h = header(200, "text/event-stream");
-        let mut tap =
-            ResponseTap::on_header(&mut h, &spec(Format::Chat, Format::Chat, false));
+        let mut tap = ResponseTap::on_header(&mut h, &spec(Format::Chat, Format::Chat, false));
         assert!(h.headers.get("server").is_none());
         let chunk = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n");
         let mut b = Some(chunk.clone());
@@ -537,8 +536,7 @@ mod tests {
     #[test]
     fn injected_usage_chunk_is_hidden_but_metered() {
         let mut h = header(200, "text/event-stream");
-        let mut tap =
-            ResponseTap::on_header(&mut h, &spec(Format::Chat, Format::Chat, true));
+        let mut tap = ResponseTap::on_header(&mut h, &spec(Format::Chat, Format::Chat, true));
         let input = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
         let mut out = Vec::new();
         for piece in input.chunks(5) {

@@ -865,11 +865,7 @@ mod tests {
         for text in usages {
             let v: Value = serde_json::from_str(text).unwrap();
             let n: UsageNumbers = serde_json::from_str(text).unwrap();
-            for wire in [
-                Format::Chat,
-                                Format::Responses,
-                Format::Anthropic,
-            ] {
+            for wire in [Format::Chat, Format::Responses, Format::Anthropic] {
                 assert_eq!(
                     usage_from_fields(wire, &n),
                     usage_from_fields(wire, &v),
@@ -994,11 +990,7 @@ mod tests {
         .into_iter()
         .map(|(n, d)| (n, d.to_string()))
         .collect();
-        for wire in [
-            Format::Chat,
-                        Format::Anthropic,
-            Format::Responses,
-        ] {
+        for wire in [Format::Chat, Format::Anthropic, Format::Responses] {
             // each event alone, and all of them in a row
             for chosen in events
                 .iter()

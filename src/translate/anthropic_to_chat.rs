@@ -7,9 +7,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::chat_stream::ChatWriter;
-use super::lifecycle::{open, Events, Lifecycle, Next, Phase};
+use super::lifecycle::{open, Chunk, Events, Lifecycle, Next, Phase, Step};
 use super::shared::*;
-use super::sse::SseEvent;
 use super::{Format, Stamp};
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::{usage_from_body, Usage};
@@ -397,8 +396,6 @@ impl AnthropicToChatStream {
             tool_index: Vec::new(),
             tool_had_args: Vec::new(),
             tool_count: 0,
-            usage: Usage::default(),
-            saw_usage: false,
             saw_tool: false,
         })
     }
@@ -414,57 +411,48 @@ pub struct AnthropicToChat {
     /// Tool blocks that received a non-empty argument fragment.
     tool_had_args: Vec<u64>,
     tool_count: u64,
-    usage: Usage,
-    saw_usage: bool,
     saw_tool: bool,
 }
 
 impl AnthropicToChat {
     fn merge_usage(&mut self, u: &Value) {
         let mut any = false;
+        let usage = &mut self.w.usage;
         for (k, dst) in [
-            ("input_tokens", &mut self.usage.input),
-            ("cache_read_input_tokens", &mut self.usage.cache_read),
-            ("cache_creation_input_tokens", &mut self.usage.cache_write),
-            ("output_tokens", &mut self.usage.output),
+            ("input_tokens", &mut usage.input),
+            ("cache_read_input_tokens", &mut usage.cache_read),
+            ("cache_creation_input_tokens", &mut usage.cache_write),
+            ("output_tokens", &mut usage.output),
         ] {
             if let Some(n) = u.get(k).and_then(Value::as_u64) {
                 *dst = n;
                 any = true;
             }
         }
-        self.saw_usage |= any;
+        self.w.saw_usage |= any;
     }
 }
 
 impl Events for AnthropicToChat {
-    fn start(&mut self, out: &mut BytesMut) {
-        self.w.start(out);
+    type Client = ChatWriter;
+
+    fn client(&mut self) -> &mut ChatWriter {
+        &mut self.w
     }
 
-    fn on_event(
-        &mut self,
-        ev: SseEvent,
-        phase: &mut Phase,
-        out: &mut BytesMut,
-    ) -> Result<Next, GatewayError> {
-        if ev.data.is_empty() {
-            return Ok(Next::Continue);
-        }
-        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-            return Ok(Next::Continue);
-        };
+    fn on_chunk(&mut self, c: Chunk, phase: &mut Phase, out: &mut BytesMut) -> Step {
+        let v = c.data;
         let ty = v
             .get("type")
             .and_then(Value::as_str)
-            .or(ev.event.as_deref())
+            .or(c.name)
             .unwrap_or("");
         match ty {
             "message_start" => {
                 if let Some(u) = v.pointer("/message/usage") {
                     self.merge_usage(u);
                 }
-                open(self, phase, out);
+                open(&mut self.w, phase, out);
             }
             "content_block_start" => {
                 let idx = v["index"].as_u64().unwrap_or(0);
@@ -487,7 +475,8 @@ impl Events for AnthropicToChat {
                 let d = &v["delta"];
                 match d["type"].as_str() {
                     Some("text_delta") => {
-                        self.w.chunk(out, json!({"content": d["text"]}), Value::Null)
+                        self.w
+                            .chunk(out, json!({"content": d["text"]}), Value::Null)
                     }
                     Some("thinking_delta") => self.w.chunk(
                         out,
@@ -556,19 +545,7 @@ impl Events for AnthropicToChat {
         Ok(Next::Continue)
     }
 
-    fn complete(&mut self, _: &mut Phase, out: &mut BytesMut) {
-        self.w.complete(&self.usage, out);
-    }
-
-    fn fail(&mut self, e: GatewayError, _: &mut Phase, out: &mut BytesMut) {
-        self.w.fail(&e, out);
-    }
-
-    fn keepalive(&mut self, _: &mut Phase, out: &mut BytesMut) {
-        self.w.keepalive(out);
-    }
-
     fn usage(&self) -> Option<Usage> {
-        self.saw_usage.then_some(self.usage)
+        self.w.usage()
     }
 }

@@ -5,6 +5,7 @@
 use bytes::BytesMut;
 use serde_json::{json, Value};
 
+use super::lifecycle::{ClientStream, Phase};
 use super::shared::usage_to_openai;
 use super::sse::{write_json, DONE, KEEPALIVE_COMMENT};
 use super::{Format, Stamp};
@@ -19,6 +20,9 @@ pub struct ChatWriter {
     client_model: String,
     /// The client asked for the usage chunk (`stream_options.include_usage`).
     include_usage: bool,
+    /// The upstream's usage so far, for the usage chunk.
+    pub(super) usage: Usage,
+    pub(super) saw_usage: bool,
 }
 
 impl ChatWriter {
@@ -28,7 +32,14 @@ impl ChatWriter {
             created: stamp.now,
             client_model: client_model.to_string(),
             include_usage,
+            usage: Usage::default(),
+            saw_usage: false,
         }
+    }
+
+    /// The usage the upstream reported, if it did.
+    pub fn usage(&self) -> Option<Usage> {
+        self.saw_usage.then_some(self.usage)
     }
 
     /// One chunk with one choice.
@@ -40,9 +51,11 @@ impl ChatWriter {
         }
         write_json(out, None, &v);
     }
+}
 
+impl ClientStream for ChatWriter {
     /// The first chunk: the assistant's role.
-    pub fn start(&self, out: &mut BytesMut) {
+    fn start(&mut self, out: &mut BytesMut) {
         self.chunk(
             out,
             json!({"role": "assistant", "content": ""}),
@@ -51,21 +64,21 @@ impl ChatWriter {
     }
 
     /// The end: the usage chunk (when asked for) and `[DONE]`.
-    pub fn complete(&self, usage: &Usage, out: &mut BytesMut) {
+    fn complete(&mut self, _: &mut Phase, out: &mut BytesMut) {
         if self.include_usage {
             let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.client_model,
-                "choices": [], "usage": usage_to_openai(usage)});
+                "choices": [], "usage": usage_to_openai(&self.usage)});
             write_json(out, None, &v);
         }
         out.extend_from_slice(DONE);
     }
 
     /// An error chunk, which ends the stream.
-    pub fn fail(&self, e: &GatewayError, out: &mut BytesMut) {
+    fn fail(&mut self, e: GatewayError, _: &mut Phase, out: &mut BytesMut) {
         out.extend_from_slice(&e.sse_event(Format::Chat));
     }
 
-    pub fn keepalive(&self, out: &mut BytesMut) {
+    fn keepalive(&mut self, _: &mut Phase, out: &mut BytesMut) {
         out.extend_from_slice(KEEPALIVE_COMMENT);
     }
 }

@@ -5,9 +5,9 @@
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 
-use super::lifecycle::{open, Events, Lifecycle, Next, Phase};
+use super::lifecycle::{open, Chunk, ClientStream, Events, Lifecycle, Next, Phase, Step};
 use super::shared::*;
-use super::sse::{write_json, SseEvent};
+use super::sse::write_json;
 use super::{Format, Stamp};
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::{usage_from_body, Usage};
@@ -416,9 +416,7 @@ pub fn response(c: &Value, client_model: &str, names: &ToolNames) -> Value {
     };
     let usage = c
         .get("usage")
-        .and_then(|u| {
-            usage_from_body(Format::Chat, &json!({"usage": u}))
-        })
+        .and_then(|u| usage_from_body(Format::Chat, &json!({"usage": u})))
         .unwrap_or_default();
     json!({
         "id": format!("msg_{}", safe_tool_id(c["id"].as_str().unwrap_or("x"), "")),
@@ -494,11 +492,12 @@ pub struct ChatToAnthropic {
     bad_json_run: u32,
 }
 
-
 impl ChatToAnthropic {
     fn close_block(&mut self, out: &mut BytesMut) {
         if self.open.take().is_some() {
-            write_json(out, Some("content_block_stop"),
+            write_json(
+                out,
+                Some("content_block_stop"),
                 &json!({"type": "content_block_stop", "index": self.next_index - 1}),
             );
         }
@@ -506,7 +505,9 @@ impl ChatToAnthropic {
 
     fn open_block(&mut self, out: &mut BytesMut, kind: Block, block: Value) {
         self.close_block(out);
-        write_json(out, Some("content_block_start"),
+        write_json(
+            out,
+            Some("content_block_start"),
             &json!({"type": "content_block_start", "index": self.next_index, "content_block": block}),
         );
         self.next_index += 1;
@@ -514,7 +515,9 @@ impl ChatToAnthropic {
     }
 
     fn delta(&self, out: &mut BytesMut, delta: Value) {
-        write_json(out, Some("content_block_delta"),
+        write_json(
+            out,
+            Some("content_block_delta"),
             &json!({"type": "content_block_delta", "index": self.next_index - 1, "delta": delta}),
         );
     }
@@ -606,7 +609,7 @@ impl ChatToAnthropic {
         Ok(())
     }
 
-    fn on_chunk(
+    fn map_chunk(
         &mut self,
         v: &Value,
         phase: &mut Phase,
@@ -662,12 +665,7 @@ impl ChatToAnthropic {
                 }
             }
         }
-        for tc in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for tc in tool_call_deltas(&delta) {
             self.on_tool_fragment(out, tc)?;
         }
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
@@ -690,6 +688,46 @@ impl ChatToAnthropic {
 }
 
 impl Events for ChatToAnthropic {
+    type Client = Self;
+
+    fn client(&mut self) -> &mut Self {
+        self
+    }
+
+    fn on_chunk(&mut self, c: Chunk, phase: &mut Phase, out: &mut BytesMut) -> Step {
+        let v = c.data;
+        self.bad_json_run = 0;
+        self.map_chunk(v, phase, out)
+    }
+
+    /// `[DONE]` ends the turn if its end was announced, or if the usage chunk came (some
+    /// servers send no finish reason); otherwise the stream was cut short.
+    fn on_done(&mut self, phase: Phase) -> Next {
+        if phase == Phase::Finishing || phase == Phase::Open && self.usage.is_some() {
+            Next::Complete
+        } else {
+            Next::Truncated
+        }
+    }
+
+    /// A run of chunks that are not JSON fails the stream; a stray one is skipped.
+    fn on_malformed(&mut self) -> Result<(), GatewayError> {
+        self.bad_json_run += 1;
+        if self.bad_json_run >= 3 {
+            return Err(GatewayError::new(
+                ErrorKind::Upstream,
+                "upstream sent malformed stream data",
+            ));
+        }
+        Ok(())
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+impl ClientStream for ChatToAnthropic {
     fn start(&mut self, out: &mut BytesMut) {
         write_json(
             out,
@@ -700,40 +738,6 @@ impl Events for ChatToAnthropic {
             "usage": {"input_tokens": self.estimated_input, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}}}),
         );
         write_json(out, Some("ping"), &json!({"type": "ping"}));
-    }
-
-    fn on_event(
-        &mut self,
-        ev: SseEvent,
-        phase: &mut Phase,
-        out: &mut BytesMut,
-    ) -> Result<Next, GatewayError> {
-        if ev.data.trim() == "[DONE]" {
-            // [DONE] ends the turn if its end was announced, or if the usage chunk came
-            // (some servers send no finish reason); otherwise the stream was cut short.
-            let whole =
-                *phase == Phase::Finishing || *phase == Phase::Open && self.usage.is_some();
-            return Ok(if whole { Next::Complete } else { Next::Truncated });
-        }
-        if ev.data.is_empty() {
-            return Ok(Next::Continue);
-        }
-        match serde_json::from_str::<Value>(&ev.data) {
-            Ok(v) => {
-                self.bad_json_run = 0;
-                self.on_chunk(&v, phase, out)
-            }
-            Err(_) => {
-                self.bad_json_run += 1;
-                if self.bad_json_run >= 3 {
-                    return Err(GatewayError::new(
-                        ErrorKind::Upstream,
-                        "upstream sent malformed stream data",
-                    ));
-                }
-                Ok(Next::Continue)
-            }
-        }
     }
 
     fn complete(&mut self, phase: &mut Phase, out: &mut BytesMut) {
@@ -751,7 +755,9 @@ impl Events for ChatToAnthropic {
             input: self.estimated_input,
             ..Default::default()
         });
-        write_json(out, Some("message_delta"),
+        write_json(
+            out,
+            Some("message_delta"),
             &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": usage_to_anthropic(&u)}),
         );
         write_json(out, Some("message_stop"), &json!({"type": "message_stop"}));
@@ -773,10 +779,6 @@ impl Events for ChatToAnthropic {
             write_json(out, Some("ping"), &json!({"type": "ping"}));
         }
     }
-
-    fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
 }
 
 /// An Anthropic Message rendered as the event sequence a streaming client expects (the
@@ -789,7 +791,9 @@ pub fn message_to_events(msg: &Value) -> BytesMut {
     let usage = msg.get("usage").cloned().unwrap_or(json!({}));
     start["usage"] = json!({"input_tokens": usage["input_tokens"], "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
         "cache_read_input_tokens": usage["cache_read_input_tokens"], "output_tokens": 0});
-    write_json(&mut out, Some("message_start"),
+    write_json(
+        &mut out,
+        Some("message_start"),
         &json!({"type": "message_start", "message": start}),
     );
     for (i, b) in msg["content"].as_array().into_iter().flatten().enumerate() {
@@ -808,19 +812,31 @@ pub fn message_to_events(msg: &Value) -> BytesMut {
             ),
             _ => continue,
         };
-        write_json(&mut out, Some("content_block_start"),
+        write_json(
+            &mut out,
+            Some("content_block_start"),
             &json!({"type": "content_block_start", "index": i, "content_block": shell}),
         );
-        write_json(&mut out, Some("content_block_delta"),
+        write_json(
+            &mut out,
+            Some("content_block_delta"),
             &json!({"type": "content_block_delta", "index": i, "delta": delta}),
         );
-        write_json(&mut out, Some("content_block_stop"),
+        write_json(
+            &mut out,
+            Some("content_block_stop"),
             &json!({"type": "content_block_stop", "index": i}),
         );
     }
-    write_json(&mut out, Some("message_delta"),
+    write_json(
+        &mut out,
+        Some("message_delta"),
         &json!({"type": "message_delta", "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": msg["stop_sequence"]}, "usage": usage}),
     );
-    write_json(&mut out, Some("message_stop"), &json!({"type": "message_stop"}));
+    write_json(
+        &mut out,
+        Some("message_stop"),
+        &json!({"type": "message_stop"}),
+    );
     out
 }

@@ -128,10 +128,7 @@ pub(super) fn tool_call_id(part: &Value, response_id: &str, ordinal: u64) -> Str
         fc["name"].as_str().unwrap_or(""),
         fc.get("args").unwrap_or(&Value::Null)
     );
-    format!(
-        "call_{}",
-        &hex(&Sha256::digest(seed.as_bytes()))[..24]
-    )
+    format!("call_{}", &hex(&Sha256::digest(seed.as_bytes()))[..24])
 }
 
 /// The thought signature a client tool call id carries (standard base64, as Gemini sent it).

@@ -10,10 +10,10 @@ use bytes::BytesMut;
 use serde_json::{json, Value};
 
 use super::chat_stream::completion_to_chunks;
-use super::lifecycle::{open, Events, Lifecycle, Next, Phase};
+use super::lifecycle::{open, Chunk, ClientStream, Events, Lifecycle, Next, Phase, Step};
 use super::responses_to_chat::{ClientTool, ResponsesContext};
 use super::shared::*;
-use super::sse::{write_json, SseEvent, KEEPALIVE_COMMENT};
+use super::sse::{write_json, KEEPALIVE_COMMENT};
 use super::{Format, Stamp, StreamTranscoder};
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::{usage_from_body, Usage};
@@ -477,7 +477,7 @@ impl ChatToResponses {
     }
 }
 
-impl Events for ChatToResponses {
+impl ClientStream for ChatToResponses {
     fn start(&mut self, out: &mut BytesMut) {
         let r = self.response_object("in_progress");
         self.emit(out, "response.created", json!({"response": r.clone()}));
@@ -517,23 +517,36 @@ impl Events for ChatToResponses {
         self.seq += 1;
     }
 
-    fn on_event(
-        &mut self,
-        ev: SseEvent,
-        phase: &mut Phase,
-        out: &mut BytesMut,
-    ) -> Result<Next, GatewayError> {
-        if ev.data.is_empty() {
-            return Ok(Next::Continue);
+    fn keepalive(&mut self, phase: &mut Phase, out: &mut BytesMut) {
+        // Codex's idle timer counts parsed events only: a comment alone would not do.
+        out.extend_from_slice(KEEPALIVE_COMMENT);
+        if *phase == Phase::Init {
+            open(self, phase, out);
+        } else {
+            let r = self.response_object("in_progress");
+            self.emit(out, "response.in_progress", json!({"response": r}));
         }
-        if ev.data == "[DONE]" {
-            // Without a finish reason first, the end of the body decides (truncation).
-            let whole = *phase == Phase::Finishing;
-            return Ok(if whole { Next::Complete } else { Next::Continue });
+    }
+}
+
+impl Events for ChatToResponses {
+    type Client = Self;
+
+    fn client(&mut self) -> &mut Self {
+        self
+    }
+
+    /// Without a finish reason first, the end of the body decides (truncation).
+    fn on_done(&mut self, phase: Phase) -> Next {
+        if phase == Phase::Finishing {
+            Next::Complete
+        } else {
+            Next::Continue
         }
-        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-            return Ok(Next::Continue);
-        };
+    }
+
+    fn on_chunk(&mut self, c: Chunk, phase: &mut Phase, out: &mut BytesMut) -> Step {
+        let v = c.data;
         if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
             let msg = redact(
                 e.get("message")
@@ -558,13 +571,17 @@ impl Events for ChatToResponses {
             return Err(GatewayError::new(kind, msg).with_code(code));
         }
         open(self, phase, out);
-        if let Some(u) = usage_from_body(Format::Chat, &v) {
+        if let Some(u) = usage_from_body(Format::Chat, v) {
             self.usage = u;
             self.saw_usage = true;
         }
         let Some(choice) = v.pointer("/choices/0") else {
             let whole = *phase == Phase::Finishing && self.saw_usage;
-            return Ok(if whole { Next::Complete } else { Next::Continue });
+            return Ok(if whole {
+                Next::Complete
+            } else {
+                Next::Continue
+            });
         };
         let d = &choice["delta"];
         for key in ["reasoning_content", "reasoning"] {
@@ -578,12 +595,7 @@ impl Events for ChatToResponses {
         if let Some(t) = d.get("refusal").and_then(Value::as_str) {
             self.text(out, t, false, true);
         }
-        for tc in d
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for tc in tool_call_deltas(d) {
             self.tool_fragment(out, tc)?;
         }
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
@@ -594,17 +606,6 @@ impl Events for ChatToResponses {
         Ok(Next::Continue)
     }
 
-    fn keepalive(&mut self, phase: &mut Phase, out: &mut BytesMut) {
-        // Codex's idle timer counts parsed events only: a comment alone would not do.
-        out.extend_from_slice(KEEPALIVE_COMMENT);
-        if *phase == Phase::Init {
-            open(self, phase, out);
-        } else {
-            let r = self.response_object("in_progress");
-            self.emit(out, "response.in_progress", json!({"response": r}));
-        }
-    }
-
     fn usage(&self) -> Option<Usage> {
         self.saw_usage.then_some(self.usage)
     }
@@ -613,20 +614,9 @@ impl Events for ChatToResponses {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::translate::responses_to_chat::{request, RequestOptions};
+    use crate::translate::responses_to_chat::request;
+    use crate::translate::responses_to_chat::tests::{opts, req};
     use crate::translate::sse::SseParser;
-    use serde_json::Map;
-
-    fn req(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
-    }
-
-    fn opts() -> RequestOptions {
-        RequestOptions {
-            upstream_model: "up-model".into(),
-            stream: true,
-        }
-    }
 
     fn events(out: &[u8]) -> Vec<Value> {
         let mut evs = Vec::new();
@@ -842,14 +832,22 @@ mod tests {
         let c = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}});
-        let r = response(&c, &ResponsesContext::new("client-model"), &Stamp::new("x", 1));
+        let r = response(
+            &c,
+            &ResponsesContext::new("client-model"),
+            &Stamp::new("x", 1),
+        );
         assert_eq!(r["object"], "response");
         assert_eq!(r["status"], "completed");
         assert_eq!(r["model"], "client-model");
         assert_eq!(r["output"][0]["content"][0]["text"], "hi");
         assert_eq!(r["output"][1]["type"], "function_call");
         assert_eq!(r["usage"]["total_tokens"], 7);
-        let evs = events(&response_to_events(&c, &ResponsesContext::new("client-model"), &Stamp::new("x", 1)));
+        let evs = events(&response_to_events(
+            &c,
+            &ResponsesContext::new("client-model"),
+            &Stamp::new("x", 1),
+        ));
         assert_eq!(evs.first().unwrap()["type"], "response.created");
         let strip = |v: &Value| {
             let mut v = v.clone();
@@ -868,14 +866,20 @@ mod tests {
     fn any_split_gives_the_same_events() {
         let input = [chunk(json!({"content": "Hé llo"}), Value::Null), chunk(json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}), Value::Null), chunk(json!({}), json!("tool_calls")), usage_chunk(), "data: [DONE]\n\n".into()].concat();
         let whole = {
-            let mut w = ChatToResponsesStream::new(ResponsesContext::new("m"), &Stamp::new("x000000000000000000000", 1));
+            let mut w = ChatToResponsesStream::new(
+                ResponsesContext::new("m"),
+                &Stamp::new("x000000000000000000000", 1),
+            );
             let mut out = BytesMut::new();
             w.feed(input.as_bytes(), &mut out);
             w.finish(&mut out);
             out
         };
         for step in [1, 3, 7, 64] {
-            let mut w = ChatToResponsesStream::new(ResponsesContext::new("m"), &Stamp::new("x000000000000000000000", 1));
+            let mut w = ChatToResponsesStream::new(
+                ResponsesContext::new("m"),
+                &Stamp::new("x000000000000000000000", 1),
+            );
             let mut out = BytesMut::new();
             for piece in input.as_bytes().chunks(step) {
                 w.feed(piece, &mut out);

@@ -7,13 +7,11 @@ use serde_json::{json, Value};
 
 use super::chat_stream::ChatWriter;
 use super::chat_to_gemini::{client_name, tool_call_id};
-use super::lifecycle::{open, Events, Lifecycle, Next, Phase};
+use super::lifecycle::{open, Chunk, Events, Lifecycle, Next, Phase, Step};
 use super::shared::*;
-use super::sse::SseEvent;
 use super::{Format, Stamp};
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::{usage_from_body, Usage};
-
 
 /// G `finishReason` → C `finish_reason`, with the tool-presence rule.
 fn finish_reason(reason: &str, saw_tool: bool) -> &'static str {
@@ -184,8 +182,6 @@ impl GeminiToChatStream {
             w: ChatWriter::new(client_model, include_usage, stamp),
             names,
             tool_count: 0,
-            usage: Usage::default(),
-            saw_usage: false,
         })
     }
 }
@@ -196,28 +192,17 @@ pub struct GeminiToChat {
     w: ChatWriter,
     names: ToolNames,
     tool_count: u64,
-    usage: Usage,
-    saw_usage: bool,
 }
 
 impl Events for GeminiToChat {
-    fn start(&mut self, out: &mut BytesMut) {
-        self.w.start(out);
+    type Client = ChatWriter;
+
+    fn client(&mut self) -> &mut ChatWriter {
+        &mut self.w
     }
 
-    fn on_event(
-        &mut self,
-        ev: SseEvent,
-        phase: &mut Phase,
-        out: &mut BytesMut,
-    ) -> Result<Next, GatewayError> {
-        if ev.data.is_empty() {
-            return Ok(Next::Continue);
-        }
-        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-            return Ok(Next::Continue);
-        };
-        if let Some(e) = v.get("error").filter(|e| e.is_object()) {
+    fn on_chunk(&mut self, c: Chunk, phase: &mut Phase, out: &mut BytesMut) -> Step {
+        if let Some(e) = c.data.get("error").filter(|e| e.is_object()) {
             let msg = redact(e["message"].as_str().unwrap_or("upstream error"));
             let (kind, status) = error_kind(e);
             let mut err = GatewayError::new(kind, msg);
@@ -226,26 +211,27 @@ impl Events for GeminiToChat {
             }
             return Err(err);
         }
-        if let Some(u) = usage_from_body(Format::Gemini, &v) {
-            self.usage = u; // cumulative: the last one wins
-            self.saw_usage = true;
+        let v = c.data;
+        if let Some(u) = usage_from_body(Format::Gemini, v) {
+            self.w.usage = u; // cumulative: the last one wins
+            self.w.saw_usage = true;
         }
         if *phase == Phase::Finishing {
             return Ok(Next::Continue); // nothing may follow the finish chunk but usage
         }
         let response_id = v.get("responseId").and_then(Value::as_str).unwrap_or("");
         let Some(cand) = v.pointer("/candidates/0") else {
-            if let Some(msg) = block_message(&v) {
-                open(self, phase, out);
+            if let Some(msg) = block_message(v) {
+                open(&mut self.w, phase, out);
                 self.w.chunk(out, json!({ "refusal": msg }), Value::Null);
                 self.w.chunk(out, json!({}), json!("content_filter"));
                 return Ok(Next::Finishing);
             } else if v.is_object() {
-                open(self, phase, out);
+                open(&mut self.w, phase, out);
             }
             return Ok(Next::Continue);
         };
-        open(self, phase, out);
+        open(&mut self.w, phase, out);
         for p in cand
             .pointer("/content/parts")
             .and_then(Value::as_array)
@@ -257,7 +243,8 @@ impl Events for GeminiToChat {
                 self.tool_count += 1;
                 let mut call = tool_call(p, response_id, k, &self.names);
                 call["index"] = json!(k);
-                self.w.chunk(out, json!({ "tool_calls": [call] }), Value::Null);
+                self.w
+                    .chunk(out, json!({ "tool_calls": [call] }), Value::Null);
             } else if let Some(t) = p
                 .get("text")
                 .and_then(Value::as_str)
@@ -279,20 +266,8 @@ impl Events for GeminiToChat {
         Ok(Next::Continue)
     }
 
-    fn complete(&mut self, _: &mut Phase, out: &mut BytesMut) {
-        self.w.complete(&self.usage, out);
-    }
-
-    fn fail(&mut self, e: GatewayError, _: &mut Phase, out: &mut BytesMut) {
-        self.w.fail(&e, out);
-    }
-
-    fn keepalive(&mut self, _: &mut Phase, out: &mut BytesMut) {
-        self.w.keepalive(out);
-    }
-
     fn usage(&self) -> Option<Usage> {
-        self.saw_usage.then_some(self.usage)
+        self.w.usage()
     }
 }
 
@@ -311,7 +286,12 @@ mod tests {
     }
 
     fn run(input: &[&[u8]], include_usage: bool) -> String {
-        let mut t = GeminiToChatStream::new("gpt-client", include_usage, ToolNames::default(), &Stamp::new("t", 1));
+        let mut t = GeminiToChatStream::new(
+            "gpt-client",
+            include_usage,
+            ToolNames::default(),
+            &Stamp::new("t", 1),
+        );
         let mut out = BytesMut::new();
         for p in input {
             t.feed(p, &mut out);
@@ -668,8 +648,12 @@ mod tests {
                    "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 30, "cachedContentTokenCount": 10, "candidatesTokenCount": 5}}),
         ]);
         let c = run(&[input.as_bytes()], true);
-        let mut a =
-            crate::translate::chat_to_anthropic::ChatToAnthropicStream::new("claude-client", 0, ToolNames::default(), &Stamp::new("t", 1));
+        let mut a = crate::translate::chat_to_anthropic::ChatToAnthropicStream::new(
+            "claude-client",
+            0,
+            ToolNames::default(),
+            &Stamp::new("t", 1),
+        );
         let mut out = BytesMut::new();
         a.feed(c.as_bytes(), &mut out);
         a.finish(&mut out);

@@ -53,9 +53,8 @@ impl Pipeline {
     /// `client` (Gemini) or no provider is spoken to in `upstream` for it (Responses is,
     /// only to Responses clients).
     pub fn between(client: Format, upstream: Format) -> Option<Pipeline> {
-        let translatable = client != upstream
-            && client != Format::Gemini
-            && upstream != Format::Responses;
+        let translatable =
+            client != upstream && client != Format::Gemini && upstream != Format::Responses;
         translatable.then_some(Pipeline { client, upstream })
     }
 
@@ -95,7 +94,10 @@ impl Pipeline {
             _ if self.upstream == Format::Gemini => {
                 (Value::Object(req.clone()), chat_to_gemini::tool_names(req))
             }
-            _ => (Value::Object(req.clone()), chat_to_anthropic::tool_names(req)),
+            _ => (
+                Value::Object(req.clone()),
+                chat_to_anthropic::tool_names(req),
+            ),
         };
         let Value::Object(mut chat) = chat else {
             return Err(GatewayError::new(

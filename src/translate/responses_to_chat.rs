@@ -494,14 +494,14 @@ fn input_item(item: &Value, i: usize, msgs: &mut Vec<Value>) -> Result<(), Gatew
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn req(v: Value) -> Map<String, Value> {
+    pub(crate) fn req(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
     }
 
-    fn opts() -> RequestOptions {
+    pub(crate) fn opts() -> RequestOptions {
         RequestOptions {
             upstream_model: "up-model".into(),
             stream: true,
@@ -636,5 +636,4 @@ mod tests {
         assert!(c.get("tools").is_none() && c.get("tool_choice").is_none());
         assert_eq!(ctx.dropped, ["web_search"]);
     }
-
 }

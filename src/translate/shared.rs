@@ -279,6 +279,15 @@ pub fn strip_unsigned_thinking(req: &mut Map<String, Value>) -> bool {
     changed
 }
 
+/// The `tool_calls` fragments of a chat stream chunk's `delta`.
+pub fn tool_call_deltas(delta: &Value) -> impl Iterator<Item = &Value> {
+    delta
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
 /// Whether an OpenAI chat request asked for the usage chunk of its stream.
 pub fn asked_for_usage(req: &Map<String, Value>) -> bool {
     req.get("stream_options")
