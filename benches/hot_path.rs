@@ -13,8 +13,8 @@ use tollgate::translate::sse::SseParser;
 use tollgate::translate::{anthropic_to_chat, chat_to_anthropic, Stamp, StreamTranscoder};
 
 /// A Claude Code turn of realistic size (~77 KB: 24 tools of ~2.7 KB with JSON schemas, a 6 KB
-/// system prompt in three blocks, a mid-conversation system item; see shared/reference/clients.md
-/// §1.3). The captures in shared/reference/shapes are abbreviated, so the body is built here.
+/// system prompt in three blocks, a mid-conversation system item; a capture of it
+/// would be large, so the body is built here).
 fn claude_code_turn() -> serde_json::Map<String, Value> {
     let desc =
         "Executes a given command and returns its output. Use it for git, builds and tests. "

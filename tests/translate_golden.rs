@@ -1,12 +1,12 @@
 //! Golden tests for the translators (A↔C, G↔C, and R↔C with its compositions R→C→A, R→C→G,
 //! A→C→R, G→C→R): each folder of tests/fixtures/translate holds an input (a request, a
 //! response or an SSE capture), the expected output beside it, and a meta.json naming the
-//! direction. One case per edge case of wire-formats.md §5 that applies, plus real Claude Code
+//! direction. One case per edge case of docs/translation.md that applies, plus real Claude Code
 //! and Codex captures. `UPDATE_GOLDEN=1` records outputs (review the diff!).
 //!
 //! Streams are also checked for the "any split" property: the output is identical whether the
 //! input arrives whole, split at every byte position, or one byte at a time. Every Responses
-//! stream (recorded or not) must also pass the §1.6 grammar check in [`check_responses`].
+//! stream (recorded or not) must also pass the grammar check in [`check_responses`].
 
 use bytes::BytesMut;
 use serde_json::{Map, Value};
@@ -164,7 +164,7 @@ fn open_item<'a>(items: &'a mut [Open], d: &Value, kinds: &[&str]) -> Result<&'a
     Ok(it)
 }
 
-/// The Responses stream grammar (wire-formats.md §1.6, §3.5) and what Codex needs (E07):
+/// The Responses stream grammar and what Codex needs (docs/translation.md, E07):
 /// `sequence_number` from 0 and consecutive, `event:` equal to `type`, created then
 /// in_progress first, items opened in `output_index` order with their sub-grammar (parts,
 /// arguments, summaries) and a matching full `output_item.done`, exactly one terminal event,

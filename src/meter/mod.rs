@@ -1,6 +1,6 @@
 //! Token metering from what the upstream sends: usage read from JSON bodies and from SSE
 //! streams as they pass (never by buffering a stream). Canonical numbers (docs/translation.md,
-//! "Usage"): `input` excludes cache reads and writes, `reasoning` is part of `output`.
+//! "Shared rules"): `input` excludes cache reads and writes, `reasoning` is part of `output`.
 
 use serde_json::Value;
 

@@ -1,6 +1,6 @@
 //! Anthropic Messages → OpenAI Chat Completions: an Anthropic client's request for a Chat
 //! (or Gemini, through Chat) model, and an Anthropic provider's answer for a Chat client, whole
-//! or streamed. The rules are in docs/translation.md ("Anthropic to Chat").
+//! or streamed. The rules are in docs/translation.md ("Requests", "Whole answers").
 
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
@@ -384,8 +384,8 @@ pub fn response(a: &Value, client_model: &str, names: &ToolNames, now: u64) -> V
     })
 }
 
-/// Anthropic upstream events → Chat client chunks (docs/translation.md, "Anthropic stream to
-/// Chat").
+/// Anthropic upstream events → Chat client chunks (docs/translation.md, "Stream
+/// lifecycle").
 pub type AnthropicToChatStream = Lifecycle<AnthropicToChat>;
 
 impl AnthropicToChatStream {

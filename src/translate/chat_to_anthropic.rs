@@ -1,6 +1,6 @@
 //! OpenAI Chat Completions → Anthropic Messages: a Chat client's request for a Claude model,
 //! and a Chat provider's answer for an Anthropic client (Claude Code on any OpenAI-compatible
-//! model), whole or streamed. The rules are in docs/translation.md ("Chat to Anthropic").
+//! model), whole or streamed. The rules are in docs/translation.md ("Requests", "Whole answers").
 
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
@@ -446,8 +446,8 @@ struct PendingTool {
     args: String,
 }
 
-/// Chat upstream chunks → Anthropic client events (docs/translation.md, "Chat stream to
-/// Anthropic").
+/// Chat upstream chunks → Anthropic client events (docs/translation.md, "Stream
+/// lifecycle").
 pub type ChatToAnthropicStream = Lifecycle<ChatToAnthropic>;
 
 impl ChatToAnthropicStream {
@@ -766,7 +766,7 @@ impl ClientStream for ChatToAnthropic {
     fn fail(&mut self, e: GatewayError, _: &mut Phase, out: &mut BytesMut) {
         // The open block stays open: a `content_block_stop` would tell Claude Code the block
         // is complete, after which it no longer retries. The error event right after the last
-        // delta makes it retry the turn (docs/translation.md, "Failures").
+        // delta makes it retry the turn (docs/translation.md, "Stream lifecycle").
         self.open = None;
         out.extend_from_slice(&e.sse_event(Format::Anthropic));
     }

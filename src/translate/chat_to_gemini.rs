@@ -1,7 +1,7 @@
 //! OpenAI Chat Completions → Google Gemini `generateContent`: a Chat client's request (and
 //! an Anthropic or Responses client's, through Chat) for a Gemini model, the path it goes to,
 //! and the tool names and call ids both directions of the pair share. The rules are in
-//! docs/translation.md ("Chat to Gemini").
+//! docs/translation.md ("Requests").
 //!
 //! Thought signatures (E47) travel statelessly inside the tool call id handed to the client:
 //! `call_` + base64url(signature bytes) + `_` + ordinal; the client echoes the id back in its
@@ -48,12 +48,12 @@ fn bad(msg: impl Into<String>) -> GatewayError {
     GatewayError::invalid(msg)
 }
 
-/// The tool names of an OpenAI request (H1; same map as for Anthropic upstreams).
+/// The tool names of an OpenAI request (same map as for Anthropic upstreams).
 pub fn tool_names(c: &Map<String, Value>) -> ToolNames {
     super::chat_to_anthropic::tool_names(c)
 }
 
-/// H1 for Gemini: also `^[A-Za-z_]` as the first character.
+/// A tool name for Gemini: also `^[A-Za-z_]` as the first character.
 fn upstream_name(names: &ToolNames, name: &str) -> String {
     let s = names.to_upstream(name);
     if s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
@@ -63,7 +63,7 @@ fn upstream_name(names: &ToolNames, name: &str) -> String {
     }
 }
 
-/// H1⁻¹ for Gemini.
+/// A Gemini tool name back to the client's.
 pub(super) fn client_name(names: &ToolNames, name: &str) -> String {
     match name.strip_prefix(NAME_PREFIX) {
         Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit() || c == '-') => {
@@ -295,7 +295,7 @@ fn model_family(model: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// H5 for Gemini: `reasoning_effort` → `thinkingConfig` (2.5: budget, 3: level).
+/// The reasoning level for Gemini: `reasoning_effort` → `thinkingConfig` (2.5: budget, 3: level).
 fn thinking_config(model: &str, effort: &str) -> Option<Value> {
     let m = model_family(model);
     let show = effort != "none";

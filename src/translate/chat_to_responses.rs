@@ -1,7 +1,7 @@
 //! OpenAI Chat Completions → OpenAI Responses: a Chat answer (from a Chat provider, or an
 //! Anthropic or Gemini one through Chat) for a Responses client, as a stream of Responses
-//! events or as the response object. The rules are in docs/translation.md ("Chat to
-//! Responses").
+//! events or as the response object. The rules are in docs/translation.md ("Whole
+//! answers", "Stream lifecycle").
 //!
 //! The non-streamed response is produced by the stream writer itself (the completion is
 //! replayed as chunks), so both shapes always agree.
@@ -85,8 +85,8 @@ struct PendingCall {
     args: String,
 }
 
-/// Chat upstream chunks → Responses client events (docs/translation.md, "Chat stream to
-/// Responses"). After the finish reason, the terminal event waits for the usage chunk or
+/// Chat upstream chunks → Responses client events (docs/translation.md, "Stream
+/// lifecycle"). After the finish reason, the terminal event waits for the usage chunk or
 /// `[DONE]`.
 pub type ChatToResponsesStream = Lifecycle<ChatToResponses>;
 
@@ -217,7 +217,7 @@ impl ChatToResponses {
             ItemKind::Reasoning { .. } => "rs_",
             ItemKind::Call { .. } => "fc_",
         };
-        // Items never interleave (§1.6 `item*`): whatever is still open (a message, or a
+        // Items never interleave (E15): whatever is still open (a message, or a
         // tool call whose arguments may still grow) is finished before the next one starts.
         for i in 0..self.items.len() {
             self.close_item(out, i);

@@ -1,6 +1,6 @@
 //! Google Gemini → OpenAI Chat Completions: a Gemini provider's answer (`generateContent`, or
 //! the `?alt=sse` stream) for a Chat client; Anthropic and Responses clients get it through
-//! Chat. Also Gemini's error bodies. The rules are in docs/translation.md ("Gemini to Chat").
+//! Chat. Also Gemini's error bodies. The rules are in docs/translation.md ("Whole answers").
 
 use bytes::BytesMut;
 use serde_json::{json, Value};
@@ -171,8 +171,8 @@ pub fn error_from_body(status: u16, body: &Value) -> GatewayError {
     err
 }
 
-/// Gemini upstream chunks (`?alt=sse`) → Chat client chunks (docs/translation.md, "Gemini
-/// stream to Chat"). Gemini has no terminator: after the finish chunk, usage and `[DONE]`
+/// Gemini upstream chunks (`?alt=sse`) → Chat client chunks (docs/translation.md, "Stream
+/// lifecycle"). Gemini has no terminator: after the finish chunk, usage and `[DONE]`
 /// wait for the end of the body, as a later chunk may still update the usage.
 pub type GeminiToChatStream = Lifecycle<GeminiToChat>;
 
@@ -684,7 +684,7 @@ mod tests {
         let sig_id = tool_call_id(&json!({"thoughtSignature": SIG}), "", 0);
         assert!(
             s.contains(&format!("\"id\":\"{sig_id}\"")),
-            "a short signature id survives H2"
+            "a short signature id survives the Anthropic id rule"
         );
         assert!(s.contains("\"stop_reason\":\"tool_use\""));
         assert!(s.contains("\"input_tokens\":20") && s.contains("\"cache_read_input_tokens\":10"));

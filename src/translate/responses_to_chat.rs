@@ -2,7 +2,7 @@
 //! `client.responses.*`) for a model that does not speak Responses; Anthropic and Gemini
 //! models get the result through Chat. The answer goes back in `chat_to_responses`, with the
 //! [`ResponsesContext`] this request leaves for it. The rules are in docs/translation.md
-//! ("Responses to Chat").
+//! ("Requests").
 //!
 //! Tools the target cannot run (`web_search`, `file_search`, `tool_search`, `mcp`,
 //! `code_interpreter`, `image_generation`, `computer_use_preview`, `local_shell`, ...) are
