@@ -11,11 +11,11 @@ use tollgate::records::KeyRecord;
 use tollgate::route::Router;
 use tollgate::translate::shared::ToolNames;
 use tollgate::translate::sse::SseParser;
-use tollgate::translate::{a2c, c2a, StreamTranscoder};
+use tollgate::translate::{anthropic_to_chat, chat_to_anthropic, Stamp, StreamTranscoder};
 
 /// A Claude Code turn of realistic size (~77 KB: 24 tools of ~2.7 KB with JSON schemas, a 6 KB
-/// system prompt in three blocks, a mid-conversation system item; see shared/reference/clients.md
-/// §1.3). The captures in shared/reference/shapes are abbreviated, so the body is built here.
+/// system prompt in three blocks, a mid-conversation system item; a capture of it
+/// would be large, so the body is built here).
 fn claude_code_turn() -> serde_json::Map<String, Value> {
     let desc =
         "Executes a given command and returns its output. Use it for git, builds and tests. "
@@ -102,9 +102,9 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let v: serde_json::Map<String, Value> =
                 serde_json::from_slice(black_box(&raw)).unwrap();
-            let out = a2c::request(
+            let out = anthropic_to_chat::request(
                 &v,
-                &a2c::RequestOptions {
+                &anthropic_to_chat::RequestOptions {
                     upstream_model: "gpt-4.1".into(),
                     stream: true,
                     reasoning_model: false,
@@ -122,7 +122,12 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(203));
     g.bench_function("chat_to_anthropic_200_events", |b| {
         b.iter(|| {
-            let mut t = a2c::ChatToAnthropicStream::new("claude", 10, ToolNames::default());
+            let mut t = chat_to_anthropic::ChatToAnthropicStream::new(
+                "claude",
+                10,
+                ToolNames::default(),
+                &Stamp::new("bench", 1),
+            );
             let mut out = BytesMut::new();
             for piece in cs.chunks(512) {
                 t.feed(piece, &mut out);
@@ -134,7 +139,12 @@ fn benches(c: &mut Criterion) {
     let as_ = anthropic_stream(200);
     g.bench_function("anthropic_to_chat_200_events", |b| {
         b.iter(|| {
-            let mut t = c2a::AnthropicToChatStream::new("gpt", true, ToolNames::default());
+            let mut t = anthropic_to_chat::AnthropicToChatStream::new(
+                "gpt",
+                true,
+                ToolNames::default(),
+                &Stamp::new("bench", 1),
+            );
             let mut out = BytesMut::new();
             for piece in as_.chunks(512) {
                 t.feed(piece, &mut out);

@@ -1,6 +1,6 @@
 //! What a request path means. Classified once per request, before anything else runs.
 
-use crate::error::Dialect;
+use crate::translate::Format;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -70,12 +70,25 @@ impl Endpoint {
         self == Endpoint::Admin
     }
 
-    /// The error envelope clients of this endpoint understand.
-    pub fn dialect(self) -> Dialect {
+    /// The format this endpoint's clients speak, and so the envelope of its errors and the
+    /// shape of what passes through it (embeddings, moderations and the local endpoints are
+    /// OpenAI-shaped: Chat).
+    pub fn format(self) -> Format {
         match self {
-            Endpoint::Messages | Endpoint::CountTokens => Dialect::Anthropic,
-            Endpoint::Responses => Dialect::Responses,
-            _ => Dialect::OpenAi,
+            Endpoint::Messages | Endpoint::CountTokens => Format::Anthropic,
+            Endpoint::Responses => Format::Responses,
+            _ => Format::Chat,
+        }
+    }
+
+    /// The format of a generation endpoint, whose requests can be translated for a provider
+    /// that speaks another one.
+    pub fn generation_format(self) -> Option<Format> {
+        match self {
+            Endpoint::Messages => Some(Format::Anthropic),
+            Endpoint::ChatCompletions => Some(Format::Chat),
+            Endpoint::Responses => Some(Format::Responses),
+            _ => None,
         }
     }
 
@@ -150,7 +163,8 @@ mod tests {
             Endpoint::classify("GET", "/v1/models/gpt-4o"),
             Endpoint::Model
         );
-        assert_eq!(Endpoint::Messages.dialect(), Dialect::Anthropic);
-        assert_eq!(Endpoint::ChatCompletions.dialect(), Dialect::OpenAi);
+        assert_eq!(Endpoint::Messages.format(), Format::Anthropic);
+        assert_eq!(Endpoint::ChatCompletions.format(), Format::Chat);
+        assert_eq!(Endpoint::CountTokens.generation_format(), None);
     }
 }

@@ -7,14 +7,7 @@
 use bytes::Bytes;
 use serde_json::json;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    OpenAi,
-    Anthropic,
-    /// OpenAI Responses: OpenAI's HTTP envelope, but in-stream failures are a
-    /// `response.failed` event (Codex reads no other).
-    Responses,
-}
+use crate::translate::Format;
 
 /// What went wrong, which fixes the status and both dialects' type strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,10 +122,16 @@ impl GatewayError {
         }
     }
 
-    /// The JSON body in the given dialect.
-    pub fn body(&self, dialect: Dialect) -> Bytes {
-        let v = match dialect {
-            Dialect::OpenAi | Dialect::Responses => json!({
+    /// The JSON body in the envelope of the given client format. Responses uses OpenAI's
+    /// envelope over HTTP (its in-stream failures differ, see [`Self::sse_event`]); Gemini is
+    /// never a client format and gets OpenAI's too.
+    pub fn body(&self, format: Format) -> Bytes {
+        Bytes::from(self.envelope(format).to_string())
+    }
+
+    fn envelope(&self, format: Format) -> serde_json::Value {
+        match format {
+            Format::Chat | Format::Responses | Format::Gemini => json!({
                 "error": {
                     "message": self.message,
                     "type": self.openai_type(),
@@ -140,27 +139,23 @@ impl GatewayError {
                     "code": self.code,
                 }
             }),
-            Dialect::Anthropic => json!({
+            Format::Anthropic => json!({
                 "type": "error",
                 "error": { "type": self.anthropic_type(), "message": self.message }
             }),
-        };
-        Bytes::from(v.to_string())
+        }
     }
 
-    /// An in-stream error event that ends a Server-Sent Events stream in the given dialect.
-    pub fn sse_event(&self, dialect: Dialect) -> Bytes {
-        if dialect == Dialect::Responses {
+    /// An in-stream error event that ends a Server-Sent Events stream in the given client
+    /// format: Anthropic's `event: error`, an OpenAI error chunk, or Responses'
+    /// `response.failed` (Codex reads no other).
+    pub fn sse_event(&self, format: Format) -> Bytes {
+        if format == Format::Responses {
             return self.responses_failed_event(0, None);
         }
-        let body = self.body(dialect);
-        let mut out = Vec::with_capacity(body.len() + 32);
-        match dialect {
-            Dialect::Anthropic => out.extend_from_slice(b"event: error\ndata: "),
-            _ => out.extend_from_slice(b"data: "),
-        }
-        out.extend_from_slice(&body);
-        out.extend_from_slice(b"\n\n");
+        let mut out = Vec::with_capacity(128 + self.message.len());
+        let name = (format == Format::Anthropic).then_some("error");
+        crate::translate::sse::write_json(&mut out, name, &self.envelope(format));
         Bytes::from(out)
     }
 
@@ -187,7 +182,9 @@ impl GatewayError {
         r["status"] = json!("failed");
         r["error"] = json!({"code": self.responses_code(), "message": self.message});
         let v = json!({"type": "response.failed", "sequence_number": seq, "response": r});
-        Bytes::from(format!("event: response.failed\ndata: {v}\n\n"))
+        let mut out = Vec::with_capacity(512);
+        crate::translate::sse::write_json(&mut out, Some("response.failed"), &v);
+        Bytes::from(out)
     }
 }
 
@@ -209,7 +206,7 @@ mod tests {
         let e = GatewayError::invalid("bad")
             .with_param("model")
             .with_code("model_not_found");
-        let v: Value = serde_json::from_slice(&e.body(Dialect::OpenAi)).unwrap();
+        let v: Value = serde_json::from_slice(&e.body(Format::Chat)).unwrap();
         assert_eq!(v["error"]["message"], "bad");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["param"], "model");
@@ -220,12 +217,12 @@ mod tests {
     #[test]
     fn anthropic_envelope() {
         let e = GatewayError::new(ErrorKind::Authentication, "nope");
-        let v: Value = serde_json::from_slice(&e.body(Dialect::Anthropic)).unwrap();
+        let v: Value = serde_json::from_slice(&e.body(Format::Anthropic)).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "authentication_error");
         assert_eq!(v["error"]["message"], "nope");
         assert_eq!(e.status(), 401);
-        let ev = e.sse_event(Dialect::Anthropic);
+        let ev = e.sse_event(Format::Anthropic);
         assert!(ev.starts_with(b"event: error\ndata: {"));
         assert!(ev.ends_with(b"\n\n"));
     }

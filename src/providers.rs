@@ -1,10 +1,12 @@
-//! Each provider kind's wire details: which dialect it speaks, where each endpoint lives under
+//! Each provider kind's wire details: which format it speaks, where each endpoint lives under
 //! its base URL, and how its credential is presented. Presets make well-known services work
 //! with only an API key in the environment.
 
 use crate::endpoint::Endpoint;
+use crate::translate::Format;
 
-/// The wire dialect of an upstream.
+/// How a provider is addressed and authenticated (its URLs, headers and native endpoints).
+/// The format it is spoken to in follows from it ([`ProviderKind::format`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProviderKind {
     /// OpenAI and every OpenAI-compatible API (Chat Completions, Responses, embeddings, ...).
@@ -33,9 +35,19 @@ impl ProviderKind {
         }
     }
 
+    /// The generation format this kind of provider is spoken to in (an OpenAI provider also
+    /// serves Responses natively when configured to: see `gateway::plan`).
+    pub fn format(self) -> Format {
+        match self {
+            ProviderKind::OpenAi => Format::Chat,
+            ProviderKind::Anthropic => Format::Anthropic,
+            ProviderKind::Gemini => Format::Gemini,
+        }
+    }
+
     /// The upstream path (after the base URL's own path) that serves `ep`, or None if this
     /// kind has no such endpoint natively. (Gemini paths carry the model: see
-    /// [`crate::translate::gemini::path_for`].)
+    /// [`crate::translate::chat_to_gemini::path_for`].)
     pub fn endpoint_path(self, ep: Endpoint) -> Option<&'static str> {
         match (self, ep) {
             (ProviderKind::OpenAi, Endpoint::ChatCompletions) => Some("/chat/completions"),

@@ -1,7 +1,7 @@
 //! How a stream that breaks mid-way ends, for every client format, every upstream format and
 //! both forwarding paths (passthrough and translated), against the real binary and the mock.
 //!
-//! The endings are the ones the real clients retry (shared/reference/clients.md §1.5, §2):
+//! The endings are the ones the real clients retry (docs/translation.md, "Stream lifecycle"):
 //! - Anthropic clients: an `event: error` right after the last delta, with the open content
 //!   block left open. A `content_block_stop` before the error makes Claude Code treat the
 //!   block as complete and give up (or, before a bare close, take the partial text as the

@@ -2,17 +2,20 @@
 //! split and whatever line endings are used, and no input makes a transcoder panic. For the
 //! Responses writer (C → R, and the A → C → R and G → C → R chains): the output does not
 //! depend on how the upstream bytes are split, and whatever the upstream sends, the client's
-//! stream ends with exactly one terminal event. `r2c::request` never panics.
+//! stream ends with exactly one terminal event. `responses_to_chat::request` never panics.
 
 use bytes::BytesMut;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::OnceLock;
-use tollgate::translate::r2c::{self, ResponsesContext};
+use tollgate::translate::responses_to_chat::{self, ResponsesContext};
 use tollgate::translate::shared::ToolNames;
 use tollgate::translate::sse::{SseEvent, SseParser};
-use tollgate::translate::{a2c, c2a, gemini, Chain, StreamTranscoder};
+use tollgate::translate::{
+    anthropic_to_chat, chat_to_anthropic, chat_to_gemini, chat_to_responses, gemini_to_chat, Chain,
+    Stamp, StreamTranscoder,
+};
 
 fn parse(chunks: &[&[u8]]) -> Vec<SseEvent> {
     let mut p = SseParser::new();
@@ -73,8 +76,8 @@ proptest! {
     fn transcoders_never_panic(input in proptest::collection::vec(any::<u8>(), 0..2048), cut in any::<prop::sample::Index>()) {
         let c = cut.index(input.len() + 1);
         let ts: Vec<Box<dyn StreamTranscoder>> = vec![
-            Box::new(a2c::ChatToAnthropicStream::new("m", 1, ToolNames::default())),
-            Box::new(c2a::AnthropicToChatStream::new("m", true, ToolNames::default())),
+            Box::new(chat_to_anthropic::ChatToAnthropicStream::new("m", 1, ToolNames::default(), &stamp())),
+            Box::new(anthropic_to_chat::AnthropicToChatStream::new("m", true, ToolNames::default(), &stamp())),
         ];
         for mut t in ts {
             let mut out = BytesMut::new();
@@ -89,10 +92,10 @@ proptest! {
     #[test]
     fn request_translators_never_panic(v in arb_json(4)) {
         if let serde_json::Value::Object(m) = &v {
-            let _ = a2c::request(m, &a2c::RequestOptions { upstream_model: "m".into(), stream: true, reasoning_model: true });
-            let _ = c2a::request(m, &c2a::RequestOptions { upstream_model: "m".into(), stream: true, default_max_tokens: 10 });
-            let _ = a2c::response(&v, "m", &ToolNames::default());
-            let _ = c2a::response(&v, "m", &ToolNames::default());
+            let _ = anthropic_to_chat::request(m, &anthropic_to_chat::RequestOptions { upstream_model: "m".into(), stream: true, reasoning_model: true });
+            let _ = chat_to_anthropic::request(m, &chat_to_anthropic::RequestOptions { upstream_model: "m".into(), stream: true, default_max_tokens: 10 });
+            let _ = chat_to_anthropic::response(&v, "m", &ToolNames::default());
+            let _ = anthropic_to_chat::response(&v, "m", &ToolNames::default(), 1);
         }
     }
 }
@@ -136,39 +139,50 @@ fn fixture_streams(upstream: &str) -> &'static [Vec<u8>] {
 }
 
 /// A Codex-like request context: tool calls come back by name, namespace and custom kind.
+/// The ids' token and the time of the transcoders under test.
+fn stamp() -> Stamp {
+    Stamp::new("prop", 1)
+}
+
 fn responses_context() -> ResponsesContext {
     let r = json!({"model": "gpt-5.5", "input": "hi", "tools": [
         {"type": "function", "name": "exec_command", "parameters": {"type": "object"}},
         {"type": "namespace", "name": "multi_agent_v1", "tools": [{"type": "function", "name": "spawn_agent"}, {"type": "function", "name": "wait_agent"}]},
         {"type": "custom", "name": "apply_patch"},
         {"type": "web_search"}]});
-    let opts = r2c::RequestOptions {
+    let opts = responses_to_chat::RequestOptions {
         upstream_model: "m".into(),
         stream: true,
     };
-    r2c::request(r.as_object().unwrap(), &opts).unwrap().1
+    responses_to_chat::request(r.as_object().unwrap(), &opts)
+        .unwrap()
+        .1
 }
 
 /// The Responses client stage over an upstream format, as `Cross::stream` composes it.
 fn to_responses(upstream: &str) -> Box<dyn StreamTranscoder> {
-    let writer = Box::new(
-        r2c::ChatToResponsesStream::new(responses_context())
-            .with_id("resp_prop00000000000000000", 1_700_000_000),
-    );
+    let writer = Box::new(chat_to_responses::ChatToResponsesStream::new(
+        responses_context(),
+        &Stamp::new("prop00000000000000000", 1_700_000_000),
+    ));
     match upstream {
         "chat" => writer,
         "anthropic" => Box::new(Chain::new(
-            Box::new(
-                c2a::AnthropicToChatStream::new("m", true, ToolNames::default())
-                    .with_id("chatcmpl-prop", 1),
-            ),
+            Box::new(anthropic_to_chat::AnthropicToChatStream::new(
+                "m",
+                true,
+                ToolNames::default(),
+                &stamp(),
+            )),
             writer,
         )),
         _ => Box::new(Chain::new(
-            Box::new(
-                gemini::GeminiToChatStream::new("m", true, ToolNames::default())
-                    .with_id("chatcmpl-prop", 1),
-            ),
+            Box::new(gemini_to_chat::GeminiToChatStream::new(
+                "m",
+                true,
+                ToolNames::default(),
+                &stamp(),
+            )),
             writer,
         )),
     }
@@ -449,15 +463,15 @@ proptest! {
         })?;
     }
 
-    /// `r2c::request` never panics on Responses-shaped requests, and what it produces is a
+    /// `responses_to_chat::request` never panics on Responses-shaped requests, and what it produces is a
     /// chat request the C → A and C → G stages accept without panicking: non-empty messages,
     /// and only tool names every provider accepts.
     #[test]
     fn responses_request_never_panics(r in arb_responses_request()) {
         let m = r.as_object().unwrap();
         for stream in [false, true] {
-            let opts = r2c::RequestOptions { upstream_model: "m".into(), stream };
-            let Ok((c, ctx)) = r2c::request(m, &opts) else { continue };
+            let opts = responses_to_chat::RequestOptions { upstream_model: "m".into(), stream };
+            let Ok((c, ctx)) = responses_to_chat::request(m, &opts) else { continue };
             let msgs = c["messages"].as_array().expect("messages");
             prop_assert!(!msgs.is_empty());
             let mut names: Vec<&str> = c["tools"].as_array().into_iter().flatten()
@@ -470,11 +484,11 @@ proptest! {
                     "tool name {:?}", n);
             }
             let cm = c.as_object().unwrap();
-            let _ = c2a::request(cm, &c2a::RequestOptions { upstream_model: "m".into(), stream, default_max_tokens: 4096 });
-            let _ = gemini::request(cm, &gemini::RequestOptions { upstream_model: "m".into(), stream });
+            let _ = chat_to_anthropic::request(cm, &chat_to_anthropic::RequestOptions { upstream_model: "m".into(), stream, default_max_tokens: 4096 });
+            let _ = chat_to_gemini::request(cm, &chat_to_gemini::RequestOptions { upstream_model: "m".into(), stream });
             // And the answer side runs with that context.
-            let _ = r2c::response(&json!({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": "x",
-                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "apply_patch", "arguments": "{\"input\":1}"}}]}}]}), &ctx);
+            let _ = chat_to_responses::response(&json!({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": "x",
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "apply_patch", "arguments": "{\"input\":1}"}}]}}]}), &ctx, &stamp());
         }
     }
 }

@@ -1,22 +1,34 @@
 //! Golden tests for the translators (A↔C, G↔C, and R↔C with its compositions R→C→A, R→C→G,
 //! A→C→R, G→C→R): each folder of tests/fixtures/translate holds an input (a request, a
 //! response or an SSE capture), the expected output beside it, and a meta.json naming the
-//! direction. One case per edge case of wire-formats.md §5 that applies, plus real Claude Code
+//! direction. One case per edge case of docs/translation.md that applies, plus real Claude Code
 //! and Codex captures. `UPDATE_GOLDEN=1` records outputs (review the diff!).
 //!
 //! Streams are also checked for the "any split" property: the output is identical whether the
 //! input arrives whole, split at every byte position, or one byte at a time. Every Responses
-//! stream (recorded or not) must also pass the §1.6 grammar check in [`check_responses`].
+//! stream (recorded or not) must also pass the grammar check in [`check_responses`].
 
 use bytes::BytesMut;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use tollgate::translate::r2c::{self, ResponsesContext};
+use tollgate::translate::responses_to_chat::{self, ResponsesContext};
 use tollgate::translate::shared::ToolNames;
-use tollgate::translate::{a2c, c2a, gemini, Chain, StreamTranscoder};
+use tollgate::translate::{
+    anthropic_to_chat, chat_to_anthropic, chat_to_gemini, chat_to_responses, gemini_to_chat, Chain,
+    Stamp, StreamTranscoder,
+};
 
-/// The fixed response id of the Responses stream cases (item ids derive from it).
-const RESP_ID: &str = "resp_golden000000000000000";
+/// What a transcoder would otherwise take from the random source and the clock. Ids read
+/// `msg_golden`, `chatcmpl-golden` and `resp_golden000000000000000` (Responses item ids take
+/// 16 characters of the token); streams are stamped 1_700_000_000, whole answers 0.
+fn stamp(responses: bool, stream: bool) -> Stamp {
+    let token = if responses {
+        "golden000000000000000"
+    } else {
+        "golden"
+    };
+    Stamp::new(token, if stream { 1_700_000_000 } else { 0 })
+}
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/translate")
@@ -46,45 +58,51 @@ fn events(text: &str) -> Vec<(Option<String>, Value)> {
 }
 
 fn transcoder(kind: &str, meta: &Value) -> Box<dyn StreamTranscoder> {
+    let include_usage = meta
+        .get("include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let names = ToolNames::default;
+    let chat = stamp(false, true);
+    let resp = stamp(true, true);
     match kind {
-        "chat_stream_to_anthropic" => Box::new(
-            a2c::ChatToAnthropicStream::new("claude-client", 42, ToolNames::default())
-                .with_id("msg_golden"),
-        ),
-        "anthropic_stream_to_chat" => Box::new(
-            c2a::AnthropicToChatStream::new(
-                "gpt-client",
-                meta.get("include_usage")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-                ToolNames::default(),
-            )
-            .with_id("chatcmpl-golden", 1_700_000_000),
-        ),
-        "gemini_stream_to_chat" => Box::new(
-            gemini::GeminiToChatStream::new(
-                "gpt-client",
-                meta.get("include_usage")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-                ToolNames::default(),
-            )
-            .with_id("chatcmpl-golden", 1_700_000_000),
-        ),
+        "chat_stream_to_anthropic" => Box::new(chat_to_anthropic::ChatToAnthropicStream::new(
+            "claude-client",
+            42,
+            names(),
+            &chat,
+        )),
+        "anthropic_stream_to_chat" => Box::new(anthropic_to_chat::AnthropicToChatStream::new(
+            "gpt-client",
+            include_usage,
+            names(),
+            &chat,
+        )),
+        "gemini_stream_to_chat" => Box::new(gemini_to_chat::GeminiToChatStream::new(
+            "gpt-client",
+            include_usage,
+            names(),
+            &chat,
+        )),
         "chat_stream_to_responses" => Box::new(responses_writer(meta)),
-        // A → C → R, as Cross::stream composes it (the A stage always asks for usage).
+        // A → C → R and G → C → R, as the pipeline composes them (the first stage always
+        // asks for usage).
         "anthropic_stream_to_responses" => Box::new(Chain::new(
-            Box::new(
-                c2a::AnthropicToChatStream::new("codex-client", true, ToolNames::default())
-                    .with_id("chatcmpl-golden", 1_700_000_000),
-            ),
+            Box::new(anthropic_to_chat::AnthropicToChatStream::new(
+                "codex-client",
+                true,
+                names(),
+                &resp,
+            )),
             Box::new(responses_writer(meta)),
         )),
         "gemini_stream_to_responses" => Box::new(Chain::new(
-            Box::new(
-                gemini::GeminiToChatStream::new("codex-client", true, ToolNames::default())
-                    .with_id("chatcmpl-golden", 1_700_000_000),
-            ),
+            Box::new(gemini_to_chat::GeminiToChatStream::new(
+                "codex-client",
+                true,
+                names(),
+                &resp,
+            )),
             Box::new(responses_writer(meta)),
         )),
         _ => unreachable!(),
@@ -96,9 +114,9 @@ fn transcoder(kind: &str, meta: &Value) -> Box<dyn StreamTranscoder> {
 fn responses_context(meta: &Value) -> ResponsesContext {
     match meta.get("request") {
         Some(r) => {
-            r2c::request(
+            responses_to_chat::request(
                 &obj(r),
-                &r2c::RequestOptions {
+                &responses_to_chat::RequestOptions {
                     upstream_model: "up-model".into(),
                     stream: true,
                 },
@@ -110,49 +128,8 @@ fn responses_context(meta: &Value) -> ResponsesContext {
     }
 }
 
-fn responses_writer(meta: &Value) -> r2c::ChatToResponsesStream {
-    r2c::ChatToResponsesStream::new(responses_context(meta)).with_id(RESP_ID, 1_700_000_000)
-}
-
-/// Replaces a random response id (and the item and call ids derived from it) by the golden
-/// one, and zeroes `created_at`.
-fn normalise_ids(text: &str, id: &str) -> String {
-    let mut t = text.replace(id, RESP_ID);
-    if let (Some(short), Some(golden)) = (id.get(5..21), RESP_ID.get(5..21)) {
-        t = t.replace(short, golden);
-    }
-    t
-}
-
-fn normalise_response(mut v: Value) -> Value {
-    let id = v["id"].as_str().unwrap_or_default().to_string();
-    v["created_at"] = Value::from(0);
-    serde_json::from_str(&normalise_ids(&v.to_string(), &id)).unwrap()
-}
-
-/// A Responses event stream with its ids normalised, re-rendered as SSE.
-fn normalise_stream(text: &str) -> String {
-    let evs = events(text);
-    let id = evs
-        .first()
-        .and_then(|(_, d)| d.pointer("/response/id"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let mut out = String::new();
-    for (name, mut data) in evs {
-        if let Some(r) = data.get_mut("response").filter(|r| r.is_object()) {
-            r["created_at"] = Value::from(0);
-        }
-        if let Some(n) = name {
-            out.push_str(&format!("event: {n}\n"));
-        }
-        out.push_str(&format!(
-            "data: {}\n\n",
-            normalise_ids(&data.to_string(), &id)
-        ));
-    }
-    out
+fn responses_writer(meta: &Value) -> chat_to_responses::ChatToResponsesStream {
+    chat_to_responses::ChatToResponsesStream::new(responses_context(meta), &stamp(true, true))
 }
 
 /// An item of a Responses stream being checked.
@@ -187,7 +164,7 @@ fn open_item<'a>(items: &'a mut [Open], d: &Value, kinds: &[&str]) -> Result<&'a
     Ok(it)
 }
 
-/// The Responses stream grammar (wire-formats.md §1.6, §3.5) and what Codex needs (E07):
+/// The Responses stream grammar and what Codex needs (docs/translation.md, E07):
 /// `sequence_number` from 0 and consecutive, `event:` equal to `type`, created then
 /// in_progress first, items opened in `output_index` order with their sub-grammar (parts,
 /// arguments, summaries) and a matching full `output_item.done`, exactly one terminal event,
@@ -424,9 +401,9 @@ fn run_json(kind: &str, meta: &Value, input: &Value) -> Value {
     let model = meta_str(meta, "upstream_model", "up-model").to_string();
     let stream = meta.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let res = match kind {
-        "anthropic_request_to_chat" => a2c::request(
+        "anthropic_request_to_chat" => anthropic_to_chat::request(
             &obj(input),
-            &a2c::RequestOptions {
+            &anthropic_to_chat::RequestOptions {
                 upstream_model: model,
                 stream,
                 reasoning_model: meta
@@ -435,56 +412,60 @@ fn run_json(kind: &str, meta: &Value, input: &Value) -> Value {
                     .unwrap_or(false),
             },
         ),
-        "chat_request_to_anthropic" => c2a::request(
+        "chat_request_to_anthropic" => chat_to_anthropic::request(
             &obj(input),
-            &c2a::RequestOptions {
+            &chat_to_anthropic::RequestOptions {
                 upstream_model: model,
                 stream,
                 default_max_tokens: 4096,
             },
         ),
-        "chat_response_to_anthropic" => {
-            Ok(a2c::response(input, "claude-client", &ToolNames::default()))
-        }
-        "anthropic_response_to_chat" => {
-            let mut v = c2a::response(input, "gpt-client", &ToolNames::default());
-            v["created"] = Value::from(0); // the only non-deterministic field
-            Ok(v)
-        }
-        "chat_request_to_gemini" => gemini::request(
+        "chat_response_to_anthropic" => Ok(chat_to_anthropic::response(
+            input,
+            "claude-client",
+            &ToolNames::default(),
+        )),
+        "anthropic_response_to_chat" => Ok(anthropic_to_chat::response(
+            input,
+            "gpt-client",
+            &ToolNames::default(),
+            stamp(false, false).now,
+        )),
+        "chat_request_to_gemini" => chat_to_gemini::request(
             &obj(input),
-            &gemini::RequestOptions {
+            &chat_to_gemini::RequestOptions {
                 upstream_model: model,
                 stream,
             },
         ),
-        "gemini_response_to_chat" => {
-            let mut v = gemini::response(input, "gpt-client", &ToolNames::default());
-            v["created"] = Value::from(0);
-            Ok(v)
-        }
+        "gemini_response_to_chat" => Ok(gemini_to_chat::response(
+            input,
+            "gpt-client",
+            &ToolNames::default(),
+            &stamp(false, false),
+        )),
         "responses_request_to_chat"
         | "responses_request_to_anthropic"
-        | "responses_request_to_gemini" => r2c::request(
+        | "responses_request_to_gemini" => responses_to_chat::request(
             &obj(input),
-            &r2c::RequestOptions {
+            &responses_to_chat::RequestOptions {
                 upstream_model: model.clone(),
                 stream,
             },
         )
         .and_then(|(chat, ctx)| {
             let body = match kind {
-                "responses_request_to_anthropic" => c2a::request(
+                "responses_request_to_anthropic" => chat_to_anthropic::request(
                     &obj(&chat),
-                    &c2a::RequestOptions {
+                    &chat_to_anthropic::RequestOptions {
                         upstream_model: model,
                         stream,
                         default_max_tokens: 4096,
                     },
                 )?,
-                "responses_request_to_gemini" => gemini::request(
+                "responses_request_to_gemini" => chat_to_gemini::request(
                     &obj(&chat),
-                    &gemini::RequestOptions {
+                    &chat_to_gemini::RequestOptions {
                         upstream_model: model,
                         stream,
                     },
@@ -493,10 +474,11 @@ fn run_json(kind: &str, meta: &Value, input: &Value) -> Value {
             };
             Ok(serde_json::json!({"request": body, "dropped": ctx.dropped}))
         }),
-        "chat_response_to_responses" => Ok(normalise_response(r2c::response(
+        "chat_response_to_responses" => Ok(chat_to_responses::response(
             input,
             &responses_context(meta),
-        ))),
+            &stamp(true, false),
+        )),
         other => panic!("unknown kind {other}"),
     };
     match res {
@@ -529,8 +511,12 @@ fn golden_cases() {
             let input: Value =
                 serde_json::from_str(&std::fs::read_to_string(case.join("in.json")).unwrap())
                     .unwrap();
-            let raw = r2c::response_to_events(&input, &responses_context(&meta));
-            let got = normalise_stream(std::str::from_utf8(&raw).unwrap());
+            let raw = chat_to_responses::response_to_events(
+                &input,
+                &responses_context(&meta),
+                &stamp(true, false),
+            );
+            let got = String::from_utf8(raw.to_vec()).unwrap();
             if let Err(e) = check_responses(&events(&got)) {
                 failures.push(format!("{name}: Responses grammar: {e}\n{got}"));
             }
@@ -587,8 +573,12 @@ fn golden_cases() {
             let got = run_json(&kind, &meta, &input);
             if kind == "chat_response_to_responses" {
                 // The JSON answer is the terminal response of the replayed stream (one rule set).
-                let raw = r2c::response_to_events(&input, &responses_context(&meta));
-                let evs = events(&normalise_stream(std::str::from_utf8(&raw).unwrap()));
+                let raw = chat_to_responses::response_to_events(
+                    &input,
+                    &responses_context(&meta),
+                    &stamp(true, false),
+                );
+                let evs = events(std::str::from_utf8(&raw).unwrap());
                 if let Err(e) = check_responses(&evs) {
                     failures.push(format!("{name}: replayed stream: {e}"));
                 }
@@ -630,18 +620,18 @@ fn round_trip_keeps_meaning() {
     let case = dir().join("capture-claude-code-messages-tool-result-turn/in.json");
     let text = std::fs::read_to_string(&case).expect("the fixture is in the repository");
     let a: Value = serde_json::from_str(&text).unwrap();
-    let c = a2c::request(
+    let c = anthropic_to_chat::request(
         &obj(&a),
-        &a2c::RequestOptions {
+        &anthropic_to_chat::RequestOptions {
             upstream_model: "m".into(),
             stream: false,
             reasoning_model: false,
         },
     )
     .unwrap();
-    let back = c2a::request(
+    let back = chat_to_anthropic::request(
         &obj(&c),
-        &c2a::RequestOptions {
+        &chat_to_anthropic::RequestOptions {
             upstream_model: "claude".into(),
             stream: false,
             default_max_tokens: 4096,

@@ -3,9 +3,13 @@
 
 use bytes::BytesMut;
 use serde_json::Value;
+use tollgate::translate::responses_to_chat::ResponsesContext;
 use tollgate::translate::shared::ToolNames;
 use tollgate::translate::sse::SseParser;
-use tollgate::translate::{a2c, c2a, gemini, r2c, Chain, StreamTranscoder};
+use tollgate::translate::{
+    anthropic_to_chat, chat_to_anthropic, chat_to_gemini, chat_to_responses, gemini_to_chat,
+    responses_to_chat, Chain, Stamp, StreamTranscoder,
+};
 
 /// The config parser: any text (env lookups return nothing or a fixed value).
 pub fn config(data: &[u8]) {
@@ -20,41 +24,42 @@ pub fn requests(data: &[u8]) {
         return;
     };
     for stream in [false, true] {
-        let _ = a2c::request(
+        let _ = anthropic_to_chat::request(
             &m,
-            &a2c::RequestOptions {
+            &anthropic_to_chat::RequestOptions {
                 upstream_model: "m".into(),
                 stream,
                 reasoning_model: stream,
             },
         );
-        let _ = c2a::request(
+        let _ = chat_to_anthropic::request(
             &m,
-            &c2a::RequestOptions {
+            &chat_to_anthropic::RequestOptions {
                 upstream_model: "m".into(),
                 stream,
                 default_max_tokens: 4096,
             },
         );
-        let _ = r2c::request(
+        let _ = responses_to_chat::request(
             &m,
-            &r2c::RequestOptions {
+            &responses_to_chat::RequestOptions {
                 upstream_model: "m".into(),
                 stream,
             },
         );
-        let _ = gemini::request(
+        let _ = chat_to_gemini::request(
             &m,
-            &gemini::RequestOptions {
+            &chat_to_gemini::RequestOptions {
                 upstream_model: "m".into(),
                 stream,
             },
         );
     }
     let v = Value::Object(m);
-    let _ = a2c::response(&v, "m", &ToolNames::default());
-    let _ = c2a::response(&v, "m", &ToolNames::default());
-    let _ = gemini::response(&v, "m", &ToolNames::default());
+    let stamp = Stamp::new("fuzz", 1);
+    let _ = chat_to_anthropic::response(&v, "m", &ToolNames::default());
+    let _ = anthropic_to_chat::response(&v, "m", &ToolNames::default(), stamp.now);
+    let _ = gemini_to_chat::response(&v, "m", &ToolNames::default(), &stamp);
 }
 
 /// The SSE parser, fed in two pieces split where the first byte says.
@@ -69,22 +74,50 @@ pub fn sse(data: &[u8]) {
 
 fn transcoders_all() -> Vec<Box<dyn StreamTranscoder>> {
     let names = ToolNames::default;
+    let s = &Stamp::new("fuzz", 1);
+    let context = || ResponsesContext::new("m");
     vec![
-        Box::new(a2c::ChatToAnthropicStream::new("m", 10, names())),
-        Box::new(c2a::AnthropicToChatStream::new("m", true, names())),
-        Box::new(gemini::GeminiToChatStream::new("m", true, names())),
-        Box::new(r2c::ChatToResponsesStream::new(r2c::ResponsesContext::new(
+        Box::new(chat_to_anthropic::ChatToAnthropicStream::new(
             "m",
-        ))),
+            10,
+            names(),
+            s,
+        )),
+        Box::new(anthropic_to_chat::AnthropicToChatStream::new(
+            "m",
+            true,
+            names(),
+            s,
+        )),
+        Box::new(gemini_to_chat::GeminiToChatStream::new(
+            "m",
+            true,
+            names(),
+            s,
+        )),
+        Box::new(chat_to_responses::ChatToResponsesStream::new(context(), s)),
         Box::new(Chain::new(
-            Box::new(c2a::AnthropicToChatStream::new("m", true, names())),
-            Box::new(r2c::ChatToResponsesStream::new(r2c::ResponsesContext::new(
+            Box::new(anthropic_to_chat::AnthropicToChatStream::new(
                 "m",
-            ))),
+                true,
+                names(),
+                s,
+            )),
+            Box::new(chat_to_responses::ChatToResponsesStream::new(context(), s)),
         )),
         Box::new(Chain::new(
-            Box::new(gemini::GeminiToChatStream::new("m", true, names())),
-            Box::new(a2c::ChatToAnthropicStream::new("m", 10, names())),
+            Box::new(gemini_to_chat::GeminiToChatStream::new(
+                "m",
+                true,
+                names(),
+                s,
+            )),
+            Box::new(chat_to_anthropic::ChatToAnthropicStream::new(
+                "m",
+                10,
+                names(),
+                s,
+            )),
         )),
     ]
 }

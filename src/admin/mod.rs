@@ -313,7 +313,7 @@ pub async fn route(state: &State, req: &Request<'_>) -> Answer {
     };
     match answer {
         Ok(r) => Answer::new(r.status, r.content_type, r.body),
-        Err(e) => Answer::error(crate::error::Dialect::OpenAi, &e),
+        Err(e) => Answer::error(crate::translate::Format::Chat, &e),
     }
 }
 

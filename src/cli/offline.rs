@@ -126,7 +126,7 @@ impl Store {
                         crate::error::ErrorKind::Internal,
                         format!("Store error: {e}"),
                     )
-                    .body(crate::error::Dialect::OpenAi)
+                    .body(crate::translate::Format::Chat)
                     .to_vec();
                 }
             }

@@ -537,7 +537,7 @@ impl ProxyHttp for Gateway {
             .with_status(431)
             .with_code("request_header_too_large");
             ctx.error = Some(e.message.clone());
-            reply::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
+            reply::send_error(s, ctx.endpoint.format(), &e, &ctx.request_id).await?;
             return Ok(true);
         }
         // A panic while handling the request answers 500 instead of resetting the connection.
@@ -576,7 +576,7 @@ impl ProxyHttp for Gateway {
                 {
                     linger(s).await;
                 }
-                reply::send_error(s, ctx.endpoint.dialect(), &e, &ctx.request_id).await?;
+                reply::send_error(s, ctx.endpoint.format(), &e, &ctx.request_id).await?;
                 Ok(true)
             }
             Err(Failure::Io(e)) => Err(e),
@@ -767,7 +767,7 @@ impl ProxyHttp for Gateway {
         let code = gw.status();
         if s.response_written().is_none() {
             s.set_keepalive(None);
-            let _ = reply::send_error(s, ctx.endpoint.dialect(), &gw, &ctx.request_id).await;
+            let _ = reply::send_error(s, ctx.endpoint.format(), &gw, &ctx.request_id).await;
         } else if let Some(tap) = ctx.tap.as_mut() {
             // Mid-stream: end the client's stream with a proper error event.
             let etype = crate::drain::failure_message(e.etype().as_str());

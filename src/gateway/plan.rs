@@ -1,21 +1,21 @@
 //! What to send upstream for a routed request: same format (passthrough with only the edits
-//! tollgate must make), or a translation through the chat hub (client → C → provider), and
-//! how the answer must be treated on the way back.
+//! tollgate must make), or a translation (the pair's [`Pipeline`]), and how the answer must be
+//! treated on the way back.
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::body::RequestJson;
-use super::response::{Cross, Format, TapSpec, Translation};
+use super::response::{TapSpec, Translation};
 use super::Ctx;
 use crate::config::Provider;
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
-use crate::meter::Wire;
 use crate::providers::ProviderKind;
 use crate::route::Route;
-use crate::translate::shared::ToolNames;
-use crate::translate::{a2c, c2a, gemini, r2c};
+use crate::translate::pipeline::{Pipeline, RequestOptions};
+use crate::translate::shared::asked_for_usage;
+use crate::translate::Format;
 
 pub struct Plan {
     /// The request path and query after the provider's base path.
@@ -24,40 +24,19 @@ pub struct Plan {
     pub tap: TapSpec,
 }
 
-fn wire_of(ep: Endpoint) -> Wire {
-    match ep {
-        Endpoint::ChatCompletions => Wire::OpenAiChat,
-        Endpoint::Messages | Endpoint::CountTokens => Wire::Anthropic,
-        Endpoint::Responses => Wire::Responses,
-        _ => Wire::OpenAiOther,
-    }
-}
-
 fn encode(v: &impl serde::Serialize) -> Result<Bytes, GatewayError> {
     serde_json::to_vec(v)
         .map(Bytes::from)
         .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))
 }
 
-/// The generation format a client endpoint speaks.
-fn client_format(ep: Endpoint) -> Option<Format> {
-    match ep {
-        Endpoint::Messages => Some(Format::Anthropic),
-        Endpoint::ChatCompletions => Some(Format::Chat),
-        Endpoint::Responses => Some(Format::Responses),
-        _ => None,
-    }
-}
-
-/// The format the provider is spoken to in, for a client of `client` format.
+/// The format the provider is spoken to in, for a client of `client` format: its kind's,
+/// except that an OpenAI provider with the Responses API serves Responses clients natively.
 fn upstream_format(client: Format, p: &Provider) -> Format {
-    match p.kind {
-        ProviderKind::Anthropic => Format::Anthropic,
-        ProviderKind::Gemini => Format::Gemini,
-        ProviderKind::OpenAi if client == Format::Responses && p.native_responses => {
-            Format::Responses
-        }
-        ProviderKind::OpenAi => Format::Chat,
+    if client == Format::Responses && p.kind == ProviderKind::OpenAi && p.native_responses {
+        Format::Responses
+    } else {
+        p.kind.format()
     }
 }
 
@@ -78,19 +57,22 @@ pub fn plan(
     route: &Route,
     query: Option<&str>,
 ) -> Result<Plan, GatewayError> {
+    let format = ctx.endpoint.format();
     let base = TapSpec {
-        wire: wire_of(ctx.endpoint),
-        dialect: ctx.endpoint.dialect(),
+        upstream: format,
+        client: format,
         provider: route.provider.name.clone(),
         hide_usage_chunk: false,
         translation: Translation::None,
         client_stream: ctx.stream,
     };
-    let client = client_format(ctx.endpoint);
-    let upstream = client.map(|c| upstream_format(c, &route.provider));
-    match (client, upstream) {
-        (Some(c), Some(u)) if c != u => translated(ctx, req.full(&body)?, route, c, u, base),
-        _ => passthrough(ctx, req, body, route, query, base),
+    let pipeline = ctx
+        .endpoint
+        .generation_format()
+        .and_then(|client| Pipeline::between(client, upstream_format(client, &route.provider)));
+    match pipeline {
+        Some(p) => translated(ctx, req.full(&body)?, route, p, base),
+        None => passthrough(ctx, req, body, route, query, base),
     }
 }
 
@@ -176,112 +158,37 @@ fn passthrough(
     })
 }
 
-fn asked_for_usage(req: &Map<String, Value>) -> bool {
-    req.get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true)
-}
-
-/// Client and provider formats differ: client → C → provider for the request; the tap
-/// runs provider → C → client on the answer.
+/// Client and provider formats differ: the pair's pipeline translates the request, and the
+/// tap translates the answer with what it returns.
 fn translated(
     ctx: &Ctx,
     req: &mut Map<String, Value>,
     route: &Route,
-    client: Format,
-    upstream: Format,
+    pipeline: Pipeline,
     base: TapSpec,
 ) -> Result<Plan, GatewayError> {
-    let model = route.model.clone();
-    let stream = ctx.stream;
-    let mut responses = None;
-    // Step 1: the client's request as a chat request.
-    let (chat, names) = match client {
-        Format::Anthropic => {
-            let opts = a2c::RequestOptions {
-                upstream_model: model.clone(),
-                stream,
-                // Gemini models all take a reasoning level; OpenAI-compatible ones by name.
-                reasoning_model: upstream == Format::Gemini || a2c::is_reasoning_model(&model),
-            };
-            (a2c::request(req, &opts)?, a2c::tool_names(req))
-        }
-        Format::Responses => {
-            let opts = r2c::RequestOptions {
-                upstream_model: model.clone(),
-                stream,
-            };
-            let (c, rctx) = r2c::request(req, &opts)?;
-            if !rctx.dropped.is_empty() {
-                log::info!(
-                    "request {}: dropped tool types that provider '{}' cannot run: {}",
-                    ctx.request_id,
-                    route.provider.name,
-                    rctx.dropped.join(", ")
-                );
-            }
-            responses = Some(rctx);
-            (c, ToolNames::default())
-        }
-        _ if upstream == Format::Gemini => (Value::Object(req.clone()), gemini::tool_names(req)),
-        _ => (Value::Object(req.clone()), c2a::tool_names(req)),
-    };
-    let chat = match chat {
-        Value::Object(m) => m,
-        _ => {
-            return Err(GatewayError::new(
-                ErrorKind::Internal,
-                "translation produced no object",
-            ))
-        }
-    };
-    // Step 2: the chat request in the provider's format.
-    let (path, body) = match upstream {
-        Format::Anthropic => {
-            let opts = c2a::RequestOptions {
-                upstream_model: model.clone(),
-                stream,
-                default_max_tokens: 4096,
-            };
-            let a = c2a::request(&chat, &opts)?;
-            ("/v1/messages".to_string(), encode(&a)?)
-        }
-        Format::Gemini => {
-            let opts = gemini::RequestOptions {
-                upstream_model: model.clone(),
-                stream,
-            };
-            let g = gemini::request(&chat, &opts)?;
-            (gemini::path_for(&model, stream), encode(&g)?)
-        }
-        _ => {
-            let mut chat = chat;
-            chat.insert("model".into(), Value::String(model.clone()));
-            if stream {
-                chat.insert("stream_options".into(), json!({"include_usage": true}));
-            }
-            ("/chat/completions".to_string(), encode(&chat)?)
-        }
-    };
-    let cross = Cross {
-        client,
-        upstream,
-        client_model: ctx.client_model.clone(),
-        names,
-        responses,
-        include_usage: asked_for_usage(req),
+    let opts = RequestOptions {
+        upstream_model: &route.model,
+        client_model: &ctx.client_model,
+        stream: ctx.stream,
         estimated_input: ctx.estimate.input,
     };
+    let t = pipeline.request(req, &opts)?;
+    let dropped = t.answer.dropped_tools();
+    if !dropped.is_empty() {
+        log::info!(
+            "request {}: dropped tool types that provider '{}' cannot run: {}",
+            ctx.request_id,
+            route.provider.name,
+            dropped.join(", ")
+        );
+    }
     Ok(Plan {
-        path,
-        body,
+        path: t.path,
+        body: encode(&t.body)?,
         tap: TapSpec {
-            wire: match upstream {
-                Format::Anthropic => Wire::Anthropic,
-                _ => Wire::OpenAiChat,
-            },
-            translation: Translation::Cross(Box::new(cross)),
+            upstream: t.answer.upstream(),
+            translation: Translation::Cross(Box::new(t.answer)),
             ..base
         },
     })

@@ -5,7 +5,8 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-use crate::error::{Dialect, GatewayError};
+use crate::error::GatewayError;
+use crate::translate::Format;
 
 pub async fn send(
     s: &mut Session,
@@ -49,7 +50,7 @@ pub async fn send_json(
 
 pub async fn send_error(
     s: &mut Session,
-    dialect: Dialect,
+    format: Format,
     e: &GatewayError,
     request_id: &str,
 ) -> pingora::Result<()> {
@@ -61,7 +62,7 @@ pub async fn send_error(
         s,
         e.status(),
         "application/json",
-        e.body(dialect),
+        e.body(format),
         request_id,
         &extra,
     )

@@ -10,9 +10,10 @@ mod models;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::error::{Dialect, GatewayError};
+use crate::error::GatewayError;
 use crate::records::KeyRecord;
 use crate::state::State;
+use crate::translate::Format;
 
 pub use health::health;
 pub use models::models;
@@ -61,7 +62,7 @@ impl Answer {
     }
 
     /// An error in the envelope of `dialect`.
-    pub fn error(dialect: Dialect, e: &GatewayError) -> Answer {
+    pub fn error(dialect: Format, e: &GatewayError) -> Answer {
         Answer {
             status: e.status(),
             content_type: "application/json",

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use super::{printable, Answer, Request};
 use crate::endpoint::Endpoint;
-use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::error::{ErrorKind, GatewayError};
 use crate::route::ListedModel;
 use crate::state::State;
+use crate::translate::Format;
 
 /// How long a listing waits for providers that have no model list yet (Claude Code gives
 /// the whole call 3 s).
@@ -24,9 +25,9 @@ const EPOCH: &str = "1970-01-01T00:00:00Z";
 pub async fn models(state: &State, req: &Request<'_>, endpoint: Endpoint) -> Answer {
     let anthropic = req.header("anthropic-version").is_some();
     let dialect = if anthropic {
-        Dialect::Anthropic
+        Format::Anthropic
     } else {
-        Dialect::OpenAi
+        Format::Chat
     };
     match model_answer(state, req, endpoint, anthropic).await {
         Ok(v) => Answer::json(200, &v),

@@ -1,6 +1,6 @@
 //! Token metering from what the upstream sends: usage read from JSON bodies and from SSE
-//! streams as they pass (never by buffering a stream). Canonical numbers follow
-//! wire-formats §4.1: `input` excludes cache reads and writes, `reasoning` is part of `output`.
+//! streams as they pass (never by buffering a stream). Canonical numbers (docs/translation.md,
+//! "Shared rules"): `input` excludes cache reads and writes, `reasoning` is part of `output`.
 
 use serde_json::Value;
 
@@ -54,15 +54,7 @@ impl Usage {
     }
 }
 
-/// The response dialect being metered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
-    OpenAiChat,
-    Anthropic,
-    Responses,
-    /// Embeddings and moderations: usage in the JSON body, if at all.
-    OpenAiOther,
-}
+pub use crate::translate::Format;
 
 /// Where usage numbers are read from: a parsed JSON value, or the numbers of a `usage`
 /// object picked out while it was parsed ([`UsageNumbers`]). `num(path)` is the unsigned
@@ -135,20 +127,48 @@ fn merge_anthropic<F: UsageFields + ?Sized>(base: &mut Usage, usage: &F) -> bool
     any
 }
 
-/// Usage from a complete (non-streamed) response body.
-pub fn usage_from_body(wire: Wire, body: &Value) -> Option<Usage> {
-    usage_from_fields(wire, body.get("usage")?)
+/// Gemini `usageMetadata`: input excludes cached tokens and includes tool-use prompt tokens;
+/// output = candidates + thoughts; reasoning = thoughts.
+fn from_gemini<F: UsageFields + ?Sized>(m: &F) -> Option<Usage> {
+    let prompt = m.num(&["promptTokenCount"]);
+    let candidates = m.num(&["candidatesTokenCount"]);
+    let thoughts = m.num(&["thoughtsTokenCount"]);
+    let tool = m.num(&["toolUsePromptTokenCount"]);
+    if prompt.is_none() && candidates.is_none() && thoughts.is_none() && tool.is_none() {
+        return None;
+    }
+    let cached = m.num(&["cachedContentTokenCount"]).unwrap_or(0);
+    let thoughts = thoughts.unwrap_or(0);
+    Some(Usage {
+        input: prompt.unwrap_or(0).saturating_sub(cached) + tool.unwrap_or(0),
+        cache_read: cached,
+        cache_write: 0,
+        output: candidates.unwrap_or(0) + thoughts,
+        reasoning: thoughts,
+    })
 }
 
-/// Usage from a `usage` object (a parsed value or [`UsageNumbers`]).
-pub fn usage_from_fields<F: UsageFields + ?Sized>(wire: Wire, usage: &F) -> Option<Usage> {
-    match wire {
-        Wire::OpenAiChat | Wire::OpenAiOther => from_openai(usage),
-        Wire::Responses => from_responses(usage),
-        Wire::Anthropic => {
+/// Usage from a complete (non-streamed) answer body, or a stream chunk, in `format`
+/// (embeddings and moderations answer in the Chat format's `usage`).
+pub fn usage_from_body(format: Format, body: &Value) -> Option<Usage> {
+    match format {
+        Format::Gemini => from_gemini(body.get("usageMetadata")?),
+        _ => usage_from_fields(format, body.get("usage")?),
+    }
+}
+
+/// Usage from the usage object of an answer in `format`: `usage`, or Gemini's
+/// `usageMetadata`. [`UsageNumbers`] holds the numbers of a `usage` object only: Gemini
+/// answers, which are never passed through, are read from a parsed value.
+pub fn usage_from_fields<F: UsageFields + ?Sized>(format: Format, usage: &F) -> Option<Usage> {
+    match format {
+        Format::Chat => from_openai(usage),
+        Format::Responses => from_responses(usage),
+        Format::Anthropic => {
             let mut out = Usage::default();
             merge_anthropic(&mut out, usage).then_some(out)
         }
+        Format::Gemini => from_gemini(usage),
     }
 }
 
@@ -646,7 +666,7 @@ fn null_usage_only(data: &str) -> bool {
 /// Watches a stream go by and keeps the usage it reports and whether it ended properly.
 #[derive(Debug)]
 pub struct StreamMeter {
-    wire: Wire,
+    format: Format,
     parser: SseParser,
     pub usage: Usage,
     pub saw_usage: bool,
@@ -658,9 +678,9 @@ pub struct StreamMeter {
 }
 
 impl StreamMeter {
-    pub fn new(wire: Wire) -> Self {
+    pub fn new(format: Format) -> Self {
         StreamMeter {
-            wire,
+            format,
             parser: SseParser::new(),
             usage: Usage::default(),
             saw_usage: false,
@@ -695,28 +715,33 @@ impl StreamMeter {
         }
         // Only parse what can carry usage or end the stream: most events are text deltas.
         // OpenAI chunks of a stream with include_usage all say `"usage":null`; for these
-        // wires only a top-level error key or a non-null usage matter, so such a chunk is
+        // formats only a top-level error key or a non-null usage matter, so such a chunk is
         // not parsed either (see `null_usage_only`).
         let d = ev.data.as_str();
-        let interesting = match self.wire {
-            Wire::OpenAiChat | Wire::OpenAiOther => {
+        let interesting = match self.format {
+            Format::Chat => {
                 (has(&finders::USAGE, d) && !null_usage_only(d)) || has(&finders::ERROR, d)
             }
             // Only message_start, message_delta, message_stop and error events count; their
             // type is in the data (`"type":"message_...`) or the event name.
-            Wire::Anthropic => {
+            Format::Anthropic => {
                 matches!(
                     name,
                     Some("message_start" | "message_delta" | "message_stop" | "error")
                 ) || has(&finders::MESSAGE, d)
                     || has(&finders::ERROR, d)
             }
-            Wire::Responses => {
+            Format::Responses => {
                 name == Some("error")
                     || d.contains("response.completed")
                     || d.contains("response.failed")
                     || d.contains("response.incomplete")
                     || has(&finders::ERROR, d)
+            }
+            // No client speaks Gemini, so its streams are never passed through: read simply.
+            Format::Gemini => {
+                self.on_gemini_chunk(d);
+                return;
             }
         };
         if !interesting {
@@ -728,8 +753,8 @@ impl StreamMeter {
             return;
         };
         let ty = v.ty.as_deref().or(name).unwrap_or("");
-        match self.wire {
-            Wire::OpenAiChat | Wire::OpenAiOther => {
+        match self.format {
+            Format::Chat => {
                 if v.has_error {
                     self.errored = true;
                 }
@@ -738,7 +763,7 @@ impl StreamMeter {
                     self.saw_usage = true;
                 }
             }
-            Wire::Anthropic => match ty {
+            Format::Anthropic => match ty {
                 "message_start" => {
                     if let Some(us) = v.message_usage.as_ref() {
                         self.saw_usage |= merge_anthropic(&mut self.usage, us);
@@ -753,7 +778,7 @@ impl StreamMeter {
                 "error" => self.errored = true,
                 _ => {}
             },
-            Wire::Responses => match ty {
+            Format::Responses => match ty {
                 "response.completed" | "response.incomplete" | "response.failed" => {
                     if let Some(us) = v.response_usage.as_ref().and_then(from_responses) {
                         self.usage = us;
@@ -765,6 +790,25 @@ impl StreamMeter {
                 "error" => self.errored = true,
                 _ => {}
             },
+            Format::Gemini => {}
+        }
+    }
+
+    /// A Gemini chunk: cumulative usage (the last wins), an error, and the finish reason,
+    /// after which the stream is whole (Gemini has no terminator).
+    fn on_gemini_chunk(&mut self, d: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(d) else {
+            return;
+        };
+        if v.get("error").is_some_and(|e| e.is_object()) {
+            self.errored = true;
+        }
+        if let Some(us) = usage_from_body(Format::Gemini, &v) {
+            self.usage = us;
+            self.saw_usage = true;
+        }
+        if v.pointer("/candidates/0/finishReason").is_some() {
+            self.completed = true;
         }
     }
 }
@@ -776,7 +820,7 @@ mod tests {
 
     #[test]
     fn openai_stream_usage_chunk() {
-        let mut m = StreamMeter::new(Wire::OpenAiChat);
+        let mut m = StreamMeter::new(Format::Chat);
         m.observe(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\ndata: [DONE]\n\n");
         assert!(m.completed && m.saw_usage);
         assert_eq!(
@@ -793,7 +837,7 @@ mod tests {
 
     #[test]
     fn anthropic_stream_usage_merges_start_and_delta() {
-        let mut m = StreamMeter::new(Wire::Anthropic);
+        let mut m = StreamMeter::new(Format::Anthropic);
         let s = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":20,\"cache_read_input_tokens\":5,\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"usage\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         for b in s.as_bytes().chunks(7) {
             m.observe(b);
@@ -814,7 +858,7 @@ mod tests {
 
     #[test]
     fn truncated_stream_is_not_completed() {
-        let mut m = StreamMeter::new(Wire::Anthropic);
+        let mut m = StreamMeter::new(Format::Anthropic);
         m.observe(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":20}}}\n\n");
         m.finish();
         assert!(!m.completed);
@@ -844,12 +888,7 @@ mod tests {
         for text in usages {
             let v: Value = serde_json::from_str(text).unwrap();
             let n: UsageNumbers = serde_json::from_str(text).unwrap();
-            for wire in [
-                Wire::OpenAiChat,
-                Wire::OpenAiOther,
-                Wire::Responses,
-                Wire::Anthropic,
-            ] {
+            for wire in [Format::Chat, Format::Responses, Format::Anthropic] {
                 assert_eq!(
                     usage_from_fields(wire, &n),
                     usage_from_fields(wire, &v),
@@ -879,8 +918,8 @@ mod tests {
             return;
         };
         let ty = v.get("type").and_then(Value::as_str).or(name).unwrap_or("");
-        match m.wire {
-            Wire::OpenAiChat | Wire::OpenAiOther => {
+        match m.format {
+            Format::Chat => {
                 if v.get("error").is_some() {
                     m.errored = true;
                 }
@@ -893,7 +932,7 @@ mod tests {
                     m.saw_usage = true;
                 }
             }
-            Wire::Anthropic => match ty {
+            Format::Anthropic => match ty {
                 "message_start" => {
                     if let Some(us) = v.pointer("/message/usage") {
                         m.saw_usage |= merge_anthropic(&mut m.usage, us);
@@ -908,7 +947,7 @@ mod tests {
                 "error" => m.errored = true,
                 _ => {}
             },
-            Wire::Responses => match ty {
+            Format::Responses => match ty {
                 "response.completed" | "response.incomplete" | "response.failed" => {
                     if let Some(us) = v.pointer("/response/usage").and_then(from_responses) {
                         m.usage = us;
@@ -920,6 +959,7 @@ mod tests {
                 "error" => m.errored = true,
                 _ => {}
             },
+            Format::Gemini => unreachable!("Gemini streams are not read through EventFields"),
         }
     }
 
@@ -973,12 +1013,7 @@ mod tests {
         .into_iter()
         .map(|(n, d)| (n, d.to_string()))
         .collect();
-        for wire in [
-            Wire::OpenAiChat,
-            Wire::OpenAiOther,
-            Wire::Anthropic,
-            Wire::Responses,
-        ] {
+        for wire in [Format::Chat, Format::Anthropic, Format::Responses] {
             // each event alone, and all of them in a row
             for chosen in events
                 .iter()
@@ -1005,13 +1040,13 @@ mod tests {
     #[test]
     fn bodies() {
         let b = json!({"usage": {"prompt_tokens": 7, "completion_tokens": 2}});
-        assert_eq!(usage_from_body(Wire::OpenAiChat, &b).unwrap().total(), 9);
+        assert_eq!(usage_from_body(Format::Chat, &b).unwrap().total(), 9);
         let b =
             json!({"usage": {"input_tokens": 7, "output_tokens": 2, "cache_read_input_tokens": 1}});
-        assert_eq!(usage_from_body(Wire::Anthropic, &b).unwrap().total(), 10);
+        assert_eq!(usage_from_body(Format::Anthropic, &b).unwrap().total(), 10);
         let b = json!({"usage": {"input_tokens": 7, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 3}}});
         assert_eq!(
-            usage_from_body(Wire::Responses, &b).unwrap(),
+            usage_from_body(Format::Responses, &b).unwrap(),
             Usage {
                 input: 4,
                 cache_read: 3,

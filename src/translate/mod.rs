@@ -1,18 +1,53 @@
-//! Pure, I/O-free transcoding between the Anthropic Messages (A), OpenAI Chat Completions
-//! (C), OpenAI Responses (R) and Gemini generateContent (G) formats: requests, non-streamed
-//! responses, errors, and streams as explicit state machines fed by the incremental SSE
-//! parser. Nothing here does I/O or blocks; the gateway calls these from its filters.
-//! (Reference: shared/reference/wire-formats.md.)
+//! Pure, I/O-free transcoding between the Anthropic Messages, OpenAI Chat Completions, OpenAI
+//! Responses and Gemini generateContent formats: requests, non-streamed answers, errors, and
+//! streams. Nothing here does I/O, blocks, reads the clock or draws random numbers: what an
+//! answer needs of those comes in a [`Stamp`]. The rules are in docs/translation.md.
 //!
-//! C is the hub: A↔C, R↔C and G↔C are written once each, and the other pairs are their
-//! compositions (R on an Anthropic model is R→C→A for the request and A→C→R for the
-//! stream, chained with [`Chain`]).
+//! Chat is the hub: each other format is translated to and from Chat once, one file per
+//! direction (`anthropic_to_chat`, `chat_to_anthropic`, `responses_to_chat`,
+//! `chat_to_responses`, `chat_to_gemini`, `gemini_to_chat`), and the other pairs are their
+//! compositions (a Responses client on an Anthropic model: Responses → Chat → Anthropic for
+//! the request, Anthropic → Chat → Responses for the answer, chained with [`Chain`]).
+//! [`pipeline`] is the pair matrix: the one place that says which pieces serve a pair.
 
 pub mod sse;
 
 use bytes::BytesMut;
 
 use crate::meter::Usage;
+
+/// An API shape, on either side of the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+    /// OpenAI Chat Completions (`/v1/chat/completions`), and the OpenAI shape of everything
+    /// else (embeddings, moderations, errors of local endpoints).
+    Chat,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
+    /// Google Gemini generateContent (providers only: no client speaks it to tollgate).
+    Gemini,
+}
+
+/// What a translation may not make up itself, so that its output is a function of its input:
+/// the random token the ids of an answer are built from (`msg_<token>`, `chatcmpl-<token>`,
+/// `resp_<token>`, and the item and call ids derived from those), and the time, in Unix
+/// seconds, for `created` fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub token: String,
+    pub now: u64,
+}
+
+impl Stamp {
+    pub fn new(token: impl Into<String>, now: u64) -> Self {
+        Stamp {
+            token: token.into(),
+            now,
+        }
+    }
+}
 
 /// A stream transcoder: upstream bytes in (split anywhere), client bytes out, emitted as soon
 /// as their input arrives. Memory is bounded by the largest single event.
@@ -93,8 +128,14 @@ impl StreamTranscoder for Chain {
     }
 }
 
-pub mod a2c;
-pub mod c2a;
-pub mod gemini;
-pub mod r2c;
+pub mod anthropic_to_chat;
+pub mod chat_stream;
+pub mod chat_to_anthropic;
+pub mod chat_to_gemini;
+pub mod chat_to_responses;
+pub mod gemini_to_chat;
+pub mod lifecycle;
+pub mod pipeline;
+pub mod responses_to_chat;
 pub mod shared;
+pub mod upstream_error;

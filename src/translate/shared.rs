@@ -1,14 +1,25 @@
-//! Helpers shared by the A↔C transcoders (wire-formats §2 H1–H5, §1.5, §4.3).
+//! The rules every direction shares (docs/translation.md, "Shared rules"): tool names and ids,
+//! arguments, media, reasoning levels, stop reasons and usage objects.
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::ids::hex;
 use crate::meter::Usage;
 
-/// H1: tool names valid everywhere (`^[A-Za-z0-9_-]{1,64}$`). Longer or odd names are
+/// Lower-case hex of some bytes (for hashed names and ids).
+pub fn hex(bytes: &[u8]) -> String {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(H[(b >> 4) as usize] as char);
+        s.push(H[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Tool names valid everywhere (`^[A-Za-z0-9_-]{1,64}$`). Longer or odd names are
 /// shortened to a prefix plus a hash; the map restores the client's name in output.
 #[derive(Debug, Clone, Default)]
 pub struct ToolNames {
@@ -70,7 +81,7 @@ impl ToolNames {
 /// ids tollgate mints for its tool calls (E47) and run to a few KB.
 const MAX_TOOL_ID: usize = 8192;
 
-/// H2: tool ids valid for Anthropic (`^[a-zA-Z0-9_-]+$`), deterministic and stateless.
+/// Tool ids valid for Anthropic (`^[a-zA-Z0-9_-]+$`), deterministic and stateless.
 pub fn safe_tool_id(id: &str, prefix: &str) -> String {
     if !id.is_empty()
         && id.len() <= MAX_TOOL_ID
@@ -83,7 +94,7 @@ pub fn safe_tool_id(id: &str, prefix: &str) -> String {
     format!("{prefix}{}", &hex(&Sha256::digest(id.as_bytes()))[..24])
 }
 
-/// H3: OpenAI `arguments` string → Anthropic `input` object.
+/// Arguments: the OpenAI `arguments` string → Anthropic `input` object.
 pub fn args_to_input(args: &Value) -> Value {
     match args {
         Value::Object(_) => args.clone(),
@@ -98,7 +109,7 @@ pub fn args_to_input(args: &Value) -> Value {
     }
 }
 
-/// H3 reverse: Anthropic `input` → OpenAI `arguments` (compact JSON; `{}` never `""`).
+/// Arguments, reversed: Anthropic `input` → OpenAI `arguments` (compact JSON; `{}` never `""`).
 pub fn input_to_args(input: &Value) -> String {
     match input {
         Value::Null => "{}".into(),
@@ -106,7 +117,7 @@ pub fn input_to_args(input: &Value) -> String {
     }
 }
 
-/// H4: `data:<mime>;base64,<d>` → (mime, data).
+/// Media: `data:<mime>;base64,<d>` → (mime, data).
 pub fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;
     let (meta, data) = rest.split_once(',')?;
@@ -157,7 +168,7 @@ pub fn usage_to_openai(u: &Usage) -> Value {
     })
 }
 
-/// H5: A thinking/effort → C `reasoning_effort`.
+/// Reasoning level: Anthropic thinking/effort → Chat `reasoning_effort`.
 pub fn effort_from_anthropic(req: &Map<String, Value>) -> Option<&'static str> {
     if let Some(e) = req
         .get("output_config")
@@ -190,7 +201,7 @@ pub fn effort_from_anthropic(req: &Map<String, Value>) -> Option<&'static str> {
     }
 }
 
-/// H5 reverse: C `reasoning_effort` → A thinking budget (budget-only models).
+/// Reasoning level, reversed: Chat `reasoning_effort` → Anthropic thinking budget (budget-only models).
 pub fn budget_for_effort(effort: &str) -> Option<u64> {
     match effort {
         "minimal" => Some(1024),
@@ -267,6 +278,23 @@ pub fn strip_unsigned_thinking(req: &mut Map<String, Value>) -> bool {
         }
     }
     changed
+}
+
+/// The `tool_calls` fragments of a chat stream chunk's `delta`.
+pub fn tool_call_deltas(delta: &Value) -> impl Iterator<Item = &Value> {
+    delta
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// Whether an OpenAI chat request asked for the usage chunk of its stream.
+pub fn asked_for_usage(req: &Map<String, Value>) -> bool {
+    req.get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 /// Whether an Anthropic `metadata.user_id` is Claude Code's JSON telemetry blob (device and

@@ -1,7 +1,47 @@
-//! An incremental Server-Sent Events parser (the WHATWG grammar): bytes arrive split
-//! anywhere (mid-line, mid-CRLF, mid-UTF-8); lines end in LF, CRLF or CR; `data:` lines of one
-//! event are joined with LF; lines starting with ':' are comments; a blank line dispatches.
-//! Memory is bounded by the largest single event (plus one partial line).
+//! Server-Sent Events, both ways. The parser is incremental (the WHATWG grammar): bytes arrive
+//! split anywhere (mid-line, mid-CRLF, mid-UTF-8); lines end in LF, CRLF or CR; `data:` lines
+//! of one event are joined with LF; lines starting with ':' are comments; a blank line
+//! dispatches. Memory is bounded by the largest single event (plus one partial line).
+//! The writers frame events the way every transcoder and tap sends them.
+
+use bytes::BufMut;
+use serde_json::Value;
+
+/// The terminator of an OpenAI chat stream.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// A comment line: keeps a connection busy without being an event.
+pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+/// Appends one event whose data is a JSON value, on one `data:` line: `event: <name>\n` first
+/// when it has a name (Anthropic and Responses streams), none for OpenAI chat chunks. The
+/// JSON is serialised straight into `out`.
+pub fn write_json<B: BufMut>(out: &mut B, name: Option<&str>, data: &Value) {
+    if let Some(name) = name {
+        out.put_slice(b"event: ");
+        out.put_slice(name.as_bytes());
+        out.put_slice(b"\n");
+    }
+    out.put_slice(b"data: ");
+    // Writing into memory cannot fail, and a `Value` always serialises.
+    serde_json::to_writer((&mut *out).writer(), data).expect("a JSON value serialises into memory");
+    out.put_slice(b"\n\n");
+}
+
+/// Appends one event whose data is text: one `data:` line per line of it.
+pub fn write_text<B: BufMut>(out: &mut B, name: Option<&str>, data: &str) {
+    if let Some(name) = name {
+        out.put_slice(b"event: ");
+        out.put_slice(name.as_bytes());
+        out.put_slice(b"\n");
+    }
+    for line in data.split('\n') {
+        out.put_slice(b"data: ");
+        out.put_slice(line.as_bytes());
+        out.put_slice(b"\n");
+    }
+    out.put_slice(b"\n");
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
@@ -218,6 +258,28 @@ mod tests {
         assert_eq!(
             parse_all(&[b"data: {\"x\":1}"]),
             vec![ev(None, "{\"x\":1}")]
+        );
+    }
+
+    #[test]
+    fn written_events_parse_back() {
+        let mut out = Vec::new();
+        write_json(&mut out, Some("ping"), &serde_json::json!({"type": "ping"}));
+        write_json(&mut out, None, &serde_json::json!({"a": "x\ny"}));
+        write_text(&mut out, None, "one\ntwo");
+        out.extend_from_slice(DONE);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "event: ping\ndata: {\"type\":\"ping\"}\n\ndata: {\"a\":\"x\\ny\"}\n\ndata: one\ndata: two\n\ndata: [DONE]\n\n"
+        );
+        assert_eq!(
+            parse_all(&[&out]),
+            vec![
+                ev(Some("ping"), "{\"type\":\"ping\"}"),
+                ev(None, "{\"a\":\"x\\ny\"}"),
+                ev(None, "one\ntwo"),
+                ev(None, "[DONE]")
+            ]
         );
     }
 
