@@ -1,5 +1,6 @@
-//! tollgate: an LLM gateway on Cloudflare Pingora. See README.md for the tour and
-//! DEVELOPERS notes in each module for the design decisions.
+//! tollgate: an LLM gateway on Cloudflare Pingora. README.md has the tour;
+//! docs/architecture.md the module map and a request's path through it; each module's own
+//! doc comment says what it owns and why it is built the way it is.
 
 pub mod access;
 pub mod admin;

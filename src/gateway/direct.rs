@@ -7,7 +7,8 @@
 //! header). Steps: connect and attempt, in `Gateway::attempts` (one [`attempt`] per candidate
 //! until one answers), and stream, in `Gateway::deliver` (the answer written to the client
 //! through the same [`super::response::ResponseTap`] the proxy path's response filters call).
-//! (Design and measurements: shared/reference/pingora-notes.md §6b, design A.)
+//! (Why a path of its own: Pingora 0.9.1 replays a request body only from its 64 KiB retry
+//! buffer, sends nothing between upstream writes, and cannot retry once a header is out.)
 
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};

@@ -1,6 +1,7 @@
 //! What happens to an upstream response on its way to the client. One implementation,
 //! called from Pingora's `response_filter`/`response_body_filter` on the proxy path and from
-//! the forwarding loop on the large-body path, so both paths behave the same.
+//! the direct path's delivery loop (see `gateway` for which request takes which path), so
+//! both paths behave the same.
 //!
 //! Same-format traffic passes through byte for byte while a [`StreamMeter`] reads usage off
 //! the stream. Cross-format traffic goes through a [`StreamTranscoder`] (streams) or a body

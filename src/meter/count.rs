@@ -174,16 +174,16 @@ mod tests {
 
     #[test]
     fn claude_code_turn_is_counted() {
+        // A captured Claude Code first turn (the same capture a golden translation case uses).
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/reference/shapes/claude-code.messages.first-turn.json"
-        ));
-        let Ok(text) = text else { return }; // the reference folder sits beside the repo
+            "/tests/fixtures/translate/capture-claude-code-messages-first-turn/in.json"
+        ))
+        .expect("the capture is in the repository");
         let v: Value = serde_json::from_str(&text).unwrap();
         let body = v.get("body").unwrap_or(&v);
-        if let Some(obj) = body.as_object() {
-            let n = count_anthropic_request(obj);
-            assert!(n > 100, "{n}");
-        }
+        let obj = body.as_object().expect("a request body");
+        let n = count_anthropic_request(obj);
+        assert!(n > 100, "{n}");
     }
 }
