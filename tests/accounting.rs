@@ -32,15 +32,7 @@ async fn admin(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut r = client()
-        .request(method, format!("{}{}", gw.url(), path))
-        .bearer_auth(MASTER);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    admin_call(&gw.url(), method, path, body).await
 }
 
 /// A chat body whose token estimate is exactly `input` tokens (4 bytes each) with

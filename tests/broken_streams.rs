@@ -121,29 +121,6 @@ fn check_ending(c: Client, text: &str) -> Result<(), String> {
     }
 }
 
-async fn usage_record(gw: &Gateway, request_id: &str) -> Option<Value> {
-    for _ in 0..50 {
-        let text = client()
-            .get(format!("{}/v1/usage?format=jsonl", gw.url()))
-            .bearer_auth(MASTER)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .unwrap_or_default();
-        let found = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["request_id"] == request_id);
-        if found.is_some() {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_broken_stream_ends_the_way_its_client_retries() {
     let mock = MockServer::start().await;

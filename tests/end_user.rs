@@ -38,15 +38,7 @@ async fn admin(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut r = client()
-        .request(method, format!("{}{}", gw.url(), path))
-        .bearer_auth(MASTER);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    admin_call(&gw.url(), method, path, body).await
 }
 
 /// Creates a key with these fields; returns (id, secret).

@@ -179,26 +179,7 @@ impl Suite {
     /// The usage record of a request (sent with `x-request-id`), once written. Looked up
     /// by request id: requests refused before admission carry no session id.
     async fn usage(&self, request_id: &str) -> Option<Value> {
-        for _ in 0..40 {
-            let text = client()
-                .get(format!("{}/v1/usage?format=jsonl", self.gw.url()))
-                .bearer_auth(MASTER)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap_or_default();
-            let found = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| v["request_id"] == request_id);
-            if found.is_some() {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        None
+        usage_record(&self.gw, request_id).await
     }
 
     fn push(&mut self, case: String, expected: String, observed: String, ok: bool) {

@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use futures_util::StreamExt;
 use mock_upstream::MockServer;
-use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -222,18 +221,9 @@ async fn streams_open_at_the_deadline_end_with_an_error_event_and_are_settled() 
         .unwrap();
     let mut found = Vec::new();
     for _ in 0..50 {
-        let text = client()
-            .get(format!("{}/v1/usage?format=jsonl", gw2.url()))
-            .bearer_auth(MASTER)
-            .send()
+        found = usage_rows(&gw2)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        found = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .into_iter()
             .filter(|v| {
                 v["request_id"]
                     .as_str()

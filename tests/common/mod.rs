@@ -458,3 +458,55 @@ impl RawConn {
         }
     }
 }
+
+/// A management API call with the master key: its status and JSON body (null if none).
+pub async fn admin_call(
+    base_url: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = client()
+        .request(method, format!("{base_url}{path}"))
+        .bearer_auth(MASTER);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Every usage record the gateway has written so far (`GET /v1/usage?format=jsonl`).
+pub async fn usage_rows(gw: &Gateway) -> Vec<serde_json::Value> {
+    let Ok(r) = client()
+        .get(format!("{}/v1/usage?format=jsonl", gw.url()))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    r.text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The usage record of a request sent with `x-request-id: request_id`, once it is written
+/// (polled for up to 5 s).
+pub async fn usage_record(gw: &Gateway, request_id: &str) -> Option<serde_json::Value> {
+    for _ in 0..50 {
+        let found = usage_rows(gw)
+            .await
+            .into_iter()
+            .find(|v| v["request_id"] == request_id);
+        if found.is_some() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
