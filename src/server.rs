@@ -114,15 +114,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     if let Some(mk) = &cfg.master_key {
         keys.set_master(Some(auth::hash_key(mk)));
     }
-    let mut prices = crate::meter::price::default_table();
-    for (k, p) in &cfg.pricing {
-        prices.insert(k, *p);
-    }
-    let ledger = Arc::new(Ledger::new(
-        prices,
-        cfg.require_pricing,
-        cfg.default_max_output_tokens,
-    ));
+    let ledger = Arc::new(Ledger::from_config(&cfg));
     let snapshot_loaded = match snapshot::load(&data_dir, &keys, Some(&ledger)) {
         Ok(found) => found,
         Err(e) => {

@@ -52,15 +52,7 @@ impl Store {
             },
         };
         let keys = Arc::new(KeyIndex::new());
-        let mut prices = crate::meter::price::default_table();
-        for (k, p) in &cfg.pricing {
-            prices.insert(k, *p);
-        }
-        let ledger = Arc::new(Ledger::new(
-            prices,
-            cfg.require_pricing,
-            cfg.default_max_output_tokens,
-        ));
+        let ledger = Arc::new(Ledger::from_config(cfg));
         let failed = |e: StoreError| OpenError::Failed(e.to_string());
         keeper::load_state(store.as_ref(), &keys, &ledger)
             .await

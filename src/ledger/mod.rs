@@ -135,6 +135,16 @@ pub fn standing_json(a: &Account, now: u64) -> serde_json::Value {
 }
 
 impl Ledger {
+    /// The ledger a configuration asks for: the built-in prices with the config's `pricing`
+    /// over them (the gateway and the CLI's in-process answers build it the same way).
+    pub fn from_config(cfg: &crate::config::Config) -> Ledger {
+        let mut prices = crate::meter::price::default_table();
+        for (k, p) in &cfg.pricing {
+            prices.insert(k, *p);
+        }
+        Ledger::new(prices, cfg.require_pricing, cfg.default_max_output_tokens)
+    }
+
     pub fn new(
         base_prices: PriceTable,
         require_pricing: bool,
