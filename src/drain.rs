@@ -8,10 +8,19 @@
 //! SIGINT as an immediate stop that drops requests in flight. So tollgate maps both signals
 //! to Pingora's graceful stop (which closes the listeners and tells the services) and runs
 //! this drain as a service; Pingora's own grace period only backs it up.
+//!
+//! Connections accepted in the last instant before the listeners close are served too.
+//! Pingora's cleanup ends every connection parked waiting for a request, including one
+//! accepted a moment earlier whose first bytes are still on the wire: its client would get a
+//! reset for a request it had sent. [`Connections`] counts the open client connections and
+//! holds that cleanup (briefly, bounded by [`ARRIVAL_GRACE`]) until each fresh connection's
+//! first bytes are in; the process exits only once every connection has closed.
 
 use async_trait::async_trait;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
@@ -37,6 +46,35 @@ pub struct Drain {
     hurry: AtomicBool,
     /// Services that must finish before the process exits (the store's release).
     closers: AtomicUsize,
+    /// Client connections open.
+    connections: AtomicUsize,
+    /// Client connections accepted whose first bytes have not arrived yet.
+    arriving: AtomicUsize,
+    /// Set when the listeners have closed and the arrivals have had their grace: connections
+    /// still silent are closed.
+    arrivals_closed: tokio::sync::Notify,
+    arrivals_closed_flag: AtomicBool,
+}
+
+/// How long, after the listeners close, a connection accepted just before may take to send
+/// its first bytes. Clients send their request right after connecting; this only bounds a
+/// client that connected and stayed silent.
+pub const ARRIVAL_GRACE: Duration = Duration::from_secs(2);
+
+/// Decrements a counter when dropped.
+struct Counted(&'static AtomicUsize);
+
+impl Counted {
+    fn new(c: &'static AtomicUsize) -> Self {
+        c.fetch_add(1, Ordering::AcqRel);
+        Counted(c)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One upstream connection in use; dropping it forgets the connection.
@@ -78,6 +116,26 @@ impl Drain {
         self.cutting.load(Ordering::Acquire)
     }
 
+    /// Client connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the arrivals' grace is over.
+    async fn arrivals_closed(&self) {
+        let notified = self.arrivals_closed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self.arrivals_closed_flag.load(Ordering::Acquire) {
+            notified.await;
+        }
+    }
+
+    fn close_arrivals(&self) {
+        self.arrivals_closed_flag.store(true, Ordering::Release);
+        self.arrivals_closed.notify_waiters();
+    }
+
     pub fn closer(&self) -> Closer {
         self.closers.fetch_add(1, Ordering::AcqRel);
         Closer(())
@@ -96,6 +154,48 @@ impl Drain {
             let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Both);
         }
         fds.len()
+    }
+}
+
+/// The proxy app, with its client connections counted for the drain (see the module doc).
+pub struct Connections<A> {
+    pub inner: Arc<A>,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _open = Counted::new(&DRAIN.connections);
+        {
+            let _arriving = Counted::new(&DRAIN.arriving);
+            // A plain TCP stream's peek reads the first byte into the stream's own buffer
+            // (no extra system call); a stream that cannot peek answers at once.
+            let mut first = [0u8; 1];
+            tokio::select! {
+                peeked = stream.try_peek(&mut first) => {
+                    if peeked.is_err() {
+                        return None; // closed before a byte was sent
+                    }
+                }
+                _ = DRAIN.arrivals_closed() => return None,
+            }
+        }
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    /// Called once the listeners have closed: the connections accepted just before get
+    /// their first bytes in, then Pingora ends the ones parked between requests.
+    async fn cleanup(&self) {
+        let until = Instant::now() + ARRIVAL_GRACE;
+        while DRAIN.arriving.load(Ordering::Acquire) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        DRAIN.close_arrivals();
+        self.inner.cleanup().await
     }
 }
 
@@ -151,8 +251,10 @@ pub struct DrainService {
 }
 
 impl DrainService {
+    /// No request in flight and no client connection open (a connection accepted just
+    /// before the listeners closed may still be delivering its request).
     fn idle(&self) -> bool {
-        self.inflight.current() == 0
+        self.inflight.current() == 0 && DRAIN.connections() == 0
     }
 
     fn written(&self) -> bool {

@@ -172,9 +172,11 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     // which Pingora 0.9 lacks; see gateway::limits).
     let mut app = pingora::proxy::HttpProxy::new(Gateway { state }, server.configuration.clone());
     app.handle_init_modules();
-    let guarded = crate::gateway::limits::SlowClientGuard {
-        inner: Arc::new(app),
-        header_timeout: cfg.limits.header_timeout,
+    let guarded = crate::drain::Connections {
+        inner: Arc::new(crate::gateway::limits::SlowClientGuard {
+            inner: Arc::new(app),
+            header_timeout: cfg.limits.header_timeout,
+        }),
     };
     let mut proxy = pingora::services::listening::Service::new(
         "Pingora HTTP Proxy Service".to_string(),

@@ -243,3 +243,72 @@ async fn streams_open_at_the_deadline_end_with_an_error_event_and_are_settled() 
         );
     }
 }
+
+/// Sends one chat request on `conn` as raw HTTP/1.1 and returns the whole response text.
+async fn raw_chat(conn: &mut tokio::net::TcpStream, key: &str, close: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = chat("gpt-4o-mini", false).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
+        body.len(),
+        if close { "connection: close\r\n" } else { "" }
+    );
+    conn.write_all(format!("{head}{body}").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::new();
+    // Enough to hold the whole (small) answer: read until the JSON body has closed.
+    while !String::from_utf8_lossy(&got).trim_end().ends_with('}') {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_before_the_stop_is_served_and_idle_ones_do_not_hold_the_exit() {
+    let mock = MockServer::start().await;
+    let url = mock.url();
+    let mut gw = tokio::task::spawn_blocking(move || {
+        Gateway::start_with(move |p, d| config(&url, p, d, 30))
+    })
+    .await
+    .unwrap();
+    let key = gw.create_key("arrival").await;
+    let addr = ("127.0.0.1", gw.port);
+    // A keep-alive connection that served one request and now sits idle.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let first = raw_chat(&mut idle, &key, false).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // A connection accepted before the stop whose request is only sent after it: the case of
+    // a client that connected in the instant before the listener closed.
+    let mut late = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = raw_chat(&mut late, &key, true).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("\"choices\""),
+        "the request on the connection accepted before the stop was served: {answer}"
+    );
+    let st = tokio::task::spawn_blocking(move || gw.wait_status(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("tollgate exits");
+    let exited = t0.elapsed();
+    eprintln!("late arrival served; exited {exited:?} after SIGTERM with an idle keep-alive connection open");
+    assert_eq!(st.code(), Some(0));
+    assert!(
+        exited < Duration::from_secs(5),
+        "an idle keep-alive connection does not hold the exit: {exited:?}"
+    );
+    drop(idle);
+}
