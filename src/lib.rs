@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod local;
 pub mod meter;
 pub mod metrics;
+pub mod outbound;
 pub mod providers;
 pub mod records;
 pub mod route;
