@@ -19,6 +19,8 @@ pub enum Endpoint {
     Admin,
     /// A key reading its own standing.
     KeyInfo,
+    /// A stored response: `GET`/`DELETE /v1/responses/{id}`, `…/input_items`, `…/cancel`.
+    StoredResponse,
     NotFound,
 }
 
@@ -47,6 +49,9 @@ impl Endpoint {
             ) => Endpoint::Health,
             ("GET", "/metrics") => Endpoint::Metrics,
             ("GET", "/v1/key/info") => Endpoint::KeyInfo,
+            ("GET" | "DELETE" | "POST", p) if p.starts_with("/v1/responses/") => {
+                Endpoint::StoredResponse
+            }
             (_, p) if is_admin_path(p) => Endpoint::Admin,
             ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
             _ => Endpoint::NotFound,
@@ -76,7 +81,7 @@ impl Endpoint {
     pub fn format(self) -> Format {
         match self {
             Endpoint::Messages | Endpoint::CountTokens => Format::Anthropic,
-            Endpoint::Responses => Format::Responses,
+            Endpoint::Responses | Endpoint::StoredResponse => Format::Responses,
             _ => Format::Chat,
         }
     }
@@ -108,6 +113,7 @@ impl Endpoint {
             Endpoint::Metrics => "metrics",
             Endpoint::Admin => "admin",
             Endpoint::KeyInfo => "key_info",
+            Endpoint::StoredResponse => "stored_response",
             Endpoint::NotFound => "not_found",
         }
     }

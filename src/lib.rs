@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod providers;
 pub mod records;
+pub mod responses;
 pub mod route;
 pub mod server;
 pub mod services;

@@ -152,7 +152,12 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         ));
     }
     let state_inflight = inflight.clone();
+    let responses = Arc::new(crate::responses::Responses::new(
+        cfg.responses.clone(),
+        store.clone(),
+    ));
     let state = Arc::new(State {
+        responses: responses.clone(),
         inflight,
         router,
         retry_budget: crate::balance::budget::RetryBudget::new(
@@ -213,6 +218,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         ledger: ledger.clone(),
         retention_days: cfg.usage_retention_days,
         store_kind: cfg.store.clone(),
+        responses: responses.clone(),
     };
     server.add_service(background_service("store keeper", keeper));
     server.add_service(background_service(
@@ -230,6 +236,10 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         spool_dir: cfg.data_dir.join("spool"),
     };
     server.add_service(background_service("usage writer", writer));
+    server.add_service(background_service(
+        "response writer",
+        crate::services::responses::ResponseWriter { responses },
+    ));
     if cfg.providers.is_empty() {
         log::warn!("{}", crate::config::NO_PROVIDER_HINT);
     }

@@ -30,4 +30,6 @@ pub struct State {
     pub snapshot_loaded: AtomicBool,
     /// Bounds failover retries to a share of the traffic.
     pub retry_budget: RetryBudget,
+    /// Stored Responses (`responses:`), for translated routes.
+    pub responses: Arc<crate::responses::Responses>,
 }

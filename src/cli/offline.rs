@@ -70,6 +70,10 @@ impl Store {
         let slot = Arc::new(StoreSlot::default());
         slot.set(store);
         let state = State {
+            responses: Arc::new(crate::responses::Responses::new(
+                cfg.responses.clone(),
+                slot.clone(),
+            )),
             router: crate::route::Router::new(cfg),
             keys,
             store: slot,

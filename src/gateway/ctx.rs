@@ -64,6 +64,8 @@ pub struct Ctx {
     pub attempts: u32,
     /// The deployments tried, with why each failed (for the error message).
     pub tried: Vec<String>,
+    /// A Responses request on a translated route: what its answer stores.
+    pub turn: Option<Arc<crate::responses::resolve::Turn>>,
 }
 
 impl Ctx {
@@ -100,6 +102,7 @@ impl Ctx {
             client_query: None,
             attempts: 0,
             tried: Vec::new(),
+            turn: None,
         }
     }
 

@@ -113,6 +113,16 @@ impl Gateway {
         })
     }
 
+    /// The request presents the master key.
+    fn presents_master(&self, s: &Session) -> bool {
+        let h = &s.req_header().headers;
+        auth::presented_key(
+            h.get("authorization").map(|v| v.as_bytes()),
+            h.get("x-api-key").map(|v| v.as_bytes()),
+        )
+        .is_ok_and(|k| self.state.keys.is_master(k))
+    }
+
     /// Dispatches a request: inference goes on to [`Self::inference`]; local endpoints are
     /// answered by [`Self::local`] (boxed, so that their futures do not size the hot path's
     /// one, which is moved into a Box per request).
@@ -140,6 +150,21 @@ impl Gateway {
                 ctx.key = Some(self.authenticate(s)?);
                 let req = plain(s.req_header(), Bytes::new());
                 local::models(state, &req, ctx.endpoint).await
+            }
+            Endpoint::StoredResponse => {
+                // The master key reads every stored response; a virtual key its own.
+                let key = if self.presents_master(s) {
+                    None
+                } else {
+                    Some(self.authenticate(s)?)
+                };
+                ctx.key = key.clone();
+                let reader = match &key {
+                    Some(k) => crate::responses::Reader::Key(&k.id),
+                    None => crate::responses::Reader::Master,
+                };
+                let req = plain(s.req_header(), Bytes::new());
+                crate::responses::api::answer(&state.responses, reader, &req).await
             }
             _ => {
                 return Err(GatewayError::new(
@@ -215,6 +240,7 @@ impl Gateway {
         ctx.client_model = model.clone();
         let (route, alternates) = self.state.router.candidates(&model)?;
         self.state.retry_budget.deposit();
+        let body = self.stored_responses(ctx, &mut req, body, &route).await?;
         self.admit(s, ctx, req.fields(), &route, body.len()).await?;
         if ctx.endpoint == Endpoint::CountTokens {
             ctx.client_header = Some(s.req_header().clone());
@@ -260,6 +286,39 @@ impl Gateway {
         }
         Box::pin(self.forward_direct(s, ctx)).await?;
         Ok(Flow::Done)
+    }
+}
+
+impl Gateway {
+    /// A Responses request on a translated route: its chain and referenced items from the
+    /// stored responses, and what its answer stores (`crate::responses`). The returned body
+    /// is the one to send on (the history included, so budgets reserve for it). Every other
+    /// request passes untouched, without a parse.
+    async fn stored_responses(
+        &self,
+        ctx: &mut Ctx,
+        req: &mut body::RequestJson,
+        body: Bytes,
+        route: &crate::route::Route,
+    ) -> Result<Bytes, GatewayError> {
+        let Some(upstream) = plan::translated_responses(ctx.endpoint, route) else {
+            return Ok(body);
+        };
+        if !self.state.cfg.responses.store {
+            return Ok(body);
+        }
+        let key_id = ctx.key.as_ref().map(|k| k.id.clone()).unwrap_or_default();
+        let full = req.full(&body)?;
+        let (turn, changed) =
+            crate::responses::resolve::prepare(&self.state.responses, &key_id, full, upstream)
+                .await?;
+        ctx.turn = turn.map(Arc::new);
+        if !changed {
+            return Ok(body);
+        }
+        serde_json::to_vec(full)
+            .map(Bytes::from)
+            .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))
     }
 }
 

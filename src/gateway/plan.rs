@@ -40,6 +40,16 @@ fn upstream_format(client: Format, p: &Provider) -> Format {
     }
 }
 
+/// The provider's format when `endpoint` is the Responses API and `route` translates it
+/// (None: another endpoint, or OpenAI's own Responses API, which keeps its own store).
+pub fn translated_responses(endpoint: Endpoint, route: &Route) -> Option<Format> {
+    if endpoint != Endpoint::Responses {
+        return None;
+    }
+    let upstream = upstream_format(Format::Responses, &route.provider);
+    (upstream != Format::Responses).then_some(upstream)
+}
+
 fn with_query(path: &str, query: Option<&str>) -> String {
     match query {
         Some(q) if !q.is_empty() => format!("{path}?{q}"),
@@ -65,6 +75,7 @@ pub fn plan(
         hide_usage_chunk: false,
         translation: Translation::None,
         client_stream: ctx.stream,
+        turn: None,
     };
     let pipeline = ctx
         .endpoint
@@ -172,6 +183,11 @@ fn translated(
         client_model: &ctx.client_model,
         stream: ctx.stream,
         estimated_input: ctx.estimate.input,
+        previous_response_id: ctx
+            .turn
+            .as_ref()
+            .and_then(|t| t.previous_response_id.as_deref()),
+        stores: ctx.turn.as_ref().is_some_and(|t| t.stores()),
     };
     let t = pipeline.request(req, &opts)?;
     let dropped = t.answer.dropped_tools();
@@ -189,6 +205,7 @@ fn translated(
         tap: TapSpec {
             upstream: t.answer.upstream(),
             translation: Translation::Cross(Box::new(t.answer)),
+            turn: ctx.turn.clone(),
             ..base
         },
     })

@@ -13,9 +13,11 @@ use pingora::http::ResponseHeader;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::{usage_from_fields, StreamMeter, Usage, UsageNumbers};
+use crate::responses::resolve::Turn;
 use crate::translate::pipeline::Answer;
 use crate::translate::sse::{write_text, SseEvent, SseParser};
 use crate::translate::{Format, Stamp, StreamTranscoder};
+use std::sync::Arc;
 
 /// Whether the answer is translated: the client's format differs from the provider's.
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ pub struct TapSpec {
     pub translation: Translation,
     /// The client asked for a stream (an upstream JSON answer is then re-rendered as one).
     pub client_stream: bool,
+    /// A Responses answer to store (see `crate::responses`).
+    pub turn: Option<Arc<Turn>>,
 }
 
 const TRUNCATED: &str = "The upstream stream ended before completion.";
@@ -90,6 +94,8 @@ pub struct ResponseTap {
     pub is_stream: bool,
     /// The stream ended without its terminal event, or with an error event.
     pub incomplete: bool,
+    /// Where a Responses answer is stored once complete (taken when it is).
+    turn: Option<Arc<Turn>>,
     /// Content delta events sent to the client: what a broken stream is billed by when
     /// the provider's own count is lower or missing (see `delivered_output`).
     deltas_out: u64,
@@ -194,6 +200,7 @@ impl ResponseTap {
             incomplete: false,
             deltas_out: 0,
             finished: false,
+            turn: spec.turn.clone(),
         }
     }
 
@@ -256,6 +263,14 @@ impl ResponseTap {
                     self.usage = t.usage();
                     self.incomplete = !t.completed();
                     self.finished = true;
+                }
+                // Stored before the terminal event reaches the client: its next request
+                // may refer to this response at once.
+                if let Some(turn) = &self.turn {
+                    if let Some(object) = t.take_final_response() {
+                        turn.commit(object, self.upstream);
+                        self.turn = None;
+                    }
                 }
                 *body = (!out.is_empty()).then(|| out.freeze());
             }
@@ -336,8 +351,11 @@ impl ResponseTap {
         };
         match (conv, &self.translation) {
             (Converter::Answer, Translation::Cross(c)) => {
-                let (body, usage) = c.convert(&v, self.client_stream, &stamp());
+                let (body, usage, object) = c.convert_keeping(&v, self.client_stream, &stamp());
                 self.usage = usage;
+                if let (Some(turn), Some(object)) = (self.turn.take(), object) {
+                    turn.commit(object, self.upstream);
+                }
                 body
             }
             (Converter::Error { status }, Translation::Cross(c)) => {
@@ -499,6 +517,7 @@ mod tests {
             hide_usage_chunk: hide,
             translation: Translation::None,
             client_stream: false,
+            turn: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod key;
 pub mod limits;
 pub mod money;
 pub mod period;
+pub mod response;
 pub mod usage;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use key::KeyRecord;
 pub use limits::{BudgetRecord, Limit, Limits, UserRecord};
 pub use money::Micros;
+pub use response::StoredResponse;
 pub use usage::UsageRecord;
 
 /// Which kind of owner an account has, for messages and metrics.

@@ -35,6 +35,8 @@ pub struct StoreKeeper {
     /// Usage records older than this many days are pruned (0: never).
     pub retention_days: u64,
     pub store_kind: StoreConfig,
+    /// Stored Responses: pruned past their retention, and written before release.
+    pub responses: Arc<crate::responses::Responses>,
 }
 
 /// Loads keys, users, budgets, price overrides and spend from the store into memory (also
@@ -214,7 +216,11 @@ impl StoreKeeper {
 impl StoreKeeper {
     /// Periodic work while holding the store: re-read spools of processes still finishing
     /// (idempotent), and prune usage past the retention once an hour.
-    async fn housekeeping(&self, last_prune: &mut std::time::Instant) {
+    async fn housekeeping(
+        &self,
+        last_prune: &mut std::time::Instant,
+        last_response_prune: &mut std::time::Instant,
+    ) {
         let Some(store) = self.slot.get() else { return };
         let spool = self.data_dir.join("spool");
         if let Err(e) = super::writer::ingest_spools(&spool, store.as_ref(), &self.ledger).await {
@@ -231,6 +237,12 @@ impl StoreKeeper {
                 ),
                 Err(e) => log::warn!("usage pruning failed: {e}"),
             }
+        }
+        // Hourly, or more often when responses live less than an hour.
+        let every = self.responses.cfg.retention.min(Duration::from_secs(3600));
+        if last_response_prune.elapsed() >= every {
+            *last_response_prune = std::time::Instant::now();
+            self.responses.prune().await;
         }
     }
 }
@@ -285,6 +297,7 @@ impl BackgroundService for StoreKeeper {
         tokio::pin!(upgrade);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_prune = std::time::Instant::now() - Duration::from_secs(3600);
+        let mut last_response_prune = last_prune;
         loop {
             tokio::select! {
                 _ = &mut upgrade => {
@@ -292,10 +305,11 @@ impl BackgroundService for StoreKeeper {
                     break;
                 }
                 _ = shutdown.changed() => break,
-                _ = tick.tick() => self.housekeeping(&mut last_prune).await,
+                _ = tick.tick() => self.housekeeping(&mut last_prune, &mut last_response_prune).await,
             }
         }
         // Write what is queued before letting go, so the successor finds it in the store.
+        self.responses.write_pending().await;
         if let Some(store) = self.slot.get() {
             let mut taken = self.ledger.queue.take();
             let batch = std::mem::take(&mut taken.items);

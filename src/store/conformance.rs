@@ -12,8 +12,8 @@ use super::{
 };
 use crate::meter::price::Price;
 use crate::records::{
-    period::Period, BudgetRecord, Charge, KeyRecord, Limits, Scope, Settled, UsageRecord,
-    UserRecord,
+    period::Period, BudgetRecord, Charge, KeyRecord, Limits, Scope, Settled, StoredResponse,
+    UsageRecord, UserRecord,
 };
 
 pub(crate) fn settled(id: &str, ts_ms: u64, key: &str, cost: u64) -> Settled {
@@ -335,6 +335,82 @@ pub async fn run(store: &dyn Store) {
     assert!(spent.contains(&spend(Scope::EndUser, "k5/eu-2", 0, 3)));
     store.flush().await.unwrap();
     assert!(store.healthy());
+    run_responses(store).await;
+}
+
+pub(crate) fn stored(id: &str, key: &str, created_at: u64, items: &[&str]) -> StoredResponse {
+    let mut r = StoredResponse {
+        id: id.into(),
+        key_id: key.into(),
+        created_at,
+        model: "m".into(),
+        previous_response_id: None,
+        family: "anthropic".into(),
+        response: serde_json::json!({"id": id, "object": "response", "output": items
+            .iter()
+            .skip(1)
+            .map(|i| serde_json::json!({"type": "message", "id": i, "role": "assistant"}))
+            .collect::<Vec<_>>()}),
+        input: items
+            .iter()
+            .take(1)
+            .map(|i| serde_json::json!({"type": "message", "id": i, "role": "user"}))
+            .collect(),
+        size: 0,
+    };
+    r.measure();
+    r
+}
+
+/// Stored responses: put, get, the item index per key, delete, pruning by age and the
+/// per-key cap.
+async fn run_responses(store: &dyn Store) {
+    let a = stored("resp_a", "k1", 100, &["msg_in_a", "msg_out_a"]);
+    let b = stored("resp_b", "k1", 200, &["msg_in_b", "msg_out_b"]);
+    let c = stored("resp_c", "k2", 300, &["msg_in_c", "msg_out_a"]);
+    store
+        .put_responses(vec![a.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
+    assert_eq!(store.get_response("resp_a").await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_response("resp_x").await.unwrap(), None);
+    // items are found per key: the same item id under another key is another item
+    let of = |k: &'static str, i: &'static str| async move {
+        store.response_of_item(k, i).await.unwrap()
+    };
+    assert_eq!(of("k1", "msg_out_a").await.as_deref(), Some("resp_a"));
+    assert_eq!(of("k2", "msg_out_a").await.as_deref(), Some("resp_c"));
+    assert_eq!(of("k1", "msg_in_b").await.as_deref(), Some("resp_b"));
+    assert_eq!(of("k2", "msg_in_b").await, None);
+    // a newer response holding the same item id takes the index; deleting it does not
+    // leave a dangling entry
+    let a2 = stored("resp_a2", "k1", 250, &["msg_in_b", "msg_out_a2"]);
+    store.put_responses(vec![a2.clone()]).await.unwrap();
+    assert_eq!(of("k1", "msg_in_b").await.as_deref(), Some("resp_a2"));
+    assert!(store.delete_response("resp_a2").await.unwrap());
+    assert!(!store.delete_response("resp_a2").await.unwrap());
+    assert_eq!(store.get_response("resp_a2").await.unwrap(), None);
+    assert_eq!(of("k1", "msg_out_a2").await, None);
+    // replacing a record keeps one copy
+    store.put_responses(vec![b.clone()]).await.unwrap();
+    assert_eq!(store.get_response("resp_b").await.unwrap(), Some(b.clone()));
+    // the per-key cap keeps the newest that fit
+    assert_eq!(
+        store.trim_responses("k1", a.size + b.size).await.unwrap(),
+        0
+    );
+    assert_eq!(store.trim_responses("k1", b.size + 1).await.unwrap(), 1);
+    assert_eq!(store.get_response("resp_a").await.unwrap(), None);
+    assert_eq!(of("k1", "msg_out_a").await, None);
+    assert!(store.get_response("resp_b").await.unwrap().is_some());
+    assert!(store.get_response("resp_c").await.unwrap().is_some());
+    // pruning by age
+    assert_eq!(store.prune_responses(250).await.unwrap(), 1);
+    assert_eq!(store.get_response("resp_b").await.unwrap(), None);
+    assert_eq!(of("k1", "msg_in_b").await, None);
+    assert_eq!(store.get_response("resp_c").await.unwrap(), Some(c));
+    assert_eq!(store.prune_responses(1_000).await.unwrap(), 1);
+    assert_eq!(of("k2", "msg_out_a").await, None);
 }
 
 fn lease(id: &str, max: u64, keep: u64, need: u64, fraction: f64, ttl_ms: u64) -> LeaseRequest {

@@ -1,5 +1,5 @@
-//! Persistence behind two traits: [`Store`] (keys, users, budgets, prices, usage and spend)
-//! and [`SharedStore`] (leases and the change feed of a store several processes share).
+//! Persistence behind the traits [`Store`] (keys, users, budgets, prices, usage and spend,
+//! and the stored Responses of [`ResponseStore`]) and [`SharedStore`] (leases and the change feed of a store several processes share).
 //! Two backends: sled (the embedded single-node default) and PostgreSQL ([`postgres`], see
 //! `docs/scale-out.md`). The hot path never calls the store: it reads in-memory indexes that
 //! the services in [`crate::services`] load from the store and keep in step with it.
@@ -16,7 +16,9 @@ use parking_lot::RwLock;
 use std::sync::Arc;
 
 use crate::meter::price::Price;
-use crate::records::{BudgetRecord, KeyRecord, Micros, Scope, Settled, UsageRecord, UserRecord};
+use crate::records::{
+    BudgetRecord, KeyRecord, Micros, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
+};
 
 /// Filters for usage queries. Times are milliseconds since the epoch, `[from, to)`.
 #[derive(Debug, Clone, Default)]
@@ -87,10 +89,29 @@ impl std::error::Error for StoreError {}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Stored Responses (`previous_response_id`, `item_reference`, `GET /v1/responses/{id}`):
+/// written in batches by the response writer, read on the request path of a chain.
+#[async_trait]
+pub trait ResponseStore: Send + Sync {
+    /// Stores responses (an id already stored is replaced) with the index of their items.
+    async fn put_responses(&self, batch: Vec<StoredResponse>) -> StoreResult<()>;
+    async fn get_response(&self, id: &str) -> StoreResult<Option<StoredResponse>>;
+    /// The id of the response of `key_id` that holds the item `item_id` (the newest one,
+    /// when several did).
+    async fn response_of_item(&self, key_id: &str, item_id: &str) -> StoreResult<Option<String>>;
+    /// Returns false when no response had that id.
+    async fn delete_response(&self, id: &str) -> StoreResult<bool>;
+    /// Deletes the responses created before `before_secs`.
+    async fn prune_responses(&self, before_secs: u64) -> StoreResult<usize>;
+    /// Deletes the oldest responses of `key_id` until the ones left hold at most
+    /// `max_bytes`; returns how many went.
+    async fn trim_responses(&self, key_id: &str, max_bytes: u64) -> StoreResult<usize>;
+}
+
 /// The durable store. Implementations must be safe to call from any task; blocking
 /// implementations move their work off the reactor themselves.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: ResponseStore + Send + Sync {
     async fn load_keys(&self) -> StoreResult<Vec<KeyRecord>>;
     async fn put_key(&self, rec: &KeyRecord) -> StoreResult<()>;
     /// Returns false when no key had that id.

@@ -27,11 +27,13 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 
 use super::{
-    ChangeKind, LeaseGrant, LeaseRequest, RenewedLease, SharedStore, SpendRow, Store, StoreError,
-    StoreResult, UsageFilter, UsagePage, WindowCount,
+    ChangeKind, LeaseGrant, LeaseRequest, RenewedLease, ResponseStore, SharedStore, SpendRow,
+    Store, StoreError, StoreResult, UsageFilter, UsagePage, WindowCount,
 };
 use crate::meter::price::Price;
-use crate::records::{BudgetRecord, KeyRecord, Scope, Settled, UsageRecord, UserRecord};
+use crate::records::{
+    BudgetRecord, KeyRecord, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
+};
 
 /// TLS to the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -183,6 +185,28 @@ CREATE INDEX tg_usage_user ON tg_usage (user_id, ts_ms);
 -- Rows written before this migration have no end user (NULL), and their rec has none either.
 ALTER TABLE tg_usage ADD COLUMN end_user TEXT;
 CREATE INDEX tg_usage_end_user ON tg_usage (end_user, ts_ms) WHERE end_user IS NOT NULL;
+"#,
+    ),
+    (
+        4,
+        "stored responses",
+        r#"
+CREATE TABLE tg_responses (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    key_id TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    size BIGINT NOT NULL,
+    rec TEXT NOT NULL
+);
+CREATE INDEX tg_responses_created ON tg_responses (created_at);
+CREATE INDEX tg_responses_key ON tg_responses (key_id, created_at);
+CREATE TABLE tg_response_items (
+    key_id TEXT COLLATE "C" NOT NULL,
+    item_id TEXT COLLATE "C" NOT NULL,
+    response_id TEXT COLLATE "C" NOT NULL REFERENCES tg_responses (id) ON DELETE CASCADE,
+    PRIMARY KEY (key_id, item_id)
+);
+CREATE INDEX tg_response_items_response ON tg_response_items (response_id);
 "#,
     ),
 ];
@@ -672,6 +696,95 @@ impl PgStore {
             spent,
             others,
         })
+    }
+}
+
+#[async_trait]
+impl ResponseStore for PgStore {
+    async fn put_responses(&self, batch: Vec<StoredResponse>) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        for r in &batch {
+            let rec = json(r)?;
+            // Replacing a record drops its item rows (cascade) before the new ones go in.
+            tx.execute("DELETE FROM tg_responses WHERE id = $1", &[&r.id])
+                .await
+                .map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO tg_responses (id, key_id, created_at, size, rec) VALUES ($1, $2, $3, $4, $5)",
+                &[&r.id, &r.key_id, &i(r.created_at), &i(r.size), &rec],
+            )
+            .await
+            .map_err(pg_err)?;
+            let items: Vec<&str> = r.item_ids().collect();
+            tx.execute(
+                "INSERT INTO tg_response_items (key_id, item_id, response_id)
+                 SELECT $1, item, $2 FROM unnest($3::text[]) AS item
+                 ON CONFLICT (key_id, item_id) DO UPDATE SET response_id = EXCLUDED.response_id",
+                &[&r.key_id, &r.id, &items],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        let r = tx.commit().await.map_err(pg_err);
+        self.mark(r)
+    }
+
+    async fn get_response(&self, id: &str) -> StoreResult<Option<StoredResponse>> {
+        let c = self.client().await?;
+        let r = c
+            .query_opt("SELECT rec FROM tg_responses WHERE id = $1", &[&id])
+            .await
+            .map_err(pg_err);
+        self.mark(r)?
+            .map(|row| from_json(row.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn response_of_item(&self, key_id: &str, item_id: &str) -> StoreResult<Option<String>> {
+        let c = self.client().await?;
+        let r = c
+            .query_opt(
+                "SELECT response_id FROM tg_response_items WHERE key_id = $1 AND item_id = $2",
+                &[&key_id, &item_id],
+            )
+            .await
+            .map_err(pg_err);
+        Ok(self.mark(r)?.map(|row| row.get::<_, String>(0)))
+    }
+
+    async fn delete_response(&self, id: &str) -> StoreResult<bool> {
+        self.delete_rec("tg_responses", id).await
+    }
+
+    async fn prune_responses(&self, before_secs: u64) -> StoreResult<usize> {
+        let c = self.client().await?;
+        let r = c
+            .execute(
+                "DELETE FROM tg_responses WHERE created_at < $1",
+                &[&i(before_secs)],
+            )
+            .await
+            .map_err(pg_err);
+        Ok(self.mark(r)? as usize)
+    }
+
+    async fn trim_responses(&self, key_id: &str, max_bytes: u64) -> StoreResult<usize> {
+        let c = self.client().await?;
+        // Newest first: the newest responses that fit stay, everything older goes.
+        let r = c
+            .execute(
+                "DELETE FROM tg_responses WHERE id IN (
+                    SELECT id FROM (
+                        SELECT id, sum(size) OVER (ORDER BY created_at DESC, id DESC) AS running
+                        FROM tg_responses WHERE key_id = $1
+                    ) t WHERE running > $2
+                 )",
+                &[&key_id, &i(max_bytes)],
+            )
+            .await
+            .map_err(pg_err);
+        Ok(self.mark(r)? as usize)
     }
 }
 

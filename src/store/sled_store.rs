@@ -7,9 +7,12 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::ResponseStore;
 use super::{segment, SpendRow, Store, StoreError, StoreResult, UsageFilter, UsagePage};
 use crate::meter::price::Price;
-use crate::records::{BudgetRecord, KeyRecord, Scope, Settled, UsageRecord, UserRecord};
+use crate::records::{
+    BudgetRecord, KeyRecord, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
+};
 
 pub struct SledStore {
     db: sled::Db,
@@ -26,6 +29,74 @@ pub struct SledStore {
     append_lock: std::sync::Arc<parking_lot::Mutex<()>>,
     /// (scope, id, window_start) → spent micro-dollars.
     spend: sled::Tree,
+    /// Stored Responses: id → record, and their indexes (see [`response_keys`]).
+    responses: sled::Tree,
+    /// key_id \0 item_id → response id.
+    response_items: sled::Tree,
+    /// created_at (big-endian) ++ id → key id: pruning by age.
+    response_times: sled::Tree,
+    /// key_id \0 created_at (big-endian) ++ id → size: a key's responses, oldest first.
+    response_keys: sled::Tree,
+}
+
+/// The index keys of a stored response: its time entry, its key entry, and its items'.
+struct ResponseKeys {
+    time: Vec<u8>,
+    key: Vec<u8>,
+    items: Vec<Vec<u8>>,
+}
+
+fn key_prefix(key_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key_id.len() + 1);
+    k.extend_from_slice(key_id.as_bytes());
+    k.push(0);
+    k
+}
+
+fn item_key(key_id: &str, item_id: &str) -> Vec<u8> {
+    let mut k = key_prefix(key_id);
+    k.extend_from_slice(item_id.as_bytes());
+    k
+}
+
+fn response_keys(r: &StoredResponse) -> ResponseKeys {
+    let mut time = r.created_at.to_be_bytes().to_vec();
+    time.extend_from_slice(r.id.as_bytes());
+    let mut key = key_prefix(&r.key_id);
+    key.extend_from_slice(&time);
+    ResponseKeys {
+        time,
+        key,
+        items: r.item_ids().map(|i| item_key(&r.key_id, i)).collect(),
+    }
+}
+
+/// Removes a stored response and its index entries (item entries only where they still
+/// point at it: a newer response may hold the same item id).
+fn remove_response(s: &SledTrees, id: &str) -> StoreResult<bool> {
+    let Some(v) = s.responses.remove(id.as_bytes()).map_err(io)? else {
+        return Ok(false);
+    };
+    let r: StoredResponse = from_json(&v)?;
+    let k = response_keys(&r);
+    s.times.remove(k.time).map_err(io)?;
+    s.keys.remove(k.key).map_err(io)?;
+    for item in k.items {
+        if s.items.get(&item).map_err(io)?.as_deref() == Some(id.as_bytes()) {
+            s.items.remove(item).map_err(io)?;
+        }
+    }
+    Ok(true)
+}
+
+/// The response trees, cloned into a blocking task.
+#[derive(Clone)]
+struct SledTrees {
+    responses: sled::Tree,
+    items: sled::Tree,
+    times: sled::Tree,
+    keys: sled::Tree,
+    db: sled::Db,
 }
 
 fn spend_key(scope: Scope, id: &str, window_start: u64) -> Vec<u8> {
@@ -150,6 +221,10 @@ impl SledStore {
             usage: t("usage")?,
             append_lock: Default::default(),
             spend: t("spend")?,
+            responses: t("responses")?,
+            response_items: t("response_items")?,
+            response_times: t("response_times")?,
+            response_keys: t("response_keys")?,
             db,
         })
     }
@@ -169,12 +244,127 @@ impl SledStore {
         .await
     }
 
+    fn response_trees(&self) -> SledTrees {
+        SledTrees {
+            responses: self.responses.clone(),
+            items: self.response_items.clone(),
+            times: self.response_times.clone(),
+            keys: self.response_keys.clone(),
+            db: self.db.clone(),
+        }
+    }
+
     async fn delete(&self, t: &sled::Tree, key: &str) -> StoreResult<bool> {
         let (t, db, key) = (t.clone(), self.db.clone(), key.to_string());
         blocking(move || {
             let old = t.remove(key.as_bytes()).map_err(io)?;
             db.flush().map_err(io)?;
             Ok(old.is_some())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ResponseStore for SledStore {
+    async fn put_responses(&self, batch: Vec<StoredResponse>) -> StoreResult<()> {
+        let s = self.response_trees();
+        blocking(move || {
+            for r in &batch {
+                // A replaced record's old index entries go first.
+                remove_response(&s, &r.id)?;
+                let k = response_keys(r);
+                s.responses.insert(r.id.as_bytes(), json(r)?).map_err(io)?;
+                s.times.insert(k.time, r.key_id.as_bytes()).map_err(io)?;
+                s.keys.insert(k.key, &r.size.to_be_bytes()).map_err(io)?;
+                for item in k.items {
+                    s.items.insert(item, r.id.as_bytes()).map_err(io)?;
+                }
+            }
+            s.db.flush().map_err(io)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_response(&self, id: &str) -> StoreResult<Option<StoredResponse>> {
+        let (t, id) = (self.responses.clone(), id.to_string());
+        blocking(move || match t.get(id.as_bytes()).map_err(io)? {
+            Some(v) => from_json(&v).map(Some),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn response_of_item(&self, key_id: &str, item_id: &str) -> StoreResult<Option<String>> {
+        let (t, k) = (self.response_items.clone(), item_key(key_id, item_id));
+        blocking(move || {
+            Ok(t.get(k)
+                .map_err(io)?
+                .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        })
+        .await
+    }
+
+    async fn delete_response(&self, id: &str) -> StoreResult<bool> {
+        let (s, id) = (self.response_trees(), id.to_string());
+        blocking(move || {
+            let gone = remove_response(&s, &id)?;
+            s.db.flush().map_err(io)?;
+            Ok(gone)
+        })
+        .await
+    }
+
+    async fn prune_responses(&self, before_secs: u64) -> StoreResult<usize> {
+        let s = self.response_trees();
+        blocking(move || {
+            let mut n = 0;
+            let old: Vec<sled::IVec> = s
+                .times
+                .range(..before_secs.to_be_bytes().to_vec())
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(io)?;
+            for k in old {
+                let id = String::from_utf8_lossy(&k[8.min(k.len())..]).into_owned();
+                if remove_response(&s, &id)? {
+                    n += 1;
+                } else {
+                    s.times.remove(k).map_err(io)?;
+                }
+            }
+            s.db.flush().map_err(io)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn trim_responses(&self, key_id: &str, max_bytes: u64) -> StoreResult<usize> {
+        let (s, prefix) = (self.response_trees(), key_prefix(key_id));
+        blocking(move || {
+            let mut kept = 0u64;
+            let mut full = false;
+            let mut over = Vec::new();
+            // Newest first: the newest responses that fit stay, everything older goes.
+            for kv in s.keys.scan_prefix(&prefix).rev() {
+                let (k, v) = kv.map_err(io)?;
+                let size = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                if !full && kept + size <= max_bytes {
+                    kept += size;
+                } else {
+                    full = true;
+                    over.push(String::from_utf8_lossy(&k[prefix.len() + 8..]).into_owned());
+                }
+            }
+            let mut n = 0;
+            for id in over {
+                n += usize::from(remove_response(&s, &id)?);
+            }
+            if n > 0 {
+                s.db.flush().map_err(io)?;
+            }
+            Ok(n)
         })
         .await
     }

@@ -47,11 +47,20 @@ pub fn response(c: &Value, ctx: &ResponsesContext, stamp: &Stamp) -> Value {
 
 /// The C answer (non-streamed) → the Responses event stream (E48).
 pub fn response_to_events(c: &Value, ctx: &ResponsesContext, stamp: &Stamp) -> BytesMut {
+    response_to_events_and_object(c, ctx, stamp).0
+}
+
+/// [`response_to_events`], and the response object its terminal event carries.
+pub fn response_to_events_and_object(
+    c: &Value,
+    ctx: &ResponsesContext,
+    stamp: &Stamp,
+) -> (BytesMut, Option<Value>) {
     let mut w = ChatToResponsesStream::new(ctx.clone(), stamp);
     let mut out = BytesMut::new();
     w.feed(&completion_to_chunks(c, true), &mut out);
     w.finish(&mut out);
-    out
+    (out, w.take_final_response())
 }
 
 #[derive(Debug)]
@@ -608,6 +617,10 @@ impl Events for ChatToResponses {
 
     fn usage(&self) -> Option<Usage> {
         self.saw_usage.then_some(self.usage)
+    }
+
+    fn take_final_response(&mut self) -> Option<Value> {
+        self.final_response.take()
     }
 }
 

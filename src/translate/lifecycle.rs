@@ -86,6 +86,10 @@ pub trait Events: Send + Sync + std::fmt::Debug {
     }
     /// Usage as the upstream reported it (canonical numbers), if it reported any.
     fn usage(&self) -> Option<Usage>;
+    /// See [`StreamTranscoder::take_final_response`].
+    fn take_final_response(&mut self) -> Option<Value> {
+        None
+    }
 }
 
 /// Opens the client's stream if nothing was sent yet.
@@ -221,5 +225,9 @@ impl<T: Events> StreamTranscoder for Lifecycle<T> {
 
     fn completed(&self) -> bool {
         self.phase == Phase::Done
+    }
+
+    fn take_final_response(&mut self) -> Option<Value> {
+        self.events.take_final_response()
     }
 }

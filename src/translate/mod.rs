@@ -66,6 +66,11 @@ pub trait StreamTranscoder: Send + Sync + std::fmt::Debug {
     fn usage(&self) -> Option<Usage>;
     /// The upstream stream reached its normal end.
     fn completed(&self) -> bool;
+    /// The Responses object of a completed stream, once (a Responses client's; the stored
+    /// responses keep it). None for other formats and before the end.
+    fn take_final_response(&mut self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Two transcoders in series: the first one's client output is the second one's upstream
@@ -125,6 +130,10 @@ impl StreamTranscoder for Chain {
 
     fn completed(&self) -> bool {
         self.second.completed()
+    }
+
+    fn take_final_response(&mut self) -> Option<serde_json::Value> {
+        self.second.take_final_response()
     }
 }
 

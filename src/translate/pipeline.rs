@@ -35,6 +35,10 @@ pub struct RequestOptions<'a> {
     /// The request's estimated input tokens (an Anthropic client's `message_start` needs a
     /// number before the provider reports one).
     pub estimated_input: u64,
+    /// A Responses request continued this stored response (its answer says so).
+    pub previous_response_id: Option<&'a str>,
+    /// A Responses request's answer is stored (its answer says `store: true`).
+    pub stores: bool,
 }
 
 /// The translated request.
@@ -87,7 +91,16 @@ impl Pipeline {
                     upstream_model: model.to_string(),
                     stream,
                 };
-                let (c, rctx) = responses_to_chat::request(req, &o)?;
+                let (c, mut rctx) = responses_to_chat::request(req, &o)?;
+                if opts.stores || opts.previous_response_id.is_some() {
+                    let echo = std::sync::Arc::make_mut(&mut rctx.echo);
+                    if let Some(p) = opts.previous_response_id {
+                        echo.insert("previous_response_id".into(), json!(p));
+                    }
+                    if opts.stores {
+                        echo.insert("store".into(), json!(true));
+                    }
+                }
                 responses = Some(rctx);
                 (c, ToolNames::default())
             }
@@ -230,6 +243,19 @@ impl Answer {
     /// A whole provider answer → the client's body (its stream if it asked for one), and
     /// the usage the provider reported.
     pub fn convert(&self, v: &Value, client_stream: bool, stamp: &Stamp) -> (Bytes, Option<Usage>) {
+        let (body, usage, _) = self.convert_keeping(v, client_stream, stamp);
+        (body, usage)
+    }
+
+    /// [`Answer::convert`], and the Responses object of a Responses client's answer (what
+    /// the stored responses keep).
+    pub fn convert_keeping(
+        &self,
+        v: &Value,
+        client_stream: bool,
+        stamp: &Stamp,
+    ) -> (Bytes, Option<Usage>, Option<Value>) {
+        let mut kept = None;
         let last = self.client == Format::Chat;
         let model = &self.client_model;
         let chat = match self.upstream {
@@ -252,15 +278,21 @@ impl Answer {
             (Format::Responses, s) => {
                 let rctx = self.responses.clone().unwrap_or_default();
                 if s {
-                    chat_to_responses::response_to_events(&chat, &rctx, stamp).freeze()
+                    let (events, object) =
+                        chat_to_responses::response_to_events_and_object(&chat, &rctx, stamp);
+                    kept = object;
+                    events.freeze()
                 } else {
-                    Bytes::from(chat_to_responses::response(&chat, &rctx, stamp).to_string())
+                    let object = chat_to_responses::response(&chat, &rctx, stamp);
+                    let body = Bytes::from(object.to_string());
+                    kept = Some(object);
+                    body
                 }
             }
             (_, true) => chat_stream::completion_to_chunks(&chat, self.include_usage).freeze(),
             (_, false) => Bytes::from(chat.to_string()),
         };
-        (body, usage)
+        (body, usage, kept)
     }
 
     /// A provider's error body (answered with HTTP `status`) → the error the client sees.

@@ -1,0 +1,267 @@
+//! The request side of stored Responses: a Responses request on a translated route gets its
+//! chain's history (`previous_response_id`) and its referenced items (`item_reference`) put
+//! back into `input`, so that translation sees a whole, stateless request; and the
+//! [`Turn`] it leaves tells the answer side what to store.
+
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+use super::{Reader, Responses};
+use crate::error::{ErrorKind, GatewayError};
+use crate::records::StoredResponse;
+use crate::translate::Format;
+
+/// A chain longer than this is refused (a loop in stored data, or a runaway client).
+const MAX_CHAIN: usize = 10_000;
+
+/// What a Responses request on a translated route leaves for its answer.
+#[derive(Debug)]
+pub struct Turn {
+    /// The response it continues (echoed in the answer).
+    pub previous_response_id: Option<String>,
+    /// Set when the answer is to be stored.
+    capture: Option<Capture>,
+}
+
+struct Capture {
+    responses: Arc<Responses>,
+    key_id: String,
+    model: String,
+    /// The request's own input items (references resolved, each with an id).
+    input: Vec<Value>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The provider family a stored response came from (its reasoning items go back to it only).
+pub fn family(f: Format) -> &'static str {
+    match f {
+        Format::Anthropic => "anthropic",
+        Format::Gemini => "gemini",
+        Format::Chat => "chat",
+        Format::Responses => "responses",
+    }
+}
+
+impl Turn {
+    /// The answer is stored.
+    pub fn stores(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Stores the response object of a finished answer from a provider of format
+    /// `upstream` (a failed one is not kept: OpenAI's clients cannot continue it either).
+    pub fn commit(&self, response: Value, upstream: Format) {
+        let Some(c) = &self.capture else { return };
+        let status = response.get("status").and_then(Value::as_str);
+        if !matches!(status, Some("completed" | "incomplete")) {
+            return;
+        }
+        let Some(id) = response.get("id").and_then(Value::as_str).map(String::from) else {
+            return;
+        };
+        c.responses.keep(StoredResponse {
+            id,
+            key_id: c.key_id.clone(),
+            created_at: response
+                .get("created_at")
+                .and_then(Value::as_u64)
+                .unwrap_or_else(crate::clock::now_secs),
+            model: c.model.clone(),
+            previous_response_id: self.previous_response_id.clone(),
+            family: family(upstream).to_string(),
+            response,
+            input: c.input.clone(),
+            size: 0,
+        });
+    }
+}
+
+fn not_found_previous(id: &str) -> GatewayError {
+    // OpenAI answers a missing previous response with a 400 and this code.
+    GatewayError::invalid(format!("Previous response with id '{id}' not found."))
+        .with_param("previous_response_id")
+        .with_code("previous_response_not_found")
+}
+
+fn not_found_item(id: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::NotFound,
+        format!("Item with id '{id}' not found."),
+    )
+    .with_param("input")
+}
+
+/// Items of a stored response in a prompt for a provider of `family`: reasoning goes back
+/// only to the family that produced it.
+fn for_family<'a>(
+    items: impl Iterator<Item = &'a Value>,
+    produced_by: &str,
+    family: &str,
+    out: &mut Vec<Value>,
+) {
+    for i in items {
+        let reasoning = i.get("type").and_then(Value::as_str) == Some("reasoning");
+        if !reasoning || produced_by == family {
+            out.push(i.clone());
+        }
+    }
+}
+
+/// `input` as a list of items (a string is one user message, as OpenAI lists it).
+fn input_items(req: &Map<String, Value>) -> Result<Vec<Value>, GatewayError> {
+    match req.get("input") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": s}],
+        })]),
+        Some(Value::Array(items)) => Ok(items.clone()),
+        Some(_) => Err(
+            GatewayError::invalid("'input' must be a string or an array of items.")
+                .with_param("input"),
+        ),
+    }
+}
+
+fn is_reference(i: &Value) -> bool {
+    i.get("type").and_then(Value::as_str) == Some("item_reference")
+}
+
+/// Resolves a Responses request of `key_id` bound for a provider of format `upstream`:
+/// a chain's history and referenced items are put into `input` (and `previous_response_id`
+/// removed). Returns the turn, and whether the request changed (it must be re-encoded).
+/// Nothing happens (None, false) when stored responses are off, or the request neither
+/// refers to stored ones nor is to be stored.
+pub async fn prepare(
+    responses: &Arc<Responses>,
+    key_id: &str,
+    req: &mut Map<String, Value>,
+    upstream: Format,
+) -> Result<(Option<Turn>, bool), GatewayError> {
+    if !responses.cfg.store {
+        return Ok((None, false)); // translation refuses chains, as without a store
+    }
+    let previous = match req.get("previous_response_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(
+                GatewayError::invalid("'previous_response_id' must be a string.")
+                    .with_param("previous_response_id"),
+            )
+        }
+    };
+    let store = req.get("store") != Some(&Value::Bool(false));
+    let mut own = input_items(req)?;
+    let references = own.iter().any(is_reference);
+    if previous.is_none() && !references && !store {
+        return Ok((None, false));
+    }
+    let family = family(upstream);
+    // The request's own items, references replaced by what they refer to.
+    let mut upstream_own = Vec::with_capacity(own.len());
+    for item in own.iter_mut() {
+        if is_reference(item) {
+            let id = item.get("id").and_then(Value::as_str).unwrap_or("");
+            let (found, holder) = responses
+                .item(key_id, id)
+                .await?
+                .ok_or_else(|| not_found_item(id))?;
+            for_family(
+                std::iter::once(&found),
+                &holder.family,
+                family,
+                &mut upstream_own,
+            );
+            *item = found;
+        } else {
+            upstream_own.push(item.clone());
+        }
+    }
+    let changed = previous.is_some() || references;
+    if changed {
+        let mut input = match &previous {
+            Some(p) => history(responses, key_id, p, family).await?,
+            None => Vec::new(),
+        };
+        input.extend(upstream_own);
+        req.remove("previous_response_id");
+        req.insert("input".into(), Value::Array(input));
+    }
+    let capture = store.then(|| {
+        // Input items get ids, as OpenAI's do (input_items lists them).
+        for item in own.iter_mut() {
+            if let Some(o) = item.as_object_mut() {
+                if !o.get("id").is_some_and(Value::is_string) {
+                    o.insert("id".into(), json!(crate::ids::generate_id("msg_")));
+                }
+                if !o.contains_key("type") {
+                    o.insert("type".into(), json!("message"));
+                }
+            }
+        }
+        Capture {
+            responses: responses.clone(),
+            key_id: key_id.to_string(),
+            model: req
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            input: own,
+        }
+    });
+    Ok((
+        Some(Turn {
+            previous_response_id: previous,
+            capture,
+        }),
+        changed,
+    ))
+}
+
+/// The items of the chain ending at `last`, oldest first: each response's input, then its
+/// output.
+async fn history(
+    responses: &Responses,
+    key_id: &str,
+    last: &str,
+    family: &str,
+) -> Result<Vec<Value>, GatewayError> {
+    let mut chain: Vec<Arc<StoredResponse>> = Vec::new();
+    let mut next = Some(last.to_string());
+    while let Some(id) = next {
+        if chain.len() >= MAX_CHAIN {
+            return Err(GatewayError::invalid(format!(
+                "The chain of previous responses is longer than {MAX_CHAIN}."
+            ))
+            .with_param("previous_response_id"));
+        }
+        match responses.get(Reader::Key(key_id), &id).await? {
+            Some(r) => {
+                next = r.previous_response_id.clone();
+                chain.push(r);
+            }
+            // The newest must exist; an older one deleted or expired ends the history there.
+            None if chain.is_empty() => return Err(not_found_previous(&id)),
+            None => break,
+        }
+    }
+    let mut items = Vec::new();
+    for r in chain.iter().rev() {
+        for_family(
+            r.input.iter().chain(r.output()),
+            &r.family,
+            family,
+            &mut items,
+        );
+    }
+    Ok(items)
+}
