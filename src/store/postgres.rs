@@ -776,7 +776,7 @@ impl ResponseStore for PgStore {
             .execute(
                 "DELETE FROM tg_responses WHERE id IN (
                     SELECT id FROM (
-                        SELECT id, sum(size) OVER (ORDER BY created_at DESC, id DESC) AS running
+                        SELECT id, (sum(size) OVER (ORDER BY created_at DESC, id DESC))::int8 AS running
                         FROM tg_responses WHERE key_id = $1
                     ) t WHERE running > $2
                  )",
@@ -1144,8 +1144,9 @@ mod tests {
         // Back to schema version 2, with a row written the way version 2 wrote it.
         let c = store.client().await.unwrap();
         c.batch_execute(
-            "DROP INDEX tg_usage_end_user; ALTER TABLE tg_usage DROP COLUMN end_user;
-             DELETE FROM tg_schema_migrations WHERE version = 3;
+            "DROP TABLE tg_response_items; DROP TABLE tg_responses;
+             DROP INDEX tg_usage_end_user; ALTER TABLE tg_usage DROP COLUMN end_user;
+             DELETE FROM tg_schema_migrations WHERE version IN (3, 4);
              INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
              VALUES ('old', 1000, 'k1', NULL, 'gpt-4o', 'openai', 'chat_completions', NULL, 200,
                      '{\"id\":\"old\",\"ts_ms\":1000,\"request_id\":\"r\",\"key_id\":\"k1\",\"endpoint\":\"chat_completions\",\"provider\":\"openai\",\"model\":\"gpt-4o\",\"upstream_model\":\"\",\"status\":200}');",
@@ -1155,9 +1156,12 @@ mod tests {
         drop(c);
         assert_eq!(
             store.schema_version(&settings.schema).await.unwrap(),
-            (2, 3)
+            (2, MIGRATIONS.len() as i32)
         );
-        assert_eq!(store.migrate(&settings.schema).await.unwrap(), vec![3]);
+        assert_eq!(
+            store.migrate(&settings.schema).await.unwrap(),
+            (3..=MIGRATIONS.len() as i32).collect::<Vec<_>>()
+        );
         let mut new = crate::store::conformance::settled("new", 2000, "k1", 1);
         new.record.end_user = Some("eu-1".into());
         store.append_usage(vec![new]).await.unwrap();
