@@ -224,7 +224,9 @@ async fn responses_non_stream_and_refusals() {
         assert_eq!(text, "Hello from mock upstream!", "{model}");
         assert!(v["usage"]["total_tokens"].as_u64().unwrap() > 0);
     }
-    // previous_response_id: passthrough keeps it, translation refuses it clearly.
+    // previous_response_id: passthrough keeps it (OpenAI stores); translation resolves it
+    // from tollgate's stored responses, and refuses one it does not have as OpenAI does
+    // (tests/stored_responses.rs has the chains).
     mock.clear();
     let r = post(
         &gw,
@@ -251,10 +253,7 @@ async fn responses_non_stream_and_refusals() {
         assert_eq!(r.status(), 400, "{model}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["param"], "previous_response_id");
-        assert!(v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("does not store responses"));
+        assert_eq!(v["error"]["code"], "previous_response_not_found");
         assert!(mock.requests().is_empty(), "nothing reaches the provider");
         let r = post(&gw, "/v1/responses", &key, json!({"model": model, "input": "hi", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}})).await;
         assert_eq!(r.status(), 400, "{model}");
