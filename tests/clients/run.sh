@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Acceptance: the real clients (openai and anthropic Python SDKs, the Claude Code and Codex CLIs), pinned,
+# Acceptance: the real clients (openai and anthropic Python SDKs, the Claude Code and Codex CLIs, the
+# Vercel AI SDK), pinned,
 # driven through a real tollgate to the mock upstream, all on loopback.
 # Usage (from the repo root): bash tests/clients/run.sh [pytest args, e.g. -k codex]
 # TOLLGATE_BIN / MOCK_BIN may point at prebuilt binaries.
@@ -27,8 +28,9 @@ claude="$here/node_modules/.bin/claude"
 # (an alias of @openai/codex@<version>-linux-x64, no install script): `--omit=optional` would
 # leave it out.
 codex="$here/node_modules/.bin/codex"
-if ! "$claude" --version >/dev/null 2>&1 || ! "$codex" --version >/dev/null 2>&1; then
-  log "installing Claude Code and Codex (npm ci)"
+if ! "$claude" --version >/dev/null 2>&1 || ! "$codex" --version >/dev/null 2>&1 \
+   || [ ! -f "$here/node_modules/ai/package.json" ] || [ ! -f "$here/node_modules/@ai-sdk/openai/package.json" ]; then
+  log "installing Claude Code, Codex and the Vercel AI SDK (npm ci)"
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error --include=optional)
   if ! "$claude" --version >/dev/null 2>&1; then
     # npm may skip install scripts: run the package's own installer (no network needed).
