@@ -81,8 +81,13 @@ pub struct Responses {
     /// Wakes the writer when a response is kept.
     pub notify: tokio::sync::Notify,
     /// Store writes and deletes one at a time: a delete never races the write of its id.
-    write_lock: tokio::sync::Mutex<()>,
+    /// It also holds when each key's responses were last trimmed to the per-key cap.
+    write_lock: tokio::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// A key's stored responses are trimmed to `max_bytes_per_key` at most this often (a trim
+/// reads the sizes of all of them).
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn store_error(e: crate::store::StoreError) -> GatewayError {
     log::error!("stored responses: {e}");
@@ -99,7 +104,7 @@ impl Responses {
             slot,
             pending: Mutex::new(Pending::default()),
             notify: tokio::sync::Notify::new(),
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -210,7 +215,7 @@ impl Responses {
         let Some(store) = self.slot.get().filter(|s| s.healthy()) else {
             return;
         };
-        let _one = self.write_lock.lock().await;
+        let mut trimmed = self.write_lock.lock().await;
         let batch: Vec<Arc<StoredResponse>> = self.pending.lock().order.clone();
         if batch.is_empty() {
             return;
@@ -224,7 +229,13 @@ impl Responses {
         keys.sort_unstable();
         keys.dedup();
         if self.cfg.max_bytes_per_key > 0 {
+            let now = std::time::Instant::now();
+            trimmed.retain(|_, at| now.duration_since(*at) < TRIM_EVERY);
             for k in keys {
+                if trimmed.contains_key(k) {
+                    continue;
+                }
+                trimmed.insert(k.to_string(), now);
                 match store.trim_responses(k, self.cfg.max_bytes_per_key).await {
                     Ok(0) => {}
                     Ok(n) => log::info!(

@@ -159,11 +159,14 @@ pub async fn prepare(
         }
     };
     let store = req.get("store") != Some(&Value::Bool(false));
-    let mut own = input_items(req)?;
-    let references = own.iter().any(is_reference);
+    let references = req
+        .get("input")
+        .and_then(Value::as_array)
+        .is_some_and(|items| items.iter().any(is_reference));
     if previous.is_none() && !references && !store {
-        return Ok((None, false));
+        return Ok((None, false)); // a stateless request (Codex): nothing copied
     }
+    let mut own = input_items(req)?;
     let family = family(upstream);
     // The request's own items, references replaced by what they refer to.
     let mut upstream_own = Vec::with_capacity(own.len());
