@@ -86,7 +86,10 @@ fn migrate_is_versioned_and_idempotent() {
     assert!(out.contains("version 0 (this tollgate: 4)"), "{out}");
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg]);
     assert!(ok, "{err}");
-    assert!(out.contains("applied 1, 2, 3, 4; now at version 4"), "{out}");
+    assert!(
+        out.contains("applied 1, 2, 3, 4; now at version 4"),
+        "{out}"
+    );
     let (ok, out, _) = tollgate(&["migrate", "--config", &cfg]);
     assert!(ok);
     assert!(out.contains("is current (version 4)"), "{out}");

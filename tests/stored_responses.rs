@@ -206,7 +206,10 @@ async fn item_references_are_replaced_by_the_stored_items() {
             let up = last_upstream(&mock);
             assert!(!up.contains("item_reference"), "{model}: {up}");
             assert!(up.contains("tool-result-42"), "{model}: {up}");
-            assert!(up.contains("hello-from-mock-tool"), "{model}: the call's arguments");
+            assert!(
+                up.contains("hello-from-mock-tool"),
+                "{model}: the call's arguments"
+            );
             let said = r2["output"][0]["content"][0]["text"].as_str().unwrap_or("");
             assert!(said.contains("tool-result-42"), "{model}: {r2}");
         }
@@ -247,7 +250,14 @@ async fn get_delete_input_items_cancel_and_isolation_between_keys() {
     assert!(id.starts_with("resp_") && id.len() >= 5 + 18, "{id}");
     let get = reqwest::Method::GET;
     // GET returns the object the client received.
-    let (s, got) = call(&gw, get.clone(), &format!("/v1/responses/{id}"), &owner, None).await;
+    let (s, got) = call(
+        &gw,
+        get.clone(),
+        &format!("/v1/responses/{id}"),
+        &owner,
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(got, r);
     let (s, got) = call(
@@ -269,7 +279,9 @@ async fn get_delete_input_items_cancel_and_isolation_between_keys() {
     assert_eq!(data.len(), 2);
     assert_eq!(data[0]["content"][0]["text"], "two");
     assert_eq!(data[1]["content"], "one");
-    assert!(data.iter().all(|i| i["id"].is_string() && i["type"] == "message"));
+    assert!(data
+        .iter()
+        .all(|i| i["id"].is_string() && i["type"] == "message"));
     let after = page["last_id"].as_str().unwrap();
     let (_, page2) = call(
         &gw,
@@ -282,7 +294,14 @@ async fn get_delete_input_items_cancel_and_isolation_between_keys() {
     assert_eq!(page2["data"].as_array().unwrap().len(), 1);
     assert_eq!(page2["data"][0]["role"], "developer");
     assert_eq!(page2["has_more"], false);
-    let (_, asc) = call(&gw, get.clone(), &format!("{items}?order=asc"), &owner, None).await;
+    let (_, asc) = call(
+        &gw,
+        get.clone(),
+        &format!("{items}?order=asc"),
+        &owner,
+        None,
+    )
+    .await;
     assert_eq!(asc["data"][0]["role"], "developer");
     assert_eq!(asc["data"].as_array().unwrap().len(), 3);
     // Another key sees nothing of it: not by GET, not by a chain, not by a reference.
@@ -324,7 +343,14 @@ async fn get_delete_input_items_cancel_and_isolation_between_keys() {
         "nothing was sent upstream for another key's chain"
     );
     // The master key reads any.
-    let (s, _) = call(&gw, get.clone(), &format!("/v1/responses/{id}"), MASTER, None).await;
+    let (s, _) = call(
+        &gw,
+        get.clone(),
+        &format!("/v1/responses/{id}"),
+        MASTER,
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
     // cancel: not a background response.
     let (s, e) = call(
@@ -353,7 +379,14 @@ async fn get_delete_input_items_cancel_and_isolation_between_keys() {
             json!({"id": id, "object": "response.deleted", "deleted": true})
         )
     );
-    let (s, _) = call(&gw, get.clone(), &format!("/v1/responses/{id}"), &owner, None).await;
+    let (s, _) = call(
+        &gw,
+        get.clone(),
+        &format!("/v1/responses/{id}"),
+        &owner,
+        None,
+    )
+    .await;
     assert_eq!(s, 404);
     let (s, e, _) = respond(
         &gw,
@@ -361,7 +394,10 @@ async fn get_delete_input_items_cancel_and_isolation_between_keys() {
         json!({"model": MODELS[0], "input": "again", "previous_response_id": id}),
     )
     .await;
-    assert_eq!((s, &e["error"]["code"]), (400, &json!("previous_response_not_found")));
+    assert_eq!(
+        (s, &e["error"]["code"]),
+        (400, &json!("previous_response_not_found"))
+    );
     // store: false stores nothing.
     let (_, r, _) = respond(
         &gw,
@@ -415,7 +451,12 @@ async fn a_restart_keeps_stored_responses_and_retention_prunes_them() {
     // A restart keeps them (written to sled by the response writer).
     let mut gw = spawn_in(tmp.path(), config(&mock.url())).await;
     let key = gw.create_key("restart").await;
-    let (_, r, _) = respond(&gw, &key, json!({"model": MODELS[2], "input": "remember-me"})).await;
+    let (_, r, _) = respond(
+        &gw,
+        &key,
+        json!({"model": MODELS[2], "input": "remember-me"}),
+    )
+    .await;
     let id = r["id"].as_str().unwrap().to_string();
     gw.stop();
     drop(gw);
@@ -547,4 +588,31 @@ async fn two_instances_on_postgres_share_stored_responses() {
     )
     .await;
     assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_over_the_size_cap_is_answered_but_not_stored() {
+    let mock = MockServer::start().await;
+    let gw =
+        start_with(config(&mock.url()).set("responses", json!({"max_response_bytes": 300}))).await;
+    let key = gw.create_key("cap").await;
+    let (s, r, _) = respond(&gw, &key, json!({"model": MODELS[1], "input": "big"})).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        r["output"][0]["content"][0]["text"],
+        "Hello from mock upstream!"
+    );
+    let id = r["id"].as_str().unwrap();
+    let (s, _) = call(
+        &gw,
+        reqwest::Method::GET,
+        &format!("/v1/responses/{id}"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert!(gw
+        .stderr_text()
+        .contains("over responses.max_response_bytes"));
 }
