@@ -268,3 +268,127 @@ async fn history(
     }
     Ok(items)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::responses::settings::ResponsesConfig;
+    use crate::store::StoreSlot;
+
+    fn service() -> Arc<Responses> {
+        Arc::new(Responses::new(
+            ResponsesConfig::default(),
+            Arc::new(StoreSlot::default()),
+        ))
+    }
+
+    fn record(
+        id: &str,
+        key: &str,
+        previous: Option<&str>,
+        family: &str,
+        output: Value,
+    ) -> StoredResponse {
+        StoredResponse {
+            id: id.into(),
+            key_id: key.into(),
+            created_at: crate::clock::now_secs(),
+            model: "m".into(),
+            previous_response_id: previous.map(String::from),
+            family: family.into(),
+            response: json!({"id": id, "status": "completed", "output": output}),
+            input: vec![
+                json!({"type": "message", "id": format!("in_{id}"), "role": "user", "content": id}),
+            ],
+            size: 0,
+        }
+    }
+
+    fn req(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn chains_resolve_oldest_first_and_reasoning_stays_with_its_family() {
+        let s = service();
+        let reasoning = json!({"type": "reasoning", "id": "rs_1", "summary": []});
+        let answer = |t: &str| json!({"type": "message", "id": format!("msg_{t}"), "role": "assistant", "content": t});
+        s.keep(record(
+            "resp_1",
+            "k",
+            None,
+            "anthropic",
+            json!([reasoning, answer("a1")]),
+        ));
+        s.keep(record(
+            "resp_2",
+            "k",
+            Some("resp_1"),
+            "gemini",
+            json!([answer("a2")]),
+        ));
+        let ids = |r: &Map<String, Value>| -> Vec<String> {
+            r["input"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap_or("-").to_string())
+                .collect()
+        };
+        // On Anthropic, Anthropic's reasoning item comes back.
+        let mut r = req(json!({"model": "m", "input": "next", "previous_response_id": "resp_2"}));
+        let (turn, changed) = prepare(&s, "k", &mut r, Format::Anthropic).await.unwrap();
+        assert!(changed && turn.unwrap().stores());
+        assert_eq!(
+            ids(&r),
+            ["in_resp_1", "rs_1", "msg_a1", "in_resp_2", "msg_a2", "-"]
+        );
+        assert!(r.get("previous_response_id").is_none());
+        // On Gemini it does not.
+        let mut r = req(json!({"model": "m", "input": "next", "previous_response_id": "resp_2"}));
+        prepare(&s, "k", &mut r, Format::Gemini).await.unwrap();
+        assert_eq!(ids(&r), ["in_resp_1", "msg_a1", "in_resp_2", "msg_a2", "-"]);
+        // Another key finds nothing.
+        let mut r = req(json!({"model": "m", "input": "x", "previous_response_id": "resp_2"}));
+        let e = prepare(&s, "other", &mut r, Format::Anthropic)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, Some("previous_response_not_found"));
+        let mut r =
+            req(json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_a1"}]}));
+        assert_eq!(
+            prepare(&s, "other", &mut r, Format::Anthropic)
+                .await
+                .unwrap_err()
+                .status(),
+            404
+        );
+        // A reference to a reasoning item follows the same rule.
+        let mut r = req(
+            json!({"model": "m", "input": [{"type": "item_reference", "id": "rs_1"}, {"type": "item_reference", "id": "msg_a2"}]}),
+        );
+        prepare(&s, "k", &mut r, Format::Chat).await.unwrap();
+        assert_eq!(ids(&r), ["msg_a2"]);
+    }
+
+    #[tokio::test]
+    async fn stateless_requests_are_left_alone() {
+        let s = service();
+        let mut r = req(json!({"model": "m", "input": "hi", "store": false}));
+        let before = r.clone();
+        let (turn, changed) = prepare(&s, "k", &mut r, Format::Chat).await.unwrap();
+        assert!(turn.is_none() && !changed);
+        assert_eq!(r, before);
+        // Stored responses off: nothing resolved (translation refuses the chain).
+        let off = Arc::new(Responses::new(
+            ResponsesConfig {
+                store: false,
+                ..Default::default()
+            },
+            Arc::new(StoreSlot::default()),
+        ));
+        let mut r = req(json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"}));
+        let (turn, changed) = prepare(&off, "k", &mut r, Format::Chat).await.unwrap();
+        assert!(turn.is_none() && !changed && r.contains_key("previous_response_id"));
+    }
+}
