@@ -21,6 +21,8 @@ pub enum Endpoint {
     KeyInfo,
     /// A stored response: `GET`/`DELETE /v1/responses/{id}`, `…/input_items`, `…/cancel`.
     StoredResponse,
+    /// The Conversations API (`/v1/conversations…`).
+    Conversations,
     NotFound,
 }
 
@@ -52,6 +54,11 @@ impl Endpoint {
             ("GET" | "DELETE" | "POST", p) if p.starts_with("/v1/responses/") => {
                 Endpoint::StoredResponse
             }
+            ("GET" | "DELETE" | "POST", p)
+                if p == "/v1/conversations" || p.starts_with("/v1/conversations/") =>
+            {
+                Endpoint::Conversations
+            }
             (_, p) if is_admin_path(p) => Endpoint::Admin,
             ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
             _ => Endpoint::NotFound,
@@ -81,7 +88,9 @@ impl Endpoint {
     pub fn format(self) -> Format {
         match self {
             Endpoint::Messages | Endpoint::CountTokens => Format::Anthropic,
-            Endpoint::Responses | Endpoint::StoredResponse => Format::Responses,
+            Endpoint::Responses | Endpoint::StoredResponse | Endpoint::Conversations => {
+                Format::Responses
+            }
             _ => Format::Chat,
         }
     }
@@ -114,6 +123,7 @@ impl Endpoint {
             Endpoint::Admin => "admin",
             Endpoint::KeyInfo => "key_info",
             Endpoint::StoredResponse => "stored_response",
+            Endpoint::Conversations => "conversations",
             Endpoint::NotFound => "not_found",
         }
     }

@@ -616,3 +616,148 @@ async fn a_response_over_the_size_cap_is_answered_but_not_stored() {
         .stderr_text()
         .contains("over responses.max_response_bytes"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_hold_the_history_of_responses_made_in_them() {
+    let mock = MockServer::start().await;
+    let gw = start_with(config(&mock.url())).await;
+    let key = gw.create_key("conv").await;
+    let other = gw.create_key("other").await;
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+    let (s, conv) = call(
+        &gw,
+        post.clone(),
+        "/v1/conversations",
+        &key,
+        Some(json!({"items": [{"role": "user", "content": "conv-seed"}], "metadata": {"topic": "t"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{conv}");
+    let id = conv["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("conv_"));
+    assert_eq!(
+        (&conv["object"], &conv["metadata"]),
+        (&json!("conversation"), &json!({"topic": "t"}))
+    );
+    for (n, (model, stream)) in [(MODELS[0], false), (MODELS[2], true)].iter().enumerate() {
+        let q = format!("conv-turn-{n}");
+        let (s, r, _) = respond(
+            &gw,
+            &key,
+            json!({"model": model, "stream": stream, "input": q, "conversation": id}),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["conversation"], json!({"id": id}));
+        let mut expected = vec!["conv-seed"];
+        if n == 1 {
+            expected.extend(["conv-turn-0", "Hello from mock upstream!"]);
+        }
+        expected.push(&q);
+        in_order(&last_upstream(&mock), &expected);
+    }
+    // Items: the seed, then each turn's input and output; newest first by default.
+    let items = format!("/v1/conversations/{id}/items");
+    let (s, list) = call(&gw, get.clone(), &format!("{items}?order=asc"), &key, None).await;
+    assert_eq!(s, 200);
+    let texts: Vec<String> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| match &i["content"] {
+            Value::String(t) => t.clone(),
+            c => c[0]["text"].as_str().unwrap_or("").to_string(),
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "conv-seed",
+            "conv-turn-0",
+            "Hello from mock upstream!",
+            "conv-turn-1",
+            "Hello from mock upstream!"
+        ]
+    );
+    let (_, newest) = call(&gw, get.clone(), &format!("{items}?limit=1"), &key, None).await;
+    assert_eq!(newest["data"][0]["role"], "assistant");
+    assert_eq!(newest["has_more"], true);
+    // Added items, one read back, one deleted.
+    let (s, added) = call(
+        &gw,
+        post.clone(),
+        &items,
+        &key,
+        Some(json!({"items": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "added"}]}]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{added}");
+    let item_id = added["data"][0]["id"].as_str().unwrap().to_string();
+    let (s, item) = call(&gw, get.clone(), &format!("{items}/{item_id}"), &key, None).await;
+    assert_eq!((s, &item["content"][0]["text"]), (200, &json!("added")));
+    let (s, _) = call(
+        &gw,
+        reqwest::Method::DELETE,
+        &format!("{items}/{item_id}"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = call(&gw, get.clone(), &format!("{items}/{item_id}"), &key, None).await;
+    assert_eq!(s, 404);
+    // Metadata update.
+    let (s, c) = call(
+        &gw,
+        post.clone(),
+        &format!("/v1/conversations/{id}"),
+        &key,
+        Some(json!({"metadata": {"topic": "u"}})),
+    )
+    .await;
+    assert_eq!((s, &c["metadata"]), (200, &json!({"topic": "u"})));
+    // Another key: nothing.
+    let (s, _) = call(
+        &gw,
+        get.clone(),
+        &format!("/v1/conversations/{id}"),
+        &other,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _, _) = respond(
+        &gw,
+        &other,
+        json!({"model": MODELS[0], "input": "x", "conversation": id}),
+    )
+    .await;
+    assert_eq!(s, 404);
+    // Not with previous_response_id.
+    let (s, e, _) = respond(
+        &gw,
+        &key,
+        json!({"model": MODELS[0], "input": "x", "conversation": id, "previous_response_id": "resp_1"}),
+    )
+    .await;
+    assert_eq!((s, &e["error"]["param"]), (400, &json!("conversation")));
+    // Deleted: gone.
+    let (s, d) = call(
+        &gw,
+        reqwest::Method::DELETE,
+        &format!("/v1/conversations/{id}"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, d),
+        (
+            200,
+            json!({"id": id, "object": "conversation.deleted", "deleted": true})
+        )
+    );
+    let (s, _) = call(&gw, get, &format!("/v1/conversations/{id}"), &key, None).await;
+    assert_eq!(s, 404);
+}

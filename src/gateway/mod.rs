@@ -151,7 +151,7 @@ impl Gateway {
                 let req = plain(s.req_header(), Bytes::new());
                 local::models(state, &req, ctx.endpoint).await
             }
-            Endpoint::StoredResponse => {
+            Endpoint::StoredResponse | Endpoint::Conversations => {
                 // The master key reads every stored response; a virtual key its own.
                 let key = if self.presents_master(s) {
                     None
@@ -163,8 +163,17 @@ impl Gateway {
                     Some(k) => crate::responses::Reader::Key(&k.id),
                     None => crate::responses::Reader::Master,
                 };
-                let req = plain(s.req_header(), Bytes::new());
-                crate::responses::api::answer(&state.responses, reader, &req).await
+                let body = if s.req_header().method == "POST" {
+                    read_admin_body(s).await?
+                } else {
+                    Bytes::new()
+                };
+                let req = plain(s.req_header(), body);
+                if ctx.endpoint == Endpoint::Conversations {
+                    crate::responses::conversations::answer(&state.responses, reader, &req).await
+                } else {
+                    crate::responses::api::answer(&state.responses, reader, &req).await
+                }
             }
             _ => {
                 return Err(GatewayError::new(

@@ -188,6 +188,11 @@ fn translated(
             .as_ref()
             .and_then(|t| t.previous_response_id.as_deref()),
         stores: ctx.turn.as_ref().is_some_and(|t| t.stores()),
+        conversation: ctx
+            .turn
+            .as_ref()
+            .and_then(|t| t.conversation.as_ref())
+            .map(|c| c.id.as_str()),
     };
     let t = pipeline.request(req, &opts)?;
     let dropped = t.answer.dropped_tools();

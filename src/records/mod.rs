@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use key::KeyRecord;
 pub use limits::{BudgetRecord, Limit, Limits, UserRecord};
 pub use money::Micros;
-pub use response::StoredResponse;
+pub use response::{Conversation, StoredResponse};
 pub use usage::UsageRecord;
 
 /// Which kind of owner an account has, for messages and metrics.

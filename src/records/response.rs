@@ -62,3 +62,34 @@ impl StoredResponse {
         self.size = serde_json::to_vec(self).map_or(0, |v| v.len() as u64);
     }
 }
+
+/// A conversation (OpenAI's Conversations API): items that responses created with
+/// `conversation` read as their history and add their own input and output to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// `conv_…`, unguessable.
+    pub id: String,
+    /// The virtual key that created it: the only key that may use it.
+    pub key_id: String,
+    /// Seconds since the epoch.
+    pub created_at: u64,
+    /// Seconds since the epoch of the last change (retention counts from it).
+    pub updated_at: u64,
+    #[serde(default)]
+    pub metadata: Value,
+    /// Oldest first, each with an `id`.
+    #[serde(default)]
+    pub items: Vec<Value>,
+}
+
+impl Conversation {
+    /// The object OpenAI answers for it.
+    pub fn object(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "object": "conversation",
+            "created_at": self.created_at,
+            "metadata": if self.metadata.is_null() { serde_json::json!({}) } else { self.metadata.clone() },
+        })
+    }
+}

@@ -56,7 +56,7 @@ pub async fn answer(responses: &Responses, reader: Reader<'_>, req: &Request<'_>
             Err(e) => Err(e),
         },
         ("GET", "input_items") => match responses.get(reader, id).await {
-            Ok(Some(r)) => input_items(&r.input, req.query).map(|v| Answer::json(200, &v)),
+            Ok(Some(r)) => list_page(&r.input, req.query).map(|v| Answer::json(200, &v)),
             Ok(None) => Err(not_found(id)),
             Err(e) => Err(e),
         },
@@ -81,7 +81,7 @@ pub async fn answer(responses: &Responses, reader: Reader<'_>, req: &Request<'_>
 
 /// One page of input items, as OpenAI's list objects: `order` `desc` (the default) lists
 /// the newest first; `after` is the id of the last item of the previous page.
-fn input_items(items: &[Value], query: Option<&str>) -> Result<Value, GatewayError> {
+pub(super) fn list_page(items: &[Value], query: Option<&str>) -> Result<Value, GatewayError> {
     let limit = match query_param(query, "limit") {
         None => 20,
         Some(l) => match l.parse::<usize>() {
@@ -143,25 +143,23 @@ mod tests {
     #[test]
     fn input_items_page_both_ways() {
         let items: Vec<Value> = (0..5).map(|i| json!({"id": format!("i{i}")})).collect();
-        let p = input_items(&items, Some("limit=2")).unwrap();
+        let p = list_page(&items, Some("limit=2")).unwrap();
         assert_eq!(p["data"], json!([{"id": "i4"}, {"id": "i3"}]));
         assert_eq!(
             (p["first_id"].as_str(), p["last_id"].as_str()),
             (Some("i4"), Some("i3"))
         );
         assert_eq!(p["has_more"], true);
-        let p = input_items(&items, Some("limit=2&after=i3")).unwrap();
+        let p = list_page(&items, Some("limit=2&after=i3")).unwrap();
         assert_eq!(p["data"], json!([{"id": "i2"}, {"id": "i1"}]));
-        let p = input_items(&items, Some("order=asc&after=i2&limit=10")).unwrap();
+        let p = list_page(&items, Some("order=asc&after=i2&limit=10")).unwrap();
         assert_eq!(p["data"], json!([{"id": "i3"}, {"id": "i4"}]));
         assert_eq!(p["has_more"], false);
         assert_eq!(p["object"], "list");
-        assert!(input_items(&items, Some("limit=0")).is_err());
-        assert!(input_items(&items, Some("order=up")).is_err());
+        assert!(list_page(&items, Some("limit=0")).is_err());
+        assert!(list_page(&items, Some("order=up")).is_err());
         assert_eq!(
-            input_items(&items, Some("after=nope"))
-                .unwrap_err()
-                .status(),
+            list_page(&items, Some("after=nope")).unwrap_err().status(),
             404
         );
     }

@@ -16,6 +16,7 @@
 //! waits on disk; the in-memory part only holds what is not written yet.
 
 pub mod api;
+pub mod conversations;
 pub mod resolve;
 pub mod settings;
 
@@ -25,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{ErrorKind, GatewayError};
-use crate::records::StoredResponse;
+use crate::records::{Conversation, StoredResponse};
 use crate::store::StoreSlot;
 use settings::ResponsesConfig;
 
@@ -41,9 +42,9 @@ pub enum Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn may_read(&self, r: &StoredResponse) -> bool {
+    fn may_read(&self, owner: &str) -> bool {
         match self {
-            Reader::Key(k) => r.key_id == *k,
+            Reader::Key(k) => owner == *k,
             Reader::Master => true,
         }
     }
@@ -57,6 +58,8 @@ struct Pending {
     /// (key id, item id) → response id.
     items: HashMap<(String, String), String>,
     bytes: u64,
+    /// Conversations changed and not yet written (their latest version).
+    conversations: HashMap<String, Arc<Conversation>>,
 }
 
 impl Pending {
@@ -140,9 +143,8 @@ impl Responses {
         self.notify.notify_one();
     }
 
-    fn expired(&self, r: &StoredResponse) -> bool {
-        let now = crate::clock::now_secs();
-        r.created_at + self.cfg.retention.as_secs() < now
+    fn expired(&self, since: u64) -> bool {
+        since + self.cfg.retention.as_secs() < crate::clock::now_secs()
     }
 
     /// The response `id` if `reader` may read it and it has not expired.
@@ -163,7 +165,7 @@ impl Responses {
                 None => return Err(store_error(crate::store::StoreError::Io("not open".into()))),
             },
         };
-        Ok(r.filter(|r| reader.may_read(r) && !self.expired(r)))
+        Ok(r.filter(|r| reader.may_read(&r.key_id) && !self.expired(r.created_at)))
     }
 
     /// The item `item_id` of one of `key_id`'s responses, with that response.
@@ -209,6 +211,97 @@ impl Responses {
         Ok(was_pending || stored)
     }
 
+    /// The conversation `id` if `reader` may use it and it has not expired.
+    pub async fn conversation(
+        &self,
+        reader: Reader<'_>,
+        id: &str,
+    ) -> Result<Option<Arc<Conversation>>, GatewayError> {
+        let kept = self.pending.lock().conversations.get(id).cloned();
+        let c = match kept {
+            Some(c) => Some(c),
+            None => match self.slot.get() {
+                Some(store) => store
+                    .get_conversation(id)
+                    .await
+                    .map_err(store_error)?
+                    .map(Arc::new),
+                None => return Err(store_error(crate::store::StoreError::Io("not open".into()))),
+            },
+        };
+        Ok(c.filter(|c| reader.may_read(&c.key_id) && !self.expired(c.updated_at)))
+    }
+
+    /// Keeps a new or changed conversation: readable at once, written by the writer.
+    pub fn save_conversation(&self, mut c: Conversation) -> Arc<Conversation> {
+        c.updated_at = crate::clock::now_secs();
+        let c = Arc::new(c);
+        self.pending
+            .lock()
+            .conversations
+            .insert(c.id.clone(), c.clone());
+        self.notify.notify_one();
+        c
+    }
+
+    /// Adds items to a conversation: to its latest kept version, else to `read` (the version
+    /// the request read).
+    pub fn append_to_conversation(&self, read: &Conversation, items: Vec<Value>) {
+        let mut c = {
+            let p = self.pending.lock();
+            p.conversations
+                .get(&read.id)
+                .map_or_else(|| read.clone(), |c| (**c).clone())
+        };
+        c.items.extend(items);
+        self.save_conversation(c);
+    }
+
+    /// Deletes a conversation `reader` may use; false when there was none.
+    pub async fn delete_conversation(
+        &self,
+        reader: Reader<'_>,
+        id: &str,
+    ) -> Result<bool, GatewayError> {
+        if self.conversation(reader, id).await?.is_none() {
+            return Ok(false);
+        }
+        let _one = self.write_lock.lock().await;
+        self.pending.lock().conversations.remove(id);
+        if let Some(store) = self.slot.get() {
+            store.delete_conversation(id).await.map_err(store_error)?;
+        }
+        Ok(true)
+    }
+
+    /// Writes the kept conversations; a version changed meanwhile stays kept.
+    async fn write_conversations(&self, store: &dyn crate::store::Store) {
+        let batch: Vec<Arc<Conversation>> = self
+            .pending
+            .lock()
+            .conversations
+            .values()
+            .cloned()
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        let records = batch.iter().map(|c| (**c).clone()).collect();
+        if let Err(e) = store.put_conversations(records).await {
+            log::error!("writing {} conversations failed: {e}", batch.len());
+            return;
+        }
+        let mut p = self.pending.lock();
+        for c in &batch {
+            if p.conversations
+                .get(&c.id)
+                .is_some_and(|cur| Arc::ptr_eq(cur, c))
+            {
+                p.conversations.remove(&c.id);
+            }
+        }
+    }
+
     /// Writes what is kept to the store (the writer's cycle, and the last one at release).
     /// What could not be written stays kept for the next cycle.
     pub async fn write_pending(&self) {
@@ -216,6 +309,7 @@ impl Responses {
             return;
         };
         let mut trimmed = self.write_lock.lock().await;
+        self.write_conversations(store.as_ref()).await;
         let batch: Vec<Arc<StoredResponse>> = self.pending.lock().order.clone();
         if batch.is_empty() {
             return;
@@ -266,6 +360,7 @@ impl Responses {
     }
 
     pub fn has_pending(&self) -> bool {
-        !self.pending.lock().order.is_empty()
+        let p = self.pending.lock();
+        !p.order.is_empty() || !p.conversations.is_empty()
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{Reader, Responses};
 use crate::error::{ErrorKind, GatewayError};
-use crate::records::StoredResponse;
+use crate::records::{Conversation, StoredResponse};
 use crate::translate::Format;
 
 /// A chain longer than this is refused (a loop in stored data, or a runaway client).
@@ -19,8 +19,11 @@ const MAX_CHAIN: usize = 10_000;
 pub struct Turn {
     /// The response it continues (echoed in the answer).
     pub previous_response_id: Option<String>,
-    /// Set when the answer is to be stored.
-    capture: Option<Capture>,
+    /// The conversation it belongs to (echoed, and its input and output added to it).
+    pub conversation: Option<Arc<Conversation>>,
+    /// The answer is stored as a response.
+    store: bool,
+    capture: Capture,
 }
 
 struct Capture {
@@ -52,13 +55,14 @@ pub fn family(f: Format) -> &'static str {
 impl Turn {
     /// The answer is stored.
     pub fn stores(&self) -> bool {
-        self.capture.is_some()
+        self.store
     }
 
-    /// Stores the response object of a finished answer from a provider of format
-    /// `upstream` (a failed one is not kept: OpenAI's clients cannot continue it either).
+    /// Keeps a finished answer from a provider of format `upstream`: stored as a response,
+    /// and added to its conversation (a failed one is not: OpenAI's clients cannot continue
+    /// it either).
     pub fn commit(&self, response: Value, upstream: Format) {
-        let Some(c) = &self.capture else { return };
+        let c = &self.capture;
         let status = response.get("status").and_then(Value::as_str);
         if !matches!(status, Some("completed" | "incomplete")) {
             return;
@@ -66,6 +70,21 @@ impl Turn {
         let Some(id) = response.get("id").and_then(Value::as_str).map(String::from) else {
             return;
         };
+        if let Some(conv) = &self.conversation {
+            let mut items = c.input.clone();
+            items.extend(
+                response
+                    .get("output")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+            c.responses.append_to_conversation(conv, items);
+        }
+        if !self.store {
+            return;
+        }
         c.responses.keep(StoredResponse {
             id,
             key_id: c.key_id.clone(),
@@ -158,14 +177,42 @@ pub async fn prepare(
             )
         }
     };
+    let conversation_id = match req.get("conversation") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Object(o)) if o.get("id").is_some_and(Value::is_string) => {
+            o.get("id").and_then(Value::as_str).map(String::from)
+        }
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "'conversation' must be a conversation id or an object with an 'id'.",
+            )
+            .with_param("conversation"))
+        }
+    };
+    if previous.is_some() && conversation_id.is_some() {
+        return Err(GatewayError::invalid(
+            "Mutually exclusive parameters: Ensure you are only providing one of: 'previous_response_id' or 'conversation'.",
+        )
+        .with_param("conversation"));
+    }
     let store = req.get("store") != Some(&Value::Bool(false));
     let references = req
         .get("input")
         .and_then(Value::as_array)
         .is_some_and(|items| items.iter().any(is_reference));
-    if previous.is_none() && !references && !store {
+    if previous.is_none() && conversation_id.is_none() && !references && !store {
         return Ok((None, false)); // a stateless request (Codex): nothing copied
     }
+    let conversation = match &conversation_id {
+        Some(id) => Some(
+            responses
+                .conversation(Reader::Key(key_id), id)
+                .await?
+                .ok_or_else(|| super::conversations::not_found(id).with_param("conversation"))?,
+        ),
+        None => None,
+    };
     let mut own = input_items(req)?;
     let family = family(upstream);
     // The request's own items, references replaced by what they refer to.
@@ -188,43 +235,40 @@ pub async fn prepare(
             upstream_own.push(item.clone());
         }
     }
-    let changed = previous.is_some() || references;
+    let changed = previous.is_some() || conversation.is_some() || references;
     if changed {
-        let mut input = match &previous {
-            Some(p) => history(responses, key_id, p, family).await?,
-            None => Vec::new(),
+        let mut input = match (&previous, &conversation) {
+            (Some(p), _) => history(responses, key_id, p, family).await?,
+            // A conversation's items carry no family: its reasoning items stay out.
+            (None, Some(c)) => {
+                let mut items = Vec::new();
+                for_family(c.items.iter(), "", family, &mut items);
+                items
+            }
+            (None, None) => Vec::new(),
         };
         input.extend(upstream_own);
         req.remove("previous_response_id");
+        req.remove("conversation");
         req.insert("input".into(), Value::Array(input));
     }
-    let capture = store.then(|| {
-        // Input items get ids, as OpenAI's do (input_items lists them).
-        for item in own.iter_mut() {
-            if let Some(o) = item.as_object_mut() {
-                if !o.get("id").is_some_and(Value::is_string) {
-                    o.insert("id".into(), json!(crate::ids::generate_id("msg_")));
-                }
-                if !o.contains_key("type") {
-                    o.insert("type".into(), json!("message"));
-                }
-            }
-        }
-        Capture {
-            responses: responses.clone(),
-            key_id: key_id.to_string(),
-            model: req
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            input: own,
-        }
-    });
+    // Input items get ids, as OpenAI's do (input_items and conversations list them).
+    let input = super::conversations::with_ids(own);
     Ok((
         Some(Turn {
             previous_response_id: previous,
-            capture,
+            conversation,
+            store,
+            capture: Capture {
+                responses: responses.clone(),
+                key_id: key_id.to_string(),
+                model: req
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                input,
+            },
         }),
         changed,
     ))

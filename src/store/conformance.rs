@@ -12,8 +12,8 @@ use super::{
 };
 use crate::meter::price::Price;
 use crate::records::{
-    period::Period, BudgetRecord, Charge, KeyRecord, Limits, Scope, Settled, StoredResponse,
-    UsageRecord, UserRecord,
+    period::Period, BudgetRecord, Charge, Conversation, KeyRecord, Limits, Scope, Settled,
+    StoredResponse, UsageRecord, UserRecord,
 };
 
 pub(crate) fn settled(id: &str, ts_ms: u64, key: &str, cost: u64) -> Settled {
@@ -411,6 +411,34 @@ async fn run_responses(store: &dyn Store) {
     assert_eq!(store.get_response("resp_c").await.unwrap(), Some(c));
     assert_eq!(store.prune_responses(1_000).await.unwrap(), 1);
     assert_eq!(of("k2", "msg_out_a").await, None);
+    // conversations: put, replace, get, delete, pruned by their last change
+    let mut conv = Conversation {
+        id: "conv_1".into(),
+        key_id: "k1".into(),
+        created_at: 2_000,
+        updated_at: 2_000,
+        metadata: serde_json::json!({"topic": "t"}),
+        items: vec![serde_json::json!({"type": "message", "id": "msg_c1", "role": "user"})],
+    };
+    let other = Conversation {
+        id: "conv_2".into(),
+        updated_at: 5_000,
+        ..conv.clone()
+    };
+    store
+        .put_conversations(vec![conv.clone(), other.clone()])
+        .await
+        .unwrap();
+    conv.items
+        .push(serde_json::json!({"type": "message", "id": "msg_c2"}));
+    conv.updated_at = 3_000;
+    store.put_conversations(vec![conv.clone()]).await.unwrap();
+    assert_eq!(store.get_conversation("conv_1").await.unwrap(), Some(conv));
+    assert_eq!(store.get_conversation("conv_x").await.unwrap(), None);
+    assert_eq!(store.prune_responses(4_000).await.unwrap(), 1);
+    assert_eq!(store.get_conversation("conv_1").await.unwrap(), None);
+    assert!(store.delete_conversation("conv_2").await.unwrap());
+    assert!(!store.delete_conversation("conv_2").await.unwrap());
 }
 
 fn lease(id: &str, max: u64, keep: u64, need: u64, fraction: f64, ttl_ms: u64) -> LeaseRequest {

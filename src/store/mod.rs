@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, KeyRecord, Micros, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, KeyRecord, Micros, Scope, Settled, StoredResponse, UsageRecord,
+    UserRecord,
 };
 
 /// Filters for usage queries. Times are milliseconds since the epoch, `[from, to)`.
@@ -101,11 +102,17 @@ pub trait ResponseStore: Send + Sync {
     async fn response_of_item(&self, key_id: &str, item_id: &str) -> StoreResult<Option<String>>;
     /// Returns false when no response had that id.
     async fn delete_response(&self, id: &str) -> StoreResult<bool>;
-    /// Deletes the responses created before `before_secs`.
+    /// Deletes the responses created before `before_secs`, and the conversations last
+    /// changed before it.
     async fn prune_responses(&self, before_secs: u64) -> StoreResult<usize>;
     /// Deletes the oldest responses of `key_id` until the ones left hold at most
     /// `max_bytes`; returns how many went.
     async fn trim_responses(&self, key_id: &str, max_bytes: u64) -> StoreResult<usize>;
+    /// Stores conversations (replacing the stored version of each).
+    async fn put_conversations(&self, batch: Vec<Conversation>) -> StoreResult<()>;
+    async fn get_conversation(&self, id: &str) -> StoreResult<Option<Conversation>>;
+    /// Returns false when no conversation had that id.
+    async fn delete_conversation(&self, id: &str) -> StoreResult<bool>;
 }
 
 /// The durable store. Implementations must be safe to call from any task; blocking

@@ -32,7 +32,7 @@ use super::{
 };
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, KeyRecord, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, KeyRecord, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
 };
 
 /// TLS to the database.
@@ -207,6 +207,13 @@ CREATE TABLE tg_response_items (
     PRIMARY KEY (key_id, item_id)
 );
 CREATE INDEX tg_response_items_response ON tg_response_items (response_id);
+CREATE TABLE tg_conversations (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    key_id TEXT COLLATE "C" NOT NULL,
+    updated_at BIGINT NOT NULL,
+    rec TEXT NOT NULL
+);
+CREATE INDEX tg_conversations_updated ON tg_conversations (updated_at);
 "#,
     ),
 ];
@@ -766,7 +773,46 @@ impl ResponseStore for PgStore {
             )
             .await
             .map_err(pg_err);
-        Ok(self.mark(r)? as usize)
+        let n = self.mark(r)?;
+        let r = c
+            .execute(
+                "DELETE FROM tg_conversations WHERE updated_at < $1",
+                &[&i(before_secs)],
+            )
+            .await
+            .map_err(pg_err);
+        Ok((n + self.mark(r)?) as usize)
+    }
+
+    async fn put_conversations(&self, batch: Vec<Conversation>) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        for conv in &batch {
+            tx.execute(
+                "INSERT INTO tg_conversations (id, key_id, updated_at, rec) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at, rec = EXCLUDED.rec",
+                &[&conv.id, &conv.key_id, &i(conv.updated_at), &json(conv)?],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        let r = tx.commit().await.map_err(pg_err);
+        self.mark(r)
+    }
+
+    async fn get_conversation(&self, id: &str) -> StoreResult<Option<Conversation>> {
+        let c = self.client().await?;
+        let r = c
+            .query_opt("SELECT rec FROM tg_conversations WHERE id = $1", &[&id])
+            .await
+            .map_err(pg_err);
+        self.mark(r)?
+            .map(|row| from_json(row.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn delete_conversation(&self, id: &str) -> StoreResult<bool> {
+        self.delete_rec("tg_conversations", id).await
     }
 
     async fn trim_responses(&self, key_id: &str, max_bytes: u64) -> StoreResult<usize> {
@@ -1144,7 +1190,7 @@ mod tests {
         // Back to schema version 2, with a row written the way version 2 wrote it.
         let c = store.client().await.unwrap();
         c.batch_execute(
-            "DROP TABLE tg_response_items; DROP TABLE tg_responses;
+            "DROP TABLE tg_response_items; DROP TABLE tg_responses; DROP TABLE tg_conversations;
              DROP INDEX tg_usage_end_user; ALTER TABLE tg_usage DROP COLUMN end_user;
              DELETE FROM tg_schema_migrations WHERE version IN (3, 4);
              INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)

@@ -11,7 +11,7 @@ use super::ResponseStore;
 use super::{segment, SpendRow, Store, StoreError, StoreResult, UsageFilter, UsagePage};
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, KeyRecord, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, KeyRecord, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
 };
 
 pub struct SledStore {
@@ -37,6 +37,8 @@ pub struct SledStore {
     response_times: sled::Tree,
     /// key_id \0 created_at (big-endian) ++ id → size: a key's responses, oldest first.
     response_keys: sled::Tree,
+    /// Conversations: id → record.
+    conversations: sled::Tree,
 }
 
 /// The index keys of a stored response: its time entry, its key entry, and its items'.
@@ -225,6 +227,7 @@ impl SledStore {
             response_items: t("response_items")?,
             response_times: t("response_times")?,
             response_keys: t("response_keys")?,
+            conversations: t("conversations")?,
             db,
         })
     }
@@ -317,7 +320,7 @@ impl ResponseStore for SledStore {
     }
 
     async fn prune_responses(&self, before_secs: u64) -> StoreResult<usize> {
-        let s = self.response_trees();
+        let (s, conversations) = (self.response_trees(), self.conversations.clone());
         blocking(move || {
             let mut n = 0;
             let old: Vec<sled::IVec> = s
@@ -332,6 +335,14 @@ impl ResponseStore for SledStore {
                     n += 1;
                 } else {
                     s.times.remove(k).map_err(io)?;
+                }
+            }
+            for kv in conversations.iter() {
+                let (k, v) = kv.map_err(io)?;
+                let c: Conversation = from_json(&v)?;
+                if c.updated_at < before_secs {
+                    conversations.remove(k).map_err(io)?;
+                    n += 1;
                 }
             }
             s.db.flush().map_err(io)?;
@@ -367,6 +378,32 @@ impl ResponseStore for SledStore {
             Ok(n)
         })
         .await
+    }
+
+    async fn put_conversations(&self, batch: Vec<Conversation>) -> StoreResult<()> {
+        let (t, db) = (self.conversations.clone(), self.db.clone());
+        blocking(move || {
+            for c in &batch {
+                t.insert(c.id.as_bytes(), json(c)?).map_err(io)?;
+            }
+            db.flush().map_err(io)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_conversation(&self, id: &str) -> StoreResult<Option<Conversation>> {
+        let (t, id) = (self.conversations.clone(), id.to_string());
+        blocking(move || match t.get(id.as_bytes()).map_err(io)? {
+            Some(v) => from_json(&v).map(Some),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn delete_conversation(&self, id: &str) -> StoreResult<bool> {
+        let t = self.conversations.clone();
+        self.delete(&t, id).await
     }
 }
 

@@ -39,6 +39,8 @@ pub struct RequestOptions<'a> {
     pub previous_response_id: Option<&'a str>,
     /// A Responses request's answer is stored (its answer says `store: true`).
     pub stores: bool,
+    /// A Responses request belongs to this conversation (its answer says so).
+    pub conversation: Option<&'a str>,
 }
 
 /// The translated request.
@@ -92,10 +94,14 @@ impl Pipeline {
                     stream,
                 };
                 let (c, mut rctx) = responses_to_chat::request(req, &o)?;
-                if opts.stores || opts.previous_response_id.is_some() {
+                if opts.stores || opts.previous_response_id.is_some() || opts.conversation.is_some()
+                {
                     let echo = std::sync::Arc::make_mut(&mut rctx.echo);
                     if let Some(p) = opts.previous_response_id {
                         echo.insert("previous_response_id".into(), json!(p));
+                    }
+                    if let Some(c) = opts.conversation {
+                        echo.insert("conversation".into(), json!({"id": c}));
                     }
                     if opts.stores {
                         echo.insert("store".into(), json!(true));
