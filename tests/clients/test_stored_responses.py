@@ -75,3 +75,34 @@ def test_another_key_cannot_read_or_continue(base, key):
         theirs.responses.retrieve(mine.id)
     with pytest.raises(openai.BadRequestError):
         theirs.responses.create(model=TRANSLATED[0], input="x", previous_response_id=mine.id)
+
+
+@pytest.mark.parametrize("selector", ["anthropic:claude-sonnet-4-6", "chatonly:llama-3.3-70b"])
+def test_conversations(base, key, mock_log, selector):
+    c = oai(base, key)
+    conv = c.conversations.create(
+        items=[{"type": "message", "role": "user", "content": "conv-py-seed"}], metadata={"topic": "demo"}
+    )
+    assert conv.id.startswith("conv_") and conv.metadata == {"topic": "demo"}
+    first = c.responses.create(model=selector, input="conv-py-one", conversation=conv.id)
+    assert first.output_text == TEXT and first.conversation.id == conv.id
+    before = len(mock_log())
+    with c.responses.stream(model=selector, input="conv-py-two", conversation={"id": conv.id}) as s:
+        for _ in s:
+            pass
+        second = s.get_final_response()
+    assert second.output_text == TEXT
+    sent = json.dumps(mock_log()[before]["body"])
+    positions = [sent.find(x) for x in ("conv-py-seed", "conv-py-one", TEXT, "conv-py-two")]
+    assert -1 not in positions and positions == sorted(positions), sent
+    c.conversations.items.create(conv.id, items=[{"type": "message", "role": "user", "content": "noted"}])
+    items = list(c.conversations.items.list(conv.id, order="asc", limit=2))
+    assert len(items) == 6, items  # seed, two turns of input and output, the added note
+    assert all(i.id for i in items) and items[2].role == "assistant", items
+    c.conversations.items.delete(items[-1].id, conversation_id=conv.id)
+    assert len(list(c.conversations.items.list(conv.id))) == 5
+    assert c.conversations.update(conv.id, metadata={"topic": "done"}).metadata == {"topic": "done"}
+    assert c.conversations.retrieve(conv.id).id == conv.id
+    c.conversations.delete(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        c.conversations.retrieve(conv.id)
