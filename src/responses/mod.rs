@@ -6,10 +6,12 @@
 //! - [`resolve`]: the request side: a chain's history and referenced items put back into
 //!   `input` before translation, and the [`resolve::Turn`] the answer side stores.
 //! - [`api`]: `GET`/`DELETE /v1/responses/{id}`, `…/input_items`, `…/cancel`.
-//! - [`Responses`] (here): the responses produced and not yet written (readable at once: a
-//!   client's next step follows its last one immediately), and reads that go to the store
-//!   otherwise. `services::responses` writes them off the request path, in batches; the
-//!   store keeper prunes them past `responses.retention_days`.
+//! - [`conversations`]: the Conversations API (a conversation's items are the history of
+//!   the responses made in it).
+//! - [`Responses`] (here): the responses and conversations changed and not yet written
+//!   (readable at once: a client's next step follows its last one immediately), and reads
+//!   that go to the store otherwise. `services::responses` writes them off the request
+//!   path, in batches; the store keeper prunes them past `responses.retention_days`.
 //!
 //! Reads on the request path await the store: sled calls run on the blocking pool (the
 //! store moves them there itself) and PostgreSQL is asynchronous, so no Pingora thread
