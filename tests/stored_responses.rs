@@ -761,3 +761,43 @@ async fn conversations_hold_the_history_of_responses_made_in_them() {
     let (s, _) = call(&gw, get, &format!("/v1/conversations/{id}"), &key, None).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_reservation_includes_the_history_of_a_chain() {
+    let mock = MockServer::start().await;
+    // A micro-dollar per token; a budget that holds one 1,000-token prompt, not two.
+    let gw = start_with(config(&mock.url()).pricing("anthropic:claude-sonnet-4-6", 1, 1)).await;
+    let (s, key) = admin_call(
+        &gw.url(),
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"name": "budgeted", "max_budget": "0.001500"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let key = key["key"].as_str().unwrap().to_string();
+    let turn = |input: String, previous: Option<&str>| {
+        let mut b = json!({"model": MODELS[0], "input": input, "max_output_tokens": 16});
+        if let Some(p) = previous {
+            b["previous_response_id"] = json!(p);
+        }
+        client()
+            .post(format!("{}/v1/responses", gw.url()))
+            .bearer_auth(&key)
+            .header("x-mock-usage", "10,1")
+            .json(&b)
+            .send()
+    };
+    let r = turn("a".repeat(4000), None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let first: Value = r.json().await.unwrap();
+    let sent = mock.requests().len();
+    // The same-sized second prompt alone would fit; with the first one's history it does not.
+    let r = turn("b".repeat(4000), first["id"].as_str()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "budget_exceeded", "{e}");
+    assert_eq!(mock.requests().len(), sent, "refused before the provider");
+    let r = turn("b".repeat(4000), None).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
