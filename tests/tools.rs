@@ -196,3 +196,337 @@ async fn sandbox_timeout_and_failure_modes() {
     let down = sandbox(format!("http://127.0.0.1:{port}"), Duration::from_secs(1));
     assert!(matches!(down.open().await, Err(ToolError::Unreachable(_))));
 }
+
+// ---- The gateway's tool loop ----
+
+use common::{client, Gateway, TestConfig};
+use mock_upstream::MockServer;
+use serde_json::{json, Value};
+
+struct Rig {
+    mock: MockServer,
+    search: SearchServer,
+    sandbox: SandboxServer,
+    gw: Gateway,
+    key: String,
+}
+
+/// A gateway with providers of every format on the mock (`openai`: Chat, `oairesp`:
+/// Responses, `anthropic`, `gemini`), the mock search backend and the reference sandbox.
+async fn rig(edit: impl FnOnce(TestConfig) -> TestConfig) -> Rig {
+    let mock = MockServer::start().await;
+    let search = SearchServer::start().await;
+    let sandbox = SandboxServer::start().await;
+    let url = mock.url();
+    let cfg = TestConfig::new(&url)
+        // Chat only: Responses clients are translated (`oairesp` serves them natively).
+        .provider_set("openai", "native_responses", false)
+        .provider(
+            "oairesp",
+            json!({"kind": "openai", "base_url": format!("{url}/v1"), "api_key": "sk-r", "native_responses": true, "models": ["gpt-4.1"]}),
+        )
+        .provider(
+            "gemini",
+            json!({"kind": "gemini", "base_url": url, "api_key": "gm-key", "models": ["gemini-2.5-flash"]}),
+        )
+        .set(
+            "tools",
+            json!({"web_search": {"url": search.url()}, "code_execution": {"url": sandbox.url()}}),
+        );
+    let cfg = edit(cfg);
+    let gw = Gateway::start_with(cfg.file());
+    let key = gw.create_key("tools").await;
+    Rig {
+        mock,
+        search,
+        sandbox,
+        gw,
+        key,
+    }
+}
+
+const MODELS: [&str; 4] = [
+    "openai:gpt-4o-mini",
+    "anthropic:claude-sonnet-4-6",
+    "gemini:gemini-2.5-flash",
+    "oairesp:gpt-4.1",
+];
+
+fn body(path: &str, model: &str, tools: Value) -> Value {
+    match path {
+        "/v1/messages" => {
+            json!({"model": model, "max_tokens": 100, "tools": tools, "messages": [{"role": "user", "content": "find it"}]})
+        }
+        "/v1/responses" => json!({"model": model, "tools": tools, "input": "find it"}),
+        _ => {
+            json!({"model": model, "tools": tools, "messages": [{"role": "user", "content": "find it"}]})
+        }
+    }
+}
+
+fn answer_text(path: &str, v: &Value) -> String {
+    let format = match path {
+        "/v1/messages" => tollgate::translate::Format::Anthropic,
+        "/v1/responses" => tollgate::translate::Format::Responses,
+        _ => tollgate::translate::Format::Chat,
+    };
+    tollgate::tools::turns::text(v, format)
+}
+
+async fn post(r: &Rig, path: &str, b: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client()
+        .post(format!("{}{path}", r.gw.url()))
+        .bearer_auth(&r.key)
+        .json(b);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+/// Whether `cond` holds within 5 s.
+async fn eventually(cond: impl Fn() -> bool) -> bool {
+    for _ in 0..250 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn three_iterations_on_every_client_and_provider_format() {
+    let r = rig(|c| c).await;
+    let tools = json!([{"type": "tollgate_web_search"}, {"type": "tollgate_code_execution"}]);
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/responses"] {
+        for model in MODELS {
+            r.mock.clear();
+            let res = post(
+                &r,
+                path,
+                &body(path, model, tools.clone()),
+                &[("x-mock-tool-script", "web_search,code_execution")],
+            )
+            .await;
+            let status = res.status();
+            let iters = res
+                .headers()
+                .get("x-tollgate-tool-iterations")
+                .map(|v| v.to_str().unwrap().to_string());
+            let v: Value = res.json().await.unwrap();
+            assert_eq!(status, 200, "{path} {model}: {v}");
+            assert_eq!(iters.as_deref(), Some("3"), "{path} {model}");
+            // The last tool result (the sandbox's output) reached the model.
+            let text = answer_text(path, &v);
+            assert!(text.contains("42 ok"), "{path} {model}: {v}");
+            assert_eq!(r.mock.requests().len(), 3, "{path} {model}");
+            // The second turn carried the search results to the model.
+            let second = String::from_utf8_lossy(&r.mock.requests()[1].body).to_string();
+            assert!(second.contains("search-result-marker-2"), "{path} {model}");
+            // What the client sees of the search.
+            match path {
+                "/v1/messages" => {
+                    assert_eq!(v["content"][0]["type"], "server_tool_use", "{model}: {v}");
+                    assert_eq!(v["content"][0]["input"]["query"], "tollgate mock search");
+                    assert_eq!(v["content"][1]["type"], "web_search_tool_result");
+                    assert_eq!(
+                        v["content"][1]["content"][1]["url"],
+                        "https://docs.example.org/2"
+                    );
+                }
+                "/v1/responses" => {
+                    assert_eq!(v["output"][0]["type"], "web_search_call", "{model}: {v}");
+                    assert_eq!(v["output"][0]["action"]["query"], "tollgate mock search");
+                }
+                _ => assert!(!v.to_string().contains("web_search"), "{model}: {v}"),
+            }
+        }
+    }
+    // One sandbox session per request, every one deleted.
+    assert_eq!(r.sandbox.created().len(), 12);
+    // Sessions are deleted as the request ends, just after its answer is written.
+    assert!(eventually(|| r.sandbox.open_sessions().is_empty()).await);
+    assert_eq!(r.search.queries().len(), 12);
+}
+
+#[tokio::test]
+async fn mixed_turn_returns_only_the_callers_calls() {
+    let r = rig(|c| c).await;
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/responses"] {
+        let caller_tool = match path {
+            "/v1/messages" => json!({"name": "Bash", "input_schema": {"type": "object"}}),
+            "/v1/responses" => {
+                json!({"type": "function", "name": "Bash", "parameters": {"type": "object"}})
+            }
+            _ => {
+                json!({"type": "function", "function": {"name": "Bash", "parameters": {"type": "object"}}})
+            }
+        };
+        let tools = json!([caller_tool, {"type": "tollgate_web_search"}]);
+        let res = post(
+            &r,
+            path,
+            &body(path, "openai:gpt-4o-mini", tools),
+            &[("x-mock-tool-script", "web_search+Bash")],
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.unwrap();
+        let s = v.to_string();
+        match path {
+            "/v1/messages" => {
+                let uses: Vec<&Value> = v["content"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|b| b["type"] == "tool_use")
+                    .collect();
+                assert_eq!(uses.len(), 1, "{v}");
+                assert_eq!(uses[0]["name"], "Bash");
+                assert_eq!(v["stop_reason"], "tool_use");
+            }
+            "/v1/responses" => {
+                let calls: Vec<&Value> = v["output"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|i| i["type"] == "function_call")
+                    .collect();
+                assert_eq!(calls.len(), 1, "{v}");
+                assert_eq!(calls[0]["name"], "Bash");
+            }
+            _ => {
+                let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
+                assert_eq!(calls.len(), 1, "{v}");
+                assert_eq!(calls[0]["function"]["name"], "Bash");
+                assert!(!s.contains("web_search"), "{v}");
+            }
+        }
+    }
+    assert_eq!(r.search.queries().len(), 3);
+}
+
+#[tokio::test]
+async fn iteration_cap_and_refusals() {
+    let r = rig(|c| {
+        c.set(
+            "tools",
+            json!({"web_search": {"url": "http://127.0.0.1:9"}, "max_tool_iterations": 3}),
+        )
+    })
+    .await;
+    // Asking for more than the gateway allows: 422 in the client's envelope.
+    let mut b = body(
+        "/v1/messages",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_web_search"}]),
+    );
+    b["max_tool_iterations"] = json!(4);
+    let res = post(&r, "/v1/messages", &b, &[]).await;
+    assert_eq!(res.status(), 422);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    // No sandbox configured: 400.
+    let b = body(
+        "/v1/chat/completions",
+        "openai:gpt-4o-mini",
+        json!([{"type": "otari_code_execution"}]),
+    );
+    let res = post(&r, "/v1/chat/completions", &b, &[]).await;
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TOLLGATE_SANDBOX_URL"),
+        "{v}"
+    );
+    // The search backend is unreachable: 502, and the provider was called once.
+    r.mock.clear();
+    let b = body(
+        "/v1/responses",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_web_search"}]),
+    );
+    let res = post(
+        &r,
+        "/v1/responses",
+        &b,
+        &[("x-mock-tool-script", "web_search")],
+    )
+    .await;
+    assert_eq!(res.status(), 502);
+    assert_eq!(r.mock.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn the_model_that_never_stops_calling_tools_hits_the_cap() {
+    let r = rig(|c| c).await;
+    let mut b = body(
+        "/v1/chat/completions",
+        "anthropic:claude-sonnet-4-6",
+        json!([{"type": "tollgate_web_search"}]),
+    );
+    b["max_tool_iterations"] = json!(2);
+    let res = post(
+        &r,
+        "/v1/chat/completions",
+        &b,
+        &[("x-mock-tool-script", "web_search,web_search,web_search")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(r.mock.requests().len(), 2);
+    assert_eq!(r.search.queries().len(), 1);
+}
+
+#[tokio::test]
+async fn tool_failures_reach_the_model_as_tool_errors() {
+    let r = rig(|c| c).await;
+    r.search.set_mode(Some("503"));
+    let b = body(
+        "/v1/chat/completions",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_web_search"}]),
+    );
+    let res = post(
+        &r,
+        "/v1/chat/completions",
+        &b,
+        &[("x-mock-tool-script", "web_search")],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        text.contains("[tool error] the search backend answered HTTP 503"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn requests_without_gateway_tools_are_untouched() {
+    let r = rig(|c| c).await;
+    // A client function named web_search is the client's own.
+    let b = body(
+        "/v1/chat/completions",
+        "gpt-4o-mini",
+        json!([{"type": "function", "function": {"name": "web_search", "parameters": {}}}]),
+    );
+    let raw = serde_json::to_vec(&b).unwrap();
+    let res = client()
+        .post(format!("{}/v1/chat/completions", r.gw.url()))
+        .bearer_auth(&r.key)
+        .header("content-type", "application/json")
+        .body(raw.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-tollgate-tool-iterations").is_none());
+    assert_eq!(r.mock.requests()[0].body, raw);
+    assert!(r.search.queries().is_empty());
+}

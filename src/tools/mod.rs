@@ -3,11 +3,19 @@
 //!
 //! - `settings`: the `tools:` configuration (backends, limits, the iteration cap);
 //! - `search`: the search backends (SearXNG, Brave, Tavily) behind one call;
-//! - `sandbox`: code execution over Otari's sandbox protocol v1, one session per request.
+//! - `sandbox`: code execution over Otari's sandbox protocol v1, one session per request;
+//! - `declare`: the gateway tools a request declares, offered to the model as functions;
+//! - `turns`: whole turns in the client's format (calls, results appended, native blocks);
+//! - `run`: one turn's calls, run concurrently.
+//!
+//! The loop itself, which needs the gateway's attempt API, is `gateway::tool_loop`.
 
+pub mod declare;
+pub mod run;
 pub mod sandbox;
 pub mod search;
 pub mod settings;
+pub mod turns;
 
 use std::sync::Arc;
 

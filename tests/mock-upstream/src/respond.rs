@@ -177,13 +177,50 @@ pub(crate) const TOOL_ARGS: &str = "{\"command\":\"echo hello-from-mock-tool\"}"
 /// Codex's `exec_command` takes `cmd`, not `command`.
 pub(crate) const EXEC_ARGS: &str = "{\"cmd\":\"echo hello-from-mock-tool\"}";
 
+/// What the mock searches for with `web_search`.
+pub(crate) const SEARCH_ARGS: &str = "{\"query\":\"tollgate mock search\"}";
+/// The code the mock runs with `code_execution` (prints `42 ok`).
+pub(crate) const CODE_ARGS: &str = "{\"code\":\"print(6 * 7, 'ok')\"}";
+
 /// The JSON arguments the mock calls `name` with.
 pub(crate) fn tool_args(name: &str) -> &'static str {
-    if name == "exec_command" {
-        EXEC_ARGS
-    } else {
-        TOOL_ARGS
+    match name {
+        "exec_command" => EXEC_ARGS,
+        "web_search" => SEARCH_ARGS,
+        "code_execution" => CODE_ARGS,
+        _ => TOOL_ARGS,
     }
+}
+
+/// Rounds of tool results in a request's history (consecutive results are one round).
+pub(crate) fn tool_rounds(req: &Value, kind: Kind) -> usize {
+    let is_result = |v: &Value| -> bool {
+        match kind {
+            Kind::Chat => v["role"] == "tool",
+            Kind::Responses => v["type"] == "function_call_output",
+            k if k.is_gemini() => v["parts"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|x| x.get("functionResponse").is_some())),
+            _ => v["content"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result")),
+        }
+    };
+    let items = match kind {
+        Kind::Responses => req["input"].as_array(),
+        k if k.is_gemini() => req["contents"].as_array(),
+        _ => req["messages"].as_array(),
+    };
+    let mut rounds = 0;
+    let mut prev = false;
+    for it in items.into_iter().flatten() {
+        let r = is_result(it);
+        if r && !prev {
+            rounds += 1;
+        }
+        prev = r;
+    }
+    rounds
 }
 
 pub(crate) async fn respond(
@@ -297,10 +334,24 @@ pub(crate) async fn respond(
     };
     // Gemini-only triggers.
     let blocked = is_gemini && !is_tool_result && user_text.contains("BLOCK_ME");
-    let tool = if !is_tool_result && !blocked && user_text.contains("CALL_TOOL") {
-        first_tool(&req, kind)
-    } else {
-        None
+    // `x-mock-tool-script: a,b+c`: the first turn calls tool `a`, the second (after one
+    // round of tool results) calls `b` and `c` (several calls: Chat only), then text.
+    let tool = match head.get("x-mock-tool-script") {
+        Some(script) => script
+            .split(',')
+            .nth(tool_rounds(&req, kind))
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                if kind == Kind::Chat {
+                    t.to_string()
+                } else {
+                    t.split('+').next().unwrap_or(t).to_string()
+                }
+            }),
+        None if !is_tool_result && !blocked && user_text.contains("CALL_TOOL") => {
+            first_tool(&req, kind)
+        }
+        None => None,
     };
     let text_pieces: Vec<String> = if is_tool_result {
         vec![format!("Tool said: {tool_output}")]

@@ -1,0 +1,331 @@
+//! The tool loop: a request that declares gateway tools (or whose provider web-search tool
+//! tollgate claims) runs here instead of being forwarded once. Each model turn is planned
+//! through the same pipeline as a normal request (client format → provider format), sent
+//! with the attempt API and read whole in the client's format; tollgate runs the gateway
+//! tool calls it finds (`crate::tools`), appends the results and calls the model again, up
+//! to the request's iteration cap. The last turn is the client's answer, with the native
+//! blocks or items of what tollgate ran.
+//!
+//! Accounting: each turn is admitted (budget reserved) before it is sent and settled when
+//! it ends, with a usage record of its own (same request id), so a loop overspends a budget
+//! by at most one turn's reservation. The last turn is settled in `logging`, as any request.
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
+use serde_json::{Map, Value};
+use std::time::Instant;
+
+use super::attempt::{self, Piece, Target};
+use super::body::RequestJson;
+use super::response::ResponseTap;
+use super::upstream::upstream_request;
+use super::{Ctx, Failure, Gateway};
+use crate::error::{ErrorKind, GatewayError};
+use crate::meter::Usage;
+use crate::route::Route;
+use crate::tools::declare::{self, Declared};
+use crate::tools::run::Runner;
+use crate::tools::turns::{self, Call, ToolRun};
+use crate::tools::ToolError;
+use crate::translate::pipeline::Pipeline;
+use crate::translate::Format;
+
+/// A turn's outcome.
+enum Turn {
+    /// A 2xx answer, whole, in the client's format, and its tap (usage).
+    Answer(Value, ResponseTap),
+    /// The provider refused the turn; its answer was delivered to the client as is.
+    Delivered,
+}
+
+impl Gateway {
+    /// Runs the request through the tool loop when it declares gateway tools. False: it
+    /// declares none and goes on as usual (`req` may then be parsed whole, nothing else).
+    pub(super) async fn tool_loop(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        req: &mut RequestJson,
+        body: &Bytes,
+        route: &Route,
+    ) -> Result<bool, Failure> {
+        let Some(format) = ctx.endpoint.generation_format() else {
+            return Ok(false);
+        };
+        let tools = &self.state.tools;
+        let upstream = super::plan::upstream_format(format, &route.provider);
+        // A provider that cannot run web search itself: tollgate always claims it (when it
+        // has a backend); on a native route only with intercept on.
+        let translated = Pipeline::between(format, upstream).is_some();
+        let claim = tools.search.is_some() && (tools.cfg.intercept || translated);
+        if !declare::might_declare(body, claim) {
+            return Ok(false);
+        }
+        let mut work = req.full(body)?.clone();
+        let Some(declared) = declare::take(&mut work, format, &tools.cfg, claim)? else {
+            return Ok(false);
+        };
+        turns::strip_echoes(&mut work, format);
+        work.insert("stream".into(), Value::Bool(false));
+        work.remove("stream_options");
+        ctx.route = Some(route.clone());
+        let mut runner = Runner::new(tools, &declared);
+        let res = self
+            .run_loop(s, ctx, &mut work, route, format, &declared, &mut runner)
+            .await;
+        runner.close().await;
+        res.map(|()| true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_loop(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        work: &mut Map<String, Value>,
+        route: &Route,
+        format: Format,
+        declared: &Declared,
+        runner: &mut Runner<'_>,
+    ) -> Result<(), Failure> {
+        let offered = declared.kinds();
+        let mut shown: Vec<ToolRun> = Vec::new();
+        let mut iteration = 0u32;
+        loop {
+            iteration += 1;
+            if iteration > 1 {
+                self.admit_turn(ctx, route, work).await?;
+            }
+            let (mut answer, tap) = match self.turn(s, ctx, work, route).await? {
+                Turn::Answer(a, t) => (a, t),
+                Turn::Delivered => return Ok(()),
+            };
+            let calls = turns::calls(&answer, format, &offered);
+            let ours: Vec<Call> = calls.iter().filter(|c| c.ours.is_some()).cloned().collect();
+            if ours.is_empty() {
+                return self
+                    .answer(s, ctx, answer, tap, format, &shown, iteration)
+                    .await;
+            }
+            if iteration >= declared.max_iterations {
+                self.settle_turn(ctx, tap, 422);
+                return Err(GatewayError::new(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "The model was still calling tools after {iteration} iterations (max_tool_iterations)."
+                    ),
+                )
+                .with_status(422)
+                .with_code("tool_iterations_exhausted")
+                .into());
+            }
+            let runs = match runner.run(&ours).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.settle_turn(ctx, tap, 502);
+                    return Err(unreachable(&e).into());
+                }
+            };
+            log::info!(
+                "request {}: tool loop iteration {iteration}: ran {} tool call(s)",
+                ctx.request_id,
+                runs.len()
+            );
+            if calls.len() > ours.len() {
+                // The caller's own calls too: it gets them (and only them) to run.
+                turns::hide_ours(&mut answer, format, &offered);
+                shown.extend(runs);
+                return self
+                    .answer(s, ctx, answer, tap, format, &shown, iteration)
+                    .await;
+            }
+            self.settle_turn(ctx, tap, 200);
+            turns::append_turn(work, format, &answer, &runs);
+            shown.extend(runs);
+        }
+    }
+
+    /// One model turn, non-streamed: planned, sent, and read whole in the client's format.
+    async fn turn(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        work: &Map<String, Value>,
+        route: &Route,
+    ) -> Result<Turn, Failure> {
+        let body = Bytes::from(serde_json::to_vec(work).map_err(|e| {
+            GatewayError::new(ErrorKind::Internal, format!("encoding a turn: {e}"))
+        })?);
+        let mut rj = RequestJson::peek(&body)?;
+        let stream = std::mem::replace(&mut ctx.stream, false);
+        let planned = super::plan::plan(ctx, &mut rj, body, route, None);
+        ctx.stream = stream;
+        let plan = planned?;
+        let addr = self
+            .state
+            .resolver
+            .resolve(&route.provider.host, route.provider.port)
+            .await?;
+        ctx.upstream_addr = Some(addr);
+        let target = Target::new(route, addr, false, ctx.start);
+        route.health.begin(Instant::now());
+        ctx.attempts += 1;
+        let head = upstream_request(s.req_header(), &route.provider, &plan.path, plan.body.len())?;
+        let mut res = attempt::send(&self.state.connector, &target, &head, &plan.body).await;
+        let failure = attempt::judge(&mut res);
+        attempt::record(&route.health, failure);
+        if failure.is_some_and(|f| f.0 == "invalid_body") {
+            if let Ok(a) = res {
+                a.shutdown().await;
+            }
+            return Err(Error::explain(
+                ErrorType::Custom("returned an invalid response body"),
+                "invalid JSON in a 2xx answer",
+            )
+            .into_up()
+            .into());
+        }
+        let exchange = res?;
+        if !(200..300).contains(&exchange.header().status.as_u16()) {
+            // The provider's refusal reaches the client as it would without tools.
+            ctx.tap_spec = Some(plan.tap);
+            Box::pin(self.deliver(s, ctx, exchange, &target, route)).await?;
+            return Ok(Turn::Delivered);
+        }
+        let idle = target.timeouts.stream_idle;
+        let (_, mut response) = exchange.open(&plan.tap, idle)?;
+        let mut buf = BytesMut::new();
+        let read: Result<(), Box<Error>> = {
+            let keepalive = self.state.cfg.stream_keepalive;
+            let mut body = std::pin::pin!(response.body(
+                target.deadline,
+                idle,
+                keepalive,
+                &route.health,
+                false
+            ));
+            loop {
+                match body.as_mut().next().await {
+                    Piece::Data(chunk, done) => {
+                        if let Some(c) = chunk {
+                            buf.extend_from_slice(&c);
+                        }
+                        if done {
+                            break Ok(());
+                        }
+                    }
+                    Piece::KeepAlive(_) => {}
+                    Piece::Failed(e, _) => break Err(e),
+                }
+            }
+        };
+        if let Err(e) = read {
+            ctx.tap = Some(response.into_tap());
+            return Err(e.into());
+        }
+        let tap = response.release(&self.state.connector, &target.peer).await;
+        match serde_json::from_slice::<Value>(&buf) {
+            Ok(v) if v.is_object() => Ok(Turn::Answer(v, tap)),
+            _ => {
+                ctx.tap = Some(tap);
+                Err(GatewayError::new(
+                    ErrorKind::Upstream,
+                    format!(
+                        "The provider '{}' returned an answer tollgate could not read.",
+                        route.provider.name
+                    ),
+                )
+                .into())
+            }
+        }
+    }
+
+    /// Writes the last turn's answer, with the native view of the tools that ran.
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        mut answer: Value,
+        tap: ResponseTap,
+        format: Format,
+        shown: &[ToolRun],
+        iterations: u32,
+    ) -> Result<(), Failure> {
+        turns::present(&mut answer, format, shown);
+        ctx.tap = Some(tap);
+        ctx.upstream_ttfb = Some(ctx.start.elapsed());
+        let body = serde_json::to_vec(&answer).map_err(|e| {
+            GatewayError::new(ErrorKind::Internal, format!("encoding the answer: {e}"))
+        })?;
+        let extra = [
+            ("x-tollgate-tool-iterations", iterations.to_string()),
+            ("x-tollgate-tool-calls", shown.len().to_string()),
+        ];
+        super::reply::send(
+            s,
+            200,
+            "application/json",
+            Bytes::from(body),
+            &ctx.request_id,
+            &extra,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Settles a turn that is not the last (its own usage record).
+    fn settle_turn(&self, ctx: &mut Ctx, tap: ResponseTap, status: u16) {
+        ctx.tap = Some(tap);
+        self.settle_with_status(ctx, status);
+        ctx.tap = None;
+        ctx.admission = None;
+    }
+
+    /// Admits the next turn: a budget reservation for it (refused: the loop ends).
+    async fn admit_turn(
+        &self,
+        ctx: &mut Ctx,
+        route: &Route,
+        work: &Map<String, Value>,
+    ) -> Result<(), GatewayError> {
+        let key = ctx.key.clone().expect("authenticated");
+        let ledger = &self.state.ledger;
+        let user = key
+            .user_id
+            .as_ref()
+            .and_then(|u| ledger.users.load().get(u).cloned());
+        let len = serde_json::to_vec(work).map_or(0, |b| b.len());
+        ctx.estimate = Usage {
+            input: (len as u64 / 4).max(1),
+            output: super::max_output_tokens(work, self.state.cfg.default_max_output_tokens),
+            ..Default::default()
+        };
+        let price = ledger
+            .prices
+            .load()
+            .lookup(&route.provider.name, &route.model);
+        let adm = ledger
+            .admit_async(
+                &key,
+                user.as_deref(),
+                ctx.end_user.as_deref(),
+                price,
+                &ctx.estimate,
+                crate::clock::now_secs(),
+            )
+            .await?;
+        ctx.admission = Some(adm);
+        Ok(())
+    }
+}
+
+/// A backend that cannot be reached: the request fails with a 502.
+fn unreachable(e: &ToolError) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::Upstream,
+        format!("A gateway tool failed: {}.", e.message()),
+    )
+    .with_code("tool_backend_unreachable")
+}
