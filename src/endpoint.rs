@@ -19,6 +19,8 @@ pub enum Endpoint {
     Admin,
     /// A key reading its own standing.
     KeyInfo,
+    /// The gateway-run tools (`GET /v1/tools`).
+    Tools,
     NotFound,
 }
 
@@ -47,6 +49,7 @@ impl Endpoint {
             ) => Endpoint::Health,
             ("GET", "/metrics") => Endpoint::Metrics,
             ("GET", "/v1/key/info") => Endpoint::KeyInfo,
+            ("GET", "/v1/tools") => Endpoint::Tools,
             (_, p) if is_admin_path(p) => Endpoint::Admin,
             ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
             _ => Endpoint::NotFound,
@@ -108,6 +111,7 @@ impl Endpoint {
             Endpoint::Metrics => "metrics",
             Endpoint::Admin => "admin",
             Endpoint::KeyInfo => "key_info",
+            Endpoint::Tools => "tools",
             Endpoint::NotFound => "not_found",
         }
     }

@@ -530,3 +530,113 @@ async fn requests_without_gateway_tools_are_untouched() {
     assert_eq!(r.mock.requests()[0].body, raw);
     assert!(r.search.queries().is_empty());
 }
+
+#[tokio::test]
+async fn tools_listing() {
+    let r = rig(|c| c).await;
+    let res = client()
+        .get(format!("{}/v1/tools", r.gw.url()))
+        .bearer_auth(&r.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["data"][0]["type"], "tollgate_web_search");
+    assert_eq!(v["data"][0]["available"], true);
+    assert_eq!(v["data"][0]["backend"], "searxng");
+    assert_eq!(v["data"][0]["input_schema"]["required"], json!(["query"]));
+    assert_eq!(v["data"][1]["type"], "tollgate_code_execution");
+    assert_eq!(v["data"][1]["available"], true);
+    assert!(v["data"][1]["accepted_types"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("otari_code_execution")));
+    assert_eq!(v["max_tool_iterations"], 10);
+    let res = client()
+        .get(format!("{}/v1/tools", r.gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    let bare = rig(|c| c.without("tools")).await;
+    let v: Value = client()
+        .get(format!("{}/v1/tools", bare.gw.url()))
+        .bearer_auth(&bare.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"][0]["available"], false);
+    assert_eq!(v["data"][1]["available"], false);
+}
+
+/// Claude Code's WebSearch declaration.
+fn claude_code_search() -> Value {
+    json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 8},
+           {"name": "Bash", "input_schema": {"type": "object"}}])
+}
+
+#[tokio::test]
+async fn claude_codes_web_search_runs_on_a_translated_route() {
+    // Intercept off: still claimed where the provider cannot run it (a translated route).
+    let search = SearchServer::start().await;
+    let r = rig(|c| c.set("tools", json!({"web_search": {"url": search.url(), "intercept": false}}))).await;
+    let b = body("/v1/messages", "openai:gpt-4o-mini", claude_code_search());
+    let res = post(&r, "/v1/messages", &b, &[("x-mock-tool-script", "web_search")]).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["content"][0]["type"], "server_tool_use", "{v}");
+    assert_eq!(v["content"][1]["type"], "web_search_tool_result");
+    assert!(answer_text("/v1/messages", &v).contains("search-result-marker-3"));
+    assert_eq!(search.queries(), ["tollgate mock search"]);
+    // The provider was offered a plain function.
+    let first = r.mock.requests()[0].json();
+    let names: Vec<&str> = first["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Bash", "web_search"]);
+
+    // The next turn echoes the blocks: they are stripped before the provider.
+    r.mock.clear();
+    let mut b = b;
+    b["messages"] = json!([{"role": "user", "content": "find it"},
+        {"role": "assistant", "content": v["content"].clone()},
+        {"role": "user", "content": "thanks"}]);
+    let res = post(&r, "/v1/messages", &b, &[]).await;
+    assert_eq!(res.status(), 200);
+    let sent = String::from_utf8_lossy(&r.mock.requests()[0].body).to_string();
+    assert!(!sent.contains("srvtoolu_"), "{sent}");
+
+    // Same format (Anthropic on Anthropic) with intercept off: the provider gets its own tool.
+    r.mock.clear();
+    let b = body("/v1/messages", "anthropic:claude-sonnet-4-6", claude_code_search());
+    let res = post(&r, "/v1/messages", &b, &[]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(r.mock.requests()[0].json()["tools"][0]["type"], "web_search_20250305");
+}
+
+#[tokio::test]
+async fn intercept_claims_web_search_on_native_routes() {
+    // Intercept defaults on with a backend.
+    let r = rig(|c| c).await;
+    let b = body("/v1/messages", "anthropic:claude-sonnet-4-6", claude_code_search());
+    let res = post(&r, "/v1/messages", &b, &[("x-mock-tool-script", "web_search")]).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["content"][0]["type"], "server_tool_use", "{v}");
+    assert_eq!(r.mock.requests()[0].json()["tools"][1]["name"], "web_search");
+    // Codex's web_search on a Responses-native route.
+    let b = body("/v1/responses", "oairesp:gpt-4.1", json!([{"type": "web_search", "external_web_access": true}]));
+    let res = post(&r, "/v1/responses", &b, &[("x-mock-tool-script", "web_search")]).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["output"][0]["type"], "web_search_call", "{v}");
+    assert_eq!(r.search.queries().len(), 2);
+}

@@ -137,6 +137,10 @@ impl Gateway {
                 ctx.key = Some(key.clone());
                 local::key_info(state, &key)
             }
+            Endpoint::Tools => {
+                ctx.key = Some(self.authenticate(s)?);
+                local::tools(state)
+            }
             Endpoint::Models | Endpoint::Model => {
                 ctx.key = Some(self.authenticate(s)?);
                 let req = plain(s.req_header(), Bytes::new());
