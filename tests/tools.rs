@@ -584,9 +584,21 @@ fn claude_code_search() -> Value {
 async fn claude_codes_web_search_runs_on_a_translated_route() {
     // Intercept off: still claimed where the provider cannot run it (a translated route).
     let search = SearchServer::start().await;
-    let r = rig(|c| c.set("tools", json!({"web_search": {"url": search.url(), "intercept": false}}))).await;
+    let r = rig(|c| {
+        c.set(
+            "tools",
+            json!({"web_search": {"url": search.url(), "intercept": false}}),
+        )
+    })
+    .await;
     let b = body("/v1/messages", "openai:gpt-4o-mini", claude_code_search());
-    let res = post(&r, "/v1/messages", &b, &[("x-mock-tool-script", "web_search")]).await;
+    let res = post(
+        &r,
+        "/v1/messages",
+        &b,
+        &[("x-mock-tool-script", "web_search")],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["content"][0]["type"], "server_tool_use", "{v}");
@@ -616,27 +628,190 @@ async fn claude_codes_web_search_runs_on_a_translated_route() {
 
     // Same format (Anthropic on Anthropic) with intercept off: the provider gets its own tool.
     r.mock.clear();
-    let b = body("/v1/messages", "anthropic:claude-sonnet-4-6", claude_code_search());
+    let b = body(
+        "/v1/messages",
+        "anthropic:claude-sonnet-4-6",
+        claude_code_search(),
+    );
     let res = post(&r, "/v1/messages", &b, &[]).await;
     assert_eq!(res.status(), 200);
-    assert_eq!(r.mock.requests()[0].json()["tools"][0]["type"], "web_search_20250305");
+    assert_eq!(
+        r.mock.requests()[0].json()["tools"][0]["type"],
+        "web_search_20250305"
+    );
 }
 
 #[tokio::test]
 async fn intercept_claims_web_search_on_native_routes() {
     // Intercept defaults on with a backend.
     let r = rig(|c| c).await;
-    let b = body("/v1/messages", "anthropic:claude-sonnet-4-6", claude_code_search());
-    let res = post(&r, "/v1/messages", &b, &[("x-mock-tool-script", "web_search")]).await;
+    let b = body(
+        "/v1/messages",
+        "anthropic:claude-sonnet-4-6",
+        claude_code_search(),
+    );
+    let res = post(
+        &r,
+        "/v1/messages",
+        &b,
+        &[("x-mock-tool-script", "web_search")],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["content"][0]["type"], "server_tool_use", "{v}");
-    assert_eq!(r.mock.requests()[0].json()["tools"][1]["name"], "web_search");
+    assert_eq!(
+        r.mock.requests()[0].json()["tools"][1]["name"],
+        "web_search"
+    );
     // Codex's web_search on a Responses-native route.
-    let b = body("/v1/responses", "oairesp:gpt-4.1", json!([{"type": "web_search", "external_web_access": true}]));
-    let res = post(&r, "/v1/responses", &b, &[("x-mock-tool-script", "web_search")]).await;
+    let b = body(
+        "/v1/responses",
+        "oairesp:gpt-4.1",
+        json!([{"type": "web_search", "external_web_access": true}]),
+    );
+    let res = post(
+        &r,
+        "/v1/responses",
+        &b,
+        &[("x-mock-tool-script", "web_search")],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["output"][0]["type"], "web_search_call", "{v}");
     assert_eq!(r.search.queries().len(), 2);
+}
+
+async fn admin(r: &Rig, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let (_, v) = common::admin_call(&r.gw.url(), method, path, body).await;
+    v
+}
+
+/// The usage rows of one request, once `n` are written.
+async fn rows_of(r: &Rig, request_id: &str, n: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let rows: Vec<Value> = common::usage_rows(&r.gw)
+            .await
+            .into_iter()
+            .filter(|v| v["request_id"] == request_id)
+            .collect();
+        if rows.len() >= n {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {n} usage rows for {request_id}");
+}
+
+#[tokio::test]
+async fn every_turn_and_tool_call_is_billed_exactly() {
+    let r = rig(|c| {
+        c.set(
+            "pricing",
+            json!({"openai:gpt-4o-mini": {"input": 1, "output": 2},
+                       "tollgate:web_search": {"input": 0.001, "output": 0},
+                       "tollgate:code_execution": {"input": 0.002, "output": 0}}),
+        )
+    })
+    .await;
+    let tools = json!([{"type": "tollgate_web_search"}, {"type": "tollgate_code_execution"}]);
+    let b = body("/v1/chat/completions", "openai:gpt-4o-mini", tools.clone());
+    let res = post(
+        &r,
+        "/v1/chat/completions",
+        &b,
+        &[
+            ("x-mock-tool-script", "web_search,code_execution"),
+            ("x-mock-usage", "100,10"),
+            ("x-request-id", "loop-billing-1"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let mut rows = rows_of(&r, "loop-billing-1", 3).await;
+    rows.sort_by_key(|v| v["tool_iteration"].as_u64());
+    let per_turn = 100 + 2 * 10;
+    let costs: Vec<u64> = rows
+        .iter()
+        .map(|v| v["cost_micros"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        costs,
+        [per_turn + 1000, per_turn + 2000, per_turn],
+        "{rows:?}"
+    );
+    let iters: Vec<u64> = rows
+        .iter()
+        .map(|v| v["tool_iteration"].as_u64().unwrap())
+        .collect();
+    assert_eq!(iters, [1, 2, 3]);
+    let calls: Vec<u64> = rows
+        .iter()
+        .map(|v| v["tool_calls"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(calls, [1, 1, 0]);
+    assert!(rows
+        .iter()
+        .all(|v| v["prompt_tokens"] == 100 && v["status"] == 200));
+
+    // A failed call is free.
+    r.sandbox.set_mode(Some("503"));
+    let res = post(
+        &r,
+        "/v1/chat/completions",
+        &b,
+        &[
+            ("x-mock-tool-script", "code_execution"),
+            ("x-mock-usage", "100,10"),
+            ("x-request-id", "loop-billing-2"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let rows = rows_of(&r, "loop-billing-2", 2).await;
+    let total: u64 = rows
+        .iter()
+        .map(|v| v["cost_micros"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2 * per_turn);
+}
+
+#[tokio::test]
+async fn a_loop_stops_at_the_budget() {
+    let r = rig(|c| c.pricing("openai:gpt-4o-mini", 1, 2)).await;
+    let key = admin(
+        &r,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"name": "small", "max_budget": "0.0015"})),
+    )
+    .await;
+    let secret = key["key"].as_str().unwrap().to_string();
+    let id = key["id"].as_str().unwrap().to_string();
+    let mut b = body(
+        "/v1/chat/completions",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_web_search"}]),
+    );
+    b["max_tokens"] = json!(10);
+    let res = client()
+        .post(format!("{}/v1/chat/completions", r.gw.url()))
+        .bearer_auth(&secret)
+        .header("x-mock-tool-script", "web_search,web_search,web_search,web_search,web_search,web_search,web_search,web_search")
+        .header("x-mock-usage", "500,100")
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    // Turns cost 700 micro-dollars each; the third cannot be reserved.
+    assert_eq!(res.status(), 403);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "budget_exceeded", "{v}");
+    let turns = r.mock.requests().len() as u64;
+    assert_eq!(turns, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let info = admin(&r, reqwest::Method::GET, &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(info["standing"]["spend"], "0.0014", "{info}");
+    assert_eq!(info["standing"]["reserved"], "0.00");
 }

@@ -64,6 +64,9 @@ pub struct Ctx {
     pub attempts: u32,
     /// The deployments tried, with why each failed (for the error message).
     pub tried: Vec<String>,
+    /// The tool loop's current model turn (0: no loop) and the tool calls it ran after it.
+    pub tool_iteration: u64,
+    pub tool_calls: u64,
 }
 
 impl Ctx {
@@ -100,6 +103,8 @@ impl Ctx {
             client_query: None,
             attempts: 0,
             tried: Vec::new(),
+            tool_iteration: 0,
+            tool_calls: 0,
         }
     }
 

@@ -188,6 +188,8 @@ impl Gateway {
             ttft_ms: ctx.upstream_ttfb.map(|t| t.as_millis() as u64),
             stream: ctx.stream,
             estimated,
+            tool_iteration: ctx.tool_iteration,
+            tool_calls: ctx.tool_calls,
             ..Default::default()
         };
         usage.record_into(&mut rec);
@@ -205,7 +207,7 @@ impl Gateway {
         let cost = ctx
             .admission
             .as_ref()
-            .map_or(0, |adm| adm.price.map_or(0, |p| p.cost(&usage)));
+            .map_or(0, |adm| adm.price.map_or(0, |p| p.cost(&usage)) + adm.extra);
         if usage.total() > 0 || cost > 0 {
             let key_label = metrics::key_label(&key.id);
             let labels = [key_label.as_str(), model_label.as_str()];

@@ -66,6 +66,24 @@ impl Gateway {
         let Some(declared) = declare::take(&mut work, format, &tools.cfg, claim)? else {
             return Ok(false);
         };
+        if self.state.ledger.require_pricing {
+            let prices = self.state.ledger.prices.load();
+            if let Some(k) = declared.kinds().into_iter().find(|k| {
+                let (provider, tool) = k.price_key();
+                prices.lookup(provider, tool).is_none()
+            }) {
+                return Err(GatewayError::new(
+                    ErrorKind::PaymentRequired,
+                    format!(
+                        "No price is configured for the gateway tool '{}' (pricing entry 'tollgate:{}'), and this gateway requires one (require_pricing).",
+                        k.function(),
+                        k.function()
+                    ),
+                )
+                .with_code("tool_not_priced")
+                .into());
+            }
+        }
         turns::strip_echoes(&mut work, format);
         work.insert("stream".into(), Value::Bool(false));
         work.remove("stream_options");
@@ -97,6 +115,8 @@ impl Gateway {
             if iteration > 1 {
                 self.admit_turn(ctx, route, work).await?;
             }
+            ctx.tool_iteration = iteration as u64;
+            ctx.tool_calls = 0;
             let (mut answer, tap) = match self.turn(s, ctx, work, route).await? {
                 Turn::Answer(a, t) => (a, t),
                 Turn::Delivered => return Ok(()),
@@ -132,6 +152,7 @@ impl Gateway {
                 ctx.request_id,
                 runs.len()
             );
+            self.bill_tools(ctx, &runs);
             if calls.len() > ours.len() {
                 // The caller's own calls too: it gets them (and only them) to run.
                 turns::hide_ours(&mut answer, format, &offered);
@@ -273,6 +294,26 @@ impl Gateway {
         )
         .await?;
         Ok(())
+    }
+
+    /// Charges a turn's successful tool calls (`pricing` entries `tollgate:<tool>`, per
+    /// call) with that turn; failed calls are free.
+    fn bill_tools(&self, ctx: &mut Ctx, runs: &[ToolRun]) {
+        let prices = self.state.ledger.prices.load();
+        let cost: u64 = runs
+            .iter()
+            .filter(|r| r.ok)
+            .filter_map(|r| r.call.ours)
+            .filter_map(|k| {
+                let (provider, tool) = k.price_key();
+                prices.lookup(provider, tool)
+            })
+            .map(|p| p.input)
+            .sum();
+        ctx.tool_calls = runs.len() as u64;
+        if let Some(adm) = ctx.admission.as_mut() {
+            adm.extra += cost;
+        }
     }
 
     /// Settles a turn that is not the last (its own usage record).
