@@ -815,3 +815,193 @@ async fn a_loop_stops_at_the_budget() {
     assert_eq!(info["standing"]["spend"], "0.0014", "{info}");
     assert_eq!(info["standing"]["reserved"], "0.00");
 }
+
+// ---- Streams ----
+
+fn streamed(mut b: Value) -> Value {
+    b["stream"] = json!(true);
+    b
+}
+
+#[tokio::test]
+async fn three_iteration_streams_in_every_client_grammar() {
+    let r = rig(|c| c.set("stream_keepalive_ms", 100)).await;
+    let tools = json!([{"type": "tollgate_web_search"}, {"type": "tollgate_code_execution"}]);
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/responses"] {
+        for model in [
+            "openai:gpt-4o-mini",
+            "anthropic:claude-sonnet-4-6",
+            "oairesp:gpt-4.1",
+        ] {
+            let res = post(
+                &r,
+                path,
+                &streamed(body(path, model, tools.clone())),
+                &[
+                    ("x-mock-tool-script", "web_search,code_execution"),
+                    // Slow turns: the stream carries keep-alives meanwhile.
+                    ("x-mock-delay-ms", "250"),
+                ],
+            )
+            .await;
+            assert_eq!(res.status(), 200);
+            assert_eq!(
+                res.headers()["content-type"].to_str().unwrap(),
+                "text/event-stream"
+            );
+            let text = res.text().await.unwrap();
+            let evs = common::events(&text);
+            let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+            match path {
+                "/v1/messages" => {
+                    assert_eq!(names[0], "message_start", "{model}: {text}");
+                    assert_eq!(*names.last().unwrap(), "message_stop", "{model}: {text}");
+                    assert!(names.contains(&"ping"), "{model}: {text}");
+                    let starts: Vec<&str> = evs
+                        .iter()
+                        .filter(|(n, _)| n == "content_block_start")
+                        .map(|(_, v)| v["content_block"]["type"].as_str().unwrap())
+                        .collect();
+                    assert_eq!(
+                        starts,
+                        ["server_tool_use", "web_search_tool_result", "text"],
+                        "{model}: {text}"
+                    );
+                    let indices: Vec<u64> = evs
+                        .iter()
+                        .filter(|(n, _)| n == "content_block_start")
+                        .map(|(_, v)| v["index"].as_u64().unwrap())
+                        .collect();
+                    assert_eq!(indices, [0, 1, 2]);
+                    let delta: String = evs
+                        .iter()
+                        .filter_map(|(_, v)| v["delta"]["text"].as_str())
+                        .collect();
+                    assert!(delta.contains("42 ok"), "{model}: {text}");
+                }
+                "/v1/responses" => {
+                    assert_eq!(names[0], "response.created", "{model}: {text}");
+                    assert_eq!(*names.last().unwrap(), "response.completed");
+                    let done = &evs.last().unwrap().1["response"];
+                    assert_eq!(done["output"][0]["type"], "web_search_call", "{done}");
+                    assert_eq!(done["output"][1]["type"], "message", "{done}");
+                    assert!(answer_text(path, done).contains("42 ok"));
+                    let seqs: Vec<u64> = evs
+                        .iter()
+                        .map(|(_, v)| v["sequence_number"].as_u64().unwrap())
+                        .collect();
+                    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+                }
+                _ => {
+                    assert!(text.contains(": keep-alive"), "{model}");
+                    assert!(text.ends_with("data: [DONE]\n\n"), "{model}: {text}");
+                    let content: String = evs
+                        .iter()
+                        .filter_map(|(_, v)| v["choices"][0]["delta"]["content"].as_str())
+                        .collect();
+                    assert!(content.contains("42 ok"), "{model}: {text}");
+                    assert!(!text.contains("web_search"), "{model}: {text}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failure_mid_stream_ends_with_the_native_error_event() {
+    let r = rig(|c| c).await;
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/responses"] {
+        let mut b = streamed(body(
+            path,
+            "openai:gpt-4o-mini",
+            json!([{"type": "tollgate_web_search"}]),
+        ));
+        b["max_tool_iterations"] = json!(2);
+        let res = post(
+            &r,
+            path,
+            &b,
+            &[("x-mock-tool-script", "web_search,web_search,web_search")],
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        let text = res.text().await.unwrap();
+        let evs = common::events(&text);
+        let (name, last) = evs.last().unwrap();
+        match path {
+            "/v1/messages" => {
+                assert_eq!(name, "error", "{text}");
+                assert!(last["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("2 iterations"));
+            }
+            "/v1/responses" => assert_eq!(name, "response.failed", "{text}"),
+            _ => assert!(last["error"]["message"].as_str().is_some(), "{text}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_backend_is_a_502_before_the_stream() {
+    let port = common::free_port();
+    let r = rig(|c| {
+        c.set(
+            "tools",
+            json!({"web_search": {"url": format!("http://127.0.0.1:{port}")}}),
+        )
+    })
+    .await;
+    let b = streamed(body(
+        "/v1/messages",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_web_search"}]),
+    ));
+    let res = post(
+        &r,
+        "/v1/messages",
+        &b,
+        &[("x-mock-tool-script", "web_search")],
+    )
+    .await;
+    assert_eq!(res.status(), 502);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert!(r.mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_leaves_no_sandbox_session() {
+    let r = rig(|c| c.set("stream_keepalive_ms", 50)).await;
+    // Every sandbox call takes 3 s: the client leaves while code runs.
+    r.sandbox.set_mode(Some("slow"));
+    let b = streamed(body(
+        "/v1/chat/completions",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_code_execution"}]),
+    ));
+    let mut res = post(
+        &r,
+        "/v1/chat/completions",
+        &b,
+        &[("x-mock-tool-script", "code_execution")],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let first = res.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
+    drop(res);
+    assert!(eventually(|| r.sandbox.created().len() == 1).await);
+    // Deleted after the slow exec and delete calls (3 s each), well before the 60 s timeout.
+    for _ in 0..60 {
+        if r.sandbox.deleted().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(r.sandbox.deleted(), r.sandbox.created());
+    assert!(r.sandbox.open_sessions().is_empty());
+    // The loop stopped with the client: no second turn was asked for.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(r.mock.requests().len(), 1);
+}

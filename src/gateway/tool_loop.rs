@@ -6,6 +6,12 @@
 //! to the request's iteration cap. The last turn is the client's answer, with the native
 //! blocks or items of what tollgate ran.
 //!
+//! A streamed request gets its stream at once (once the declared backends are known to be
+//! reachable: an unreachable one is a 502 before the first byte), with the keep-alives of
+//! its grammar while turns and tools run, each round of searches as native blocks or items,
+//! then the last turn's answer; a failure mid-loop ends it with the native error event
+//! (`crate::tools::stream`). The turns themselves are read whole from the provider.
+//!
 //! Accounting: each turn is admitted (budget reserved) before it is sent and settled when
 //! it ends, with a usage record of its own (same request id), so a loop overspends a budget
 //! by at most one turn's reservation. The last turn is settled in `logging`, as any request.
@@ -16,9 +22,9 @@ use pingora::{Error, ErrorType};
 use serde_json::{Map, Value};
 use std::time::Instant;
 
-use super::attempt::{self, Piece, Target};
+use super::attempt::{self, Exchange, Piece, Target};
 use super::body::RequestJson;
-use super::response::ResponseTap;
+use super::response::{ResponseTap, TapSpec};
 use super::upstream::upstream_request;
 use super::{Ctx, Failure, Gateway};
 use crate::error::{ErrorKind, GatewayError};
@@ -26,6 +32,7 @@ use crate::meter::Usage;
 use crate::route::Route;
 use crate::tools::declare::{self, Declared};
 use crate::tools::run::Runner;
+use crate::tools::stream::LoopStream;
 use crate::tools::turns::{self, Call, ToolRun};
 use crate::tools::ToolError;
 use crate::translate::pipeline::Pipeline;
@@ -35,8 +42,8 @@ use crate::translate::Format;
 enum Turn {
     /// A 2xx answer, whole, in the client's format, and its tap (usage).
     Answer(Value, ResponseTap),
-    /// The provider refused the turn; its answer was delivered to the client as is.
-    Delivered,
+    /// The provider refused the turn (its answer not read yet).
+    Refused(Box<(Exchange, Target, TapSpec)>),
 }
 
 impl Gateway {
@@ -89,11 +96,95 @@ impl Gateway {
         work.remove("stream_options");
         ctx.route = Some(route.clone());
         let mut runner = Runner::new(tools, &declared);
-        let res = self
-            .run_loop(s, ctx, &mut work, route, format, &declared, &mut runner)
-            .await;
+        let mut out = None;
+        if ctx.stream {
+            if let Err(e) = runner.preflight(&declared).await {
+                return Err(unreachable(&e).into());
+            }
+            let usage = req
+                .fields()
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let mut ls = LoopStream::new(format, &ctx.client_model, usage);
+            let mut h = pingora::http::ResponseHeader::build(200, Some(4))?;
+            h.insert_header("content-type", "text/event-stream")?;
+            h.insert_header("cache-control", "no-cache")?;
+            h.insert_header("x-request-id", ctx.request_id.as_str())?;
+            s.write_response_header(Box::new(h), false)
+                .await
+                .map_err(|e| e.into_down())?;
+            s.write_response_body(Some(ls.open()), false)
+                .await
+                .map_err(|e| e.into_down())?;
+            out = Some(ls);
+        }
+        let head = s.req_header().clone();
+        let res = Box::pin(self.run_loop(
+            s,
+            ctx,
+            &head,
+            &mut work,
+            route,
+            format,
+            &declared,
+            &mut runner,
+            out.as_mut(),
+        ))
+        .await;
         runner.close().await;
-        res.map(|()| true)
+        match (res, out) {
+            (Ok(()), _) => Ok(true),
+            // Mid-stream: the native error event ends it.
+            (Err(Failure::Client(e)), Some(mut ls)) if !ctx.client_gone => {
+                ctx.error = Some(e.message.clone());
+                let _ = s.write_response_body(Some(ls.fail(&e)), true).await;
+                Ok(true)
+            }
+            (Err(Failure::Io(e)), Some(mut ls)) if !ctx.client_gone => {
+                let g = GatewayError::new(
+                    ErrorKind::Upstream,
+                    format!(
+                        "The provider '{}' failed: {}.",
+                        route.provider.name,
+                        e.etype().as_str()
+                    ),
+                );
+                ctx.error = Some(g.message.clone());
+                let _ = s.write_response_body(Some(ls.fail(&g)), true).await;
+                Ok(true)
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// Awaits `fut`; on a stream, writes keep-alives meanwhile (a failed write means the
+    /// client went away: `fut` is dropped, and with it whatever it holds).
+    async fn keeping_alive<F: std::future::Future>(
+        &self,
+        s: &mut Session,
+        gone: &mut ClientGone,
+        out: Option<&mut LoopStream>,
+        fut: F,
+    ) -> Result<F::Output, Failure> {
+        let Some(ls) = out else {
+            return Ok(fut.await);
+        };
+        let every = self.state.cfg.stream_keepalive;
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut fut => return Ok(r),
+                _ = tokio::time::sleep(every) => {
+                    if let Err(e) = s.write_response_body(Some(ls.keepalive()), false).await {
+                        gone.0 = true;
+                        return Err(e.into_down().into());
+                    }
+                }
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -101,15 +192,18 @@ impl Gateway {
         &self,
         s: &mut Session,
         ctx: &mut Ctx,
+        head: &pingora::http::RequestHeader,
         work: &mut Map<String, Value>,
         route: &Route,
         format: Format,
         declared: &Declared,
         runner: &mut Runner<'_>,
+        mut out: Option<&mut LoopStream>,
     ) -> Result<(), Failure> {
         let offered = declared.kinds();
         let mut shown: Vec<ToolRun> = Vec::new();
         let mut iteration = 0u32;
+        let mut gone = ClientGone(false);
         loop {
             iteration += 1;
             if iteration > 1 {
@@ -117,15 +211,41 @@ impl Gateway {
             }
             ctx.tool_iteration = iteration as u64;
             ctx.tool_calls = 0;
-            let (mut answer, tap) = match self.turn(s, ctx, work, route).await? {
+            let turn = Box::pin(self.keeping_alive(
+                s,
+                &mut gone,
+                out.as_deref_mut(),
+                Box::pin(self.turn(ctx, head, work, route)),
+            ))
+            .await;
+            ctx.client_gone |= gone.0;
+            let (mut answer, tap) = match turn?? {
                 Turn::Answer(a, t) => (a, t),
-                Turn::Delivered => return Ok(()),
+                Turn::Refused(refused) => {
+                    let (exchange, target, tap) = *refused;
+                    if out.is_some() {
+                        let status = exchange.header().status.as_u16();
+                        exchange.shutdown().await;
+                        return Err(GatewayError::new(
+                            ErrorKind::Upstream,
+                            format!(
+                                "The provider '{}' refused a tool-loop turn (HTTP {status}).",
+                                route.provider.name
+                            ),
+                        )
+                        .into());
+                    }
+                    // The provider's refusal reaches the client as it would without tools.
+                    ctx.tap_spec = Some(tap);
+                    Box::pin(self.deliver(s, ctx, exchange, &target, route)).await?;
+                    return Ok(());
+                }
             };
             let calls = turns::calls(&answer, format, &offered);
             let ours: Vec<Call> = calls.iter().filter(|c| c.ours.is_some()).cloned().collect();
             if ours.is_empty() {
                 return self
-                    .answer(s, ctx, answer, tap, format, &shown, iteration)
+                    .answer(s, ctx, answer, tap, format, &shown, iteration, out)
                     .await;
             }
             if iteration >= declared.max_iterations {
@@ -140,11 +260,19 @@ impl Gateway {
                 .with_code("tool_iterations_exhausted")
                 .into());
             }
-            let runs = match runner.run(&ours).await {
-                Ok(r) => r,
-                Err(e) => {
+            let ran = self
+                .keeping_alive(s, &mut gone, out.as_deref_mut(), runner.run(&ours))
+                .await;
+            ctx.client_gone |= gone.0;
+            let runs = match ran {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
                     self.settle_turn(ctx, tap, 502);
                     return Err(unreachable(&e).into());
+                }
+                Err(e) => {
+                    self.settle_turn(ctx, tap, 0);
+                    return Err(e);
                 }
             };
             log::info!(
@@ -156,12 +284,26 @@ impl Gateway {
             if calls.len() > ours.len() {
                 // The caller's own calls too: it gets them (and only them) to run.
                 turns::hide_ours(&mut answer, format, &offered);
-                shown.extend(runs);
+                if let Some(ls) = out.as_deref_mut() {
+                    if let Some(b) = ls.tools(&runs) {
+                        let _ = s.write_response_body(Some(b), false).await;
+                    }
+                } else {
+                    shown.extend(runs);
+                }
                 return self
-                    .answer(s, ctx, answer, tap, format, &shown, iteration)
+                    .answer(s, ctx, answer, tap, format, &shown, iteration, out)
                     .await;
             }
             self.settle_turn(ctx, tap, 200);
+            if let Some(ls) = out.as_deref_mut() {
+                if let Some(b) = ls.tools(&runs) {
+                    if let Err(e) = s.write_response_body(Some(b), false).await {
+                        ctx.client_gone = true;
+                        return Err(e.into_down().into());
+                    }
+                }
+            }
             turns::append_turn(work, format, &answer, &runs);
             shown.extend(runs);
         }
@@ -170,8 +312,8 @@ impl Gateway {
     /// One model turn, non-streamed: planned, sent, and read whole in the client's format.
     async fn turn(
         &self,
-        s: &mut Session,
         ctx: &mut Ctx,
+        head: &pingora::http::RequestHeader,
         work: &Map<String, Value>,
         route: &Route,
     ) -> Result<Turn, Failure> {
@@ -192,7 +334,7 @@ impl Gateway {
         let target = Target::new(route, addr, false, ctx.start);
         route.health.begin(Instant::now());
         ctx.attempts += 1;
-        let head = upstream_request(s.req_header(), &route.provider, &plan.path, plan.body.len())?;
+        let head = upstream_request(head, &route.provider, &plan.path, plan.body.len())?;
         let mut res = attempt::send(&self.state.connector, &target, &head, &plan.body).await;
         let failure = attempt::judge(&mut res);
         attempt::record(&route.health, failure);
@@ -209,10 +351,7 @@ impl Gateway {
         }
         let exchange = res?;
         if !(200..300).contains(&exchange.header().status.as_u16()) {
-            // The provider's refusal reaches the client as it would without tools.
-            ctx.tap_spec = Some(plan.tap);
-            Box::pin(self.deliver(s, ctx, exchange, &target, route)).await?;
-            return Ok(Turn::Delivered);
+            return Ok(Turn::Refused(Box::new((exchange, target, plan.tap))));
         }
         let idle = target.timeouts.stream_idle;
         let (_, mut response) = exchange.open(&plan.tap, idle)?;
@@ -273,10 +412,19 @@ impl Gateway {
         format: Format,
         shown: &[ToolRun],
         iterations: u32,
+        out: Option<&mut LoopStream>,
     ) -> Result<(), Failure> {
-        turns::present(&mut answer, format, shown);
         ctx.tap = Some(tap);
         ctx.upstream_ttfb = Some(ctx.start.elapsed());
+        if let Some(ls) = out {
+            let last = ls.finish(&answer);
+            if let Err(e) = s.write_response_body(Some(last), true).await {
+                ctx.client_gone = true;
+                return Err(e.into_down().into());
+            }
+            return Ok(());
+        }
+        turns::present(&mut answer, format, shown);
         let body = serde_json::to_vec(&answer).map_err(|e| {
             GatewayError::new(ErrorKind::Internal, format!("encoding the answer: {e}"))
         })?;
@@ -361,6 +509,9 @@ impl Gateway {
         Ok(())
     }
 }
+
+/// Set when a keep-alive could not be written (the client went away).
+struct ClientGone(bool);
 
 /// A backend that cannot be reached: the request fails with a 502.
 fn unreachable(e: &ToolError) -> GatewayError {

@@ -6,7 +6,8 @@
 //! - `sandbox`: code execution over Otari's sandbox protocol v1, one session per request;
 //! - `declare`: the gateway tools a request declares, offered to the model as functions;
 //! - `turns`: whole turns in the client's format (calls, results appended, native blocks);
-//! - `run`: one turn's calls, run concurrently.
+//! - `run`: one turn's calls, run concurrently;
+//! - `stream`: the client's stream during a loop (keep-alives, native blocks, the answer).
 //!
 //! The loop itself, which needs the gateway's attempt API, is `gateway::tool_loop`.
 
@@ -15,6 +16,7 @@ pub mod run;
 pub mod sandbox;
 pub mod search;
 pub mod settings;
+pub mod stream;
 pub mod turns;
 
 use std::sync::Arc;

@@ -26,6 +26,27 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Before a stream opens: the backends the request declared can be reached (the
+    /// sandbox session is opened now). An unreachable one fails the request with a 502.
+    pub async fn preflight(&mut self, declared: &Declared) -> Result<(), ToolError> {
+        if declared.code_execution && self.session.is_none() {
+            if let Some(sb) = self.tools.sandbox.as_ref() {
+                match sb.open().await {
+                    Ok(s) => self.session = Some(s),
+                    Err(e @ ToolError::Unreachable(_)) => return Err(e),
+                    // Opened again on the first call; that call reports the failure.
+                    Err(_) => {}
+                }
+            }
+        }
+        if declared.web_search.is_some() {
+            if let Some(s) = self.tools.search.as_ref() {
+                s.probe().await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `calls` (tollgate's own) concurrently. A failed call is a `[tool error]`
     /// result for the model; only an unreachable backend fails the request.
     pub async fn run(&mut self, calls: &[Call]) -> Result<Vec<ToolRun>, ToolError> {

@@ -101,6 +101,24 @@ impl Searcher {
         }
     }
 
+    /// Whether the backend accepts connections (checked before a stream opens, so that an
+    /// unreachable backend is a 502 and not a stream that fails later).
+    pub async fn probe(&self) -> Result<(), ToolError> {
+        let down = || ToolError::Unreachable("the search backend is unreachable".into());
+        let url = reqwest::Url::parse(&self.cfg.url).map_err(|_| down())?;
+        let host = url.host_str().ok_or_else(down)?.to_string();
+        let port = url.port_or_known_default().ok_or_else(down)?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+        match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(down()),
+        }
+    }
+
     /// Runs a search: the backend's results, filtered and cut to `max_results`.
     pub async fn search(&self, req: &SearchRequest) -> Result<Vec<SearchResult>, ToolError> {
         if req.query.trim().is_empty() {
