@@ -48,7 +48,7 @@ async fn searxng_brave_and_tavily_shapes() {
         let res = s.search(&req).await.unwrap();
         assert_eq!(res.len(), 5, "{backend:?}");
         assert_eq!(res[1].title, "Result 2 for rust pingora", "{backend:?}");
-        assert_eq!(res[1].url, "https://docs.example.org/2");
+        assert_eq!(res[1].url, "https://docs.alpha.invalid/2");
         // Brave gives snippets only; SearXNG and Tavily the page text too.
         match backend {
             Backend::Brave => assert_eq!(res[1].text, None),
@@ -80,22 +80,22 @@ async fn wrong_key_is_a_tool_error() {
 async fn results_are_capped_and_filtered_by_domain() {
     let m = SearchServer::start().await;
     let mut cfg = search_cfg(Backend::Searxng, m.url(), None);
-    cfg.blocked_domains = vec!["example.net".into()];
+    cfg.blocked_domains = vec!["gamma.invalid".into()];
     let s = Searcher::new(cfg);
     let o =
-        serde_json::json!({"max_results": 3, "allowed_domains": ["example.org", "example.com"]});
+        serde_json::json!({"max_results": 3, "allowed_domains": ["alpha.invalid", "beta.invalid"]});
     let res = s.search(&s.request("q", o.as_object())).await.unwrap();
     let urls: Vec<&str> = res.iter().map(|r| r.url.as_str()).collect();
     assert_eq!(
         urls,
         [
-            "https://docs.example.org/2",
-            "https://www.example.com/3",
-            "https://docs.example.org/5"
+            "https://docs.alpha.invalid/2",
+            "https://www.beta.invalid/3",
+            "https://docs.alpha.invalid/5"
         ]
     );
     let all = s.search(&s.request("q", None)).await.unwrap();
-    assert!(all.iter().all(|r| !r.url.contains("example.net")));
+    assert!(all.iter().all(|r| !r.url.contains("gamma.invalid")));
     assert_eq!(all.len(), 5);
 }
 
@@ -332,7 +332,7 @@ async fn three_iterations_on_every_client_and_provider_format() {
                     assert_eq!(v["content"][1]["type"], "web_search_tool_result");
                     assert_eq!(
                         v["content"][1]["content"][1]["url"],
-                        "https://docs.example.org/2"
+                        "https://docs.alpha.invalid/2"
                     );
                 }
                 "/v1/responses" => {
@@ -1004,4 +1004,93 @@ async fn a_client_that_goes_away_leaves_no_sandbox_session() {
     // The loop stopped with the client: no second turn was asked for.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(r.mock.requests().len(), 1);
+}
+
+// ---- Page fetching and SSRF ----
+
+use tollgate::outbound::HostPolicy;
+use tollgate::tools::fetch::Fetcher;
+
+#[tokio::test]
+async fn pages_are_fetched_when_the_backend_gives_snippets() {
+    let m = SearchServer::start().await;
+    // The operator allows private hosts: the local result page is fetched and read as text.
+    let mut cfg = search_cfg(Backend::Searxng, m.url(), None);
+    cfg.allow_private_hosts = true;
+    let s = Searcher::new(cfg);
+    let res = s.search(&s.request("q", None)).await.unwrap();
+    let text = res[0].text.as_deref().unwrap();
+    assert!(
+        text.contains("The fetched text of page 1: page-text-marker-1."),
+        "{text}"
+    );
+    assert!(!text.contains("<p>") && !text.contains("p{}"), "{text}");
+    // Results that came with text are not fetched again.
+    assert_eq!(
+        res[1].text.as_deref(),
+        Some("Full text 2 about q: search-result-marker-2.")
+    );
+    let rendered = tollgate::tools::search::render(&res, 30);
+    assert!(rendered.contains("# Page 1\nThe fetched"), "{rendered}");
+    assert!(
+        !rendered.contains("marker-1"),
+        "cut to max_text_chars: {rendered}"
+    );
+
+    // By default a page on a private address is refused: the snippet stays.
+    let s = Searcher::new(search_cfg(Backend::Searxng, m.url(), None));
+    let res = s.search(&s.request("q", None)).await.unwrap();
+    assert_eq!(res[0].text, None);
+    assert_eq!(res[0].snippet, "A snippet of the local page about q.");
+}
+
+#[tokio::test]
+async fn page_fetching_refuses_inside_addresses_at_every_hop() {
+    let m = SearchServer::start().await;
+    let public = Fetcher::new(HostPolicy::PUBLIC);
+    let port = m.addr().port();
+    for url in [
+        format!("http://127.0.0.1:{port}/page/1"),
+        format!("http://localhost:{port}/page/1"),
+        format!("http://[::1]:{port}/page/1"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://10.0.0.1/".to_string(),
+        "file:///etc/passwd".to_string(),
+    ] {
+        let e = public.text(&url).await.unwrap_err();
+        assert!(
+            e.contains("loopback") || e.contains("private") || e.contains("scheme"),
+            "{url}: {e}"
+        );
+    }
+    // A host allowed on the first hop, redirecting inside: refused at the redirect.
+    let loopback_only = Fetcher::new(HostPolicy::LOOPBACK);
+    assert!(loopback_only
+        .text(&format!("{}/redirect?to=/page/2", m.url()))
+        .await
+        .unwrap()
+        .contains("page-text-marker-2"));
+    for inside in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://192.168.1.1/",
+    ] {
+        let e = loopback_only
+            .text(&format!("{}/redirect?to={inside}", m.url()))
+            .await
+            .unwrap_err();
+        assert!(e.contains("private or link-local"), "{inside}: {e}");
+    }
+    // More than 5 redirects.
+    let mut url = format!("{}/page/3", m.url());
+    for _ in 0..6 {
+        url = format!(
+            "{}/redirect?to={}",
+            m.url(),
+            url.replace('&', "%26")
+                .replace('?', "%3F")
+                .replace('=', "%3D")
+        );
+    }
+    let e = loopback_only.text(&url).await.unwrap_err();
+    assert!(e.contains("redirects"), "{e}");
 }

@@ -3,6 +3,7 @@
 //!
 //! - `settings`: the `tools:` configuration (backends, limits, the iteration cap);
 //! - `search`: the search backends (SearXNG, Brave, Tavily) behind one call;
+//! - `fetch`: the text of result pages when a backend gives only snippets (SSRF-checked);
 //! - `sandbox`: code execution over Otari's sandbox protocol v1, one session per request;
 //! - `declare`: the gateway tools a request declares, offered to the model as functions;
 //! - `turns`: whole turns in the client's format (calls, results appended, native blocks);
@@ -12,6 +13,7 @@
 //! The loop itself, which needs the gateway's attempt API, is `gateway::tool_loop`.
 
 pub mod declare;
+pub mod fetch;
 pub mod run;
 pub mod sandbox;
 pub mod search;

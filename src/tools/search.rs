@@ -39,12 +39,19 @@ pub struct SearchRequest {
 pub struct Searcher {
     pub cfg: WebSearchConfig,
     client: reqwest::Client,
+    pages: super::fetch::Fetcher,
 }
 
 impl Searcher {
     pub fn new(cfg: WebSearchConfig) -> Searcher {
         let client = outbound::client(ClientSettings::new(HostPolicy::ANY, cfg.timeout));
-        Searcher { cfg, client }
+        // Result pages are anyone's URLs: public addresses only, unless the operator says.
+        let pages = super::fetch::Fetcher::new(if cfg.allow_private_hosts {
+            HostPolicy::ANY
+        } else {
+            HostPolicy::PUBLIC
+        });
+        Searcher { cfg, client, pages }
     }
 
     /// A request for `query` with the configured limits, narrowed by a declaration's
@@ -129,11 +136,14 @@ impl Searcher {
             Backend::Brave => self.brave(req).await?,
             Backend::Tavily => self.tavily(req).await?,
         };
-        Ok(raw
+        let mut results: Vec<SearchResult> = raw
             .into_iter()
             .filter(|r| domain_ok(&r.url, &req.allowed_domains, &req.blocked_domains))
             .take(req.max_results)
-            .collect())
+            .collect();
+        // Snippets only: the pages' own text, fetched.
+        self.pages.fill(&mut results).await;
+        Ok(results)
     }
 
     async fn searxng(&self, req: &SearchRequest) -> Result<Vec<SearchResult>, ToolError> {

@@ -5,8 +5,8 @@
 //! fetching, and records every query. Failure modes: see `backend`.
 //!
 //! Results for query Q: a page on this server (no extracted text: a fetch is needed), then
-//! results on `docs.example.org`, `www.example.com` and `blocked.example.net` whose text
-//! SearXNG and Tavily give (`extracted_content`, `raw_content`).
+//! results on `docs.alpha.invalid`, `www.beta.invalid` and `blocked.gamma.invalid` (names that
+//! never resolve) whose text SearXNG and Tavily give (`extracted_content`, `raw_content`).
 
 use crate::backend::{Backend, Handler, Reply, Req};
 use serde_json::{json, Value};
@@ -28,13 +28,13 @@ fn results(q: &str, own: SocketAddr) -> Vec<Value> {
         "content": format!("A snippet of the local page about {q}."),
     })];
     for (i, host) in [
-        "docs.example.org",
-        "www.example.com",
-        "blocked.example.net",
-        "docs.example.org",
-        "www.example.com",
-        "blocked.example.net",
-        "docs.example.org",
+        "docs.alpha.invalid",
+        "www.beta.invalid",
+        "blocked.gamma.invalid",
+        "docs.alpha.invalid",
+        "www.beta.invalid",
+        "blocked.gamma.invalid",
+        "docs.alpha.invalid",
     ]
     .iter()
     .enumerate()
