@@ -862,17 +862,21 @@ async fn three_iteration_streams_in_every_client_grammar() {
                         .filter(|(n, _)| n == "content_block_start")
                         .map(|(_, v)| v["content_block"]["type"].as_str().unwrap())
                         .collect();
+                    // Interim text (the Anthropic mock says "I'll run it." before each
+                    // call) streams too, as it does with Anthropic's own web search.
+                    let tools: Vec<&&str> = starts.iter().filter(|t| **t != "text").collect();
                     assert_eq!(
-                        starts,
-                        ["server_tool_use", "web_search_tool_result", "text"],
+                        tools,
+                        [&"server_tool_use", &"web_search_tool_result"],
                         "{model}: {text}"
                     );
+                    assert_eq!(*starts.last().unwrap(), "text");
                     let indices: Vec<u64> = evs
                         .iter()
                         .filter(|(n, _)| n == "content_block_start")
                         .map(|(_, v)| v["index"].as_u64().unwrap())
                         .collect();
-                    assert_eq!(indices, [0, 1, 2]);
+                    assert_eq!(indices, (0..starts.len() as u64).collect::<Vec<_>>());
                     let delta: String = evs
                         .iter()
                         .filter_map(|(_, v)| v["delta"]["text"].as_str())
@@ -883,9 +887,26 @@ async fn three_iteration_streams_in_every_client_grammar() {
                     assert_eq!(names[0], "response.created", "{model}: {text}");
                     assert_eq!(*names.last().unwrap(), "response.completed");
                     let done = &evs.last().unwrap().1["response"];
-                    assert_eq!(done["output"][0]["type"], "web_search_call", "{done}");
-                    assert_eq!(done["output"][1]["type"], "message", "{done}");
+                    let items: Vec<&str> = done["output"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|i| i["type"].as_str().unwrap())
+                        .collect();
+                    assert_eq!(
+                        items.iter().filter(|t| **t == "web_search_call").count(),
+                        1,
+                        "{done}"
+                    );
+                    assert!(!items.contains(&"function_call"), "{done}");
+                    assert_eq!(*items.last().unwrap(), "message", "{done}");
                     assert!(answer_text(path, done).contains("42 ok"));
+                    let indices: Vec<u64> = evs
+                        .iter()
+                        .filter(|(n, _)| n == "response.output_item.added")
+                        .map(|(_, v)| v["output_index"].as_u64().unwrap())
+                        .collect();
+                    assert_eq!(indices, (0..items.len() as u64).collect::<Vec<_>>());
                     let seqs: Vec<u64> = evs
                         .iter()
                         .map(|(_, v)| v["sequence_number"].as_u64().unwrap())
@@ -1093,4 +1114,35 @@ async fn page_fetching_refuses_inside_addresses_at_every_hop() {
     }
     let e = loopback_only.text(&url).await.unwrap_err();
     assert!(e.contains("redirects"), "{e}");
+}
+
+#[tokio::test]
+async fn the_last_turn_streams_chunk_by_chunk() {
+    let r = rig(|c| c).await;
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/responses"] {
+        let b = streamed(body(
+            path,
+            "anthropic:claude-sonnet-4-6",
+            json!([{"type": "tollgate_web_search"}]),
+        ));
+        // No tool call: the model's text comes in pieces 150 ms apart.
+        let mut res = post(&r, path, &b, &[("x-mock-chunk-delay-ms", "150")]).await;
+        assert_eq!(res.status(), 200);
+        let mut first_text = None;
+        let mut all = Vec::new();
+        while let Some(c) = res.chunk().await.unwrap() {
+            all.extend_from_slice(&c);
+            if first_text.is_none() && String::from_utf8_lossy(&all).contains("Hell") {
+                first_text = Some(std::time::Instant::now());
+            }
+        }
+        let after_first = first_text.expect("text arrived").elapsed();
+        // The rest of the text kept coming after the first piece went out.
+        assert!(
+            after_first > Duration::from_millis(400),
+            "{path}: {after_first:?}"
+        );
+        let text = String::from_utf8_lossy(&all).to_string();
+        assert!(text.contains("o fr"), "{path}: {text}");
+    }
 }

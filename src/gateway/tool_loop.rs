@@ -44,6 +44,8 @@ enum Turn {
     Answer(Value, ResponseTap),
     /// The provider refused the turn (its answer not read yet).
     Refused(Box<(Exchange, Target, TapSpec)>),
+    /// A streamed turn failed: its error event already ended the client's stream.
+    Ended(ResponseTap),
 }
 
 impl Gateway {
@@ -92,7 +94,9 @@ impl Gateway {
             }
         }
         turns::strip_echoes(&mut work, format);
-        work.insert("stream".into(), Value::Bool(false));
+        // Streamed requests stream each turn from the provider (a turn without tollgate's
+        // calls goes to the client live); the others read turns whole.
+        work.insert("stream".into(), Value::Bool(ctx.stream));
         work.remove("stream_options");
         ctx.route = Some(route.clone());
         let mut runner = Runner::new(tools, &declared);
@@ -107,7 +111,8 @@ impl Gateway {
                 .and_then(|o| o.get("include_usage"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            let mut ls = LoopStream::new(format, &ctx.client_model, usage);
+            let mut ls =
+                LoopStream::new(format, &ctx.client_model, usage).offering(declared.kinds());
             let mut h = pingora::http::ResponseHeader::build(200, Some(4))?;
             h.insert_header("content-type", "text/event-stream")?;
             h.insert_header("cache-control", "no-cache")?;
@@ -211,15 +216,16 @@ impl Gateway {
             }
             ctx.tool_iteration = iteration as u64;
             ctx.tool_calls = 0;
-            let turn = Box::pin(self.keeping_alive(
-                s,
-                &mut gone,
-                out.as_deref_mut(),
-                Box::pin(self.turn(ctx, head, work, route)),
-            ))
-            .await;
-            ctx.client_gone |= gone.0;
-            let (mut answer, tap) = match turn?? {
+            let turn = match out.as_deref_mut() {
+                Some(ls) => Box::pin(self.live_turn(s, ctx, head, work, route, ls)).await,
+                None => Box::pin(self.turn(ctx, head, work, route)).await,
+            };
+            let (mut answer, tap) = match turn? {
+                Turn::Ended(tap) => {
+                    // An error event already ended the client's stream.
+                    ctx.tap = Some(tap);
+                    return Ok(());
+                }
                 Turn::Answer(a, t) => (a, t),
                 Turn::Refused(refused) => {
                     let (exchange, target, tap) = *refused;
@@ -286,7 +292,10 @@ impl Gateway {
                 turns::hide_ours(&mut answer, format, &offered);
                 if let Some(ls) = out.as_deref_mut() {
                     if let Some(b) = ls.tools(&runs) {
-                        let _ = s.write_response_body(Some(b), false).await;
+                        if let Err(e) = s.write_response_body(Some(b), false).await {
+                            ctx.client_gone = true;
+                            return Err(e.into_down().into());
+                        }
                     }
                 } else {
                     shown.extend(runs);
@@ -297,6 +306,7 @@ impl Gateway {
             }
             self.settle_turn(ctx, tap, 200);
             if let Some(ls) = out.as_deref_mut() {
+                ls.discard();
                 if let Some(b) = ls.tools(&runs) {
                     if let Err(e) = s.write_response_body(Some(b), false).await {
                         ctx.client_gone = true;
@@ -401,6 +411,94 @@ impl Gateway {
         }
     }
 
+    /// One model turn streamed from the provider: what the client may see goes out as it
+    /// comes (`LoopStream::feed`), the rest is held until the turn's end.
+    async fn live_turn(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        head: &pingora::http::RequestHeader,
+        work: &Map<String, Value>,
+        route: &Route,
+        ls: &mut LoopStream,
+    ) -> Result<Turn, Failure> {
+        let body = Bytes::from(serde_json::to_vec(work).map_err(|e| {
+            GatewayError::new(ErrorKind::Internal, format!("encoding a turn: {e}"))
+        })?);
+        let mut rj = RequestJson::peek(&body)?;
+        let plan = super::plan::plan(ctx, &mut rj, body, route, None)?;
+        let addr = self
+            .state
+            .resolver
+            .resolve(&route.provider.host, route.provider.port)
+            .await?;
+        ctx.upstream_addr = Some(addr);
+        let target = Target::new(route, addr, true, ctx.start);
+        route.health.begin(Instant::now());
+        ctx.attempts += 1;
+        let up = upstream_request(head, &route.provider, &plan.path, plan.body.len())?;
+        // Keep-alives until the provider answers (the client's stream is open).
+        let mut gone = ClientGone(false);
+        let sent = attempt::send(&self.state.connector, &target, &up, &plan.body);
+        let sent = Box::pin(self.keeping_alive(s, &mut gone, Some(&mut *ls), sent)).await;
+        ctx.client_gone |= gone.0;
+        let mut res = sent?;
+        let failure = attempt::judge(&mut res);
+        attempt::record(&route.health, failure);
+        let exchange = res?;
+        if !(200..300).contains(&exchange.header().status.as_u16()) {
+            return Ok(Turn::Refused(Box::new((exchange, target, plan.tap))));
+        }
+        let idle = target.timeouts.stream_idle;
+        let (_, mut response) = exchange.open(&plan.tap, idle)?;
+        let keepalive = self.state.cfg.stream_keepalive;
+        let written: Result<(), Box<Error>> = {
+            let mut body = std::pin::pin!(response.body(
+                target.deadline,
+                idle,
+                keepalive,
+                &route.health,
+                false
+            ));
+            loop {
+                let (out, done) = match body.as_mut().next().await {
+                    Piece::Data(chunk, done) => (chunk.map(|c| ls.feed(&c)), done),
+                    Piece::KeepAlive(_) => (Some(ls.keepalive()), false),
+                    // The closing event, in the client's grammar, renumbered like the rest.
+                    Piece::Failed(_, ev) => (ev.map(|e| ls.feed(&e)), true),
+                };
+                if let Some(b) = out.filter(|b| !b.is_empty()) {
+                    if let Err(e) = s.write_response_body(Some(b), false).await {
+                        ctx.client_gone = true;
+                        break Err(e.into_down());
+                    }
+                }
+                if done {
+                    break Ok(());
+                }
+            }
+        };
+        if let Err(e) = written {
+            response.shutdown().await;
+            ctx.tap = Some(response.into_tap());
+            return Err(e.into());
+        }
+        let tap = response.release(&self.state.connector, &target.peer).await;
+        let end = ls.end_turn();
+        if end.failed || tap.incomplete {
+            if !end.failed {
+                // Cut without an error event of its own: end the client's stream properly.
+                let e = crate::translate::lifecycle::truncated();
+                let _ = s.write_response_body(Some(ls.fail(&e)), true).await;
+            } else {
+                let _ = s.write_response_body(None, true).await;
+            }
+            ctx.error = Some("the provider's stream failed during a tool loop".into());
+            return Ok(Turn::Ended(tap));
+        }
+        Ok(Turn::Answer(end.answer, tap))
+    }
+
     /// Writes the last turn's answer, with the native view of the tools that ran.
     #[allow(clippy::too_many_arguments)]
     async fn answer(
@@ -417,7 +515,7 @@ impl Gateway {
         ctx.tap = Some(tap);
         ctx.upstream_ttfb = Some(ctx.start.elapsed());
         if let Some(ls) = out {
-            let last = ls.finish(&answer);
+            let last = ls.flush();
             if let Err(e) = s.write_response_body(Some(last), true).await {
                 ctx.client_gone = true;
                 return Err(e.into_down().into());

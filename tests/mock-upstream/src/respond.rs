@@ -137,10 +137,25 @@ pub(crate) fn last_user(req: &Value, kind: Kind) -> (String, bool, String) {
     }
 }
 
+/// `name`, when the request offers a function of that name.
+pub(crate) fn offered(req: &Value, kind: Kind, name: &str) -> Option<String> {
+    tool_names(req, kind)?.into_iter().find(|n| n == name)
+}
+
 /// The tool to call: a shell tool when one is declared (Claude Code's `Bash`, Codex's
 /// `exec_command`), else the first with a name (Responses built-ins such as `web_search`
 /// have none).
 pub(crate) fn first_tool(req: &Value, kind: Kind) -> Option<String> {
+    let names = tool_names(req, kind)?;
+    names
+        .iter()
+        .find(|n| *n == "Bash" || *n == "exec_command")
+        .or(names.first())
+        .cloned()
+}
+
+/// The names of the functions a request declares.
+fn tool_names(req: &Value, kind: Kind) -> Option<Vec<String>> {
     let tools = req["tools"].as_array()?;
     let names: Vec<String> = if kind.is_gemini() {
         tools
@@ -166,11 +181,7 @@ pub(crate) fn first_tool(req: &Value, kind: Kind) -> Option<String> {
             })
             .collect()
     };
-    names
-        .iter()
-        .find(|n| *n == "Bash" || *n == "exec_command")
-        .or(names.first())
-        .cloned()
+    Some(names)
 }
 
 pub(crate) const TOOL_ARGS: &str = "{\"command\":\"echo hello-from-mock-tool\"}";
@@ -186,7 +197,7 @@ pub(crate) const CODE_ARGS: &str = "{\"code\":\"print(6 * 7, 'ok')\"}";
 pub(crate) fn tool_args(name: &str) -> &'static str {
     match name {
         "exec_command" => EXEC_ARGS,
-        "web_search" => SEARCH_ARGS,
+        "web_search" | "WebSearch" => SEARCH_ARGS,
         "code_execution" => CODE_ARGS,
         _ => TOOL_ARGS,
     }
@@ -350,6 +361,17 @@ pub(crate) async fn respond(
             }),
         None if !is_tool_result && !blocked && user_text.contains("CALL_TOOL") => {
             first_tool(&req, kind)
+        }
+        // Real clients and gateway tools: `SEARCH_WEB` (or Claude Code's WebSearch request)
+        // calls `web_search` when it is offered, else Claude Code's own `WebSearch` tool;
+        // `RUN_CODE` calls `code_execution`.
+        None if !is_tool_result
+            && (user_text.contains("SEARCH_WEB") || user_text.contains("Perform a web search")) =>
+        {
+            offered(&req, kind, "web_search").or_else(|| offered(&req, kind, "WebSearch"))
+        }
+        None if !is_tool_result && user_text.contains("RUN_CODE") => {
+            offered(&req, kind, "code_execution")
         }
         None => None,
     };

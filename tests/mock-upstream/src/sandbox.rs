@@ -2,7 +2,8 @@
 //! (loopback): `POST /sessions` → 201 `{session_id}` (a temp directory), `POST
 //! /sessions/{id}/exec` runs `input.code` with `python3 -c` in that directory under
 //! `timeout_seconds`, `DELETE /sessions/{id}` → 204 (the directory removed). It records
-//! which sessions were opened and deleted. Failure modes: see `backend`.
+//! which sessions were opened and deleted (`GET /__mock/sessions`). Failure modes: see
+//! `backend`.
 
 use crate::backend::{Backend, Handler, Reply, Req};
 use serde_json::{json, Value};
@@ -151,6 +152,13 @@ async fn answer(req: Req, sessions: &Mutex<Sessions>) -> Reply {
                 }
                 None => Reply::Json(404, json!({"error": "no such session"}).to_string()),
             }
+        }
+        ("GET", ["__mock", "sessions"]) => {
+            let s = sessions.lock().unwrap();
+            Reply::Json(
+                200,
+                json!({"created": s.created, "deleted": s.deleted, "execs": s.execs}).to_string(),
+            )
         }
         _ => Reply::Json(404, json!({"error": "no route"}).to_string()),
     }

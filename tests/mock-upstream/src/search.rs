@@ -2,7 +2,7 @@
 //! SearXNG (`GET /search?q=&format=json`), Brave (`GET /res/v1/web/search`, key in
 //! `x-subscription-token`) and Tavily (`POST /search` with a JSON body, key as a Bearer).
 //! It also serves pages (`/page/{n}`, HTML) and redirects (`/redirect?to=URL`) for page
-//! fetching, and records every query. Failure modes: see `backend`.
+//! fetching, and records every query (`GET /__mock/queries`). Failure modes: see `backend`.
 //!
 //! Results for query Q: a page on this server (no extracted text: a fetch is needed), then
 //! results on `docs.alpha.invalid`, `www.beta.invalid` and `blocked.gamma.invalid` (names that
@@ -141,6 +141,7 @@ fn answer(req: Req, own: SocketAddr, queries: &Mutex<Vec<String>>) -> Reply {
                 .collect();
             Reply::Json(200, json!({"query": q, "results": items}).to_string())
         }
+        ("GET", "/__mock/queries") => Reply::Json(200, json!(*queries.lock().unwrap()).to_string()),
         ("GET", p) if p.starts_with("/page/") => {
             Reply::Raw(200, "text/html; charset=utf-8", vec![], page(&p[6..]))
         }
