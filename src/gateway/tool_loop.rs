@@ -8,9 +8,11 @@
 //!
 //! A streamed request gets its stream at once (once the declared backends are known to be
 //! reachable: an unreachable one is a 502 before the first byte), with the keep-alives of
-//! its grammar while turns and tools run, each round of searches as native blocks or items,
-//! then the last turn's answer; a failure mid-loop ends it with the native error event
-//! (`crate::tools::stream`). The turns themselves are read whole from the provider.
+//! its grammar while turns and tools run. Its turns are streamed from the provider too: text
+//! goes to the client as it comes, tool calls and the turn's end are held until the turn is
+//! over (`crate::tools::stream`), each round of searches shows as native blocks or items, and
+//! a failure mid-loop ends the stream with the native error event. Non-streamed requests
+//! read each turn whole.
 //!
 //! Accounting: each turn is admitted (budget reserved) before it is sent and settled when
 //! it ends, with a usage record of its own (same request id), so a loop overspends a budget

@@ -1,8 +1,9 @@
 //! The client's stream during a tool loop, in its grammar. It opens at once (Anthropic
 //! `message_start`, Responses `response.created`, a Chat role chunk), carries the grammar's
-//! keep-alives while turns and tools run, shows each round of tollgate's searches as native
-//! blocks or items when it is done, renders the last turn's answer, and ends with the
-//! native terminal events, or the native error event when the loop fails.
+//! keep-alives while turns and tools run, passes each turn's text on as it streams in
+//! (indices, ids and sequence numbers continued across turns), shows each round of
+//! tollgate's searches as native blocks or items, and ends with the last turn's held tool
+//! calls and terminal events, or with the native error event when the loop fails.
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
