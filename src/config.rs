@@ -88,6 +88,8 @@ pub struct RawConfig {
     pub model_discovery: Option<RawModelDiscovery>,
     /// Stored Responses (see `responses::settings`).
     pub responses: Option<crate::responses::settings::RawResponses>,
+    /// `tools:` (gateway-run web search and code execution).
+    pub tools: Option<crate::tools::settings::RawTools>,
 }
 
 /// `model_discovery:` as written; every field is optional.
@@ -248,6 +250,7 @@ pub struct Config {
     pub failover: crate::balance::settings::FailoverConfig,
     pub model_discovery: ModelDiscovery,
     pub responses: crate::responses::settings::ResponsesConfig,
+    pub tools: crate::tools::settings::ToolsConfig,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -615,6 +618,7 @@ impl Config {
             limits: build_limits(raw.limits)?,
             model_discovery: build_model_discovery(raw.model_discovery)?,
             responses: crate::responses::settings::build(raw.responses)?,
+            tools: crate::tools::settings::build(raw.tools, env)?,
             failover: crate::balance::settings::build(
                 raw.deployments,
                 raw.fallbacks,

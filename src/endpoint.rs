@@ -23,6 +23,8 @@ pub enum Endpoint {
     StoredResponse,
     /// The Conversations API (`/v1/conversations…`).
     Conversations,
+    /// The gateway-run tools (`GET /v1/tools`).
+    Tools,
     NotFound,
 }
 
@@ -59,6 +61,7 @@ impl Endpoint {
             {
                 Endpoint::Conversations
             }
+            ("GET", "/v1/tools") => Endpoint::Tools,
             (_, p) if is_admin_path(p) => Endpoint::Admin,
             ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
             _ => Endpoint::NotFound,
@@ -124,6 +127,7 @@ impl Endpoint {
             Endpoint::KeyInfo => "key_info",
             Endpoint::StoredResponse => "stored_response",
             Endpoint::Conversations => "conversations",
+            Endpoint::Tools => "tools",
             Endpoint::NotFound => "not_found",
         }
     }

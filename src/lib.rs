@@ -28,4 +28,5 @@ pub mod server;
 pub mod services;
 pub mod state;
 pub mod store;
+pub mod tools;
 pub mod translate;

@@ -170,6 +170,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         connector,
         ledger: ledger.clone(),
         snapshot_loaded: AtomicBool::new(snapshot_loaded),
+        tools: crate::tools::Tools::new(&cfg.tools),
         cfg: cfg.clone(),
     });
 

@@ -32,4 +32,6 @@ pub struct State {
     pub retry_budget: RetryBudget,
     /// Stored Responses (`responses:`), for translated routes.
     pub responses: Arc<crate::responses::Responses>,
+    /// The gateway-run tools' backends (`tools:`).
+    pub tools: crate::tools::Tools,
 }

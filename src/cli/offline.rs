@@ -86,6 +86,7 @@ impl Store {
                 cfg.failover.policy.retry_budget_percent,
                 cfg.failover.policy.retry_budget_min_per_second,
             ),
+            tools: crate::tools::Tools::new(&cfg.tools),
             cfg: cfg.clone(),
         };
         Ok(Store { state })

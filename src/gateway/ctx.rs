@@ -66,6 +66,9 @@ pub struct Ctx {
     pub tried: Vec<String>,
     /// A Responses request on a translated route: what its answer stores.
     pub turn: Option<Arc<crate::responses::resolve::Turn>>,
+    /// The tool loop's current model turn (0: no loop) and the tool calls it ran after it.
+    pub tool_iteration: u64,
+    pub tool_calls: u64,
 }
 
 impl Ctx {
@@ -103,6 +106,8 @@ impl Ctx {
             attempts: 0,
             tried: Vec::new(),
             turn: None,
+            tool_iteration: 0,
+            tool_calls: 0,
         }
     }
 

@@ -168,7 +168,7 @@ impl Gateway {
     /// The stream step: writes the answer to the client as the body reader yields it,
     /// watching the client meanwhile (a disconnect closes the upstream at once, so the
     /// provider stops generating).
-    async fn deliver(
+    pub(super) async fn deliver(
         &self,
         s: &mut Session,
         ctx: &mut Ctx,

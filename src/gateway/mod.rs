@@ -33,6 +33,7 @@ mod plan;
 pub mod reply;
 pub mod response;
 mod settle;
+mod tool_loop;
 pub mod upstream;
 
 use async_trait::async_trait;
@@ -146,6 +147,10 @@ impl Gateway {
                 ctx.key = Some(key.clone());
                 local::key_info(state, &key)
             }
+            Endpoint::Tools => {
+                ctx.key = Some(self.authenticate(s)?);
+                local::tools(state)
+            }
             Endpoint::Models | Endpoint::Model => {
                 ctx.key = Some(self.authenticate(s)?);
                 let req = plain(s.req_header(), Bytes::new());
@@ -258,6 +263,14 @@ impl Gateway {
                 reply::send(s, 200, "application/json", answer, &ctx.request_id, &[]).await?;
                 return Ok(Flow::Done);
             }
+        }
+        // Gateway tools (web search, code execution) run in the tool loop; a cheap byte
+        // check keeps every other request out of it.
+        if ctx.endpoint.generation_format().is_some()
+            && crate::tools::declare::might_declare(&body, true)
+            && Box::pin(self.tool_loop(s, ctx, &mut req, &body, &route)).await?
+        {
+            return Ok(Flow::Done);
         }
         let query = s.req_header().uri.query().map(String::from);
         if !alternates.is_empty() {

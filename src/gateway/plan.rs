@@ -32,7 +32,7 @@ fn encode(v: &impl serde::Serialize) -> Result<Bytes, GatewayError> {
 
 /// The format the provider is spoken to in, for a client of `client` format: its kind's,
 /// except that an OpenAI provider with the Responses API serves Responses clients natively.
-fn upstream_format(client: Format, p: &Provider) -> Format {
+pub(super) fn upstream_format(client: Format, p: &Provider) -> Format {
     if client == Format::Responses && p.kind == ProviderKind::OpenAi && p.native_responses {
         Format::Responses
     } else {

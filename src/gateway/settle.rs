@@ -121,11 +121,17 @@ impl Gateway {
     /// Settles the request (also when it failed or the client went away) and queues its
     /// usage record. Runs in `logging`.
     pub(crate) fn settle(&self, s: &Session, ctx: &mut Ctx) {
+        let status = s.response_written().map_or(0, |r| r.status.as_u16());
+        self.settle_with_status(ctx, status);
+    }
+
+    /// [`Self::settle`] with the status the client got (the tool loop settles its turns
+    /// before anything is written).
+    pub(super) fn settle_with_status(&self, ctx: &mut Ctx, status: u16) {
         let Some(key) = ctx.key.as_ref() else { return };
         if !ctx.endpoint.is_inference() || ctx.endpoint == Endpoint::CountTokens {
             return;
         }
-        let status = s.response_written().map_or(0, |r| r.status.as_u16());
         let now_ms = clock::now_millis();
         let reported = ctx.tap.as_ref().and_then(|t| t.reported_usage());
         let reached_upstream = ctx.tap.is_some();
@@ -182,6 +188,8 @@ impl Gateway {
             ttft_ms: ctx.upstream_ttfb.map(|t| t.as_millis() as u64),
             stream: ctx.stream,
             estimated,
+            tool_iteration: ctx.tool_iteration,
+            tool_calls: ctx.tool_calls,
             ..Default::default()
         };
         usage.record_into(&mut rec);
@@ -199,7 +207,7 @@ impl Gateway {
         let cost = ctx
             .admission
             .as_ref()
-            .map_or(0, |adm| adm.price.map_or(0, |p| p.cost(&usage)));
+            .map_or(0, |adm| adm.price.map_or(0, |p| p.cost(&usage)) + adm.extra);
         if usage.total() > 0 || cost > 0 {
             let key_label = metrics::key_label(&key.id);
             let labels = [key_label.as_str(), model_label.as_str()];

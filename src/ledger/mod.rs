@@ -118,6 +118,8 @@ pub struct Admission {
     pub price: Option<Price>,
     pub limiters: Vec<Arc<RateLimiter>>,
     pub accounts: Vec<Arc<Account>>,
+    /// Fixed charges on top of the token cost (gateway tool calls), settled with it.
+    pub extra: Micros,
 }
 
 /// The account standing shown by `/v1/key/info` and management reads.
@@ -589,6 +591,7 @@ impl Ledger {
             price,
             limiters,
             accounts,
+            extra: 0,
         })
     }
 
@@ -596,7 +599,7 @@ impl Ledger {
     /// limiters count its tokens, and the record goes to the writer.
     pub fn settle(&self, adm: &mut Admission, mut record: UsageRecord, now_secs: u64) {
         let usage = crate::meter::Usage::of_record(&record);
-        let cost = adm.price.map_or(0, |p| p.cost(&usage));
+        let cost = adm.price.map_or(0, |p| p.cost(&usage)) + adm.extra;
         record.cost_micros = cost;
         if let Some(r) = adm.reservation.take() {
             r.settle(cost, now_secs);

@@ -1,11 +1,12 @@
 //! The endpoints tollgate answers itself, without a provider: `/`, health, metrics, model
-//! listings and a key's own standing. Like the management API ([`crate::admin::route`]) they
+//! listings, the gateway tools and a key's own standing. Like the management API ([`crate::admin::route`]) they
 //! are plain functions from a [`Request`] to an [`Answer`]: no Pingora session in here. The
 //! gateway authenticates where an endpoint needs a key, reads the request, calls these and
 //! writes the answer (`gateway::reply`).
 
 mod health;
 mod models;
+mod tools;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -17,6 +18,7 @@ use crate::translate::Format;
 
 pub use health::health;
 pub use models::models;
+pub use tools::tools;
 
 /// A request for a local endpoint (or the management API), as plain data.
 pub struct Request<'a> {

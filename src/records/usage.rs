@@ -59,6 +59,12 @@ pub struct UsageRecord {
     /// Tokens were estimated because the upstream reported none.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub estimated: bool,
+    /// A tool loop's model turn: its number (from 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tool_iteration: u64,
+    /// Gateway tool calls run after this turn (web search, code execution).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tool_calls: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -188,6 +194,8 @@ impl UsageRecord {
         }
         w.yes("stream", self.stream);
         w.yes("estimated", self.estimated);
+        w.nonzero("tool_iteration", self.tool_iteration);
+        w.nonzero("tool_calls", self.tool_calls);
         out.push(b'}');
         out
     }
@@ -224,6 +232,8 @@ mod tests {
             ttft_ms: Some(0),
             stream: true,
             estimated: true,
+            tool_iteration: 3,
+            tool_calls: 2,
         }
     }
 

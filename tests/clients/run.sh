@@ -56,10 +56,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$MOCK_BIN" --listen 127.0.0.1:0 --log "$work/mock.jsonl" > "$work/mock.out" 2>&1 &
+"$MOCK_BIN" --listen 127.0.0.1:0 --log "$work/mock.jsonl" \
+  --search-listen 127.0.0.1:0 --sandbox-listen 127.0.0.1:0 > "$work/mock.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
-mock_addr="$(sed -n 's/.*listening on //p' "$work/mock.out")"
+mock_addr="$(sed -n 's/^mock-upstream listening on //p' "$work/mock.out")"
+search_addr="$(sed -n 's/^mock search listening on //p' "$work/mock.out")"
+sandbox_addr="$(sed -n 's/^mock sandbox listening on //p' "$work/mock.out")"
 [ -n "$mock_addr" ] || { cat "$work/mock.out"; echo "mock did not start"; exit 1; }
 
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -76,6 +79,9 @@ providers:
   anthropic: {kind: anthropic, base_url: "http://$mock_addr", api_key: sk-ant-provider-key, models: [claude-sonnet-4-6]}
   chatonly: {kind: openai, base_url: "http://$mock_addr/v1", api_key: sk-chat-provider-key, native_responses: false, models: [llama-3.3-70b]}
   gemini: {kind: gemini, base_url: "http://$mock_addr", api_key: gm-provider-key, models: [gemini-2.5-flash]}
+tools:
+  web_search: {url: "http://$search_addr"}
+  code_execution: {url: "http://$sandbox_addr"}
 YAML
 RUST_LOG=info "$TOLLGATE_BIN" serve --config "$work/tollgate.yaml" > "$work/tollgate.out" 2> "$work/tollgate.log" &
 pids+=($!)
@@ -89,6 +95,7 @@ key="$(curl -sf -X POST "http://127.0.0.1:$port/v1/keys" -H "authorization: Bear
 log "tollgate on 127.0.0.1:$port, mock on $mock_addr"
 
 export TG_BASE="http://127.0.0.1:$port" TG_KEY="$key" TG_MASTER="$master" TG_MOCK="http://$mock_addr" \
+       TG_SEARCH="http://$search_addr" TG_SANDBOX="http://$sandbox_addr" \
        TG_CLAUDE="$claude" TG_CODEX="$codex" TG_WORK="$work"
 status=0
 # Extra arguments go to pytest, e.g. `bash tests/clients/run.sh -k codex`.

@@ -11,6 +11,7 @@
 pub mod tls;
 
 mod anthropic; // Messages
+mod backend; // the tool backends' server and failure modes
 mod faults; // x-mock-* options and the stream faults
 mod gemini; // generateContent, streamGenerateContent, countTokens, model info
 mod http; // HTTP/1.1 reading and writing
@@ -18,11 +19,15 @@ mod models; // model lists in three formats, with paging and failures
 mod openai; // Chat Completions, embeddings, moderations
 mod respond; // endpoint kind, last turn, tool choice; writes the answer
 mod responses; // Responses API
+mod sandbox; // the reference sandbox (code-execution protocol v1)
+mod search; // web search backends (SearXNG, Brave, Tavily) and pages
 #[cfg(test)]
 mod testing;
 
 pub use faults::Fault;
 pub use models::{ModelsControl, ANTHROPIC_MODELS, GEMINI_MODELS, OPENAI_MODELS};
+pub use sandbox::SandboxServer;
+pub use search::{SearchServer, BRAVE_KEY, TAVILY_KEY};
 
 use faults::{header_fault, take_default};
 use http::{read_body, read_head, write_json};

@@ -17,8 +17,9 @@ pub(crate) fn chat_events(
     let id = "chatcmpl-mock1";
     if !stream {
         let message = match tool {
-            Some(name) => {
-                json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": tool_args(name)}}]})
+            Some(names) => {
+                let calls: Vec<Value> = names.split('+').enumerate().map(|(i, name)| json!({"id": format!("call_mock_{}", i + 1), "type": "function", "function": {"name": name, "arguments": tool_args(name)}})).collect();
+                json!({"role": "assistant", "content": null, "tool_calls": calls})
             }
             None => json!({"role": "assistant", "content": pieces.concat()}),
         };
@@ -43,13 +44,15 @@ pub(crate) fn chat_events(
         Value::Null,
     )];
     match tool {
-        Some(name) => {
-            ev.push(chunk(json!({"tool_calls": [{"index": 0, "id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null));
-            for part in arg_parts(tool_args(name)) {
-                ev.push(chunk(
-                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
-                    Value::Null,
-                ));
+        Some(names) => {
+            for (i, name) in names.split('+').enumerate() {
+                ev.push(chunk(json!({"tool_calls": [{"index": i, "id": format!("call_mock_{}", i + 1), "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null));
+                for part in arg_parts(tool_args(name)) {
+                    ev.push(chunk(
+                        json!({"tool_calls": [{"index": i, "function": {"arguments": part}}]}),
+                        Value::Null,
+                    ));
+                }
             }
             ev.push(chunk(json!({}), json!("tool_calls")));
         }

@@ -137,10 +137,25 @@ pub(crate) fn last_user(req: &Value, kind: Kind) -> (String, bool, String) {
     }
 }
 
+/// `name`, when the request offers a function of that name.
+pub(crate) fn offered(req: &Value, kind: Kind, name: &str) -> Option<String> {
+    tool_names(req, kind)?.into_iter().find(|n| n == name)
+}
+
 /// The tool to call: a shell tool when one is declared (Claude Code's `Bash`, Codex's
 /// `exec_command`), else the first with a name (Responses built-ins such as `web_search`
 /// have none).
 pub(crate) fn first_tool(req: &Value, kind: Kind) -> Option<String> {
+    let names = tool_names(req, kind)?;
+    names
+        .iter()
+        .find(|n| *n == "Bash" || *n == "exec_command")
+        .or(names.first())
+        .cloned()
+}
+
+/// The names of the functions a request declares.
+fn tool_names(req: &Value, kind: Kind) -> Option<Vec<String>> {
     let tools = req["tools"].as_array()?;
     let names: Vec<String> = if kind.is_gemini() {
         tools
@@ -166,24 +181,57 @@ pub(crate) fn first_tool(req: &Value, kind: Kind) -> Option<String> {
             })
             .collect()
     };
-    names
-        .iter()
-        .find(|n| *n == "Bash" || *n == "exec_command")
-        .or(names.first())
-        .cloned()
+    Some(names)
 }
 
 pub(crate) const TOOL_ARGS: &str = "{\"command\":\"echo hello-from-mock-tool\"}";
 /// Codex's `exec_command` takes `cmd`, not `command`.
 pub(crate) const EXEC_ARGS: &str = "{\"cmd\":\"echo hello-from-mock-tool\"}";
 
+/// What the mock searches for with `web_search`.
+pub(crate) const SEARCH_ARGS: &str = "{\"query\":\"tollgate mock search\"}";
+/// The code the mock runs with `code_execution` (prints `42 ok`).
+pub(crate) const CODE_ARGS: &str = "{\"code\":\"print(6 * 7, 'ok')\"}";
+
 /// The JSON arguments the mock calls `name` with.
 pub(crate) fn tool_args(name: &str) -> &'static str {
-    if name == "exec_command" {
-        EXEC_ARGS
-    } else {
-        TOOL_ARGS
+    match name {
+        "exec_command" => EXEC_ARGS,
+        "web_search" | "WebSearch" => SEARCH_ARGS,
+        "code_execution" => CODE_ARGS,
+        _ => TOOL_ARGS,
     }
+}
+
+/// Rounds of tool results in a request's history (consecutive results are one round).
+pub(crate) fn tool_rounds(req: &Value, kind: Kind) -> usize {
+    let is_result = |v: &Value| -> bool {
+        match kind {
+            Kind::Chat => v["role"] == "tool",
+            Kind::Responses => v["type"] == "function_call_output",
+            k if k.is_gemini() => v["parts"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|x| x.get("functionResponse").is_some())),
+            _ => v["content"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result")),
+        }
+    };
+    let items = match kind {
+        Kind::Responses => req["input"].as_array(),
+        k if k.is_gemini() => req["contents"].as_array(),
+        _ => req["messages"].as_array(),
+    };
+    let mut rounds = 0;
+    let mut prev = false;
+    for it in items.into_iter().flatten() {
+        let r = is_result(it);
+        if r && !prev {
+            rounds += 1;
+        }
+        prev = r;
+    }
+    rounds
 }
 
 pub(crate) async fn respond(
@@ -297,10 +345,35 @@ pub(crate) async fn respond(
     };
     // Gemini-only triggers.
     let blocked = is_gemini && !is_tool_result && user_text.contains("BLOCK_ME");
-    let tool = if !is_tool_result && !blocked && user_text.contains("CALL_TOOL") {
-        first_tool(&req, kind)
-    } else {
-        None
+    // `x-mock-tool-script: a,b+c`: the first turn calls tool `a`, the second (after one
+    // round of tool results) calls `b` and `c` (several calls: Chat only), then text.
+    let tool = match head.get("x-mock-tool-script") {
+        Some(script) => script
+            .split(',')
+            .nth(tool_rounds(&req, kind))
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                if kind == Kind::Chat {
+                    t.to_string()
+                } else {
+                    t.split('+').next().unwrap_or(t).to_string()
+                }
+            }),
+        None if !is_tool_result && !blocked && user_text.contains("CALL_TOOL") => {
+            first_tool(&req, kind)
+        }
+        // Real clients and gateway tools: `SEARCH_WEB` (or Claude Code's WebSearch request)
+        // calls `web_search` when it is offered, else Claude Code's own `WebSearch` tool;
+        // `RUN_CODE` calls `code_execution`.
+        None if !is_tool_result
+            && (user_text.contains("SEARCH_WEB") || user_text.contains("Perform a web search")) =>
+        {
+            offered(&req, kind, "web_search").or_else(|| offered(&req, kind, "WebSearch"))
+        }
+        None if !is_tool_result && user_text.contains("RUN_CODE") => {
+            offered(&req, kind, "code_execution")
+        }
+        None => None,
     };
     let text_pieces: Vec<String> = if is_tool_result {
         vec![format!("Tool said: {tool_output}")]

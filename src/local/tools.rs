@@ -1,0 +1,37 @@
+//! `GET /v1/tools`: the gateway-run tools, whether each one can be used here (a backend is
+//! configured), the function the model is offered and the `type`s a request declares it
+//! with.
+
+use serde_json::json;
+
+use super::Answer;
+use crate::state::State;
+use crate::tools::declare::ToolKind;
+
+pub fn tools(state: &State) -> Answer {
+    let t = &state.tools;
+    let entry = |kind: ToolKind, available: bool, backend: Option<&str>| {
+        json!({
+            "type": format!("tollgate_{}", kind.function()),
+            "name": kind.function(),
+            "description": kind.description(),
+            "available": available,
+            "backend": backend,
+            "input_schema": kind.input_schema(),
+            "accepted_types": kind.accepted_types(),
+        })
+    };
+    let search = t.search.as_ref().map(|s| s.cfg.backend.as_str());
+    Answer::json(
+        200,
+        &json!({
+            "object": "list",
+            "data": [
+                entry(ToolKind::WebSearch, search.is_some(), search),
+                entry(ToolKind::CodeExecution, t.sandbox.is_some(), t.sandbox.as_ref().map(|_| "sandbox_v1")),
+            ],
+            "max_tool_iterations": t.cfg.max_tool_iterations,
+            "web_search_intercept": t.cfg.intercept && t.search.is_some(),
+        }),
+    )
+}
