@@ -1146,3 +1146,92 @@ async fn the_last_turn_streams_chunk_by_chunk() {
         assert!(text.contains("o fr"), "{path}: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_streamed_mixed_turn_hands_back_only_the_callers_call() {
+    let r = rig(|c| c).await;
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/responses"] {
+        let caller_tool = match path {
+            "/v1/messages" => json!({"name": "Bash", "input_schema": {"type": "object"}}),
+            "/v1/responses" => {
+                json!({"type": "function", "name": "Bash", "parameters": {"type": "object"}})
+            }
+            _ => {
+                json!({"type": "function", "function": {"name": "Bash", "parameters": {"type": "object"}}})
+            }
+        };
+        let b = streamed(body(
+            path,
+            "openai:gpt-4o-mini",
+            json!([caller_tool, {"type": "tollgate_web_search"}]),
+        ));
+        let res = post(&r, path, &b, &[("x-mock-tool-script", "web_search+Bash")]).await;
+        assert_eq!(res.status(), 200);
+        let text = res.text().await.unwrap();
+        let evs = common::events(&text);
+        match path {
+            "/v1/messages" => {
+                let starts: Vec<(String, String)> = evs
+                    .iter()
+                    .filter(|(n, _)| n == "content_block_start")
+                    .map(|(_, v)| {
+                        let b = &v["content_block"];
+                        (
+                            b["type"].as_str().unwrap().into(),
+                            b["name"].as_str().unwrap_or("").into(),
+                        )
+                    })
+                    .collect();
+                let want: Vec<(String, String)> = [
+                    ("server_tool_use", "web_search"),
+                    ("web_search_tool_result", ""),
+                    ("tool_use", "Bash"),
+                ]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+                assert_eq!(starts, want, "{text}");
+                let stop = evs.iter().find(|(n, _)| n == "message_delta").unwrap();
+                assert_eq!(stop.1["delta"]["stop_reason"], "tool_use");
+            }
+            "/v1/responses" => {
+                let done = &evs.last().unwrap().1["response"];
+                let items: Vec<(&str, &str)> = done["output"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| {
+                        (
+                            i["type"].as_str().unwrap(),
+                            i["name"].as_str().unwrap_or(""),
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    items,
+                    [("web_search_call", ""), ("function_call", "Bash")],
+                    "{text}"
+                );
+            }
+            _ => {
+                let names: Vec<&str> = evs
+                    .iter()
+                    .filter_map(|(_, v)| v["choices"][0]["delta"]["tool_calls"].as_array())
+                    .flatten()
+                    .filter_map(|c| c["function"]["name"].as_str())
+                    .collect();
+                assert_eq!(names, ["Bash"], "{text}");
+                let indices: Vec<u64> = evs
+                    .iter()
+                    .filter_map(|(_, v)| v["choices"][0]["delta"]["tool_calls"].as_array())
+                    .flatten()
+                    .map(|c| c["index"].as_u64().unwrap())
+                    .collect();
+                assert!(indices.iter().all(|i| *i == 0), "renumbered: {text}");
+                assert!(!text.contains("web_search"), "{text}");
+                assert!(text.ends_with("data: [DONE]\n\n"));
+            }
+        }
+    }
+    assert_eq!(r.search.queries().len(), 3);
+}
