@@ -1235,3 +1235,233 @@ async fn a_streamed_mixed_turn_hands_back_only_the_callers_call() {
     }
     assert_eq!(r.search.queries().len(), 3);
 }
+
+// ---- Per-key and per-user tool policy ----
+
+/// A key of its own with `fields` (e.g. a `tools` policy), and its secret.
+async fn policy_key(r: &Rig, fields: Value) -> String {
+    let (status, v) =
+        common::admin_call(&r.gw.url(), reqwest::Method::POST, "/v1/keys", Some(fields)).await;
+    assert_eq!(status, 201, "{v}");
+    v["key"].as_str().unwrap().to_string()
+}
+
+async fn tools_seen_by(r: &Rig, key: &str) -> Value {
+    client()
+        .get(format!("{}/v1/tools", r.gw.url()))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tool_the_key_may_not_use_is_refused_before_anything_is_sent() {
+    let r = rig(|c| c).await;
+    let key = policy_key(
+        &r,
+        json!({"name": "no-code", "tools": {"code_execution": {"allowed": false}}}),
+    )
+    .await;
+    for (path, envelope) in [
+        ("/v1/chat/completions", "error"),
+        ("/v1/messages", "error"),
+        ("/v1/responses", "error"),
+    ] {
+        let b = body(
+            path,
+            "openai:gpt-4o-mini",
+            json!([{"type": "tollgate_web_search"}, {"type": "tollgate_code_execution"}]),
+        );
+        let res = client()
+            .post(format!("{}{path}", r.gw.url()))
+            .bearer_auth(&key)
+            .json(&b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+        let v: Value = res.json().await.unwrap();
+        let msg = v[envelope]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("'code_execution'"), "{path}: {v}");
+        if path == "/v1/messages" {
+            assert_eq!(v["type"], "error", "{v}");
+            assert_eq!(v["error"]["type"], "permission_error", "{v}");
+        }
+    }
+    assert!(r.mock.requests().is_empty());
+    assert!(r.sandbox.created().is_empty());
+    // The tools it may use still work.
+    let b = body(
+        "/v1/chat/completions",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_web_search"}]),
+    );
+    let res = client()
+        .post(format!("{}/v1/chat/completions", r.gw.url()))
+        .bearer_auth(&key)
+        .header("x-mock-tool-script", "web_search")
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // GET /v1/tools tells this key what it may use.
+    let v = tools_seen_by(&r, &key).await;
+    assert_eq!(v["data"][0]["available"], true, "{v}");
+    assert_eq!(v["data"][1]["available"], false, "{v}");
+    assert_eq!(v["data"][1]["allowed"], false, "{v}");
+    let v = tools_seen_by(&r, &r.key).await;
+    assert_eq!(v["data"][1]["available"], true, "{v}");
+}
+
+#[tokio::test]
+async fn the_users_policy_applies_to_its_keys_and_the_stricter_wins() {
+    let r = rig(|c| c).await;
+    let (status, v) = common::admin_call(
+        &r.gw.url(),
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(json!({"user_id": "ann", "tools": {"web_search": {"allowed": false}, "code_execution": {"max_calls": 5}}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["tools"]["web_search"]["allowed"], false, "{v}");
+    // The key allows web search (the user does not) and caps code at 2 (the user at 5).
+    let key = policy_key(
+        &r,
+        json!({"user_id": "ann", "tools": {"web_search": {"allowed": true}, "code_execution": {"max_calls": 2}}}),
+    )
+    .await;
+    let v = tools_seen_by(&r, &key).await;
+    assert_eq!(v["data"][0]["available"], false, "{v}");
+    assert_eq!(v["data"][1]["available"], true, "{v}");
+    assert_eq!(v["data"][1]["max_calls"], 2, "{v}");
+    // Claude Code's claimed WebSearch counts as the gateway's web search.
+    let res = client()
+        .post(format!("{}/v1/messages", r.gw.url()))
+        .bearer_auth(&key)
+        .json(&body(
+            "/v1/messages",
+            "openai:gpt-4o-mini",
+            claude_code_search(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let v: Value = res.json().await.unwrap();
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'web_search'"));
+    assert!(r.mock.requests().is_empty());
+    // Clearing the user's rule lets the key search.
+    let (status, v) = common::admin_call(
+        &r.gw.url(),
+        reqwest::Method::PATCH,
+        "/v1/users/ann",
+        Some(json!({"tools": {"web_search": null}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["tools"],
+        json!({"code_execution": {"allowed": true, "max_calls": 5}})
+    );
+    let v = tools_seen_by(&r, &key).await;
+    assert_eq!(v["data"][0]["available"], true, "{v}");
+}
+
+#[tokio::test]
+async fn calls_past_max_calls_reach_the_model_as_tool_errors_and_are_free() {
+    let r = rig(|c| {
+        c.set(
+            "pricing",
+            json!({"openai:gpt-4o-mini": {"input": 1, "output": 2},
+                   "tollgate:web_search": {"input": 0.001, "output": 0}}),
+        )
+    })
+    .await;
+    let key = policy_key(&r, json!({"tools": {"web_search": {"max_calls": 1}}})).await;
+    let b = body(
+        "/v1/chat/completions",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_web_search"}]),
+    );
+    // Turn 1: one search (runs); turn 2: two more (both over the cap); then the answer.
+    let res = client()
+        .post(format!("{}/v1/chat/completions", r.gw.url()))
+        .bearer_auth(&key)
+        .header("x-mock-tool-script", "web_search,web_search+web_search")
+        .header("x-mock-usage", "100,10")
+        .header("x-request-id", "loop-cap-1")
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("[tool error] call limit reached"), "{text}");
+    assert_eq!(r.search.queries().len(), 1);
+    let rows = rows_of(&r, "loop-cap-1", 3).await;
+    let total: u64 = rows
+        .iter()
+        .map(|v| v["cost_micros"].as_u64().unwrap())
+        .sum();
+    // Three turns, one search billed.
+    assert_eq!(total, 3 * (100 + 2 * 10) + 1000, "{rows:?}");
+}
+
+#[tokio::test]
+async fn tool_policies_are_validated() {
+    let r = rig(|c| c).await;
+    for (fields, param) in [
+        (json!({"tools": ["web_search"]}), "tools"),
+        (json!({"tools": {"browser": {}}}), "tools.browser"),
+        (
+            json!({"tools": {"web_search": {"max_calls": -2}}}),
+            "tools.web_search.max_calls",
+        ),
+        (
+            json!({"tools": {"code_execution": {"allowed": "yes"}}}),
+            "tools.code_execution.allowed",
+        ),
+    ] {
+        for path in ["/v1/keys", "/v1/users"] {
+            let mut f = fields.clone();
+            if path == "/v1/users" {
+                f["user_id"] = json!("bob");
+            }
+            let (status, v) =
+                common::admin_call(&r.gw.url(), reqwest::Method::POST, path, Some(f)).await;
+            assert_eq!(status, 400, "{path} {fields}: {v}");
+            assert_eq!(v["error"]["param"], param, "{path}: {v}");
+        }
+    }
+    // Stored and shown; null clears it.
+    let (_, v) = common::admin_call(
+        &r.gw.url(),
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"tools": {"web_search": {"max_calls": 3}}})),
+    )
+    .await;
+    assert_eq!(
+        v["tools"],
+        json!({"web_search": {"allowed": true, "max_calls": 3}})
+    );
+    let id = v["id"].as_str().unwrap();
+    let (_, v) = common::admin_call(
+        &r.gw.url(),
+        reqwest::Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"tools": null})),
+    )
+    .await;
+    assert_eq!(v["tools"], Value::Null);
+}

@@ -138,8 +138,9 @@ impl Gateway {
                 local::key_info(state, &key)
             }
             Endpoint::Tools => {
-                ctx.key = Some(self.authenticate(s)?);
-                local::tools(state)
+                let key = self.authenticate(s)?;
+                ctx.key = Some(key.clone());
+                local::tools(state, &key)
             }
             Endpoint::Models | Endpoint::Model => {
                 ctx.key = Some(self.authenticate(s)?);

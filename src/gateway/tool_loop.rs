@@ -33,6 +33,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::meter::Usage;
 use crate::route::Route;
 use crate::tools::declare::{self, Declared};
+use crate::tools::policy::CallLimits;
 use crate::tools::run::Runner;
 use crate::tools::stream::LoopStream;
 use crate::tools::turns::{self, Call, ToolRun};
@@ -76,6 +77,14 @@ impl Gateway {
         let mut work = req.full(body)?.clone();
         let Some(declared) = declare::take(&mut work, format, &tools.cfg, claim)? else {
             return Ok(false);
+        };
+        // The key's (and its user's) tool policy: a tool it may not use is refused now,
+        // before anything is sent.
+        let mut limits = {
+            let key = ctx.key.clone().expect("authenticated");
+            let users = self.state.ledger.users.load();
+            let user = key.user_id.as_ref().and_then(|u| users.get(u));
+            crate::tools::policy::check(&declared.kinds(), &key, user.map(|u| &**u))?
         };
         if self.state.ledger.require_pricing {
             let prices = self.state.ledger.prices.load();
@@ -137,6 +146,7 @@ impl Gateway {
             format,
             &declared,
             &mut runner,
+            &mut limits,
             out.as_mut(),
         ))
         .await;
@@ -205,6 +215,7 @@ impl Gateway {
         format: Format,
         declared: &Declared,
         runner: &mut Runner<'_>,
+        limits: &mut CallLimits,
         mut out: Option<&mut LoopStream>,
     ) -> Result<(), Failure> {
         let offered = declared.kinds();
@@ -268,12 +279,20 @@ impl Gateway {
                 .with_code("tool_iterations_exhausted")
                 .into());
             }
+            // Calls past a tool's max_calls do not run: the model reads why.
+            let verdicts = limits.admit(&ours);
+            let admitted: Vec<Call> = ours
+                .iter()
+                .zip(&verdicts)
+                .filter(|(_, v)| v.is_none())
+                .map(|(c, _)| c.clone())
+                .collect();
             let ran = self
-                .keeping_alive(s, &mut gone, out.as_deref_mut(), runner.run(&ours))
+                .keeping_alive(s, &mut gone, out.as_deref_mut(), runner.run(&admitted))
                 .await;
             ctx.client_gone |= gone.0;
             let runs = match ran {
-                Ok(Ok(r)) => r,
+                Ok(Ok(r)) => crate::tools::policy::merge(verdicts, r),
                 Ok(Err(e)) => {
                     self.settle_turn(ctx, tap, 502);
                     return Err(unreachable(&e).into());

@@ -7,6 +7,7 @@
 //! - `sandbox`: code execution over Otari's sandbox protocol v1, one session per request;
 //! - `declare`: the gateway tools a request declares, offered to the model as functions;
 //! - `turns`: whole turns in the client's format (calls, results appended, native blocks);
+//! - `policy`: the key's and user's tool policy on one request (allowed tools, calls per request);
 //! - `run`: one turn's calls, run concurrently;
 //! - `stream`: the client's stream during a loop (keep-alives, native blocks, the answer).
 //!
@@ -14,6 +15,7 @@
 
 pub mod declare;
 pub mod fetch;
+pub mod policy;
 pub mod run;
 pub mod sandbox;
 pub mod search;
