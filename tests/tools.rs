@@ -1465,3 +1465,124 @@ async fn tool_policies_are_validated() {
     .await;
     assert_eq!(v["tools"], Value::Null);
 }
+
+// ---- Citations (Anthropic clients) ----
+
+#[tokio::test]
+async fn anthropic_answers_cite_the_results_they_name() {
+    let r = rig(|c| c).await;
+    for model in ["openai:gpt-4o-mini", "anthropic:claude-sonnet-4-6"] {
+        // The mock's last turn repeats the search results (titles, URLs, text) it was given.
+        let b = body("/v1/messages", model, claude_code_search());
+        let res = post(
+            &r,
+            "/v1/messages",
+            &b,
+            &[("x-mock-tool-script", "web_search")],
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.unwrap();
+        let text = v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|b| b["type"] == "text")
+            .unwrap()
+            .clone();
+        let cites = text["citations"].as_array().expect("citations");
+        let c = cites
+            .iter()
+            .find(|c| c["url"] == "https://docs.alpha.invalid/2")
+            .unwrap_or_else(|| panic!("{model}: {v}"));
+        assert_eq!(c["type"], "web_search_result_location");
+        assert_eq!(c["title"], "Result 2 for tollgate mock search");
+        assert!(c["encrypted_index"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(
+            c["cited_text"]
+                .as_str()
+                .unwrap()
+                .contains("search-result-marker-2"),
+            "{c}"
+        );
+        // Every cited URL is in the text, and is one of the results shown.
+        let shown = v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "web_search_tool_result")
+            .unwrap()["content"]
+            .to_string();
+        for c in cites {
+            let url = c["url"].as_str().unwrap();
+            assert!(text["text"].as_str().unwrap().contains(url));
+            assert!(shown.contains(url));
+        }
+    }
+    // Echoed citations never reach the provider.
+    r.mock.clear();
+    let mut b = body(
+        "/v1/messages",
+        "anthropic:claude-sonnet-4-6",
+        claude_code_search(),
+    );
+    b["messages"] = json!([
+        {"role": "user", "content": "find it"},
+        {"role": "assistant", "content": [{"type": "text", "text": "See https://docs.alpha.invalid/2",
+            "citations": [{"type": "web_search_result_location", "url": "https://docs.alpha.invalid/2",
+                "title": "t", "encrypted_index": "x", "cited_text": "c"}]}]},
+        {"role": "user", "content": "more"}
+    ]);
+    let res = post(&r, "/v1/messages", &b, &[]).await;
+    assert_eq!(res.status(), 200);
+    let sent = String::from_utf8_lossy(&r.mock.requests()[0].body).to_string();
+    assert!(sent.contains("See https://docs.alpha.invalid/2"));
+    assert!(!sent.contains("web_search_result_location"), "{sent}");
+}
+
+#[tokio::test]
+async fn streamed_anthropic_answers_carry_citations_deltas() {
+    let r = rig(|c| c).await;
+    for model in ["openai:gpt-4o-mini", "anthropic:claude-sonnet-4-6"] {
+        let b = streamed(body("/v1/messages", model, claude_code_search()));
+        let res = post(
+            &r,
+            "/v1/messages",
+            &b,
+            &[("x-mock-tool-script", "web_search")],
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        let text = res.text().await.unwrap();
+        let evs = common::events(&text);
+        let pos = evs
+            .iter()
+            .position(|(n, v)| {
+                n == "content_block_delta"
+                    && v["delta"]["type"] == "citations_delta"
+                    && v["delta"]["citation"]["url"] == "https://docs.alpha.invalid/2"
+            })
+            .unwrap_or_else(|| panic!("{model}: {text}"));
+        let (_, cite) = &evs[pos];
+        let index = cite["index"].clone();
+        let c = &cite["delta"]["citation"];
+        assert_eq!(c["type"], "web_search_result_location");
+        assert!(c["cited_text"]
+            .as_str()
+            .unwrap()
+            .contains("search-result-marker-2"));
+        // On a text block that is open: started before, stopped after.
+        let start = evs
+            .iter()
+            .position(|(n, v)| n == "content_block_start" && v["index"] == index)
+            .unwrap();
+        assert_eq!(evs[start].1["content_block"]["type"], "text", "{text}");
+        let stop = evs
+            .iter()
+            .position(|(n, v)| n == "content_block_stop" && v["index"] == index)
+            .unwrap();
+        assert!(start < pos && pos < stop, "{text}");
+        assert_eq!(evs.last().unwrap().0, "message_stop");
+    }
+}

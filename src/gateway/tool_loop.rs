@@ -544,6 +544,9 @@ impl Gateway {
             return Ok(());
         }
         turns::present(&mut answer, format, shown);
+        if format == Format::Anthropic {
+            crate::tools::cite::cite_answer(&mut answer, shown);
+        }
         let body = serde_json::to_vec(&answer).map_err(|e| {
             GatewayError::new(ErrorKind::Internal, format!("encoding the answer: {e}"))
         })?;

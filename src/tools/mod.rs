@@ -5,6 +5,7 @@
 //! - `search`: the search backends (SearXNG, Brave, Tavily) behind one call;
 //! - `fetch`: the text of result pages when a backend gives only snippets (SSRF-checked);
 //! - `sandbox`: code execution over Otari's sandbox protocol v1, one session per request;
+//! - `cite`: citations of search results in Anthropic answers;
 //! - `declare`: the gateway tools a request declares, offered to the model as functions;
 //! - `turns`: whole turns in the client's format (calls, results appended, native blocks);
 //! - `policy`: the key's and user's tool policy on one request (allowed tools, calls per request);
@@ -13,6 +14,7 @@
 //!
 //! The loop itself, which needs the gateway's attempt API, is `gateway::tool_loop`.
 
+pub mod cite;
 pub mod declare;
 pub mod fetch;
 pub mod policy;
