@@ -1586,3 +1586,93 @@ async fn streamed_anthropic_answers_carry_citations_deltas() {
         assert_eq!(evs.last().unwrap().0, "message_stop");
     }
 }
+
+// ---- Failover inside the loop ----
+
+/// `loopy`: two deployments, the rig's `openai` provider (first; on `r.mock`) and `b` (its
+/// alternate, on a mock of its own).
+async fn failover_rig() -> (Rig, MockServer) {
+    let b = MockServer::start().await;
+    let b_url = b.url();
+    let r = rig(move |c| {
+        c.provider(
+            "b",
+            json!({"kind": "openai", "base_url": format!("{b_url}/v1"), "api_key": "sk-b", "native_responses": false}),
+        )
+        .set(
+            "deployments",
+            json!({"loopy": [{"provider": "openai", "model": "gpt-4o-mini"},
+                             {"provider": "b", "model": "gpt-4o-mini", "priority": 1}]}),
+        )
+    })
+    .await;
+    (r, b)
+}
+
+fn fail_next(m: &MockServer, times: Option<u32>) {
+    m.set_default_fault(Some(mock_upstream::Fault {
+        status: Some(503),
+        times,
+        ..Default::default()
+    }));
+}
+
+#[tokio::test]
+async fn each_turn_fails_over_to_the_routes_alternates() {
+    let (r, b) = failover_rig().await;
+    let tools = json!([{"type": "tollgate_web_search"}, {"type": "tollgate_code_execution"}]);
+    // The first deployment fails the first turn only: that turn completes on the alternate,
+    // the next ones start at the first deployment again.
+    fail_next(&r.mock, Some(1));
+    let res = post(
+        &r,
+        "/v1/chat/completions",
+        &body("/v1/chat/completions", "loopy", tools.clone()),
+        &[
+            ("x-mock-tool-script", "web_search,code_execution"),
+            ("x-request-id", "loop-failover-1"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-tollgate-tool-iterations"], "3");
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        answer_text("/v1/chat/completions", &v).contains("42 ok"),
+        "{v}"
+    );
+    assert_eq!(b.requests().len(), 1, "the alternate served the first turn");
+    assert_eq!(
+        r.mock.requests().len(),
+        3,
+        "one failed attempt, then turns 2 and 3"
+    );
+    let mut rows = rows_of(&r, "loop-failover-1", 3).await;
+    rows.sort_by_key(|v| v["tool_iteration"].as_u64());
+    let providers: Vec<&str> = rows
+        .iter()
+        .map(|v| v["provider"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(providers, ["b", "openai", "openai"], "{rows:?}");
+
+    // Streamed, with the first deployment failing every turn: the loop completes on the
+    // alternate.
+    r.mock.clear();
+    b.clear();
+    fail_next(&r.mock, None);
+    let res = post(
+        &r,
+        "/v1/messages",
+        &streamed(body("/v1/messages", "loopy", tools)),
+        &[("x-mock-tool-script", "web_search,code_execution")],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    let evs = common::events(&text);
+    assert_eq!(evs.last().unwrap().0, "message_stop", "{text}");
+    assert!(!text.contains("event: error"), "{text}");
+    assert!(text.contains("42 ok"), "{text}");
+    assert_eq!(b.requests().len(), 3, "the alternate served every turn");
+    r.mock.set_default_fault(None);
+}

@@ -234,7 +234,7 @@ impl Gateway {
         // check keeps every other request out of it.
         if ctx.endpoint.generation_format().is_some()
             && crate::tools::declare::might_declare(&body, true)
-            && Box::pin(self.tool_loop(s, ctx, &mut req, &body, &route)).await?
+            && Box::pin(self.tool_loop(s, ctx, &mut req, &body, &route, &alternates)).await?
         {
             return Ok(Flow::Done);
         }
