@@ -1235,3 +1235,444 @@ async fn a_streamed_mixed_turn_hands_back_only_the_callers_call() {
     }
     assert_eq!(r.search.queries().len(), 3);
 }
+
+// ---- Per-key and per-user tool policy ----
+
+/// A key of its own with `fields` (e.g. a `tools` policy), and its secret.
+async fn policy_key(r: &Rig, fields: Value) -> String {
+    let (status, v) =
+        common::admin_call(&r.gw.url(), reqwest::Method::POST, "/v1/keys", Some(fields)).await;
+    assert_eq!(status, 201, "{v}");
+    v["key"].as_str().unwrap().to_string()
+}
+
+async fn tools_seen_by(r: &Rig, key: &str) -> Value {
+    client()
+        .get(format!("{}/v1/tools", r.gw.url()))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tool_the_key_may_not_use_is_refused_before_anything_is_sent() {
+    let r = rig(|c| c).await;
+    let key = policy_key(
+        &r,
+        json!({"name": "no-code", "tools": {"code_execution": {"allowed": false}}}),
+    )
+    .await;
+    for (path, envelope) in [
+        ("/v1/chat/completions", "error"),
+        ("/v1/messages", "error"),
+        ("/v1/responses", "error"),
+    ] {
+        let b = body(
+            path,
+            "openai:gpt-4o-mini",
+            json!([{"type": "tollgate_web_search"}, {"type": "tollgate_code_execution"}]),
+        );
+        let res = client()
+            .post(format!("{}{path}", r.gw.url()))
+            .bearer_auth(&key)
+            .json(&b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+        let v: Value = res.json().await.unwrap();
+        let msg = v[envelope]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("'code_execution'"), "{path}: {v}");
+        if path == "/v1/messages" {
+            assert_eq!(v["type"], "error", "{v}");
+            assert_eq!(v["error"]["type"], "permission_error", "{v}");
+        }
+    }
+    assert!(r.mock.requests().is_empty());
+    assert!(r.sandbox.created().is_empty());
+    // The tools it may use still work.
+    let b = body(
+        "/v1/chat/completions",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_web_search"}]),
+    );
+    let res = client()
+        .post(format!("{}/v1/chat/completions", r.gw.url()))
+        .bearer_auth(&key)
+        .header("x-mock-tool-script", "web_search")
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // GET /v1/tools tells this key what it may use.
+    let v = tools_seen_by(&r, &key).await;
+    assert_eq!(v["data"][0]["available"], true, "{v}");
+    assert_eq!(v["data"][1]["available"], false, "{v}");
+    assert_eq!(v["data"][1]["allowed"], false, "{v}");
+    let v = tools_seen_by(&r, &r.key).await;
+    assert_eq!(v["data"][1]["available"], true, "{v}");
+}
+
+#[tokio::test]
+async fn the_users_policy_applies_to_its_keys_and_the_stricter_wins() {
+    let r = rig(|c| c).await;
+    let (status, v) = common::admin_call(
+        &r.gw.url(),
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(json!({"user_id": "ann", "tools": {"web_search": {"allowed": false}, "code_execution": {"max_calls": 5}}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["tools"]["web_search"]["allowed"], false, "{v}");
+    // The key allows web search (the user does not) and caps code at 2 (the user at 5).
+    let key = policy_key(
+        &r,
+        json!({"user_id": "ann", "tools": {"web_search": {"allowed": true}, "code_execution": {"max_calls": 2}}}),
+    )
+    .await;
+    let v = tools_seen_by(&r, &key).await;
+    assert_eq!(v["data"][0]["available"], false, "{v}");
+    assert_eq!(v["data"][1]["available"], true, "{v}");
+    assert_eq!(v["data"][1]["max_calls"], 2, "{v}");
+    // Claude Code's claimed WebSearch counts as the gateway's web search.
+    let res = client()
+        .post(format!("{}/v1/messages", r.gw.url()))
+        .bearer_auth(&key)
+        .json(&body(
+            "/v1/messages",
+            "openai:gpt-4o-mini",
+            claude_code_search(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let v: Value = res.json().await.unwrap();
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'web_search'"));
+    assert!(r.mock.requests().is_empty());
+    // Clearing the user's rule lets the key search.
+    let (status, v) = common::admin_call(
+        &r.gw.url(),
+        reqwest::Method::PATCH,
+        "/v1/users/ann",
+        Some(json!({"tools": {"web_search": null}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["tools"],
+        json!({"code_execution": {"allowed": true, "max_calls": 5}})
+    );
+    let v = tools_seen_by(&r, &key).await;
+    assert_eq!(v["data"][0]["available"], true, "{v}");
+}
+
+#[tokio::test]
+async fn calls_past_max_calls_reach_the_model_as_tool_errors_and_are_free() {
+    let r = rig(|c| {
+        c.set(
+            "pricing",
+            json!({"openai:gpt-4o-mini": {"input": 1, "output": 2},
+                   "tollgate:web_search": {"input": 0.001, "output": 0}}),
+        )
+    })
+    .await;
+    let key = policy_key(&r, json!({"tools": {"web_search": {"max_calls": 1}}})).await;
+    let b = body(
+        "/v1/chat/completions",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_web_search"}]),
+    );
+    // Turn 1: one search (runs); turn 2: two more (both over the cap); then the answer.
+    let res = client()
+        .post(format!("{}/v1/chat/completions", r.gw.url()))
+        .bearer_auth(&key)
+        .header("x-mock-tool-script", "web_search,web_search+web_search")
+        .header("x-mock-usage", "100,10")
+        .header("x-request-id", "loop-cap-1")
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("[tool error] call limit reached"), "{text}");
+    assert_eq!(r.search.queries().len(), 1);
+    let rows = rows_of(&r, "loop-cap-1", 3).await;
+    let total: u64 = rows
+        .iter()
+        .map(|v| v["cost_micros"].as_u64().unwrap())
+        .sum();
+    // Three turns, one search billed.
+    assert_eq!(total, 3 * (100 + 2 * 10) + 1000, "{rows:?}");
+}
+
+#[tokio::test]
+async fn tool_policies_are_validated() {
+    let r = rig(|c| c).await;
+    for (fields, param) in [
+        (json!({"tools": ["web_search"]}), "tools"),
+        (json!({"tools": {"browser": {}}}), "tools.browser"),
+        (
+            json!({"tools": {"web_search": {"max_calls": -2}}}),
+            "tools.web_search.max_calls",
+        ),
+        (
+            json!({"tools": {"code_execution": {"allowed": "yes"}}}),
+            "tools.code_execution.allowed",
+        ),
+    ] {
+        for path in ["/v1/keys", "/v1/users"] {
+            let mut f = fields.clone();
+            if path == "/v1/users" {
+                f["user_id"] = json!("bob");
+            }
+            let (status, v) =
+                common::admin_call(&r.gw.url(), reqwest::Method::POST, path, Some(f)).await;
+            assert_eq!(status, 400, "{path} {fields}: {v}");
+            assert_eq!(v["error"]["param"], param, "{path}: {v}");
+        }
+    }
+    // Stored and shown; null clears it.
+    let (_, v) = common::admin_call(
+        &r.gw.url(),
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"tools": {"web_search": {"max_calls": 3}}})),
+    )
+    .await;
+    assert_eq!(
+        v["tools"],
+        json!({"web_search": {"allowed": true, "max_calls": 3}})
+    );
+    let id = v["id"].as_str().unwrap();
+    let (_, v) = common::admin_call(
+        &r.gw.url(),
+        reqwest::Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"tools": null})),
+    )
+    .await;
+    assert_eq!(v["tools"], Value::Null);
+}
+
+// ---- Citations (Anthropic clients) ----
+
+#[tokio::test]
+async fn anthropic_answers_cite_the_results_they_name() {
+    let r = rig(|c| c).await;
+    for model in ["openai:gpt-4o-mini", "anthropic:claude-sonnet-4-6"] {
+        // The mock's last turn repeats the search results (titles, URLs, text) it was given.
+        let b = body("/v1/messages", model, claude_code_search());
+        let res = post(
+            &r,
+            "/v1/messages",
+            &b,
+            &[("x-mock-tool-script", "web_search")],
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.unwrap();
+        let text = v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|b| b["type"] == "text")
+            .unwrap()
+            .clone();
+        let cites = text["citations"].as_array().expect("citations");
+        let c = cites
+            .iter()
+            .find(|c| c["url"] == "https://docs.alpha.invalid/2")
+            .unwrap_or_else(|| panic!("{model}: {v}"));
+        assert_eq!(c["type"], "web_search_result_location");
+        assert_eq!(c["title"], "Result 2 for tollgate mock search");
+        assert!(c["encrypted_index"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(
+            c["cited_text"]
+                .as_str()
+                .unwrap()
+                .contains("search-result-marker-2"),
+            "{c}"
+        );
+        // Every cited URL is in the text, and is one of the results shown.
+        let shown = v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "web_search_tool_result")
+            .unwrap()["content"]
+            .to_string();
+        for c in cites {
+            let url = c["url"].as_str().unwrap();
+            assert!(text["text"].as_str().unwrap().contains(url));
+            assert!(shown.contains(url));
+        }
+    }
+    // Echoed citations never reach the provider.
+    r.mock.clear();
+    let mut b = body(
+        "/v1/messages",
+        "anthropic:claude-sonnet-4-6",
+        claude_code_search(),
+    );
+    b["messages"] = json!([
+        {"role": "user", "content": "find it"},
+        {"role": "assistant", "content": [{"type": "text", "text": "See https://docs.alpha.invalid/2",
+            "citations": [{"type": "web_search_result_location", "url": "https://docs.alpha.invalid/2",
+                "title": "t", "encrypted_index": "x", "cited_text": "c"}]}]},
+        {"role": "user", "content": "more"}
+    ]);
+    let res = post(&r, "/v1/messages", &b, &[]).await;
+    assert_eq!(res.status(), 200);
+    let sent = String::from_utf8_lossy(&r.mock.requests()[0].body).to_string();
+    assert!(sent.contains("See https://docs.alpha.invalid/2"));
+    assert!(!sent.contains("web_search_result_location"), "{sent}");
+}
+
+#[tokio::test]
+async fn streamed_anthropic_answers_carry_citations_deltas() {
+    let r = rig(|c| c).await;
+    for model in ["openai:gpt-4o-mini", "anthropic:claude-sonnet-4-6"] {
+        let b = streamed(body("/v1/messages", model, claude_code_search()));
+        let res = post(
+            &r,
+            "/v1/messages",
+            &b,
+            &[("x-mock-tool-script", "web_search")],
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        let text = res.text().await.unwrap();
+        let evs = common::events(&text);
+        let pos = evs
+            .iter()
+            .position(|(n, v)| {
+                n == "content_block_delta"
+                    && v["delta"]["type"] == "citations_delta"
+                    && v["delta"]["citation"]["url"] == "https://docs.alpha.invalid/2"
+            })
+            .unwrap_or_else(|| panic!("{model}: {text}"));
+        let (_, cite) = &evs[pos];
+        let index = cite["index"].clone();
+        let c = &cite["delta"]["citation"];
+        assert_eq!(c["type"], "web_search_result_location");
+        assert!(c["cited_text"]
+            .as_str()
+            .unwrap()
+            .contains("search-result-marker-2"));
+        // On a text block that is open: started before, stopped after.
+        let start = evs
+            .iter()
+            .position(|(n, v)| n == "content_block_start" && v["index"] == index)
+            .unwrap();
+        assert_eq!(evs[start].1["content_block"]["type"], "text", "{text}");
+        let stop = evs
+            .iter()
+            .position(|(n, v)| n == "content_block_stop" && v["index"] == index)
+            .unwrap();
+        assert!(start < pos && pos < stop, "{text}");
+        assert_eq!(evs.last().unwrap().0, "message_stop");
+    }
+}
+
+// ---- Failover inside the loop ----
+
+/// `loopy`: two deployments, the rig's `openai` provider (first; on `r.mock`) and `b` (its
+/// alternate, on a mock of its own).
+async fn failover_rig() -> (Rig, MockServer) {
+    let b = MockServer::start().await;
+    let b_url = b.url();
+    let r = rig(move |c| {
+        c.provider(
+            "b",
+            json!({"kind": "openai", "base_url": format!("{b_url}/v1"), "api_key": "sk-b", "native_responses": false}),
+        )
+        .set(
+            "deployments",
+            json!({"loopy": [{"provider": "openai", "model": "gpt-4o-mini"},
+                             {"provider": "b", "model": "gpt-4o-mini", "priority": 1}]}),
+        )
+    })
+    .await;
+    (r, b)
+}
+
+fn fail_next(m: &MockServer, times: Option<u32>) {
+    m.set_default_fault(Some(mock_upstream::Fault {
+        status: Some(503),
+        times,
+        ..Default::default()
+    }));
+}
+
+#[tokio::test]
+async fn each_turn_fails_over_to_the_routes_alternates() {
+    let (r, b) = failover_rig().await;
+    let tools = json!([{"type": "tollgate_web_search"}, {"type": "tollgate_code_execution"}]);
+    // The first deployment fails the first turn only: that turn completes on the alternate,
+    // the next ones start at the first deployment again.
+    fail_next(&r.mock, Some(1));
+    let res = post(
+        &r,
+        "/v1/chat/completions",
+        &body("/v1/chat/completions", "loopy", tools.clone()),
+        &[
+            ("x-mock-tool-script", "web_search,code_execution"),
+            ("x-request-id", "loop-failover-1"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-tollgate-tool-iterations"], "3");
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        answer_text("/v1/chat/completions", &v).contains("42 ok"),
+        "{v}"
+    );
+    assert_eq!(b.requests().len(), 1, "the alternate served the first turn");
+    assert_eq!(
+        r.mock.requests().len(),
+        3,
+        "one failed attempt, then turns 2 and 3"
+    );
+    let mut rows = rows_of(&r, "loop-failover-1", 3).await;
+    rows.sort_by_key(|v| v["tool_iteration"].as_u64());
+    let providers: Vec<&str> = rows
+        .iter()
+        .map(|v| v["provider"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(providers, ["b", "openai", "openai"], "{rows:?}");
+
+    // Streamed, with the first deployment failing every turn: the loop completes on the
+    // alternate.
+    r.mock.clear();
+    b.clear();
+    fail_next(&r.mock, None);
+    let res = post(
+        &r,
+        "/v1/messages",
+        &streamed(body("/v1/messages", "loopy", tools)),
+        &[("x-mock-tool-script", "web_search,code_execution")],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    let evs = common::events(&text);
+    assert_eq!(evs.last().unwrap().0, "message_stop", "{text}");
+    assert!(!text.contains("event: error"), "{text}");
+    assert!(text.contains("42 ok"), "{text}");
+    assert_eq!(b.requests().len(), 3, "the alternate served every turn");
+    r.mock.set_default_fault(None);
+}

@@ -26,6 +26,7 @@ const FIELDS: &[&str] = &[
     "rpm_limit",
     "tpm_limit",
     "allowed_models",
+    "tools",
     "reject_user_mismatch",
     "end_user_limits",
     "active",
@@ -51,6 +52,7 @@ fn view(state: &State, k: &KeyRecord) -> Value {
         .end_user_limits
         .as_ref()
         .map_or(Value::Null, |l| l.to_json());
+    v["tools"] = super::tool_policy::view(k.tools.as_ref());
     v["standing"] = standing_of(state, Scope::Key, &k.id, &k.limits);
     v
 }
@@ -136,6 +138,9 @@ fn apply(state: &State, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayError
     }
     if let Some(a) = parse_allowed_models(b.get("allowed_models"))? {
         k.allowed_models = a;
+    }
+    if let Some(v) = b.get("tools") {
+        k.tools = super::tool_policy::apply(v, k.tools.take())?;
     }
     if let Some(v) = b.get("reject_user_mismatch") {
         k.reject_user_mismatch = match v {

@@ -13,6 +13,7 @@
 mod budgets;
 mod keys;
 mod pricing;
+mod tool_policy;
 mod usage;
 
 /// Usage aggregation, shared with the `tollgate usage` command.

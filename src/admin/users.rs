@@ -22,6 +22,7 @@ const FIELDS: &[&str] = &[
     "rpm_limit",
     "tpm_limit",
     "allowed_models",
+    "tools",
     "blocked",
     "metadata",
 ];
@@ -34,6 +35,7 @@ fn view(state: &State, u: &UserRecord) -> Value {
         "limits": u.limits.to_json(),
         "allowed_models": u.allowed_models,
         "blocked": u.blocked,
+        "tools": super::tool_policy::view(u.tools.as_ref()),
         "metadata": u.metadata,
         "created_at": u.created_at,
         "updated_at": u.updated_at,
@@ -86,6 +88,9 @@ fn apply(state: &State, req: &Req, u: &mut UserRecord) -> Result<(), GatewayErro
     }
     if let Some(a) = parse_allowed_models(b.get("allowed_models"))? {
         u.allowed_models = a;
+    }
+    if let Some(v) = b.get("tools") {
+        u.tools = super::tool_policy::apply(v, u.tools.take())?;
     }
     u.updated_at = now;
     Ok(())
@@ -151,6 +156,7 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
                 metadata: json!({}),
                 created_at: now,
                 updated_at: now,
+                tools: None,
             };
             apply(state, req, &mut u)?;
             save(state, &u).await?;

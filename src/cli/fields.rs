@@ -27,13 +27,18 @@ pub struct LimitArgs {
     /// Models this may use: selectors, provider:model, or prefix* (comma-separated).
     #[arg(long, value_name = "MODELS", value_delimiter = ',')]
     pub allowed_models: Option<Vec<String>>,
+    /// Gateway tool policy, JSON merged by tool, e.g.
+    /// '{"web_search":{"max_calls":3},"code_execution":{"allowed":false}}'.
+    #[arg(long, value_name = "JSON", value_parser = tool_policy)]
+    pub tools: Option<Value>,
     /// Removes a setting (repeatable): max_budget, budget_duration, budget_alignment,
-    /// budget_id, rpm_limit, tpm_limit, allowed_models; for keys also expires_at, name, user_id.
+    /// budget_id, rpm_limit, tpm_limit, allowed_models, tools; for keys also expires_at, name,
+    /// user_id.
     #[arg(long, value_name = "FIELD", value_parser = CLEARABLE)]
     pub clear: Vec<String>,
 }
 
-const CLEARABLE: [&str; 10] = [
+const CLEARABLE: [&str; 11] = [
     "user_id",
     "max_budget",
     "budget_duration",
@@ -42,6 +47,7 @@ const CLEARABLE: [&str; 10] = [
     "rpm_limit",
     "tpm_limit",
     "allowed_models",
+    "tools",
     "expires_at",
     "name",
 ];
@@ -71,9 +77,18 @@ impl LimitArgs {
             "allowed_models",
             self.allowed_models.as_ref().map(|v| json!(v)),
         );
+        set(body, "tools", self.tools.clone());
         for f in &self.clear {
             body.insert(f.clone(), Value::Null);
         }
+    }
+}
+
+/// Parses `--tools` as a JSON object (the server validates its entries).
+fn tool_policy(s: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err("--tools must be a JSON object, e.g. '{\"web_search\":{\"max_calls\":3}}'".into()),
     }
 }
 
@@ -114,5 +129,19 @@ mod tests {
             Value::Object(b),
             json!({"max_budget": "5", "rpm_limit": 60, "allowed_models": ["gpt-4o*", "claude*"], "tpm_limit": null})
         );
+    }
+
+    #[test]
+    fn tools_flag_takes_a_json_object() {
+        let v = tool_policy(r#"{"web_search":{"max_calls":3}}"#).unwrap();
+        let a = LimitArgs {
+            tools: Some(v),
+            ..Default::default()
+        };
+        let mut b = Map::new();
+        a.apply(&mut b);
+        assert_eq!(b["tools"], json!({"web_search": {"max_calls": 3}}));
+        assert!(tool_policy("[1]").is_err());
+        assert!(tool_policy("web_search").is_err());
     }
 }

@@ -205,6 +205,7 @@ fn details(k: &Value) -> String {
         ("rpm_limit", cell(&l["rpm_limit"])),
         ("tpm_limit", cell(&l["tpm_limit"])),
         ("allowed_models", cell(&k["allowed_models"])),
+        ("tools", cell(&k["tools"])),
         ("spend", cell(&s["spend"])),
         ("remaining", cell(&s["remaining"])),
         ("resets_at", cell(&s["resets_at"])),

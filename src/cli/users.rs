@@ -159,6 +159,7 @@ fn details(u: &Value) -> String {
         ("rpm_limit", cell(&l["rpm_limit"])),
         ("tpm_limit", cell(&l["tpm_limit"])),
         ("allowed_models", cell(&u["allowed_models"])),
+        ("tools", cell(&u["tools"])),
         ("spend", cell(&s["spend"])),
         ("remaining", cell(&s["remaining"])),
         ("resets_at", cell(&s["resets_at"])),

@@ -86,14 +86,21 @@ impl Gateway {
     /// downstream so that `fail_to_proxy` answers (or stays silent) correctly.
     pub(super) async fn forward_direct(&self, s: &mut Session, ctx: &mut Ctx) -> Result<()> {
         ctx.direct = true;
-        let (exchange, target, route) = self.attempts(s, ctx).await?;
+        let (exchange, target, route) = self.attempts(s.req_header(), ctx).await?;
         self.deliver(s, ctx, exchange, &target, &route).await
     }
 
     /// The attempt step: one attempt per candidate. A failed attempt (connect error,
     /// timeout, reset, 429 or 5xx, an invalid 2xx body: before anything reached the client)
-    /// moves on to the next candidate while the retry budget and the deadline allow.
-    async fn attempts(&self, s: &Session, ctx: &mut Ctx) -> Result<(Exchange, Target, Route)> {
+    /// moves on to the next candidate while the retry budget and the deadline allow. Needs
+    /// `ctx` planned for its route (`route`, `upstream_addr`, `upstream_path`,
+    /// `upstream_body`) and, to fail over, `alternates` and `client_body`; the tool loop
+    /// calls it for each model turn.
+    pub(super) async fn attempts(
+        &self,
+        head: &pingora::http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<(Exchange, Target, Route)> {
         loop {
             let route = ctx.route.clone().expect("route set before forwarding");
             // The connect step: where, and by when the whole request (connect included) ends.
@@ -104,15 +111,11 @@ impl Gateway {
             route.health.begin(Instant::now());
             ctx.attempts += 1;
             let body = ctx.upstream_body.clone().unwrap_or_default();
-            let mut res = match upstream_request(
-                s.req_header(),
-                &route.provider,
-                &ctx.upstream_path,
-                body.len(),
-            ) {
-                Ok(req) => attempt::send(&self.state.connector, &target, &req, &body).await,
-                Err(e) => Err(e),
-            };
+            let mut res =
+                match upstream_request(head, &route.provider, &ctx.upstream_path, body.len()) {
+                    Ok(req) => attempt::send(&self.state.connector, &target, &req, &body).await,
+                    Err(e) => Err(e),
+                };
             let failure = attempt::judge(&mut res);
             attempt::record(&route.health, failure);
             let Some((reason, _)) = failure else {

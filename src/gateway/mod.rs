@@ -148,8 +148,9 @@ impl Gateway {
                 local::key_info(state, &key)
             }
             Endpoint::Tools => {
-                ctx.key = Some(self.authenticate(s)?);
-                local::tools(state)
+                let key = self.authenticate(s)?;
+                ctx.key = Some(key.clone());
+                local::tools(state, &key)
             }
             Endpoint::Models | Endpoint::Model => {
                 ctx.key = Some(self.authenticate(s)?);
@@ -268,7 +269,7 @@ impl Gateway {
         // check keeps every other request out of it.
         if ctx.endpoint.generation_format().is_some()
             && crate::tools::declare::might_declare(&body, true)
-            && Box::pin(self.tool_loop(s, ctx, &mut req, &body, &route)).await?
+            && Box::pin(self.tool_loop(s, ctx, &mut req, &body, &route, &alternates)).await?
         {
             return Ok(Flow::Done);
         }

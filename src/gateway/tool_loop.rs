@@ -1,7 +1,8 @@
 //! The tool loop: a request that declares gateway tools (or whose provider web-search tool
 //! tollgate claims) runs here instead of being forwarded once. Each model turn is planned
 //! through the same pipeline as a normal request (client format → provider format), sent
-//! with the attempt API and read whole in the client's format; tollgate runs the gateway
+//! with the direct path's attempts (failing over to the route's alternates, each turn
+//! starting at the first) and read whole in the client's format; tollgate runs the gateway
 //! tool calls it finds (`crate::tools`), appends the results and calls the model again, up
 //! to the request's iteration cap. The last turn is the client's answer, with the native
 //! blocks or items of what tollgate ran.
@@ -20,19 +21,18 @@
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
-use pingora::{Error, ErrorType};
+use pingora::Error;
 use serde_json::{Map, Value};
-use std::time::Instant;
 
-use super::attempt::{self, Exchange, Piece, Target};
+use super::attempt::{Exchange, Piece, Target};
 use super::body::RequestJson;
 use super::response::{ResponseTap, TapSpec};
-use super::upstream::upstream_request;
 use super::{Ctx, Failure, Gateway};
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::Usage;
 use crate::route::Route;
 use crate::tools::declare::{self, Declared};
+use crate::tools::policy::CallLimits;
 use crate::tools::run::Runner;
 use crate::tools::stream::LoopStream;
 use crate::tools::turns::{self, Call, ToolRun};
@@ -44,8 +44,8 @@ use crate::translate::Format;
 enum Turn {
     /// A 2xx answer, whole, in the client's format, and its tap (usage).
     Answer(Value, ResponseTap),
-    /// The provider refused the turn (its answer not read yet).
-    Refused(Box<(Exchange, Target, TapSpec)>),
+    /// The provider refused the turn (its answer not read yet), and the route that did.
+    Refused(Box<(Exchange, Target, TapSpec, Route)>),
     /// A streamed turn failed: its error event already ended the client's stream.
     Ended(ResponseTap),
 }
@@ -60,6 +60,7 @@ impl Gateway {
         req: &mut RequestJson,
         body: &Bytes,
         route: &Route,
+        alternates: &[Route],
     ) -> Result<bool, Failure> {
         let Some(format) = ctx.endpoint.generation_format() else {
             return Ok(false);
@@ -76,6 +77,14 @@ impl Gateway {
         let mut work = req.full(body)?.clone();
         let Some(declared) = declare::take(&mut work, format, &tools.cfg, claim)? else {
             return Ok(false);
+        };
+        // The key's (and its user's) tool policy: a tool it may not use is refused now,
+        // before anything is sent.
+        let mut limits = {
+            let key = ctx.key.clone().expect("authenticated");
+            let users = self.state.ledger.users.load();
+            let user = key.user_id.as_ref().and_then(|u| users.get(u));
+            crate::tools::policy::check(&declared.kinds(), &key, user.map(|u| &**u))?
         };
         if self.state.ledger.require_pricing {
             let prices = self.state.ledger.prices.load();
@@ -133,10 +142,11 @@ impl Gateway {
             ctx,
             &head,
             &mut work,
-            route,
+            (route, alternates),
             format,
             &declared,
             &mut runner,
+            &mut limits,
             out.as_mut(),
         ))
         .await;
@@ -201,10 +211,11 @@ impl Gateway {
         ctx: &mut Ctx,
         head: &pingora::http::RequestHeader,
         work: &mut Map<String, Value>,
-        route: &Route,
+        (route, alternates): (&Route, &[Route]),
         format: Format,
         declared: &Declared,
         runner: &mut Runner<'_>,
+        limits: &mut CallLimits,
         mut out: Option<&mut LoopStream>,
     ) -> Result<(), Failure> {
         let offered = declared.kinds();
@@ -214,13 +225,18 @@ impl Gateway {
         loop {
             iteration += 1;
             if iteration > 1 {
+                ctx.route = Some(route.clone());
                 self.admit_turn(ctx, route, work).await?;
+                // Each turn is a request of its own to the retry budget.
+                self.state.retry_budget.deposit();
             }
             ctx.tool_iteration = iteration as u64;
             ctx.tool_calls = 0;
             let turn = match out.as_deref_mut() {
-                Some(ls) => Box::pin(self.live_turn(s, ctx, head, work, route, ls)).await,
-                None => Box::pin(self.turn(ctx, head, work, route)).await,
+                Some(ls) => {
+                    Box::pin(self.live_turn(s, ctx, head, work, (route, alternates), ls)).await
+                }
+                None => Box::pin(self.turn(ctx, head, work, (route, alternates))).await,
             };
             let (mut answer, tap) = match turn? {
                 Turn::Ended(tap) => {
@@ -230,7 +246,7 @@ impl Gateway {
                 }
                 Turn::Answer(a, t) => (a, t),
                 Turn::Refused(refused) => {
-                    let (exchange, target, tap) = *refused;
+                    let (exchange, target, tap, used) = *refused;
                     if out.is_some() {
                         let status = exchange.header().status.as_u16();
                         exchange.shutdown().await;
@@ -238,14 +254,14 @@ impl Gateway {
                             ErrorKind::Upstream,
                             format!(
                                 "The provider '{}' refused a tool-loop turn (HTTP {status}).",
-                                route.provider.name
+                                used.provider.name
                             ),
                         )
                         .into());
                     }
                     // The provider's refusal reaches the client as it would without tools.
                     ctx.tap_spec = Some(tap);
-                    Box::pin(self.deliver(s, ctx, exchange, &target, route)).await?;
+                    Box::pin(self.deliver(s, ctx, exchange, &target, &used)).await?;
                     return Ok(());
                 }
             };
@@ -268,12 +284,20 @@ impl Gateway {
                 .with_code("tool_iterations_exhausted")
                 .into());
             }
+            // Calls past a tool's max_calls do not run: the model reads why.
+            let verdicts = limits.admit(&ours);
+            let admitted: Vec<Call> = ours
+                .iter()
+                .zip(&verdicts)
+                .filter(|(_, v)| v.is_none())
+                .map(|(c, _)| c.clone())
+                .collect();
             let ran = self
-                .keeping_alive(s, &mut gone, out.as_deref_mut(), runner.run(&ours))
+                .keeping_alive(s, &mut gone, out.as_deref_mut(), runner.run(&admitted))
                 .await;
             ctx.client_gone |= gone.0;
             let runs = match ran {
-                Ok(Ok(r)) => r,
+                Ok(Ok(r)) => crate::tools::policy::merge(verdicts, r),
                 Ok(Err(e)) => {
                     self.settle_turn(ctx, tap, 502);
                     return Err(unreachable(&e).into());
@@ -321,52 +345,55 @@ impl Gateway {
         }
     }
 
-    /// One model turn, non-streamed: planned, sent, and read whole in the client's format.
-    async fn turn(
+    /// Plans one turn for the route and its alternates, as the direct path plans a request,
+    /// so that `Gateway::attempts` can send it and fail over.
+    async fn plan_turn(
         &self,
         ctx: &mut Ctx,
-        head: &pingora::http::RequestHeader,
         work: &Map<String, Value>,
-        route: &Route,
-    ) -> Result<Turn, Failure> {
+        (route, alternates): (&Route, &[Route]),
+    ) -> Result<(), Failure> {
         let body = Bytes::from(serde_json::to_vec(work).map_err(|e| {
             GatewayError::new(ErrorKind::Internal, format!("encoding a turn: {e}"))
         })?);
         let mut rj = RequestJson::peek(&body)?;
-        let stream = std::mem::replace(&mut ctx.stream, false);
-        let planned = super::plan::plan(ctx, &mut rj, body, route, None);
-        ctx.stream = stream;
-        let plan = planned?;
+        let plan = super::plan::plan(ctx, &mut rj, body.clone(), route, None)?;
         let addr = self
             .state
             .resolver
             .resolve(&route.provider.host, route.provider.port)
             .await?;
         ctx.upstream_addr = Some(addr);
-        let target = Target::new(route, addr, false, ctx.start);
-        route.health.begin(Instant::now());
-        ctx.attempts += 1;
-        let head = upstream_request(head, &route.provider, &plan.path, plan.body.len())?;
-        let mut res = attempt::send(&self.state.connector, &target, &head, &plan.body).await;
-        let failure = attempt::judge(&mut res);
-        attempt::record(&route.health, failure);
-        if failure.is_some_and(|f| f.0 == "invalid_body") {
-            if let Ok(a) = res {
-                a.shutdown().await;
-            }
-            return Err(Error::explain(
-                ErrorType::Custom("returned an invalid response body"),
-                "invalid JSON in a 2xx answer",
-            )
-            .into_up()
-            .into());
+        ctx.upstream_path = plan.path;
+        ctx.upstream_body = Some(plan.body);
+        ctx.tap_spec = Some(plan.tap);
+        ctx.route = Some(route.clone());
+        ctx.tried.clear();
+        if !alternates.is_empty() {
+            ctx.client_body = Some(body);
+            ctx.client_query = None;
+            ctx.alternates = alternates.to_vec();
         }
-        let exchange = res?;
+        Ok(())
+    }
+
+    /// One model turn, non-streamed: planned, sent (failing over to the route's alternates),
+    /// and read whole in the client's format.
+    async fn turn(
+        &self,
+        ctx: &mut Ctx,
+        head: &pingora::http::RequestHeader,
+        work: &Map<String, Value>,
+        candidates: (&Route, &[Route]),
+    ) -> Result<Turn, Failure> {
+        self.plan_turn(ctx, work, candidates).await?;
+        let (exchange, target, route) = self.attempts(head, ctx).await?;
+        let tap = ctx.tap_spec.clone().expect("planned");
         if !(200..300).contains(&exchange.header().status.as_u16()) {
-            return Ok(Turn::Refused(Box::new((exchange, target, plan.tap))));
+            return Ok(Turn::Refused(Box::new((exchange, target, tap, route))));
         }
         let idle = target.timeouts.stream_idle;
-        let (_, mut response) = exchange.open(&plan.tap, idle)?;
+        let (_, mut response) = exchange.open(&tap, idle)?;
         let mut buf = BytesMut::new();
         let read: Result<(), Box<Error>> = {
             let keepalive = self.state.cfg.stream_keepalive;
@@ -421,38 +448,29 @@ impl Gateway {
         ctx: &mut Ctx,
         head: &pingora::http::RequestHeader,
         work: &Map<String, Value>,
-        route: &Route,
+        candidates: (&Route, &[Route]),
         ls: &mut LoopStream,
     ) -> Result<Turn, Failure> {
-        let body = Bytes::from(serde_json::to_vec(work).map_err(|e| {
-            GatewayError::new(ErrorKind::Internal, format!("encoding a turn: {e}"))
-        })?);
-        let mut rj = RequestJson::peek(&body)?;
-        let plan = super::plan::plan(ctx, &mut rj, body, route, None)?;
-        let addr = self
-            .state
-            .resolver
-            .resolve(&route.provider.host, route.provider.port)
-            .await?;
-        ctx.upstream_addr = Some(addr);
-        let target = Target::new(route, addr, true, ctx.start);
-        route.health.begin(Instant::now());
-        ctx.attempts += 1;
-        let up = upstream_request(head, &route.provider, &plan.path, plan.body.len())?;
-        // Keep-alives until the provider answers (the client's stream is open).
+        self.plan_turn(ctx, work, candidates).await?;
+        // Keep-alives until a provider answers (the client's stream is open); the attempts
+        // fail over to the route's alternates meanwhile.
         let mut gone = ClientGone(false);
-        let sent = attempt::send(&self.state.connector, &target, &up, &plan.body);
+        let sent = self.attempts(head, ctx);
         let sent = Box::pin(self.keeping_alive(s, &mut gone, Some(&mut *ls), sent)).await;
         ctx.client_gone |= gone.0;
-        let mut res = sent?;
-        let failure = attempt::judge(&mut res);
-        attempt::record(&route.health, failure);
-        let exchange = res?;
+        let (exchange, target, route) = sent??;
+        let route = &route;
+        let tap = ctx.tap_spec.clone().expect("planned");
         if !(200..300).contains(&exchange.header().status.as_u16()) {
-            return Ok(Turn::Refused(Box::new((exchange, target, plan.tap))));
+            return Ok(Turn::Refused(Box::new((
+                exchange,
+                target,
+                tap,
+                route.clone(),
+            ))));
         }
         let idle = target.timeouts.stream_idle;
-        let (_, mut response) = exchange.open(&plan.tap, idle)?;
+        let (_, mut response) = exchange.open(&tap, idle)?;
         let keepalive = self.state.cfg.stream_keepalive;
         let written: Result<(), Box<Error>> = {
             let mut body = std::pin::pin!(response.body(
@@ -525,6 +543,9 @@ impl Gateway {
             return Ok(());
         }
         turns::present(&mut answer, format, shown);
+        if format == Format::Anthropic {
+            crate::tools::cite::cite_answer(&mut answer, shown);
+        }
         let body = serde_json::to_vec(&answer).map_err(|e| {
             GatewayError::new(ErrorKind::Internal, format!("encoding the answer: {e}"))
         })?;

@@ -1,21 +1,29 @@
 //! `GET /v1/tools`: the gateway-run tools, whether each one can be used here (a backend is
-//! configured), the function the model is offered and the `type`s a request declares it
-//! with.
+//! configured and the caller's tool policy allows it), the function the model is offered
+//! and the `type`s a request declares it with.
 
 use serde_json::json;
 
 use super::Answer;
+use crate::records::KeyRecord;
 use crate::state::State;
 use crate::tools::declare::ToolKind;
+use crate::tools::policy;
 
-pub fn tools(state: &State) -> Answer {
+pub fn tools(state: &State, key: &KeyRecord) -> Answer {
     let t = &state.tools;
-    let entry = |kind: ToolKind, available: bool, backend: Option<&str>| {
+    let users = state.ledger.users.load();
+    let user = key.user_id.as_ref().and_then(|u| users.get(u));
+    let entry = |kind: ToolKind, configured: bool, backend: Option<&str>| {
+        let grant = policy::effective(kind, key, user.map(|u| &**u));
+        let available = configured && grant.allowed;
         json!({
             "type": format!("tollgate_{}", kind.function()),
             "name": kind.function(),
             "description": kind.description(),
             "available": available,
+            "allowed": grant.allowed,
+            "max_calls": grant.max_calls,
             "backend": backend,
             "input_schema": kind.input_schema(),
             "accepted_types": kind.accepted_types(),

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::limits::Limits;
+use super::tool_policy::ToolPolicy;
 
 /// A virtual key as stored: never the secret itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,6 +35,9 @@ pub struct KeyRecord {
     /// user a request body names). None: end users are only attributed, never limited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_user_limits: Option<Limits>,
+    /// Which gateway tools this key may use, and calls per request (None: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolPolicy>,
 }
 
 fn yes() -> bool {

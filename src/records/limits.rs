@@ -84,6 +84,10 @@ pub struct UserRecord {
     pub metadata: Value,
     pub created_at: u64,
     pub updated_at: u64,
+    /// Which gateway tools this user's keys may use, and calls per request (None: the
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<super::tool_policy::ToolPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod money;
 pub mod period;
 pub mod response;
+pub mod tool_policy;
 pub mod usage;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ pub use key::KeyRecord;
 pub use limits::{BudgetRecord, Limit, Limits, UserRecord};
 pub use money::Micros;
 pub use response::{Conversation, StoredResponse};
+pub use tool_policy::{ToolGrant, ToolPolicy};
 pub use usage::UsageRecord;
 
 /// Which kind of owner an account has, for messages and metrics.

@@ -45,7 +45,7 @@ impl ToolKind {
     pub fn description(self) -> &'static str {
         match self {
             ToolKind::WebSearch => {
-                "Search the web. Returns the top results with their titles, URLs and text."
+                "Search the web. Returns the top results with their titles, URLs and text. When you use a result, cite its URL."
             }
             ToolKind::CodeExecution => {
                 "Run Python code in a sandbox and return its stdout, stderr and return code. Files persist between calls within this request."

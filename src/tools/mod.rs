@@ -5,15 +5,19 @@
 //! - `search`: the search backends (SearXNG, Brave, Tavily) behind one call;
 //! - `fetch`: the text of result pages when a backend gives only snippets (SSRF-checked);
 //! - `sandbox`: code execution over Otari's sandbox protocol v1, one session per request;
+//! - `cite`: citations of search results in Anthropic answers;
 //! - `declare`: the gateway tools a request declares, offered to the model as functions;
 //! - `turns`: whole turns in the client's format (calls, results appended, native blocks);
+//! - `policy`: the key's and user's tool policy on one request (allowed tools, calls per request);
 //! - `run`: one turn's calls, run concurrently;
 //! - `stream`: the client's stream during a loop (keep-alives, native blocks, the answer).
 //!
 //! The loop itself, which needs the gateway's attempt API, is `gateway::tool_loop`.
 
+pub mod cite;
 pub mod declare;
 pub mod fetch;
+pub mod policy;
 pub mod run;
 pub mod sandbox;
 pub mod search;

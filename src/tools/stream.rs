@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 
 use super::declare::ToolKind;
+use super::search::SearchResult;
 use super::turns::ToolRun;
 use crate::error::GatewayError;
 use crate::translate::shared::input_to_args;
@@ -32,6 +33,8 @@ pub struct LoopStream {
     outputs: u64,
     /// The gateway tools offered (their calls are held back and hidden).
     offered: Vec<ToolKind>,
+    /// Anthropic: the search results shown so far (text blocks that name one cite it).
+    results: Vec<SearchResult>,
     turn: Turn,
 }
 
@@ -54,6 +57,7 @@ impl LoopStream {
             include_usage,
             outputs: 0,
             offered: Vec::new(),
+            results: Vec::new(),
             turn: Turn::new(),
         }
     }
@@ -131,6 +135,9 @@ impl LoopStream {
     pub fn tools(&mut self, runs: &[ToolRun]) -> Option<Bytes> {
         let mut view = json!({"content": [], "output": []});
         super::turns::present(&mut view, self.format, runs);
+        if self.format == Format::Anthropic {
+            self.results.extend(super::cite::results_of(runs).cloned());
+        }
         let mut out = BytesMut::new();
         match self.format {
             Format::Anthropic => {
@@ -390,10 +397,30 @@ impl LoopStream {
                 }
                 if t.calls.contains(&i) {
                     t.held.push(ev);
-                } else {
-                    self.pass(&ev, data, out);
+                    return;
                 }
+                if kind == "content_block_stop" {
+                    self.cite_block(i, out);
+                }
+                self.pass(&ev, data, out);
             }
+        }
+    }
+
+    /// Before a text block stops: a `citations_delta` for each search result its text names.
+    fn cite_block(&mut self, i: u64, out: &mut BytesMut) {
+        let Some(b) = self.turn.blocks.get(&i).filter(|b| b["type"] == "text") else {
+            return;
+        };
+        let found = super::cite::citations(b["text"].as_str().unwrap_or_default(), &self.results);
+        let ev = SseEvent {
+            event: Some("content_block_delta".into()),
+            data: String::new(),
+        };
+        for c in found {
+            let data = json!({"type": "content_block_delta", "index": i,
+                "delta": {"type": "citations_delta", "citation": c}});
+            self.pass(&ev, data, out);
         }
     }
 
@@ -579,5 +606,63 @@ impl LoopStream {
     /// A turn that only called tollgate's tools: nothing more of it reaches the client.
     pub fn discard(&mut self) {
         self.turn = Turn::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::turns::Call;
+
+    #[test]
+    fn a_text_block_naming_a_result_gets_a_citations_delta_before_it_stops() {
+        let mut ls =
+            LoopStream::new(Format::Anthropic, "m", false).offering(vec![ToolKind::WebSearch]);
+        ls.open();
+        let run = ToolRun {
+            call: Call {
+                id: "c1".into(),
+                name: "web_search".into(),
+                args: serde_json::from_value(json!({"query": "q"})).unwrap(),
+                ours: Some(ToolKind::WebSearch),
+            },
+            output: String::new(),
+            results: vec![SearchResult {
+                url: "https://a.example/x".into(),
+                title: "A".into(),
+                snippet: "about a".into(),
+                text: None,
+                published: None,
+            }],
+            ok: true,
+        };
+        ls.tools(&[run]).unwrap();
+        let turn = concat!(
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"per https://a.example/x\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        );
+        let out = String::from_utf8(ls.feed(turn.as_bytes()).to_vec()).unwrap();
+        let mut events = Vec::new();
+        let mut p = SseParser::new();
+        p.feed(out.as_bytes(), &mut |e| events.push(e));
+        let data: Vec<Value> = events
+            .iter()
+            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .collect();
+        // The two search blocks took indices 0 and 1: the text block is 2.
+        assert_eq!(data.len(), 4, "{out}");
+        assert_eq!(events[2].event.as_deref(), Some("content_block_delta"));
+        let enc = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "tollgate:https://a.example/x",
+        );
+        assert_eq!(
+            data[2],
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "citations_delta",
+                "citation": {"type": "web_search_result_location", "url": "https://a.example/x",
+                    "title": "A", "encrypted_index": enc, "cited_text": "about a"}}})
+        );
+        assert_eq!(data[3], json!({"type": "content_block_stop", "index": 2}));
     }
 }

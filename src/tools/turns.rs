@@ -256,6 +256,7 @@ pub fn strip_echoes(req: &mut Map<String, Value>, format: Format) {
                                 Some("server_tool_use" | "web_search_tool_result")
                             )
                         });
+                        c.iter_mut().for_each(super::cite::strip);
                     }
                 }
                 // An assistant turn that held only those blocks is gone.
