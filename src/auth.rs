@@ -77,6 +77,7 @@ impl KeyRecord {
             allowed_models: None,
             reject_user_mismatch: None,
             end_user_limits: None,
+            guardrail_policies: Vec::new(),
         };
         (rec, secret)
     }

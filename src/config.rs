@@ -86,6 +86,8 @@ pub struct RawConfig {
     pub failover: Option<crate::balance::settings::RawFailover>,
     /// Fetching each provider's model list (see [`ModelDiscovery`]).
     pub model_discovery: Option<RawModelDiscovery>,
+    /// Guardrail service, policies and cache (see `guardrails::policy`).
+    pub guardrails: Option<crate::guardrails::policy::RawGuardrails>,
 }
 
 /// `model_discovery:` as written; every field is optional.
@@ -245,6 +247,7 @@ pub struct Config {
     pub limits: Limits,
     pub failover: crate::balance::settings::FailoverConfig,
     pub model_discovery: ModelDiscovery,
+    pub guardrails: crate::guardrails::Settings,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -611,6 +614,7 @@ impl Config {
             },
             limits: build_limits(raw.limits)?,
             model_discovery: build_model_discovery(raw.model_discovery)?,
+            guardrails: crate::guardrails::policy::build(raw.guardrails, env)?,
             failover: crate::balance::settings::build(
                 raw.deployments,
                 raw.fallbacks,

@@ -165,6 +165,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         connector,
         ledger: ledger.clone(),
         snapshot_loaded: AtomicBool::new(snapshot_loaded),
+        guardrails: crate::guardrails::Guardrails::new(cfg.guardrails.clone()),
         cfg: cfg.clone(),
     });
 

@@ -30,4 +30,6 @@ pub struct State {
     pub snapshot_loaded: AtomicBool,
     /// Bounds failover retries to a share of the traffic.
     pub retry_budget: RetryBudget,
+    /// Guardrail settings, service clients and verdict cache.
+    pub guardrails: crate::guardrails::Guardrails,
 }

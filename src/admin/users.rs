@@ -24,6 +24,7 @@ const FIELDS: &[&str] = &[
     "allowed_models",
     "blocked",
     "metadata",
+    "guardrail_policies",
 ];
 
 fn view(state: &State, u: &UserRecord) -> Value {
@@ -35,6 +36,7 @@ fn view(state: &State, u: &UserRecord) -> Value {
         "allowed_models": u.allowed_models,
         "blocked": u.blocked,
         "metadata": u.metadata,
+        "guardrail_policies": u.guardrail_policies,
         "created_at": u.created_at,
         "updated_at": u.updated_at,
         "standing": standing_of(state, Scope::User, &u.user_id, &u.limits),
@@ -86,6 +88,13 @@ fn apply(state: &State, req: &Req, u: &mut UserRecord) -> Result<(), GatewayErro
     }
     if let Some(a) = parse_allowed_models(b.get("allowed_models"))? {
         u.allowed_models = a;
+    }
+    if let Some(p) = state
+        .guardrails
+        .settings
+        .parse_names(b.get("guardrail_policies"))?
+    {
+        u.guardrail_policies = p;
     }
     u.updated_at = now;
     Ok(())
@@ -151,6 +160,7 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
                 metadata: json!({}),
                 created_at: now,
                 updated_at: now,
+                guardrail_policies: Vec::new(),
             };
             apply(state, req, &mut u)?;
             save(state, &u).await?;

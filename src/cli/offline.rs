@@ -82,6 +82,7 @@ impl Store {
                 cfg.failover.policy.retry_budget_percent,
                 cfg.failover.policy.retry_budget_min_per_second,
             ),
+            guardrails: crate::guardrails::Guardrails::new(cfg.guardrails.clone()),
             cfg: cfg.clone(),
         };
         Ok(Store { state })

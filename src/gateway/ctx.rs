@@ -64,6 +64,8 @@ pub struct Ctx {
     pub attempts: u32,
     /// The deployments tried, with why each failed (for the error message).
     pub tried: Vec<String>,
+    /// The guardrail checks of this request and their verdicts (None: no guardrails).
+    pub guard: Option<Box<crate::guardrails::RequestGuard>>,
 }
 
 impl Ctx {
@@ -100,6 +102,7 @@ impl Ctx {
             client_query: None,
             attempts: 0,
             tried: Vec::new(),
+            guard: None,
         }
     }
 

@@ -28,6 +28,7 @@ mod count;
 mod ctx;
 mod direct;
 mod end_user;
+mod guard;
 pub mod limits;
 mod plan;
 pub mod reply;
@@ -214,6 +215,8 @@ impl Gateway {
         };
         ctx.client_model = model.clone();
         let (route, alternates) = self.state.router.candidates(&model)?;
+        // Guardrails: before admission, so that a refused request costs nothing.
+        let body = self.guard_input(ctx, &mut req, body).await?;
         self.state.retry_budget.deposit();
         self.admit(s, ctx, req.fields(), &route, body.len()).await?;
         if ctx.endpoint == Endpoint::CountTokens {
@@ -255,7 +258,14 @@ impl Gateway {
         // response header) and reads non-streamed answers ahead, so that a provider's
         // invalid 200 fails over or becomes a 502 instead of reaching the client. Same-format
         // streams with a replayable body and nowhere to fail over to stay on the proxy path.
-        if ctx.stream && ctx.replayable && !translated_stream && ctx.alternates.is_empty() {
+        // Output checks read the answer on the direct path.
+        let checks_output = ctx.guard.as_ref().is_some_and(|g| g.checks_output());
+        if ctx.stream
+            && ctx.replayable
+            && !translated_stream
+            && ctx.alternates.is_empty()
+            && !checks_output
+        {
             return Ok(Flow::Proxy);
         }
         Box::pin(self.forward_direct(s, ctx)).await?;

@@ -182,6 +182,7 @@ impl Gateway {
             ttft_ms: ctx.upstream_ttfb.map(|t| t.as_millis() as u64),
             stream: ctx.stream,
             estimated,
+            guardrails: ctx.guard.as_ref().map(|g| g.outcomes()).unwrap_or_default(),
             ..Default::default()
         };
         usage.record_into(&mut rec);

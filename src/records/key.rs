@@ -34,6 +34,10 @@ pub struct KeyRecord {
     /// user a request body names). None: end users are only attributed, never limited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_user_limits: Option<Limits>,
+    /// Guardrail policies (named in the config's `guardrails.policies`) run on this key's
+    /// requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrail_policies: Vec<String>,
 }
 
 fn yes() -> bool {

@@ -84,6 +84,10 @@ pub struct UserRecord {
     pub metadata: Value,
     pub created_at: u64,
     pub updated_at: u64,
+    /// Guardrail policies (named in the config's `guardrails.policies`) run on the requests
+    /// of every key of this user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrail_policies: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use key::KeyRecord;
 pub use limits::{BudgetRecord, Limit, Limits, UserRecord};
 pub use money::Micros;
-pub use usage::UsageRecord;
+pub use usage::{GuardrailOutcome, UsageRecord};
 
 /// Which kind of owner an account has, for messages and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

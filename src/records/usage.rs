@@ -59,6 +59,23 @@ pub struct UsageRecord {
     /// Tokens were estimated because the upstream reported none.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub estimated: bool,
+    /// What each guardrail check said (absent on requests without guardrails).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<GuardrailOutcome>,
+}
+
+/// One guardrail check of a request, as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct GuardrailOutcome {
+    pub profile: String,
+    /// `input` or `output`.
+    pub stage: String,
+    /// `valid`, `flagged`, `inconclusive` or `unavailable`.
+    pub verdict: String,
+    /// This check refused the request (or replaced the answer).
+    pub blocked: bool,
+    pub latency_ms: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -188,6 +205,11 @@ impl UsageRecord {
         }
         w.yes("stream", self.stream);
         w.yes("estimated", self.estimated);
+        if !self.guardrails.is_empty() {
+            // Rare (guardrails configured): serde's own encoding.
+            w.key("guardrails");
+            let _ = serde_json::to_writer(&mut *w.out, &self.guardrails);
+        }
         out.push(b'}');
         out
     }
@@ -224,6 +246,13 @@ mod tests {
             ttft_ms: Some(0),
             stream: true,
             estimated: true,
+            guardrails: vec![GuardrailOutcome {
+                profile: text.into(),
+                stage: "input".into(),
+                verdict: "flagged".into(),
+                blocked: true,
+                latency_ms: 12,
+            }],
         }
     }
 

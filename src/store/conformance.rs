@@ -103,6 +103,7 @@ pub async fn run(store: &dyn Store) {
         metadata: serde_json::json!({}),
         created_at: 1,
         updated_at: 1,
+        guardrail_policies: Vec::new(),
     };
     store.put_user(&u).await.unwrap();
     assert_eq!(store.load_users().await.unwrap(), vec![u]);

@@ -1,0 +1,129 @@
+//! The guardrail stage of the request pipeline (the checks themselves are in
+//! [`crate::guardrails`]):
+//! - on input, after the body is read and before admission (a refused request costs
+//!   nothing): the gateway-only fields are stripped from the body, the request's entries and
+//!   the policies that apply are merged, and the checks run concurrently;
+//! - on a non-streamed answer (the direct path reads it ahead): its text is checked before
+//!   anything reaches the client, and a flagged answer becomes the native refusal.
+//!
+//! A request with no gateway-only field and no policy that applies costs a few map lookups.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+
+use super::body::RequestJson;
+use super::{Ctx, Gateway};
+use crate::error::{ErrorKind, GatewayError};
+use crate::guardrails::{
+    answer, check, declare, policy, scope, Decision, RequestGuard, Scope, Stage, GATEWAY_FIELDS,
+};
+
+impl Gateway {
+    /// The input stage. Returns the body to forward: the client's own bytes, or the body
+    /// re-encoded without the gateway-only fields. A flagged request in block mode is a 403,
+    /// a check that fails closed without a verdict a 502.
+    pub(super) async fn guard_input(
+        &self,
+        ctx: &mut Ctx,
+        req: &mut RequestJson,
+        body: Bytes,
+    ) -> Result<Bytes, GatewayError> {
+        let gateway_fields = GATEWAY_FIELDS.iter().any(|f| req.fields().contains_key(*f));
+        let g = &self.state.guardrails;
+        let format = ctx.endpoint.generation_format();
+        let policies = g.settings.has_policies() && format.is_some();
+        if !gateway_fields && !policies {
+            return Ok(body);
+        }
+        let declared = match (format, req.fields().get("guardrails")) {
+            (Some(_), Some(v)) => declare::parse(v, g.settings.request_urls())?,
+            _ => Vec::new(),
+        };
+        let body = if gateway_fields {
+            let full = req.full(&body)?;
+            for f in GATEWAY_FIELDS {
+                full.remove(f);
+            }
+            serde_json::to_vec(full)
+                .map(Bytes::from)
+                .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?
+        } else {
+            body
+        };
+        let policy_entries = match (policies, ctx.key.as_ref()) {
+            (true, Some(key)) => {
+                let users = self.state.ledger.users.load();
+                let user = key.user_id.as_ref().and_then(|u| users.get(u));
+                g.settings.policy_entries(key, user.map(|u| &**u))
+            }
+            _ => Vec::new(),
+        };
+        let entries = policy::merge(policy_entries, declared);
+        let Some(format) = format.filter(|_| !entries.is_empty()) else {
+            return Ok(body);
+        };
+        let full = req.full(&body)?;
+        // One text per scope that an input check reads.
+        let mut texts: Vec<(Scope, String)> = Vec::new();
+        for e in entries.iter().filter(|e| e.input) {
+            if !texts.iter().any(|(s, _)| *s == e.scope) {
+                texts.push((e.scope, scope::text(full, format, e.scope)));
+            }
+        }
+        let text_of = |e: &crate::guardrails::Entry| -> &str {
+            texts
+                .iter()
+                .find(|(s, _)| *s == e.scope)
+                .map_or("", |(_, t)| t.as_str())
+        };
+        let verdicts = check::run(g, &entries, Stage::Input, text_of, &ctx.request_id).await;
+        let decision = check::decide(&verdicts);
+        ctx.guard = Some(Box::new(RequestGuard { entries, verdicts }));
+        match decision {
+            Decision::Pass => Ok(body),
+            Decision::Blocked(e) | Decision::Unavailable(e) => Err(e),
+        }
+    }
+
+    /// The output checks of a non-streamed answer (`answer`: the client's body, whole).
+    /// Returns the body to send: the answer, its native refusal, or the 502 of a check that
+    /// fails closed (and then edits `resp`'s status).
+    pub(super) async fn guard_answer(
+        &self,
+        ctx: &mut Ctx,
+        resp: &mut ResponseHeader,
+        answer: Bytes,
+    ) -> Bytes {
+        let format = ctx.endpoint.format();
+        let Ok(mut parsed) = serde_json::from_slice::<serde_json::Value>(&answer) else {
+            return answer; // not a JSON answer: nothing the checks could read
+        };
+        let text = answer::text(&parsed, format);
+        let Some(guard) = ctx.guard.as_mut() else {
+            return answer;
+        };
+        let verdicts = check::run(
+            &self.state.guardrails,
+            &guard.entries,
+            Stage::Output,
+            |_| text.as_str(),
+            &ctx.request_id,
+        )
+        .await;
+        let decision = check::decide(&verdicts);
+        guard.verdicts.extend(verdicts);
+        match decision {
+            Decision::Pass => answer,
+            Decision::Blocked(_) => {
+                answer::refuse(&mut parsed, format);
+                Bytes::from(parsed.to_string())
+            }
+            Decision::Unavailable(e) => {
+                let _ = resp.set_status(e.status());
+                let _ = resp.insert_header("content-type", "application/json");
+                ctx.error = Some(e.message.clone());
+                e.body(format)
+            }
+        }
+    }
+}
