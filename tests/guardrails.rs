@@ -1,0 +1,835 @@
+//! Guardrails against the real binary, with the mock provider and the mock guardrail service
+//! (`mock_upstream::GuardrailMock`, Otari's `/validate` contract): every scope in every
+//! client format, the merge of operator policies with a request's entries, concurrency,
+//! each failure policy, output checks of non-streamed answers, the verdict header on
+//! answers and streams (both forwarding paths), SSRF refusals, the stripping of gateway-only
+//! fields, policies attached through the management API, records and metrics.
+
+mod common;
+
+use common::*;
+use mock_upstream::guardrail::{Behaviour, MARKER};
+use mock_upstream::{GuardrailMock, MockServer};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+struct Env {
+    mock: MockServer,
+    guard: GuardrailMock,
+    gw: Gateway,
+    key: String,
+}
+
+/// A gateway whose default guardrail service is the mock (plus `more` of the config).
+async fn start(more: impl FnOnce(TestConfig, &str) -> TestConfig) -> Env {
+    let mock = MockServer::start().await;
+    let guard = GuardrailMock::start().await;
+    let cfg = more(TestConfig::new(&mock.url()), &guard.url());
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let key = gw.create_key("guarded").await;
+    Env {
+        mock,
+        guard,
+        gw,
+        key,
+    }
+}
+
+fn with_url(c: TestConfig, url: &str) -> TestConfig {
+    c.set("guardrails", json!({"url": url}))
+}
+
+struct Resp {
+    status: u16,
+    header: Option<String>,
+    text: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    /// The `x-tollgate-guardrails` header, parsed.
+    fn verdicts(&self) -> Vec<Value> {
+        let h = self
+            .header
+            .as_deref()
+            .expect("x-tollgate-guardrails header");
+        serde_json::from_str::<Value>(h)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// The verdict of `profile` in the header.
+    fn valid(&self, profile: &str) -> Value {
+        self.verdicts()
+            .into_iter()
+            .find(|v| v["profile"] == profile)
+            .unwrap_or_else(|| panic!("no verdict for {profile} in {:?}", self.header))["valid"]
+            .clone()
+    }
+}
+
+async fn send(gw: &Gateway, path: &str, key: &str, body: &Value, rid: &str) -> Resp {
+    let r = client()
+        .post(format!("{}{}", gw.url(), path))
+        .header("authorization", format!("Bearer {key}"))
+        .header("anthropic-version", "2023-06-01")
+        .header("x-request-id", rid)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let header = r
+        .headers()
+        .get("x-tollgate-guardrails")
+        .map(|v| v.to_str().unwrap().to_string());
+    Resp {
+        status,
+        header,
+        text: r.text().await.unwrap(),
+    }
+}
+
+const CHAT: &str = "/v1/chat/completions";
+const MESSAGES: &str = "/v1/messages";
+const RESPONSES: &str = "/v1/responses";
+
+/// A conversation in each client format with four places for text: the system prompt, a
+/// first user message, a tool result, and the last user message.
+fn conversation(path: &str, sys: &str, first: &str, tool: &str, last: &str) -> Value {
+    match path {
+        CHAT => json!({"model": "gpt-4o-mini", "messages": [
+            {"role": "system", "content": sys},
+            {"role": "user", "content": first},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "read", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": tool},
+            {"role": "user", "content": [{"type": "text", "text": last}]},
+        ]}),
+        MESSAGES => json!({"model": "claude-x", "max_tokens": 50, "system": sys, "messages": [
+            {"role": "user", "content": first},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": tool},
+                {"type": "text", "text": last}]},
+        ]}),
+        _ => json!({"model": "gpt-4o-mini", "instructions": sys, "input": [
+            {"role": "user", "content": first},
+            {"type": "function_call", "call_id": "c1", "name": "read", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": tool},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": last}]},
+        ]}),
+    }
+}
+
+fn with_guardrails(mut body: Value, g: Value) -> Value {
+    body["guardrails"] = g;
+    body
+}
+
+/// One monitor entry per scope, each its own profile.
+fn every_scope() -> Value {
+    json!([
+        {"profile": "last", "scope": "last_user"},
+        {"profile": "users", "scope": "all_user"},
+        {"profile": "tools", "scope": "tool_results"},
+        {"profile": "full", "scope": "full"},
+    ])
+}
+
+#[tokio::test]
+async fn each_scope_reads_its_part_of_each_client_format() {
+    let e = start(with_url).await;
+    // Where the marker is → which scopes see it.
+    let placements: [(&str, [bool; 4]); 4] = [
+        ("sys", [false, false, false, true]),
+        ("first", [false, true, false, true]),
+        ("tool", [false, false, true, true]),
+        ("last", [true, true, false, true]),
+    ];
+    for path in [CHAT, MESSAGES, RESPONSES] {
+        for (at, expect) in placements {
+            let t = |p: &str| {
+                if p == at {
+                    format!("{p} text {MARKER}")
+                } else {
+                    format!("{p} text")
+                }
+            };
+            let body = with_guardrails(
+                conversation(path, &t("sys"), &t("first"), &t("tool"), &t("last")),
+                every_scope(),
+            );
+            let r = send(&e.gw, path, &e.key, &body, "scope").await;
+            assert_eq!(r.status, 200, "{path} {at}: {}", r.text);
+            for (profile, flagged) in ["last", "users", "tools", "full"].iter().zip(expect) {
+                assert_eq!(
+                    r.valid(profile),
+                    json!(!flagged),
+                    "{path}: marker in {at}, scope {profile}"
+                );
+            }
+        }
+    }
+    // What the service got: the scope's text, never an image; `input` for Responses.
+    e.guard.clear();
+    let body = with_guardrails(
+        json!({"model": "gpt-4o-mini", "input": "just this"}),
+        json!([{"profile": "last"}]),
+    );
+    assert_eq!(send(&e.gw, RESPONSES, &e.key, &body, "r").await.status, 200);
+    let seen = e.guard.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].input_text, "just this");
+    assert_eq!(seen[0].validate_kwargs, json!({}));
+}
+
+#[tokio::test]
+async fn images_are_never_sent() {
+    let e = start(with_url).await;
+    let body = json!({"model": "gpt-4o-mini", "guardrails": [{"profile": "full", "scope": "full"}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "look"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    assert_eq!(send(&e.gw, CHAT, &e.key, &body, "img").await.status, 200);
+    let seen = e.guard.requests();
+    assert_eq!(seen[0].input_text, "look");
+}
+
+#[tokio::test]
+async fn a_flagged_request_in_block_mode_is_a_native_403_and_never_reaches_the_provider() {
+    let e = start(with_url).await;
+    let block = json!([{"profile": "prompt-injection", "mode": "block"}]);
+    // OpenAI envelope (Chat and Responses).
+    for path in [CHAT, RESPONSES] {
+        let body = with_guardrails(conversation(path, "s", "f", "t", MARKER), block.clone());
+        let r = send(&e.gw, path, &e.key, &body, "blocked-openai").await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        let v = r.json();
+        assert_eq!(
+            v["error"]["message"],
+            "Request blocked by guardrail policy."
+        );
+        assert_eq!(v["error"]["code"], "guardrail_violation");
+        assert_eq!(v["error"]["type"], "permission_error");
+        assert_eq!(
+            v["error"]["guardrails"],
+            json!([{"profile": "prompt-injection", "explanation": format!("found {MARKER}"), "score": 0.9}])
+        );
+    }
+    // Anthropic envelope.
+    let body = with_guardrails(conversation(MESSAGES, "s", "f", "t", MARKER), block.clone());
+    let r = send(&e.gw, MESSAGES, &e.key, &body, "blocked-anthropic").await;
+    assert_eq!(r.status, 403);
+    let v = r.json();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "permission_error");
+    assert_eq!(
+        v["error"]["message"],
+        "Request blocked by guardrail policy."
+    );
+    assert_eq!(v["error"]["guardrails"][0]["profile"], "prompt-injection");
+    assert!(
+        e.mock.requests().is_empty(),
+        "the provider was never called"
+    );
+    // The usage record notes the block (and costs nothing).
+    let rec = usage_record(&e.gw, "blocked-anthropic").await.expect("row");
+    assert_eq!(rec["status"], 403);
+    assert_eq!(rec["guardrails"][0]["profile"], "prompt-injection");
+    assert_eq!(rec["guardrails"][0]["verdict"], "flagged");
+    assert_eq!(rec["guardrails"][0]["blocked"], true);
+    assert_eq!(rec["guardrails"][0]["stage"], "input");
+    assert_eq!(rec["cost_micros"].as_u64().unwrap_or(0), 0, "{rec}");
+    assert_eq!(rec["prompt_tokens"].as_u64().unwrap_or(0), 0, "{rec}");
+    // A clean request passes, with its verdict in the header and the record.
+    let body = with_guardrails(conversation(CHAT, "s", "f", "t", "fine"), block);
+    let r = send(&e.gw, CHAT, &e.key, &body, "clean").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.verdicts(),
+        vec![json!({"profile": "prompt-injection", "mode": "block", "valid": true, "score": 0.1})]
+    );
+    let rec = usage_record(&e.gw, "clean").await.expect("row");
+    assert_eq!(rec["guardrails"][0]["verdict"], "valid");
+    assert_eq!(rec["guardrails"][0]["blocked"], false);
+    // Metrics: verdicts by profile, stage and outcome, and the latency histogram.
+    let m = client()
+        .get(format!("{}/metrics", e.gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(r#"tollgate_guardrail_verdicts_total{outcome="flagged",profile="prompt-injection",stage="input"} 3"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"tollgate_guardrail_verdicts_total{outcome="valid",profile="prompt-injection",stage="input"} 1"#));
+    assert!(m.contains(r#"tollgate_guardrail_latency_seconds_count{profile="prompt-injection"} 4"#));
+    // The access log notes the block.
+    let log = e.gw.stderr_text();
+    assert!(
+        log.lines().any(|l| l.contains("rid=blocked-anthropic")
+            && l.contains("guardrail_blocked=prompt-injection")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_declarations_are_400s_that_name_the_field() {
+    let e = start(with_url).await;
+    for (g, param) in [
+        (json!({"profile": "p"}), "guardrails"),
+        (
+            json!([{"profile": "p"}, {"profile": "p", "mode": "strict"}]),
+            "guardrails[1].mode",
+        ),
+        (json!([{"profile": ""}]), "guardrails[0].profile"),
+        (
+            json!([{"profile": "p", "on": ["sideways"]}]),
+            "guardrails[0].on",
+        ),
+        (
+            json!([{"profile": "p", "mode": "mask"}]),
+            "guardrails[0].mode",
+        ),
+        (json!(vec![json!({"profile": "p"}); 9]), "guardrails"),
+    ] {
+        let body = with_guardrails(conversation(CHAT, "s", "f", "t", "l"), g);
+        let r = send(&e.gw, CHAT, &e.key, &body, "bad").await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.json()["error"]["param"], param);
+        assert!(r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(param));
+    }
+    // Anthropic's envelope has no `param`: the message names the field.
+    let body = with_guardrails(
+        conversation(MESSAGES, "s", "f", "t", "l"),
+        json!([{"profile": "p", "scope": "everything"}]),
+    );
+    let r = send(&e.gw, MESSAGES, &e.key, &body, "bad").await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("guardrails[0].scope"));
+    assert!(e.mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn unsafe_urls_are_refused_and_loopback_is_allowed() {
+    let e = start(with_url).await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.7:8000",
+        "http://192.168.1.1",
+        "file:///etc/passwd",
+    ] {
+        let body = with_guardrails(
+            conversation(CHAT, "s", "f", "t", "l"),
+            json!([{"profile": "p", "url": url}]),
+        );
+        let r = send(&e.gw, CHAT, &e.key, &body, "ssrf").await;
+        assert_eq!(r.status, 400, "{url}: {}", r.text);
+        assert_eq!(r.json()["error"]["param"], "guardrails[0].url");
+    }
+    assert!(e.guard.requests().is_empty());
+    // A second service on loopback, named by the request.
+    let other = GuardrailMock::start().await;
+    let body = with_guardrails(
+        conversation(CHAT, "s", "f", "t", MARKER),
+        json!([{"profile": "p", "url": other.url(), "mode": "block"}]),
+    );
+    let r = send(&e.gw, CHAT, &e.key, &body, "loopback").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(other.requests().len(), 1);
+    assert!(e.guard.requests().is_empty(), "the entry's own url is used");
+}
+
+#[tokio::test]
+async fn private_urls_when_the_operator_allows_them() {
+    // Allowed: the refusal is no longer a 400 (10.255.255.1 does not answer: the check is
+    // unavailable and, in monitor mode, fails open).
+    let e = start(|c, u| {
+        c.set(
+            "guardrails",
+            json!({"url": u, "allow_private_urls": true, "timeout_ms": 300}),
+        )
+    })
+    .await;
+    let body = with_guardrails(
+        conversation(CHAT, "s", "f", "t", "l"),
+        json!([{"profile": "p", "url": "http://10.255.255.1:9", "on_unavailable": "monitor"}]),
+    );
+    let r = send(&e.gw, CHAT, &e.key, &body, "private").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.valid("p"), Value::Null);
+}
+
+#[tokio::test]
+async fn gateway_only_fields_are_never_forwarded() {
+    let e = start(with_url).await;
+    let extra = json!({"guardrails": [{"profile": "p"}], "mcp_servers": [{"url": "http://x"}],
+        "mcp_server_ids": ["m1"], "tools_header": "h", "max_tool_iterations": 3, "session_label": null});
+    for (path, model) in [
+        (CHAT, "gpt-4o-mini"),
+        (CHAT, "claude-x"),
+        (MESSAGES, "claude-x"),
+        (RESPONSES, "gpt-4o-mini"),
+    ] {
+        for stream in [false, true] {
+            e.mock.clear();
+            let mut body = conversation(path, "s", "f", "t", "l");
+            body["model"] = json!(model);
+            body["stream"] = json!(stream);
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let r = send(&e.gw, path, &e.key, &body, "strip").await;
+            assert_eq!(r.status, 200, "{path} {model}: {}", r.text);
+            let got = e.mock.requests();
+            assert_eq!(got.len(), 1);
+            let sent = got[0].json();
+            assert!(sent.is_object(), "{path} {model}");
+            for k in extra.as_object().unwrap().keys() {
+                assert!(
+                    sent.get(k).is_none(),
+                    "{path} {model} stream={stream}: {k} forwarded"
+                );
+            }
+        }
+    }
+    // A body without them goes through byte for byte.
+    e.mock.clear();
+    e.guard.clear();
+    let raw = r#"{"model":"gpt-4o-mini",  "messages":[{"role":"user","content":"hi"}]}"#;
+    let r = client()
+        .post(format!("{}{CHAT}", e.gw.url()))
+        .bearer_auth(&e.key)
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-tollgate-guardrails").is_none());
+    assert_eq!(e.mock.requests()[0].body, raw.as_bytes());
+    assert!(e.guard.requests().is_empty());
+}
+
+#[tokio::test]
+async fn checks_run_concurrently() {
+    let e = start(with_url).await;
+    let slow = json!({"mock": {"delay_ms": 300}});
+    let body = with_guardrails(
+        conversation(CHAT, "s", "f", "t", "l"),
+        json!([
+            {"profile": "a", "validate_kwargs": slow},
+            {"profile": "b", "validate_kwargs": slow},
+            {"profile": "c", "validate_kwargs": slow},
+        ]),
+    );
+    // Warm the connection pool first: the proof is about the checks, not the connects.
+    send(&e.gw, CHAT, &e.key, &body, "warm").await;
+    let t = Instant::now();
+    let r = send(&e.gw, CHAT, &e.key, &body, "concurrent").await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.verdicts().len(), 3);
+    assert!(
+        took < Duration::from_millis(750),
+        "three 300 ms checks took {took:?}: not concurrent"
+    );
+    assert!(took >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn each_failure_policy() {
+    let e = start(|c, u| c.set("guardrails", json!({"url": u, "timeout_ms": 400}))).await;
+    e.guard.set(
+        "down",
+        Behaviour {
+            status: Some(503),
+            ..Default::default()
+        },
+    );
+    e.guard.set(
+        "slow",
+        Behaviour {
+            delay_ms: Some(2_000),
+            ..Default::default()
+        },
+    );
+    e.guard.set(
+        "malformed",
+        Behaviour {
+            reply: Some("malformed".into()),
+            ..Default::default()
+        },
+    );
+    e.guard.set(
+        "unsure",
+        Behaviour {
+            reply: Some("inconclusive".into()),
+            ..Default::default()
+        },
+    );
+    e.guard.set(
+        "listed",
+        Behaviour {
+            reply: Some("list".into()),
+            ..Default::default()
+        },
+    );
+    let ask = |g: Value, path: &'static str| {
+        let body = with_guardrails(conversation(path, "s", "f", "t", MARKER), g);
+        let gw = &e.gw;
+        let key = e.key.clone();
+        async move { send(gw, path, &key, &body, "fail").await }
+    };
+    // Fail closed: block + on_unavailable block (the default) → native 502.
+    for p in ["down", "slow", "malformed"] {
+        let r = ask(json!([{"profile": p, "mode": "block"}]), CHAT).await;
+        assert_eq!(r.status, 502, "{p}: {}", r.text);
+        assert_eq!(r.json()["error"]["code"], "guardrail_unavailable");
+        let r = ask(json!([{"profile": p, "mode": "block"}]), MESSAGES).await;
+        assert_eq!(r.status, 502);
+        assert_eq!(r.json()["type"], "error");
+    }
+    // Fail open: block + on_unavailable monitor, and monitor mode.
+    for g in [
+        json!([{"profile": "down", "mode": "block", "on_unavailable": "monitor"}]),
+        json!([{"profile": "down"}]),
+        json!([{"profile": "malformed", "mode": "monitor", "on_unavailable": "block"}]),
+    ] {
+        let r = ask(g.clone(), CHAT).await;
+        assert_eq!(r.status, 200, "{g}: {}", r.text);
+        assert_eq!(r.verdicts()[0]["valid"], Value::Null);
+    }
+    // An inconclusive verdict is not a flag, even in block mode.
+    let r = ask(json!([{"profile": "unsure", "mode": "block"}]), CHAT).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.valid("unsure"), Value::Null);
+    // A list `result`: its first item.
+    let r = ask(json!([{"profile": "listed", "mode": "block"}]), CHAT).await;
+    assert_eq!(r.status, 403);
+    let log = e.gw.stderr_text();
+    assert!(
+        log.contains(
+            "guardrail 'down' (input) had no verdict: the service answered HTTP 503; failing open"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("had no verdict: timed out; failing closed"));
+}
+
+#[tokio::test]
+async fn no_service_url_fails_closed_in_block_mode() {
+    let mock = MockServer::start().await;
+    let cfg = TestConfig::new(&mock.url());
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let key = gw.create_key("k").await;
+    let body = with_guardrails(
+        conversation(CHAT, "s", "f", "t", "l"),
+        json!([{"profile": "p", "mode": "block"}]),
+    );
+    let r = send(&gw, CHAT, &key, &body, "nourl").await;
+    assert_eq!(r.status, 502, "{}", r.text);
+    let body = with_guardrails(
+        conversation(CHAT, "s", "f", "t", "l"),
+        json!([{"profile": "p"}]),
+    );
+    let r = send(&gw, CHAT, &key, &body, "nourl").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.valid("p"), Value::Null);
+}
+
+/// A config with policies: `strict` (block, operator kwargs), `watch` (monitor, tool results).
+fn with_policies(c: TestConfig, url: &str) -> TestConfig {
+    c.set(
+        "guardrails",
+        json!({"url": url, "policies": {
+            "strict": [{"profile": "inj", "mode": "block", "validate_kwargs": {"level": "operator"}}],
+            "watch": [{"profile": "tools", "scope": "tool_results"}],
+            "everyone": [{"profile": "all"}],
+        }, "global": ["everyone"]}),
+    )
+}
+
+#[tokio::test]
+async fn policies_merge_with_requests_and_cannot_be_weakened() {
+    let e = start(with_policies).await;
+    // The global policy runs on every request, with no `guardrails` in the body.
+    let r = send(
+        &e.gw,
+        CHAT,
+        &e.key,
+        &conversation(CHAT, "s", "f", "t", "l"),
+        "global",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.valid("all"), json!(true));
+    // A key with `strict`, through the management API.
+    let (st, k) = admin_call(
+        &e.gw.url(),
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"name": "strict", "guardrail_policies": ["strict"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{k}");
+    assert_eq!(k["guardrail_policies"], json!(["strict"]));
+    let strict = k["key"].as_str().unwrap().to_string();
+    let other = GuardrailMock::start().await; // would pass everything
+    other.set(
+        "inj",
+        Behaviour {
+            marker: Some("never-present".into()),
+            ..Default::default()
+        },
+    );
+    // The request tries to weaken `inj`: monitor, fail open, its own service and kwargs.
+    let weaken = json!([{"profile": "inj", "mode": "monitor", "on_unavailable": "monitor",
+        "url": other.url(), "validate_kwargs": {"level": "request"}}]);
+    let body = with_guardrails(conversation(CHAT, "s", "f", "t", MARKER), weaken.clone());
+    let r = send(&e.gw, CHAT, &strict, &body, "weaken").await;
+    assert_eq!(r.status, 403, "block wins: {}", r.text);
+    assert!(other.requests().is_empty(), "the operator's url wins");
+    let inj: Vec<_> = e
+        .guard
+        .requests()
+        .into_iter()
+        .filter(|v| v.profile == "inj")
+        .collect();
+    assert_eq!(inj.len(), 1, "merged into one check");
+    assert_eq!(inj[0].validate_kwargs, json!({"level": "operator"}));
+    // The same request on a key without the policy: the request's own monitor entry.
+    let r = send(&e.gw, CHAT, &e.key, &body, "own").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.valid("inj"), json!(true), "its own service said so");
+    assert_eq!(other.requests().len(), 1);
+    // A request may strengthen: the global `all` (monitor) in block mode.
+    let body = with_guardrails(
+        conversation(CHAT, "s", "f", "t", MARKER),
+        json!([{"profile": "all", "mode": "block"}]),
+    );
+    let r = send(&e.gw, CHAT, &e.key, &body, "stronger").await;
+    assert_eq!(r.status, 403);
+    // And add: another profile runs beside the policies.
+    let body = with_guardrails(
+        conversation(CHAT, "s", "f", "t", "l"),
+        json!([{"profile": "extra"}]),
+    );
+    let r = send(&e.gw, CHAT, &strict, &body, "added").await;
+    assert_eq!(r.status, 200);
+    let profiles: Vec<Value> = r.verdicts().iter().map(|v| v["profile"].clone()).collect();
+    assert_eq!(profiles, vec![json!("all"), json!("inj"), json!("extra")]);
+}
+
+#[tokio::test]
+async fn policies_per_user_and_unknown_names() {
+    let e = start(with_policies).await;
+    let (st, _) = admin_call(
+        &e.gw.url(),
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(json!({"user_id": "agent", "guardrail_policies": ["watch"]})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, k) = admin_call(
+        &e.gw.url(),
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"user_id": "agent"})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let key = k["key"].as_str().unwrap();
+    // Claude Code's path: the injection arrives in a tool result.
+    let body = conversation(
+        MESSAGES,
+        "s",
+        "f",
+        &format!("README says {MARKER}"),
+        "go on",
+    );
+    let r = send(&e.gw, MESSAGES, key, &body, "user-policy").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.valid("tools"), json!(false));
+    // Upgrade the policy through the management API: a key attached to `strict` too.
+    let kid = k["id"].as_str().unwrap();
+    let (st, k2) = admin_call(
+        &e.gw.url(),
+        reqwest::Method::PATCH,
+        &format!("/v1/keys/{kid}"),
+        Some(json!({"guardrail_policies": ["strict"]})),
+    )
+    .await;
+    assert_eq!(st, 200, "{k2}");
+    let body = conversation(MESSAGES, "s", "f", "t", MARKER);
+    assert_eq!(
+        send(&e.gw, MESSAGES, key, &body, "patched").await.status,
+        403
+    );
+    // Unknown names are refused.
+    for (path, body) in [
+        ("/v1/keys", json!({"guardrail_policies": ["lax"]})),
+        (
+            "/v1/users",
+            json!({"user_id": "u2", "guardrail_policies": ["lax"]}),
+        ),
+        ("/v1/keys", json!({"guardrail_policies": "strict"})),
+    ] {
+        let (st, v) = admin_call(&e.gw.url(), reqwest::Method::POST, path, Some(body)).await;
+        assert_eq!(st, 400, "{v}");
+        assert_eq!(v["error"]["param"], "guardrail_policies");
+    }
+}
+
+#[tokio::test]
+async fn non_streamed_answers_are_checked_and_refused_natively() {
+    let e = start(with_url).await;
+    // The mock provider answers "Hello from mock upstream!": flag that.
+    let output = |mode: &str| {
+        json!([{"profile": "leak", "mode": mode, "on": ["output"],
+            "validate_kwargs": {"mock": {"marker": "Hello from mock"}}}])
+    };
+    // Chat: finish_reason content_filter, with the refusal field.
+    let body = with_guardrails(chat("gpt-4o-mini", false), output("block"));
+    let r = send(&e.gw, CHAT, &e.key, &body, "out-chat").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+    assert!(v["choices"][0]["message"]["refusal"].is_string());
+    assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
+    assert!(!r.text.contains("Hello from mock"));
+    assert_eq!(r.valid("leak"), json!(false));
+    let seen = e.guard.requests();
+    assert_eq!(seen.len(), 1, "output only: the prompt was not sent");
+    assert!(seen[0].input_text.contains("Hello from mock upstream!"));
+    // Billed for what the provider produced.
+    let rec = usage_record(&e.gw, "out-chat").await.expect("row");
+    assert!(rec["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(rec["guardrails"][0]["stage"], "output");
+    assert_eq!(rec["guardrails"][0]["blocked"], true);
+    // Anthropic: stop_reason refusal; also when translated (Chat client, Anthropic provider).
+    let body = with_guardrails(messages("claude-x", false), output("block"));
+    let r = send(&e.gw, MESSAGES, &e.key, &body, "out-anthropic").await;
+    let v = r.json();
+    assert_eq!(v["stop_reason"], "refusal", "{v}");
+    assert_eq!(v["content"], json!([]));
+    assert!(v["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    let body = with_guardrails(chat("claude-x", false), output("block"));
+    let r = send(&e.gw, CHAT, &e.key, &body, "out-translated").await;
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "content_filter");
+    // Responses: a refusal content part.
+    let body = with_guardrails(
+        json!({"model": "gpt-4o-mini", "input": "hi"}),
+        output("block"),
+    );
+    let r = send(&e.gw, RESPONSES, &e.key, &body, "out-responses").await;
+    let v = r.json();
+    assert_eq!(v["output"][0]["content"][0]["type"], "refusal", "{v}");
+    assert!(!r.text.contains("Hello from mock"));
+    // Monitor: the answer as it came, the verdict in the header.
+    let body = with_guardrails(chat("gpt-4o-mini", false), output("monitor"));
+    let r = send(&e.gw, CHAT, &e.key, &body, "out-monitor").await;
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Hello from mock upstream!"
+    );
+    assert_eq!(
+        r.verdicts(),
+        vec![json!({"profile": "leak", "mode": "monitor", "valid": false, "score": 0.9})]
+    );
+    // Input and output: one verdict each.
+    let both = json!([{"profile": "leak", "on": ["input", "output"],
+        "validate_kwargs": {"mock": {"marker": "Hello from mock"}}}]);
+    let body = with_guardrails(chat("gpt-4o-mini", false), both);
+    let r = send(&e.gw, CHAT, &e.key, &body, "out-both").await;
+    let valid: Vec<Value> = r.verdicts().iter().map(|v| v["valid"].clone()).collect();
+    assert_eq!(valid, vec![json!(true), json!(false)]);
+}
+
+#[tokio::test]
+async fn the_verdict_header_is_on_streams_on_both_paths() {
+    let e = start(with_url).await;
+    let g = json!([{"profile": "watch"}]);
+    for (path, model, what) in [
+        (CHAT, "gpt-4o-mini", "proxy path (same format)"),
+        (MESSAGES, "claude-x", "proxy path (Anthropic)"),
+        (CHAT, "claude-x", "direct path (translated)"),
+        (RESPONSES, "gpt-4o-mini", "Responses"),
+    ] {
+        let mut body = with_guardrails(conversation(path, "s", "f", "t", MARKER), g.clone());
+        body["model"] = json!(model);
+        body["stream"] = json!(true);
+        let rid = format!("stream-{}", what.replace(' ', "-").replace(['(', ')'], ""));
+        let r = send(&e.gw, path, &e.key, &body, &rid).await;
+        assert_eq!(r.status, 200, "{what}: {}", r.text);
+        assert_eq!(
+            r.verdicts(),
+            vec![json!({"profile": "watch", "mode": "monitor", "valid": false, "score": 0.9})],
+            "{what}"
+        );
+        assert!(!events(&r.text).is_empty(), "{what}: a stream");
+        // The access line says which path carried it (`large_body`: the direct path).
+        let direct = what.starts_with("direct");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let line = loop {
+            let log = e.gw.stderr_text();
+            if let Some(l) = log.lines().find(|l| l.contains(&format!("rid={rid} "))) {
+                break l.to_string();
+            }
+            assert!(Instant::now() < deadline, "no access line for {rid}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            line.contains(&format!("large_body={direct}")),
+            "{what}: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_verdict_cache_when_enabled() {
+    let e = start(|c, u| {
+        c.set(
+            "guardrails",
+            json!({"url": u, "cache": {"enabled": true, "ttl_secs": 60}}),
+        )
+    })
+    .await;
+    let body = with_guardrails(
+        conversation(CHAT, "s", "f", "t", "same text"),
+        json!([{"profile": "p"}]),
+    );
+    for _ in 0..3 {
+        assert_eq!(send(&e.gw, CHAT, &e.key, &body, "cached").await.status, 200);
+    }
+    assert_eq!(e.guard.requests().len(), 1, "one call, then the cache");
+    let body = with_guardrails(
+        conversation(CHAT, "s", "f", "t", "other text"),
+        json!([{"profile": "p"}]),
+    );
+    send(&e.gw, CHAT, &e.key, &body, "cached").await;
+    assert_eq!(
+        e.guard.requests().len(),
+        2,
+        "another text is another verdict"
+    );
+}
