@@ -34,8 +34,9 @@ pub struct GatewayError {
     pub param: Option<String>,
     /// OpenAI's `code`, a stable machine-readable reason.
     pub code: Option<&'static str>,
-    /// Seconds, sent as `retry-after`.
-    pub retry_after: Option<u64>,
+    /// Seconds, sent as `retry-after` (u32: keeps the error, which every refusal carries,
+    /// small).
+    pub retry_after: Option<u32>,
     /// Overrides the kind's default status (used to pass upstream statuses through).
     pub status_override: Option<u16>,
     /// More members of the error object, in both envelopes (a guardrail refusal's flagged
@@ -71,7 +72,7 @@ impl GatewayError {
     }
 
     pub fn with_retry_after(mut self, s: u64) -> Self {
-        self.retry_after = Some(s);
+        self.retry_after = Some(u32::try_from(s).unwrap_or(u32::MAX));
         self
     }
 

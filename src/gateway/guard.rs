@@ -18,23 +18,32 @@ use crate::guardrails::{
     answer, check, declare, policy, scope, Decision, RequestGuard, Scope, Stage, GATEWAY_FIELDS,
 };
 
+fn has_gateway_fields(req: &RequestJson) -> bool {
+    GATEWAY_FIELDS.iter().any(|f| req.fields().contains_key(*f))
+}
+
 impl Gateway {
-    /// The input stage. Returns the body to forward: the client's own bytes, or the body
-    /// re-encoded without the gateway-only fields. A flagged request in block mode is a 403,
-    /// a check that fails closed without a verdict a 502.
+    /// Whether the input stage has anything to do: a gateway-only field in the body, or
+    /// policies configured (a few map lookups; the stage's future is boxed only past this).
+    pub(super) fn guard_wanted(&self, ctx: &Ctx, req: &RequestJson) -> bool {
+        has_gateway_fields(req)
+            || (self.state.guardrails.settings.has_policies()
+                && ctx.endpoint.generation_format().is_some())
+    }
+
+    /// The input stage (when [`Self::guard_wanted`]). Returns the body to forward: the
+    /// client's own bytes, or the body re-encoded without the gateway-only fields. A flagged
+    /// request in block mode is a 403, a check that fails closed without a verdict a 502.
     pub(super) async fn guard_input(
         &self,
         ctx: &mut Ctx,
         req: &mut RequestJson,
         body: Bytes,
     ) -> Result<Bytes, GatewayError> {
-        let gateway_fields = GATEWAY_FIELDS.iter().any(|f| req.fields().contains_key(*f));
+        let gateway_fields = has_gateway_fields(req);
         let g = &self.state.guardrails;
         let format = ctx.endpoint.generation_format();
         let policies = g.settings.has_policies() && format.is_some();
-        if !gateway_fields && !policies {
-            return Ok(body);
-        }
         let declared = match (format, req.fields().get("guardrails")) {
             (Some(_), Some(v)) => declare::parse(v, g.settings.request_urls())?,
             _ => Vec::new(),

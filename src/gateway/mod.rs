@@ -216,7 +216,11 @@ impl Gateway {
         ctx.client_model = model.clone();
         let (route, alternates) = self.state.router.candidates(&model)?;
         // Guardrails: before admission, so that a refused request costs nothing.
-        let body = self.guard_input(ctx, &mut req, body).await?;
+        let body = if self.guard_wanted(ctx, &req) {
+            Box::pin(self.guard_input(ctx, &mut req, body)).await?
+        } else {
+            body
+        };
         self.state.retry_budget.deposit();
         self.admit(s, ctx, req.fields(), &route, body.len()).await?;
         if ctx.endpoint == Endpoint::CountTokens {

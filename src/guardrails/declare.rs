@@ -222,8 +222,7 @@ mod tests {
 
     fn param_of(v: Value) -> String {
         parse(&v, HostPolicy::LOOPBACK)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .param
             .unwrap()
     }
