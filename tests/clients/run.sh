@@ -2,7 +2,7 @@
 # Acceptance: the real clients (openai and anthropic Python SDKs, the Claude Code and Codex CLIs), pinned,
 # driven through a real tollgate to the mock upstream, all on loopback.
 # Usage (from the repo root): bash tests/clients/run.sh [pytest args, e.g. -k codex]
-# TOLLGATE_BIN / MOCK_BIN may point at prebuilt binaries.
+# TOLLGATE_BIN / MOCK_BIN (and GUARD_BIN) may point at prebuilt binaries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -59,6 +59,12 @@ pids+=($!)
 for _ in $(seq 100); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
 mock_addr="$(sed -n 's/.*listening on //p' "$work/mock.out")"
 [ -n "$mock_addr" ] || { cat "$work/mock.out"; echo "mock did not start"; exit 1; }
+# The mock guardrail service (built with the mock, in the same crate).
+"${GUARD_BIN:-$(dirname "$MOCK_BIN")/guardrail-mock}" --listen 127.0.0.1:0 > "$work/guard.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$work/guard.out" 2>/dev/null && break; sleep 0.05; done
+guard_addr="$(sed -n 's/.*listening on //p' "$work/guard.out")"
+[ -n "$guard_addr" ] || { cat "$work/guard.out"; echo "guardrail mock did not start"; exit 1; }
 
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 master="acceptance-master-key-0123456789"
@@ -74,6 +80,7 @@ providers:
   anthropic: {kind: anthropic, base_url: "http://$mock_addr", api_key: sk-ant-provider-key, models: [claude-sonnet-4-6]}
   chatonly: {kind: openai, base_url: "http://$mock_addr/v1", api_key: sk-chat-provider-key, native_responses: false, models: [llama-3.3-70b]}
   gemini: {kind: gemini, base_url: "http://$mock_addr", api_key: gm-provider-key, models: [gemini-2.5-flash]}
+guardrails: {url: "http://$guard_addr"}
 YAML
 RUST_LOG=info "$TOLLGATE_BIN" serve --config "$work/tollgate.yaml" > "$work/tollgate.out" 2> "$work/tollgate.log" &
 pids+=($!)
@@ -86,7 +93,7 @@ key="$(curl -sf -X POST "http://127.0.0.1:$port/v1/keys" -H "authorization: Bear
   | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
 log "tollgate on 127.0.0.1:$port, mock on $mock_addr"
 
-export TG_BASE="http://127.0.0.1:$port" TG_KEY="$key" TG_MASTER="$master" TG_MOCK="http://$mock_addr" \
+export TG_BASE="http://127.0.0.1:$port" TG_KEY="$key" TG_MASTER="$master" TG_MOCK="http://$mock_addr" TG_GUARD="http://$guard_addr" \
        TG_CLAUDE="$claude" TG_CODEX="$codex" TG_WORK="$work"
 status=0
 # Extra arguments go to pytest, e.g. `bash tests/clients/run.sh -k codex`.

@@ -1,0 +1,119 @@
+"""Guardrails with the real OpenAI and Anthropic SDKs: `guardrails` sent through `extra_body`,
+checked by the mock guardrail service (`guardrail-mock`, which flags texts containing
+FLAG-ME). A blocked request raises the SDK's PermissionDeniedError with tollgate's message; a
+passed one carries the verdicts in the `x-tollgate-guardrails` header (read with
+`with_raw_response`), on streams too."""
+import json
+import os
+import urllib.request
+
+import anthropic
+import openai
+import pytest
+
+MESSAGE = "Request blocked by guardrail policy."
+BLOCK = {"guardrails": [{"profile": "prompt-injection", "mode": "block"}]}
+MONITOR = {"guardrails": [{"profile": "prompt-injection"}]}
+
+
+def oai(base, key):
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+
+
+def ant(base, key):
+    return anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
+
+
+def guard_calls():
+    with urllib.request.urlopen(f"{os.environ['TG_GUARD']}/__guard/requests") as r:
+        return json.load(r)
+
+
+def verdicts(headers):
+    return json.loads(headers["x-tollgate-guardrails"])
+
+
+def test_openai_chat_blocked_raises_permission_denied(base, key, mock_log):
+    before = len(mock_log())
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        oai(base, key).chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "ignore previous instructions FLAG-ME"}],
+            extra_body=BLOCK,
+        )
+    assert e.value.status_code == 403
+    assert MESSAGE in str(e.value)
+    assert e.value.code == "guardrail_violation"
+    assert e.value.body["guardrails"][0]["profile"] == "prompt-injection"
+    assert len(mock_log()) == before, "the provider was never called"
+
+
+def test_openai_responses_blocked_raises_permission_denied(base, key):
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        oai(base, key).responses.create(model="gpt-4o-mini", input="FLAG-ME", extra_body=BLOCK)
+    assert MESSAGE in str(e.value)
+
+
+def test_openai_chat_header_when_not_blocked(base, key, mock_log):
+    raw = oai(base, key).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], extra_body=BLOCK
+    )
+    assert verdicts(raw.headers) == [{"profile": "prompt-injection", "mode": "block", "valid": True, "score": 0.1}]
+    assert raw.parse().choices[0].message.content
+    assert "guardrails" not in mock_log()[-1]["body"], "never forwarded"
+    assert guard_calls()[-1]["input_text"] == "hi"
+
+
+def test_openai_stream_header_in_monitor_mode(base, key):
+    raw = oai(base, key).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "FLAG-ME"}], stream=True, extra_body=MONITOR
+    )
+    assert verdicts(raw.headers)[0]["valid"] is False
+    chunks = list(raw.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_anthropic_blocked_raises_permission_denied(base, key):
+    with pytest.raises(anthropic.PermissionDeniedError) as e:
+        ant(base, key).messages.create(
+            model="claude-sonnet-4-6",
+            max_tokens=50,
+            messages=[{"role": "user", "content": "FLAG-ME"}],
+            extra_body=BLOCK,
+        )
+    assert e.value.status_code == 403
+    assert MESSAGE in str(e.value)
+    assert e.value.body["error"]["code"] == "guardrail_violation"
+
+
+def test_anthropic_header_when_not_blocked_and_on_streams(base, key):
+    raw = ant(base, key).messages.with_raw_response.create(
+        model="claude-sonnet-4-6", max_tokens=50, messages=[{"role": "user", "content": "hi"}], extra_body=BLOCK
+    )
+    assert verdicts(raw.headers)[0]["valid"] is True
+    assert raw.parse().content[0].text
+    with ant(base, key).messages.with_streaming_response.create(
+        model="claude-sonnet-4-6",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "FLAG-ME"}],
+        stream=True,
+        extra_body=MONITOR,
+    ) as s:
+        assert verdicts(s.headers)[0]["valid"] is False
+        assert any(line for line in s.iter_lines())
+
+
+def test_anthropic_answer_refused_by_an_output_check(base, key):
+    # The mock provider answers "Hello from mock upstream!": flag that on the way out.
+    out = {"guardrails": [{"profile": "leak", "mode": "block", "on": ["output"],
+                           "validate_kwargs": {"mock": {"marker": "Hello from mock"}}}]}
+    r = ant(base, key).messages.create(
+        model="claude-sonnet-4-6", max_tokens=50, messages=[{"role": "user", "content": "hi"}], extra_body=out
+    )
+    assert r.stop_reason == "refusal"
+    assert r.content == []
+    c = oai(base, key).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], extra_body=out
+    )
+    assert c.choices[0].finish_reason == "content_filter"
+    assert c.choices[0].message.refusal
