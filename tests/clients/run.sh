@@ -80,7 +80,11 @@ providers:
   anthropic: {kind: anthropic, base_url: "http://$mock_addr", api_key: sk-ant-provider-key, models: [claude-sonnet-4-6]}
   chatonly: {kind: openai, base_url: "http://$mock_addr/v1", api_key: sk-chat-provider-key, native_responses: false, models: [llama-3.3-70b]}
   gemini: {kind: gemini, base_url: "http://$mock_addr", api_key: gm-provider-key, models: [gemini-2.5-flash]}
-guardrails: {url: "http://$guard_addr"}
+guardrails:
+  url: "http://$guard_addr"
+  policies:
+    # test_guardrails.py: Claude Code stopped when a tool result it sends holds the mock tool's output
+    tool-injection: [{profile: prompt-injection, mode: block, scope: tool_results, validate_kwargs: {mock: {marker: hello-from-mock-tool}}}]
 YAML
 RUST_LOG=info "$TOLLGATE_BIN" serve --config "$work/tollgate.yaml" > "$work/tollgate.out" 2> "$work/tollgate.log" &
 pids+=($!)

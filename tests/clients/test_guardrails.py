@@ -117,3 +117,34 @@ def test_anthropic_answer_refused_by_an_output_check(base, key):
     )
     assert c.choices[0].finish_reason == "content_filter"
     assert c.choices[0].message.refusal
+
+
+def test_claude_code_is_stopped_by_a_tool_result_policy(base, mock_log):
+    """A key whose policy checks tool results (`scope: tool_results`, block): Claude Code runs
+    the tool the model asked for, and its next turn, carrying the tool's output, is refused
+    before it reaches the provider; Claude Code shows the message."""
+    from test_claude_code import run_claude
+
+    req = urllib.request.Request(
+        f"{base}/v1/keys",
+        data=json.dumps({"name": "claude-guarded", "guardrail_policies": ["tool-injection"]}).encode(),
+        headers={"authorization": f"Bearer {os.environ['TG_MASTER']}", "content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req) as r:
+        guarded = json.load(r)["key"]
+    before = len(mock_log())
+    p = run_claude(
+        base,
+        {"ANTHROPIC_AUTH_TOKEN": guarded},
+        prompt="CALL_TOOL: run the echo",
+        extra=["--allowedTools", "Bash(echo:*)"],
+    )
+    shown = p.stdout + p.stderr
+    assert MESSAGE in shown, f"stdout={p.stdout[-2000:]} stderr={p.stderr[-2000:]}"
+    turns = [r for r in mock_log()[before:] if r["path"] == "/v1/messages"]
+    assert turns, "the first turn (no tool result yet) went through"
+    assert not any("hello-from-mock-tool" in json.dumps(t["body"].get("messages", [])) for t in turns), \
+        "the turn with the tool's output never reached the provider"
+    checked = [c for c in guard_calls() if c["validate_kwargs"].get("mock", {}).get("marker") == "hello-from-mock-tool"]
+    assert any("hello-from-mock-tool" in c["input_text"] for c in checked)
