@@ -833,3 +833,30 @@ async fn the_verdict_cache_when_enabled() {
         "another text is another verdict"
     );
 }
+
+#[tokio::test]
+async fn policies_that_do_not_apply_cost_nothing() {
+    // Policies configured, none global, none on this key: no check, the body untouched.
+    let e = start(|c, u| {
+        c.set(
+            "guardrails",
+            json!({"url": u, "policies": {"strict": [{"profile": "inj", "mode": "block"}]}}),
+        )
+    })
+    .await;
+    let raw = format!(
+        r#"{{"model":"gpt-4o-mini", "messages":[{{"role":"user","content":"{MARKER}"}}]}}"#
+    );
+    let r = client()
+        .post(format!("{}{CHAT}", e.gw.url()))
+        .bearer_auth(&e.key)
+        .header("content-type", "application/json")
+        .body(raw.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-tollgate-guardrails").is_none());
+    assert!(e.guard.requests().is_empty());
+    assert_eq!(e.mock.requests()[0].body, raw.as_bytes());
+}

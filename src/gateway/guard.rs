@@ -23,12 +23,30 @@ fn has_gateway_fields(req: &RequestJson) -> bool {
 }
 
 impl Gateway {
-    /// Whether the input stage has anything to do: a gateway-only field in the body, or
-    /// policies configured (a few map lookups; the stage's future is boxed only past this).
+    /// Whether the input stage has anything to do: a gateway-only field in the body, or a
+    /// policy that applies to this request (a few map lookups, no allocation; the stage's
+    /// future is boxed only past this).
     pub(super) fn guard_wanted(&self, ctx: &Ctx, req: &RequestJson) -> bool {
-        has_gateway_fields(req)
-            || (self.state.guardrails.settings.has_policies()
-                && ctx.endpoint.generation_format().is_some())
+        has_gateway_fields(req) || self.policies_apply(ctx)
+    }
+
+    /// A policy applies: a global one, or one attached to the key or to its user.
+    fn policies_apply(&self, ctx: &Ctx) -> bool {
+        let settings = &self.state.guardrails.settings;
+        if !settings.has_policies() || ctx.endpoint.generation_format().is_none() {
+            return false;
+        }
+        let Some(key) = ctx.key.as_ref() else {
+            return false;
+        };
+        !settings.global.is_empty()
+            || !key.guardrail_policies.is_empty()
+            || key.user_id.as_ref().is_some_and(|u| {
+                let users = self.state.ledger.users.load();
+                users
+                    .get(u)
+                    .is_some_and(|u| !u.guardrail_policies.is_empty())
+            })
     }
 
     /// The input stage (when [`Self::guard_wanted`]). Returns the body to forward: the
@@ -43,7 +61,7 @@ impl Gateway {
         let gateway_fields = has_gateway_fields(req);
         let g = &self.state.guardrails;
         let format = ctx.endpoint.generation_format();
-        let policies = g.settings.has_policies() && format.is_some();
+        let policies = self.policies_apply(ctx);
         let declared = match (format, req.fields().get("guardrails")) {
             (Some(_), Some(v)) => declare::parse(v, g.settings.request_urls())?,
             _ => Vec::new(),
