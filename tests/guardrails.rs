@@ -860,3 +860,277 @@ async fn policies_that_do_not_apply_cost_nothing() {
     assert!(e.guard.requests().is_empty());
     assert_eq!(e.mock.requests()[0].body, raw.as_bytes());
 }
+
+// ---- Streamed answers ----
+
+/// The same format on both sides, and translated (the client's grammar either way).
+const STREAM_ROUTES: [(&str, &str, &str); 6] = [
+    (CHAT, "gpt-4o-mini", "chat"),
+    (MESSAGES, "claude-x", "anthropic"),
+    (RESPONSES, "gpt-4o-mini", "responses"),
+    (CHAT, "claude-x", "chat-translated"),
+    (MESSAGES, "gpt-4o-mini", "anthropic-translated"),
+    (RESPONSES, "claude-x", "responses-translated"),
+];
+
+const FILLER: &str = "lorem ipsum dolor sit amet ";
+const TAIL: &str = "THE-END";
+
+/// An answer of ~450 characters with the marker in the middle and [`TAIL`] last.
+fn flagged_answer() -> String {
+    format!("{}{MARKER} {}{TAIL}", FILLER.repeat(8), FILLER.repeat(8))
+}
+
+/// Streams `text` from the mock (four characters an event, `delay_ms` apart) to `path`
+/// under the output entry `entry`.
+async fn stream_with(
+    e: &Env,
+    path: &str,
+    model: &str,
+    entry: Value,
+    text: &str,
+    delay_ms: u64,
+    rid: &str,
+) -> Resp {
+    let plain = match path {
+        CHAT => chat(model, true),
+        MESSAGES => messages(model, true),
+        _ => json!({"model": model, "stream": true, "input": "hi"}),
+    };
+    let body = with_guardrails(plain, json!([entry]));
+    let r = client()
+        .post(format!("{}{}", e.gw.url(), path))
+        .bearer_auth(&e.key)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-request-id", rid)
+        .header("x-mock-text", text)
+        .header("x-mock-chunk-delay-ms", delay_ms.to_string())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let header = r
+        .headers()
+        .get("x-tollgate-guardrails")
+        .map(|v| v.to_str().unwrap().to_string());
+    Resp {
+        status,
+        header,
+        text: r.text().await.unwrap(),
+    }
+}
+
+/// The answer text a client reads off a stream, and how many text deltas carried it.
+fn streamed_text(path: &str, body: &str) -> (String, usize) {
+    let mut text = String::new();
+    let mut n = 0;
+    for (name, v) in events(body) {
+        let piece = match path {
+            MESSAGES if name == "content_block_delta" => v["delta"]["text"].as_str(),
+            RESPONSES if name == "response.output_text.delta" => v["delta"].as_str(),
+            CHAT => v["choices"][0]["delta"]["content"].as_str(),
+            _ => None,
+        };
+        if let Some(p) = piece {
+            text.push_str(p);
+            n += 1;
+        }
+    }
+    (text, n)
+}
+
+/// Whether the stream ended with its grammar's refusal (and is otherwise well formed).
+fn ends_in_refusal(path: &str, body: &str) -> Result<(), String> {
+    let evs = events(body);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    let last = |k: usize| {
+        evs.get(evs.len().wrapping_sub(k))
+            .cloned()
+            .unwrap_or_default()
+    };
+    match path {
+        MESSAGES => {
+            let starts = names
+                .iter()
+                .filter(|n| **n == "content_block_start")
+                .count();
+            let stops = names.iter().filter(|n| **n == "content_block_stop").count();
+            let ok = names.ends_with(&["message_delta", "message_stop"])
+                && last(2).1["delta"]["stop_reason"] == "refusal"
+                && starts == stops
+                && names.iter().filter(|n| **n == "message_stop").count() == 1;
+            ok.then_some(()).ok_or_else(|| format!("{names:?}"))
+        }
+        CHAT => {
+            let c = &last(2).1["choices"][0];
+            let ok = last(1).1 == json!("[DONE]")
+                && c["finish_reason"] == "content_filter"
+                && c["delta"]["refusal"].is_string()
+                && evs.iter().filter(|(_, v)| *v == json!("[DONE]")).count() == 1;
+            ok.then_some(()).ok_or_else(|| format!("{:?}", last(2)))
+        }
+        _ => {
+            let (name, v) = last(1);
+            let output = v["response"]["output"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let refused = output.iter().any(|i| i["content"][0]["type"] == "refusal");
+            let seqs: Vec<u64> = evs
+                .iter()
+                .filter_map(|(_, v)| v["sequence_number"].as_u64())
+                .collect();
+            let ordered = seqs.windows(2).all(|w| w[1] > w[0]);
+            let ok = name == "response.incomplete"
+                && v["response"]["incomplete_details"]["reason"] == "content_filter"
+                && refused
+                && ordered
+                && !names.contains(&"response.completed");
+            ok.then_some(()).ok_or_else(|| format!("{name} {v}"))
+        }
+    }
+}
+
+/// The output verdict of `profile` in a usage record.
+fn output_outcome(rec: &Value, profile: &str) -> Value {
+    rec["guardrails"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["profile"] == profile && g["stage"] == "output")
+        .cloned()
+        .unwrap_or_else(|| panic!("no output outcome for {profile} in {rec}"))
+}
+
+#[tokio::test]
+async fn a_flagged_stream_is_cut_with_its_grammars_refusal() {
+    let e = start(with_url).await;
+    let entry =
+        json!({"profile": "leak", "mode": "block", "on": ["output"], "output_window_chars": 50});
+    for (path, model, what) in STREAM_ROUTES {
+        let rid = format!("cut-{what}");
+        let r = stream_with(&e, path, model, entry.clone(), &flagged_answer(), 10, &rid).await;
+        assert_eq!(r.status, 200, "{what}: {}", r.text);
+        if let Err(why) = ends_in_refusal(path, &r.text) {
+            panic!("{what}: not a refusal ending: {why}\n{}", r.text);
+        }
+        let (text, deltas) = streamed_text(path, &r.text);
+        assert!(
+            text.starts_with(FILLER),
+            "{what}: delivered as it came: {text:?}"
+        );
+        assert!(!text.contains(TAIL), "{what}: cut before the end: {text:?}");
+        // The input verdicts only in the header (the output ones came later).
+        assert!(r.header.is_none(), "{what}: {:?}", r.header);
+        // Billed for what the provider produced: at least what the client received.
+        let rec = usage_record(&e.gw, &rid).await.expect("usage row");
+        let billed = rec["completion_tokens"].as_u64().unwrap();
+        assert!(billed >= deltas as u64, "{what}: {billed} < {deltas}");
+        let o = output_outcome(&rec, "leak");
+        assert_eq!(o["verdict"], "flagged", "{what}");
+        assert_eq!(o["blocked"], true, "{what}");
+    }
+    // Checked incrementally: the texts sent grow, each one the answer so far.
+    let seen: Vec<String> = e
+        .guard
+        .requests()
+        .into_iter()
+        .map(|v| v.input_text)
+        .collect();
+    assert!(seen.len() >= 6 * 2, "{}", seen.len());
+    assert!(seen
+        .iter()
+        .all(|t| flagged_answer().starts_with(t.as_str())));
+    // Counted in the metrics.
+    let m = client()
+        .get(format!("{}/metrics", e.gw.url()))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("tollgate_guardrail_verdicts_total")
+                && l.contains("stage=\"output\"")
+                && l.contains("outcome=\"flagged\"")),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_monitored_stream_is_not_cut() {
+    let e = start(with_url).await;
+    let entry = json!({"profile": "leak", "on": ["output"], "output_window_chars": 50});
+    for (path, model, what) in STREAM_ROUTES {
+        let rid = format!("monitor-{what}");
+        let r = stream_with(&e, path, model, entry.clone(), &flagged_answer(), 2, &rid).await;
+        assert_eq!(r.status, 200, "{what}");
+        assert!(ends_in_refusal(path, &r.text).is_err(), "{what}");
+        assert_eq!(streamed_text(path, &r.text).0, flagged_answer(), "{what}");
+        let rec = usage_record(&e.gw, &rid).await.expect("usage row");
+        let o = output_outcome(&rec, "leak");
+        assert_eq!(o["verdict"], "flagged", "{what}");
+        assert_eq!(o["blocked"], false, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn held_back_streams_never_deliver_flagged_text() {
+    let e = start(with_url).await;
+    let entry = json!({"profile": "leak", "mode": "block", "on": ["output"],
+        "output_window_chars": 50, "hold_back": true});
+    for (path, model, what) in STREAM_ROUTES {
+        let r = stream_with(&e, path, model, entry.clone(), &flagged_answer(), 2, "held").await;
+        if let Err(why) = ends_in_refusal(path, &r.text) {
+            panic!("{what}: not a refusal ending: {why}\n{}", r.text);
+        }
+        let (text, _) = streamed_text(path, &r.text);
+        assert!(!text.contains("FLAG"), "{what}: {text:?}");
+        assert!(!r.text.contains(MARKER), "{what}: anywhere in the stream");
+        assert!(text.starts_with(FILLER), "{what}: checked text went out");
+        // A clean answer is delivered whole, and ends normally.
+        let clean = format!("{}done", FILLER.repeat(12));
+        let r = stream_with(&e, path, model, entry.clone(), &clean, 0, "held-clean").await;
+        assert!(ends_in_refusal(path, &r.text).is_err(), "{what}");
+        assert_eq!(streamed_text(path, &r.text).0, clean, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn the_end_of_stream_check_decides_the_ending() {
+    let e = start(with_url).await;
+    // Shorter than the default window (1,000): only the end-of-stream check runs.
+    let short = format!("a short answer with {MARKER} in it");
+    let entry = json!({"profile": "leak", "mode": "block", "on": ["output"]});
+    for (path, model, what) in STREAM_ROUTES {
+        let before = e.guard.requests().len();
+        let r = stream_with(&e, path, model, entry.clone(), &short, 0, "end").await;
+        if let Err(why) = ends_in_refusal(path, &r.text) {
+            panic!("{what}: not a refusal ending: {why}\n{}", r.text);
+        }
+        // Not held back: the text went out; the normal end did not.
+        assert_eq!(streamed_text(path, &r.text).0, short, "{what}");
+        let seen = e.guard.requests();
+        assert_eq!(seen.len(), before + 1, "{what}: one check, at the end");
+        assert_eq!(seen[before].input_text, short, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn stream_checks_do_not_hold_the_stream_back() {
+    let e = start(with_url).await;
+    // Each check takes 400 ms; a window every 20 characters of a ~100-character answer
+    // streamed in ~250 ms. Waiting on each check would take over 2 s.
+    let entry = json!({"profile": "slow", "mode": "monitor", "on": ["output"],
+        "output_window_chars": 20, "validate_kwargs": {"mock": {"delay_ms": 400}}});
+    let text = format!("{}done", FILLER.repeat(4));
+    let t = Instant::now();
+    let r = stream_with(&e, CHAT, "gpt-4o-mini", entry, &text, 10, "fast").await;
+    let took = t.elapsed();
+    assert_eq!(streamed_text(CHAT, &r.text).0, text);
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+}

@@ -185,12 +185,20 @@ impl Gateway {
         if checks_answer {
             return Box::pin(self.deliver_checked(s, ctx, resp, response, target, route)).await;
         }
+        // A stream with output checks is checked as it goes (`guard_stream`).
+        let watched = ctx.stream
+            && response.tap.status < 300
+            && super::guard_stream::is_event_stream(&resp)
+            && ctx.guard.as_ref().is_some_and(|g| g.checks_output());
         attempt::answering(ctx, &mut resp, &response.tap)?;
         if let Err(e) = s.write_response_header(Box::new(resp), false).await {
             ctx.client_gone = true;
             response.shutdown().await;
             ctx.tap = Some(response.into_tap());
             return Err(e.into_down());
+        }
+        if watched {
+            return Box::pin(self.deliver_watched(s, ctx, response, target, route)).await;
         }
         // Translated streams get keep-alives while the provider is silent (a reasoning model
         // can think for minutes): Anthropic `ping` events, OpenAI `: keep-alive` comments.

@@ -29,6 +29,7 @@ mod ctx;
 mod direct;
 mod end_user;
 mod guard;
+mod guard_stream;
 pub mod limits;
 mod plan;
 pub mod reply;

@@ -13,7 +13,7 @@ pub const MAX_ENTRIES: usize = 8;
 /// Profiles checked in process, which alone may `mask` (see `guardrails::local`).
 pub const LOCAL_PROFILES: [&str; 2] = ["pii", "deny_patterns"];
 
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 9] = [
     "profile",
     "mode",
     "on",
@@ -21,7 +21,12 @@ const FIELDS: [&str; 7] = [
     "url",
     "validate_kwargs",
     "scope",
+    "hold_back",
+    "output_window_chars",
 ];
+
+/// The largest `output_window_chars`.
+pub const MAX_WINDOW: u64 = 1_000_000;
 
 fn bad(param: String, message: String) -> GatewayError {
     GatewayError::invalid(message).with_param(param)
@@ -187,6 +192,31 @@ fn entry(i: usize, v: &Value, urls: HostPolicy) -> Result<Entry, GatewayError> {
             ))
         }
     }
+    match o.get("hold_back") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => e.hold_back = *b,
+        Some(_) => {
+            return Err(bad(
+                at("hold_back"),
+                format!("'{}' must be true or false.", at("hold_back")),
+            ))
+        }
+    }
+    match o.get("output_window_chars") {
+        None | Some(Value::Null) => {}
+        Some(n) => match n.as_u64().filter(|n| (1..=MAX_WINDOW).contains(n)) {
+            Some(n) => e.output_window_chars = Some(n as usize),
+            None => {
+                return Err(bad(
+                    at("output_window_chars"),
+                    format!(
+                        "'{}' must be a whole number from 1 to {MAX_WINDOW}.",
+                        at("output_window_chars")
+                    ),
+                ))
+            }
+        },
+    }
     Ok(e)
 }
 
@@ -245,7 +275,8 @@ mod tests {
         let e = parse(
             &json!([{"profile": "p", "mode": "block", "on": ["output", "input"],
                 "on_unavailable": "monitor", "url": "http://127.0.0.1:9/",
-                "validate_kwargs": {"threshold": 0.5}, "scope": "tool_results"}]),
+                "validate_kwargs": {"threshold": 0.5}, "scope": "tool_results",
+                "hold_back": true, "output_window_chars": 200}]),
             HostPolicy::LOOPBACK,
         )
         .unwrap()
@@ -256,6 +287,8 @@ mod tests {
         assert_eq!(e.url.as_deref(), Some("http://127.0.0.1:9/"));
         assert_eq!(e.validate_kwargs["threshold"], 0.5);
         assert_eq!(e.scope, Scope::ToolResults);
+        assert!(e.hold_back);
+        assert_eq!(e.output_window_chars, Some(200));
         assert!(!e.operator);
     }
 
@@ -272,6 +305,22 @@ mod tests {
             "guardrails[0].profile"
         );
         assert_eq!(param_of(json!([{"profile": ""}])), "guardrails[0].profile");
+        assert_eq!(
+            param_of(json!([{"profile": "p", "hold_back": "yes"}])),
+            "guardrails[0].hold_back"
+        );
+        for n in [
+            json!(0),
+            json!(-5),
+            json!(1.5),
+            json!("100"),
+            json!(2_000_000),
+        ] {
+            assert_eq!(
+                param_of(json!([{"profile": "p", "output_window_chars": n}])),
+                "guardrails[0].output_window_chars"
+            );
+        }
         assert_eq!(
             param_of(json!([{"profile": "x".repeat(129)}])),
             "guardrails[0].profile"

@@ -9,7 +9,8 @@
 //! - [`scope`]: the text a check looks at in each client format;
 //! - [`service`]: the `/validate` client and its optional verdict cache;
 //! - [`check`]: the checks of one stage run concurrently, and what their verdicts decide;
-//! - [`answer`]: a non-streamed answer's text, and the native refusal that replaces it.
+//! - [`answer`]: a non-streamed answer's text, and the native refusal that replaces it;
+//! - [`stream`]: a streamed answer's events and text, and the endings a check writes.
 
 pub mod answer;
 pub mod check;
@@ -17,6 +18,7 @@ pub mod declare;
 pub mod policy;
 pub mod scope;
 pub mod service;
+pub mod stream;
 
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -110,6 +112,11 @@ pub struct Entry {
     pub operator: bool,
     pub validate_kwargs: Map<String, Value>,
     pub scope: Scope,
+    /// On streams: delay delivery by one window, so that flagged text never reaches the
+    /// client.
+    pub hold_back: bool,
+    /// On streams: check every this many characters (None: `guardrails.output_window_chars`).
+    pub output_window_chars: Option<usize>,
 }
 
 impl Entry {
@@ -125,6 +132,8 @@ impl Entry {
             operator: false,
             validate_kwargs: Map::new(),
             scope: Scope::LastUser,
+            hold_back: false,
+            output_window_chars: None,
         }
     }
 
@@ -190,6 +199,17 @@ impl Verdict {
     }
 }
 
+/// How a stream's output checks run (see [`RequestGuard::stream_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPlan {
+    /// Characters of answer text between two checks.
+    pub window: usize,
+    /// Text is delivered only once a check covering it passed.
+    pub hold_back: bool,
+    /// A check may cut the stream: its closing events wait for the end-of-stream check.
+    pub blocks: bool,
+}
+
 /// The guardrail state of one request: its checks and what they said so far.
 #[derive(Debug, Default)]
 pub struct RequestGuard {
@@ -201,6 +221,47 @@ impl RequestGuard {
     /// Some check runs on the answer.
     pub fn checks_output(&self) -> bool {
         self.entries.iter().any(|e| e.output)
+    }
+
+    /// How a stream's output checks run: the smallest window of the output entries, held
+    /// back when a blocking one asks for it, and whether any of them may cut the stream.
+    pub fn stream_plan(&self, default_window: usize) -> StreamPlan {
+        let out = || self.entries.iter().filter(|e| e.output);
+        let blocking = || out().filter(|e| e.mode == Mode::Block);
+        StreamPlan {
+            window: out()
+                .map(|e| e.output_window_chars.unwrap_or(default_window))
+                .min()
+                .unwrap_or(default_window)
+                .max(1),
+            hold_back: blocking().any(|e| e.hold_back),
+            blocks: blocking().next().is_some(),
+        }
+    }
+
+    /// Notes the verdicts of one of a stream's checks: one verdict per entry is kept, the
+    /// most serious so far (a stream is checked many times; the record says how it ended).
+    pub fn note_stream_verdicts(&mut self, verdicts: Vec<Verdict>) {
+        fn rank(v: &Verdict) -> (bool, u8) {
+            let o = match v.outcome {
+                Outcome::Valid => 0,
+                Outcome::Inconclusive => 1,
+                Outcome::Unavailable => 2,
+                Outcome::Flagged => 3,
+            };
+            (v.blocked, o)
+        }
+        for v in verdicts {
+            let same = self
+                .verdicts
+                .iter_mut()
+                .find(|x| x.stage == v.stage && x.profile == v.profile && x.mode == v.mode);
+            match same {
+                Some(x) if rank(&v) >= rank(x) => *x = v,
+                Some(_) => {}
+                None => self.verdicts.push(v),
+            }
+        }
     }
 
     /// The `x-tollgate-guardrails` header: `[{"profile","mode","valid","score"}]`, in ASCII
@@ -311,6 +372,33 @@ mod tests {
             json!([{"profile": "injection-é", "mode": "monitor", "valid": true, "score": 0.25}])
         );
         assert_eq!(ascii_json(&json!("😀")), "\"\\ud83d\\ude00\"");
+    }
+
+    #[test]
+    fn a_stream_keeps_the_most_serious_verdict_per_entry() {
+        let v = |outcome, blocked| Verdict {
+            profile: "p".into(),
+            mode: Mode::Block,
+            stage: Stage::Output,
+            valid: None,
+            explanation: Value::Null,
+            score: None,
+            latency: Duration::ZERO,
+            outcome,
+            blocked,
+        };
+        let mut g = RequestGuard::default();
+        g.note_stream_verdicts(vec![v(Outcome::Valid, false)]);
+        g.note_stream_verdicts(vec![v(Outcome::Flagged, true)]);
+        g.note_stream_verdicts(vec![v(Outcome::Valid, false)]);
+        assert_eq!(g.verdicts.len(), 1);
+        assert_eq!(g.verdicts[0].outcome, Outcome::Flagged);
+        // No output entry: nothing to plan, the default window.
+        let plan = g.stream_plan(1000);
+        assert_eq!(
+            (plan.window, plan.hold_back, plan.blocks),
+            (1000, false, false)
+        );
     }
 
     #[test]

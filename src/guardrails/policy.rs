@@ -5,8 +5,9 @@
 //! The merge rule: a policy's entries always run; a request may add entries but not weaken
 //! one. Two entries for the same profile and scope become one, with the stricter `mode`
 //! (block > mask > monitor) and `on_unavailable` (block > monitor), both stages if either
-//! asks, and the operator's `url` and `validate_kwargs` (a request cannot point a policy's
-//! check at a service of its own, nor change its thresholds). An entry for the same profile
+//! asks, `hold_back` if either asks, the smaller `output_window_chars`, and the operator's
+//! `url` and `validate_kwargs` (a request cannot point a policy's check at a service of its
+//! own, nor change its thresholds). An entry for the same profile
 //! with another scope is another check: both run.
 
 use serde::Deserialize;
@@ -28,6 +29,7 @@ pub struct RawGuardrails {
     pub timeout_ms: Option<u64>,
     pub allow_private_urls: Option<bool>,
     pub cache: Option<RawCache>,
+    pub output_window_chars: Option<usize>,
     #[serde(default)]
     pub policies: BTreeMap<String, Vec<Value>>,
     #[serde(default)]
@@ -55,6 +57,9 @@ pub struct Settings {
     pub policies: BTreeMap<String, Vec<Entry>>,
     /// Policies applied to every request.
     pub global: Vec<String>,
+    /// A stream's output checks run every this many characters (an entry may ask for
+    /// fewer).
+    pub output_window_chars: usize,
 }
 
 impl Default for Settings {
@@ -66,11 +71,13 @@ impl Default for Settings {
             cache_ttl: None,
             policies: BTreeMap::new(),
             global: Vec::new(),
+            output_window_chars: DEFAULT_WINDOW_CHARS,
         }
     }
 }
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_WINDOW_CHARS: usize = 1_000;
 const DEFAULT_CACHE_TTL_SECS: u64 = 300;
 
 fn valid_name(n: &str) -> bool {
@@ -99,6 +106,13 @@ pub fn build(
         return Err(ConfigError::new(
             "guardrails.timeout_ms",
             "must be between 1 and 600000",
+        ));
+    }
+    let window = raw.output_window_chars.unwrap_or(DEFAULT_WINDOW_CHARS);
+    if window == 0 || window as u64 > declare::MAX_WINDOW {
+        return Err(ConfigError::new(
+            "guardrails.output_window_chars",
+            format!("must be between 1 and {}", declare::MAX_WINDOW),
         ));
     }
     let cache = raw.cache.unwrap_or_default();
@@ -156,6 +170,7 @@ pub fn build(
         cache_ttl,
         policies,
         global: raw.global,
+        output_window_chars: window,
     })
 }
 
@@ -257,6 +272,11 @@ fn merge_one(out: &mut Vec<Entry>, e: Entry) {
     x.on_unavailable = x.on_unavailable.max(e.on_unavailable);
     x.input |= e.input;
     x.output |= e.output;
+    x.hold_back |= e.hold_back;
+    x.output_window_chars = match (x.output_window_chars, e.output_window_chars) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     // The operator's service and thresholds win; between equals, the first one set.
     if e.operator && !x.operator {
         x.url = e.url;
@@ -372,6 +392,43 @@ mod tests {
         assert!(merged[0].operator);
         assert_eq!(merged[1].scope, Scope::ToolResults);
         assert_eq!(merged[2].profile, "tox");
+    }
+
+    #[test]
+    fn stream_settings_merge_to_the_stricter() {
+        let s = settings(
+            "output_window_chars: 400\npolicies: {out: [{profile: leak, mode: block, on: [output], output_window_chars: 300}]}",
+        )
+        .unwrap();
+        assert_eq!(s.output_window_chars, 400);
+        let merged = merge(
+            s.policies["out"].clone(),
+            req(
+                json!([{"profile": "leak", "hold_back": true, "output_window_chars": 100},
+                {"profile": "other", "on": ["output"]}]),
+            ),
+        );
+        assert!(merged[0].hold_back);
+        assert_eq!(merged[0].output_window_chars, Some(100));
+        let g = super::super::RequestGuard {
+            entries: merged,
+            verdicts: vec![],
+        };
+        let plan = g.stream_plan(s.output_window_chars);
+        assert_eq!(
+            (plan.window, plan.hold_back, plan.blocks),
+            (100, true, true)
+        );
+        // A request cannot widen the window (nor drop hold_back).
+        let merged = merge(
+            s.policies["out"].clone(),
+            req(json!([{"profile": "leak", "hold_back": false, "output_window_chars": 5000}])),
+        );
+        assert_eq!(merged[0].output_window_chars, Some(300));
+        assert_eq!(
+            settings("output_window_chars: 0").unwrap_err().field,
+            "guardrails.output_window_chars"
+        );
     }
 
     #[test]
