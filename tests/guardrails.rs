@@ -1134,3 +1134,28 @@ async fn stream_checks_do_not_hold_the_stream_back() {
     assert_eq!(streamed_text(CHAT, &r.text).0, text);
     assert!(took < Duration::from_millis(1500), "{took:?}");
 }
+
+#[tokio::test]
+async fn a_stream_whose_check_fails_closed_ends_in_its_grammars_error() {
+    let e = start(with_url).await;
+    let entry = json!({"profile": "down", "mode": "block", "on": ["output"],
+        "validate_kwargs": {"mock": {"status": 503}}});
+    for (path, model, what) in STREAM_ROUTES {
+        let r = stream_with(&e, path, model, entry.clone(), "fine text", 0, "closed").await;
+        let evs = events(&r.text);
+        let (name, last) = evs.last().cloned().unwrap_or_default();
+        let ok = match path {
+            MESSAGES => name == "error",
+            CHAT => last["error"].is_object(),
+            _ => name == "response.failed",
+        };
+        assert!(ok, "{what}: {}", r.text);
+        assert!(ends_in_refusal(path, &r.text).is_err(), "{what}");
+    }
+    // Failing open (monitor) ends normally.
+    let entry = json!({"profile": "down", "mode": "block", "on": ["output"],
+        "on_unavailable": "monitor", "validate_kwargs": {"mock": {"status": 503}}});
+    let r = stream_with(&e, CHAT, "gpt-4o-mini", entry, "fine text", 0, "open").await;
+    assert_eq!(events(&r.text).last().unwrap().1, json!("[DONE]"));
+    assert_eq!(streamed_text(CHAT, &r.text).0, "fine text");
+}
