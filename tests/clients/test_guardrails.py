@@ -119,6 +119,48 @@ def test_anthropic_answer_refused_by_an_output_check(base, key):
     assert c.choices[0].message.refusal
 
 
+# A streamed answer with the flagged text half-way, four characters an event.
+FLAGGED = "lorem ipsum dolor sit amet " * 6 + "FLAG-ME " + "lorem ipsum dolor sit amet " * 6 + "THE-END"
+CUT = {"guardrails": [{"profile": "leak", "mode": "block", "on": ["output"], "output_window_chars": 40}]}
+HELD = {"guardrails": [{"profile": "leak", "mode": "block", "on": ["output"], "output_window_chars": 40,
+                        "hold_back": True}]}
+SLOW = {"x-mock-text": FLAGGED, "x-mock-chunk-delay-ms": "5"}
+
+
+def test_streams_cut_by_an_output_check_parse_as_refusals(base, key):
+    """Each SDK's own stream accumulator reads tollgate's refusal ending, same-format and
+    translated (claude model behind the OpenAI clients, gpt model behind the Anthropic one)."""
+    for model in ("claude-sonnet-4-6", "gpt-4o-mini"):
+        with ant(base, key).messages.stream(
+            model=model, max_tokens=500, messages=[{"role": "user", "content": "hi"}],
+            extra_body=CUT, extra_headers=SLOW,
+        ) as s:
+            final = s.get_final_message()
+        assert final.stop_reason == "refusal", model
+        assert "THE-END" not in "".join(b.text for b in final.content if b.type == "text")
+
+        chunks = list(oai(base, key).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], stream=True,
+            extra_body=HELD, extra_headers=SLOW,
+        ))
+        last = [c for c in chunks if c.choices][-1].choices[0]
+        assert last.finish_reason == "content_filter", model
+        assert last.delta.refusal
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert "FLAG" not in text, "held back: flagged text never delivered"
+
+        # (The SDK's accumulator checks each event's indices; `get_final_response` wants
+        # `response.completed`, which an incomplete response never sends, from OpenAI either.)
+        with oai(base, key).responses.stream(
+            model=model, input="hi", extra_body=CUT, extra_headers=SLOW,
+        ) as s:
+            events = list(s)
+        assert events[-1].type == "response.incomplete", model
+        final = events[-1].response
+        assert final.incomplete_details.reason == "content_filter"
+        assert any(p.type == "refusal" for i in final.output if i.type == "message" for p in i.content)
+
+
 def test_claude_code_is_stopped_by_a_tool_result_policy(base, mock_log):
     """A key whose policy checks tool results (`scope: tool_results`, block): Claude Code runs
     the tool the model asked for, and its next turn, carrying the tool's output, is refused
