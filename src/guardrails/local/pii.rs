@@ -1,0 +1,307 @@
+//! The `pii` profile's scanner: three regexes (secrets, emails, number-like runs), each a single
+//! pass over the text, then a validation of every candidate (checksums, layouts, JWT header)
+//! so that ordinary numbers, versions, dates, ids and hashes are not flagged.
+//!
+//! Why three regexes and not one: each gets the regex crate's fastest strategy on its own.
+//! Secrets all start with a literal (`sk-`, `AKIA`, `-----BEGIN`, `eyJ`...), which turns into
+//! a SIMD prefilter; emails have an inner literal `@`, searched with memchr and extended
+//! backwards; only the number-like runs need the lazy DFA over every byte. Patterns are ASCII
+//! only (`(?-u)`), so the DFA never gives up on non-ASCII text.
+
+use regex::Regex;
+
+use super::validate;
+use super::{Kind, Match};
+
+const SECRETS: &str = r"(?x-u)
+    \bsk-ant-[A-Za-z0-9_-]{32,}
+  | \bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}
+  | \bAIza[0-9A-Za-z_-]{35,}
+  | \bgh[pousr]_[A-Za-z0-9]{36,}
+  | \bgithub_pat_[A-Za-z0-9_]{22,}
+  | \bxox[abposr]-[A-Za-z0-9-]{10,}
+  | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b
+  | -----BEGIN\ [A-Z0-9\ ]{0,40}PRIVATE\ KEY-----
+      (?:[A-Za-z0-9+/=\s\\]|(?:Proc-Type|DEK-Info):[A-Za-z0-9\ ,:-]*)*
+      (?:-----END\ [A-Z0-9\ ]{0,40}PRIVATE\ KEY-----)?
+  | \beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*
+";
+
+const EMAILS: &str = r"(?x-u)
+    [A-Za-z0-9._%+-]+ @ [A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?
+    (?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)* \.[A-Za-z]{2,24}
+";
+
+/// Phone and card candidates (7+ digits, single separators between them), and IBAN candidates
+/// (compact, or in groups of four).
+const NUMBERS: &str = r"(?x-u)
+    (?:\+|\(|\b) [0-9] (?:[\ ().-]{1,2}[0-9]|[0-9]){6,}
+  | \b[A-Z]{2}[0-9]{2} (?:[A-Z0-9]{11,30} | (?:\ [A-Z0-9]{4}){2,7}(?:\ [A-Z0-9]{1,3})?) \b
+";
+
+/// Image names such as `logo@2x.png` look like addresses.
+const FILE_SUFFIXES: &[&str] = &["png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "avif"];
+
+/// Compiled once (at start), shared by every request.
+#[derive(Debug, Clone)]
+pub struct PiiScanner {
+    secrets: Regex,
+    emails: Regex,
+    numbers: Regex,
+}
+
+impl Default for PiiScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PiiScanner {
+    pub fn new() -> Self {
+        let build = |p: &str| Regex::new(p).expect("built-in pii pattern compiles");
+        PiiScanner {
+            secrets: build(SECRETS),
+            emails: build(EMAILS),
+            numbers: build(NUMBERS),
+        }
+    }
+
+    /// Every match in `text`, ordered by position, never overlapping (a secret wins over an
+    /// email or a number inside it).
+    pub fn scan(&self, text: &str) -> Vec<Match> {
+        let mut secrets = Vec::new();
+        for m in self.secrets.find_iter(text) {
+            if let Some(kind) = secret_kind(m.as_str()) {
+                secrets.push(Match::new(kind, m.range()));
+            }
+        }
+        let mut others = Vec::new();
+        if text.as_bytes().contains(&b'@') {
+            for m in self.emails.find_iter(text) {
+                if is_email(text, m.range()) {
+                    others.push(Match::new(Kind::Email, m.range()));
+                }
+            }
+        }
+        for m in self.numbers.find_iter(text) {
+            if let Some(found) = number_kind(text, m.range()) {
+                others.push(found);
+            }
+        }
+        if secrets.is_empty() && others.is_empty() {
+            return secrets;
+        }
+        others.sort_by_key(|m| m.range.start);
+        merge(secrets, others)
+    }
+}
+
+/// Which secret a match of SECRETS is, or None when its validation fails.
+fn secret_kind(s: &str) -> Option<Kind> {
+    if let Some(body) = s.strip_prefix("sk-") {
+        return validate::looks_random(body).then_some(Kind::ApiKey);
+    }
+    if s.starts_with("AKIA") || s.starts_with("ASIA") {
+        return Some(Kind::AwsKey);
+    }
+    if s.starts_with("-----BEGIN") {
+        return Some(Kind::PrivateKey);
+    }
+    if s.starts_with("eyJ") {
+        return validate::is_jwt(s).then_some(Kind::Jwt);
+    }
+    // AIza, gh?_, github_pat_, xox?-: the prefix is specific enough; the body must still be
+    // random.
+    let body = s.split_once(['_', '-']).map_or(s, |(_, b)| b);
+    (validate::looks_random(body) || s.starts_with("AIza")).then_some(Kind::ApiKey)
+}
+
+fn is_email(text: &str, range: std::ops::Range<usize>) -> bool {
+    let s = &text[range.clone()];
+    let (local, domain) = s.split_once('@').unwrap_or((s, ""));
+    let local = local.trim_start_matches(['.', '-', '+']);
+    if local.is_empty() || matches!(local.to_ascii_lowercase().as_str(), "noreply" | "no-reply")
+    {
+        return false;
+    }
+    let tld = domain.rsplit('.').next().unwrap_or("");
+    if FILE_SUFFIXES.iter().any(|f| tld.eq_ignore_ascii_case(f)) {
+        return false;
+    }
+    // `git@github.com:org/repo`: an SSH address, not a person's.
+    !(local == "git" && text.as_bytes().get(range.end) == Some(&b':'))
+}
+
+fn is_word(b: Option<&u8>) -> bool {
+    b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
+fn number_kind(text: &str, range: std::ops::Range<usize>) -> Option<Match> {
+    let bytes = text.as_bytes();
+    if is_word(bytes.get(range.end)) || (range.start > 0 && is_word(bytes.get(range.start - 1)))
+    {
+        return None;
+    }
+    let s = &text[range.clone()];
+    let first = s.as_bytes()[0];
+    if first.is_ascii_uppercase() {
+        return validate::is_iban(s).then(|| Match::new(Kind::Iban, range));
+    }
+    if first.is_ascii_digit() && validate::is_card(s) {
+        return Some(Match::new(Kind::Card, range));
+    }
+    validate::is_phone(s).then(|| Match::new(Kind::Phone, range))
+}
+
+/// Secrets first; another match is kept only where no secret overlaps it. Both inputs are
+/// sorted by start.
+fn merge(secrets: Vec<Match>, others: Vec<Match>) -> Vec<Match> {
+    if secrets.is_empty() {
+        return dedup_overlaps(others);
+    }
+    let mut out = Vec::with_capacity(secrets.len() + others.len());
+    let mut si = 0;
+    for m in others {
+        while si < secrets.len() && secrets[si].range.end <= m.range.start {
+            out.push(secrets[si].clone());
+            si += 1;
+        }
+        let overlaps = secrets
+            .get(si)
+            .is_some_and(|s| s.range.start < m.range.end);
+        if !overlaps {
+            out.push(m);
+        }
+    }
+    out.extend(secrets[si..].iter().cloned());
+    dedup_overlaps(out)
+}
+
+/// Drops any match overlapping an earlier one (an email and a number can share digits).
+fn dedup_overlaps(matches: Vec<Match>) -> Vec<Match> {
+    let mut out: Vec<Match> = Vec::with_capacity(matches.len());
+    for m in matches {
+        if out.last().is_none_or(|l| l.range.end <= m.range.start) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<(Kind, &str)> {
+        PiiScanner::new()
+            .scan(text)
+            .into_iter()
+            .map(|m| (m.kind, &text[m.range]))
+            .collect()
+    }
+
+    fn only(text: &str, kind: Kind, found: &str) {
+        assert_eq!(kinds(text), vec![(kind, found)], "in {text:?}");
+    }
+
+    fn none(text: &str) {
+        assert_eq!(kinds(text), vec![], "in {text:?}");
+    }
+
+    #[test]
+    fn emails() {
+        only(
+            "mail jane.doe+tag@mail.example.co.uk today",
+            Kind::Email,
+            "jane.doe+tag@mail.example.co.uk",
+        );
+        only("<a@b.io>", Kind::Email, "a@b.io");
+        none("Co-Authored-By: Claude <noreply@anthropic.com>");
+        none("git clone git@github.com:org/repo.git");
+        none("icon: logo@2x.png, npm i lodash@4.17.21, @types/node, user@localhost");
+    }
+
+    #[test]
+    fn phones() {
+        only("call +1 415 555 2671.", Kind::Phone, "+1 415 555 2671");
+        only("tel (415) 555-2671 x", Kind::Phone, "(415) 555-2671");
+        only("ring 020 7946 0958 now", Kind::Phone, "020 7946 0958");
+        only("+44 (0)20 7946 0958", Kind::Phone, "+44 (0)20 7946 0958");
+        only("Tel: 01 23 45 67 89", Kind::Phone, "01 23 45 67 89");
+    }
+
+    #[test]
+    fn cards() {
+        only("card 4111 1111 1111 1111 exp", Kind::Card, "4111 1111 1111 1111");
+        only("amex=378282246310005;", Kind::Card, "378282246310005");
+        none("card 4111 1111 1111 1112 (bad Luhn)");
+    }
+
+    #[test]
+    fn ibans() {
+        only(
+            "IBAN: DE89 3704 0044 0532 0130 00, BIC",
+            Kind::Iban,
+            "DE89 3704 0044 0532 0130 00",
+        );
+        only("to GB82WEST12345698765432.", Kind::Iban, "GB82WEST12345698765432");
+        none("IBAN: DE89 3704 0044 0532 0130 01 (bad checksum)");
+    }
+
+    #[test]
+    fn secrets() {
+        let openai = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z";
+        only(&format!("OPENAI_API_KEY={openai}\n"), Kind::ApiKey, openai);
+        let legacy = "sk-Zx81Qw7Er6Ty5Ui4Op3As2Df1Gh0JkLzXcVbNm9876543210";
+        only(&format!("key: {legacy}"), Kind::ApiKey, legacy);
+        let ant = "sk-ant-api03-AbCdEfGh1234567890_IjKlMnOpQrStUvWxYz-0123456789abcdef";
+        only(&format!("\"{ant}\""), Kind::ApiKey, ant);
+        let google = "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q";
+        only(&format!("k={google}"), Kind::ApiKey, google);
+        let ghp = "ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R";
+        only(&format!("token {ghp}"), Kind::ApiKey, ghp);
+        let pat = "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEF";
+        only(pat, Kind::ApiKey, pat);
+        let slack = "xoxb-1234567890-0987654321-AbCdEfGhIjKl";
+        only(&format!("SLACK={slack}"), Kind::ApiKey, slack);
+        only(
+            "aws_access_key_id = AKIAIOSFODNN7EXAMPLE",
+            Kind::AwsKey,
+            "AKIAIOSFODNN7EXAMPLE",
+        );
+        let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        only(&format!("Bearer {jwt}"), Kind::Jwt, jwt);
+    }
+
+    #[test]
+    fn private_keys_with_and_without_end() {
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA1c3+4x/9aB==\nQm9vaw==\n-----END RSA PRIVATE KEY-----";
+        only(&format!("key:\n{pem}\nthanks"), Kind::PrivateKey, pem);
+        // As it appears inside JSON text (escaped newlines), and cut off before the end line.
+        let cut = r"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nAbCd";
+        only(&format!("{cut}\"}}"), Kind::PrivateKey, cut);
+        none("-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A\n-----END PUBLIC KEY-----");
+    }
+
+    #[test]
+    fn ordinary_text_is_not_flagged() {
+        none("version 1.2.3, 10.0.19041.1, v2.14.0-rc.1, Python 3.12.1");
+        none("uuid 550e8400-e29b-41d4-a716-446655440000 and 12345678-1234-1234-1234-123456789012");
+        none("commit 9fceb02d0ae598e95dc970b74767f19372d61af8 (a1b2c3d)");
+        none("sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        none("at 2024-01-15T12:30:45.123Z, 2024-01-15 12:30:45, 15/01/2024, 1700000000, 1700000000123");
+        none("src/main.rs:1234:56, line 4823, port 8080, 127.0.0.1:8080, 192.168.100.200");
+        none("let x = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; 3.14159265358979; 1e-10; 0x7fffffff");
+        none("task-management-system-overview and risk-assessment-document-v2");
+        none("sk-learn-compatible-estimator-interface (no digits)");
+        none("total 123456789 bytes; id=98765432101234");
+        none("eyJmb28iOiJiYXIifQ.eyJzdWIiOiJ4In0.c2lnbmF0dXJl (no alg)");
+    }
+
+    #[test]
+    fn matches_are_ordered_and_separate() {
+        let text = "a@b.io then 4111111111111111 then AKIAIOSFODNN7EXAMPLE then c@d.io";
+        let found: Vec<Kind> = PiiScanner::new().scan(text).iter().map(|m| m.kind).collect();
+        assert_eq!(found, [Kind::Email, Kind::Card, Kind::AwsKey, Kind::Email]);
+    }
+}

@@ -1,0 +1,4 @@
+//! Guardrails: checks of prompts and answers. `local` holds the built-in checks that need no
+//! service.
+
+pub mod local;
