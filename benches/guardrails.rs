@@ -96,7 +96,9 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("guardrails");
     g.throughput(Throughput::Bytes(text.len() as u64));
-    g.bench_function("pii_scan_body_80k", |b| b.iter(|| pii.scan(black_box(&text))));
+    g.bench_function("pii_scan_body_80k", |b| {
+        b.iter(|| pii.scan(black_box(&text)))
+    });
     g.bench_function("pii_check_model_texts_80k", |b| {
         b.iter(|| pii.check(black_box(&texts).iter().map(String::as_str)))
     });

@@ -94,7 +94,10 @@ mod tests {
     #[test]
     fn invalid_patterns_are_config_errors_naming_them() {
         let err = scanner(&["ok", "unclosed(group"]).unwrap_err();
-        assert!(err.contains("#2") && err.contains("unclosed(group"), "{err}");
+        assert!(
+            err.contains("#2") && err.contains("unclosed(group"),
+            "{err}"
+        );
         let err = scanner(&["a*"]).unwrap_err();
         assert!(err.contains("empty string"), "{err}");
         let err = scanner(&["\\w{1000}{1000}"]).unwrap_err();

@@ -203,13 +203,17 @@ impl Restorer {
             _ => self.held.len(),
         };
         let ready: String = self.held.drain(..cut).collect();
-        self.masks.restore_with(&ready, self.json_escaped).into_owned()
+        self.masks
+            .restore_with(&ready, self.json_escaped)
+            .into_owned()
     }
 
     /// Everything still held (an incomplete placeholder stays as it was written).
     pub fn finish(&mut self) -> String {
         let rest = std::mem::take(&mut self.held);
-        self.masks.restore_with(&rest, self.json_escaped).into_owned()
+        self.masks
+            .restore_with(&rest, self.json_escaped)
+            .into_owned()
     }
 }
 
@@ -231,7 +235,10 @@ mod tests {
     #[test]
     fn debug_never_shows_originals() {
         let shown = format!("{:?}", table());
-        assert!(!shown.contains("jane") && !shown.contains("4111"), "{shown}");
+        assert!(
+            !shown.contains("jane") && !shown.contains("4111"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -241,7 +248,10 @@ mod tests {
             m.restore("Hi [EMAIL_1], card [CARD_1]; [EMAIL_9] [link](x) [EMAIL_1"),
             "Hi jane@example.com, card 4111 1111 1111 1111; [EMAIL_9] [link](x) [EMAIL_1"
         );
-        assert!(matches!(m.restore("no placeholders [here]"), Cow::Borrowed(_)));
+        assert!(matches!(
+            m.restore("no placeholders [here]"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
@@ -254,9 +264,12 @@ mod tests {
         let mut answer = serde_json::json!({"content": "to [EMAIL_1]", "tool_calls": [{"function": {"arguments": args}}]});
         m.restore_value(&mut answer);
         assert_eq!(answer["content"], "to jane@example.com");
-        let args: Value =
-            serde_json::from_str(answer["tool_calls"][0]["function"]["arguments"].as_str().unwrap())
-                .unwrap();
+        let args: Value = serde_json::from_str(
+            answer["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(args["to"], "jane@example.com");
     }
 

@@ -307,7 +307,10 @@ mod tests {
         let checks = LocalChecks::new(&["falcon".into(), "(?-i)CONFIDENTIAL".into()]).unwrap();
         let deny = checks.detector(DENY_PATTERNS).unwrap();
         let v = deny.check(["Falcon, falcon, CONFIDENTIAL, confidential"]);
-        assert_eq!(v.explanation, "deny_patterns: 3 deny_pattern (patterns #1, #2)");
+        assert_eq!(
+            v.explanation,
+            "deny_patterns: 3 deny_pattern (patterns #1, #2)"
+        );
         assert!(checks.detector("prompt-injection").is_none());
         assert!(is_local_profile("pii") && !is_local_profile("prompt-injection"));
     }

@@ -84,9 +84,7 @@ impl PiiScanner {
             }
         }
         for m in self.numbers.find_iter(text) {
-            if let Some(found) = number_kind(text, m.range()) {
-                others.push(found);
-            }
+            numbers(text, m.range(), &mut others);
         }
         if secrets.is_empty() && others.is_empty() {
             return secrets;
@@ -120,8 +118,7 @@ fn is_email(text: &str, range: std::ops::Range<usize>) -> bool {
     let s = &text[range.clone()];
     let (local, domain) = s.split_once('@').unwrap_or((s, ""));
     let local = local.trim_start_matches(['.', '-', '+']);
-    if local.is_empty() || matches!(local.to_ascii_lowercase().as_str(), "noreply" | "no-reply")
-    {
+    if local.is_empty() || matches!(local.to_ascii_lowercase().as_str(), "noreply" | "no-reply") {
         return false;
     }
     let tld = domain.rsplit('.').next().unwrap_or("");
@@ -136,21 +133,76 @@ fn is_word(b: Option<&u8>) -> bool {
     b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
-fn number_kind(text: &str, range: std::ops::Range<usize>) -> Option<Match> {
+/// Validates a number-like candidate. The regex joins runs separated by single spaces
+/// (`+44 20 7946 0958 4111 1111 1111 1111`), so when the whole run is not one number, the
+/// longest valid span at each space-separated token is taken instead.
+fn numbers(text: &str, range: std::ops::Range<usize>, out: &mut Vec<Match>) {
     let bytes = text.as_bytes();
-    if is_word(bytes.get(range.end)) || (range.start > 0 && is_word(bytes.get(range.start - 1)))
-    {
-        return None;
+    if range.start > 0 && is_word(bytes.get(range.start - 1)) {
+        return;
     }
     let s = &text[range.clone()];
+    if s.as_bytes()[0].is_ascii_uppercase() {
+        if !is_word(bytes.get(range.end)) {
+            if let Some(len) = iban_prefix(s) {
+                out.push(Match::new(Kind::Iban, range.start..range.start + len));
+            }
+        }
+        return;
+    }
+    // Token boundaries: the start, every space, and the end unless a word runs on from it.
+    let mut starts = vec![0];
+    let mut ends = Vec::new();
+    for (i, b) in s.bytes().enumerate() {
+        if b == b' ' {
+            ends.push(i);
+            starts.push(i + 1);
+        }
+    }
+    if !is_word(bytes.get(range.end)) {
+        ends.push(s.len());
+    }
+    let mut from = 0;
+    for &start in &starts {
+        if start < from {
+            continue;
+        }
+        let found = ends
+            .iter()
+            .rev()
+            .filter(|&&end| end > start)
+            .find_map(|&end| number_at(&s[start..end]).map(|kind| (kind, end)));
+        if let Some((kind, end)) = found {
+            out.push(Match::new(kind, range.start + start..range.start + end));
+            from = end;
+        }
+    }
+}
+
+fn number_at(s: &str) -> Option<Kind> {
     let first = s.as_bytes()[0];
-    if first.is_ascii_uppercase() {
-        return validate::is_iban(s).then(|| Match::new(Kind::Iban, range));
+    if s.bytes().filter(u8::is_ascii_digit).count() < 7 {
+        return None;
     }
     if first.is_ascii_digit() && validate::is_card(s) {
-        return Some(Match::new(Kind::Card, range));
+        return Some(Kind::Card);
     }
-    validate::is_phone(s).then(|| Match::new(Kind::Phone, range))
+    validate::is_phone(s).then_some(Kind::Phone)
+}
+
+/// The length of the IBAN that `s` starts with: all of it, or fewer groups of four when the
+/// candidate ran into a following word (`… 7034 CODE`).
+fn iban_prefix(s: &str) -> Option<usize> {
+    let mut end = s.len();
+    loop {
+        if validate::is_iban(&s[..end]) {
+            return Some(end);
+        }
+        end = s[..end].rfind(' ')?;
+        if end < 18 {
+            return None;
+        }
+    }
 }
 
 /// Secrets first; another match is kept only where no secret overlaps it. Both inputs are
@@ -166,9 +218,7 @@ fn merge(secrets: Vec<Match>, others: Vec<Match>) -> Vec<Match> {
             out.push(secrets[si].clone());
             si += 1;
         }
-        let overlaps = secrets
-            .get(si)
-            .is_some_and(|s| s.range.start < m.range.end);
+        let overlaps = secrets.get(si).is_some_and(|s| s.range.start < m.range.end);
         if !overlaps {
             out.push(m);
         }
@@ -232,7 +282,11 @@ mod tests {
 
     #[test]
     fn cards() {
-        only("card 4111 1111 1111 1111 exp", Kind::Card, "4111 1111 1111 1111");
+        only(
+            "card 4111 1111 1111 1111 exp",
+            Kind::Card,
+            "4111 1111 1111 1111",
+        );
         only("amex=378282246310005;", Kind::Card, "378282246310005");
         none("card 4111 1111 1111 1112 (bad Luhn)");
     }
@@ -244,8 +298,17 @@ mod tests {
             Kind::Iban,
             "DE89 3704 0044 0532 0130 00",
         );
-        only("to GB82WEST12345698765432.", Kind::Iban, "GB82WEST12345698765432");
+        only(
+            "to GB82WEST12345698765432.",
+            Kind::Iban,
+            "GB82WEST12345698765432",
+        );
         none("IBAN: DE89 3704 0044 0532 0130 01 (bad checksum)");
+        only(
+            "BE68 5390 0754 7034 CODE",
+            Kind::Iban,
+            "BE68 5390 0754 7034",
+        );
     }
 
     #[test]
@@ -295,13 +358,70 @@ mod tests {
         none("task-management-system-overview and risk-assessment-document-v2");
         none("sk-learn-compatible-estimator-interface (no digits)");
         none("total 123456789 bytes; id=98765432101234");
+        none("2024-01-15 12:30:45 +0200 took 1234567 ms");
         none("eyJmb28iOiJiYXIifQ.eyJzdWIiOiJ4In0.c2lnbmF0dXJl (no alg)");
+    }
+
+    proptest::proptest! {
+        /// Any text made of PII and ordinary fragments masks to a text that holds none of the
+        /// PII and restores to the original.
+        #[test]
+        fn mask_then_restore_is_identity(picks in proptest::collection::vec(0usize..FRAGMENTS.len(), 0..24)) {
+            let text: String = picks.iter().map(|&i| FRAGMENTS[i].0).collect::<Vec<_>>().join(" ");
+            let pii = crate::guardrails::local::Detector::pii();
+            let mut masks = crate::guardrails::local::Masks::default();
+            let masked = pii.mask_text(&text, &mut masks).unwrap_or_else(|| text.clone());
+            for &i in &picks {
+                let (fragment, is_pii) = FRAGMENTS[i];
+                proptest::prop_assert_eq!(masked.contains(fragment), !is_pii, "{}", fragment);
+            }
+            proptest::prop_assert_eq!(masks.restore(&masked), text);
+        }
+    }
+
+    const FRAGMENTS: &[(&str, bool)] = &[
+        ("jane@example.com", true),
+        ("+44 20 7946 0958", true),
+        ("(415) 555-2671", true),
+        ("4111 1111 1111 1111", true),
+        ("DE89 3704 0044 0532 0130 00", true),
+        ("AKIAIOSFODNN7EXAMPLE", true),
+        ("sk-ant-api03-AbCdEfGh1234567890_IjKlMnOpQrStUvWxYz-0123456789abcdef", true),
+        ("ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R", true),
+        ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", true),
+        ("version 1.2.3;", false),
+        ("commit 9fceb02d0ae598e95dc970b74767f19372d61af8;", false),
+        ("at 2024-01-15T12:30:45Z;", false),
+        ("uuid 550e8400-e29b-41d4-a716-446655440000;", false),
+        ("line 4823,", false),
+        ("ts=1700000000123,", false),
+        ("x = y;", false),
+    ];
+
+    #[test]
+    fn numbers_run_together_are_taken_apart() {
+        assert_eq!(
+            kinds("+44 20 7946 0958 4111 1111 1111 1111 7"),
+            [
+                (Kind::Phone, "+44 20 7946 0958"),
+                (Kind::Card, "4111 1111 1111 1111")
+            ]
+        );
+        assert_eq!(
+            kinds("Jane 020 7946 0958 42"),
+            [(Kind::Phone, "020 7946 0958")]
+        );
+        none("4111 1111 1111 1111x");
     }
 
     #[test]
     fn matches_are_ordered_and_separate() {
         let text = "a@b.io then 4111111111111111 then AKIAIOSFODNN7EXAMPLE then c@d.io";
-        let found: Vec<Kind> = PiiScanner::new().scan(text).iter().map(|m| m.kind).collect();
+        let found: Vec<Kind> = PiiScanner::new()
+            .scan(text)
+            .iter()
+            .map(|m| m.kind)
+            .collect();
         assert_eq!(found, [Kind::Email, Kind::Card, Kind::AwsKey, Kind::Email]);
     }
 }

@@ -65,8 +65,7 @@ pub fn is_card(text: &str) -> bool {
         .copied()
         .filter(|b| !b.is_ascii_digit())
         .collect();
-    if seps.iter().any(|&s| s != seps[0]) || seps.first().is_some_and(|&s| s != b' ' && s != b'-')
-    {
+    if seps.iter().any(|&s| s != seps[0]) || seps.first().is_some_and(|&s| s != b' ' && s != b'-') {
         return false;
     }
     let groups: Vec<usize> = if seps.is_empty() {
@@ -80,15 +79,8 @@ pub fn is_card(text: &str) -> bool {
         [first @ .., last] => first.iter().all(|&g| g == 4) && (1..=4).contains(last),
         [] => false,
     };
-    let digits: Vec<u8> = bytes
-        .iter()
-        .copied()
-        .filter(u8::is_ascii_digit)
-        .collect();
-    layout_ok
-        && (13..=19).contains(&digits.len())
-        && card_prefix_fits(&digits)
-        && luhn(&digits)
+    let digits: Vec<u8> = bytes.iter().copied().filter(u8::is_ascii_digit).collect();
+    layout_ok && (13..=19).contains(&digits.len()) && card_prefix_fits(&digits) && luhn(&digits)
 }
 
 /// IBAN: two letters, two check digits, 11–30 letters or digits (spaces between groups of
@@ -124,11 +116,7 @@ pub fn is_iban(text: &str) -> bool {
 /// accepted in the North American shape (so versions and IP addresses are not phones).
 pub fn is_phone(text: &str) -> bool {
     let bytes = text.as_bytes();
-    let digits: Vec<u8> = bytes
-        .iter()
-        .copied()
-        .filter(u8::is_ascii_digit)
-        .collect();
+    let digits: Vec<u8> = bytes.iter().copied().filter(u8::is_ascii_digit).collect();
     let groups: Vec<&str> = text
         .split(|c: char| !c.is_ascii_digit())
         .filter(|g| !g.is_empty())
@@ -237,13 +225,13 @@ mod tests {
             assert!(is_card(good), "{good}");
         }
         for bad in [
-            "4111 1111 1111 1112",  // Luhn
-            "4111-1111 1111-1111",  // mixed separators
+            "4111 1111 1111 1112",     // Luhn
+            "4111-1111 1111-1111",     // mixed separators
             "41 11 11 11 11 11 11 11", // layout
-            "1700000000000",        // a millisecond timestamp (no scheme starts with 1)
-            "9111111111111111",     // no scheme
-            "5955555555554444",     // 59 is not Mastercard
-            "3782822463100050",     // Amex is 15 digits
+            "1700000000000",           // a millisecond timestamp (no scheme starts with 1)
+            "9111111111111111",        // no scheme
+            "5955555555554444",        // 59 is not Mastercard
+            "3782822463100050",        // Amex is 15 digits
         ] {
             assert!(!is_card(bad), "{bad}");
         }
@@ -294,14 +282,14 @@ mod tests {
             assert!(is_phone(good), "{good}");
         }
         for bad in [
-            "4155552671",      // a bare run: ids, timestamps
+            "4155552671", // a bare run: ids, timestamps
             "1700000000",
             "2024-01-15 12",   // date and hour
             "10.0.19041.1",    // version
             "192.168.100.200", // IP address
             "1.2.3.4.5.6.7",
             "0 0 0 0 0 0 0 0 0", // matrix printout
-            "123-456-7890",    // area code starting with 1
+            "123-456-7890",      // area code starting with 1
             "000 1234 5678",
             "+0 123 456 789",
             "12 34 56 78 90",
