@@ -15,7 +15,7 @@ use tollgate::translate::Format;
 fn claude_code_turn() -> Value {
     let desc =
         "Executes a given command and returns its output. Use it for git, builds and tests. "
-            .repeat(30);
+            .repeat(25);
     let tools: Vec<Value> = (0..24)
         .map(|i| {
             json!({"name": format!("Tool{i}"), "description": desc,
@@ -28,7 +28,7 @@ fn claude_code_turn() -> Value {
         When you commit, end the message with Co-Authored-By: Claude <noreply@anthropic.com>. "
         .repeat(30);
     let source = include_str!("../src/translate/chat_to_anthropic.rs");
-    let source = &source[..source.len().min(20_000)];
+    let source = &source[..source.len().min(6_000)];
     let mut git_log = String::new();
     for i in 0..40u32 {
         git_log.push_str(&format!(
@@ -38,7 +38,7 @@ fn claude_code_turn() -> Value {
         ));
     }
     let lock = include_str!("../Cargo.lock");
-    let lock = &lock[..lock.len().min(8_000)];
+    let lock = &lock[..lock.len().min(4_000)];
     let env_file = "DATABASE_URL=postgres://app@db:5432/app\nOPENAI_API_KEY=sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z\nPORT=8080\n";
     let result = |id: &str, text: &str| json!({"type": "tool_result", "tool_use_id": id, "content": [{"type": "text", "text": text}]});
     let call = |id: &str, cmd: &str| json!({"type": "tool_use", "id": id, "name": "Bash", "input": {"command": cmd}});
@@ -50,7 +50,7 @@ fn claude_code_turn() -> Value {
             {"role": "user", "content": [result("toolu_01", source)]},
             {"role": "assistant", "content": [call("toolu_02", "git log -40")]},
             {"role": "user", "content": [result("toolu_02", &git_log)]},
-            {"role": "assistant", "content": [call("toolu_03", "head -c 8000 Cargo.lock; cat .env")]},
+            {"role": "assistant", "content": [call("toolu_03", "head -c 4000 Cargo.lock; cat .env")]},
             {"role": "user", "content": [result("toolu_03", &format!("{lock}\n{env_file}"))]}],
         "tools": tools, "metadata": {"user_id": "{\"device_id\":\"fb5230\",\"session_id\":\"6afd43e8\"}"}})
 }
