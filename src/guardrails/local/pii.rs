@@ -134,33 +134,74 @@ fn number_candidates(text: &str, out: &mut Vec<Match>) {
     let n = bytes.len();
     let mut i = 0;
     while i < n {
-        let b = bytes[i];
-        let word = is_word_byte(b);
-        let starts_number = b.is_ascii_digit()
-            || ((b == b'+' || b == b'(') && bytes.get(i + 1).is_some_and(u8::is_ascii_digit));
-        if starts_number {
-            let (end, digits) = number_run(bytes, i);
-            if digits >= 7 {
-                numbers(text, i..end, out);
+        match CLASS[usize::from(bytes[i])] {
+            OTHER => {
+                i += 1;
+                continue;
             }
-            i = end;
-        } else if b.is_ascii_uppercase() {
-            if let Some(end) = iban_run(bytes, i) {
-                if let Some(len) = iban_prefix(&text[i..end]) {
-                    out.push(Match::new(Kind::Iban, i..i + len));
+            DIGIT => {
+                let (end, digits) = number_run(bytes, i);
+                if digits >= 7 {
+                    numbers(text, i..end, out);
                 }
                 i = end;
             }
-        } else if !word {
-            i += 1;
-            continue;
+            OPENER if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let (end, digits) = number_run(bytes, i);
+                if digits >= 7 {
+                    numbers(text, i..end, out);
+                }
+                i = end;
+            }
+            OPENER => {
+                i += 1;
+                continue;
+            }
+            UPPER => {
+                if let Some(end) = iban_run(bytes, i) {
+                    if let Some(len) = iban_prefix(&text[i..end]) {
+                        out.push(Match::new(Kind::Iban, i..i + len));
+                    }
+                    i = end;
+                }
+            }
+            _ => {}
         }
         // Digits inside a word (hashes, identifiers) start nothing.
-        while i < n && is_word_byte(bytes[i]) {
+        while i < n && CLASS[usize::from(bytes[i])] >= WORD {
             i += 1;
         }
     }
 }
+
+const OTHER: u8 = 0;
+const OPENER: u8 = 1;
+const WORD: u8 = 2;
+const DIGIT: u8 = 3;
+const UPPER: u8 = 4;
+
+/// Byte classes for the number pass: `+`/`(` may open a number; word bytes are skipped a
+/// word at a time.
+static CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_digit() {
+            DIGIT
+        } else if c.is_ascii_uppercase() {
+            UPPER
+        } else if c.is_ascii_lowercase() || c == b'_' {
+            WORD
+        } else if c == b'+' || c == b'(' {
+            OPENER
+        } else {
+            OTHER
+        };
+        b += 1;
+    }
+    t
+};
 
 fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
