@@ -17,7 +17,7 @@ pub fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Whether `digits` (13–19 of them) start like a card of a real scheme with that length:
