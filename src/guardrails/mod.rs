@@ -10,11 +10,13 @@
 //! - [`service`]: the `/validate` client and its optional verdict cache;
 //! - [`check`]: the checks of one stage run concurrently, and what their verdicts decide;
 //! - [`answer`]: a non-streamed answer's text, and the native refusal that replaces it;
-//! - [`stream`]: a streamed answer's events and text, and the endings a check writes.
+//! - [`stream`]: a streamed answer's events and text, and the endings a check writes;
+//! - [`local`]: the built-in profiles (`pii`, `deny_patterns`), run in process, and masking.
 
 pub mod answer;
 pub mod check;
 pub mod declare;
+pub mod local;
 pub mod policy;
 pub mod scope;
 pub mod service;
