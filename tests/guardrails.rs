@@ -1159,3 +1159,186 @@ async fn a_stream_whose_check_fails_closed_ends_in_its_grammars_error() {
     assert_eq!(events(&r.text).last().unwrap().1, json!("[DONE]"));
     assert_eq!(streamed_text(CHAT, &r.text).0, "fine text");
 }
+
+// ---- Built-in profiles: pii, deny_patterns, masking ----
+
+const EMAIL: &str = "jane.doe@example.com";
+const AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// A one-message request in `path`'s format.
+fn plain(path: &str, model: &str, stream: bool, text: &str) -> Value {
+    match path {
+        CHAT => {
+            json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]})
+        }
+        MESSAGES => json!({"model": model, "stream": stream, "max_tokens": 100,
+            "messages": [{"role": "user", "content": text}]}),
+        _ => json!({"model": model, "stream": stream, "input": text}),
+    }
+}
+
+/// The text of a non-streamed answer in `path`'s format.
+fn answer_text(path: &str, v: &Value) -> String {
+    match path {
+        CHAT => v["choices"][0]["message"]["content"].as_str(),
+        MESSAGES => v["content"][0]["text"].as_str(),
+        _ => v["output"]
+            .as_array()
+            .and_then(|o| o.iter().find(|i| i["type"] == "message"))
+            .and_then(|i| i["content"][0]["text"].as_str()),
+    }
+    .unwrap_or_default()
+    .to_string()
+}
+
+async fn send_with(e: &Env, path: &str, body: &Value, rid: &str, answer: &str) -> Resp {
+    let r = client()
+        .post(format!("{}{}", e.gw.url(), path))
+        .bearer_auth(&e.key)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-request-id", rid)
+        .header("x-mock-text", answer)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let header = r
+        .headers()
+        .get("x-tollgate-guardrails")
+        .map(|v| v.to_str().unwrap().to_string());
+    Resp {
+        status,
+        header,
+        text: r.text().await.unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn masked_values_never_leave_and_are_restored_in_the_answer() {
+    let e = start(with_url).await;
+    let prompt = format!("Mail {EMAIL} the key {AWS_KEY}, and {EMAIL} again");
+    // The model (the mock) answers with the placeholders it was shown, four characters an
+    // event on streams: placeholders split across deltas.
+    let answer = "Sent to [EMAIL_1] with [AWS_KEY_1].";
+    let restored = format!("Sent to {EMAIL} with {AWS_KEY}.");
+    // A service check beside the masking: it sees placeholders too.
+    let entries = json!([{"profile": "pii", "mode": "mask", "restore": true},
+        {"profile": "watch", "scope": "last_user"}]);
+    for (path, model, what) in STREAM_ROUTES {
+        for stream in [false, true] {
+            let rid = format!("mask-{what}-{stream}");
+            let body = with_guardrails(plain(path, model, stream, &prompt), entries.clone());
+            let r = send_with(&e, path, &body, &rid, answer).await;
+            assert_eq!(r.status, 200, "{what} {stream}: {}", r.text);
+            let text = if stream {
+                streamed_text(path, &r.text).0
+            } else {
+                answer_text(path, &r.json())
+            };
+            assert_eq!(text, restored, "{what} stream={stream}: {}", r.text);
+            let sent = e.mock.requests().pop().unwrap();
+            let sent = String::from_utf8_lossy(&sent.body);
+            assert!(
+                !sent.contains(EMAIL) && !sent.contains(AWS_KEY),
+                "{what}: {sent}"
+            );
+            assert!(sent.contains("Mail [EMAIL_1] the key [AWS_KEY_1], and [EMAIL_1] again"));
+            let checked = e.guard.requests().pop().unwrap().input_text;
+            assert_eq!(
+                checked,
+                "Mail [EMAIL_1] the key [AWS_KEY_1], and [EMAIL_1] again"
+            );
+            assert_eq!(
+                r.verdicts()[0],
+                json!({"profile": "pii", "mode": "mask", "valid": false, "score": 1.0})
+            );
+        }
+    }
+    // Without `restore`, the answer keeps the placeholders.
+    let body = with_guardrails(
+        plain(CHAT, "gpt-4o-mini", false, &prompt),
+        json!([{"profile": "pii", "mode": "mask"}]),
+    );
+    let r = send_with(&e, CHAT, &body, "mask-kept", answer).await;
+    assert_eq!(answer_text(CHAT, &r.json()), answer);
+    // The originals are in no header, log line or usage record.
+    let rec = usage_record(&e.gw, "mask-kept").await.expect("row");
+    assert_eq!(rec["guardrails"][0]["verdict"], "flagged");
+    let rows = serde_json::to_string(&usage_rows(&e.gw).await).unwrap();
+    let log = e.gw.stderr_text() + &e.gw.stdout_text();
+    for secret in [EMAIL, AWS_KEY] {
+        assert!(!rows.contains(secret), "usage rows hold {secret}");
+        assert!(!log.contains(secret), "the log holds {secret}");
+        assert!(!r.header.as_deref().unwrap_or("").contains(secret));
+    }
+}
+
+#[tokio::test]
+async fn built_in_profiles_check_in_process() {
+    let e = start(|c, u| {
+        c.set(
+            "guardrails",
+            json!({"url": u, "deny_patterns": ["project\\s+falcon", "(?-i)ZX-[0-9]{4}"]}),
+        )
+    })
+    .await;
+    // pii in block mode: a 403 whose explanation names kinds and counts, not the key.
+    let body = with_guardrails(
+        plain(
+            CHAT,
+            "gpt-4o-mini",
+            false,
+            &format!("use {AWS_KEY} and {EMAIL}"),
+        ),
+        json!([{"profile": "pii", "mode": "block"}]),
+    );
+    let r = send(&e.gw, CHAT, &e.key, &body, "pii-block").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let v = r.json();
+    assert_eq!(
+        v["error"]["guardrails"][0]["explanation"],
+        "pii: 1 email, 1 aws_key"
+    );
+    assert!(!r.text.contains(AWS_KEY) && !r.text.contains(EMAIL));
+    // deny_patterns from the config, case-insensitive unless a pattern says otherwise.
+    let body = with_guardrails(
+        plain(
+            MESSAGES,
+            "claude-x",
+            false,
+            "About Project  Falcon and zx-1234",
+        ),
+        json!([{"profile": "deny_patterns", "mode": "block"}]),
+    );
+    let r = send(&e.gw, MESSAGES, &e.key, &body, "deny-block").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(
+        r.json()["error"]["guardrails"][0]["explanation"],
+        "deny_patterns: 1 deny_pattern (patterns #1)"
+    );
+    // Monitor: through, the verdict in the header.
+    let body = with_guardrails(
+        plain(RESPONSES, "gpt-4o-mini", false, EMAIL),
+        json!([{"profile": "pii"}]),
+    );
+    let r = send(&e.gw, RESPONSES, &e.key, &body, "pii-monitor").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.valid("pii"), json!(false));
+    // On the answer, non-streamed and streamed.
+    let out = json!([{"profile": "pii", "mode": "block", "on": ["output"]}]);
+    let leak = format!("the address is {EMAIL}");
+    let body = with_guardrails(plain(CHAT, "gpt-4o-mini", false, "hi"), out.clone());
+    let r = send_with(&e, CHAT, &body, "pii-out", &leak).await;
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "content_filter");
+    let body = with_guardrails(plain(MESSAGES, "claude-x", true, "hi"), out);
+    let r = send_with(&e, MESSAGES, &body, "pii-out-stream", &leak).await;
+    ends_in_refusal(MESSAGES, &r.text).unwrap();
+    // Never sent to a service.
+    assert!(e.guard.requests().is_empty());
+    assert_eq!(
+        e.mock.requests().len(),
+        3,
+        "the blocked ones never reached it"
+    );
+}

@@ -181,15 +181,16 @@ impl Gateway {
         let (mut resp, mut response) = exchange.open(&spec, idle)?;
         let checks_answer = !ctx.stream
             && response.tap.status < 300
-            && ctx.guard.as_ref().is_some_and(|g| g.checks_output());
+            && ctx.guard.as_ref().is_some_and(|g| g.reads_answer());
         if checks_answer {
             return Box::pin(self.deliver_checked(s, ctx, resp, response, target, route)).await;
         }
-        // A stream with output checks is checked as it goes (`guard_stream`).
+        // A stream with output checks is checked as it goes, one with masked values has
+        // them restored (`guard_stream`).
         let watched = ctx.stream
             && response.tap.status < 300
             && super::guard_stream::is_event_stream(&resp)
-            && ctx.guard.as_ref().is_some_and(|g| g.checks_output());
+            && ctx.guard.as_ref().is_some_and(|g| g.reads_answer());
         attempt::answering(ctx, &mut resp, &response.tap)?;
         if let Err(e) = s.write_response_header(Box::new(resp), false).await {
             ctx.client_gone = true;

@@ -4,7 +4,11 @@
 //!   nothing): the gateway-only fields are stripped from the body, the request's entries and
 //!   the policies that apply are merged, and the checks run concurrently;
 //! - on a non-streamed answer (the direct path reads it ahead): its text is checked before
-//!   anything reaches the client, and a flagged answer becomes the native refusal.
+//!   anything reaches the client, and a flagged answer becomes the native refusal; masked
+//!   values are restored in it (`restore: true`).
+//!
+//! `mask` entries (built-in profiles) replace what they find with placeholders in the body
+//! before anything else reads it: the service checks and the provider see placeholders only.
 //!
 //! A request with no gateway-only field and no policy that applies costs a few map lookups.
 
@@ -15,8 +19,18 @@ use super::body::RequestJson;
 use super::{Ctx, Gateway};
 use crate::error::{ErrorKind, GatewayError};
 use crate::guardrails::{
-    answer, check, declare, policy, scope, Decision, RequestGuard, Scope, Stage, GATEWAY_FIELDS,
+    answer, check, declare, policy, scope, Decision, Mode, RequestGuard, Scope, Stage,
+    GATEWAY_FIELDS,
 };
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The request body, encoded again (without its gateway-only fields, or masked).
+fn encode(full: &serde_json::Map<String, Value>) -> Result<Bytes, GatewayError> {
+    serde_json::to_vec(full)
+        .map(Bytes::from)
+        .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))
+}
 
 fn has_gateway_fields(req: &RequestJson) -> bool {
     GATEWAY_FIELDS.iter().any(|f| req.fields().contains_key(*f))
@@ -66,17 +80,12 @@ impl Gateway {
             (Some(_), Some(v)) => declare::parse(v, g.settings.request_urls())?,
             _ => Vec::new(),
         };
-        let body = if gateway_fields {
+        if gateway_fields {
             let full = req.full(&body)?;
             for f in GATEWAY_FIELDS {
                 full.remove(f);
             }
-            serde_json::to_vec(full)
-                .map(Bytes::from)
-                .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?
-        } else {
-            body
-        };
+        }
         let policy_entries = match (policies, ctx.key.as_ref()) {
             (true, Some(key)) => {
                 let users = self.state.ledger.users.load();
@@ -87,12 +96,33 @@ impl Gateway {
         };
         let entries = policy::merge(policy_entries, declared);
         let Some(format) = format.filter(|_| !entries.is_empty()) else {
-            return Ok(body);
+            return if gateway_fields {
+                encode(req.full(&body)?)
+            } else {
+                Ok(body)
+            };
         };
         let full = req.full(&body)?;
+        // Masking first: the checks below, and the provider, see placeholders only.
+        let mut verdicts = Vec::new();
+        let mut masks = None;
+        if entries.iter().any(|e| e.mode == Mode::Mask) {
+            let mut v = Value::Object(std::mem::take(full));
+            let (m, mv) = check::mask(g, &entries, format, &mut v);
+            if let Value::Object(map) = v {
+                *full = map;
+            }
+            verdicts = mv;
+            masks = (!m.is_empty()).then_some(m);
+        }
+        let body = if gateway_fields || masks.is_some() {
+            encode(full)?
+        } else {
+            body
+        };
         // One text per scope that an input check reads.
         let mut texts: Vec<(Scope, String)> = Vec::new();
-        for e in entries.iter().filter(|e| e.input) {
+        for e in entries.iter().filter(|e| e.input && e.mode != Mode::Mask) {
             if !texts.iter().any(|(s, _)| *s == e.scope) {
                 texts.push((e.scope, scope::text(full, format, e.scope)));
             }
@@ -103,9 +133,15 @@ impl Gateway {
                 .find(|(s, _)| *s == e.scope)
                 .map_or("", |(_, t)| t.as_str())
         };
-        let verdicts = check::run(g, &entries, Stage::Input, text_of, &ctx.request_id).await;
+        verdicts.extend(check::run(g, &entries, Stage::Input, text_of, &ctx.request_id).await);
         let decision = check::decide(&verdicts);
-        ctx.guard = Some(Box::new(RequestGuard { entries, verdicts }));
+        let restores = entries.iter().any(|e| e.mode == Mode::Mask && e.restore);
+        let restore = masks.filter(|_| restores).map(Arc::new);
+        ctx.guard = Some(Box::new(RequestGuard {
+            entries,
+            verdicts,
+            restore,
+        }));
         match decision {
             Decision::Pass => Ok(body),
             Decision::Blocked(e) | Decision::Unavailable(e) => Err(e),
@@ -140,7 +176,14 @@ impl Gateway {
         let decision = check::decide(&verdicts);
         guard.verdicts.extend(verdicts);
         match decision {
-            Decision::Pass => answer,
+            Decision::Pass => match &guard.restore {
+                // The masked values go back where the model wrote their placeholders.
+                Some(masks) => {
+                    masks.restore_value(&mut parsed);
+                    Bytes::from(parsed.to_string())
+                }
+                None => answer,
+            },
             Decision::Blocked(_) => {
                 answer::refuse(&mut parsed, format);
                 Bytes::from(parsed.to_string())

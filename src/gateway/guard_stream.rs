@@ -1,5 +1,5 @@
-//! Output checks on a streamed answer (the direct path carries every request with output
-//! checks, translated or not). The client's stream is split into events
+//! Output checks on a streamed answer, and masked values restored in it (the direct path
+//! carries every request with either, translated or not). The client's stream is split into events
 //! ([`crate::guardrails::stream`]); its text is checked every window of characters and at
 //! the end, by checks spawned beside the delivery: the stream does not wait for them, except
 //! that its closing events wait for the end-of-stream verdict when a check may block, and
@@ -9,6 +9,9 @@
 //! A blocking verdict cuts the stream with its grammar's refusal (a check that fails closed
 //! without a verdict, with its error event); the upstream is closed, and the request is
 //! billed for what the provider produced (as a broken stream is).
+//!
+//! Restoring comes last, on what goes to the client: the checks read the model's text (with
+//! its placeholders), so that masked values never reach a guardrail service either.
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
@@ -20,9 +23,11 @@ use tokio::task::JoinSet;
 use super::attempt::{Piece, Response, Target};
 use super::{Ctx, Gateway};
 use crate::error::{ErrorKind, GatewayError};
+use crate::guardrails::restore::StreamRestore;
 use crate::guardrails::stream::{Event, StreamWatch};
 use crate::guardrails::{check, Decision, Stage, Verdict};
 use crate::route::Route;
+use crate::translate::Format;
 
 /// How a watched stream ended.
 enum End {
@@ -34,6 +39,19 @@ enum End {
     Failed(Box<Error>, Option<Bytes>),
     /// The client went away.
     Gone(Box<Error>),
+}
+
+/// The client's bytes, with the masked values restored when the request was masked.
+fn restored(restore: &mut Option<StreamRestore>, b: Bytes, done: bool) -> Bytes {
+    let Some(r) = restore.as_mut() else {
+        return b;
+    };
+    let mut out = BytesMut::with_capacity(b.len() + 64);
+    r.feed(&b, &mut out);
+    if done {
+        r.finish(&mut out);
+    }
+    out.freeze()
 }
 
 /// The client's response is an event stream (a stream asked for may still come back as
@@ -54,10 +72,13 @@ impl Gateway {
         target: &Target,
         route: &Route,
     ) -> Result<()> {
-        let guard = ctx.guard.as_ref().expect("output checks");
+        let guard = ctx.guard.as_ref().expect("output checks or masked values");
         let plan = guard.stream_plan(self.state.guardrails.settings.output_window_chars);
+        let checks_output = guard.checks_output();
         let entries = Arc::new(guard.entries.clone());
-        let mut watch = StreamWatch::new(ctx.endpoint.format());
+        let format = ctx.endpoint.format();
+        let mut restore = guard.restore.clone().map(|m| StreamRestore::new(format, m));
+        let mut watch = StreamWatch::new(format);
         let mut queue: VecDeque<Event> = VecDeque::new();
         let mut fresh: Vec<Event> = Vec::new();
         let mut checks: JoinSet<Vec<Verdict>> = JoinSet::new();
@@ -91,14 +112,19 @@ impl Gateway {
                 }
                 let finished = upstream_done && queue.is_empty() && !sent_end;
                 if !out.is_empty() || finished {
-                    if let Err(e) = s.write_response_body(Some(out.freeze()), finished).await {
+                    let out = restored(&mut restore, out.freeze(), finished);
+                    if let Err(e) = s.write_response_body(Some(out), finished).await {
                         break End::Gone(e);
                     }
                     sent_end |= finished;
                 }
                 // The next check, when a window filled up or the answer is whole.
                 let chars = watch.chars();
-                if checks.is_empty() && chars > asked && (chars >= next_at || upstream_done) {
+                if checks_output
+                    && checks.is_empty()
+                    && chars > asked
+                    && (chars >= next_at || upstream_done)
+                {
                     let state = self.state.clone();
                     let entries = entries.clone();
                     let text = watch.text().to_owned();
@@ -151,6 +177,12 @@ impl Gateway {
                         }
                         Piece::KeepAlive(ping) => {
                             watch.keepalive_sent(&ping);
+                            // (Numbered events go through the restorer, which numbers again.)
+                            let ping = if format == Format::Responses {
+                                restored(&mut restore, ping, false)
+                            } else {
+                                ping
+                            };
                             if let Err(e) = s.write_response_body(Some(ping), false).await {
                                 break End::Gone(e);
                             }
@@ -179,6 +211,7 @@ impl Gateway {
                     None => watch.refusal(produced),
                     Some(e) => watch.failure(e),
                 };
+                let ending = restored(&mut restore, ending, true);
                 ctx.tap = Some(tap);
                 log::info!(
                     "request {}: the stream was cut by guardrail policy ({})",
@@ -205,6 +238,7 @@ impl Gateway {
                     (!watch.ended()).then(|| watch.failure(&why))
                 };
                 if let Some(ev) = ending {
+                    let ev = restored(&mut restore, ev, true);
                     let _ = s.write_response_body(Some(ev), true).await;
                 }
                 ctx.tap = Some(response.into_tap());

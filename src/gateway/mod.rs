@@ -263,13 +263,13 @@ impl Gateway {
         // response header) and reads non-streamed answers ahead, so that a provider's
         // invalid 200 fails over or becomes a 502 instead of reaching the client. Same-format
         // streams with a replayable body and nowhere to fail over to stay on the proxy path.
-        // Output checks read the answer on the direct path.
-        let checks_output = ctx.guard.as_ref().is_some_and(|g| g.checks_output());
+        // Output checks (and masked values restored) read the answer on the direct path.
+        let reads_answer = ctx.guard.as_ref().is_some_and(|g| g.reads_answer());
         if ctx.stream
             && ctx.replayable
             && !translated_stream
             && ctx.alternates.is_empty()
-            && !checks_output
+            && !reads_answer
         {
             return Ok(Flow::Proxy);
         }

@@ -13,7 +13,7 @@ pub const MAX_ENTRIES: usize = 8;
 /// Profiles checked in process, which alone may `mask` (see `guardrails::local`).
 pub const LOCAL_PROFILES: [&str; 2] = ["pii", "deny_patterns"];
 
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 10] = [
     "profile",
     "mode",
     "on",
@@ -23,6 +23,7 @@ const FIELDS: [&str; 9] = [
     "scope",
     "hold_back",
     "output_window_chars",
+    "restore",
 ];
 
 /// The largest `output_window_chars`.
@@ -202,6 +203,22 @@ fn entry(i: usize, v: &Value, urls: HostPolicy) -> Result<Entry, GatewayError> {
             ))
         }
     }
+    match o.get("restore") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) if e.mode == Mode::Mask => e.restore = true,
+        Some(Value::Bool(true)) => {
+            return Err(bad(
+                at("restore"),
+                format!("'{}' applies to mode 'mask' only.", at("restore")),
+            ))
+        }
+        Some(_) => {
+            return Err(bad(
+                at("restore"),
+                format!("'{}' must be true or false.", at("restore")),
+            ))
+        }
+    }
     match o.get("output_window_chars") {
         None | Some(Value::Null) => {}
         Some(n) => match n.as_u64().filter(|n| (1..=MAX_WINDOW).contains(n)) {
@@ -308,6 +325,14 @@ mod tests {
         assert_eq!(
             param_of(json!([{"profile": "p", "hold_back": "yes"}])),
             "guardrails[0].hold_back"
+        );
+        assert_eq!(
+            param_of(json!([{"profile": "pii", "restore": true}])),
+            "guardrails[0].restore"
+        );
+        assert_eq!(
+            param_of(json!([{"profile": "pii", "mode": "mask", "restore": 1}])),
+            "guardrails[0].restore"
         );
         for n in [
             json!(0),

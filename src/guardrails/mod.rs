@@ -11,13 +11,15 @@
 //! - [`check`]: the checks of one stage run concurrently, and what their verdicts decide;
 //! - [`answer`]: a non-streamed answer's text, and the native refusal that replaces it;
 //! - [`stream`]: a streamed answer's events and text, and the endings a check writes;
-//! - [`local`]: the built-in profiles (`pii`, `deny_patterns`), run in process, and masking.
+//! - [`local`]: the built-in profiles (`pii`, `deny_patterns`), run in process, and masking;
+//! - [`restore`]: masked values put back into a streamed answer.
 
 pub mod answer;
 pub mod check;
 pub mod declare;
 pub mod local;
 pub mod policy;
+pub mod restore;
 pub mod scope;
 pub mod service;
 pub mod stream;
@@ -119,6 +121,8 @@ pub struct Entry {
     pub hold_back: bool,
     /// On streams: check every this many characters (None: `guardrails.output_window_chars`).
     pub output_window_chars: Option<usize>,
+    /// `mask`: put the originals back into the answer.
+    pub restore: bool,
 }
 
 impl Entry {
@@ -136,6 +140,7 @@ impl Entry {
             scope: Scope::LastUser,
             hold_back: false,
             output_window_chars: None,
+            restore: false,
         }
     }
 
@@ -217,12 +222,19 @@ pub struct StreamPlan {
 pub struct RequestGuard {
     pub entries: Vec<Entry>,
     pub verdicts: Vec<Verdict>,
+    /// The request was masked, and these placeholders are restored in the answer.
+    pub restore: Option<std::sync::Arc<local::Masks>>,
 }
 
 impl RequestGuard {
     /// Some check runs on the answer.
     pub fn checks_output(&self) -> bool {
         self.entries.iter().any(|e| e.output)
+    }
+
+    /// The answer is read on its way (checked, or masked values restored in it).
+    pub fn reads_answer(&self) -> bool {
+        self.checks_output() || self.restore.is_some()
     }
 
     /// How a stream's output checks run: the smallest window of the output entries, held
@@ -353,6 +365,7 @@ mod tests {
     #[test]
     fn header_is_ascii_json() {
         let g = RequestGuard {
+            restore: None,
             entries: vec![],
             verdicts: vec![Verdict {
                 profile: "injection-é".into(),

@@ -6,8 +6,8 @@
 //! one. Two entries for the same profile and scope become one, with the stricter `mode`
 //! (block > mask > monitor) and `on_unavailable` (block > monitor), both stages if either
 //! asks, `hold_back` if either asks, the smaller `output_window_chars`, and the operator's
-//! `url` and `validate_kwargs` (a request cannot point a policy's check at a service of its
-//! own, nor change its thresholds). An entry for the same profile
+//! `url`, `validate_kwargs` and `restore` (a request cannot point a policy's check at a
+//! service of its own, nor change its thresholds, nor have masked values put back). An entry for the same profile
 //! with another scope is another check: both run.
 
 use serde::Deserialize;
@@ -15,11 +15,13 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::local::LocalChecks;
 use super::{declare, Entry, Mode};
 use crate::config::ConfigError;
 use crate::error::GatewayError;
 use crate::outbound::HostPolicy;
 use crate::records::{KeyRecord, UserRecord};
+use std::sync::Arc;
 
 /// `guardrails:` as written.
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -30,6 +32,8 @@ pub struct RawGuardrails {
     pub allow_private_urls: Option<bool>,
     pub cache: Option<RawCache>,
     pub output_window_chars: Option<usize>,
+    #[serde(default)]
+    pub deny_patterns: Vec<String>,
     #[serde(default)]
     pub policies: BTreeMap<String, Vec<Value>>,
     #[serde(default)]
@@ -60,6 +64,8 @@ pub struct Settings {
     /// A stream's output checks run every this many characters (an entry may ask for
     /// fewer).
     pub output_window_chars: usize,
+    /// The built-in profiles (`pii`, and `deny_patterns` from the config), compiled once.
+    pub local: Arc<LocalChecks>,
 }
 
 impl Default for Settings {
@@ -72,6 +78,7 @@ impl Default for Settings {
             policies: BTreeMap::new(),
             global: Vec::new(),
             output_window_chars: DEFAULT_WINDOW_CHARS,
+            local: Arc::new(LocalChecks::new(&[]).expect("no patterns")),
         }
     }
 }
@@ -115,6 +122,8 @@ pub fn build(
             format!("must be between 1 and {}", declare::MAX_WINDOW),
         ));
     }
+    let local = LocalChecks::new(&raw.deny_patterns)
+        .map_err(|e| ConfigError::new("guardrails.deny_patterns", e))?;
     let cache = raw.cache.unwrap_or_default();
     let cache_ttl = match (cache.enabled.unwrap_or(false), cache.ttl_secs) {
         (_, Some(0)) => {
@@ -171,6 +180,7 @@ pub fn build(
         policies,
         global: raw.global,
         output_window_chars: window,
+        local: Arc::new(local),
     })
 }
 
@@ -281,9 +291,13 @@ fn merge_one(out: &mut Vec<Entry>, e: Entry) {
     if e.operator && !x.operator {
         x.url = e.url;
         x.validate_kwargs = e.validate_kwargs;
+        x.restore = e.restore;
         x.operator = true;
-    } else if e.operator == x.operator && x.url.is_none() {
-        x.url = e.url;
+    } else if e.operator == x.operator {
+        if x.url.is_none() {
+            x.url = e.url;
+        }
+        x.restore |= e.restore;
     }
 }
 
@@ -411,6 +425,7 @@ mod tests {
         assert!(merged[0].hold_back);
         assert_eq!(merged[0].output_window_chars, Some(100));
         let g = super::super::RequestGuard {
+            restore: None,
             entries: merged,
             verdicts: vec![],
         };
@@ -429,6 +444,16 @@ mod tests {
             settings("output_window_chars: 0").unwrap_err().field,
             "guardrails.output_window_chars"
         );
+    }
+
+    #[test]
+    fn deny_patterns_compile_once_and_a_bad_one_is_named() {
+        let s = settings("deny_patterns: ['project falcon', '(?-i)SECRET-[0-9]+']").unwrap();
+        let deny = s.local.detector("deny_patterns").unwrap();
+        assert!(!deny.check(["About Project Falcon"]).valid);
+        let e = settings("deny_patterns: [ok, 'bad(']").unwrap_err();
+        assert_eq!(e.field, "guardrails.deny_patterns");
+        assert!(e.message.contains("\"bad(\""), "{}", e.message);
     }
 
     #[test]
