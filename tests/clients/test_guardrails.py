@@ -161,6 +161,29 @@ def test_streams_cut_by_an_output_check_parse_as_refusals(base, key):
         assert any(p.type == "refusal" for i in final.output if i.type == "message" for p in i.content)
 
 
+def test_masked_values_round_trip_through_the_sdks(base, key, mock_log):
+    """`pii` in mask mode with restore: the provider reads placeholders, the SDKs read the
+    originals back, streamed (placeholders split across deltas) and not."""
+    email = "jane.doe@example.com"
+    mask = {"guardrails": [{"profile": "pii", "mode": "mask", "restore": True}]}
+    answer = {"x-mock-text": "Replying to [EMAIL_1] now."}
+    msgs = [{"role": "user", "content": f"Draft a reply to {email}"}]
+    with ant(base, key).messages.stream(
+        model="claude-sonnet-4-6", max_tokens=100, messages=msgs, extra_body=mask, extra_headers=answer
+    ) as s:
+        text = s.get_final_text()
+    assert text == f"Replying to {email} now."
+    assert email not in json.dumps(mock_log()[-1]["body"])
+    c = oai(base, key).chat.completions.create(
+        model="gpt-4o-mini", messages=msgs, extra_body=mask, extra_headers=answer
+    )
+    assert c.choices[0].message.content == f"Replying to {email} now."
+    r = oai(base, key).responses.create(model="gpt-4o-mini", input=msgs[0]["content"], extra_body=mask,
+                                        extra_headers=answer)
+    assert r.output_text == f"Replying to {email} now."
+    assert email not in json.dumps(mock_log()[-1]["body"])
+
+
 def test_claude_code_is_stopped_by_a_tool_result_policy(base, mock_log):
     """A key whose policy checks tool results (`scope: tool_results`, block): Claude Code runs
     the tool the model asked for, and its next turn, carrying the tool's output, is refused
