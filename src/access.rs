@@ -73,7 +73,7 @@ pub fn record(s: &Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
     let h = s.req_header();
     log::info!(
         target: "tollgate::access",
-        "rid={} method={} path={} endpoint={} key={} model={:?} provider={} upstream_model={:?} status={} latency_ms={} ttfb_ms={} bytes_out={} stream={} large_body={} tokens_in={} tokens_out={} client_gone={} error={:?}",
+        "rid={} method={} path={} endpoint={} key={} model={:?} provider={} upstream_model={:?} status={} latency_ms={} ttfb_ms={} bytes_out={} stream={} large_body={} tokens_in={} tokens_out={} client_gone={} guardrail_blocked={} error={:?}",
         ctx.request_id,
         h.method,
         h.uri.path().escape_debug(),
@@ -91,6 +91,12 @@ pub fn record(s: &Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
         usage.map_or(0, |u| u.prompt_total()),
         usage.map_or(0, |u| u.output),
         ctx.client_gone,
+        ctx.guard
+            .as_ref()
+            .and_then(|g| g.blocked_profiles())
+            .as_deref()
+            .unwrap_or("-")
+            .escape_debug(),
         error,
     );
 }

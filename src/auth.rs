@@ -78,6 +78,7 @@ impl KeyRecord {
             reject_user_mismatch: None,
             end_user_limits: None,
             tools: None,
+            guardrail_policies: Vec::new(),
         };
         (rec, secret)
     }

@@ -90,6 +90,8 @@ pub struct RawConfig {
     pub responses: Option<crate::responses::settings::RawResponses>,
     /// `tools:` (gateway-run web search and code execution).
     pub tools: Option<crate::tools::settings::RawTools>,
+    /// Guardrail service, policies and cache (see `guardrails::policy`).
+    pub guardrails: Option<crate::guardrails::policy::RawGuardrails>,
 }
 
 /// `model_discovery:` as written; every field is optional.
@@ -251,6 +253,7 @@ pub struct Config {
     pub model_discovery: ModelDiscovery,
     pub responses: crate::responses::settings::ResponsesConfig,
     pub tools: crate::tools::settings::ToolsConfig,
+    pub guardrails: crate::guardrails::Settings,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -619,6 +622,7 @@ impl Config {
             model_discovery: build_model_discovery(raw.model_discovery)?,
             responses: crate::responses::settings::build(raw.responses)?,
             tools: crate::tools::settings::build(raw.tools, env)?,
+            guardrails: crate::guardrails::policy::build(raw.guardrails, env)?,
             failover: crate::balance::settings::build(
                 raw.deployments,
                 raw.fallbacks,

@@ -34,10 +34,14 @@ pub struct GatewayError {
     pub param: Option<String>,
     /// OpenAI's `code`, a stable machine-readable reason.
     pub code: Option<&'static str>,
-    /// Seconds, sent as `retry-after`.
-    pub retry_after: Option<u64>,
+    /// Seconds, sent as `retry-after` (u32: keeps the error, which every refusal carries,
+    /// small).
+    pub retry_after: Option<u32>,
     /// Overrides the kind's default status (used to pass upstream statuses through).
     pub status_override: Option<u16>,
+    /// More members of the error object, in both envelopes (a guardrail refusal's flagged
+    /// checks).
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl GatewayError {
@@ -49,6 +53,7 @@ impl GatewayError {
             code: None,
             retry_after: None,
             status_override: None,
+            extra: None,
         }
     }
 
@@ -67,12 +72,20 @@ impl GatewayError {
     }
 
     pub fn with_retry_after(mut self, s: u64) -> Self {
-        self.retry_after = Some(s);
+        self.retry_after = Some(u32::try_from(s).unwrap_or(u32::MAX));
         self
     }
 
     pub fn with_status(mut self, s: u16) -> Self {
         self.status_override = Some(s);
+        self
+    }
+
+    /// Adds a member to the error object (`code` and `message` stay the envelope's).
+    pub fn with_member(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(name.to_string(), value);
         self
     }
 
@@ -130,7 +143,7 @@ impl GatewayError {
     }
 
     fn envelope(&self, format: Format) -> serde_json::Value {
-        match format {
+        let mut v = match format {
             Format::Chat | Format::Responses | Format::Gemini => json!({
                 "error": {
                     "message": self.message,
@@ -139,11 +152,26 @@ impl GatewayError {
                     "code": self.code,
                 }
             }),
-            Format::Anthropic => json!({
-                "type": "error",
-                "error": { "type": self.anthropic_type(), "message": self.message }
-            }),
+            Format::Anthropic => {
+                let mut v = json!({
+                    "type": "error",
+                    "error": { "type": self.anthropic_type(), "message": self.message }
+                });
+                // Anthropic's envelope has no `code`; tollgate's own reasons still say theirs.
+                if let (Some(code), Some(e)) = (self.code, v["error"].as_object_mut()) {
+                    if self.extra.is_some() {
+                        e.insert("code".into(), json!(code));
+                    }
+                }
+                v
+            }
+        };
+        if let (Some(extra), Some(e)) = (&self.extra, v["error"].as_object_mut()) {
+            for (k, x) in extra.iter() {
+                e.entry(k.clone()).or_insert_with(|| x.clone());
+            }
         }
+        v
     }
 
     /// An in-stream error event that ends a Server-Sent Events stream in the given client
@@ -225,6 +253,20 @@ mod tests {
         let ev = e.sse_event(Format::Anthropic);
         assert!(ev.starts_with(b"event: error\ndata: {"));
         assert!(ev.ends_with(b"\n\n"));
+    }
+
+    #[test]
+    fn extra_members_in_both_envelopes() {
+        let e = GatewayError::new(ErrorKind::PermissionDenied, "no")
+            .with_code("guardrail_violation")
+            .with_member("guardrails", json!([{"profile": "p"}]));
+        let o: Value = serde_json::from_slice(&e.body(Format::Chat)).unwrap();
+        assert_eq!(o["error"]["code"], "guardrail_violation");
+        assert_eq!(o["error"]["guardrails"][0]["profile"], "p");
+        let a: Value = serde_json::from_slice(&e.body(Format::Anthropic)).unwrap();
+        assert_eq!(a["error"]["type"], "permission_error");
+        assert_eq!(a["error"]["code"], "guardrail_violation");
+        assert_eq!(a["error"]["guardrails"][0]["profile"], "p");
     }
 
     #[test]

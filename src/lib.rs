@@ -14,6 +14,7 @@ pub mod drain;
 pub mod endpoint;
 pub mod error;
 pub mod gateway;
+pub mod guardrails;
 pub mod ids;
 pub mod ledger;
 pub mod local;

@@ -187,8 +187,31 @@ pub static DISCOVERED_MODELS: Lazy<IntGaugeVec> = Lazy::new(|| {
     .unwrap()
 });
 
+pub static GUARDRAIL_VERDICTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_guardrail_verdicts_total",
+        "Guardrail checks by profile, stage (input, output) and outcome (valid, flagged, inconclusive, unavailable)",
+        &["profile", "stage", "outcome"]
+    )
+    .unwrap()
+});
+
+pub static GUARDRAIL_LATENCY: Lazy<HistogramVec> = Lazy::new(|| {
+    register_histogram_vec!(
+        "tollgate_guardrail_latency_seconds",
+        "Time a guardrail check took, by profile",
+        &["profile"],
+        vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .unwrap()
+});
+
 static SEEN_MODELS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 static SEEN_KEYS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+static SEEN_PROFILES: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+
+/// Guardrail profiles counted by name (requests name their own; beyond this, "other").
+const MAX_PROFILE_LABELS: usize = 50;
 
 /// `value` while fewer than `cap` distinct values have been seen, else "other".
 fn bounded(seen: &Mutex<HashSet<String>>, value: &str, cap: usize) -> String {
@@ -217,6 +240,11 @@ pub fn key_label(key_id: &str) -> String {
     bounded(&SEEN_KEYS, key_id, MAX_MODEL_LABELS)
 }
 
+/// The label to use for a guardrail profile (capped: a request names its own profiles).
+pub fn profile_label(profile: &str) -> String {
+    bounded(&SEEN_PROFILES, profile, MAX_PROFILE_LABELS)
+}
+
 /// Registers every metric so that `/metrics` lists them from the start.
 pub fn init() {
     Lazy::force(&REQUESTS);
@@ -239,6 +267,8 @@ pub fn init() {
     Lazy::force(&RETRIES_DENIED);
     Lazy::force(&DISCOVERY_FAILURES);
     Lazy::force(&DISCOVERED_MODELS);
+    Lazy::force(&GUARDRAIL_VERDICTS);
+    Lazy::force(&GUARDRAIL_LATENCY);
 }
 
 /// The Prometheus text exposition of the default registry.

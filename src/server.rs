@@ -171,6 +171,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         ledger: ledger.clone(),
         snapshot_loaded: AtomicBool::new(snapshot_loaded),
         tools: crate::tools::Tools::new(&cfg.tools),
+        guardrails: crate::guardrails::Guardrails::new(cfg.guardrails.clone()),
         cfg: cfg.clone(),
     });
 

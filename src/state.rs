@@ -34,4 +34,6 @@ pub struct State {
     pub responses: Arc<crate::responses::Responses>,
     /// The gateway-run tools' backends (`tools:`).
     pub tools: crate::tools::Tools,
+    /// Guardrail settings, service clients and verdict cache.
+    pub guardrails: crate::guardrails::Guardrails,
 }

@@ -22,6 +22,36 @@ bodies = {
     # streams: bursts (PIECES=40, no pacing) and paced (64 deltas, x-mock-chunk-delay-ms)
     "chatsse": chat("gpt-4o-mini", 2048, True),
 }
+
+
+def claude_code(size, guardrails=None):
+    """An Anthropic request shaped like a Claude Code turn of `size` bytes: a system prompt,
+    tool results of the files and commands it ran (source with numbers and hex, a git log with
+    hashes, dates and addresses), and tool calls: text a `pii` check has to look at."""
+    sys_prompt = "You are an interactive agent that helps users with software engineering tasks. " * 20
+    log = "".join(
+        f"commit {(i * 0x9E3779B97F4A7C15) % (1 << 160):040x}\nAuthor: Dev {i} <dev{i}@example.com>\n"
+        f"Date:   2026-0{1 + i % 9}-1{i % 10} 1{i % 10}:2{i % 10}:3{i % 10} +0200\n\n    fix: case {i} in parser v1.{i}.0 (#{4000 + i})\n\n"
+        for i in range(40))
+    code = "".join(f"    let x{i} = 0x{i * 7919:08x}; // line {i}, see v{i}.{i % 7}.{i % 3}\n" for i in range(200))
+    msgs, i = [], 0
+    b = {"model": "claude-x", "max_tokens": 100, "system": sys_prompt, "messages": msgs}
+    if guardrails:
+        b["guardrails"] = guardrails
+    while len(json.dumps(b)) < size:
+        msgs.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"t{i}",
+                                                  "content": (log if i % 2 else code)}]})
+        msgs.append({"role": "assistant", "content": [{"type": "tool_use", "id": f"t{i + 1}", "name": "Bash",
+                                                       "input": {"command": f"git log -n 40 --skip {i}"}}]})
+        i += 1
+    msgs.append({"role": "user", "content": "Now fix the failing test, please."})
+    return json.dumps(b)
+
+
+# Claude Code-sized turns, without and with one built-in `pii` check (every text it holds)
+bodies["cc80k"] = claude_code(80 * 1024)
+bodies["cc80kpii"] = claude_code(80 * 1024, [{"profile": "pii", "scope": "full"}])
+
 for name, body in bodies.items():
     path = "/v1/chat/completions" if name.startswith("chat") else "/v1/messages"
     with open(f"{work}/{name}.json", "w") as f:

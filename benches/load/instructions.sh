@@ -50,6 +50,8 @@ kinds=(
   "a2c2k|a2c2k|7|tg|Anthropic -> OpenAI translation, 2 KB"
   "a2c80k|a2c80k|7|tg|Anthropic -> OpenAI translation, 80 KB"
   "chatsse|chatsse|40|pt tg|SSE burst stream (40 chunks), 2 KB"
+  "cc80k|cc80k|7|tg|Claude Code-like turn, 80 KB"
+  "cc80kpii|cc80kpii|7|tg|Claude Code-like turn, 80 KB, one pii check"
 )
 
 # cg PID COMMAND...: a callgrind_control command, with a deadline (it waits for the tool to

@@ -29,6 +29,7 @@ const FIELDS: &[&str] = &[
     "tools",
     "reject_user_mismatch",
     "end_user_limits",
+    "guardrail_policies",
     "active",
 ];
 
@@ -53,6 +54,7 @@ fn view(state: &State, k: &KeyRecord) -> Value {
         .as_ref()
         .map_or(Value::Null, |l| l.to_json());
     v["tools"] = super::tool_policy::view(k.tools.as_ref());
+    v["guardrail_policies"] = json!(k.guardrail_policies);
     v["standing"] = standing_of(state, Scope::Key, &k.id, &k.limits);
     v
 }
@@ -153,6 +155,13 @@ fn apply(state: &State, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayError
                 .with_param("reject_user_mismatch"))
             }
         };
+    }
+    if let Some(p) = state
+        .guardrails
+        .settings
+        .parse_names(b.get("guardrail_policies"))?
+    {
+        k.guardrail_policies = p;
     }
     if let Some(v) = b.get("active") {
         k.active = v.as_bool().ok_or_else(|| {

@@ -25,6 +25,7 @@ const FIELDS: &[&str] = &[
     "tools",
     "blocked",
     "metadata",
+    "guardrail_policies",
 ];
 
 fn view(state: &State, u: &UserRecord) -> Value {
@@ -37,6 +38,7 @@ fn view(state: &State, u: &UserRecord) -> Value {
         "blocked": u.blocked,
         "tools": super::tool_policy::view(u.tools.as_ref()),
         "metadata": u.metadata,
+        "guardrail_policies": u.guardrail_policies,
         "created_at": u.created_at,
         "updated_at": u.updated_at,
         "standing": standing_of(state, Scope::User, &u.user_id, &u.limits),
@@ -91,6 +93,13 @@ fn apply(state: &State, req: &Req, u: &mut UserRecord) -> Result<(), GatewayErro
     }
     if let Some(v) = b.get("tools") {
         u.tools = super::tool_policy::apply(v, u.tools.take())?;
+    }
+    if let Some(p) = state
+        .guardrails
+        .settings
+        .parse_names(b.get("guardrail_policies"))?
+    {
+        u.guardrail_policies = p;
     }
     u.updated_at = now;
     Ok(())
@@ -157,6 +166,7 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
                 created_at: now,
                 updated_at: now,
                 tools: None,
+                guardrail_policies: Vec::new(),
             };
             apply(state, req, &mut u)?;
             save(state, &u).await?;

@@ -31,14 +31,18 @@ pub struct LimitArgs {
     /// '{"web_search":{"max_calls":3},"code_execution":{"allowed":false}}'.
     #[arg(long, value_name = "JSON", value_parser = tool_policy)]
     pub tools: Option<Value>,
+    /// Guardrail policies (named under `guardrails.policies` in the config) run on every
+    /// request (comma-separated).
+    #[arg(long, value_name = "POLICIES", value_delimiter = ',')]
+    pub guardrail_policies: Option<Vec<String>>,
     /// Removes a setting (repeatable): max_budget, budget_duration, budget_alignment,
-    /// budget_id, rpm_limit, tpm_limit, allowed_models, tools; for keys also expires_at, name,
-    /// user_id.
+    /// budget_id, rpm_limit, tpm_limit, allowed_models, tools, guardrail_policies; for keys
+    /// also expires_at, name, user_id.
     #[arg(long, value_name = "FIELD", value_parser = CLEARABLE)]
     pub clear: Vec<String>,
 }
 
-const CLEARABLE: [&str; 11] = [
+const CLEARABLE: [&str; 12] = [
     "user_id",
     "max_budget",
     "budget_duration",
@@ -48,6 +52,7 @@ const CLEARABLE: [&str; 11] = [
     "tpm_limit",
     "allowed_models",
     "tools",
+    "guardrail_policies",
     "expires_at",
     "name",
 ];
@@ -78,6 +83,11 @@ impl LimitArgs {
             self.allowed_models.as_ref().map(|v| json!(v)),
         );
         set(body, "tools", self.tools.clone());
+        set(
+            body,
+            "guardrail_policies",
+            self.guardrail_policies.as_ref().map(|v| json!(v)),
+        );
         for f in &self.clear {
             body.insert(f.clone(), Value::Null);
         }
@@ -120,6 +130,7 @@ mod tests {
             max_budget: Some("5".into()),
             rpm_limit: Some(60),
             allowed_models: Some(vec!["gpt-4o*".into(), "claude*".into()]),
+            guardrail_policies: Some(vec!["agents".into()]),
             clear: vec!["tpm_limit".into()],
             ..Default::default()
         };
@@ -127,7 +138,8 @@ mod tests {
         a.apply(&mut b);
         assert_eq!(
             Value::Object(b),
-            json!({"max_budget": "5", "rpm_limit": 60, "allowed_models": ["gpt-4o*", "claude*"], "tpm_limit": null})
+            json!({"max_budget": "5", "rpm_limit": 60, "allowed_models": ["gpt-4o*", "claude*"],
+                "guardrail_policies": ["agents"], "tpm_limit": null})
         );
     }
 

@@ -87,6 +87,7 @@ impl Store {
                 cfg.failover.policy.retry_budget_min_per_second,
             ),
             tools: crate::tools::Tools::new(&cfg.tools),
+            guardrails: crate::guardrails::Guardrails::new(cfg.guardrails.clone()),
             cfg: cfg.clone(),
         };
         Ok(Store { state })

@@ -293,13 +293,16 @@ pub fn error_reason(e: &Error) -> &'static str {
     }
 }
 
-/// The client's answer starts (both paths): first-byte time, the request id and attempt
-/// count on the header, the in-flight stream gauge.
+/// The client's answer starts (both paths): first-byte time, the request id, attempt count
+/// and guardrail verdicts on the header, the in-flight stream gauge.
 pub(super) fn answering(ctx: &mut Ctx, resp: &mut ResponseHeader, tap: &ResponseTap) -> Result<()> {
     ctx.upstream_ttfb = Some(ctx.start.elapsed());
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     if ctx.attempts > 1 {
         resp.insert_header("x-tollgate-attempts", ctx.attempts.to_string())?;
+    }
+    if let Some(h) = ctx.guard.as_ref().and_then(|g| g.header()) {
+        resp.insert_header("x-tollgate-guardrails", h)?;
     }
     if tap.is_stream {
         metrics::INFLIGHT_STREAMS.inc();

@@ -23,6 +23,25 @@ struct Peek {
     safety_identifier: Option<Value>,
     metadata: Option<Value>,
     stream_options: Option<Value>,
+    // The gateway-only fields (`guardrails::GATEWAY_FIELDS`): read when present, null
+    // included, since they are stripped before forwarding.
+    #[serde(default, deserialize_with = "present")]
+    guardrails: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    mcp_servers: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    mcp_server_ids: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    tools_header: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    max_tool_iterations: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    session_label: Option<Value>,
+}
+
+/// A field that is present, null included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 pub struct RequestJson {
@@ -46,6 +65,12 @@ fn peek_serde(body: &[u8], utf8: bool) -> Result<RequestJson, GatewayError> {
                 ("safety_identifier", p.safety_identifier),
                 ("metadata", p.metadata),
                 ("stream_options", p.stream_options),
+                ("guardrails", p.guardrails),
+                ("mcp_servers", p.mcp_servers),
+                ("mcp_server_ids", p.mcp_server_ids),
+                ("tools_header", p.tools_header),
+                ("max_tool_iterations", p.max_tool_iterations),
+                ("session_label", p.session_label),
             ] {
                 if let Some(v) = v {
                     fields.insert(k.to_string(), v);
@@ -101,7 +126,7 @@ impl RequestJson {
 }
 
 /// The peeked fields in [`Peek`]'s order.
-const PEEKED: [&str; 9] = [
+const PEEKED: [&str; 15] = [
     "model",
     "stream",
     "max_tokens",
@@ -111,7 +136,16 @@ const PEEKED: [&str; 9] = [
     "safety_identifier",
     "metadata",
     "stream_options",
+    "guardrails",
+    "mcp_servers",
+    "mcp_server_ids",
+    "tools_header",
+    "max_tool_iterations",
+    "session_label",
 ];
+
+/// Peeked fields from this index on are kept when null (the gateway-only fields).
+const KEEP_NULL_FROM: usize = 9;
 
 /// A validating skim of a request body: the grammar serde_json accepts when it deserializes
 /// [`Peek`] (whitespace, strings with serde's escape and control-character rules but no
@@ -402,7 +436,8 @@ mod skim {
                 return None;
             }
             match serde_json::from_slice::<Value>(v).ok()? {
-                Value::Null => {} // an Option field: null is absent
+                // An Option field: null is absent (but a gateway-only field is present).
+                Value::Null if n < super::KEEP_NULL_FROM => {}
                 v => {
                     fields.insert(PEEKED[n].to_string(), v);
                 }
@@ -604,6 +639,7 @@ mod tests {
             "\"metadata\"",
             "\"user\"",
             "\"max_tokens\"",
+            "\"guardrails\"",
             "\"x\"",
             "\"mod\\u0065l\"",
             "\"a\\nb\"",
@@ -649,6 +685,8 @@ mod tests {
                             "user",
                             "safety_identifier",
                             "user_id",
+                            "guardrails",
+                            "session_label",
                             "x"
                         ]),
                         inner
@@ -696,6 +734,18 @@ mod tests {
         assert_eq!(r.fields()["metadata"]["user_id"], "u");
         assert!(r.fields().get("messages").is_none(), "not built");
         assert_eq!(r.full(body).unwrap()["messages"][0]["content"], "hi");
+    }
+
+    #[test]
+    fn gateway_only_fields_are_seen_null_included() {
+        let body = br#"{"model":"m","guardrails":[{"profile":"p"}],"session_label":null,"x":1}"#;
+        same_as_reference(body);
+        let r = RequestJson::peek(body).unwrap();
+        assert_eq!(r.fields()["guardrails"][0]["profile"], "p");
+        assert_eq!(r.fields()["session_label"], Value::Null);
+        assert!(!r.fields().contains_key("x"));
+        same_as_reference(br#"{"model":"m","mcp_servers":null,"mcp_servers":[]}"#);
+        assert_eq!(PEEKED[KEEP_NULL_FROM..], crate::guardrails::GATEWAY_FIELDS);
     }
 
     #[test]

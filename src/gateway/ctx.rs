@@ -69,6 +69,8 @@ pub struct Ctx {
     /// The tool loop's current model turn (0: no loop) and the tool calls it ran after it.
     pub tool_iteration: u64,
     pub tool_calls: u64,
+    /// The guardrail checks of this request and their verdicts (None: no guardrails).
+    pub guard: Option<Box<crate::guardrails::RequestGuard>>,
 }
 
 impl Ctx {
@@ -108,6 +110,7 @@ impl Ctx {
             turn: None,
             tool_iteration: 0,
             tool_calls: 0,
+            guard: None,
         }
     }
 

@@ -182,12 +182,27 @@ impl Gateway {
         let spec = ctx.tap_spec.clone().expect("planned");
         let idle = target.timeouts.stream_idle;
         let (mut resp, mut response) = exchange.open(&spec, idle)?;
+        let checks_answer = !ctx.stream
+            && response.tap.status < 300
+            && ctx.guard.as_ref().is_some_and(|g| g.reads_answer());
+        if checks_answer {
+            return Box::pin(self.deliver_checked(s, ctx, resp, response, target, route)).await;
+        }
+        // A stream with output checks is checked as it goes, one with masked values has
+        // them restored (`guard_stream`).
+        let watched = ctx.stream
+            && response.tap.status < 300
+            && super::guard_stream::is_event_stream(&resp)
+            && ctx.guard.as_ref().is_some_and(|g| g.reads_answer());
         attempt::answering(ctx, &mut resp, &response.tap)?;
         if let Err(e) = s.write_response_header(Box::new(resp), false).await {
             ctx.client_gone = true;
             response.shutdown().await;
             ctx.tap = Some(response.into_tap());
             return Err(e.into_down());
+        }
+        if watched {
+            return Box::pin(self.deliver_watched(s, ctx, response, target, route)).await;
         }
         // Translated streams get keep-alives while the provider is silent (a reasoning model
         // can think for minutes): Anthropic `ping` events, OpenAI `: keep-alive` comments.
@@ -235,6 +250,64 @@ impl Gateway {
             response.shutdown().await;
             ctx.tap = Some(response.into_tap());
             return Err(e);
+        }
+        ctx.tap = Some(response.release(&self.state.connector, &target.peer).await);
+        Ok(())
+    }
+
+    /// A non-streamed answer with output checks: read whole (it was read ahead already),
+    /// checked, then written, as it came or as its refusal.
+    async fn deliver_checked(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        mut resp: pingora::http::ResponseHeader,
+        mut response: attempt::Response,
+        target: &Target,
+        route: &Route,
+    ) -> Result<()> {
+        let idle = target.timeouts.stream_idle;
+        let keepalive = self.state.cfg.stream_keepalive;
+        let mut answer = bytes::BytesMut::new();
+        let failed = {
+            let mut body = std::pin::pin!(response.body(
+                target.deadline,
+                idle,
+                keepalive,
+                &route.health,
+                false
+            ));
+            loop {
+                match body.as_mut().next().await {
+                    Piece::Data(out, done) => {
+                        if let Some(b) = out {
+                            answer.extend_from_slice(&b);
+                        }
+                        if done {
+                            break None;
+                        }
+                    }
+                    Piece::KeepAlive(_) => {}
+                    Piece::Failed(e, _) => break Some(e),
+                }
+            }
+        };
+        if let Some(e) = failed {
+            ctx.tap = Some(response.into_tap());
+            return Err(e);
+        }
+        let out = self.guard_answer(ctx, &mut resp, answer.freeze()).await;
+        resp.remove_header("transfer-encoding");
+        resp.insert_header("content-length", out.len().to_string())?;
+        attempt::answering(ctx, &mut resp, &response.tap)?;
+        let written = match s.write_response_header(Box::new(resp), false).await {
+            Ok(()) => s.write_response_body(Some(out), true).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            ctx.client_gone = true;
+            ctx.tap = Some(response.into_tap());
+            return Err(e.into_down());
         }
         ctx.tap = Some(response.release(&self.state.connector, &target.peer).await);
         Ok(())

@@ -28,6 +28,8 @@ mod count;
 mod ctx;
 mod direct;
 mod end_user;
+mod guard;
+mod guard_stream;
 pub mod limits;
 mod plan;
 pub mod reply;
@@ -254,6 +256,12 @@ impl Gateway {
         };
         ctx.client_model = model.clone();
         let (route, alternates) = self.state.router.candidates(&model)?;
+        // Guardrails: before admission, so that a refused request costs nothing.
+        let body = if self.guard_wanted(ctx, &req) {
+            Box::pin(self.guard_input(ctx, &mut req, body)).await?
+        } else {
+            body
+        };
         self.state.retry_budget.deposit();
         let body = self.stored_responses(ctx, &mut req, body, &route).await?;
         self.admit(s, ctx, req.fields(), &route, body.len()).await?;
@@ -304,7 +312,14 @@ impl Gateway {
         // response header) and reads non-streamed answers ahead, so that a provider's
         // invalid 200 fails over or becomes a 502 instead of reaching the client. Same-format
         // streams with a replayable body and nowhere to fail over to stay on the proxy path.
-        if ctx.stream && ctx.replayable && !translated_stream && ctx.alternates.is_empty() {
+        // Output checks (and masked values restored) read the answer on the direct path.
+        let reads_answer = ctx.guard.as_ref().is_some_and(|g| g.reads_answer());
+        if ctx.stream
+            && ctx.replayable
+            && !translated_stream
+            && ctx.alternates.is_empty()
+            && !reads_answer
+        {
             return Ok(Flow::Proxy);
         }
         Box::pin(self.forward_direct(s, ctx)).await?;

@@ -326,6 +326,12 @@ impl ResponseTap {
         broken.then(|| reported.max(self.deltas_out))
     }
 
+    /// At least `n` content deltas were produced (counted event by event by a stream's
+    /// output checks, where the byte scan may miss a needle split between two pieces).
+    pub fn produced_deltas(&mut self, n: u64) {
+        self.deltas_out = self.deltas_out.max(n);
+    }
+
     /// The whole body has been parsed already (the direct path's read-ahead check), and this
     /// is its usage: a passthrough JSON answer need neither be kept nor parsed again.
     pub fn body_already_parsed(&mut self, usage: Option<UsageNumbers>) {

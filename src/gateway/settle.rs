@@ -190,6 +190,7 @@ impl Gateway {
             estimated,
             tool_iteration: ctx.tool_iteration,
             tool_calls: ctx.tool_calls,
+            guardrails: ctx.guard.as_ref().map(|g| g.outcomes()).unwrap_or_default(),
             ..Default::default()
         };
         usage.record_into(&mut rec);

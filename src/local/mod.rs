@@ -69,7 +69,7 @@ impl Answer {
             status: e.status(),
             content_type: "application/json",
             body: e.body(dialect),
-            retry_after: e.retry_after,
+            retry_after: e.retry_after.map(u64::from),
             error: Some(e.message.clone()),
         }
     }

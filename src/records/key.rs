@@ -38,6 +38,10 @@ pub struct KeyRecord {
     /// Which gateway tools this key may use, and calls per request (None: the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolPolicy>,
+    /// Guardrail policies (named in the config's `guardrails.policies`) run on this key's
+    /// requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrail_policies: Vec<String>,
 }
 
 fn yes() -> bool {

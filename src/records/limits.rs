@@ -88,6 +88,10 @@ pub struct UserRecord {
     /// default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<super::tool_policy::ToolPolicy>,
+    /// Guardrail policies (named in the config's `guardrails.policies`) run on the requests
+    /// of every key of this user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrail_policies: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,7 +21,8 @@ pub use limits::{BudgetRecord, Limit, Limits, UserRecord};
 pub use money::Micros;
 pub use response::{Conversation, StoredResponse};
 pub use tool_policy::{ToolGrant, ToolPolicy};
-pub use usage::UsageRecord;
+
+pub use usage::{GuardrailOutcome, UsageRecord};
 
 /// Which kind of owner an account has, for messages and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

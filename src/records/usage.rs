@@ -65,6 +65,23 @@ pub struct UsageRecord {
     /// Gateway tool calls run after this turn (web search, code execution).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tool_calls: u64,
+    /// What each guardrail check said (absent on requests without guardrails).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<GuardrailOutcome>,
+}
+
+/// One guardrail check of a request, as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct GuardrailOutcome {
+    pub profile: String,
+    /// `input` or `output`.
+    pub stage: String,
+    /// `valid`, `flagged`, `inconclusive` or `unavailable`.
+    pub verdict: String,
+    /// This check refused the request (or replaced the answer).
+    pub blocked: bool,
+    pub latency_ms: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -196,6 +213,11 @@ impl UsageRecord {
         w.yes("estimated", self.estimated);
         w.nonzero("tool_iteration", self.tool_iteration);
         w.nonzero("tool_calls", self.tool_calls);
+        if !self.guardrails.is_empty() {
+            // Rare (guardrails configured): serde's own encoding.
+            w.key("guardrails");
+            let _ = serde_json::to_writer(&mut *w.out, &self.guardrails);
+        }
         out.push(b'}');
         out
     }
@@ -234,6 +256,13 @@ mod tests {
             estimated: true,
             tool_iteration: 3,
             tool_calls: 2,
+            guardrails: vec![GuardrailOutcome {
+                profile: text.into(),
+                stage: "input".into(),
+                verdict: "flagged".into(),
+                blocked: true,
+                latency_ms: 12,
+            }],
         }
     }
 

@@ -104,6 +104,7 @@ pub async fn run(store: &dyn Store) {
         created_at: 1,
         updated_at: 1,
         tools: None,
+        guardrail_policies: Vec::new(),
     };
     store.put_user(&u).await.unwrap();
     assert_eq!(store.load_users().await.unwrap(), vec![u]);

@@ -3,7 +3,7 @@
 # Vercel AI SDK), pinned,
 # driven through a real tollgate to the mock upstream, all on loopback.
 # Usage (from the repo root): bash tests/clients/run.sh [pytest args, e.g. -k codex]
-# TOLLGATE_BIN / MOCK_BIN may point at prebuilt binaries.
+# TOLLGATE_BIN / MOCK_BIN (and GUARD_BIN) may point at prebuilt binaries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -64,6 +64,12 @@ mock_addr="$(sed -n 's/^mock-upstream listening on //p' "$work/mock.out")"
 search_addr="$(sed -n 's/^mock search listening on //p' "$work/mock.out")"
 sandbox_addr="$(sed -n 's/^mock sandbox listening on //p' "$work/mock.out")"
 [ -n "$mock_addr" ] || { cat "$work/mock.out"; echo "mock did not start"; exit 1; }
+# The mock guardrail service (built with the mock, in the same crate).
+"${GUARD_BIN:-$(dirname "$MOCK_BIN")/guardrail-mock}" --listen 127.0.0.1:0 > "$work/guard.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$work/guard.out" 2>/dev/null && break; sleep 0.05; done
+guard_addr="$(sed -n 's/.*listening on //p' "$work/guard.out")"
+[ -n "$guard_addr" ] || { cat "$work/guard.out"; echo "guardrail mock did not start"; exit 1; }
 
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 master="acceptance-master-key-0123456789"
@@ -82,6 +88,11 @@ providers:
 tools:
   web_search: {url: "http://$search_addr"}
   code_execution: {url: "http://$sandbox_addr"}
+guardrails:
+  url: "http://$guard_addr"
+  policies:
+    # test_guardrails.py: Claude Code stopped when a tool result it sends holds the mock tool's output
+    tool-injection: [{profile: prompt-injection, mode: block, scope: tool_results, validate_kwargs: {mock: {marker: hello-from-mock-tool}}}]
 YAML
 RUST_LOG=info "$TOLLGATE_BIN" serve --config "$work/tollgate.yaml" > "$work/tollgate.out" 2> "$work/tollgate.log" &
 pids+=($!)
@@ -95,7 +106,7 @@ key="$(curl -sf -X POST "http://127.0.0.1:$port/v1/keys" -H "authorization: Bear
 log "tollgate on 127.0.0.1:$port, mock on $mock_addr"
 
 export TG_BASE="http://127.0.0.1:$port" TG_KEY="$key" TG_MASTER="$master" TG_MOCK="http://$mock_addr" \
-       TG_SEARCH="http://$search_addr" TG_SANDBOX="http://$sandbox_addr" \
+       TG_SEARCH="http://$search_addr" TG_SANDBOX="http://$sandbox_addr" TG_GUARD="http://$guard_addr" \
        TG_CLAUDE="$claude" TG_CODEX="$codex" TG_WORK="$work"
 status=0
 # Extra arguments go to pytest, e.g. `bash tests/clients/run.sh -k codex`.

@@ -16,6 +16,8 @@ pub struct Fault {
     pub pieces: Option<usize>,
     pub usage: Option<(u64, u64)>,
     pub fault: Option<String>,
+    /// The answer's text (`x-mock-text`), streamed four characters an event.
+    pub text: Option<String>,
     /// Apply to the next N requests only.
     pub times: Option<u32>,
     /// Apply (and count `times`) only on streamed requests: a client's retry without
@@ -37,6 +39,7 @@ pub(crate) fn header_fault(h: &Head) -> Option<Fault> {
             Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
         }),
         fault: h.get("x-mock-fault").map(String::from),
+        text: h.get("x-mock-text").map(String::from),
         times: None,
         only_streams: false,
     };
@@ -45,7 +48,8 @@ pub(crate) fn header_fault(h: &Head) -> Option<Fault> {
         || f.chunk_delay_ms.is_some()
         || f.pieces.is_some()
         || f.usage.is_some()
-        || f.fault.is_some();
+        || f.fault.is_some()
+        || f.text.is_some();
     any.then_some(f)
 }
 

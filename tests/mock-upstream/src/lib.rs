@@ -8,6 +8,7 @@
 //! This file holds the server, its request log and the `/__mock/*` control routes; each
 //! provider's answers are in their own module, `respond` routes an inference request to them.
 
+pub mod guardrail; // a mock guardrail service (`/validate`)
 pub mod tls;
 
 mod anthropic; // Messages
@@ -25,6 +26,7 @@ mod search; // web search backends (SearXNG, Brave, Tavily) and pages
 mod testing;
 
 pub use faults::Fault;
+pub use guardrail::GuardrailMock;
 pub use models::{ModelsControl, ANTHROPIC_MODELS, GEMINI_MODELS, OPENAI_MODELS};
 pub use sandbox::SandboxServer;
 pub use search::{SearchServer, BRAVE_KEY, TAVILY_KEY};

@@ -83,7 +83,10 @@ pub(crate) const TEXT: &str = "Hello from mock upstream!";
 pub(crate) fn pieces(f: &Fault) -> Vec<String> {
     match f.pieces {
         Some(n) => (0..n).map(|_| "tok ".to_string()).collect(),
-        None => TEXT
+        None => f
+            .text
+            .as_deref()
+            .unwrap_or(TEXT)
             .chars()
             .collect::<Vec<_>>()
             .chunks(4)
