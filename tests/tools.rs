@@ -1676,3 +1676,48 @@ async fn each_turn_fails_over_to_the_routes_alternates() {
     assert_eq!(b.requests().len(), 3, "the alternate served every turn");
     r.mock.set_default_fault(None);
 }
+
+#[tokio::test]
+async fn guardrails_and_the_tool_loop() {
+    let r = rig(|c| {
+        c.set(
+            "guardrails",
+            json!({"policies": {"out": [{"profile": "pii", "mode": "block", "on": ["output"]}]}}),
+        )
+    })
+    .await;
+    // The guardrail stage strips the gateway-only fields; the loop still reads its own.
+    let mut b = body(
+        "/v1/messages",
+        "openai:gpt-4o-mini",
+        json!([{"type": "tollgate_web_search"}]),
+    );
+    b["max_tool_iterations"] = json!(40);
+    b["guardrails"] = json!([{"profile": "pii", "mode": "monitor"}]);
+    let res = post(&r, "/v1/messages", &b, &[]).await;
+    assert_eq!(res.status(), 422, "max_tool_iterations reached the loop");
+    // A blocking output check cannot run on a loop yet: refused, never let through unchecked.
+    b["max_tool_iterations"] = json!(3);
+    b["guardrails"] = json!([{"profile": "pii", "mode": "block", "on": ["output"]}]);
+    let res = post(&r, "/v1/messages", &b, &[]).await;
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("blocking output guardrails"),
+        "{v}"
+    );
+    // Input-only guardrails run, and the loop goes on.
+    b["guardrails"] = json!([{"profile": "pii", "mode": "block"}]);
+    let res = post(
+        &r,
+        "/v1/messages",
+        &b,
+        &[("x-mock-tool-script", "web_search")],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("x-tollgate-guardrails"));
+}

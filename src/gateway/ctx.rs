@@ -71,6 +71,9 @@ pub struct Ctx {
     pub tool_calls: u64,
     /// The guardrail checks of this request and their verdicts (None: no guardrails).
     pub guard: Option<Box<crate::guardrails::RequestGuard>>,
+    /// The tool loop's fields (`max_tool_iterations`, `tools_header`, …) that the guardrail
+    /// stage took off the body before forwarding.
+    pub tool_loop_fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Ctx {
@@ -111,6 +114,7 @@ impl Ctx {
             tool_iteration: 0,
             tool_calls: 0,
             guard: None,
+            tool_loop_fields: None,
         }
     }
 

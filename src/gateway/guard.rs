@@ -32,6 +32,14 @@ fn encode(full: &serde_json::Map<String, Value>) -> Result<Bytes, GatewayError> 
         .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))
 }
 
+/// Gateway-only fields that the tool loop reads (`gateway::tool_loop`).
+const TOOL_LOOP_FIELDS: [&str; 4] = [
+    "mcp_servers",
+    "mcp_server_ids",
+    "tools_header",
+    "max_tool_iterations",
+];
+
 fn has_gateway_fields(req: &RequestJson) -> bool {
     GATEWAY_FIELDS.iter().any(|f| req.fields().contains_key(*f))
 }
@@ -82,8 +90,15 @@ impl Gateway {
         };
         if gateway_fields {
             let full = req.full(&body)?;
+            let mut kept = serde_json::Map::new();
             for f in GATEWAY_FIELDS {
-                full.remove(f);
+                // The tool loop's own fields are handed to it (it reads them if it runs).
+                if let (Some(v), true) = (full.remove(f), TOOL_LOOP_FIELDS.contains(&f)) {
+                    kept.insert(f.to_string(), v);
+                }
+            }
+            if !kept.is_empty() {
+                ctx.tool_loop_fields = Some(kept);
             }
         }
         let policy_entries = match (policies, ctx.key.as_ref()) {

@@ -256,14 +256,15 @@ impl Gateway {
         };
         ctx.client_model = model.clone();
         let (route, alternates) = self.state.router.candidates(&model)?;
-        // Guardrails: before admission, so that a refused request costs nothing.
+        self.state.retry_budget.deposit();
+        let body = self.stored_responses(ctx, &mut req, body, &route).await?;
+        // Guardrails: before admission, so that a refused request costs nothing; after a
+        // Responses chain is resolved, so that its checks (and masks) see the history.
         let body = if self.guard_wanted(ctx, &req) {
             Box::pin(self.guard_input(ctx, &mut req, body)).await?
         } else {
             body
         };
-        self.state.retry_budget.deposit();
-        let body = self.stored_responses(ctx, &mut req, body, &route).await?;
         self.admit(s, ctx, req.fields(), &route, body.len()).await?;
         if ctx.endpoint == Endpoint::CountTokens {
             ctx.client_header = Some(s.req_header().clone());

@@ -75,9 +75,28 @@ impl Gateway {
             return Ok(false);
         }
         let mut work = req.full(body)?.clone();
+        if let Some(fields) = ctx.tool_loop_fields.take() {
+            work.extend(fields);
+        }
         let Some(declared) = declare::take(&mut work, format, &tools.cfg, claim)? else {
             return Ok(false);
         };
+        // Output guardrails read one answer; the loop's turns are not checked yet. A check
+        // that may block (or masked values to restore) refuses the loop rather than let an
+        // answer through unchecked; monitor-only output checks are skipped, and said so.
+        if let Some(g) = ctx.guard.as_ref().filter(|g| g.reads_answer()) {
+            if g.restore.is_some() || g.stream_plan(1).blocks {
+                return Err(GatewayError::invalid(
+                    "Gateway tools (web search, code execution) cannot run on a request with blocking output guardrails or restored masks yet: send the request without the gateway tools, or without those guardrails.",
+                )
+                .with_param("tools")
+                .into());
+            }
+            log::warn!(
+                "{}: output guardrails (monitor) are not run on gateway tool loops",
+                ctx.request_id
+            );
+        }
         // The key's (and its user's) tool policy: a tool it may not use is refused now,
         // before anything is sent.
         let mut limits = {
@@ -128,6 +147,9 @@ impl Gateway {
             h.insert_header("content-type", "text/event-stream")?;
             h.insert_header("cache-control", "no-cache")?;
             h.insert_header("x-request-id", ctx.request_id.as_str())?;
+            if let Some(v) = ctx.guard.as_ref().and_then(|g| g.header()) {
+                h.insert_header("x-tollgate-guardrails", v)?;
+            }
             s.write_response_header(Box::new(h), false)
                 .await
                 .map_err(|e| e.into_down())?;
@@ -549,10 +571,13 @@ impl Gateway {
         let body = serde_json::to_vec(&answer).map_err(|e| {
             GatewayError::new(ErrorKind::Internal, format!("encoding the answer: {e}"))
         })?;
-        let extra = [
+        let mut extra = vec![
             ("x-tollgate-tool-iterations", iterations.to_string()),
             ("x-tollgate-tool-calls", shown.len().to_string()),
         ];
+        if let Some(h) = ctx.guard.as_ref().and_then(|g| g.header()) {
+            extra.push(("x-tollgate-guardrails", h));
+        }
         super::reply::send(
             s,
             200,
