@@ -61,7 +61,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
     pub prefix_routes: Option<Vec<RawPrefixRoute>>,
-    pub access_log: Option<bool>,
+    /// `true`/`false`, or `{format: text|json, path: stderr|FILE, queue_lines}`.
+    pub access_log: Option<crate::access::settings::RawAccessLog>,
     pub require_pricing: Option<bool>,
     /// Price overrides: `provider:model` (or `model`, or `prefix*`) → prices per million tokens.
     #[serde(default)]
@@ -230,7 +231,8 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     pub aliases: BTreeMap<String, String>,
     pub prefix_routes: Vec<PrefixRoute>,
-    pub access_log: bool,
+    /// None: no access lines (see `access::settings`).
+    pub access_log: Option<crate::access::settings::AccessLog>,
     /// Refuse unpriced models with 402 before any upstream call.
     pub require_pricing: bool,
     pub pricing: BTreeMap<String, crate::meter::price::Price>,
@@ -582,7 +584,7 @@ impl Config {
             graceful_shutdown_timeout_seconds: raw.graceful_shutdown_timeout_seconds.unwrap_or(10),
             aliases: raw.aliases,
             prefix_routes,
-            access_log: raw.access_log.unwrap_or(true),
+            access_log: crate::access::settings::build(raw.access_log)?,
             require_pricing: raw.require_pricing.unwrap_or(false),
             pricing: raw.pricing,
             reject_user_mismatch: raw.reject_user_mismatch.unwrap_or(false),
