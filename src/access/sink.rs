@@ -199,3 +199,31 @@ impl BackgroundService for AccessLogService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that has fallen behind (here: not started) never makes `send` wait: lines
+    /// beyond the queue are dropped and counted.
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        install(&AccessLog {
+            format: Format::Json,
+            target: Target::Stderr,
+            queue_lines: 2,
+        })
+        .unwrap();
+        let dropped = || {
+            metrics::ACCESS_LOG_DROPPED
+                .with_label_values(&["queue_full"])
+                .get()
+        };
+        let before = dropped();
+        for _ in 0..5 {
+            send(b"{}\n".to_vec());
+        }
+        assert_eq!(dropped() - before, 3);
+        assert_eq!(SINK.get().unwrap().pending.load(Ordering::Acquire), 2);
+    }
+}
