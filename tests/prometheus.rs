@@ -230,7 +230,7 @@ async fn one_request(gw_url: &str, key: &str, i: usize) -> u16 {
     let (path, body) = match i % 3 {
         0 => ("/v1/chat/completions", chat("gpt-4o-mini", false)),
         1 => ("/v1/chat/completions", chat("gpt-4o-mini", true)),
-        _ => ("/v1/messages", messages("claude-x", i % 2 == 0)),
+        _ => ("/v1/messages", messages("claude-x", i.is_multiple_of(2))),
     };
     let r = client()
         .post(format!("{gw_url}{path}"))
