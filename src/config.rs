@@ -93,6 +93,8 @@ pub struct RawConfig {
     pub tools: Option<crate::tools::settings::RawTools>,
     /// Guardrail service, policies and cache (see `guardrails::policy`).
     pub guardrails: Option<crate::guardrails::policy::RawGuardrails>,
+    /// Request traces (see `traces::settings`).
+    pub traces: Option<crate::traces::settings::RawTraces>,
 }
 
 /// `model_discovery:` as written; every field is optional.
@@ -256,6 +258,7 @@ pub struct Config {
     pub responses: crate::responses::settings::ResponsesConfig,
     pub tools: crate::tools::settings::ToolsConfig,
     pub guardrails: crate::guardrails::Settings,
+    pub traces: crate::traces::settings::TraceSettings,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -625,6 +628,7 @@ impl Config {
             responses: crate::responses::settings::build(raw.responses)?,
             tools: crate::tools::settings::build(raw.tools, env)?,
             guardrails: crate::guardrails::policy::build(raw.guardrails, env)?,
+            traces: crate::traces::settings::build(raw.traces)?,
             failover: crate::balance::settings::build(
                 raw.deployments,
                 raw.fallbacks,

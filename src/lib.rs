@@ -30,4 +30,5 @@ pub mod services;
 pub mod state;
 pub mod store;
 pub mod tools;
+pub mod traces;
 pub mod translate;

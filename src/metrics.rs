@@ -240,6 +240,20 @@ pub static USAGE_WRITE_LAG: Lazy<prometheus::Gauge> = Lazy::new(|| {
     .unwrap()
 });
 
+pub static TRACES_WRITTEN: Lazy<prometheus::IntCounter> = Lazy::new(|| {
+    prometheus::register_int_counter!("tollgate_traces_written_total", "Request traces stored")
+        .unwrap()
+});
+
+pub static TRACES_DROPPED: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_traces_dropped_total",
+        "Request traces not stored, by reason (queue_full: the writer fell behind; write_error)",
+        &["reason"]
+    )
+    .unwrap()
+});
+
 static SEEN_MODELS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 static SEEN_KEYS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 static SEEN_PROFILES: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
@@ -307,6 +321,8 @@ pub fn init() {
     Lazy::force(&ACCESS_LOG_DROPPED);
     Lazy::force(&STORE_UP);
     Lazy::force(&USAGE_WRITE_LAG);
+    Lazy::force(&TRACES_WRITTEN);
+    Lazy::force(&TRACES_DROPPED);
 }
 
 /// The Prometheus text exposition of the default registry.

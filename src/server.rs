@@ -198,6 +198,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     proxy.add_tcp(&cfg.listen);
     server.add_service(proxy);
     let store_slot_for_writer = store.clone();
+    let trace_slot = store.clone();
     // A shared store (PostgreSQL): budgets and rate limits through leases, and a service
     // that follows the other instances' changes.
     if let crate::store::settings::StoreConfig::Postgres(pg) = &cfg.store {
@@ -244,6 +245,11 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         spool_dir: cfg.data_dir.join("spool"),
     };
     server.add_service(background_service("usage writer", writer));
+    crate::traces::install(&cfg.traces);
+    server.add_service(background_service(
+        "trace writer",
+        crate::traces::writer::TraceWriter { slot: trace_slot },
+    ));
     server.add_service(background_service(
         "access log",
         crate::access::sink::AccessLogService,

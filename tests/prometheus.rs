@@ -254,7 +254,7 @@ async fn prometheus_scrapes_tollgate_evaluates_every_panel_and_rule_and_fires_up
     let cfg = TestConfig::new(&url)
         .provider(
             "flaky",
-            json!({"kind": "openai", "base_url": format!("{url}/v1"), "api_key": "sk-flaky-provider-key", "models": ["gpt-4o-mini"]}),
+            json!({"kind": "openai", "base_url": format!("{url}/v1"), "api_key": "sk-flaky-provider-key", "models": ["gpt-flaky"]}),
         )
         .pricing("openai:gpt-4o-mini", 1, 2)
         .pricing("anthropic:claude-x", 3, 15)
@@ -378,7 +378,7 @@ async fn prometheus_scrapes_tollgate_evaluates_every_panel_and_rule_and_fires_up
             .post(format!("{}/v1/chat/completions", gw.url()))
             .bearer_auth(&key)
             .header("x-mock-status", "500")
-            .json(&chat("flaky:gpt-4o-mini", false))
+            .json(&chat("flaky:gpt-flaky", false))
             .send()
             .await
             .unwrap();

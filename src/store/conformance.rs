@@ -471,12 +471,13 @@ async fn run_traces(store: &dyn Store) {
 
     assert_eq!(store.prune_traces(1_025).await.unwrap(), 3);
     assert_eq!(store.get_trace("req_1", None).await.unwrap(), None);
+    assert_eq!(q(TraceFilter::default()).await, vec![2_000, 1_040, 1_030]);
     assert_eq!(
-        q(TraceFilter::default()).await,
-        vec![2_000, 1_040, 1_030]
-    );
-    assert_eq!(
-        store.get_trace("req_0", None).await.unwrap().map(|t| t.ts_ms),
+        store
+            .get_trace("req_0", None)
+            .await
+            .unwrap()
+            .map(|t| t.ts_ms),
         Some(2_000)
     );
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{ResponseStore, TraceStore};
 use super::{segment, SpendRow, Store, StoreError, StoreResult, UsageFilter, UsagePage};
+use super::{ResponseStore, TraceStore};
 use crate::meter::price::Price;
 use crate::records::{
     BudgetRecord, Conversation, KeyRecord, Scope, Settled, StoredResponse, Trace, TraceFilter,
@@ -471,10 +471,8 @@ impl TraceStore for SledStore {
                 }
                 if page.traces.len() == limit {
                     let last = page.traces.last().expect("limit > 0");
-                    page.next_cursor = Some(crate::ids::hex(&trace_key(
-                        last.ts_ms,
-                        &last.request_id,
-                    )));
+                    page.next_cursor =
+                        Some(crate::ids::hex(&trace_key(last.ts_ms, &last.request_id)));
                     break;
                 }
                 page.traces.push(tr);
