@@ -374,3 +374,37 @@ async fn a_full_trace_queue_drops_and_counts_while_requests_are_served() {
     let (_, _, list) = get(&gw, MASTER, "/v1/traces?limit=1000").await;
     assert_eq!(ids(&list).len() as f64, written);
 }
+
+/// `sample: 0.5`: some requests are traced, not all (60 requests: all or none has a chance of
+/// 2^-59).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_keeps_a_share_of_requests() {
+    let mock = MockServer::start().await;
+    let cfg = TestConfig::new(&mock.url()).set("traces", json!({"sample": 0.5}));
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let key = gw.create_key("sampled").await;
+    const N: usize = 60;
+    for n in 0..N {
+        let rid = format!("s-{n}");
+        let body = chat("gpt-4o-mini", false);
+        assert_eq!(
+            send(&gw, &key, "/v1/chat/completions", &body, &rid, &[]).await,
+            200
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let (_, _, list) = get(&gw, MASTER, "/v1/traces?limit=1000").await;
+        let n = ids(&list).len();
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no trace stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(stored < N, "every request traced at sample 0.5");
+    let m = metrics_text(&gw).await;
+    assert_eq!(metric(&m, "tollgate_traces_dropped_total"), 0.0);
+}

@@ -1,5 +1,5 @@
 //! Persistence behind the traits [`Store`] (keys, users, budgets, prices, usage and spend,
-//! and the stored Responses of [`ResponseStore`]) and [`SharedStore`] (leases and the change feed of a store several processes share).
+//! the stored Responses of [`ResponseStore`] and the request traces of [`TraceStore`]) and [`SharedStore`] (leases and the change feed of a store several processes share).
 //! Two backends: sled (the embedded single-node default) and PostgreSQL ([`postgres`], see
 //! `docs/scale-out.md`). The hot path never calls the store: it reads in-memory indexes that
 //! the services in [`crate::services`] load from the store and keep in step with it.
