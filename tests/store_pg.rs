@@ -83,7 +83,7 @@ fn migrate_is_versioned_and_idempotent() {
     );
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg, "--status"]);
     assert!(ok, "{err}");
-    assert!(out.contains("version 0 (this tollgate: 4)"), "{out}");
+    assert!(out.contains("version 0 (this tollgate: 5)"), "{out}");
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg]);
     assert!(ok, "{err}");
     assert!(
