@@ -80,6 +80,7 @@ async fn metadata_traces_are_stored_filtered_paged_and_read_by_their_own_key() {
     let mock = MockServer::start().await;
     let url = mock.url();
     let cfg = TestConfig::new(&url)
+        .set("traces", json!({"capture": "metadata"}))
         .provider(
             "flaky",
             json!({"kind": "openai", "base_url": format!("{url}/v1"), "api_key": "sk-flaky-secret-1", "models": ["gpt-flaky"]}),
@@ -293,9 +294,9 @@ async fn metrics_text(gw: &Gateway) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn capture_off_stores_nothing() {
+async fn capture_off_by_default_stores_nothing() {
     let mock = MockServer::start().await;
-    let cfg = TestConfig::new(&mock.url()).set("traces", json!({"capture": "off"}));
+    let cfg = TestConfig::new(&mock.url());
     let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
         .await
         .unwrap();
@@ -329,7 +330,8 @@ async fn capture_off_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_trace_queue_drops_and_counts_while_requests_are_served() {
     let mock = MockServer::start().await;
-    let cfg = TestConfig::new(&mock.url()).set("traces", json!({"queue": 1}));
+    let cfg =
+        TestConfig::new(&mock.url()).set("traces", json!({"capture": "metadata", "queue": 1}));
     let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
         .await
         .unwrap();
@@ -380,7 +382,8 @@ async fn a_full_trace_queue_drops_and_counts_while_requests_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampling_keeps_a_share_of_requests() {
     let mock = MockServer::start().await;
-    let cfg = TestConfig::new(&mock.url()).set("traces", json!({"sample": 0.5}));
+    let cfg =
+        TestConfig::new(&mock.url()).set("traces", json!({"capture": "metadata", "sample": 0.5}));
     let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
         .await
         .unwrap();

@@ -1,4 +1,5 @@
-//! The end of every request: one access line and the request metrics.
+//! The end of every request: the request metrics, its trace (`traces::capture`, when traces
+//! are on) and one access line.
 //! Runs from Pingora's `logging` hook, so it also runs for local answers, errors and client
 //! disconnects. The line holds the key id, never the key. Lines are built only when the
 //! access log is on, and handed to the writer thread (`sink`): the request never writes.

@@ -5,13 +5,15 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 
-/// What a trace keeps. `metadata` (the default): ids, routing, the translation pair, timings,
-/// attempts and their outcomes, usage; never a body.
+/// What a trace keeps. `metadata`: ids, routing, the translation pair, timings, attempts and
+/// their outcomes, usage; never a body. Off by default for now: storing a trace per request
+/// costs more than the 3 % of a request's instructions allowed for a default-on feature
+/// (docs/performance.md, 2026-12-07 traces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Capture {
-    Off,
     #[default]
+    Off,
     Metadata,
 }
 
@@ -29,7 +31,7 @@ pub struct TraceSettings {
 impl Default for TraceSettings {
     fn default() -> Self {
         TraceSettings {
-            capture: Capture::Metadata,
+            capture: Capture::Off,
             sample: 1.0,
             retention_days: 7,
             queue: 10_000,
@@ -76,6 +78,11 @@ mod tests {
     #[test]
     fn settings() {
         assert_eq!(build(None).unwrap(), TraceSettings::default());
+        assert_eq!(TraceSettings::default().capture, Capture::Off);
+        assert_eq!(
+            parse("{capture: metadata}").unwrap().capture,
+            Capture::Metadata
+        );
         let t = parse("{capture: off, sample: 0.25, retention_days: 1, queue: 5}").unwrap();
         assert_eq!(t.capture, Capture::Off);
         assert_eq!(t.sample, 0.25);
