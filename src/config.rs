@@ -61,7 +61,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
     pub prefix_routes: Option<Vec<RawPrefixRoute>>,
-    pub access_log: Option<bool>,
+    /// `true`/`false`, or `{format: text|json, path: stderr|FILE, queue_lines}`.
+    pub access_log: Option<crate::access::settings::RawAccessLog>,
     pub require_pricing: Option<bool>,
     /// Price overrides: `provider:model` (or `model`, or `prefix*`) → prices per million tokens.
     #[serde(default)]
@@ -92,6 +93,8 @@ pub struct RawConfig {
     pub tools: Option<crate::tools::settings::RawTools>,
     /// Guardrail service, policies and cache (see `guardrails::policy`).
     pub guardrails: Option<crate::guardrails::policy::RawGuardrails>,
+    /// Request traces (see `traces::settings`).
+    pub traces: Option<crate::traces::settings::RawTraces>,
 }
 
 /// `model_discovery:` as written; every field is optional.
@@ -230,7 +233,8 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     pub aliases: BTreeMap<String, String>,
     pub prefix_routes: Vec<PrefixRoute>,
-    pub access_log: bool,
+    /// None: no access lines (see `access::settings`).
+    pub access_log: Option<crate::access::settings::AccessLog>,
     /// Refuse unpriced models with 402 before any upstream call.
     pub require_pricing: bool,
     pub pricing: BTreeMap<String, crate::meter::price::Price>,
@@ -254,6 +258,7 @@ pub struct Config {
     pub responses: crate::responses::settings::ResponsesConfig,
     pub tools: crate::tools::settings::ToolsConfig,
     pub guardrails: crate::guardrails::Settings,
+    pub traces: crate::traces::settings::TraceSettings,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -582,7 +587,7 @@ impl Config {
             graceful_shutdown_timeout_seconds: raw.graceful_shutdown_timeout_seconds.unwrap_or(10),
             aliases: raw.aliases,
             prefix_routes,
-            access_log: raw.access_log.unwrap_or(true),
+            access_log: crate::access::settings::build(raw.access_log)?,
             require_pricing: raw.require_pricing.unwrap_or(false),
             pricing: raw.pricing,
             reject_user_mismatch: raw.reject_user_mismatch.unwrap_or(false),
@@ -623,6 +628,7 @@ impl Config {
             responses: crate::responses::settings::build(raw.responses)?,
             tools: crate::tools::settings::build(raw.tools, env)?,
             guardrails: crate::guardrails::policy::build(raw.guardrails, env)?,
+            traces: crate::traces::settings::build(raw.traces)?,
             failover: crate::balance::settings::build(
                 raw.deployments,
                 raw.fallbacks,

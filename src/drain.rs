@@ -310,6 +310,7 @@ impl BackgroundService for DrainService {
             log::warn!("exiting before the usage queue and the store were closed");
         }
         log::info!("stopped after {} ms", start.elapsed().as_millis());
+        crate::access::sink::flush(Duration::from_secs(1));
         log::logger().flush();
         std::process::exit(0);
     }

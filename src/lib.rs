@@ -31,4 +31,5 @@ pub mod services;
 pub mod state;
 pub mod store;
 pub mod tools;
+pub mod traces;
 pub mod translate;

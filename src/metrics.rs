@@ -206,6 +206,54 @@ pub static GUARDRAIL_LATENCY: Lazy<HistogramVec> = Lazy::new(|| {
     .unwrap()
 });
 
+pub static TOOL_CALLS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_tool_calls_total",
+        "Gateway-run tool calls (web search, code execution) made by the tool loop, by endpoint",
+        &["endpoint"]
+    )
+    .unwrap()
+});
+
+pub static ACCESS_LOG_DROPPED: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_access_log_dropped_total",
+        "Access lines not written, by reason (queue_full: the writer fell behind; write_error)",
+        &["reason"]
+    )
+    .unwrap()
+});
+
+pub static STORE_UP: Lazy<IntGauge> = Lazy::new(|| {
+    register_int_gauge!(
+        "tollgate_store_up",
+        "1 when this process holds a store that answers, else 0 (checked by the usage writer each second)"
+    )
+    .unwrap()
+});
+
+pub static USAGE_WRITE_LAG: Lazy<prometheus::Gauge> = Lazy::new(|| {
+    prometheus::register_gauge!(
+        "tollgate_usage_write_lag_seconds",
+        "Age of the oldest usage record not yet in the store (0 when every record is)"
+    )
+    .unwrap()
+});
+
+pub static TRACES_WRITTEN: Lazy<prometheus::IntCounter> = Lazy::new(|| {
+    prometheus::register_int_counter!("tollgate_traces_written_total", "Request traces stored")
+        .unwrap()
+});
+
+pub static TRACES_DROPPED: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_traces_dropped_total",
+        "Request traces not stored, by reason (queue_full: the writer fell behind; write_error)",
+        &["reason"]
+    )
+    .unwrap()
+});
+
 static SEEN_MODELS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 static SEEN_KEYS: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
 static SEEN_PROFILES: Lazy<Mutex<HashSet<String>>> = Lazy::new(|| Mutex::new(HashSet::new()));
@@ -269,6 +317,12 @@ pub fn init() {
     Lazy::force(&DISCOVERED_MODELS);
     Lazy::force(&GUARDRAIL_VERDICTS);
     Lazy::force(&GUARDRAIL_LATENCY);
+    Lazy::force(&TOOL_CALLS);
+    Lazy::force(&ACCESS_LOG_DROPPED);
+    Lazy::force(&STORE_UP);
+    Lazy::force(&USAGE_WRITE_LAG);
+    Lazy::force(&TRACES_WRITTEN);
+    Lazy::force(&TRACES_DROPPED);
 }
 
 /// The Prometheus text exposition of the default registry.

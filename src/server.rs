@@ -107,6 +107,12 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     crate::metrics::init();
+    if let Some(a) = &cfg.access_log {
+        if let Err(e) = crate::access::sink::install(a) {
+            eprintln!("tollgate: cannot open the access log: {e}");
+            std::process::exit(2);
+        }
+    }
 
     // Authenticate from the first connection: the last snapshot of the key index, then the
     // store (once this process holds it) replaces it.
@@ -192,6 +198,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     proxy.add_tcp(&cfg.listen);
     server.add_service(proxy);
     let store_slot_for_writer = store.clone();
+    let trace_slot = store.clone();
     // A shared store (PostgreSQL): budgets and rate limits through leases, and a service
     // that follows the other instances' changes.
     if let crate::store::settings::StoreConfig::Postgres(pg) = &cfg.store {
@@ -238,6 +245,15 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         spool_dir: cfg.data_dir.join("spool"),
     };
     server.add_service(background_service("usage writer", writer));
+    crate::traces::install(&cfg.traces);
+    server.add_service(background_service(
+        "trace writer",
+        crate::traces::writer::TraceWriter { slot: trace_slot },
+    ));
+    server.add_service(background_service(
+        "access log",
+        crate::access::sink::AccessLogService,
+    ));
     server.add_service(background_service(
         "response writer",
         crate::services::responses::ResponseWriter { responses },

@@ -50,6 +50,8 @@ grace_period_seconds: 0
 graceful_shutdown_timeout_seconds: 1
 presets: false
 access_log: false
+# request traces: off (the default) unless TRACES_CAPTURE=metadata
+traces: {capture: ${TRACES_CAPTURE:-off}}
 # raised from 256/4096 so that 2,000 concurrent paced streams on one key are not refused
 limits: {max_inflight: 20000, max_inflight_per_key: 20000}
 providers:

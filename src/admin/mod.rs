@@ -1,5 +1,6 @@
 //! The management API, under the master key: `/v1/keys`, `/v1/users`, `/v1/budgets`,
-//! `/v1/pricing` (readable with any virtual key) and `/v1/usage`; and `GET /v1/key/info`,
+//! `/v1/pricing` (readable with any virtual key), `/v1/usage` and `/v1/traces` (a virtual key
+//! reads its own); and `GET /v1/key/info`,
 //! where a key reads its own standing.
 //!
 //! Writes go to the store first and to the in-memory state after, so an answered write is
@@ -14,6 +15,7 @@ mod budgets;
 mod keys;
 mod pricing;
 mod tool_policy;
+mod traces;
 mod usage;
 
 /// Usage aggregation, shared with the `tollgate usage` command.
@@ -261,8 +263,10 @@ pub fn authorize(
     path: &str,
     headers: &http::HeaderMap,
 ) -> Result<(), GatewayError> {
-    let pricing_read = method == "GET" && path_segments(path)[0] == "pricing";
-    if pricing_read && require_master(state, headers).is_err() {
+    let root = path_segments(path).swap_remove(0);
+    // Prices and traces are readable with a virtual key too (a key reads its own traces).
+    let key_readable = method == "GET" && (root == "pricing" || root == "traces");
+    if key_readable && require_master(state, headers).is_err() {
         let k = presented_key(headers)
             .map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
         state
@@ -270,7 +274,7 @@ pub fn authorize(
             .check(k, crate::clock::now_secs())
             .map_err(|f| GatewayError::new(ErrorKind::Authentication, f.message()))?;
         Ok(())
-    } else if !pricing_read {
+    } else if !key_readable {
         require_master(state, headers)
     } else {
         Ok(())
@@ -295,6 +299,7 @@ fn path_segments(path: &str) -> Vec<String> {
 /// [`authorize`]; in process (the `tollgate` commands on a store no gateway holds), by
 /// being able to open the store at all. Errors come back in OpenAI's envelope.
 pub async fn route(state: &State, req: &Request<'_>) -> Answer {
+    let req_headers = req.headers;
     let body = if takes_body(req.method) {
         parse_body(&req.body)
     } else {
@@ -308,7 +313,12 @@ pub async fn route(state: &State, req: &Request<'_>) -> Answer {
                 query: parse_query(req.query),
                 body,
             };
-            dispatch(state, &req).await
+            if req.seg(0) == Some("traces") {
+                let viewer = traces::viewer(state, req_headers);
+                traces::handle(state, &req, viewer.as_deref()).await
+            } else {
+                dispatch(state, &req).await
+            }
         }
         Err(e) => Err(e),
     };

@@ -12,6 +12,7 @@ pub mod money;
 pub mod period;
 pub mod response;
 pub mod tool_policy;
+pub mod trace;
 pub mod usage;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,7 @@ pub use limits::{BudgetRecord, Limit, Limits, UserRecord};
 pub use money::Micros;
 pub use response::{Conversation, StoredResponse};
 pub use tool_policy::{ToolGrant, ToolPolicy};
+pub use trace::{Trace, TraceFilter, TracePage};
 
 pub use usage::{GuardrailOutcome, UsageRecord};
 

@@ -122,9 +122,14 @@ fn read_spool(path: &Path) -> std::io::Result<Vec<Settled>> {
 }
 
 impl UsageWriter {
-    async fn write(&self, batch: Vec<Settled>, spool: &mut Option<(PathBuf, std::fs::File)>) {
+    /// Writes `batch`; whether every record this process has is in the store afterwards.
+    async fn write(
+        &self,
+        batch: Vec<Settled>,
+        spool: &mut Option<(PathBuf, std::fs::File)>,
+    ) -> bool {
         if batch.is_empty() && spool.is_none() {
-            return; // nothing to write, nothing to move: the store is not even asked
+            return true; // nothing to write, nothing to move: the store is not even asked
         }
         // This process spooled while it had no store: move its own spool in first (its spend
         // is already counted in memory, so nothing is seeded).
@@ -147,7 +152,7 @@ impl UsageWriter {
             }
         }
         if batch.is_empty() {
-            return;
+            return spool.is_none();
         }
         let n = batch.len();
         if let Some(store) = store {
@@ -158,7 +163,7 @@ impl UsageWriter {
                     crate::metrics::USAGE_WRITES
                         .with_label_values(&["store"])
                         .inc_by(n as u64);
-                    return;
+                    return spool.is_none();
                 }
                 Err(e) => {
                     log::error!("usage write to the store failed ({e}); spooling {n} records")
@@ -189,6 +194,15 @@ impl UsageWriter {
             }
             Err(e) => log::error!("spool task failed: {e}"),
         }
+        false
+    }
+
+    /// `tollgate_store_up` and `tollgate_usage_write_lag_seconds`, from the writer's view.
+    fn report(&self, oldest_unstored_ms: Option<u64>) {
+        let up = self.slot.get().is_some_and(|s| s.healthy());
+        crate::metrics::STORE_UP.set(i64::from(up));
+        let lag_ms = oldest_unstored_ms.map_or(0, |t| crate::clock::now_millis().saturating_sub(t));
+        crate::metrics::USAGE_WRITE_LAG.set(lag_ms as f64 / 1000.0);
     }
 }
 
@@ -197,7 +211,10 @@ impl BackgroundService for UsageWriter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut spool = None;
         let mut stopping = false;
+        // The end time of the oldest record taken from the queue and not yet in the store.
+        let mut oldest_unstored: Option<u64> = None;
         loop {
+            self.report(oldest_unstored);
             // A push wakes the writer (a push while it writes leaves a permit, so none is
             // missed). Only an own spool waiting to move into the store needs polling; idle,
             // the writer otherwise wakes once a second, as a safety net.
@@ -213,8 +230,15 @@ impl BackgroundService for UsageWriter {
             // Group commit: let a burst accumulate for one interval, then write it at once.
             tokio::time::sleep(INTERVAL).await;
             let mut batch = self.ledger.queue.take();
-            self.write(std::mem::take(&mut batch.items), &mut spool)
-                .await;
+            if let Some(t) = batch.items.iter().map(|s| s.record.ts_ms).min() {
+                oldest_unstored = Some(oldest_unstored.map_or(t, |o| o.min(t)));
+            }
+            if self
+                .write(std::mem::take(&mut batch.items), &mut spool)
+                .await
+            {
+                oldest_unstored = None;
+            }
             drop(batch);
             // After shutdown starts, in-flight requests still settle during the grace
             // period; this loop keeps writing them (to the spool once the store is gone)

@@ -338,6 +338,7 @@ pub async fn run(store: &dyn Store) {
     store.flush().await.unwrap();
     assert!(store.healthy());
     run_responses(store).await;
+    run_traces(store).await;
 }
 
 pub(crate) fn stored(id: &str, key: &str, created_at: u64, items: &[&str]) -> StoredResponse {
@@ -362,6 +363,123 @@ pub(crate) fn stored(id: &str, key: &str, created_at: u64, items: &[&str]) -> St
     };
     r.measure();
     r
+}
+
+fn trace(rid: &str, ts_ms: u64, key: &str, status: u16, latency: u64) -> crate::records::Trace {
+    crate::records::Trace {
+        request_id: rid.into(),
+        ts_ms,
+        key_id: Some(key.into()),
+        user_id: None,
+        session_id: None,
+        endpoint: "chat_completions".into(),
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        model: "m".into(),
+        provider: Some("p".into()),
+        upstream_model: Some("m".into()),
+        client_format: "chat".into(),
+        upstream_format: Some("chat".into()),
+        stream: false,
+        status,
+        timings: crate::records::trace::Timings {
+            first_byte_ms: Some(1),
+            last_byte_ms: latency,
+        },
+        attempts: 1,
+        failed_attempts: vec![],
+        usage: Default::default(),
+        tool_calls: 0,
+        client_gone: false,
+        guardrail_blocked: None,
+        error: None,
+    }
+}
+
+/// Traces: put, newest-first pages with filters, lookup by request id (and key), pruning.
+async fn run_traces(store: &dyn Store) {
+    use crate::records::TraceFilter;
+    let all: Vec<_> = (0..5u64)
+        .map(|n| {
+            trace(
+                &format!("req_{n}"),
+                1_000 + n * 10,
+                if n % 2 == 0 { "k1" } else { "k2" },
+                if n == 3 { 502 } else { 200 },
+                n * 100,
+            )
+        })
+        .collect();
+    store.put_traces(all.clone()).await.unwrap();
+    // A request id reused by another key later.
+    let reused = trace("req_0", 2_000, "k2", 200, 5);
+    store.put_traces(vec![reused.clone()]).await.unwrap();
+
+    let mut seen = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let p = store
+            .query_traces(&TraceFilter::default(), cursor.as_deref(), 2)
+            .await
+            .unwrap();
+        seen.extend(p.traces.iter().map(|t| t.ts_ms));
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![2_000, 1_040, 1_030, 1_020, 1_010, 1_000]);
+    let q = |f: TraceFilter| async move {
+        store
+            .query_traces(&f, None, 100)
+            .await
+            .unwrap()
+            .traces
+            .into_iter()
+            .map(|t| t.ts_ms)
+            .collect::<Vec<_>>()
+    };
+    let k1 = TraceFilter {
+        key_id: Some("k1".into()),
+        ..Default::default()
+    };
+    assert_eq!(q(k1).await, vec![1_040, 1_020, 1_000]);
+    let failed = TraceFilter {
+        status: Some(502),
+        ..Default::default()
+    };
+    assert_eq!(q(failed).await, vec![1_030]);
+    let window = TraceFilter {
+        from_ms: Some(1_010),
+        to_ms: Some(1_030),
+        ..Default::default()
+    };
+    assert_eq!(q(window).await, vec![1_020, 1_010]);
+    let slow = TraceFilter {
+        min_latency_ms: Some(300),
+        ..Default::default()
+    };
+    assert_eq!(q(slow).await, vec![1_040, 1_030]);
+
+    assert_eq!(store.get_trace("req_0", None).await.unwrap(), Some(reused));
+    assert_eq!(
+        store.get_trace("req_0", Some("k1")).await.unwrap(),
+        Some(all[0].clone())
+    );
+    assert_eq!(store.get_trace("req_1", Some("k1")).await.unwrap(), None);
+    assert_eq!(store.get_trace("nope", None).await.unwrap(), None);
+
+    assert_eq!(store.prune_traces(1_025).await.unwrap(), 3);
+    assert_eq!(store.get_trace("req_1", None).await.unwrap(), None);
+    assert_eq!(q(TraceFilter::default()).await, vec![2_000, 1_040, 1_030]);
+    assert_eq!(
+        store
+            .get_trace("req_0", None)
+            .await
+            .unwrap()
+            .map(|t| t.ts_ms),
+        Some(2_000)
+    );
 }
 
 /// Stored responses: put, get, the item index per key, delete, pruning by age and the

@@ -1,5 +1,5 @@
 //! Persistence behind the traits [`Store`] (keys, users, budgets, prices, usage and spend,
-//! and the stored Responses of [`ResponseStore`]) and [`SharedStore`] (leases and the change feed of a store several processes share).
+//! the stored Responses of [`ResponseStore`] and the request traces of [`TraceStore`]) and [`SharedStore`] (leases and the change feed of a store several processes share).
 //! Two backends: sled (the embedded single-node default) and PostgreSQL ([`postgres`], see
 //! `docs/scale-out.md`). The hot path never calls the store: it reads in-memory indexes that
 //! the services in [`crate::services`] load from the store and keep in step with it.
@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, Micros, Scope, Settled, StoredResponse, UsageRecord,
-    UserRecord,
+    BudgetRecord, Conversation, KeyRecord, Micros, Scope, Settled, StoredResponse, Trace,
+    TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 /// Filters for usage queries. Times are milliseconds since the epoch, `[from, to)`.
@@ -115,10 +115,29 @@ pub trait ResponseStore: Send + Sync {
     async fn delete_conversation(&self, id: &str) -> StoreResult<bool>;
 }
 
+/// Request traces (`traces:`): written in batches by the trace writer, read by
+/// `GET /v1/traces`. Best effort: a failed write loses traces, never a request.
+#[async_trait]
+pub trait TraceStore: Send + Sync {
+    async fn put_traces(&self, batch: Vec<Trace>) -> StoreResult<()>;
+    /// Traces matching `filter`, newest first, older than the cursor.
+    async fn query_traces(
+        &self,
+        filter: &TraceFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<TracePage>;
+    /// The newest trace with this request id (of `key_id` only, when given).
+    async fn get_trace(&self, request_id: &str, key_id: Option<&str>)
+        -> StoreResult<Option<Trace>>;
+    /// Deletes traces older than `before_ms`.
+    async fn prune_traces(&self, before_ms: u64) -> StoreResult<usize>;
+}
+
 /// The durable store. Implementations must be safe to call from any task; blocking
 /// implementations move their work off the reactor themselves.
 #[async_trait]
-pub trait Store: ResponseStore + Send + Sync {
+pub trait Store: ResponseStore + TraceStore + Send + Sync {
     async fn load_keys(&self) -> StoreResult<Vec<KeyRecord>>;
     async fn put_key(&self, rec: &KeyRecord) -> StoreResult<()>;
     /// Returns false when no key had that id.

@@ -28,11 +28,12 @@ use tokio_postgres::NoTls;
 
 use super::{
     ChangeKind, LeaseGrant, LeaseRequest, RenewedLease, ResponseStore, SharedStore, SpendRow,
-    Store, StoreError, StoreResult, UsageFilter, UsagePage, WindowCount,
+    Store, StoreError, StoreResult, TraceStore, UsageFilter, UsagePage, WindowCount,
 };
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, KeyRecord, Scope, Settled, StoredResponse, Trace, TraceFilter,
+    TracePage, UsageRecord, UserRecord,
 };
 
 /// TLS to the database.
@@ -214,6 +215,26 @@ CREATE TABLE tg_conversations (
     rec TEXT NOT NULL
 );
 CREATE INDEX tg_conversations_updated ON tg_conversations (updated_at);
+"#,
+    ),
+    (
+        5,
+        "traces",
+        r#"
+CREATE TABLE tg_traces (
+    ts_ms BIGINT NOT NULL,
+    request_id TEXT COLLATE "C" NOT NULL,
+    key_id TEXT COLLATE "C",
+    user_id TEXT COLLATE "C",
+    session_id TEXT COLLATE "C",
+    model TEXT COLLATE "C" NOT NULL,
+    status INT NOT NULL,
+    latency_ms BIGINT NOT NULL,
+    rec TEXT NOT NULL,
+    PRIMARY KEY (ts_ms, request_id)
+);
+CREATE INDEX tg_traces_request ON tg_traces (request_id, ts_ms);
+CREATE INDEX tg_traces_key ON tg_traces (key_id, ts_ms);
 "#,
     ),
 ];
@@ -835,6 +856,130 @@ impl ResponseStore for PgStore {
 }
 
 #[async_trait]
+impl TraceStore for PgStore {
+    async fn put_traces(&self, batch: Vec<Trace>) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        for t in &batch {
+            tx.execute(
+                "INSERT INTO tg_traces (ts_ms, request_id, key_id, user_id, session_id, model, status, latency_ms, rec)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (ts_ms, request_id) DO NOTHING",
+                &[
+                    &i(t.ts_ms),
+                    &t.request_id,
+                    &t.key_id,
+                    &t.user_id,
+                    &t.session_id,
+                    &t.model,
+                    &i32::from(t.status),
+                    &i(t.timings.last_byte_ms),
+                    &json(t)?,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        let r = tx.commit().await.map_err(pg_err);
+        self.mark(r)
+    }
+
+    async fn query_traces(
+        &self,
+        f: &TraceFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<TracePage> {
+        // The cursor (hex of ts_ms big-endian ++ request id, as sled's key) is the last
+        // trace returned: the next page is strictly older.
+        let (cts, crid) = match cursor {
+            Some(c) => {
+                let b = crate::ids::unhex_any(c)
+                    .filter(|b| b.len() >= 8)
+                    .ok_or_else(|| StoreError::Corrupt("bad cursor".into()))?;
+                let ts = u64::from_be_bytes(b[..8].try_into().unwrap());
+                let rid = String::from_utf8(b[8..].to_vec())
+                    .map_err(|_| StoreError::Corrupt("bad cursor".into()))?;
+                (Some(i(ts)), Some(rid))
+            }
+            None => (None, None),
+        };
+        let c = self.client().await?;
+        let r = c
+            .query(
+                "SELECT rec FROM tg_traces
+                 WHERE ($1::text IS NULL OR key_id = $1)
+                   AND ($2::text IS NULL OR user_id = $2)
+                   AND ($3::text IS NULL OR model = $3)
+                   AND ($4::text IS NULL OR session_id = $4)
+                   AND ($5::int IS NULL OR status = $5)
+                   AND ($6::bigint IS NULL OR ts_ms >= $6)
+                   AND ($7::bigint IS NULL OR ts_ms < $7)
+                   AND ($8::bigint IS NULL OR latency_ms >= $8)
+                   AND ($9::bigint IS NULL OR (ts_ms, request_id) < ($9, $10::text))
+                 ORDER BY ts_ms DESC, request_id DESC
+                 LIMIT $11",
+                &[
+                    &f.key_id,
+                    &f.user_id,
+                    &f.model,
+                    &f.session_id,
+                    &f.status.map(i32::from),
+                    &f.from_ms.map(i),
+                    &f.to_ms.map(i),
+                    &f.min_latency_ms.map(i),
+                    &cts,
+                    &crid,
+                    &((limit + 1) as i64),
+                ],
+            )
+            .await
+            .map_err(pg_err);
+        let rows = self.mark(r)?;
+        let mut page = TracePage::default();
+        for row in rows {
+            let t: Trace = from_json(row.get::<_, &str>(0))?;
+            if page.traces.len() == limit {
+                let last = page.traces.last().expect("limit > 0");
+                let mut k = last.ts_ms.to_be_bytes().to_vec();
+                k.extend_from_slice(last.request_id.as_bytes());
+                page.next_cursor = Some(crate::ids::hex(&k));
+                break;
+            }
+            page.traces.push(t);
+        }
+        Ok(page)
+    }
+
+    async fn get_trace(
+        &self,
+        request_id: &str,
+        key_id: Option<&str>,
+    ) -> StoreResult<Option<Trace>> {
+        let c = self.client().await?;
+        let r = c
+            .query_opt(
+                "SELECT rec FROM tg_traces WHERE request_id = $1 AND ($2::text IS NULL OR key_id = $2)
+                 ORDER BY ts_ms DESC LIMIT 1",
+                &[&request_id, &key_id],
+            )
+            .await
+            .map_err(pg_err);
+        self.mark(r)?
+            .map(|row| from_json(row.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn prune_traces(&self, before_ms: u64) -> StoreResult<usize> {
+        let c = self.client().await?;
+        let r = c
+            .execute("DELETE FROM tg_traces WHERE ts_ms < $1", &[&i(before_ms)])
+            .await
+            .map_err(pg_err);
+        Ok(self.mark(r)? as usize)
+    }
+}
+
+#[async_trait]
 impl Store for PgStore {
     async fn load_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.load_recs("tg_keys").await
@@ -1191,8 +1336,9 @@ mod tests {
         let c = store.client().await.unwrap();
         c.batch_execute(
             "DROP TABLE tg_response_items; DROP TABLE tg_responses; DROP TABLE tg_conversations;
+             DROP TABLE tg_traces;
              DROP INDEX tg_usage_end_user; ALTER TABLE tg_usage DROP COLUMN end_user;
-             DELETE FROM tg_schema_migrations WHERE version IN (3, 4);
+             DELETE FROM tg_schema_migrations WHERE version >= 3;
              INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
              VALUES ('old', 1000, 'k1', NULL, 'gpt-4o', 'openai', 'chat_completions', NULL, 200,
                      '{\"id\":\"old\",\"ts_ms\":1000,\"request_id\":\"r\",\"key_id\":\"k1\",\"endpoint\":\"chat_completions\",\"provider\":\"openai\",\"model\":\"gpt-4o\",\"upstream_model\":\"\",\"status\":200}');",

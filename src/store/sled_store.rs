@@ -7,11 +7,12 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::ResponseStore;
 use super::{segment, SpendRow, Store, StoreError, StoreResult, UsageFilter, UsagePage};
+use super::{ResponseStore, TraceStore};
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, KeyRecord, Scope, Settled, StoredResponse, Trace, TraceFilter,
+    TracePage, UsageRecord, UserRecord,
 };
 
 pub struct SledStore {
@@ -37,6 +38,10 @@ pub struct SledStore {
     response_times: sled::Tree,
     /// key_id \0 created_at (big-endian) ++ id → size: a key's responses, oldest first.
     response_keys: sled::Tree,
+    /// Traces: ts_ms (big-endian) ++ request id → record.
+    traces: sled::Tree,
+    /// request id \0 ts_ms (big-endian) → nothing: a request id's traces.
+    trace_ids: sled::Tree,
     /// Conversations: id → record.
     conversations: sled::Tree,
 }
@@ -228,6 +233,8 @@ impl SledStore {
             response_times: t("response_times")?,
             response_keys: t("response_keys")?,
             conversations: t("conversations")?,
+            traces: t("traces")?,
+            trace_ids: t("trace_ids")?,
             db,
         })
     }
@@ -404,6 +411,122 @@ impl ResponseStore for SledStore {
     async fn delete_conversation(&self, id: &str) -> StoreResult<bool> {
         let t = self.conversations.clone();
         self.delete(&t, id).await
+    }
+}
+
+fn trace_key(ts_ms: u64, request_id: &str) -> Vec<u8> {
+    let mut k = ts_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(request_id.as_bytes());
+    k
+}
+
+fn trace_id_key(request_id: &str, ts_ms: u64) -> Vec<u8> {
+    let mut k = request_id.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&ts_ms.to_be_bytes());
+    k
+}
+
+#[async_trait]
+impl TraceStore for SledStore {
+    async fn put_traces(&self, batch: Vec<Trace>) -> StoreResult<()> {
+        let (traces, ids) = (self.traces.clone(), self.trace_ids.clone());
+        blocking(move || {
+            let mut tb = sled::Batch::default();
+            let mut ib = sled::Batch::default();
+            for t in &batch {
+                tb.insert(trace_key(t.ts_ms, &t.request_id), json(t)?);
+                ib.insert(trace_id_key(&t.request_id, t.ts_ms), &[][..]);
+            }
+            traces.apply_batch(tb).map_err(io)?;
+            ids.apply_batch(ib).map_err(io)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query_traces(
+        &self,
+        filter: &TraceFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<TracePage> {
+        let t = self.traces.clone();
+        let filter = filter.clone();
+        // The cursor is the hex key of the last trace returned: the next page is older.
+        let end = match cursor {
+            Some(c) => crate::ids::unhex_any(c).ok_or_else(bad_cursor)?,
+            None => filter
+                .to_ms
+                .map_or_else(|| vec![0xff; 9], segment::time_key),
+        };
+        let start = segment::time_key(filter.from_ms.unwrap_or(0));
+        blocking(move || {
+            let mut page = TracePage::default();
+            for kv in t.range(start..end).rev() {
+                let (_, v) = kv.map_err(io)?;
+                let tr: Trace = from_json(&v)?;
+                if !filter.matches(&tr) {
+                    continue;
+                }
+                if page.traces.len() == limit {
+                    let last = page.traces.last().expect("limit > 0");
+                    page.next_cursor =
+                        Some(crate::ids::hex(&trace_key(last.ts_ms, &last.request_id)));
+                    break;
+                }
+                page.traces.push(tr);
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn get_trace(
+        &self,
+        request_id: &str,
+        key_id: Option<&str>,
+    ) -> StoreResult<Option<Trace>> {
+        let (traces, ids) = (self.traces.clone(), self.trace_ids.clone());
+        let (rid, key_id) = (request_id.to_string(), key_id.map(String::from));
+        blocking(move || {
+            let mut prefix = rid.as_bytes().to_vec();
+            prefix.push(0);
+            for kv in ids.scan_prefix(&prefix).rev() {
+                let (k, _) = kv.map_err(io)?;
+                let Some(ts) = k.get(prefix.len()..).and_then(segment::key_ts) else {
+                    continue;
+                };
+                let Some(v) = traces.get(trace_key(ts, &rid)).map_err(io)? else {
+                    continue;
+                };
+                let tr: Trace = from_json(&v)?;
+                if key_id.is_none() || tr.key_id == key_id {
+                    return Ok(Some(tr));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn prune_traces(&self, before_ms: u64) -> StoreResult<usize> {
+        let (traces, ids) = (self.traces.clone(), self.trace_ids.clone());
+        blocking(move || {
+            let mut n = 0;
+            for kv in traces.range(..segment::time_key(before_ms)) {
+                let (k, _) = kv.map_err(io)?;
+                if let (Some(ts), Some(rid)) = (segment::key_ts(&k), k.get(8..)) {
+                    if let Ok(rid) = std::str::from_utf8(rid) {
+                        ids.remove(trace_id_key(rid, ts)).map_err(io)?;
+                    }
+                }
+                traces.remove(&k).map_err(io)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
     }
 }
 

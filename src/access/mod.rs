@@ -1,6 +1,12 @@
-//! The end of every request: one structured access line and the request metrics.
+//! The end of every request: the request metrics, its trace (`traces::capture`, when traces
+//! are on) and one access line.
 //! Runs from Pingora's `logging` hook, so it also runs for local answers, errors and client
-//! disconnects. The line holds the key id, never the key.
+//! disconnects. The line holds the key id, never the key. Lines are built only when the
+//! access log is on, and handed to the writer thread (`sink`): the request never writes.
+
+pub mod line;
+pub mod settings;
+pub mod sink;
 
 use pingora::proxy::Session;
 
@@ -57,6 +63,11 @@ pub fn record(s: &Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
             .with_label_values(&[provider.as_str(), "stream_incomplete"])
             .inc();
     }
+    if ctx.tool_calls > 0 {
+        metrics::TOOL_CALLS
+            .with_label_values(&[endpoint])
+            .inc_by(ctx.tool_calls);
+    }
     if matches!(
         ctx.endpoint,
         crate::endpoint::Endpoint::Metrics
@@ -65,38 +76,44 @@ pub fn record(s: &Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
     ) {
         return; // probes are counted, not logged
     }
+    crate::traces::capture(s, ctx, status, latency.as_millis() as u64, usage);
+    let Some(format) = sink::format() else { return };
     let error = ctx
         .error
         .clone()
-        .or_else(|| e.map(|e| e.etype().as_str().to_string()))
-        .unwrap_or_default();
+        .or_else(|| e.map(|e| e.etype().as_str().to_string()));
     let h = s.req_header();
-    log::info!(
-        target: "tollgate::access",
-        "rid={} method={} path={} endpoint={} key={} model={:?} provider={} upstream_model={:?} status={} latency_ms={} ttfb_ms={} bytes_out={} stream={} large_body={} tokens_in={} tokens_out={} client_gone={} guardrail_blocked={} error={:?}",
-        ctx.request_id,
-        h.method,
-        h.uri.path().escape_debug(),
+    let blocked = ctx.guard.as_ref().and_then(|g| g.blocked_profiles());
+    let l = line::Line {
+        ts: line::rfc3339_millis(crate::clock::now_millis()),
+        request_id: &ctx.request_id,
+        method: h.method.as_str(),
+        path: h.uri.path(),
         endpoint,
-        ctx.key.as_ref().map_or("-", |k| k.id.as_str()),
-        ctx.client_model,
-        if provider.is_empty() { "-" } else { provider.as_str() },
-        ctx.route.as_ref().map_or("", |r| r.model.as_str()),
+        key_id: ctx.key.as_ref().map(|k| k.id.as_str()),
+        user_id: ctx.user_id.as_deref(),
+        model: &ctx.client_model,
+        provider: (!provider.is_empty()).then_some(provider.as_str()),
+        upstream_model: ctx.route.as_ref().map(|r| r.model.as_str()),
         status,
-        latency.as_millis(),
-        ctx.upstream_ttfb.map_or(-1, |t| t.as_millis() as i64),
-        ctx.tap.as_ref().map_or(s.body_bytes_sent() as u64, |t| t.bytes_out),
-        ctx.stream,
-        ctx.direct,
-        usage.map_or(0, |u| u.prompt_total()),
-        usage.map_or(0, |u| u.output),
-        ctx.client_gone,
-        ctx.guard
+        latency_ms: latency.as_millis() as u64,
+        ttfb_ms: ctx.upstream_ttfb.map(|t| t.as_millis() as u64),
+        bytes_out: ctx
+            .tap
             .as_ref()
-            .and_then(|g| g.blocked_profiles())
-            .as_deref()
-            .unwrap_or("-")
-            .escape_debug(),
-        error,
-    );
+            .map_or(s.body_bytes_sent() as u64, |t| t.bytes_out),
+        stream: ctx.stream,
+        direct: ctx.direct,
+        attempts: ctx.attempts,
+        tokens_in: usage.map_or(0, |u| u.prompt_total()),
+        tokens_out: usage.map_or(0, |u| u.output),
+        tool_calls: ctx.tool_calls,
+        client_gone: ctx.client_gone,
+        guardrail_blocked: blocked.as_deref(),
+        error: error.as_deref(),
+    };
+    sink::send(match format {
+        settings::Format::Json => l.json(),
+        settings::Format::Text => l.text(),
+    });
 }

@@ -1,0 +1,413 @@
+//! Request traces on the real binary (sled on disk, the mock provider): `capture: metadata`
+//! keeps each request's metadata (routing, the translation pair, timings, attempts and why
+//! they failed, usage) and never a body or a credential; `GET /v1/traces` filters and pages
+//! (master key: all; a virtual key: its own); `capture: off` stores nothing; a full trace
+//! queue drops traces and counts them while every request is served.
+
+mod common;
+
+use common::*;
+use mock_upstream::MockServer;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn get(gw: &Gateway, key: &str, path: &str) -> (u16, Option<String>, Value) {
+    let r = client()
+        .get(format!("{}{path}", gw.url()))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let rid = r
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    (
+        r.status().as_u16(),
+        rid,
+        r.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// The stored trace of `rid`, once the writer has stored it.
+async fn trace_of(gw: &Gateway, rid: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, _, v) = get(gw, MASTER, &format!("/v1/traces/{rid}")).await;
+        if st == 200 {
+            return v;
+        }
+        assert_eq!(st, 404, "{v}");
+        assert!(Instant::now() < deadline, "no trace for {rid}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn send(
+    gw: &Gateway,
+    key: &str,
+    path: &str,
+    body: &Value,
+    rid: &str,
+    headers: &[(&str, &str)],
+) -> u16 {
+    let mut r = client()
+        .post(format!("{}{path}", gw.url()))
+        .bearer_auth(key)
+        .header("x-request-id", rid)
+        .json(body);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], rid);
+    let st = r.status().as_u16();
+    let _ = r.bytes().await;
+    st
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["request_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_traces_are_stored_filtered_paged_and_read_by_their_own_key() {
+    let mock = MockServer::start().await;
+    let url = mock.url();
+    let cfg = TestConfig::new(&url)
+        .set("traces", json!({"capture": "metadata"}))
+        .provider(
+            "flaky",
+            json!({"kind": "openai", "base_url": format!("{url}/v1"), "api_key": "sk-flaky-secret-1", "models": ["gpt-flaky"]}),
+        )
+        .provider(
+            "dead",
+            json!({"kind": "openai", "base_url": format!("http://127.0.0.1:{}/v1", free_port()), "api_key": "sk-dead-secret-2"}),
+        )
+        // Nothing listens for `dead`: its attempt fails, the next deployment answers.
+        .set(
+            "deployments",
+            json!({"gpt-spread": [{"provider": "dead", "model": "gpt-4o-mini"}, {"provider": "openai", "model": "gpt-4o-mini", "priority": 1}]}),
+        );
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let a = gw.create_key("a").await;
+    let b = gw.create_key("b").await;
+
+    let chat_ok = chat("gpt-4o-mini", false);
+    assert_eq!(
+        send(&gw, &a, "/v1/chat/completions", &chat_ok, "tr-a-1", &[]).await,
+        200
+    );
+    assert_eq!(
+        send(
+            &gw,
+            &a,
+            "/v1/chat/completions",
+            &chat("gpt-4o-mini", true),
+            "tr-a-2",
+            &[]
+        )
+        .await,
+        200
+    );
+    // Anthropic client, OpenAI provider: a translated request.
+    assert_eq!(
+        send(
+            &gw,
+            &b,
+            "/v1/messages",
+            &messages("openai:gpt-4o-mini", false),
+            "tr-b-1",
+            &[]
+        )
+        .await,
+        200
+    );
+    let failed = send(
+        &gw,
+        &b,
+        "/v1/chat/completions",
+        &chat("flaky:gpt-flaky", false),
+        "tr-b-2",
+        &[("x-mock-status", "500")],
+    )
+    .await;
+    assert!(failed >= 500, "{failed}");
+    assert_eq!(
+        send(
+            &gw,
+            &b,
+            "/v1/chat/completions",
+            &chat("gpt-spread", false),
+            "tr-b-3",
+            &[]
+        )
+        .await,
+        200
+    );
+
+    let t = trace_of(&gw, "tr-a-1").await;
+    assert_eq!(t["status"], 200);
+    assert_eq!(t["endpoint"], "chat_completions");
+    assert_eq!(t["model"], "gpt-4o-mini");
+    assert_eq!(t["provider"], "openai");
+    assert_eq!(t["client_format"], "chat");
+    assert_eq!(t["upstream_format"], "chat");
+    assert_eq!(t["attempts"], 1);
+    assert_eq!(t["stream"], false);
+    assert!(t["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    assert!(t["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    assert!(t["timings"]["first_byte_ms"].as_u64().is_some());
+    assert!(
+        t["timings"]["last_byte_ms"].as_u64().unwrap()
+            >= t["timings"]["first_byte_ms"].as_u64().unwrap()
+    );
+    let key_a = t["key_id"].as_str().unwrap().to_string();
+    assert_eq!(trace_of(&gw, "tr-a-2").await["stream"], true);
+    let tb = trace_of(&gw, "tr-b-1").await;
+    assert_eq!(tb["client_format"], "anthropic");
+    assert_eq!(tb["upstream_format"], "chat");
+    let key_b = tb["key_id"].as_str().unwrap().to_string();
+    let tf = trace_of(&gw, "tr-b-2").await;
+    assert_eq!(tf["status"].as_u64().unwrap(), u64::from(failed));
+    assert_eq!(tf["provider"], "flaky");
+    let over = trace_of(&gw, "tr-b-3").await;
+    assert_eq!(over["status"], 200);
+    assert_eq!(over["attempts"], 2, "{over}");
+    assert_eq!(over["provider"], "openai");
+    let why = over["failed_attempts"].as_array().unwrap();
+    assert_eq!(why.len(), 1, "{over}");
+    assert!(why[0].as_str().unwrap().contains("dead"), "{over}");
+
+    // Metadata only: no body, no credential anywhere in a trace.
+    let (_, _, all) = get(&gw, MASTER, "/v1/traces").await;
+    let text = all.to_string();
+    for secret in [
+        a.as_str(),
+        b.as_str(),
+        MASTER,
+        "sk-flaky-secret-1",
+        "sk-dead-secret-2",
+        "sk-openai-provider-key",
+        "\"hi\"",
+    ] {
+        assert!(!text.contains(secret), "{secret} in a trace: {text}");
+    }
+    // Newest first.
+    let every = vec!["tr-b-3", "tr-b-2", "tr-b-1", "tr-a-2", "tr-a-1"];
+    assert_eq!(ids(&all), every);
+
+    // Filters.
+    let q = |query: String| {
+        let gw = &gw;
+        async move { get(gw, MASTER, &format!("/v1/traces?{query}")).await }
+    };
+    assert_eq!(
+        ids(&q(format!("key_id={key_a}")).await.2),
+        vec!["tr-a-2", "tr-a-1"]
+    );
+    assert_eq!(ids(&q(format!("status={failed}")).await.2), vec!["tr-b-2"]);
+    assert_eq!(
+        ids(&q("model=openai:gpt-4o-mini".into()).await.2),
+        vec!["tr-b-1"]
+    );
+    assert!(ids(&q("min_latency_ms=3600000".into()).await.2).is_empty());
+    assert_eq!(ids(&q("min_latency_ms=0".into()).await.2).len(), 5);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(ids(&q(format!("to={}", now - 3600)).await.2).is_empty());
+    assert_eq!(ids(&q(format!("from={}", now - 3600)).await.2).len(), 5);
+    let (st, _, e) = q("status=abc".into()).await;
+    assert_eq!(st, 400, "{e}");
+    let (st, _, e) = q("cursor=zz".into()).await;
+    assert_eq!(st, 400, "{e}");
+
+    // Paging: pages of 1 walk every trace once, in order.
+    let mut walked = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/traces?limit=1&cursor={c}"),
+            None => "/v1/traces?limit=1".into(),
+        };
+        let (st, _, page) = get(&gw, MASTER, &path).await;
+        assert_eq!(st, 200);
+        walked.extend(ids(&page));
+        if page["has_more"] == false {
+            assert!(page["next_cursor"].is_null());
+            break;
+        }
+        cursor = Some(page["next_cursor"].as_str().unwrap().to_string());
+    }
+    assert_eq!(walked, every);
+
+    // A virtual key reads its own traces only.
+    let (st, rid, own) = get(&gw, &a, "/v1/traces").await;
+    assert_eq!(st, 200);
+    assert!(rid.is_some_and(|r| !r.is_empty()));
+    assert_eq!(ids(&own), vec!["tr-a-2", "tr-a-1"]);
+    let (st, _, _) = get(&gw, &a, "/v1/traces/tr-a-1").await;
+    assert_eq!(st, 200);
+    let (st, rid, e) = get(&gw, &a, "/v1/traces/tr-b-1").await;
+    assert_eq!(st, 404, "{e}");
+    assert!(rid.is_some());
+    let (st, _, e) = get(&gw, &a, &format!("/v1/traces?key_id={key_b}")).await;
+    assert_eq!(st, 403, "{e}");
+    let (st, _, _) = get(&gw, "sk-not-a-key", "/v1/traces").await;
+    assert_eq!(st, 401);
+    let r = client()
+        .delete(format!("{}/v1/traces/tr-a-1", gw.url()))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    // Traces are read-only: the method is refused and the trace stays.
+    assert_eq!(r.status(), 405);
+    assert_eq!(get(&gw, MASTER, "/v1/traces/tr-a-1").await.0, 200);
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metrics_text(gw: &Gateway) -> String {
+    client()
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_off_by_default_stores_nothing() {
+    let mock = MockServer::start().await;
+    let cfg = TestConfig::new(&mock.url());
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let key = gw.create_key("off").await;
+    for n in 0..3 {
+        let rid = format!("off-{n}");
+        assert_eq!(
+            send(
+                &gw,
+                &key,
+                "/v1/chat/completions",
+                &chat("gpt-4o-mini", false),
+                &rid,
+                &[]
+            )
+            .await,
+            200
+        );
+        assert!(usage_record(&gw, &rid).await.is_some());
+    }
+    let (st, _, list) = get(&gw, MASTER, "/v1/traces").await;
+    assert_eq!(st, 200);
+    assert!(ids(&list).is_empty(), "{list}");
+    let m = metrics_text(&gw).await;
+    assert_eq!(metric(&m, "tollgate_traces_written_total"), 0.0);
+    assert_eq!(metric(&m, "tollgate_traces_dropped_total"), 0.0);
+}
+
+/// A trace queue of one, and a burst of concurrent requests: every request is served, every
+/// trace is either stored or dropped and counted, and some are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_trace_queue_drops_and_counts_while_requests_are_served() {
+    let mock = MockServer::start().await;
+    let cfg =
+        TestConfig::new(&mock.url()).set("traces", json!({"capture": "metadata", "queue": 1}));
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let key = gw.create_key("burst").await;
+    const N: usize = 40;
+    let mut tasks = Vec::new();
+    for n in 0..N {
+        let (u, k) = (gw.url(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client()
+                .post(format!("{u}/v1/chat/completions"))
+                .bearer_auth(&k)
+                .json(&chat("gpt-4o-mini", n % 2 == 0))
+                .send()
+                .await
+                .unwrap();
+            let st = r.status().as_u16();
+            let _ = r.bytes().await;
+            st
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (written, dropped) = loop {
+        let m = metrics_text(&gw).await;
+        let w = metric(&m, "tollgate_traces_written_total");
+        let d = metric(&m, "tollgate_traces_dropped_total");
+        if w + d >= N as f64 || Instant::now() > deadline {
+            assert!(!m.contains("reason=\"write_error\""), "{m}");
+            break (w, d);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        written + dropped,
+        N as f64,
+        "written {written}, dropped {dropped}"
+    );
+    assert!(dropped > 0.0, "nothing dropped with a queue of one");
+    let (_, _, list) = get(&gw, MASTER, "/v1/traces?limit=1000").await;
+    assert_eq!(ids(&list).len() as f64, written);
+}
+
+/// `sample: 0.5`: some requests are traced, not all (60 requests: all or none has a chance of
+/// 2^-59).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_keeps_a_share_of_requests() {
+    let mock = MockServer::start().await;
+    let cfg =
+        TestConfig::new(&mock.url()).set("traces", json!({"capture": "metadata", "sample": 0.5}));
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let key = gw.create_key("sampled").await;
+    const N: usize = 60;
+    for n in 0..N {
+        let rid = format!("s-{n}");
+        let body = chat("gpt-4o-mini", false);
+        assert_eq!(
+            send(&gw, &key, "/v1/chat/completions", &body, &rid, &[]).await,
+            200
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let (_, _, list) = get(&gw, MASTER, "/v1/traces?limit=1000").await;
+        let n = ids(&list).len();
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no trace stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(stored < N, "every request traced at sample 0.5");
+    let m = metrics_text(&gw).await;
+    assert_eq!(metric(&m, "tollgate_traces_dropped_total"), 0.0);
+}
