@@ -2,7 +2,7 @@
 # Installs what a fresh Debian machine lacks to build and test tollgate:
 # cmake (pingora's zlib-ng build), python3-venv (acceptance tests), ca-certificates (TLS
 # upstreams), curl, openssl (test certificates), postgresql (the shared-store tests start
-# their own server on loopback).
+# their own server on loopback), chromium (the web console's browser tests, driven by Playwright).
 # Does nothing when they are present.
 set -euo pipefail
 need=()
@@ -13,6 +13,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

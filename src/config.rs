@@ -92,6 +92,8 @@ pub struct RawConfig {
     pub tools: Option<crate::tools::settings::RawTools>,
     /// Guardrail service, policies and cache (see `guardrails::policy`).
     pub guardrails: Option<crate::guardrails::policy::RawGuardrails>,
+    /// The web console (see `ui::settings`).
+    pub ui: Option<crate::ui::settings::RawUi>,
 }
 
 /// `model_discovery:` as written; every field is optional.
@@ -254,6 +256,7 @@ pub struct Config {
     pub responses: crate::responses::settings::ResponsesConfig,
     pub tools: crate::tools::settings::ToolsConfig,
     pub guardrails: crate::guardrails::Settings,
+    pub ui: crate::ui::settings::UiConfig,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -623,6 +626,7 @@ impl Config {
             responses: crate::responses::settings::build(raw.responses)?,
             tools: crate::tools::settings::build(raw.tools, env)?,
             guardrails: crate::guardrails::policy::build(raw.guardrails, env)?,
+            ui: crate::ui::settings::build(raw.ui)?,
             failover: crate::balance::settings::build(
                 raw.deployments,
                 raw.fallbacks,

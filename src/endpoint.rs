@@ -25,6 +25,8 @@ pub enum Endpoint {
     Conversations,
     /// The gateway-run tools (`GET /v1/tools`).
     Tools,
+    /// The web console (`/ui` and below, any method).
+    Ui,
     NotFound,
 }
 
@@ -62,6 +64,7 @@ impl Endpoint {
                 Endpoint::Conversations
             }
             ("GET", "/v1/tools") => Endpoint::Tools,
+            (_, p) if p == "/ui" || p.starts_with("/ui/") => Endpoint::Ui,
             (_, p) if is_admin_path(p) => Endpoint::Admin,
             ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
             _ => Endpoint::NotFound,
@@ -128,6 +131,7 @@ impl Endpoint {
             Endpoint::StoredResponse => "stored_response",
             Endpoint::Conversations => "conversations",
             Endpoint::Tools => "tools",
+            Endpoint::Ui => "ui",
             Endpoint::NotFound => "not_found",
         }
     }
@@ -179,6 +183,9 @@ mod tests {
         assert_eq!(Endpoint::classify("GET", "/v1/usage"), Endpoint::Admin);
         assert_eq!(Endpoint::classify("GET", "/v1/usersx"), Endpoint::NotFound);
         assert_eq!(Endpoint::classify("GET", "/v1/key/info"), Endpoint::KeyInfo);
+        assert_eq!(Endpoint::classify("POST", "/ui/login"), Endpoint::Ui);
+        assert_eq!(Endpoint::classify("GET", "/ui/"), Endpoint::Ui);
+        assert_eq!(Endpoint::classify("GET", "/uix"), Endpoint::NotFound);
         assert_eq!(
             Endpoint::classify("GET", "/v1/models/gpt-4o"),
             Endpoint::Model

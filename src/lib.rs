@@ -31,3 +31,4 @@ pub mod state;
 pub mod store;
 pub mod tools;
 pub mod translate;
+pub mod ui;

@@ -172,6 +172,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         snapshot_loaded: AtomicBool::new(snapshot_loaded),
         tools: crate::tools::Tools::new(&cfg.tools),
         guardrails: crate::guardrails::Guardrails::new(cfg.guardrails.clone()),
+        console: Default::default(),
         cfg: cfg.clone(),
     });
 

@@ -132,6 +132,7 @@ impl Gateway {
     async fn handle(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         match ctx.endpoint {
             Endpoint::Admin => Box::pin(self.admin(s, ctx)).await,
+            Endpoint::Ui => Box::pin(self.console(s, ctx)).await,
             e if e.is_inference() => self.inference(s, ctx).await,
             _ => Box::pin(self.local(s, ctx)).await,
         }
@@ -141,6 +142,9 @@ impl Gateway {
     async fn local(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         let state = &self.state;
         let answer = match ctx.endpoint {
+            Endpoint::Root if crate::ui::wants_console(state, &s.req_header().headers) => {
+                crate::ui::root_redirect()
+            }
             Endpoint::Root => local::root(),
             Endpoint::Health => local::health(state, &plain(s.req_header(), Bytes::new())),
             Endpoint::Metrics => local::metrics(),
@@ -210,7 +214,11 @@ impl Gateway {
         } else {
             Bytes::new()
         };
-        let answer = crate::admin::route(&self.state, &plain(s.req_header(), body)).await;
+        let mut answer = crate::admin::route(&self.state, &plain(s.req_header(), body)).await;
+        answer.headers.extend([
+            ("cache-control", "no-store".to_string()),
+            ("x-content-type-options", "nosniff".to_string()),
+        ]);
         if answer.error.is_some()
             && answer.status != 408
             && !expects_continue(s)
@@ -218,6 +226,21 @@ impl Gateway {
         {
             linger(s).await;
         }
+        send_answer(s, ctx, &answer).await?;
+        Ok(Flow::Done)
+    }
+
+    /// The web console ([`crate::ui`]): its body read like a management request's.
+    async fn console(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        let body = match s.req_header().method.as_str() {
+            "GET" | "HEAD" => Bytes::new(),
+            _ => read_admin_body(s).await?,
+        };
+        let peer = s
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let answer = crate::ui::answer(&self.state, &plain(s.req_header(), body), peer).await;
         send_answer(s, ctx, &answer).await?;
         Ok(Flow::Done)
     }
@@ -386,7 +409,7 @@ async fn send_answer(s: &mut Session, ctx: &mut Ctx, a: &local::Answer) -> pingo
     if let Some(e) = &a.error {
         ctx.error = Some(e.clone());
     }
-    let mut extra = Vec::new();
+    let mut extra = a.headers.clone();
     if let Some(ra) = a.retry_after {
         extra.push(("retry-after", ra.to_string()));
     }

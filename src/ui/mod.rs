@@ -1,0 +1,131 @@
+//! The web console, served at `/ui/` by the gateway itself (`ui:` in the config).
+//!
+//! Like [`crate::local`] and [`crate::admin`], it is a plain function from a
+//! [`Request`] to an [`Answer`]. Pages are server-rendered shells (`pages/`, one module per
+//! page, in one shared layout) whose small embedded scripts (`static/`) fetch JSON from
+//! `/ui/api/`, which calls the management API's own functions ([`crate::admin::route`],
+//! [`crate::local`]) with the session standing in for the master key; nothing here
+//! re-implements what they do. The scripts render every value with `textContent`: user
+//! strings are never markup.
+//!
+//! Security: `guard` (headers, cookies, `Origin` and CSRF token checks), `session`
+//! (server-side sessions under hashed ids, the login limit).
+
+mod api;
+pub mod guard;
+mod login;
+pub mod pages;
+pub mod session;
+pub mod settings;
+
+use bytes::Bytes;
+use std::net::IpAddr;
+
+use crate::local::{Answer, Request};
+use crate::state::State;
+use guard::Client;
+use session::{LoginLimiter, Role, Session, Sessions};
+
+/// The console's live state: sessions and the login limit.
+#[derive(Default)]
+pub struct Console {
+    pub sessions: Sessions,
+    pub logins: LoginLimiter,
+}
+
+/// Whether `GET /` from this client should be sent to the console: a browser (it asks for
+/// HTML) and a console that is on.
+pub fn wants_console(state: &State, headers: &http::HeaderMap) -> bool {
+    state.cfg.ui.enabled
+        && headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// `302` to the console, for a browser asking for `/`.
+pub fn root_redirect() -> Answer {
+    redirect(302, "/ui/")
+}
+
+/// Answers a request under `/ui`. `peer` is the TCP peer's address.
+pub async fn answer(state: &State, req: &Request<'_>, peer: Option<IpAddr>) -> Answer {
+    let mut a = if state.cfg.ui.enabled {
+        route(state, req, peer).await
+    } else {
+        not_found()
+    };
+    a.headers.extend(guard::security_headers());
+    a
+}
+
+async fn route(state: &State, req: &Request<'_>, peer: Option<IpAddr>) -> Answer {
+    let client = Client::of(peer, req.headers, &state.cfg.ui);
+    let path = req.path;
+    let session = current(state, req.headers);
+    match (req.method, path) {
+        (_, "/ui") => redirect(308, "/ui/"),
+        ("GET" | "HEAD", "/ui/") => match session {
+            Some((_, s)) => redirect(303, &format!("/ui/{}", pages::home(&s.role))),
+            None => redirect(303, "/ui/login"),
+        },
+        ("GET" | "HEAD", "/ui/login") => login::form(client, None, 200),
+        ("POST", "/ui/login") => login::submit(state, req, client),
+        ("POST", "/ui/logout") => login::logout(state, req, session, client),
+        ("GET" | "HEAD", p) if p.starts_with("/ui/static/") => {
+            pages::asset(&p["/ui/static/".len()..]).unwrap_or_else(not_found)
+        }
+        (_, p) if p.starts_with("/ui/api/") => {
+            api::answer(state, req, &p["/ui/api/".len()..], session).await
+        }
+        ("GET" | "HEAD", p) => match (pages::find(&p["/ui/".len()..]), session) {
+            (None, _) => not_found(),
+            (Some(_), None) => redirect(303, "/ui/login"),
+            (Some(page), Some((_, s))) if !page.allows(&s.role) => {
+                redirect(303, &format!("/ui/{}", pages::home(&s.role)))
+            }
+            (Some(page), Some((_, s))) => html(200, pages::render(page, &s)),
+        },
+        _ => not_found(),
+    }
+}
+
+/// The request's live session (its id and record). A key holder's session ends once the
+/// key is revoked, deleted or expired.
+fn current(state: &State, headers: &http::HeaderMap) -> Option<(String, Session)> {
+    let id = guard::cookie(headers, guard::SESSION_COOKIE)?;
+    let now = crate::clock::now_secs();
+    let s = state
+        .console
+        .sessions
+        .touch(id, now, state.cfg.ui.session_idle_secs)?;
+    if let Role::KeyHolder { key_id } = &s.role {
+        let live = state.keys.all().into_iter().any(|k| {
+            &k.id == key_id && k.active && k.expires_at.is_none_or(|e| e > now)
+        });
+        if !live {
+            state.console.sessions.revoke_key(key_id);
+            return None;
+        }
+    }
+    Some((id.to_string(), s))
+}
+
+pub(crate) fn html(status: u16, body: String) -> Answer {
+    Answer::new(status, "text/html; charset=utf-8", Bytes::from(body))
+}
+
+pub(crate) fn redirect(status: u16, to: &str) -> Answer {
+    let mut a = Answer::new(status, "text/plain; charset=utf-8", Bytes::new());
+    a.headers.push(("location", to.to_string()));
+    a
+}
+
+fn not_found() -> Answer {
+    let mut a = html(
+        404,
+        pages::bare("Not found", "<p>There is no such page.</p>"),
+    );
+    a.error = Some("not found".into());
+    a
+}
