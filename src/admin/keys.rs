@@ -255,10 +255,15 @@ async fn save(state: &State, k: &KeyRecord) -> Result<(), GatewayError> {
 
 /// `q` (lower case) is part of the key's name, id, prefix or user id.
 fn matches_search(k: &KeyRecord, q: &str) -> bool {
-    [Some(&k.id), k.name.as_ref(), Some(&k.prefix), k.user_id.as_ref()]
-        .into_iter()
-        .flatten()
-        .any(|f| f.to_lowercase().contains(q))
+    [
+        Some(&k.id),
+        k.name.as_ref(),
+        Some(&k.prefix),
+        k.user_id.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|f| f.to_lowercase().contains(q))
 }
 
 fn find(state: &State, id: &str) -> Result<KeyRecord, GatewayError> {

@@ -242,7 +242,11 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     let store = super::store_of(state)?;
     let format = req.q("format").unwrap_or("json");
     if let Some(by) = req.q("group_by") {
-        if !["key", "user", "end_user", "model", "provider", "day", "hour"].contains(&by) {
+        if ![
+            "key", "user", "end_user", "model", "provider", "day", "hour",
+        ]
+        .contains(&by)
+        {
             return Err(GatewayError::invalid(
                 "'group_by' is one of key, user, end_user, model, provider, day, hour.",
             )

@@ -236,10 +236,7 @@ impl Gateway {
             "GET" | "HEAD" => Bytes::new(),
             _ => read_admin_body(s).await?,
         };
-        let peer = s
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let answer = crate::ui::answer(&self.state, &plain(s.req_header(), body), peer).await;
         send_answer(s, ctx, &answer).await?;
         Ok(Flow::Done)

@@ -49,8 +49,8 @@ impl Client {
         let forwarded_ip = header("x-forwarded-for")
             .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok());
-        let tls = header("x-forwarded-proto")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        let tls =
+            header("x-forwarded-proto").is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
         Client {
             ip: forwarded_ip.or(peer),
             tls,

@@ -67,11 +67,9 @@ pub fn submit(state: &State, req: &Request<'_>, client: Client) -> Answer {
     let role = if state.keys.is_master(key) {
         Some(Role::Operator)
     } else {
-        state
-            .keys
-            .check(key, now)
-            .ok()
-            .map(|k| Role::KeyHolder { key_id: k.id.clone() })
+        state.keys.check(key, now).ok().map(|k| Role::KeyHolder {
+            key_id: k.id.clone(),
+        })
     };
     let Some(role) = role else {
         crate::metrics::AUTH_FAILURES

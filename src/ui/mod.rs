@@ -100,9 +100,11 @@ fn current(state: &State, headers: &http::HeaderMap) -> Option<(String, Session)
         .sessions
         .touch(id, now, state.cfg.ui.session_idle_secs)?;
     if let Role::KeyHolder { key_id } = &s.role {
-        let live = state.keys.all().into_iter().any(|k| {
-            &k.id == key_id && k.active && k.expires_at.is_none_or(|e| e > now)
-        });
+        let live = state
+            .keys
+            .all()
+            .into_iter()
+            .any(|k| &k.id == key_id && k.active && k.expires_at.is_none_or(|e| e > now));
         if !live {
             state.console.sessions.revoke_key(key_id);
             return None;

@@ -91,9 +91,12 @@ impl Sessions {
 
     /// Ends every session of a key holder (the key was revoked or deleted).
     pub fn revoke_key(&self, key_id: &str) {
-        self.map
-            .lock()
-            .retain(|_, s| s.role != Role::KeyHolder { key_id: key_id.into() });
+        self.map.lock().retain(|_, s| {
+            s.role
+                != Role::KeyHolder {
+                    key_id: key_id.into(),
+                }
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -162,7 +165,12 @@ mod tests {
     fn revoking() {
         let s = Sessions::default();
         let (a, _) = s.open(Role::Operator, 0);
-        let (b, _) = s.open(Role::KeyHolder { key_id: "k1".into() }, 0);
+        let (b, _) = s.open(
+            Role::KeyHolder {
+                key_id: "k1".into(),
+            },
+            0,
+        );
         let (c, _) = s.open(Role::Operator, 0);
         s.revoke_key("k1");
         assert!(s.touch(&b, 1, 100).is_none());

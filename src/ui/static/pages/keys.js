@@ -20,7 +20,7 @@
     put("tpm_limit", text("tpm_limit") === "" ? "" : Number(text("tpm_limit")));
     const models = text("allowed_models").split(",").map((m) => m.trim()).filter(Boolean);
     if (models.length) out.allowed_models = models;
-    else if (clearEmpty) out.allowed_models = [];
+    else if (clearEmpty) out.allowed_models = null; // null: every model ([] would allow none)
     const exp = text("expires_at");
     if (exp) out.expires_at = exp + "T23:59:59Z";
     else if (clearEmpty) out.expires_at = null;

@@ -41,7 +41,8 @@
     const from = f.from || to - (bucket === "day" ? 29 * 86400 : 23 * 3600);
     const [grouped, timeline] = await Promise.all([
       api("GET", "v1/usage?" + qs(Object.assign({}, f, { group_by: by }))),
-      api("GET", "v1/usage?" + qs(Object.assign({}, f, { from, to, group_by: bucket }))),
+      // No `to` unless one was asked for: a record of this very second must not be cut off.
+      api("GET", "v1/usage?" + qs(Object.assign({}, f, { from, group_by: bucket }))),
     ]);
     const t = grouped.totals;
     fill("totals", card("Requests", t.requests), card("Errors", t.errors), card("Spend", usd(t.cost)),
