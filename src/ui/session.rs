@@ -156,7 +156,9 @@ mod tests {
         assert!(s.touch(&id, 1299, 200).is_some());
         assert!(s.touch(&id, 1499, 200).is_none());
         let (id2, _) = s.open(Role::Operator, 10);
-        assert!(!s.map.lock().contains_key(id2.as_bytes()));
+        // Kept under the id's SHA-256, never the id itself.
+        assert!(s.map.lock().contains_key(&hash(&id2)));
+        assert_ne!(hash(&id2).as_slice(), &id2.as_bytes()[..32]);
         s.close(&id2);
         assert!(s.touch(&id2, 10, 200).is_none());
     }
