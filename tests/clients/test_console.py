@@ -143,16 +143,21 @@ def test_operator_creates_uses_and_revokes_a_key(page, base, master):
     page.wait_for_load_state("networkidle")
     assert secret not in page.content()
 
-    status, _ = chat(base, secret)
-    assert status == 200
+    # Eight requests on two models (one of them translated to Anthropic's API).
+    for model in ["gpt-4o-mini"] * 5 + ["claude-sonnet-4-6"] * 3:
+        status, _ = call(base, "POST", "/v1/chat/completions", secret,
+                         {"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        assert status == 200
     status, info = call(base, "GET", "/v1/key/info", secret)
     key_id = info["id"]
 
     page.goto(base + f"/ui/usage?key_id={key_id}")
     page.wait_for_load_state("networkidle")
-    assert wait_for(page, lambda: key_id in (page.text_content("#records") or ""))
-    assert "gpt-4o-mini" in page.text_content("#records")
-    assert page.text_content("#totals").startswith("Requests1")
+    assert wait_for(page, lambda: page.text_content("#totals").startswith("Requests8"))
+    records = page.text_content("#records")
+    assert key_id in records and "gpt-4o-mini" in records and "claude-sonnet-4-6" in records
+    groups = page.text_content("#groups")
+    assert "gpt-4o-mini5" in groups and "claude-sonnet-4-63" in groups
     assert bar_pixels(page, "#series") > 0
     docs_shot(page, "usage")
 

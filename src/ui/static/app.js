@@ -120,7 +120,7 @@
     g.setTransform(ratio, 0, 0, ratio, 0, 0);
     g.clearRect(0, 0, w, h);
     canvas.dataset.points = String(values.length);
-    const left = 64, bottom = 22, top = 10, right = 8;
+    const left = 78, bottom = 22, top = 10, right = 8;
     const pw = w - left - right, ph = h - top - bottom;
     g.font = "12px system-ui, sans-serif";
     g.fillStyle = "#666";
