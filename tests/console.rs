@@ -456,3 +456,72 @@ async fn a_console_that_is_off_answers_404() {
     assert_eq!(r.status(), 200, "no redirect to a console that is off");
     assert_eq!(r.text().await.unwrap(), "tollgate\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_a_graceful_upgrade_and_logouts_stay_logged_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let cfg = TestConfig::empty()
+        .set("grace_period_seconds", 1)
+        .set("graceful_shutdown_timeout_seconds", 1);
+    let d1 = dir.clone();
+    let mut old = tokio::task::spawn_blocking(move || Gateway::spawn_in(&d1, cfg.file(), &[]))
+        .await
+        .unwrap();
+    let kept = login(&old, MASTER).await;
+    let ended = login(&old, MASTER).await;
+    let c = http();
+    let out = c
+        .post(format!("{}/ui/logout", old.url()))
+        .header("cookie", &ended.cookie)
+        .header("origin", old.url())
+        .body(format!("csrf={}", ended.csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+
+    // What `systemctl reload` does: QUIT to the old process, `serve -u` for the new one.
+    let old_pid = old.pid();
+    old.signal("QUIT");
+    let (d, path, port) = (dir.clone(), old.config_path.clone(), old.port);
+    let new = tokio::task::spawn_blocking(move || {
+        let g = Gateway::launch(&d, &path, port, &["-u"]);
+        g.wait_ready();
+        g
+    })
+    .await
+    .unwrap();
+    assert!(old.wait_exit(std::time::Duration::from_secs(20)));
+    assert_ne!(old_pid, new.pid());
+
+    let status = |cookie: String| {
+        let c = c.clone();
+        let url = format!("{}/ui/api/status", new.url());
+        async move {
+            c.get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(kept.cookie.clone()).await, 200);
+    assert_eq!(status(ended.cookie.clone()).await, 401);
+    // The session's CSRF token came along too.
+    let r = c
+        .post(format!("{}/ui/api/v1/keys", new.url()))
+        .header("cookie", &kept.cookie)
+        .header("origin", new.url())
+        .header("x-csrf-token", &kept.csrf)
+        .body(json!({"name": "after-upgrade"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // The sessions file holds no session id, only their hashes.
+    let file = std::fs::read_to_string(dir.join("data").join("console-sessions.json")).unwrap();
+    let id = kept.cookie.trim_start_matches("tg_session=");
+    assert!(!file.contains(id));
+}

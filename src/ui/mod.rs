@@ -27,10 +27,28 @@ use guard::Client;
 use session::{LoginLimiter, Role, Session, Sessions};
 
 /// The console's live state: sessions and the login limit.
-#[derive(Default)]
 pub struct Console {
-    pub sessions: Sessions,
+    pub sessions: std::sync::Arc<Sessions>,
     pub logins: LoginLimiter,
+}
+
+impl Console {
+    /// The gateway's console: sessions kept in the data directory too (they survive a
+    /// restart and a graceful upgrade).
+    pub fn new(cfg: &crate::config::Config) -> Console {
+        Console {
+            sessions: Sessions::persistent(cfg.data_dir.clone(), cfg.ui.session_idle_secs),
+            logins: LoginLimiter::default(),
+        }
+    }
+
+    /// Sessions in memory only (the CLI's in-process state).
+    pub fn in_memory(cfg: &crate::config::Config) -> Console {
+        Console {
+            sessions: Sessions::in_memory(cfg.ui.session_idle_secs),
+            logins: LoginLimiter::default(),
+        }
+    }
 }
 
 /// Whether `GET /` from this client should be sent to the console: a browser (it asks for
@@ -95,10 +113,7 @@ async fn route(state: &State, req: &Request<'_>, peer: Option<IpAddr>) -> Answer
 fn current(state: &State, headers: &http::HeaderMap) -> Option<(String, Session)> {
     let id = guard::cookie(headers, guard::SESSION_COOKIE)?;
     let now = crate::clock::now_secs();
-    let s = state
-        .console
-        .sessions
-        .touch(id, now, state.cfg.ui.session_idle_secs)?;
+    let s = state.console.sessions.touch(id, now)?;
     if let Role::KeyHolder { key_id } = &s.role {
         let live = state
             .keys
