@@ -40,6 +40,9 @@ pub async fn answer(
     }
     match (&s.role, req.method, rest) {
         (Role::Operator, "GET", "status") => status(state, req),
+        (Role::Operator, "GET", "guardrails") => {
+            Answer::json(200, &super::pages::guardrails::view(state))
+        }
         (Role::Operator, "GET", "models") => {
             let r = Request {
                 path: "/v1/models",

@@ -172,11 +172,17 @@ def test_operator_creates_uses_and_revokes_a_key(page, base, master):
     assert bar_pixels(page, "#hourly") > 0
     assert key_id in page.text_content("#top-keys")
     docs_shot(page, "overview")
-    for slug in ["models", "users", "budgets"]:
+    for slug in ["models", "users", "budgets", "guardrails"]:
         page.goto(base + f"/ui/{slug}")
         page.wait_for_load_state("networkidle")
         assert page.text_content("#error") == ""
         docs_shot(page, slug)
+    # run.sh configures one policy, `tool-injection`.
+    assert "tool-injection" in page.text_content("#policies")
+    assert "prompt-injection" in page.text_content("#policies")
+    page.goto(base + "/ui/models")
+    page.wait_for_load_state("networkidle")
+    assert "gpt-4o-mini" in page.text_content("#models")
 
     page.goto(base + f"/ui/keys?id={key_id}")
     page.wait_for_selector("#revoke")

@@ -8,7 +8,7 @@ pub const PAGE: Page = Page {
     operator: false,
     body: r#"<section class="cards" id="cards"></section>
 <section><h2>Spend per day, last 30 days</h2><canvas id="daily" class="chart" width="900" height="180"></canvas></section>
-<section><h2>Recent requests</h2><div id="records"></div></section>
+<section><h2>Recent requests (last 24 hours, newest first)</h2><div id="records"></div></section>
 <p class="error" id="error" role="alert"></p>"#,
     script: include_str!("../static/pages/me.js"),
 };

@@ -5,6 +5,7 @@
 //! Shells hold no user data: the scripts fetch it from `/ui/api/` and render it as text.
 
 mod budgets;
+pub(super) mod guardrails;
 mod keys;
 mod me;
 mod models;
@@ -47,6 +48,7 @@ pub const PAGES: &[&Page] = &[
     &models::PAGE,
     &users::PAGE,
     &budgets::PAGE,
+    &guardrails::PAGE,
     &me::PAGE,
 ];
 

@@ -8,7 +8,7 @@
     const [me, daily, recent] = await Promise.all([
       api("GET", "me"),
       api("GET", "v1/usage?" + qs({ group_by: "day", from })),
-      api("GET", "v1/usage?" + qs({ limit: 50 })),
+      api("GET", "v1/usage?" + qs({ from: now - 86400, limit: 1000 })),
     ]);
     const st = me.standing || {};
     fill("cards",
@@ -24,6 +24,6 @@
     fill("records", table([
       ["Time", (r) => when(r.timestamp)], ["Model", (r) => r.model], ["Status", (r) => r.status],
       ["Tokens", (r) => r.total_tokens], ["Cost", (r) => usd(r.cost)], ["Latency", (r) => r.latency_ms + " ms"],
-    ], recent.data, "No requests yet."));
+    ], recent.data.slice().reverse().slice(0, 50), "No requests in the last 24 hours."));
   })();
 })();
