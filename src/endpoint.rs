@@ -15,7 +15,8 @@ pub enum Endpoint {
     Root,
     Health,
     Metrics,
-    /// The management API (`/v1/keys`, `/v1/users`, `/v1/budgets`, `/v1/pricing`, `/v1/usage`).
+    /// The management API (`/v1/keys`, `/v1/users`, `/v1/budgets`, `/v1/pricing`, `/v1/usage`,
+    /// `/v1/admins`).
     Admin,
     /// A key reading its own standing.
     KeyInfo,
@@ -144,6 +145,7 @@ fn is_admin_path(p: &str) -> bool {
         "/v1/budgets",
         "/v1/pricing",
         "/v1/usage",
+        "/v1/admins",
     ]
     .iter()
     .any(|root| {

@@ -525,3 +525,117 @@ async fn sessions_survive_a_graceful_upgrade_and_logouts_stay_logged_out() {
     let id = kept.cookie.trim_start_matches("tg_session=");
     assert!(!file.contains(id));
 }
+
+/// Runs `tollgate admins ARGS` against the gateway, `stdin` as its standard input.
+fn admins_cli(url: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("admins")
+        .args(args)
+        .env("TOLLGATE_URL", url)
+        .env("TOLLGATE_MASTER_KEY", MASTER)
+        .env_remove("TOLLGATE_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_admins_log_in_with_a_password_made_by_the_cli() {
+    let gw = start(|c| c);
+    let password = "correct horse battery staple";
+    let g = gw.url();
+    let out = tokio::task::spawn_blocking({
+        let url = g.clone();
+        move || admins_cli(&url, &["set", "alice"], &format!("{password}\n"))
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "created admin alice\n"
+    );
+
+    // Only the hash was stored: the API lists names, never hashes or passwords.
+    let list: Value = http()
+        .get(format!("{g}/v1/admins"))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"], json!([{"object": "admin", "name": "alice"}]));
+    // A plain password where a hash belongs is refused.
+    let r = http()
+        .put(format!("{g}/v1/admins/bob"))
+        .bearer_auth(MASTER)
+        .json(&json!({"password_hash": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let login_as = |user: &'static str, pw: &'static str| {
+        let gw = &gw;
+        async move {
+            let pw = pw.replace(' ', "+");
+            login_with(gw, &format!("{pw}&username={user}"), &[]).await
+        }
+    };
+    assert_eq!(login_as("alice", "wrong password").await.status(), 401);
+    assert_eq!(
+        login_as("mallory", "correct horse battery staple")
+            .await
+            .status(),
+        401
+    );
+    let ok = login_as("alice", "correct horse battery staple").await;
+    assert_eq!(ok.status(), 303);
+    let cookie = cookie_pair(ok.headers(), "tg_session");
+    let page = http()
+        .get(format!("{g}/ui/overview"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("admin alice"));
+
+    // Deleting the admin ends their sessions.
+    let out = tokio::task::spawn_blocking({
+        let url = g.clone();
+        move || admins_cli(&url, &["delete", "alice"], "")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = http()
+        .get(format!("{g}/ui/api/status"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

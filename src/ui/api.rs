@@ -39,22 +39,22 @@ pub async fn answer(
         );
     }
     match (&s.role, req.method, rest) {
-        (Role::Operator, "GET", "status") => status(state, req),
-        (Role::Operator, "GET", "guardrails") => {
+        (r, "GET", "status") if r.is_operator() => status(state, req),
+        (r, "GET", "guardrails") if r.is_operator() => {
             Answer::json(200, &super::pages::guardrails::view(state))
         }
-        (Role::Operator, "GET", "models") => {
+        (r, "GET", "models") if r.is_operator() => {
             let r = Request {
                 path: "/v1/models",
                 ..sub(req)
             };
             local::models(state, &r, Endpoint::Models).await
         }
-        (Role::Operator, "DELETE", "sessions") => {
+        (r, "DELETE", "sessions") if r.is_operator() => {
             let n = state.console.sessions.revoke_others(&id);
             Answer::json(200, &json!({"revoked": n}))
         }
-        (Role::Operator, _, r) if r.starts_with("v1/") => {
+        (role, _, r) if role.is_operator() && r.starts_with("v1/") => {
             let path = format!("/{r}");
             let r = Request {
                 path: &path,

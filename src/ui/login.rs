@@ -1,5 +1,5 @@
-//! Login and logout. Operators log in with the master key, key holders with their virtual
-//! key. The login form carries a double-submit token (a cookie and a hidden field, there
+//! Login and logout. Operators log in with the master key or as a named admin (name and
+//! password, [`super::admins`]), key holders with their virtual key. The login form carries a double-submit token (a cookie and a hidden field, there
 //! being no session yet), and its `Origin` must be the console's; attempts are limited per
 //! client IP.
 
@@ -19,11 +19,13 @@ pub fn form(client: Client, message: Option<&str>, status: u16) -> Answer {
     let body = format!(
         r#"<form class="login" method="post" action="/ui/login">
 <h1>tollgate</h1>
-{note}<label>Master key or virtual key
+{note}<label>Admin name (named admins only)
+<input name="username" autocomplete="username"></label>
+<label>Master key, virtual key or admin password
 <input type="password" name="key" autocomplete="current-password" required autofocus></label>
 <input type="hidden" name="token" value="{token}">
 <button type="submit">Log in</button>
-<p class="hint">Operators log in with the master key; key holders with their own key and see only that key.</p>
+<p class="hint">Operators log in with the master key (or a name and password made by <code>tollgate admins set</code>); key holders with their own key and see only that key.</p>
 </form>"#
     );
     let mut a = html(status, pages::bare("Log in", &body));
@@ -37,7 +39,7 @@ pub fn form(client: Client, message: Option<&str>, status: u16) -> Answer {
     a
 }
 
-pub fn submit(state: &State, req: &Request<'_>, client: Client) -> Answer {
+pub async fn submit(state: &State, req: &Request<'_>, client: Client) -> Answer {
     let fields = crate::admin::parse_query(std::str::from_utf8(&req.body).ok());
     if !guard::same_origin(req.headers)
         || !guard::token_matches(
@@ -63,8 +65,15 @@ pub fn submit(state: &State, req: &Request<'_>, client: Client) -> Answer {
         return a;
     }
     let key = fields.get("key").map(String::as_str).unwrap_or("").trim();
+    let username = fields
+        .get("username")
+        .map(String::as_str)
+        .unwrap_or("")
+        .trim();
     // The master check is constant-time and always runs, whatever was presented.
-    let role = if state.keys.is_master(key) {
+    let role = if !username.is_empty() {
+        admin(state, username, key).await
+    } else if state.keys.is_master(key) {
         Some(Role::Operator)
     } else {
         state.keys.check(key, now).ok().map(|k| Role::KeyHolder {
@@ -91,6 +100,22 @@ pub fn submit(state: &State, req: &Request<'_>, client: Client) -> Answer {
         guard::set_cookie(LOGIN_COOKIE, "", client.tls, Some(0)),
     ));
     a
+}
+
+/// A named admin's login: the hash is checked on the blocking pool (Argon2 is slow on
+/// purpose), and an unknown name is checked against a dummy hash, so that it takes as long.
+async fn admin(state: &State, name: &str, password: &str) -> Option<Role> {
+    let store = crate::admin::store_of(state).ok()?;
+    let all = super::admins::load(store.as_ref()).await.ok()?;
+    let known = all.get(name).cloned();
+    let phc = known
+        .clone()
+        .unwrap_or_else(|| super::admins::DUMMY.to_string());
+    let password = password.to_string();
+    let ok = tokio::task::spawn_blocking(move || super::admins::verify(&phc, &password))
+        .await
+        .unwrap_or(false);
+    (ok && known.is_some()).then(|| Role::Admin { name: name.into() })
 }
 
 fn form_refused(client: Client) -> Answer {

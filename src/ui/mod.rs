@@ -11,6 +11,7 @@
 //! Security: `guard` (headers, cookies, `Origin` and CSRF token checks), `session`
 //! (server-side sessions under hashed ids, the login limit).
 
+pub mod admins;
 mod api;
 pub mod guard;
 mod login;
@@ -88,7 +89,7 @@ async fn route(state: &State, req: &Request<'_>, peer: Option<IpAddr>) -> Answer
             None => redirect(303, "/ui/login"),
         },
         ("GET" | "HEAD", "/ui/login") => login::form(client, None, 200),
-        ("POST", "/ui/login") => login::submit(state, req, client),
+        ("POST", "/ui/login") => login::submit(state, req, client).await,
         ("POST", "/ui/logout") => login::logout(state, req, session, client),
         ("GET" | "HEAD", p) if p.starts_with("/ui/static/") => {
             pages::asset(&p["/ui/static/".len()..]).unwrap_or_else(not_found)

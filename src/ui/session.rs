@@ -35,8 +35,17 @@ const TOUCH_WRITE_SECS: u64 = 300;
 pub enum Role {
     /// Logged in with the master key: every page.
     Operator,
+    /// A named admin (`tollgate admins`): what an operator sees.
+    Admin { name: String },
     /// Logged in with a virtual key: that key's own page only.
     KeyHolder { key_id: String },
+}
+
+impl Role {
+    /// Operators and named admins see every page.
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Role::Operator | Role::Admin { .. })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,9 +178,17 @@ impl Sessions {
 
     /// Ends every session of a key holder (the key was revoked, expired or deleted).
     pub fn revoke_key(self: &Arc<Self>, key_id: &str) {
-        let role = Role::KeyHolder {
+        self.revoke_role(Role::KeyHolder {
             key_id: key_id.into(),
-        };
+        });
+    }
+
+    /// Ends every session of a named admin (deleted, or a new password).
+    pub fn revoke_admin(self: &Arc<Self>, name: &str) {
+        self.revoke_role(Role::Admin { name: name.into() });
+    }
+
+    fn revoke_role(self: &Arc<Self>, role: Role) {
         let gone: Vec<Hash> = {
             let mut map = self.map.lock();
             let gone = map

@@ -33,10 +33,7 @@ pub struct Page {
 
 impl Page {
     pub fn allows(&self, role: &Role) -> bool {
-        match role {
-            Role::Operator => self.operator,
-            Role::KeyHolder { .. } => !self.operator,
-        }
+        role.is_operator() == self.operator
     }
 }
 
@@ -58,9 +55,10 @@ pub fn find(slug: &str) -> Option<&'static Page> {
 
 /// Where a session lands after login.
 pub fn home(role: &Role) -> &'static str {
-    match role {
-        Role::Operator => overview::PAGE.slug,
-        Role::KeyHolder { .. } => me::PAGE.slug,
+    if role.is_operator() {
+        overview::PAGE.slug
+    } else {
+        me::PAGE.slug
     }
 }
 
@@ -80,6 +78,7 @@ pub fn render(page: &Page, s: &Session) -> String {
         .collect();
     let who = match &s.role {
         Role::Operator => "operator".to_string(),
+        Role::Admin { name } => format!("admin {}", escape(name)),
         Role::KeyHolder { key_id } => format!("key {}", escape(key_id)),
     };
     let csrf = escape(&s.csrf);
