@@ -639,3 +639,34 @@ async fn named_admins_log_in_with_a_password_made_by_the_cli() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_master_key_ends_the_operator_sessions_of_the_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let d1 = dir.clone();
+    let mut first = tokio::task::spawn_blocking(move || {
+        Gateway::spawn_in(&d1, TestConfig::empty().file(), &[])
+    })
+    .await
+    .unwrap();
+    let s = login(&first, MASTER).await;
+    let status = |url: String, cookie: String| async move {
+        http()
+            .get(format!("{url}/ui/api/status"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status(first.url(), s.cookie.clone()).await, 200);
+    first.stop();
+    // The same data directory (and sessions file), another master key.
+    let d2 = dir.clone();
+    let other = TestConfig::empty().set("master_key", "another-master-key-0123456789");
+    let second = tokio::task::spawn_blocking(move || Gateway::spawn_in(&d2, other.file(), &[]))
+        .await
+        .unwrap();
+    assert_eq!(status(second.url(), s.cookie.clone()).await, 401);
+}

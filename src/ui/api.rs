@@ -74,7 +74,10 @@ pub async fn answer(
                 .query
                 .unwrap_or("")
                 .split('&')
-                .filter(|p| !p.is_empty() && p.split('=').next() != Some("key_id"))
+                .filter(|p| {
+                    let name = crate::admin::percent_decode(p.split('=').next().unwrap_or(""));
+                    !p.is_empty() && name != "key_id"
+                })
                 .map(String::from)
                 .collect();
             query.push(format!("key_id={}", encode(key_id)));

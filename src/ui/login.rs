@@ -74,7 +74,9 @@ pub async fn submit(state: &State, req: &Request<'_>, client: Client) -> Answer 
     let role = if !username.is_empty() {
         admin(state, username, key).await
     } else if state.keys.is_master(key) {
-        Some(Role::Operator)
+        Some(Role::Operator {
+            master: super::master_fingerprint(state),
+        })
     } else {
         state.keys.check(key, now).ok().map(|k| Role::KeyHolder {
             key_id: k.id.clone(),

@@ -115,6 +115,13 @@ fn current(state: &State, headers: &http::HeaderMap) -> Option<(String, Session)
     let id = guard::cookie(headers, guard::SESSION_COOKIE)?;
     let now = crate::clock::now_secs();
     let s = state.console.sessions.touch(id, now)?;
+    if let Role::Operator { master } = &s.role {
+        // A changed master key ends the sessions it opened.
+        if *master != master_fingerprint(state) {
+            state.console.sessions.close(id);
+            return None;
+        }
+    }
     if let Role::KeyHolder { key_id } = &s.role {
         let live = state
             .keys
@@ -127,6 +134,14 @@ fn current(state: &State, headers: &http::HeaderMap) -> Option<(String, Session)
         }
     }
     Some((id.to_string(), s))
+}
+
+/// Identifies the current master key in operator sessions: a SHA-256 of its stored hash
+/// (nothing that could be presented as the key).
+pub(crate) fn master_fingerprint(state: &State) -> String {
+    use sha2::{Digest, Sha256};
+    let h = state.keys.master_hash().unwrap_or([0; 32]);
+    crate::ids::hex(&Sha256::digest(h)[..16])
 }
 
 pub(crate) fn html(status: u16, body: String) -> Answer {

@@ -33,8 +33,9 @@ const TOUCH_WRITE_SECS: u64 = 300;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Role {
-    /// Logged in with the master key: every page.
-    Operator,
+    /// Logged in with the master key: every page. `master` identifies that key (a hash of
+    /// its hash): once the master key changes, the session ends.
+    Operator { master: String },
     /// A named admin (`tollgate admins`): what an operator sees.
     Admin { name: String },
     /// Logged in with a virtual key: that key's own page only.
@@ -44,7 +45,7 @@ pub enum Role {
 impl Role {
     /// Operators and named admins see every page.
     pub fn is_operator(&self) -> bool {
-        matches!(self, Role::Operator | Role::Admin { .. })
+        matches!(self, Role::Operator { .. } | Role::Admin { .. })
     }
 }
 
@@ -350,15 +351,19 @@ impl LoginLimiter {
 mod tests {
     use super::*;
 
+    fn op() -> Role {
+        Role::Operator { master: "m".into() }
+    }
+
     #[test]
     fn sessions_expire_when_idle_and_are_stored_hashed() {
         let s = Sessions::in_memory(200);
-        let (id, csrf) = s.open(Role::Operator, 1000);
+        let (id, csrf) = s.open(op(), 1000);
         assert_eq!(s.touch(&id, 1100).unwrap().csrf, csrf);
         // Touched at 1100: alive at 1299, gone at 1300.
         assert!(s.touch(&id, 1299).is_some());
         assert!(s.touch(&id, 1499).is_none());
-        let (id2, _) = s.open(Role::Operator, 10);
+        let (id2, _) = s.open(op(), 10);
         // Kept under the id's SHA-256, never the id itself.
         assert!(s.map.lock().contains_key(&hash(&id2)));
         s.close(&id2);
@@ -368,14 +373,14 @@ mod tests {
     #[test]
     fn revoking() {
         let s = Sessions::in_memory(100);
-        let (a, _) = s.open(Role::Operator, 0);
+        let (a, _) = s.open(op(), 0);
         let (b, _) = s.open(
             Role::KeyHolder {
                 key_id: "k1".into(),
             },
             0,
         );
-        let (c, _) = s.open(Role::Operator, 0);
+        let (c, _) = s.open(op(), 0);
         s.revoke_key("k1");
         assert!(s.touch(&b, 1).is_none());
         assert_eq!(s.revoke_others(&a), 1);
@@ -389,7 +394,7 @@ mod tests {
         let now = crate::clock::now_secs();
         let old = Sessions::persistent(dir.path().to_path_buf(), 3600);
         let (kept, csrf) = old.open(Role::KeyHolder { key_id: "k".into() }, now);
-        let (ended, _) = old.open(Role::Operator, now);
+        let (ended, _) = old.open(op(), now);
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert!(
             !text.contains(&kept) && !text.contains(&ended),
@@ -400,7 +405,7 @@ mod tests {
         assert_eq!(new.touch(&kept, now).unwrap().csrf, csrf);
         new.close(&ended);
         // The old process writes again (it still has `ended` in memory)...
-        let (later, _) = old.open(Role::Operator, now);
+        let (later, _) = old.open(op(), now);
         // ...and the new one takes in `later` on a miss, but never `ended` back.
         assert!(new.touch(&later, now).is_some());
         assert!(new.touch(&ended, now).is_none());

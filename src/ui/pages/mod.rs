@@ -77,7 +77,7 @@ pub fn render(page: &Page, s: &Session) -> String {
         })
         .collect();
     let who = match &s.role {
-        Role::Operator => "operator".to_string(),
+        Role::Operator { .. } => "operator".to_string(),
         Role::Admin { name } => format!("admin {}", escape(name)),
         Role::KeyHolder { key_id } => format!("key {}", escape(key_id)),
     };
