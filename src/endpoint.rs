@@ -28,6 +28,8 @@ pub enum Endpoint {
     Tools,
     /// The web console (`/ui` and below, any method).
     Ui,
+    /// A CORS preflight (`OPTIONS` on an inference endpoint or a model listing).
+    Preflight,
     NotFound,
 }
 
@@ -66,6 +68,7 @@ impl Endpoint {
             }
             ("GET", "/v1/tools") => Endpoint::Tools,
             (_, p) if p == "/ui" || p.starts_with("/ui/") => Endpoint::Ui,
+            ("OPTIONS", p) if crate::gateway::cors::applies(p) => Endpoint::Preflight,
             (_, p) if is_admin_path(p) => Endpoint::Admin,
             ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
             _ => Endpoint::NotFound,
@@ -133,6 +136,7 @@ impl Endpoint {
             Endpoint::Conversations => "conversations",
             Endpoint::Tools => "tools",
             Endpoint::Ui => "ui",
+            Endpoint::Preflight => "preflight",
             Endpoint::NotFound => "not_found",
         }
     }

@@ -24,6 +24,7 @@
 
 mod attempt;
 mod body;
+pub mod cors;
 mod count;
 mod ctx;
 mod direct;
@@ -146,6 +147,7 @@ impl Gateway {
                 crate::ui::root_redirect()
             }
             Endpoint::Root => local::root(),
+            Endpoint::Preflight => cors::preflight(&state.cfg.cors, &s.req_header().headers),
             Endpoint::Health => local::health(state, &plain(s.req_header(), Bytes::new())),
             Endpoint::Metrics => local::metrics(),
             Endpoint::KeyInfo => {
@@ -634,6 +636,18 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Ctx {
         Ctx::new()
+    }
+
+    /// Every answer: Pingora's (disabled) compression as by default, and the CORS headers
+    /// when `cors:` lists origins.
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        modules
+            .add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        if self.state.cfg.cors.enabled() {
+            modules.add_module(Box::new(cors::CorsBuilder(Arc::new(
+                self.state.cfg.cors.clone(),
+            ))));
+        }
     }
 
     /// Every request: classifies it, answers local endpoints and refusals, and plans
