@@ -3,7 +3,8 @@
 //! traffic it serves.
 //!
 //! ## Two forwarding paths
-//! `request_filter` answers local endpoints itself ([`crate::local`], [`crate::admin`]). For
+//! `request_filter` answers local endpoints itself ([`crate::local`], [`crate::admin`], the
+//! web console [`crate::ui`], CORS preflights in [`cors`]). For
 //! inference it reads the whole body (up to `max_body_bytes`, answering
 //! `Expect: 100-continue` first; Pingora's retry buffering is enabled when the body may fit
 //! its 64 KiB buffer), parses it, admits it, routes it and plans the upstream request. Then:
