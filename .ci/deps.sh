@@ -3,7 +3,7 @@
 # cmake (pingora's zlib-ng build), python3-venv (acceptance tests), ca-certificates (TLS
 # upstreams), curl, openssl (test certificates), postgresql (the shared-store tests start
 # their own server on loopback), prometheus (promtool checks conf/prometheus/; tests/prometheus.rs
-# runs the server on loopback).
+# runs the server on loopback), chromium (the web console's browser tests, driven by Playwright).
 # Does nothing when they are present.
 set -euo pipefail
 need=()
@@ -15,6 +15,7 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -95,6 +95,10 @@ pub struct RawConfig {
     pub guardrails: Option<crate::guardrails::policy::RawGuardrails>,
     /// Request traces (see `traces::settings`).
     pub traces: Option<crate::traces::settings::RawTraces>,
+    /// The web console (see `ui::settings`).
+    pub ui: Option<crate::ui::settings::RawUi>,
+    /// CORS for browser-based API clients (see `gateway::cors`).
+    pub cors: Option<crate::gateway::cors::RawCors>,
 }
 
 /// `model_discovery:` as written; every field is optional.
@@ -259,6 +263,8 @@ pub struct Config {
     pub tools: crate::tools::settings::ToolsConfig,
     pub guardrails: crate::guardrails::Settings,
     pub traces: crate::traces::settings::TraceSettings,
+    pub ui: crate::ui::settings::UiConfig,
+    pub cors: crate::gateway::cors::CorsConfig,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -629,6 +635,8 @@ impl Config {
             tools: crate::tools::settings::build(raw.tools, env)?,
             guardrails: crate::guardrails::policy::build(raw.guardrails, env)?,
             traces: crate::traces::settings::build(raw.traces)?,
+            ui: crate::ui::settings::build(raw.ui)?,
+            cors: crate::gateway::cors::build(raw.cors)?,
             failover: crate::balance::settings::build(
                 raw.deployments,
                 raw.fallbacks,

@@ -15,7 +15,8 @@ pub enum Endpoint {
     Root,
     Health,
     Metrics,
-    /// The management API (`/v1/keys`, `/v1/users`, `/v1/budgets`, `/v1/pricing`, `/v1/usage`).
+    /// The management API (`/v1/keys`, `/v1/users`, `/v1/budgets`, `/v1/pricing`, `/v1/usage`,
+    /// `/v1/admins`).
     Admin,
     /// A key reading its own standing.
     KeyInfo,
@@ -25,6 +26,10 @@ pub enum Endpoint {
     Conversations,
     /// The gateway-run tools (`GET /v1/tools`).
     Tools,
+    /// The web console (`/ui` and below, any method).
+    Ui,
+    /// A CORS preflight (`OPTIONS` on an inference endpoint or a model listing).
+    Preflight,
     NotFound,
 }
 
@@ -62,6 +67,8 @@ impl Endpoint {
                 Endpoint::Conversations
             }
             ("GET", "/v1/tools") => Endpoint::Tools,
+            (_, p) if p == "/ui" || p.starts_with("/ui/") => Endpoint::Ui,
+            ("OPTIONS", p) if crate::gateway::cors::applies(p) => Endpoint::Preflight,
             (_, p) if is_admin_path(p) => Endpoint::Admin,
             ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
             _ => Endpoint::NotFound,
@@ -128,6 +135,8 @@ impl Endpoint {
             Endpoint::StoredResponse => "stored_response",
             Endpoint::Conversations => "conversations",
             Endpoint::Tools => "tools",
+            Endpoint::Ui => "ui",
+            Endpoint::Preflight => "preflight",
             Endpoint::NotFound => "not_found",
         }
     }
@@ -141,6 +150,7 @@ fn is_admin_path(p: &str) -> bool {
         "/v1/pricing",
         "/v1/usage",
         "/v1/traces",
+        "/v1/admins",
     ]
     .iter()
     .any(|root| {
@@ -180,6 +190,9 @@ mod tests {
         assert_eq!(Endpoint::classify("GET", "/v1/usage"), Endpoint::Admin);
         assert_eq!(Endpoint::classify("GET", "/v1/usersx"), Endpoint::NotFound);
         assert_eq!(Endpoint::classify("GET", "/v1/key/info"), Endpoint::KeyInfo);
+        assert_eq!(Endpoint::classify("POST", "/ui/login"), Endpoint::Ui);
+        assert_eq!(Endpoint::classify("GET", "/ui/"), Endpoint::Ui);
+        assert_eq!(Endpoint::classify("GET", "/uix"), Endpoint::NotFound);
         assert_eq!(
             Endpoint::classify("GET", "/v1/models/gpt-4o"),
             Endpoint::Model

@@ -33,3 +33,4 @@ pub mod store;
 pub mod tools;
 pub mod traces;
 pub mod translate;
+pub mod ui;

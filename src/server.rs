@@ -178,6 +178,11 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         snapshot_loaded: AtomicBool::new(snapshot_loaded),
         tools: crate::tools::Tools::new(&cfg.tools),
         guardrails: crate::guardrails::Guardrails::new(cfg.guardrails.clone()),
+        console: if cfg.ui.enabled {
+            crate::ui::Console::new(&cfg)
+        } else {
+            crate::ui::Console::in_memory(&cfg)
+        },
         cfg: cfg.clone(),
     });
 

@@ -36,4 +36,6 @@ pub struct State {
     pub tools: crate::tools::Tools,
     /// Guardrail settings, service clients and verdict cache.
     pub guardrails: crate::guardrails::Guardrails,
+    /// The web console's sessions and login limit (`ui:`).
+    pub console: crate::ui::Console,
 }

@@ -253,6 +253,19 @@ async fn save(state: &State, k: &KeyRecord) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// `q` (lower case) is part of the key's name, id, prefix or user id.
+fn matches_search(k: &KeyRecord, q: &str) -> bool {
+    [
+        Some(&k.id),
+        k.name.as_ref(),
+        Some(&k.prefix),
+        k.user_id.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|f| f.to_lowercase().contains(q))
+}
+
 fn find(state: &State, id: &str) -> Result<KeyRecord, GatewayError> {
     state
         .keys
@@ -275,11 +288,13 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
         }
         ("GET", None, None) => {
             let user = req.q("user_id").map(String::from);
+            let q = req.q("q").map(str::to_lowercase).filter(|q| !q.is_empty());
             let keys: Vec<KeyRecord> = state
                 .keys
                 .all()
                 .into_iter()
                 .filter(|k| user.is_none() || k.user_id == user)
+                .filter(|k| q.as_deref().is_none_or(|q| matches_search(k, q)))
                 .collect();
             page(keys, |k| k.id.as_str(), req, |k| view(state, k))
         }

@@ -2,7 +2,7 @@
 //!
 //! Query: `key_id`, `user_id`, `end_user`, `model`, `provider`, `endpoint`, `session_id`,
 //! `status`, `from` / `to` (RFC 3339 or Unix seconds), `group_by` (`key`, `user`,
-//! `end_user`, `model`, `provider`, `day`),
+//! `end_user`, `model`, `provider`, `day`, `hour`),
 //! `format` (`json`, `jsonl`, `csv`), `limit` and `cursor` for pages of records.
 
 use serde_json::{json, Value};
@@ -67,6 +67,7 @@ pub fn group_key(r: &UsageRecord, by: &str) -> String {
         "model" => r.model.clone(),
         "provider" => r.provider.clone(),
         "day" => rfc3339(r.ts_ms / 1000)[..10].to_string(),
+        "hour" => format!("{}:00", &rfc3339(r.ts_ms / 1000)[..13]),
         _ => String::new(),
     }
 }
@@ -241,9 +242,13 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     let store = super::store_of(state)?;
     let format = req.q("format").unwrap_or("json");
     if let Some(by) = req.q("group_by") {
-        if !["key", "user", "end_user", "model", "provider", "day"].contains(&by) {
+        if ![
+            "key", "user", "end_user", "model", "provider", "day", "hour",
+        ]
+        .contains(&by)
+        {
             return Err(GatewayError::invalid(
-                "'group_by' is one of key, user, end_user, model, provider, day.",
+                "'group_by' is one of key, user, end_user, model, provider, day, hour.",
             )
             .with_param("group_by"));
         }

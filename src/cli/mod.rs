@@ -3,6 +3,7 @@
 //! when no gateway runs, work on its store directly); `migrate`, `export` and `import` work on
 //! a store.
 
+mod admins;
 mod api;
 mod budgets;
 mod check;
@@ -89,6 +90,13 @@ enum Cmd {
         #[command(subcommand)]
         action: pricing::PricingCmd,
     },
+    /// The web console's named admins (an alternative to sharing the master key).
+    Admins {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: admins::AdminsCmd,
+    },
     /// Spend and tokens for a period: totals per key (or --group-by), or --records.
     Usage {
         #[command(flatten)]
@@ -138,6 +146,7 @@ enum Manage {
     Budgets(budgets::BudgetsCmd),
     Pricing(pricing::PricingCmd),
     Usage(usage::UsageArgs),
+    Admins(admins::AdminsCmd),
 }
 
 fn init_logging() {
@@ -180,6 +189,7 @@ fn manage(conn: Conn, cmd: Manage) -> i32 {
                 Manage::Budgets(c) => budgets::run(&mut api, c, conn.json).await,
                 Manage::Pricing(c) => pricing::run(&mut api, c, conn.json).await,
                 Manage::Usage(a) => usage::run(&mut api, a, conn.json).await,
+                Manage::Admins(c) => admins::run(&mut api, c, conn.json).await,
             }
         })
     })();
@@ -226,6 +236,7 @@ pub fn main() -> i32 {
         Cmd::Budgets { conn, action } => manage(conn, Manage::Budgets(action)),
         Cmd::Pricing { conn, action } => manage(conn, Manage::Pricing(action)),
         Cmd::Usage { conn, args } => manage(conn, Manage::Usage(args)),
+        Cmd::Admins { conn, action } => manage(conn, Manage::Admins(action)),
         Cmd::Migrate {
             config,
             postgres,

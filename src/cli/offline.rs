@@ -88,6 +88,7 @@ impl Store {
             ),
             tools: crate::tools::Tools::new(&cfg.tools),
             guardrails: crate::guardrails::Guardrails::new(cfg.guardrails.clone()),
+            console: crate::ui::Console::in_memory(cfg),
             cfg: cfg.clone(),
         };
         Ok(Store { state })

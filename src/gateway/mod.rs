@@ -3,7 +3,8 @@
 //! traffic it serves.
 //!
 //! ## Two forwarding paths
-//! `request_filter` answers local endpoints itself ([`crate::local`], [`crate::admin`]). For
+//! `request_filter` answers local endpoints itself ([`crate::local`], [`crate::admin`], the
+//! web console [`crate::ui`], CORS preflights in [`cors`]). For
 //! inference it reads the whole body (up to `max_body_bytes`, answering
 //! `Expect: 100-continue` first; Pingora's retry buffering is enabled when the body may fit
 //! its 64 KiB buffer), parses it, admits it, routes it and plans the upstream request. Then:
@@ -24,6 +25,7 @@
 
 mod attempt;
 mod body;
+pub mod cors;
 mod count;
 mod ctx;
 mod direct;
@@ -132,6 +134,7 @@ impl Gateway {
     async fn handle(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         match ctx.endpoint {
             Endpoint::Admin => Box::pin(self.admin(s, ctx)).await,
+            Endpoint::Ui => Box::pin(self.console(s, ctx)).await,
             e if e.is_inference() => self.inference(s, ctx).await,
             _ => Box::pin(self.local(s, ctx)).await,
         }
@@ -141,7 +144,11 @@ impl Gateway {
     async fn local(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         let state = &self.state;
         let answer = match ctx.endpoint {
+            Endpoint::Root if crate::ui::wants_console(state, &s.req_header().headers) => {
+                crate::ui::root_redirect()
+            }
             Endpoint::Root => local::root(),
+            Endpoint::Preflight => cors::preflight(&state.cfg.cors, &s.req_header().headers),
             Endpoint::Health => local::health(state, &plain(s.req_header(), Bytes::new())),
             Endpoint::Metrics => local::metrics(),
             Endpoint::KeyInfo => {
@@ -210,7 +217,11 @@ impl Gateway {
         } else {
             Bytes::new()
         };
-        let answer = crate::admin::route(&self.state, &plain(s.req_header(), body)).await;
+        let mut answer = crate::admin::route(&self.state, &plain(s.req_header(), body)).await;
+        answer.headers.extend([
+            ("cache-control", "no-store".to_string()),
+            ("x-content-type-options", "nosniff".to_string()),
+        ]);
         if answer.error.is_some()
             && answer.status != 408
             && !expects_continue(s)
@@ -218,6 +229,18 @@ impl Gateway {
         {
             linger(s).await;
         }
+        send_answer(s, ctx, &answer).await?;
+        Ok(Flow::Done)
+    }
+
+    /// The web console ([`crate::ui`]): its body read like a management request's.
+    async fn console(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
+        let body = match s.req_header().method.as_str() {
+            "GET" | "HEAD" => Bytes::new(),
+            _ => read_admin_body(s).await?,
+        };
+        let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let answer = crate::ui::answer(&self.state, &plain(s.req_header(), body), peer).await;
         send_answer(s, ctx, &answer).await?;
         Ok(Flow::Done)
     }
@@ -393,7 +416,7 @@ async fn send_answer(s: &mut Session, ctx: &mut Ctx, a: &local::Answer) -> pingo
     if let Some(e) = &a.error {
         ctx.error = Some(e.clone());
     }
-    let mut extra = Vec::new();
+    let mut extra = a.headers.clone();
     if let Some(ra) = a.retry_after {
         extra.push(("retry-after", ra.to_string()));
     }
@@ -621,6 +644,18 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Ctx {
         Ctx::new()
+    }
+
+    /// Every answer: Pingora's (disabled) compression as by default, and the CORS headers
+    /// when `cors:` lists origins.
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        modules
+            .add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        if self.state.cfg.cors.enabled() {
+            modules.add_module(Box::new(cors::CorsBuilder(Arc::new(
+                self.state.cfg.cors.clone(),
+            ))));
+        }
     }
 
     /// Every request: classifies it, answers local endpoints and refusals, and plans

@@ -22,7 +22,8 @@ pub async fn send(
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("x-request-id", request_id)?;
     for (k, v) in extra {
-        h.insert_header(*k, v.as_str())?;
+        // Appended: an answer may set several cookies.
+        h.append_header(*k, v.as_str())?;
     }
     s.write_response_header(Box::new(h), head_only).await?;
     if !head_only {

@@ -46,6 +46,8 @@ pub struct Answer {
     pub retry_after: Option<u64>,
     /// Why the request failed (an error answer), for the access log; never holds secrets.
     pub error: Option<String>,
+    /// More headers (the console's cookies, redirects and security headers).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Answer {
@@ -56,6 +58,7 @@ impl Answer {
             body,
             retry_after: None,
             error: None,
+            headers: Vec::new(),
         }
     }
 
@@ -71,6 +74,7 @@ impl Answer {
             body: e.body(dialect),
             retry_after: e.retry_after.map(u64::from),
             error: Some(e.message.clone()),
+            headers: Vec::new(),
         }
     }
 }

@@ -25,3 +25,11 @@ def mock_log():
             return json.load(r)
 
     return read
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item (test_console.py screenshots failures)."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
