@@ -92,6 +92,10 @@ pub struct RawConfig {
     pub tools: Option<crate::tools::settings::RawTools>,
     /// Guardrail service, policies and cache (see `guardrails::policy`).
     pub guardrails: Option<crate::guardrails::policy::RawGuardrails>,
+    /// MCP servers registered in the file (see `mcp::settings`).
+    pub mcp_servers: Option<Vec<crate::mcp::settings::RawMcpServer>>,
+    /// tollgate's own MCP endpoint, `/mcp` (see `mcp::settings`).
+    pub mcp_gateway: Option<crate::mcp::settings::RawMcpGateway>,
 }
 
 /// `model_discovery:` as written; every field is optional.
@@ -254,6 +258,8 @@ pub struct Config {
     pub responses: crate::responses::settings::ResponsesConfig,
     pub tools: crate::tools::settings::ToolsConfig,
     pub guardrails: crate::guardrails::Settings,
+    /// Registered MCP servers and the `/mcp` endpoint's settings.
+    pub mcp: crate::mcp::settings::McpSettings,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -623,6 +629,7 @@ impl Config {
             responses: crate::responses::settings::build(raw.responses)?,
             tools: crate::tools::settings::build(raw.tools, env)?,
             guardrails: crate::guardrails::policy::build(raw.guardrails, env)?,
+            mcp: crate::mcp::settings::build(raw.mcp_servers, raw.mcp_gateway)?,
             failover: crate::balance::settings::build(
                 raw.deployments,
                 raw.fallbacks,

@@ -140,6 +140,7 @@ fn is_admin_path(p: &str) -> bool {
         "/v1/budgets",
         "/v1/pricing",
         "/v1/usage",
+        "/v1/mcp",
     ]
     .iter()
     .any(|root| {

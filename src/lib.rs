@@ -18,6 +18,7 @@ pub mod guardrails;
 pub mod ids;
 pub mod ledger;
 pub mod local;
+pub mod mcp;
 pub mod meter;
 pub mod metrics;
 pub mod outbound;

@@ -156,6 +156,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         cfg.responses.clone(),
         store.clone(),
     ));
+    let mcp = Arc::new(crate::mcp::Mcp::new(&cfg.mcp));
     let state = Arc::new(State {
         responses: responses.clone(),
         inflight,
@@ -172,6 +173,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         snapshot_loaded: AtomicBool::new(snapshot_loaded),
         tools: crate::tools::Tools::new(&cfg.tools),
         guardrails: crate::guardrails::Guardrails::new(cfg.guardrails.clone()),
+        mcp: mcp.clone(),
         cfg: cfg.clone(),
     });
 
@@ -208,6 +210,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
             data_dir: data_dir.clone(),
             interval: pg.sync_interval,
             configured_master: cfg.master_key.is_some(),
+            mcp: mcp.registry.clone(),
         };
         server.add_service(background_service("shared store sync", sync));
     }
@@ -221,6 +224,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         retention_days: cfg.usage_retention_days,
         store_kind: cfg.store.clone(),
         responses: responses.clone(),
+        mcp: mcp.registry.clone(),
     };
     server.add_service(background_service("store keeper", keeper));
     server.add_service(background_service(

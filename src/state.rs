@@ -36,4 +36,6 @@ pub struct State {
     pub tools: crate::tools::Tools,
     /// Guardrail settings, service clients and verdict cache.
     pub guardrails: crate::guardrails::Guardrails,
+    /// Registered MCP servers, the keys' MCP rate windows and the `/mcp` endpoint.
+    pub mcp: Arc<crate::mcp::Mcp>,
 }

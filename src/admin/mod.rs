@@ -1,5 +1,5 @@
 //! The management API, under the master key: `/v1/keys`, `/v1/users`, `/v1/budgets`,
-//! `/v1/pricing` (readable with any virtual key) and `/v1/usage`; and `GET /v1/key/info`,
+//! `/v1/pricing` (readable with any virtual key), `/v1/usage` and `/v1/mcp/servers`; and `GET /v1/key/info`,
 //! where a key reads its own standing.
 //!
 //! Writes go to the store first and to the in-memory state after, so an answered write is
@@ -12,6 +12,8 @@
 
 mod budgets;
 mod keys;
+mod mcp_policy;
+mod mcp_servers;
 mod pricing;
 mod tool_policy;
 mod usage;
@@ -325,6 +327,7 @@ async fn dispatch(state: &State, req: &Req) -> Reply {
         Some("budgets") => budgets::handle(state, req).await,
         Some("pricing") => pricing::handle(state, req).await,
         Some("usage") => usage::handle(state, req).await,
+        Some("mcp") => mcp_servers::handle(state, req).await,
         _ => Err(no_route(req)),
     }
 }

@@ -32,7 +32,8 @@ use super::{
 };
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, Scope, Settled, StoredResponse, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, KeyRecord, McpServerRecord, Scope, Settled, StoredResponse,
+    UsageRecord, UserRecord,
 };
 
 /// TLS to the database.
@@ -214,6 +215,16 @@ CREATE TABLE tg_conversations (
     rec TEXT NOT NULL
 );
 CREATE INDEX tg_conversations_updated ON tg_conversations (updated_at);
+"#,
+    ),
+    (
+        5,
+        "registered MCP servers",
+        r#"
+CREATE TABLE tg_mcp_servers (id TEXT COLLATE "C" PRIMARY KEY, rec TEXT NOT NULL);
+INSERT INTO tg_versions VALUES ('mcp_servers', 0);
+CREATE TRIGGER tg_mcp_servers_changed AFTER INSERT OR UPDATE OR DELETE ON tg_mcp_servers
+    FOR EACH STATEMENT EXECUTE FUNCTION tg_bump('mcp_servers');
 "#,
     ),
 ];
@@ -903,6 +914,18 @@ impl Store for PgStore {
 
     async fn delete_budget(&self, id: &str) -> StoreResult<bool> {
         self.delete_rec("tg_budgets", id).await
+    }
+
+    async fn load_mcp_servers(&self) -> StoreResult<Vec<McpServerRecord>> {
+        self.load_recs("tg_mcp_servers").await
+    }
+
+    async fn put_mcp_server(&self, s: &McpServerRecord) -> StoreResult<()> {
+        self.put_rec("tg_mcp_servers", &s.id, json(s)?).await
+    }
+
+    async fn delete_mcp_server(&self, id: &str) -> StoreResult<bool> {
+        self.delete_rec("tg_mcp_servers", id).await
     }
 
     async fn load_prices(&self) -> StoreResult<Vec<(String, Price)>> {
