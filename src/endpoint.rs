@@ -25,6 +25,8 @@ pub enum Endpoint {
     Conversations,
     /// The gateway-run tools (`GET /v1/tools`).
     Tools,
+    /// tollgate's MCP server (Streamable HTTP): the registered servers' tools a key may use.
+    Mcp,
     NotFound,
 }
 
@@ -62,6 +64,7 @@ impl Endpoint {
                 Endpoint::Conversations
             }
             ("GET", "/v1/tools") => Endpoint::Tools,
+            ("POST" | "GET" | "DELETE", "/mcp") => Endpoint::Mcp,
             (_, p) if is_admin_path(p) => Endpoint::Admin,
             ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
             _ => Endpoint::NotFound,
@@ -128,6 +131,7 @@ impl Endpoint {
             Endpoint::StoredResponse => "stored_response",
             Endpoint::Conversations => "conversations",
             Endpoint::Tools => "tools",
+            Endpoint::Mcp => "mcp",
             Endpoint::NotFound => "not_found",
         }
     }

@@ -153,30 +153,47 @@ fn host_of(url: &reqwest::Url) -> String {
 /// a name with none left fails to resolve (so the connection is never made).
 struct CheckedResolver(HostPolicy);
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The resolver's work, shared by both reqwest versions.
+async fn checked_lookup(host: String, policy: HostPolicy) -> Result<Vec<SocketAddr>, BoxError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+    let mut refusal = None;
+    let allowed: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| match policy.allows(a.ip()) {
+            Ok(()) => true,
+            Err(what) => {
+                refusal = Some(what);
+                false
+            }
+        })
+        .collect();
+    if allowed.is_empty() {
+        let what = refusal.unwrap_or("no address");
+        return Err(Box::new(Refused(format!("{host} resolves to {what}"))));
+    }
+    Ok(allowed)
+}
+
 impl Resolve for CheckedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.0;
+        let host = name.as_str().to_string();
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refusal = None;
-            let allowed: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| match policy.allows(a.ip()) {
-                    Ok(()) => true,
-                    Err(what) => {
-                        refusal = Some(what);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty() {
-                let what = refusal.unwrap_or("no address");
-                return Err(Box::new(Refused(format!("{host} resolves to {what}")))
-                    as Box<dyn std::error::Error + Send + Sync>);
-            }
+            let allowed = checked_lookup(host, policy).await?;
             Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+impl reqwest013::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest013::dns::Name) -> reqwest013::dns::Resolving {
+        let policy = self.0;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let allowed = checked_lookup(host, policy).await?;
+            Ok(Box::new(allowed.into_iter()) as reqwest013::dns::Addrs)
         })
     }
 }
@@ -229,9 +246,40 @@ pub fn client(settings: ClientSettings) -> reqwest::Client {
         .expect("an HTTP client with these settings builds")
 }
 
-/// The refusal inside a failed call, if the SSRF check is what failed it.
-pub fn refusal(err: &reqwest::Error) -> Option<String> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+/// The checked client on reqwest 0.13, the version the MCP SDK's Streamable HTTP client runs
+/// on (src/mcp/): the same resolver, no redirects, and no whole-call timeout (an MCP session
+/// keeps a stream open; the MCP client bounds each call itself). TLS: rustls with ring and the
+/// system's roots, like the rest of the gateway (read once). Cheap to build: one per MCP
+/// session, so that its connections live on the runtime that uses them.
+pub fn mcp_client(policy: HostPolicy, connect_timeout: Duration) -> reqwest013::Client {
+    static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+    let tls = TLS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_native_certs::load_native_certs().unwrap_or_default() {
+            let _ = roots.add(c);
+        }
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    });
+    reqwest013::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls.clone())
+        .dns_resolver(Arc::new(CheckedResolver(policy)))
+        .redirect(reqwest013::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("an HTTP client with these settings builds")
+}
+
+/// The refusal inside any failed call (either reqwest version, or an error wrapping one).
+pub fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(err);
     while let Some(e) = source {
         if let Some(r) = e.downcast_ref::<Refused>() {
             return Some(r.0.clone());
@@ -239,6 +287,11 @@ pub fn refusal(err: &reqwest::Error) -> Option<String> {
         source = e.source();
     }
     None
+}
+
+/// The refusal inside a failed call, if the SSRF check is what failed it.
+pub fn refusal(err: &reqwest::Error) -> Option<String> {
+    refusal_in(err)
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ async fn save(state: &State, s: McpServerRecord) -> Result<(), GatewayError> {
         .put_mcp_server(&s)
         .await
         .map_err(internal)?;
-    state.mcp.server_changed(&s.id);
+    state.mcp.server_changed(&s.id).await;
     state.mcp.registry.upsert_stored(s);
     Ok(())
 }
@@ -190,7 +190,7 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
                 return Err(not_found("MCP server", id));
             }
             state.mcp.registry.remove_stored(id);
-            state.mcp.server_changed(id);
+            state.mcp.server_changed(id).await;
             Ok(Resp::json(
                 200,
                 serde_json::json!({"id": id, "object": "mcp_server", "deleted": true}),

@@ -31,6 +31,7 @@ mod end_user;
 mod guard;
 mod guard_stream;
 pub mod limits;
+mod mcp;
 mod plan;
 pub mod reply;
 pub mod response;
@@ -132,6 +133,7 @@ impl Gateway {
     async fn handle(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         match ctx.endpoint {
             Endpoint::Admin => Box::pin(self.admin(s, ctx)).await,
+            Endpoint::Mcp => Box::pin(self.mcp(s, ctx)).await,
             e if e.is_inference() => self.inference(s, ctx).await,
             _ => Box::pin(self.local(s, ctx)).await,
         }

@@ -3,9 +3,12 @@
 #![allow(dead_code)]
 
 mod config;
+mod mcp_servers;
 mod skip;
 #[allow(unused_imports)]
 pub use config::TestConfig;
+#[allow(unused_imports)]
+pub use mcp_servers::{McpServers, MCP_TOKEN};
 #[allow(unused_imports)]
 pub use skip::*;
 
