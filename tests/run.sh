@@ -15,6 +15,9 @@ export TOLLGATE_TEST_PG_URL TOLLGATE_TEST_PG_DATA="$pg_dir"
 export TOLLGATE_NO_SKIP=1
 echo "test PostgreSQL on 127.0.0.1:$pg_port (data in $pg_dir)"
 cargo build --workspace --bins
+# The Python of tests/clients/.venv runs the MCP test servers (tests/mcp_servers) that the
+# Rust MCP tests start.
+bash tests/clients/venv.sh
 cargo test --workspace
 # The criterion benches run once each as tests: they must compile and run (numbers come from
 # `cargo bench`, never from the test suite).

@@ -1,6 +1,18 @@
-//! MCP (Model Context Protocol) in tollgate: servers registered in the config or through
-//! `/v1/mcp/servers` ([`registry`], [`settings`]), the per-key and per-user policy that says
-//! which servers and tools a key may use ([`policy`]).
+//! MCP (Model Context Protocol) in tollgate, on the official Rust SDK (`rmcp`); no protocol
+//! code of our own.
+//!
+//! - `client`: a server's description ([`ServerSpec`]: URL, secret headers, allowed tools,
+//!   transport, timeouts), connecting ([`connect`], SSRF-checked through `outbound`), and a
+//!   [`Session`]: the tools it offers (only the allowed ones), calls with progress, closing.
+//! - `sse`: the older HTTP+SSE transport (a GET event stream, messages POSTed to the endpoint
+//!   it names) as an rmcp `Transport`: it moves the SDK's messages and nothing else.
+//! - `settings`, `registry`: the servers registered in tollgate (`mcp_servers:` in the config,
+//!   and `/v1/mcp/servers`), with the credentials tollgate presents to them.
+//! - `policy`: which registered servers and tools a key may use (its own and its user's MCP
+//!   policy), and per-tool rate limits.
+//! - `upstream`, `oauth`: tollgate's long-lived sessions with the registered servers, their
+//!   cached tool lists, and OAuth client-credentials tokens.
+//! - `serve`: tollgate's own MCP server, `/mcp` (the gateway side is `gateway/mcp.rs`).
 
 pub mod client;
 pub mod oauth;
@@ -11,9 +23,14 @@ pub mod settings;
 mod sse;
 pub mod upstream;
 
+pub use client::{
+    connect, CallToolResult, Headers, McpError, Progress, ServerSpec, Session, Tool, TransportKind,
+};
+
 use std::sync::Arc;
 
-/// The MCP state of the process.
+/// The MCP state of the process: registered servers, the keys' MCP rate windows, and the
+/// sessions `/mcp` forwards calls on.
 pub struct Mcp {
     pub settings: settings::McpSettings,
     pub registry: Arc<registry::Registry>,
@@ -32,7 +49,7 @@ impl Mcp {
         }
     }
 
-    /// A registered server was changed or removed: what is cached about it goes.
+    /// A registered server was changed or removed: its session and cached tools go.
     pub async fn server_changed(&self, id: &str) {
         self.upstreams.forget(id, true).await;
     }

@@ -13,16 +13,7 @@ log() { printf '[acceptance] %s\n' "$*"; }
 
 # --- clients -------------------------------------------------------------------------------
 venv="$here/.venv"
-if [ ! -x "$venv/bin/python" ]; then
-  log "creating venv"
-  python3 -m venv "$venv"
-fi
-if ! "$venv/bin/python" -c 'import openai, anthropic, pytest' 2>/dev/null \
-   || [ "$("$venv/bin/pip" freeze 2>/dev/null | grep -cxF -f "$here/requirements.txt")" != "$(grep -c . "$here/requirements.txt")" ]; then
-  # (grep -c, not -q: an early exit would SIGPIPE pip and, with pipefail, reinstall every run)
-  log "installing Python SDKs ($(tr '\n' ' ' < "$here/requirements.txt"))"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
-fi
+bash "$here/venv.sh"
 claude="$here/node_modules/.bin/claude"
 # Codex: bin/codex.js runs the native binary of the optional dependency @openai/codex-linux-x64
 # (an alias of @openai/codex@<version>-linux-x64, no install script): `--omit=optional` would
