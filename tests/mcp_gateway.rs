@@ -443,16 +443,48 @@ async fn oauth_client_credentials_are_fetched_and_refreshed() {
     let long = OauthServer::start(3600);
     let short = OauthServer::start(1);
     let gw = Gateway::start_with(TestConfig::empty().file());
-    for (s, name) in [(&long, "crm"), (&short, "erp")] {
-        let (status, v) = admin_call(
+    // One through the API, one with the `tollgate mcp-servers` command.
+    let (status, v) = admin_call(
+        &gw.url(),
+        Method::POST,
+        "/v1/mcp/servers",
+        Some(long.registration("crm")),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let erp = short.registration("erp");
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "mcp-servers",
+            "create",
+            "--name",
+            "erp",
+            "--json",
+            "--server-url",
+        ])
+        .arg(erp["url"].as_str().unwrap())
+        .arg("--auth")
+        .arg(erp["auth"].to_string())
+        .env("TOLLGATE_URL", gw.url())
+        .env("TOLLGATE_MASTER_KEY", MASTER)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["id"], "erp");
+    for name in ["crm", "erp"] {
+        let (_, v) = admin_call(
             &gw.url(),
-            Method::POST,
-            "/v1/mcp/servers",
-            Some(s.registration(name)),
+            Method::GET,
+            &format!("/v1/mcp/servers/{name}"),
+            None,
         )
         .await;
-        assert_eq!(status, 201, "{v}");
-        assert_eq!(v["auth"]["client_secret_set"], true);
+        assert_eq!(v["auth"]["client_secret_set"], true, "{v}");
         assert!(!v.to_string().contains("tollgate-secret"));
     }
     let key = key_with(&gw, "ops", json!({"crm": {}, "erp": {}})).await;

@@ -1,5 +1,5 @@
 //! The command line. `serve` and `check-config` run and check the gateway; `keys`, `users`,
-//! `budgets`, `pricing` and `usage` are clients of the running gateway's management API (or,
+//! `budgets`, `pricing`, `mcp-servers` and `usage` are clients of the running gateway's management API (or,
 //! when no gateway runs, work on its store directly); `migrate`, `export` and `import` work on
 //! a store.
 
@@ -9,6 +9,7 @@ mod check;
 mod client;
 mod fields;
 mod keys;
+mod mcp_servers;
 mod offline;
 mod pricing;
 mod render;
@@ -82,6 +83,13 @@ enum Cmd {
         #[command(subcommand)]
         action: budgets::BudgetsCmd,
     },
+    /// Manage the MCP servers registered in tollgate (served to keys at /mcp).
+    McpServers {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: mcp_servers::McpServersCmd,
+    },
     /// Read and set model prices.
     Pricing {
         #[command(flatten)]
@@ -137,6 +145,7 @@ enum Manage {
     Users(users::UsersCmd),
     Budgets(budgets::BudgetsCmd),
     Pricing(pricing::PricingCmd),
+    McpServers(mcp_servers::McpServersCmd),
     Usage(usage::UsageArgs),
 }
 
@@ -179,6 +188,7 @@ fn manage(conn: Conn, cmd: Manage) -> i32 {
                 Manage::Users(c) => users::run(&mut api, c, conn.json).await,
                 Manage::Budgets(c) => budgets::run(&mut api, c, conn.json).await,
                 Manage::Pricing(c) => pricing::run(&mut api, c, conn.json).await,
+                Manage::McpServers(c) => mcp_servers::run(&mut api, c, conn.json).await,
                 Manage::Usage(a) => usage::run(&mut api, a, conn.json).await,
             }
         })
@@ -225,6 +235,7 @@ pub fn main() -> i32 {
         Cmd::Users { conn, action } => manage(conn, Manage::Users(action)),
         Cmd::Budgets { conn, action } => manage(conn, Manage::Budgets(action)),
         Cmd::Pricing { conn, action } => manage(conn, Manage::Pricing(action)),
+        Cmd::McpServers { conn, action } => manage(conn, Manage::McpServers(action)),
         Cmd::Usage { conn, args } => manage(conn, Manage::Usage(args)),
         Cmd::Migrate {
             config,
