@@ -74,6 +74,9 @@ pub struct Ctx {
     /// The tool loop's fields (`max_tool_iterations`, `tools_header`, …) that the guardrail
     /// stage took off the body before forwarding.
     pub tool_loop_fields: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The provider runs the client's MCP form itself (`tool_loop::mcp_native`): the
+    /// request's `mcp_servers` stay in the body.
+    pub mcp_native: bool,
 }
 
 impl Ctx {
@@ -115,6 +118,7 @@ impl Ctx {
             tool_calls: 0,
             guard: None,
             tool_loop_fields: None,
+            mcp_native: false,
         }
     }
 

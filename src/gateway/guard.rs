@@ -92,6 +92,10 @@ impl Gateway {
             let full = req.full(&body)?;
             let mut kept = serde_json::Map::new();
             for f in GATEWAY_FIELDS {
+                // Anthropic's MCP connector on an Anthropic route: the provider runs it.
+                if f == "mcp_servers" && ctx.mcp_native {
+                    continue;
+                }
                 // The tool loop's own fields are handed to it (it reads them if it runs).
                 if let (Some(v), true) = (full.remove(f), TOOL_LOOP_FIELDS.contains(&f)) {
                     kept.insert(f.to_string(), v);

@@ -260,6 +260,9 @@ impl Gateway {
         let (route, alternates) = self.state.router.candidates(&model)?;
         self.state.retry_budget.deposit();
         let body = self.stored_responses(ctx, &mut req, body, &route).await?;
+        if let Some(f) = ctx.endpoint.generation_format() {
+            ctx.mcp_native = tool_loop::mcp_native(f, plan::upstream_format(f, &route.provider));
+        }
         // Guardrails: before admission, so that a refused request costs nothing; after a
         // Responses chain is resolved, so that its checks (and masks) see the history.
         let body = if self.guard_wanted(ctx, &req) {
@@ -278,8 +281,12 @@ impl Gateway {
         }
         // Gateway tools (web search, code execution) run in the tool loop; a cheap byte
         // check keeps every other request out of it.
+        let named_mcp = ctx
+            .tool_loop_fields
+            .as_ref()
+            .is_some_and(|f| f.contains_key("mcp_servers"));
         if ctx.endpoint.generation_format().is_some()
-            && crate::tools::declare::might_declare(&body, true)
+            && (named_mcp || crate::tools::declare::might_declare(&body, true))
             && Box::pin(self.tool_loop(s, ctx, &mut req, &body, &route, &alternates)).await?
         {
             return Ok(Flow::Done);

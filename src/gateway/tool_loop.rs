@@ -15,6 +15,12 @@
 //! a failure mid-loop ends the stream with the native error event. Non-streamed requests
 //! read each turn whole.
 //!
+//! MCP servers named in the request (`crate::tools::mcp`) run here too when the provider
+//! cannot run them: tollgate connects before the first turn (an unreachable server is an
+//! error before anything is sent), offers their tools as functions, calls them between turns
+//! like the gateway tools, and closes the sessions when the request ends. Where the provider
+//! runs the client's MCP form itself, the request is not touched.
+//!
 //! Accounting: each turn is admitted (budget reserved) before it is sent and settled when
 //! it ends, with a usage record of its own (same request id), so a loop overspends a budget
 //! by at most one turn's reservation. The last turn is settled in `logging`, as any request.
@@ -31,7 +37,7 @@ use super::{Ctx, Failure, Gateway};
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::Usage;
 use crate::route::Route;
-use crate::tools::declare::{self, Declared};
+use crate::tools::declare::{self, Declared, ToolKind};
 use crate::tools::policy::CallLimits;
 use crate::tools::run::Runner;
 use crate::tools::stream::LoopStream;
@@ -71,14 +77,24 @@ impl Gateway {
         // has a backend); on a native route only with intercept on.
         let translated = Pipeline::between(format, upstream).is_some();
         let claim = tools.search.is_some() && (tools.cfg.intercept || translated);
-        if !declare::might_declare(body, claim) {
+        let named_mcp = ctx
+            .tool_loop_fields
+            .as_ref()
+            .is_some_and(|f| f.contains_key("mcp_servers"));
+        if !declare::might_declare(body, claim) && !named_mcp {
             return Ok(false);
         }
         let mut work = req.full(body)?.clone();
         if let Some(fields) = ctx.tool_loop_fields.take() {
             work.extend(fields);
         }
-        let Some(declared) = declare::take(&mut work, format, &tools.cfg, claim)? else {
+        let specs = crate::tools::mcp::take(
+            &mut work,
+            format,
+            mcp_native(format, upstream),
+            &tools.cfg.mcp,
+        )?;
+        let Some(declared) = declare::take(&mut work, format, &tools.cfg, claim, specs)? else {
             return Ok(false);
         };
         // Output guardrails read one answer; the loop's turns are not checked yet. A check
@@ -107,7 +123,11 @@ impl Gateway {
         };
         if self.state.ledger.require_pricing {
             let prices = self.state.ledger.prices.load();
+            // MCP calls go to servers the client names: tollgate does not price them.
             if let Some(k) = declared.kinds().into_iter().find(|k| {
+                if *k == ToolKind::Mcp {
+                    return false;
+                }
                 let (provider, tool) = k.price_key();
                 prices.lookup(provider, tool).is_none()
             }) {
@@ -130,6 +150,20 @@ impl Gateway {
         work.remove("stream_options");
         ctx.route = Some(route.clone());
         let mut runner = Runner::new(tools, &declared);
+        // The MCP servers' tools are offered from the first turn: connect now (an
+        // unreachable server is an error before the stream opens).
+        let listed = match runner.connect_mcp(&declared).await {
+            Ok(Some(mcp)) => {
+                mcp.offer(&mut work, format);
+                if format == Format::Responses {
+                    mcp.list_items()
+                } else {
+                    Vec::new()
+                }
+            }
+            Ok(None) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
         let mut out = None;
         if ctx.stream {
             if let Err(e) = runner.preflight(&declared).await {
@@ -156,6 +190,11 @@ impl Gateway {
             s.write_response_body(Some(ls.open()), false)
                 .await
                 .map_err(|e| e.into_down())?;
+            if let Some(b) = ls.items(listed.clone()) {
+                s.write_response_body(Some(b), false)
+                    .await
+                    .map_err(|e| e.into_down())?;
+            }
             out = Some(ls);
         }
         let head = s.req_header().clone();
@@ -169,7 +208,7 @@ impl Gateway {
             &declared,
             &mut runner,
             &mut limits,
-            out.as_mut(),
+            (out.as_mut(), &listed),
         ))
         .await;
         runner.close().await;
@@ -238,7 +277,7 @@ impl Gateway {
         declared: &Declared,
         runner: &mut Runner<'_>,
         limits: &mut CallLimits,
-        mut out: Option<&mut LoopStream>,
+        (mut out, listed): (Option<&mut LoopStream>, &[Value]),
     ) -> Result<(), Failure> {
         let offered = declared.kinds();
         let mut shown: Vec<ToolRun> = Vec::new();
@@ -291,7 +330,16 @@ impl Gateway {
             let ours: Vec<Call> = calls.iter().filter(|c| c.ours.is_some()).cloned().collect();
             if ours.is_empty() {
                 return self
-                    .answer(s, ctx, answer, tap, format, &shown, iteration, out)
+                    .answer(
+                        s,
+                        ctx,
+                        answer,
+                        tap,
+                        format,
+                        (&shown, listed),
+                        iteration,
+                        out,
+                    )
                     .await;
             }
             if iteration >= declared.max_iterations {
@@ -349,7 +397,16 @@ impl Gateway {
                     shown.extend(runs);
                 }
                 return self
-                    .answer(s, ctx, answer, tap, format, &shown, iteration, out)
+                    .answer(
+                        s,
+                        ctx,
+                        answer,
+                        tap,
+                        format,
+                        (&shown, listed),
+                        iteration,
+                        out,
+                    )
                     .await;
             }
             self.settle_turn(ctx, tap, 200);
@@ -550,7 +607,7 @@ impl Gateway {
         mut answer: Value,
         tap: ResponseTap,
         format: Format,
-        shown: &[ToolRun],
+        (shown, listed): (&[ToolRun], &[Value]),
         iterations: u32,
         out: Option<&mut LoopStream>,
     ) -> Result<(), Failure> {
@@ -565,6 +622,11 @@ impl Gateway {
             return Ok(());
         }
         turns::present(&mut answer, format, shown);
+        if let (false, Some(o)) = (listed.is_empty(), answer["output"].as_array_mut()) {
+            let mut all = listed.to_vec();
+            all.append(o);
+            *o = all;
+        }
         if format == Format::Anthropic {
             crate::tools::cite::cite_answer(&mut answer, shown);
         }
@@ -598,6 +660,7 @@ impl Gateway {
             .iter()
             .filter(|r| r.ok)
             .filter_map(|r| r.call.ours)
+            .filter(|k| *k != ToolKind::Mcp)
             .filter_map(|k| {
                 let (provider, tool) = k.price_key();
                 prices.lookup(provider, tool)
@@ -654,6 +717,15 @@ impl Gateway {
         ctx.admission = Some(adm);
         Ok(())
     }
+}
+
+/// Whether the provider runs the client's MCP form itself: Anthropic's MCP connector on an
+/// Anthropic route, Responses `mcp` tools on OpenAI's Responses API. Chat has none.
+pub(super) fn mcp_native(client: Format, upstream: Format) -> bool {
+    matches!(
+        (client, upstream),
+        (Format::Anthropic, Format::Anthropic) | (Format::Responses, Format::Responses)
+    )
 }
 
 /// Set when a keep-alive could not be written (the client went away).

@@ -39,11 +39,14 @@ pub enum TransportKind {
     /// The older HTTP+SSE transport (2024-11-05): a GET event stream that names the endpoint
     /// messages are POSTed to.
     Sse,
+    /// Streamable HTTP, and HTTP+SSE when the server refuses it (the spec's backwards
+    /// compatibility rule): for a URL that does not say which it is.
+    Auto,
 }
 
 /// Headers sent on every request to a server (credentials, usually). Values are secrets: the
 /// `Debug` form shows the names only.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Headers(Vec<(HeaderName, HeaderValue)>);
 
 impl Headers {
@@ -105,7 +108,7 @@ impl fmt::Debug for Headers {
 }
 
 /// One MCP server as a request (or the operator) names it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServerSpec {
     /// The name its tools are namespaced by.
     pub name: String,
@@ -259,22 +262,28 @@ pub async fn connect(spec: &ServerSpec, policy: HostPolicy) -> Result<Session, M
         tools_changed: Arc::new(tools_changed),
     };
     let http = outbound::mcp_client(policy, spec.connect_timeout);
+    let streamable = || async {
+        let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+            .custom_headers(spec.headers.as_hash_map());
+        let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
+        rmcp::serve_client(handler.clone(), transport)
+            .await
+            .map_err(|e| unreachable(spec, &e))
+    };
+    let sse = || async {
+        let transport = SseTransport::open(http.clone(), url.clone(), spec, policy).await?;
+        rmcp::serve_client(handler.clone(), transport)
+            .await
+            .map_err(|e| unreachable(spec, &e))
+    };
     let started = async {
         match spec.transport {
-            TransportKind::StreamableHttp => {
-                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                    .custom_headers(spec.headers.as_hash_map());
-                let transport = StreamableHttpClientTransport::with_client(http, config);
-                rmcp::serve_client(handler.clone(), transport)
-                    .await
-                    .map_err(|e| unreachable(spec, &e))
-            }
-            TransportKind::Sse => {
-                let transport = SseTransport::open(http, url, spec, policy).await?;
-                rmcp::serve_client(handler.clone(), transport)
-                    .await
-                    .map_err(|e| unreachable(spec, &e))
-            }
+            TransportKind::StreamableHttp => streamable().await,
+            TransportKind::Sse => sse().await,
+            TransportKind::Auto => match streamable().await {
+                Err(first @ McpError::Unreachable { .. }) => sse().await.map_err(|_| first),
+                other => other,
+            },
         }
     };
     let service = tokio::time::timeout(spec.connect_timeout, started)

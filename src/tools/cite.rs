@@ -108,6 +108,7 @@ mod tests {
             output: String::new(),
             results,
             ok,
+            mcp: None,
         }
     }
 

@@ -6,11 +6,15 @@
 //! claiming is on (intercept, or a provider that cannot run the tool), the provider's own
 //! web-search tools are taken too: Anthropic `web_search_<date>`, Responses `web_search`,
 //! `web_search_preview`. A client *function* named `web_search` is never claimed.
+//!
+//! MCP servers named in the request (`crate::tools::mcp`) come in as their specs; their tools
+//! are offered once tollgate has listed them, as functions named `mcp__<server>__<tool>`.
 
 use serde_json::{json, Map, Value};
 
 use super::settings::ToolsConfig;
 use crate::error::{ErrorKind, GatewayError};
+use crate::mcp::ServerSpec;
 use crate::translate::Format;
 
 /// A gateway tool.
@@ -18,7 +22,12 @@ use crate::translate::Format;
 pub enum ToolKind {
     WebSearch,
     CodeExecution,
+    /// A tool of an MCP server the request named (which one: the function's name).
+    Mcp,
 }
+
+/// The prefix of the functions that stand for MCP tools (`mcp__<server>__<tool>`).
+pub const MCP_PREFIX: &str = "mcp__";
 
 impl ToolKind {
     /// The function the model is offered.
@@ -26,6 +35,7 @@ impl ToolKind {
         match self {
             ToolKind::WebSearch => "web_search",
             ToolKind::CodeExecution => "code_execution",
+            ToolKind::Mcp => "mcp",
         }
     }
 
@@ -33,6 +43,7 @@ impl ToolKind {
         match name {
             "web_search" => Some(ToolKind::WebSearch),
             "code_execution" => Some(ToolKind::CodeExecution),
+            n if n.starts_with(MCP_PREFIX) => Some(ToolKind::Mcp),
             _ => None,
         }
     }
@@ -50,6 +61,7 @@ impl ToolKind {
             ToolKind::CodeExecution => {
                 "Run Python code in a sandbox and return its stdout, stderr and return code. Files persist between calls within this request."
             }
+            ToolKind::Mcp => "The tools of the MCP servers the request names.",
         }
     }
 
@@ -66,6 +78,8 @@ impl ToolKind {
                 "properties": {"code": {"type": "string", "description": "The Python code to run."}},
                 "required": ["code"],
             }),
+            // Each MCP tool has its own schema (`crate::tools::mcp`).
+            ToolKind::Mcp => json!({"type": "object"}),
         }
     }
 
@@ -80,6 +94,10 @@ impl ToolKind {
                 "web_search_preview (Responses; claimed on intercept)",
             ],
             ToolKind::CodeExecution => &["tollgate_code_execution", "otari_code_execution"],
+            ToolKind::Mcp => &[
+                "mcp_servers (Anthropic MCP connector; Otari)",
+                "mcp (Responses tool)",
+            ],
         }
     }
 }
@@ -87,6 +105,8 @@ impl ToolKind {
 /// What a request declared.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Declared {
+    /// MCP servers tollgate connects to for this request.
+    pub mcp: Vec<ServerSpec>,
     /// Web search, with the declaration's overrides.
     pub web_search: Option<Map<String, Value>>,
     pub code_execution: bool,
@@ -106,6 +126,9 @@ impl Declared {
         if self.code_execution {
             k.push(ToolKind::CodeExecution);
         }
+        if !self.mcp.is_empty() {
+            k.push(ToolKind::Mcp);
+        }
         k
     }
 }
@@ -114,7 +137,10 @@ impl Declared {
 /// web-search tool that would be claimed)? A request that cannot is never parsed for tools.
 pub fn might_declare(body: &[u8], claim: bool) -> bool {
     let has = |n: &[u8]| memchr::memmem::find(body, n).is_some();
-    has(b"_code_execution\"") || (has(b"web_search") && (claim || has(b"_web_search\"")))
+    has(b"_code_execution\"")
+        || (has(b"web_search") && (claim || has(b"_web_search\"")))
+        || has(b"\"mcp\"")
+        || has(b"mcp_servers")
 }
 
 fn is_gateway(ty: &str) -> Option<ToolKind> {
@@ -148,30 +174,35 @@ fn claimed_overrides(entry: &Map<String, Value>) -> Map<String, Value> {
     o
 }
 
-/// Takes the gateway tools out of `req` (None: it declares none, and `req` is unchanged).
-/// `claim`: take the provider web-search tools too. Refused: a tool with no backend (400),
+/// Takes the gateway tools out of `req` (None: it declares none and names no MCP server
+/// (`mcp`, already taken out by `tools::mcp::take`), and `req` is unchanged). `claim`: take
+/// the provider web-search tools too. Refused: a tool with no backend (400),
 /// `max_tool_iterations` over the configured cap (422).
 pub fn take(
     req: &mut Map<String, Value>,
     format: Format,
     cfg: &ToolsConfig,
     claim: bool,
+    mcp: Vec<ServerSpec>,
 ) -> Result<Option<Declared>, GatewayError> {
-    let Some(Value::Array(tools)) = req.get("tools") else {
-        return Ok(None);
-    };
     let ty = |t: &Value| t.get("type").and_then(Value::as_str).map(String::from);
-    let found = tools.iter().any(|t| {
-        ty(t).is_some_and(|ty| is_gateway(&ty).is_some() || (claim && is_claimable(format, &ty)))
-    });
-    if !found {
+    let found = match req.get("tools") {
+        Some(Value::Array(tools)) => tools.iter().any(|t| {
+            ty(t)
+                .is_some_and(|ty| is_gateway(&ty).is_some() || (claim && is_claimable(format, &ty)))
+        }),
+        _ => false,
+    };
+    if !found && mcp.is_empty() {
         return Ok(None);
     }
-    let Some(Value::Array(tools)) = req.remove("tools") else {
-        unreachable!("checked above")
+    let tools = match req.remove("tools") {
+        Some(Value::Array(tools)) => tools,
+        _ => Vec::new(),
     };
     let mut d = Declared {
         max_iterations: cfg.max_tool_iterations,
+        mcp,
         ..Default::default()
     };
     let mut kept = Vec::new();
@@ -187,6 +218,7 @@ pub fn take(
                 d.web_search = Some(o);
             }
             Some(ToolKind::CodeExecution) => d.code_execution = true,
+            Some(ToolKind::Mcp) => unreachable!("not a declared type"),
             None if claim && is_claimable(format, &ty) => {
                 if d.web_search.is_none() {
                     d.web_search = Some(claimed_overrides(t.as_object().unwrap_or(&Map::new())));
@@ -239,7 +271,19 @@ pub fn take(
         d.max_iterations = n as u32;
     }
     // A caller's own function with one of the offered names would be ambiguous.
-    for k in d.kinds() {
+    if !d.mcp.is_empty() {
+        if let Some(name) = kept
+            .iter()
+            .filter_map(|t| function_name(format, t))
+            .find(|n| n.starts_with(MCP_PREFIX))
+        {
+            return Err(GatewayError::invalid(format!(
+                "The request names MCP servers and has its own function '{name}', whose prefix '{MCP_PREFIX}' names MCP tools; rename the function."
+            ))
+            .with_param("tools"));
+        }
+    }
+    for k in d.kinds().into_iter().filter(|k| *k != ToolKind::Mcp) {
         if kept
             .iter()
             .any(|t| function_name(format, t) == Some(k.function()))
@@ -255,11 +299,18 @@ pub fn take(
         .remove("tools_header")
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_else(|| cfg.purpose_hint.clone());
-    for k in d.kinds() {
-        kept.push(function_decl(format, k));
+    let gateway: Vec<ToolKind> = d
+        .kinds()
+        .into_iter()
+        .filter(|k| *k != ToolKind::Mcp)
+        .collect();
+    for k in &gateway {
+        kept.push(function_decl(format, *k));
     }
     req.insert("tools".into(), Value::Array(kept));
-    add_hint(req, format, &purpose_hint(&header, &d));
+    if !gateway.is_empty() {
+        add_hint(req, format, &purpose_hint(&header, &d));
+    }
     Ok(Some(d))
 }
 
@@ -273,7 +324,11 @@ pub fn function_name(format: Format, t: &Value) -> Option<&str> {
 }
 
 fn function_decl(format: Format, k: ToolKind) -> Value {
-    let (name, desc, schema) = (k.function(), k.description(), k.input_schema());
+    function(format, k.function(), k.description(), &k.input_schema())
+}
+
+/// A function offered to the model, in `format`'s tool grammar.
+pub fn function(format: Format, name: &str, desc: &str, schema: &Value) -> Value {
     match format {
         Format::Anthropic => json!({"name": name, "description": desc, "input_schema": schema}),
         Format::Responses => {
@@ -294,7 +349,7 @@ fn purpose_hint(header: &str, d: &Declared) -> String {
                 .as_ref()
                 .and_then(|o| o.get("purpose_hint"))
                 .and_then(Value::as_str),
-            ToolKind::CodeExecution => None,
+            ToolKind::CodeExecution | ToolKind::Mcp => None,
         };
         out.push_str(&format!("\n- {}: {}", k.function(), k.description()));
         if let Some(e) = extra {
@@ -381,7 +436,7 @@ mod tests {
             "tools": [{"type": "tollgate_web_search", "max_results": 2},
                       {"type": "otari_code_execution"},
                       {"type": "function", "function": {"name": "mine", "parameters": {}}}]}));
-        let d = take(&mut req, Format::Chat, &cfg(true, true), false)
+        let d = take(&mut req, Format::Chat, &cfg(true, true), false, vec![])
             .unwrap()
             .unwrap();
         assert_eq!(d.max_iterations, 3);
@@ -405,16 +460,30 @@ mod tests {
     #[test]
     fn refusals() {
         let mut req = obj(json!({"tools": [{"type": "tollgate_code_execution"}]}));
-        let e = take(&mut req, Format::Chat, &cfg(true, false), false).unwrap_err();
+        let e = take(&mut req, Format::Chat, &cfg(true, false), false, vec![]).unwrap_err();
         assert_eq!(e.status(), 400);
         assert!(e.message.contains("TOLLGATE_SANDBOX_URL"), "{}", e.message);
         let mut req =
             obj(json!({"max_tool_iterations": 11, "tools": [{"type": "tollgate_web_search"}]}));
-        let e = take(&mut req, Format::Anthropic, &cfg(true, false), false).unwrap_err();
+        let e = take(
+            &mut req,
+            Format::Anthropic,
+            &cfg(true, false),
+            false,
+            vec![],
+        )
+        .unwrap_err();
         assert_eq!(e.status(), 422);
         let mut req = obj(json!({"tools": [{"type": "tollgate_web_search"},
             {"name": "web_search", "input_schema": {}}]}));
-        let e = take(&mut req, Format::Anthropic, &cfg(true, false), false).unwrap_err();
+        let e = take(
+            &mut req,
+            Format::Anthropic,
+            &cfg(true, false),
+            false,
+            vec![],
+        )
+        .unwrap_err();
         assert_eq!(e.status(), 400);
     }
 
@@ -425,12 +494,19 @@ mod tests {
             {"name": "Bash", "input_schema": {}}]});
         let mut req = obj(body.clone());
         assert_eq!(
-            take(&mut req, Format::Anthropic, &cfg(true, false), false).unwrap(),
+            take(
+                &mut req,
+                Format::Anthropic,
+                &cfg(true, false),
+                false,
+                vec![]
+            )
+            .unwrap(),
             None
         );
         assert_eq!(Value::Object(req), body, "untouched without claiming");
         let mut req = obj(body);
-        let d = take(&mut req, Format::Anthropic, &cfg(true, false), true)
+        let d = take(&mut req, Format::Anthropic, &cfg(true, false), true, vec![])
             .unwrap()
             .unwrap();
         assert_eq!(d.claimed.as_deref(), Some("web_search_20250305"));
@@ -441,11 +517,11 @@ mod tests {
         let mut req =
             obj(json!({"tools": [{"type": "function", "name": "web_search", "parameters": {}}]}));
         assert_eq!(
-            take(&mut req, Format::Responses, &cfg(true, false), true).unwrap(),
+            take(&mut req, Format::Responses, &cfg(true, false), true, vec![]).unwrap(),
             None
         );
         let mut req = obj(json!({"input": "x", "tools": [{"type": "web_search_preview"}]}));
-        let d = take(&mut req, Format::Responses, &cfg(true, false), true)
+        let d = take(&mut req, Format::Responses, &cfg(true, false), true, vec![])
             .unwrap()
             .unwrap();
         assert_eq!(d.claimed.as_deref(), Some("web_search_preview"));

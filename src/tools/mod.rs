@@ -5,6 +5,8 @@
 //! - `search`: the search backends (SearXNG, Brave, Tavily) behind one call;
 //! - `fetch`: the text of result pages when a backend gives only snippets (SSRF-checked);
 //! - `sandbox`: code execution over Otari's sandbox protocol v1, one session per request;
+//! - `mcp`: MCP servers named in the request (three forms), their tools offered as functions
+//!   and called through `crate::mcp`, and their native blocks and items;
 //! - `cite`: citations of search results in Anthropic answers;
 //! - `declare`: the gateway tools a request declares, offered to the model as functions;
 //! - `turns`: whole turns in the client's format (calls, results appended, native blocks);
@@ -17,6 +19,7 @@
 pub mod cite;
 pub mod declare;
 pub mod fetch;
+pub mod mcp;
 pub mod policy;
 pub mod run;
 pub mod sandbox;

@@ -47,14 +47,15 @@ fn slot(kind: ToolKind) -> usize {
     match kind {
         ToolKind::WebSearch => 0,
         ToolKind::CodeExecution => 1,
+        ToolKind::Mcp => 2,
     }
 }
 
 /// The per-request call caps and the calls made so far.
 #[derive(Debug, Default)]
 pub struct CallLimits {
-    max: [Option<u32>; 2],
-    used: [u32; 2],
+    max: [Option<u32>; 3],
+    used: [u32; 3],
 }
 
 impl CallLimits {
@@ -76,6 +77,7 @@ impl CallLimits {
                         ),
                         results: vec![],
                         ok: false,
+                        mcp: None,
                     }),
                     _ => {
                         self.used[i] += 1;
@@ -136,6 +138,7 @@ mod tests {
                 output: String::new(),
                 results: vec![],
                 ok: true,
+                mcp: None,
             })
             .collect();
         let ids: Vec<String> = merge(v, ran).into_iter().map(|r| r.call.id).collect();

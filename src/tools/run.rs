@@ -1,10 +1,12 @@
 //! Runs the gateway tool calls of one model turn, concurrently, with the request's sandbox
-//! session (opened on the first code call, deleted when the runner is dropped or closed).
+//! session (opened on the first code call, deleted when the runner is dropped or closed) and
+//! its MCP sessions (opened before the first turn, closed with the runner).
 
 use futures_util::future::join_all;
 use serde_json::{Map, Value};
 
 use super::declare::{Declared, ToolKind};
+use super::mcp::McpTools;
 use super::sandbox::Session;
 use super::search::render;
 use super::turns::{Call, ToolRun};
@@ -15,6 +17,7 @@ pub struct Runner<'a> {
     tools: &'a Tools,
     search_overrides: Option<Map<String, Value>>,
     session: Option<Session>,
+    mcp: Option<McpTools>,
 }
 
 impl<'a> Runner<'a> {
@@ -23,7 +26,21 @@ impl<'a> Runner<'a> {
             tools,
             search_overrides: declared.web_search.clone(),
             session: None,
+            mcp: None,
         }
+    }
+
+    /// Connects to the request's MCP servers and lists their tools (before the first turn:
+    /// the model is offered them). A server that cannot be reached fails the request.
+    pub async fn connect_mcp(
+        &mut self,
+        declared: &Declared,
+    ) -> Result<Option<&McpTools>, crate::error::GatewayError> {
+        if declared.mcp.is_empty() {
+            return Ok(None);
+        }
+        let tools = McpTools::connect(&declared.mcp, &self.tools.cfg.mcp).await?;
+        Ok(Some(&*self.mcp.insert(tools)))
     }
 
     /// Before a stream opens: the backends the request declared can be reached (the
@@ -68,7 +85,20 @@ impl<'a> Runner<'a> {
         let overrides = self.search_overrides.as_ref();
         let tools = self.tools;
         let open_error = open_error.as_ref();
+        let mcp = self.mcp.as_ref();
         let runs = calls.iter().map(|call| async move {
+            if call.ours == Some(ToolKind::Mcp) {
+                return Ok(match mcp {
+                    Some(m) => m.run(call).await,
+                    None => ToolRun {
+                        call: call.clone(),
+                        output: ToolError::Failed("no MCP server is connected".into()).for_model(),
+                        results: vec![],
+                        ok: false,
+                        mcp: None,
+                    },
+                });
+            }
             let done: Result<(String, Vec<_>), ToolError> = match call.ours {
                 Some(ToolKind::WebSearch) => match tools.search.as_ref() {
                     Some(s) => {
@@ -87,7 +117,7 @@ impl<'a> Runner<'a> {
                     (None, Some(e)) => Err(e.clone()),
                     (None, None) => Err(ToolError::Failed("no sandbox session".into())),
                 },
-                None => Err(ToolError::Failed("not a gateway tool".into())),
+                Some(ToolKind::Mcp) | None => Err(ToolError::Failed("not a gateway tool".into())),
             };
             match done {
                 Ok((output, results)) => Ok(ToolRun {
@@ -95,6 +125,7 @@ impl<'a> Runner<'a> {
                     call: call.clone(),
                     output,
                     results,
+                    mcp: None,
                 }),
                 Err(e @ ToolError::Unreachable(_)) => Err(e),
                 Err(e) => Ok(ToolRun {
@@ -102,6 +133,7 @@ impl<'a> Runner<'a> {
                     output: e.for_model(),
                     results: vec![],
                     ok: false,
+                    mcp: None,
                 }),
             }
         });
@@ -111,8 +143,16 @@ impl<'a> Runner<'a> {
     /// Ends the request's sandbox session (dropping the runner does it too, in the
     /// background).
     pub async fn close(self) {
-        if let Some(s) = self.session {
-            s.close().await;
-        }
+        let mcp = async {
+            if let Some(m) = self.mcp {
+                m.close().await;
+            }
+        };
+        let sandbox = async {
+            if let Some(s) = self.session {
+                s.close().await;
+            }
+        };
+        futures_util::future::join(mcp, sandbox).await;
     }
 }

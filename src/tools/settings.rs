@@ -17,6 +17,10 @@
 //!   code_execution:
 //!     url: http://127.0.0.1:8890  # a sandbox speaking protocol v1
 //!     timeout_ms: 60000           # per call
+//!   mcp:                          # MCP servers a request names (`mcp_servers`, Responses `mcp` tools)
+//!     connect_timeout_ms: 10000   # connecting and initialising, per server
+//!     call_timeout_ms: 60000      # each tool call (and the tool list), per server
+//!     allow_private_hosts: false  # server URLs may be on private or loopback addresses
 //!   max_tool_iterations: 10       # model turns per request (cap 25)
 //!   purpose_hint: "You have access to the following tools:"
 //! ```
@@ -40,8 +44,48 @@ const TAVILY_URL: &str = "https://api.tavily.com/search";
 pub struct RawTools {
     pub web_search: Option<RawWebSearch>,
     pub code_execution: Option<RawCodeExecution>,
+    pub mcp: Option<RawMcp>,
     pub max_tool_iterations: Option<u32>,
     pub purpose_hint: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcp {
+    pub connect_timeout_ms: Option<u64>,
+    pub call_timeout_ms: Option<u64>,
+    pub allow_private_hosts: Option<bool>,
+}
+
+/// MCP servers named in a request (tollgate connects to them when the provider cannot).
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpConfig {
+    pub connect_timeout: Duration,
+    pub call_timeout: Duration,
+    /// Server URLs may be on private, link-local or loopback addresses (the request names
+    /// them, so only public ones by default).
+    pub allow_private_hosts: bool,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            connect_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(60),
+            allow_private_hosts: false,
+        }
+    }
+}
+
+impl McpConfig {
+    /// The SSRF policy for the servers' URLs.
+    pub fn policy(&self) -> crate::outbound::HostPolicy {
+        if self.allow_private_hosts {
+            crate::outbound::HostPolicy::ANY
+        } else {
+            crate::outbound::HostPolicy::PUBLIC
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -112,6 +156,7 @@ pub struct CodeExecutionConfig {
 pub struct ToolsConfig {
     pub web_search: Option<WebSearchConfig>,
     pub code_execution: Option<CodeExecutionConfig>,
+    pub mcp: McpConfig,
     /// Claim provider web-search tools (Claude Code's `web_search_20250305`, Responses'
     /// `web_search`) on same-format routes too (translated routes always do, with a backend).
     pub intercept: bool,
@@ -124,6 +169,7 @@ impl Default for ToolsConfig {
         ToolsConfig {
             web_search: None,
             code_execution: None,
+            mcp: McpConfig::default(),
             intercept: false,
             max_tool_iterations: 10,
             purpose_hint: DEFAULT_PURPOSE_HINT.to_string(),
@@ -149,6 +195,23 @@ fn positive_ms(field: &str, v: Option<u64>, default: u64) -> Result<Duration, Co
         Some(ms) => Ok(Duration::from_millis(ms)),
         None => Ok(Duration::from_millis(default)),
     }
+}
+
+fn mcp(raw: RawMcp) -> Result<McpConfig, ConfigError> {
+    let d = McpConfig::default();
+    Ok(McpConfig {
+        connect_timeout: positive_ms(
+            "tools.mcp.connect_timeout_ms",
+            raw.connect_timeout_ms,
+            d.connect_timeout.as_millis() as u64,
+        )?,
+        call_timeout: positive_ms(
+            "tools.mcp.call_timeout_ms",
+            raw.call_timeout_ms,
+            d.call_timeout.as_millis() as u64,
+        )?,
+        allow_private_hosts: raw.allow_private_hosts.unwrap_or(false),
+    })
 }
 
 fn domains(field: &str, list: Vec<String>) -> Result<Vec<String>, ConfigError> {
@@ -257,6 +320,7 @@ pub fn build(
         intercept: intercept.unwrap_or(web_search.is_some()),
         web_search,
         code_execution,
+        mcp: mcp(raw.mcp.unwrap_or_default())?,
         max_tool_iterations,
         purpose_hint: raw
             .purpose_hint

@@ -138,13 +138,23 @@ impl LoopStream {
         if self.format == Format::Anthropic {
             self.results.extend(super::cite::results_of(runs).cloned());
         }
+        self.show(view)
+    }
+
+    /// Responses: items shown before the first turn (the MCP servers' `mcp_list_tools`).
+    pub fn items(&mut self, items: Vec<Value>) -> Option<Bytes> {
+        self.show(json!({"content": [], "output": items}))
+    }
+
+    /// Writes a view's blocks (Anthropic `content`) or items (Responses `output`).
+    fn show(&mut self, view: Value) -> Option<Bytes> {
         let mut out = BytesMut::new();
         match self.format {
             Format::Anthropic => {
                 for b in view["content"].as_array().cloned().unwrap_or_default() {
                     let i = self.index;
                     self.index += 1;
-                    if b["type"] == "server_tool_use" {
+                    if b["type"] == "server_tool_use" || b["type"] == "mcp_tool_use" {
                         let mut shell = b.clone();
                         shell["input"] = json!({});
                         self.emit(
@@ -635,6 +645,7 @@ mod tests {
                 published: None,
             }],
             ok: true,
+            mcp: None,
         };
         ls.tools(&[run]).unwrap();
         let turn = concat!(

@@ -39,6 +39,8 @@ pub struct ToolRun {
     /// Search results, for the native blocks.
     pub results: Vec<super::search::SearchResult>,
     pub ok: bool,
+    /// An MCP tool's call: which server and tool (for the native blocks and items).
+    pub mcp: Option<super::mcp::McpTarget>,
 }
 
 fn parse_args(v: Option<&Value>) -> Map<String, Value> {
@@ -189,11 +191,18 @@ pub fn hide_ours(answer: &mut Value, format: Format, offered: &[ToolKind]) {
 }
 
 /// Shows the client what tollgate ran, in its grammar: Anthropic `server_tool_use` and
-/// `web_search_tool_result` blocks, Responses `web_search_call` items; nothing on chat.
+/// `web_search_tool_result` blocks (`mcp_tool_use` and `mcp_tool_result` for MCP calls),
+/// Responses `web_search_call` (`mcp_call`) items; nothing on chat.
 pub fn present(answer: &mut Value, format: Format, runs: &[ToolRun]) {
     let searches = runs
         .iter()
         .filter(|r| r.call.ours == Some(ToolKind::WebSearch));
+    let mcp: Vec<Value> = runs
+        .iter()
+        .enumerate()
+        .filter_map(|(n, r)| r.mcp.as_ref().map(|t| super::mcp::view(format, n, r, t)))
+        .flatten()
+        .collect();
     match format {
         Format::Anthropic => {
             let mut blocks = Vec::new();
@@ -207,6 +216,7 @@ pub fn present(answer: &mut Value, format: Format, runs: &[ToolRun]) {
                 };
                 blocks.push(json!({"type": "web_search_tool_result", "tool_use_id": id, "content": content}));
             }
+            blocks.extend(mcp);
             if blocks.is_empty() {
                 return;
             }
@@ -216,9 +226,10 @@ pub fn present(answer: &mut Value, format: Format, runs: &[ToolRun]) {
             }
         }
         Format::Responses => {
-            let items: Vec<Value> = searches
+            let mut items: Vec<Value> = searches
                 .map(|r| json!({"type": "web_search_call", "id": format!("ws_{}", r.call.id), "status": if r.ok { "completed" } else { "failed" }, "action": {"type": "search", "query": r.call.input()}}))
                 .collect();
+            items.extend(mcp);
             if items.is_empty() {
                 return;
             }
@@ -253,7 +264,12 @@ pub fn strip_echoes(req: &mut Map<String, Value>, format: Format) {
                         c.retain(|b| {
                             !matches!(
                                 b["type"].as_str(),
-                                Some("server_tool_use" | "web_search_tool_result")
+                                Some(
+                                    "server_tool_use"
+                                        | "web_search_tool_result"
+                                        | "mcp_tool_use"
+                                        | "mcp_tool_result"
+                                )
                             )
                         });
                         c.iter_mut().for_each(super::cite::strip);
@@ -265,7 +281,12 @@ pub fn strip_echoes(req: &mut Map<String, Value>, format: Format) {
         }
         Format::Responses => {
             if let Some(Value::Array(items)) = req.get_mut("input") {
-                items.retain(|i| i["type"] != "web_search_call");
+                items.retain(|i| {
+                    !matches!(
+                        i["type"].as_str(),
+                        Some("web_search_call" | "mcp_call" | "mcp_list_tools")
+                    )
+                });
             }
         }
         _ => {}
@@ -307,6 +328,7 @@ mod tests {
             output: output.into(),
             results: vec![],
             ok: true,
+            mcp: None,
         }
     }
 

@@ -79,6 +79,8 @@ providers:
 tools:
   web_search: {url: "http://$search_addr"}
   code_execution: {url: "http://$sandbox_addr"}
+  # test_mcp.py: the MCP test servers run on loopback
+  mcp: {allow_private_hosts: true}
 guardrails:
   url: "http://$guard_addr"
   policies:

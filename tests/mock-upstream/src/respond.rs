@@ -202,7 +202,20 @@ pub(crate) fn tool_args(name: &str) -> &'static str {
         "exec_command" => EXEC_ARGS,
         "web_search" | "WebSearch" => SEARCH_ARGS,
         "code_execution" => CODE_ARGS,
+        n if n.starts_with("mcp__") => mcp_args(n),
         _ => TOOL_ARGS,
+    }
+}
+
+/// MCP tools (offered by tollgate as `mcp__<server>__<tool>`) of tests/mcp_servers: the
+/// arguments each one takes.
+fn mcp_args(name: &str) -> &'static str {
+    match name.rsplit("__").next().unwrap_or_default() {
+        "add" => "{\"a\":2,\"b\":3}",
+        "echo" => "{\"text\":\"hello-from-mcp\"}",
+        "nap" => "{\"seconds\":30}",
+        "count_slowly" => "{\"n\":2}",
+        _ => "{}",
     }
 }
 
@@ -498,10 +511,17 @@ pub(crate) fn now() -> u64 {
 
 /// The arguments in three pieces (as a streamed tool call delivers them).
 pub(crate) fn arg_parts(a: &str) -> Vec<String> {
+    // Cut at 10 and 25 bytes (a third and two thirds of shorter ones, such as MCP tools'
+    // arguments); the arguments are ASCII.
+    let (one, two) = if a.len() > 25 {
+        (10, 25)
+    } else {
+        (a.len() / 3, 2 * a.len() / 3)
+    };
     vec![
-        a[..10].to_string(),
-        a[10..25].to_string(),
-        a[25..].to_string(),
+        a[..one].to_string(),
+        a[one..two].to_string(),
+        a[two..].to_string(),
     ]
 }
 
