@@ -513,3 +513,88 @@ async fn oauth_client_credentials_are_fetched_and_refreshed() {
     let logs = gw.stderr_text() + &gw.stdout_text();
     assert!(!logs.contains("tollgate-secret") && !logs.contains("tok-1"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registered_servers_named_by_id_in_a_request() {
+    let mock = mock_upstream::MockServer::start().await;
+    let servers = McpServers::start();
+    let cfg = TestConfig::new(&mock.url()).set(
+        "mcp_servers",
+        json!([
+            {"name": "tools", "url": McpServers::http_url(servers.tools)},
+            {"name": "auth", "url": McpServers::http_url(servers.auth),
+             "auth": {"type": "header", "name": "Authorization", "value": format!("Bearer {MCP_TOKEN}")}},
+        ]),
+    );
+    let gw = Gateway::start_with(cfg.file());
+    let key = key_with(
+        &gw,
+        "loop",
+        json!({"tools": {"tools": ["add", "secret_*"]}, "auth": {}}),
+    )
+    .await;
+    let post = |ids: Value, script: &'static str, key: String| {
+        let url = gw.url();
+        async move {
+            client()
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .header("x-mock-tool-script", script)
+                .json(&json!({"model": "gpt-4o-mini", "mcp_server_ids": ids,
+                              "messages": [{"role": "user", "content": "use the tool"}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The allowed tools are offered and run with tollgate's credential; the answer uses them.
+    let r = post(
+        json!(["tools", "auth"]),
+        "mcp__tools__secret_word",
+        key.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("PAPAYA-42"), "{v}");
+    let first: Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    let mut offered: Vec<&str> = first["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    offered.sort();
+    assert_eq!(
+        offered,
+        [
+            "mcp__auth__whoami",
+            "mcp__tools__add",
+            "mcp__tools__secret_word"
+        ]
+    );
+    assert!(!String::from_utf8_lossy(&mock.requests()[0].body).contains("mcp_server_ids"));
+    mock.clear();
+    let r = post(json!(["auth"]), "mcp__auth__whoami", key.clone()).await;
+    let v: Value = r.json().await.unwrap();
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("authorized caller"));
+    // A server the key may not use, or that does not exist: refused before any model call.
+    let bare = gw.create_key("none").await;
+    for (ids, key) in [
+        (json!(["tools"]), bare.clone()),
+        (json!(["nope"]), key.clone()),
+        (json!("tools"), key.clone()),
+    ] {
+        mock.clear();
+        let r = post(ids.clone(), "mcp__tools__add", key).await;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert!(status == 403 || status == 400, "{ids}: {status} {v}");
+        assert_eq!(v["error"]["param"], "mcp_server_ids", "{v}");
+        assert!(mock.requests().is_empty());
+    }
+}

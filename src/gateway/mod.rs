@@ -284,7 +284,7 @@ impl Gateway {
         let named_mcp = ctx
             .tool_loop_fields
             .as_ref()
-            .is_some_and(|f| f.contains_key("mcp_servers"));
+            .is_some_and(|f| f.contains_key("mcp_servers") || f.contains_key("mcp_server_ids"));
         if ctx.endpoint.generation_format().is_some()
             && (named_mcp || crate::tools::declare::might_declare(&body, true))
             && Box::pin(self.tool_loop(s, ctx, &mut req, &body, &route, &alternates)).await?

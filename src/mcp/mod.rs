@@ -12,12 +12,14 @@
 //!   policy), and per-tool rate limits.
 //! - `upstream`, `oauth`: tollgate's long-lived sessions with the registered servers, their
 //!   cached tool lists, and OAuth client-credentials tokens.
+//! - `resolve`: `mcp_server_ids` in a request: registered servers as the tool loop's specs.
 //! - `serve`: tollgate's own MCP server, `/mcp` (the gateway side is `gateway/mcp.rs`).
 
 pub mod client;
 pub mod oauth;
 pub mod policy;
 pub mod registry;
+pub mod resolve;
 pub mod serve;
 pub mod settings;
 mod sse;

@@ -56,7 +56,7 @@ fn never_ran(e: &McpError) -> bool {
 
 impl Upstreams {
     /// The spec to connect to `s` with, and when its OAuth token is due for a refresh.
-    async fn spec(
+    pub async fn spec(
         &self,
         s: &McpServerRecord,
         cfg: &McpSettings,
