@@ -180,15 +180,25 @@ impl ServerHandler for McpEndpoint {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let mcp = &self.state.mcp;
+        let usable: Vec<_> = mcp
+            .registry
+            .all()
+            .into_iter()
+            .filter(|(s, _)| may_use_server(&self.bounds, &s.id))
+            .collect();
+        // Every server at once: one slow or down server delays the list by its own timeout
+        // only, and leaves the others' tools listed.
+        let listed = futures_util::future::join_all(
+            usable
+                .iter()
+                .map(|(s, _)| mcp.upstreams.tools(s, &mcp.settings)),
+        )
+        .await;
         let mut out = Vec::new();
-        for (server, _) in mcp.registry.all() {
-            if !may_use_server(&self.bounds, &server.id) {
-                continue;
-            }
-            let tools = match mcp.upstreams.tools(&server, &mcp.settings).await {
+        for ((server, _), tools) in usable.iter().zip(listed) {
+            let tools = match tools {
                 Ok(t) => t,
                 Err(e) => {
-                    // One server down leaves the others' tools listed.
                     log::warn!("{e}");
                     continue;
                 }

@@ -32,9 +32,13 @@ struct Conn {
 /// A fetched tool list: when, at which list-changed count, and the tools.
 type Listed = (Instant, u64, Arc<Vec<Tool>>);
 
+/// One server's session, if open. Connecting holds this server's slot only: a slow server
+/// never delays the others.
+type Slot = Arc<Mutex<Option<Arc<Conn>>>>;
+
 #[derive(Default)]
 pub struct Upstreams {
-    conns: Mutex<HashMap<String, Arc<Conn>>>,
+    slots: parking_lot::Mutex<HashMap<String, Slot>>,
     pub tokens: Tokens,
 }
 
@@ -108,8 +112,9 @@ impl Upstreams {
         s: &Arc<McpServerRecord>,
         cfg: &McpSettings,
     ) -> Result<Arc<Conn>, McpError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&s.id) {
+        let slot = self.slots.lock().entry(s.id.clone()).or_default().clone();
+        let mut conn = slot.lock().await;
+        if let Some(c) = conn.as_ref() {
             let fresh = c.refresh_at.is_none_or(|t| t > Instant::now());
             if c.record == *s && fresh {
                 return Ok(c.clone());
@@ -126,7 +131,7 @@ impl Upstreams {
             changed,
             tools: parking_lot::Mutex::new(None),
         });
-        if let Some(old) = conns.insert(s.id.clone(), c.clone()) {
+        if let Some(old) = conn.replace(c.clone()) {
             close_later(old);
         }
         Ok(c)
@@ -134,8 +139,11 @@ impl Upstreams {
 
     /// Drops the session with `id` (a failure, or the record changed).
     pub async fn forget(&self, id: &str, refused_token: bool) {
-        if let Some(old) = self.conns.lock().await.remove(id) {
-            close_later(old);
+        let slot = self.slots.lock().get(id).cloned();
+        if let Some(slot) = slot {
+            if let Some(old) = slot.lock().await.take() {
+                close_later(old);
+            }
         }
         if refused_token {
             self.tokens.invalidate(id);
