@@ -190,6 +190,14 @@ async fn registered_servers_through_the_mcp_endpoint() {
         &url,
         Method::POST,
         "/v1/mcp/servers",
+        Some(json!({"name": "slow", "url": McpServers::http_url(servers.slow), "call_timeout_ms": 300})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = admin_call(
+        &url,
+        Method::POST,
+        "/v1/mcp/servers",
         Some(json!({"name": "bad__name", "url": "http://127.0.0.1:1/mcp"})),
     )
     .await;
@@ -204,6 +212,7 @@ async fn registered_servers_through_the_mcp_endpoint() {
                       "rate_limits": {"echo": 2}},
             "auth": {"tools": ["*"]},
             "fail": {"tools": ["*"]},
+            "slow": {},
         }),
     )
     .await;
@@ -214,6 +223,7 @@ async fn registered_servers_through_the_mcp_endpoint() {
         [
             "auth__whoami",
             "fail__boom",
+            "slow__nap",
             "tools__add",
             "tools__count_slowly",
             "tools__echo",
@@ -254,6 +264,16 @@ async fn registered_servers_through_the_mcp_endpoint() {
     );
     let boom = call(&gw, &key, "fail__boom", json!({})).await;
     assert_eq!(boom["result"]["isError"], true, "{boom}");
+
+    // A call past the server's timeout: a JSON-RPC error, recorded as 504.
+    let nap = call(&gw, &key, "slow__nap", json!({"seconds": 10})).await;
+    assert!(
+        nap["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{nap}"
+    );
 
     // Rate limit: two echo calls a minute for this key.
     for i in 0..2 {
@@ -315,7 +335,7 @@ async fn registered_servers_through_the_mcp_endpoint() {
     );
 
     // Usage rows: one per call that reached the permission check; billed at the price.
-    let rows = mcp_rows(&gw, 9).await;
+    let rows = mcp_rows(&gw, 10).await;
     let row = |tool: &str| -> Vec<&Value> { rows.iter().filter(|r| r["model"] == tool).collect() };
     let add = row("add")[0];
     assert_eq!(add["provider"], "tools");
@@ -334,6 +354,7 @@ async fn registered_servers_through_the_mcp_endpoint() {
     );
     assert_eq!(boom["cost_micros"], 0, "a failed tool is free: {boom}");
     assert_eq!(row("whoami")[0]["cost_micros"], 0, "auth has no price");
+    assert_eq!(row("nap")[0]["status"], 504);
     let billed: u64 = rows.iter().filter_map(|r| r["cost_micros"].as_u64()).sum();
     // add, two echoes, count_slowly, grow, grown_one at 0.002 each.
     assert_eq!(billed, 6 * 2000);
@@ -355,6 +376,7 @@ async fn registered_servers_through_the_mcp_endpoint() {
     );
     assert!(metrics.contains(r#"tollgate_mcp_calls_total{outcome="rate_limited",server="tools"}"#));
     assert!(metrics.contains(r#"tollgate_mcp_calls_total{outcome="tool_error",server="fail"}"#));
+    assert!(metrics.contains(r#"tollgate_mcp_calls_total{outcome="timeout",server="slow"}"#));
     assert!(metrics.contains("tollgate_mcp_call_duration_seconds_bucket"));
     assert!(!metrics.contains(MCP_TOKEN));
 
@@ -597,4 +619,74 @@ async fn registered_servers_named_by_id_in_a_request() {
         assert_eq!(v["error"]["param"], "mcp_server_ids", "{v}");
         assert!(mock.requests().is_empty());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_registered_on_one_instance_serve_on_another() {
+    let Some(url) = pg_url() else {
+        return;
+    };
+    let servers = McpServers::start();
+    let n = std::process::id();
+    let schema = format!("t_mcpg_{n}_{}", free_port());
+    let cfg = TestConfig::empty()
+        .postgres(&url, &schema, json!({"sync_interval_ms": 100}))
+        .file();
+    let a = Gateway::start_with(cfg.clone());
+    let b = Gateway::start_with(cfg);
+    let (status, v) = admin_call(
+        &a.url(),
+        Method::POST,
+        "/v1/mcp/servers",
+        Some(
+            json!({"name": "tools", "url": McpServers::http_url(servers.tools),
+                    "auth": {"type": "header", "name": "X-Api-Key", "value": "not-shown"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let key = key_with(&a, "shared", json!({"tools": {"tools": ["add"]}})).await;
+    // The other instance follows the change feed: the server, then the call through it.
+    let mut seen = false;
+    for _ in 0..100 {
+        let (status, v) = admin_call(&b.url(), Method::GET, "/v1/mcp/servers/tools", None).await;
+        if status == 200 {
+            assert_eq!(v["auth"]["value_set"], true);
+            assert!(!v.to_string().contains("not-shown"));
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "instance b never saw the server registered on a");
+    let mut answered = Value::Null;
+    for _ in 0..100 {
+        // (the key is followed too: 401 until it arrives)
+        let (status, m) = rpc(
+            &b,
+            &key,
+            "tools/call",
+            json!({"name": "tools__add", "arguments": {"a": 20, "b": 22}}),
+        )
+        .await;
+        if status == 200 && answer(&m).get("result").is_some() {
+            answered = answer(&m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(text_of(&answered), "42");
+    // Deleted on b: gone on a too.
+    let (status, _) = admin_call(&b.url(), Method::DELETE, "/v1/mcp/servers/tools", None).await;
+    assert_eq!(status, 200);
+    let mut gone = false;
+    for _ in 0..100 {
+        let (status, _) = admin_call(&a.url(), Method::GET, "/v1/mcp/servers/tools", None).await;
+        if status == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone);
 }

@@ -80,9 +80,10 @@ fn unknown_tool(name: &str) -> ErrorData {
 #[derive(Clone, Copy)]
 enum Outcome {
     Ok,
-    /// The tool ran and reported an error (`isError`): billed like a success? No: free.
+    /// The tool ran and reported an error (`isError`): recorded as 200, not charged.
     ToolError,
     RateLimited,
+    /// The ledger refused it (budget, blocked user, the key's request limits).
     Refused,
     Timeout,
     Failed,

@@ -1210,12 +1210,14 @@ mod tests {
         else {
             return;
         };
-        // Back to schema version 2, with a row written the way version 2 wrote it.
+        // Back to schema version 2 (later migrations undone), with a row written the way
+        // version 2 wrote it.
         let c = store.client().await.unwrap();
         c.batch_execute(
             "DROP TABLE tg_response_items; DROP TABLE tg_responses; DROP TABLE tg_conversations;
              DROP INDEX tg_usage_end_user; ALTER TABLE tg_usage DROP COLUMN end_user;
-             DELETE FROM tg_schema_migrations WHERE version IN (3, 4);
+             DROP TABLE tg_mcp_servers; DELETE FROM tg_versions WHERE kind = 'mcp_servers';
+             DELETE FROM tg_schema_migrations WHERE version IN (3, 4, 5);
              INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
              VALUES ('old', 1000, 'k1', NULL, 'gpt-4o', 'openai', 'chat_completions', NULL, 200,
                      '{\"id\":\"old\",\"ts_ms\":1000,\"request_id\":\"r\",\"key_id\":\"k1\",\"endpoint\":\"chat_completions\",\"provider\":\"openai\",\"model\":\"gpt-4o\",\"upstream_model\":\"\",\"status\":200}');",
