@@ -116,7 +116,7 @@ enum Cmd {
         #[arg(long)]
         status: bool,
     },
-    /// Write the whole store (keys, users, budgets, prices, spend, usage) as JSON lines.
+    /// Write the whole store (keys, users, budgets, prices, MCP servers, spend, usage) as JSON lines.
     Export {
         #[arg(long, default_value = "proxy.yaml", env = "TOLLGATE_CONFIG")]
         config: PathBuf,
