@@ -44,6 +44,24 @@ pub enum TransportKind {
     Auto,
 }
 
+/// Headers a caller may not set: HTTP's framing and routing, and the transport's own.
+const RESERVED: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+    "accept",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+];
+
 /// Headers sent on every request to a server (credentials, usually). Values are secrets: the
 /// `Debug` form shows the names only.
 #[derive(Clone, Default, PartialEq)]
@@ -54,10 +72,14 @@ impl Headers {
         Headers(Vec::new())
     }
 
-    /// Adds a header; the error names the header, never the value.
+    /// Adds a header; the error names the header, never the value. Headers that HTTP or the
+    /// transport set themselves are refused.
     pub fn insert(&mut self, name: &str, value: &str) -> Result<(), McpError> {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| McpError::InvalidHeader(name.to_string()))?;
+        if RESERVED.contains(&header.as_str()) {
+            return Err(McpError::InvalidHeader(name.to_string()));
+        }
         let mut v =
             HeaderValue::from_str(value).map_err(|_| McpError::InvalidHeader(name.to_string()))?;
         v.set_sensitive(true);
@@ -458,6 +480,9 @@ mod tests {
         );
         spec.headers.bearer("tok-secret").unwrap();
         spec.headers.insert("x-api-key", "xk-secret").unwrap();
+        for reserved in ["Host", "content-length", "Mcp-Session-Id", "accept"] {
+            assert!(spec.headers.insert(reserved, "x").is_err(), "{reserved}");
+        }
         let shown = format!("{spec:?}");
         assert!(
             !shown.contains("tok-secret") && !shown.contains("xk-secret"),
