@@ -83,16 +83,16 @@ fn migrate_is_versioned_and_idempotent() {
     );
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg, "--status"]);
     assert!(ok, "{err}");
-    assert!(out.contains("version 0 (this tollgate: 4)"), "{out}");
+    assert!(out.contains("version 0 (this tollgate: 5)"), "{out}");
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("applied 1, 2, 3, 4; now at version 4"),
+        out.contains("applied 1, 2, 3, 4, 5; now at version 5"),
         "{out}"
     );
     let (ok, out, _) = tollgate(&["migrate", "--config", &cfg]);
     assert!(ok);
-    assert!(out.contains("is current (version 4)"), "{out}");
+    assert!(out.contains("is current (version 5)"), "{out}");
     // Several hosts migrating at once: each migration is applied once.
     let schema2 = unique("mig2");
     let cfg2 = write_config(
@@ -111,7 +111,7 @@ fn migrate_is_versioned_and_idempotent() {
     assert!(outs.iter().all(|o| o.0), "{outs:?}");
     assert_eq!(
         outs.iter()
-            .filter(|o| o.1.contains("applied 1, 2, 3, 4"))
+            .filter(|o| o.1.contains("applied 1, 2, 3, 4, 5"))
             .count(),
         1,
         "{outs:?}"
