@@ -78,6 +78,7 @@ impl KeyRecord {
             reject_user_mismatch: None,
             end_user_limits: None,
             tools: None,
+            mcp: None,
             guardrail_policies: Vec::new(),
         };
         (rec, secret)

@@ -99,6 +99,10 @@ pub struct RawConfig {
     pub ui: Option<crate::ui::settings::RawUi>,
     /// CORS for browser-based API clients (see `gateway::cors`).
     pub cors: Option<crate::gateway::cors::RawCors>,
+    /// MCP servers registered in the file (see `mcp::settings`).
+    pub mcp_servers: Option<Vec<crate::mcp::settings::RawMcpServer>>,
+    /// tollgate's own MCP endpoint, `/mcp` (see `mcp::settings`).
+    pub mcp_gateway: Option<crate::mcp::settings::RawMcpGateway>,
 }
 
 /// `model_discovery:` as written; every field is optional.
@@ -265,6 +269,8 @@ pub struct Config {
     pub traces: crate::traces::settings::TraceSettings,
     pub ui: crate::ui::settings::UiConfig,
     pub cors: crate::gateway::cors::CorsConfig,
+    /// Registered MCP servers and the `/mcp` endpoint's settings.
+    pub mcp: crate::mcp::settings::McpSettings,
 }
 
 /// Concurrency and slow-client limits. Excess requests are refused at once (429 per key,
@@ -637,6 +643,7 @@ impl Config {
             traces: crate::traces::settings::build(raw.traces)?,
             ui: crate::ui::settings::build(raw.ui)?,
             cors: crate::gateway::cors::build(raw.cors)?,
+            mcp: crate::mcp::settings::build(raw.mcp_servers, raw.mcp_gateway)?,
             failover: crate::balance::settings::build(
                 raw.deployments,
                 raw.fallbacks,

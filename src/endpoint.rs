@@ -30,6 +30,8 @@ pub enum Endpoint {
     Ui,
     /// A CORS preflight (`OPTIONS` on an inference endpoint or a model listing).
     Preflight,
+    /// tollgate's MCP server (Streamable HTTP): the registered servers' tools a key may use.
+    Mcp,
     NotFound,
 }
 
@@ -69,6 +71,7 @@ impl Endpoint {
             ("GET", "/v1/tools") => Endpoint::Tools,
             (_, p) if p == "/ui" || p.starts_with("/ui/") => Endpoint::Ui,
             ("OPTIONS", p) if crate::gateway::cors::applies(p) => Endpoint::Preflight,
+            ("POST" | "GET" | "DELETE", "/mcp") => Endpoint::Mcp,
             (_, p) if is_admin_path(p) => Endpoint::Admin,
             ("GET", p) if p.starts_with("/v1/models/") => Endpoint::Model,
             _ => Endpoint::NotFound,
@@ -137,6 +140,7 @@ impl Endpoint {
             Endpoint::Tools => "tools",
             Endpoint::Ui => "ui",
             Endpoint::Preflight => "preflight",
+            Endpoint::Mcp => "mcp",
             Endpoint::NotFound => "not_found",
         }
     }
@@ -151,6 +155,7 @@ fn is_admin_path(p: &str) -> bool {
         "/v1/usage",
         "/v1/traces",
         "/v1/admins",
+        "/v1/mcp",
     ]
     .iter()
     .any(|root| {

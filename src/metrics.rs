@@ -61,6 +61,27 @@ pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
     .unwrap()
 });
 
+/// Calls through `/mcp`, by registered server (the registry bounds the set) and outcome
+/// (`ok`, `tool_error`, `rate_limited`, `refused`, `timeout`, `failed`).
+pub static MCP_CALLS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_mcp_calls_total",
+        "MCP tool calls through /mcp by server and outcome",
+        &["server", "outcome"]
+    )
+    .unwrap()
+});
+
+pub static MCP_CALL_LATENCY: Lazy<HistogramVec> = Lazy::new(|| {
+    register_histogram_vec!(
+        "tollgate_mcp_call_duration_seconds",
+        "Time of an MCP tool call through /mcp, by server",
+        &["server"],
+        vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]
+    )
+    .unwrap()
+});
+
 pub static AUTH_FAILURES: Lazy<IntCounterVec> = Lazy::new(|| {
     register_int_counter_vec!(
         "tollgate_auth_failures_total",

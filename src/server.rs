@@ -162,6 +162,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         cfg.responses.clone(),
         store.clone(),
     ));
+    let mcp = Arc::new(crate::mcp::Mcp::new(&cfg.mcp));
     let state = Arc::new(State {
         responses: responses.clone(),
         inflight,
@@ -183,6 +184,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         } else {
             crate::ui::Console::in_memory(&cfg)
         },
+        mcp: mcp.clone(),
         cfg: cfg.clone(),
     });
 
@@ -220,6 +222,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
             data_dir: data_dir.clone(),
             interval: pg.sync_interval,
             configured_master: cfg.master_key.is_some(),
+            mcp: mcp.registry.clone(),
         };
         server.add_service(background_service("shared store sync", sync));
     }
@@ -233,6 +236,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         retention_days: cfg.usage_retention_days,
         store_kind: cfg.store.clone(),
         responses: responses.clone(),
+        mcp: mcp.registry.clone(),
     };
     server.add_service(background_service("store keeper", keeper));
     server.add_service(background_service(

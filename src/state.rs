@@ -38,4 +38,6 @@ pub struct State {
     pub guardrails: crate::guardrails::Guardrails,
     /// The web console's sessions and login limit (`ui:`).
     pub console: crate::ui::Console,
+    /// Registered MCP servers, the keys' MCP rate windows and the `/mcp` endpoint.
+    pub mcp: Arc<crate::mcp::Mcp>,
 }

@@ -379,10 +379,11 @@ async fn private_urls_when_the_operator_allows_them() {
 #[tokio::test]
 async fn gateway_only_fields_are_never_forwarded() {
     let e = start(with_url).await;
-    // (`mcp_servers` is not here: tollgate connects to them, or an Anthropic route passes
-    // Anthropic's MCP connector through; tests/mcp.rs.)
+    // (`mcp_servers` and `mcp_server_ids` are not here: tollgate connects to those servers,
+    // or an Anthropic route passes Anthropic's MCP connector through; tests/mcp.rs and
+    // tests/mcp_gateway.rs.)
     let extra = json!({"guardrails": [{"profile": "p"}],
-        "mcp_server_ids": ["m1"], "tools_header": "h", "max_tool_iterations": 3, "session_label": null});
+        "tools_header": "h", "max_tool_iterations": 3, "session_label": null});
     for (path, model) in [
         (CHAT, "gpt-4o-mini"),
         (CHAT, "claude-x"),

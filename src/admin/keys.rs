@@ -27,6 +27,7 @@ const FIELDS: &[&str] = &[
     "tpm_limit",
     "allowed_models",
     "tools",
+    "mcp",
     "reject_user_mismatch",
     "end_user_limits",
     "guardrail_policies",
@@ -54,6 +55,7 @@ fn view(state: &State, k: &KeyRecord) -> Value {
         .as_ref()
         .map_or(Value::Null, |l| l.to_json());
     v["tools"] = super::tool_policy::view(k.tools.as_ref());
+    v["mcp"] = super::mcp_policy::view(k.mcp.as_ref());
     v["guardrail_policies"] = json!(k.guardrail_policies);
     v["standing"] = standing_of(state, Scope::Key, &k.id, &k.limits);
     v
@@ -143,6 +145,9 @@ fn apply(state: &State, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayError
     }
     if let Some(v) = b.get("tools") {
         k.tools = super::tool_policy::apply(v, k.tools.take())?;
+    }
+    if let Some(v) = b.get("mcp") {
+        k.mcp = super::mcp_policy::apply(v, k.mcp.take())?;
     }
     if let Some(v) = b.get("reject_user_mismatch") {
         k.reject_user_mismatch = match v {

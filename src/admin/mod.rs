@@ -1,7 +1,7 @@
 //! The management API, under the master key: `/v1/keys`, `/v1/users`, `/v1/budgets`,
 //! `/v1/pricing` (readable with any virtual key), `/v1/usage` and `/v1/traces` (a virtual key
-//! reads its own); `GET /v1/key/info`, where a key reads its own standing; `/v1/admins` (the
-//! console's named admins).
+//! reads its own), `/v1/mcp/servers`; `GET /v1/key/info`, where a key reads its own standing;
+//! `/v1/admins` (the console's named admins).
 //!
 //! Writes go to the store first and to the in-memory state after, so an answered write is
 //! durable; a process without the store (during an upgrade hand-over) answers 503 with
@@ -14,6 +14,8 @@
 mod admins;
 mod budgets;
 mod keys;
+mod mcp_policy;
+mod mcp_servers;
 mod pricing;
 mod tool_policy;
 mod traces;
@@ -337,6 +339,7 @@ async fn dispatch(state: &State, req: &Req) -> Reply {
         Some("pricing") => pricing::handle(state, req).await,
         Some("usage") => usage::handle(state, req).await,
         Some("admins") => admins::handle(state, req).await,
+        Some("mcp") => mcp_servers::handle(state, req).await,
         _ => Err(no_route(req)),
     }
 }

@@ -23,6 +23,7 @@ const FIELDS: &[&str] = &[
     "tpm_limit",
     "allowed_models",
     "tools",
+    "mcp",
     "blocked",
     "metadata",
     "guardrail_policies",
@@ -37,6 +38,7 @@ fn view(state: &State, u: &UserRecord) -> Value {
         "allowed_models": u.allowed_models,
         "blocked": u.blocked,
         "tools": super::tool_policy::view(u.tools.as_ref()),
+        "mcp": super::mcp_policy::view(u.mcp.as_ref()),
         "metadata": u.metadata,
         "guardrail_policies": u.guardrail_policies,
         "created_at": u.created_at,
@@ -93,6 +95,9 @@ fn apply(state: &State, req: &Req, u: &mut UserRecord) -> Result<(), GatewayErro
     }
     if let Some(v) = b.get("tools") {
         u.tools = super::tool_policy::apply(v, u.tools.take())?;
+    }
+    if let Some(v) = b.get("mcp") {
+        u.mcp = super::mcp_policy::apply(v, u.mcp.take())?;
     }
     if let Some(p) = state
         .guardrails
@@ -166,6 +171,7 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
                 created_at: now,
                 updated_at: now,
                 tools: None,
+                mcp: None,
                 guardrail_policies: Vec::new(),
             };
             apply(state, req, &mut u)?;

@@ -31,18 +31,23 @@ pub struct LimitArgs {
     /// '{"web_search":{"max_calls":3},"code_execution":{"allowed":false}}'.
     #[arg(long, value_name = "JSON", value_parser = tool_policy)]
     pub tools: Option<Value>,
+    /// MCP policy, JSON merged by server: which registered MCP servers and tools (names or
+    /// `*` patterns) this may use through /mcp, and calls per minute by tool, e.g.
+    /// '{"docs":{"tools":["search*"],"rate_limits":{"search*":30}}}'.
+    #[arg(long, value_name = "JSON", value_parser = tool_policy)]
+    pub mcp: Option<Value>,
     /// Guardrail policies (named under `guardrails.policies` in the config) run on every
     /// request (comma-separated).
     #[arg(long, value_name = "POLICIES", value_delimiter = ',')]
     pub guardrail_policies: Option<Vec<String>>,
     /// Removes a setting (repeatable): max_budget, budget_duration, budget_alignment,
-    /// budget_id, rpm_limit, tpm_limit, allowed_models, tools, guardrail_policies; for keys
+    /// budget_id, rpm_limit, tpm_limit, allowed_models, tools, mcp, guardrail_policies; for keys
     /// also expires_at, name, user_id.
     #[arg(long, value_name = "FIELD", value_parser = CLEARABLE)]
     pub clear: Vec<String>,
 }
 
-const CLEARABLE: [&str; 12] = [
+const CLEARABLE: [&str; 13] = [
     "user_id",
     "max_budget",
     "budget_duration",
@@ -52,6 +57,7 @@ const CLEARABLE: [&str; 12] = [
     "tpm_limit",
     "allowed_models",
     "tools",
+    "mcp",
     "guardrail_policies",
     "expires_at",
     "name",
@@ -83,6 +89,7 @@ impl LimitArgs {
             self.allowed_models.as_ref().map(|v| json!(v)),
         );
         set(body, "tools", self.tools.clone());
+        set(body, "mcp", self.mcp.clone());
         set(
             body,
             "guardrail_policies",

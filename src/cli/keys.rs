@@ -206,6 +206,7 @@ fn details(k: &Value) -> String {
         ("tpm_limit", cell(&l["tpm_limit"])),
         ("allowed_models", cell(&k["allowed_models"])),
         ("tools", cell(&k["tools"])),
+        ("mcp", cell(&k["mcp"])),
         ("spend", cell(&s["spend"])),
         ("remaining", cell(&s["remaining"])),
         ("resets_at", cell(&s["resets_at"])),

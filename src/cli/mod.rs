@@ -1,5 +1,5 @@
 //! The command line. `serve` and `check-config` run and check the gateway; `keys`, `users`,
-//! `budgets`, `pricing` and `usage` are clients of the running gateway's management API (or,
+//! `budgets`, `pricing`, `mcp-servers` and `usage` are clients of the running gateway's management API (or,
 //! when no gateway runs, work on its store directly); `migrate`, `export` and `import` work on
 //! a store.
 
@@ -10,6 +10,7 @@ mod check;
 mod client;
 mod fields;
 mod keys;
+mod mcp_servers;
 mod offline;
 mod pricing;
 mod render;
@@ -83,6 +84,13 @@ enum Cmd {
         #[command(subcommand)]
         action: budgets::BudgetsCmd,
     },
+    /// Manage the MCP servers registered in tollgate (served to keys at /mcp).
+    McpServers {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: mcp_servers::McpServersCmd,
+    },
     /// Read and set model prices.
     Pricing {
         #[command(flatten)]
@@ -116,7 +124,7 @@ enum Cmd {
         #[arg(long)]
         status: bool,
     },
-    /// Write the whole store (keys, users, budgets, prices, spend, usage) as JSON lines.
+    /// Write the whole store (keys, users, budgets, prices, MCP servers, spend, usage) as JSON lines.
     Export {
         #[arg(long, default_value = "proxy.yaml", env = "TOLLGATE_CONFIG")]
         config: PathBuf,
@@ -145,6 +153,7 @@ enum Manage {
     Users(users::UsersCmd),
     Budgets(budgets::BudgetsCmd),
     Pricing(pricing::PricingCmd),
+    McpServers(mcp_servers::McpServersCmd),
     Usage(usage::UsageArgs),
     Admins(admins::AdminsCmd),
 }
@@ -188,6 +197,7 @@ fn manage(conn: Conn, cmd: Manage) -> i32 {
                 Manage::Users(c) => users::run(&mut api, c, conn.json).await,
                 Manage::Budgets(c) => budgets::run(&mut api, c, conn.json).await,
                 Manage::Pricing(c) => pricing::run(&mut api, c, conn.json).await,
+                Manage::McpServers(c) => mcp_servers::run(&mut api, c, conn.json).await,
                 Manage::Usage(a) => usage::run(&mut api, a, conn.json).await,
                 Manage::Admins(c) => admins::run(&mut api, c, conn.json).await,
             }
@@ -235,6 +245,7 @@ pub fn main() -> i32 {
         Cmd::Users { conn, action } => manage(conn, Manage::Users(action)),
         Cmd::Budgets { conn, action } => manage(conn, Manage::Budgets(action)),
         Cmd::Pricing { conn, action } => manage(conn, Manage::Pricing(action)),
+        Cmd::McpServers { conn, action } => manage(conn, Manage::McpServers(action)),
         Cmd::Usage { conn, args } => manage(conn, Manage::Usage(args)),
         Cmd::Admins { conn, action } => manage(conn, Manage::Admins(action)),
         Cmd::Migrate {

@@ -54,7 +54,8 @@ impl Store {
         let keys = Arc::new(KeyIndex::new());
         let ledger = Arc::new(Ledger::from_config(cfg));
         let failed = |e: StoreError| OpenError::Failed(e.to_string());
-        keeper::load_state(store.as_ref(), &keys, &ledger)
+        let mcp = Arc::new(crate::mcp::Mcp::new(&cfg.mcp));
+        keeper::load_state(store.as_ref(), &keys, &ledger, &mcp.registry)
             .await
             .map_err(failed)?;
         // The key snapshot written after a change keeps the master key hash the gateway uses.
@@ -89,6 +90,7 @@ impl Store {
             tools: crate::tools::Tools::new(&cfg.tools),
             guardrails: crate::guardrails::Guardrails::new(cfg.guardrails.clone()),
             console: crate::ui::Console::in_memory(cfg),
+            mcp: mcp.clone(),
             cfg: cfg.clone(),
         };
         Ok(Store { state })

@@ -138,6 +138,8 @@ enum Line {
         spent: u64,
     },
     Usage(crate::records::UsageRecord),
+    /// A registered MCP server, its credential included (an export holds secrets).
+    McpServer(crate::records::McpServerRecord),
 }
 
 const META_NAMES: &[&str] = &["master_hash", "bootstrapped"];
@@ -158,7 +160,7 @@ pub fn export(config: &Path, from: StoreArg, output: Option<PathBuf>) -> Result<
             out.write_all(b"\n").map_err(|e| e.to_string())
         }
         let mut put = |l: &Line| put_line(&mut out, l);
-        let mut counts = [0usize; 7];
+        let mut counts = [0usize; 8];
         put(&Line::Header { tollgate_export: 1 })?;
         for k in store.load_keys().await.map_err(e)? {
             put(&Line::Key(k))?;
@@ -175,6 +177,10 @@ pub fn export(config: &Path, from: StoreArg, output: Option<PathBuf>) -> Result<
         for (model_key, price) in store.load_prices().await.map_err(e)? {
             put(&Line::Price { model_key, price })?;
             counts[3] += 1;
+        }
+        for m in store.load_mcp_servers().await.map_err(e)? {
+            put(&Line::McpServer(m))?;
+            counts[7] += 1;
         }
         for name in META_NAMES {
             if let Some(v) = store.get_meta(name).await.map_err(e)? {
@@ -211,8 +217,8 @@ pub fn export(config: &Path, from: StoreArg, output: Option<PathBuf>) -> Result<
         }
         out.flush().map_err(|e| e.to_string())?;
         eprintln!(
-            "exported {} keys, {} users, {} budgets, {} prices, {} meta, {} spend rows, {} usage records",
-            counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6]
+            "exported {} keys, {} users, {} budgets, {} prices, {} meta, {} spend rows, {} usage records, {} MCP servers",
+            counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7]
         );
         Ok(())
     })
@@ -252,6 +258,7 @@ pub fn import(config: &Path, to: StoreArg, input: Option<PathBuf>) -> Result<(),
                 Line::Key(k) => store.put_key(&k).await.map_err(e)?,
                 Line::User(u) => store.put_user(&u).await.map_err(e)?,
                 Line::Budget(b) => store.put_budget(&b).await.map_err(e)?,
+                Line::McpServer(m) => store.put_mcp_server(&m).await.map_err(e)?,
                 Line::Price { model_key, price } => {
                     store.put_price(&model_key, &price).await.map_err(e)?
                 }

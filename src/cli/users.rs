@@ -160,6 +160,7 @@ fn details(u: &Value) -> String {
         ("tpm_limit", cell(&l["tpm_limit"])),
         ("allowed_models", cell(&u["allowed_models"])),
         ("tools", cell(&u["tools"])),
+        ("mcp", cell(&u["mcp"])),
         ("spend", cell(&s["spend"])),
         ("remaining", cell(&s["remaining"])),
         ("resets_at", cell(&s["resets_at"])),

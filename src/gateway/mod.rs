@@ -33,6 +33,7 @@ mod end_user;
 mod guard;
 mod guard_stream;
 pub mod limits;
+mod mcp;
 mod plan;
 pub mod reply;
 pub mod response;
@@ -135,6 +136,7 @@ impl Gateway {
         match ctx.endpoint {
             Endpoint::Admin => Box::pin(self.admin(s, ctx)).await,
             Endpoint::Ui => Box::pin(self.console(s, ctx)).await,
+            Endpoint::Mcp => Box::pin(self.mcp(s, ctx)).await,
             e if e.is_inference() => self.inference(s, ctx).await,
             _ => Box::pin(self.local(s, ctx)).await,
         }
@@ -305,7 +307,7 @@ impl Gateway {
         let named_mcp = ctx
             .tool_loop_fields
             .as_ref()
-            .is_some_and(|f| f.contains_key("mcp_servers"));
+            .is_some_and(|f| f.contains_key("mcp_servers") || f.contains_key("mcp_server_ids"));
         if ctx.endpoint.generation_format().is_some()
             && (named_mcp || crate::tools::declare::might_declare(&body, true))
             && Box::pin(self.tool_loop(s, ctx, &mut req, &body, &route, &alternates)).await?

@@ -80,7 +80,7 @@ impl Gateway {
         let named_mcp = ctx
             .tool_loop_fields
             .as_ref()
-            .is_some_and(|f| f.contains_key("mcp_servers"));
+            .is_some_and(|f| f.contains_key("mcp_servers") || f.contains_key("mcp_server_ids"));
         if !declare::might_declare(body, claim) && !named_mcp {
             return Ok(false);
         }
@@ -88,12 +88,23 @@ impl Gateway {
         if let Some(fields) = ctx.tool_loop_fields.take() {
             work.extend(fields);
         }
-        let specs = crate::tools::mcp::take(
+        let mut specs = crate::tools::mcp::take(
             &mut work,
             format,
             mcp_native(format, upstream),
             &tools.cfg.mcp,
         )?;
+        // Registered servers named by id: only those (and the tools) the key may use.
+        if let Some(ids) = work.remove("mcp_server_ids") {
+            let key = ctx.key.clone().expect("authenticated");
+            let user = key
+                .user_id
+                .as_ref()
+                .and_then(|u| self.state.ledger.users.load().get(u).cloned());
+            specs.extend(
+                crate::mcp::resolve::specs(&self.state.mcp, &key, user.as_deref(), &ids).await?,
+            );
+        }
         let Some(declared) = declare::take(&mut work, format, &tools.cfg, claim, specs)? else {
             return Ok(false);
         };

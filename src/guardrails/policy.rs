@@ -476,6 +476,7 @@ mod tests {
             updated_at: 0,
             guardrail_policies: vec!["u".into()],
             tools: None,
+            mcp: None,
         };
         let e = s.policy_entries(&key, Some(&user));
         let profiles: Vec<&str> = e.iter().map(|e| e.profile.as_str()).collect();

@@ -143,6 +143,9 @@ pub struct ServerSpec {
     pub connect_timeout: Duration,
     /// Each call (and the tool list).
     pub call_timeout: Duration,
+    /// Registered by the operator (`mcp_server_ids`): its URL may be any address, as the
+    /// operator's own config URLs may; a request's servers pass the SSRF policy.
+    pub registered: bool,
 }
 
 impl ServerSpec {
@@ -156,6 +159,7 @@ impl ServerSpec {
             transport: TransportKind::StreamableHttp,
             connect_timeout,
             call_timeout,
+            registered: false,
         }
     }
 

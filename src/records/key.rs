@@ -38,6 +38,10 @@ pub struct KeyRecord {
     /// Which gateway tools this key may use, and calls per request (None: the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolPolicy>,
+    /// Which registered MCP servers, and which tools on each, this key may use through
+    /// `/mcp` (None: its user's policy; neither: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<super::mcp::McpPolicy>,
     /// Guardrail policies (named in the config's `guardrails.policies`) run on this key's
     /// requests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -88,6 +88,10 @@ pub struct UserRecord {
     /// default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<super::tool_policy::ToolPolicy>,
+    /// Which registered MCP servers and tools the keys of this user may use (see
+    /// [`super::KeyRecord::mcp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<super::mcp::McpPolicy>,
     /// Guardrail policies (named in the config's `guardrails.policies`) run on the requests
     /// of every key of this user.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -8,6 +8,7 @@
 
 pub mod key;
 pub mod limits;
+pub mod mcp;
 pub mod money;
 pub mod period;
 pub mod response;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use key::KeyRecord;
 pub use limits::{BudgetRecord, Limit, Limits, UserRecord};
+pub use mcp::{McpGrant, McpPolicy, McpServerRecord};
 pub use money::Micros;
 pub use response::{Conversation, StoredResponse};
 pub use tool_policy::{ToolGrant, ToolPolicy};

@@ -65,6 +65,9 @@ pub struct UsageRecord {
     /// Gateway tool calls run after this turn (web search, code execution).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tool_calls: u64,
+    /// MCP calls through `/mcp`: the size of the tool's result in bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub response_bytes: u64,
     /// What each guardrail check said (absent on requests without guardrails).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub guardrails: Vec<GuardrailOutcome>,
@@ -213,6 +216,7 @@ impl UsageRecord {
         w.yes("estimated", self.estimated);
         w.nonzero("tool_iteration", self.tool_iteration);
         w.nonzero("tool_calls", self.tool_calls);
+        w.nonzero("response_bytes", self.response_bytes);
         if !self.guardrails.is_empty() {
             // Rare (guardrails configured): serde's own encoding.
             w.key("guardrails");
@@ -256,6 +260,7 @@ mod tests {
             estimated: true,
             tool_iteration: 3,
             tool_calls: 2,
+            response_bytes: 4096,
             guardrails: vec![GuardrailOutcome {
                 profile: text.into(),
                 stage: "input".into(),

@@ -37,16 +37,20 @@ pub struct StoreKeeper {
     pub store_kind: StoreConfig,
     /// Stored Responses: pruned past their retention, and written before release.
     pub responses: Arc<crate::responses::Responses>,
+    /// Registered MCP servers: the stored ones are loaded with the keys.
+    pub mcp: Arc<crate::mcp::registry::Registry>,
 }
 
-/// Loads keys, users, budgets, price overrides and spend from the store into memory (also
+/// Loads keys, users, budgets, price overrides, MCP servers and spend from the store into memory (also
 /// used by the CLI when it works on a store directly).
 pub async fn load_state(
     store: &dyn Store,
     index: &KeyIndex,
     ledger: &Ledger,
+    mcp: &crate::mcp::registry::Registry,
 ) -> Result<(), StoreError> {
     index.replace(store.load_keys().await?);
+    mcp.replace_stored(store.load_mcp_servers().await?);
     ledger.replace_budgets(store.load_budgets().await?);
     ledger.replace_users(store.load_users().await?);
     ledger.set_overrides(store.load_prices().await?.into_iter().collect());
@@ -116,7 +120,7 @@ impl StoreKeeper {
 
     /// Loads the authoritative state into memory and performs first-start bootstrap.
     pub async fn load(&self, store: &dyn Store) -> Result<(), StoreError> {
-        load_state(store, &self.index, &self.ledger).await?;
+        load_state(store, &self.index, &self.ledger, &self.mcp).await?;
         // What other processes spooled (an upgrade hand-over, an earlier outage).
         let spool = self.data_dir.join("spool");
         match super::writer::ingest_spools(&spool, store, &self.ledger).await {

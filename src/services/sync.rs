@@ -1,7 +1,7 @@
 //! The shared-store service (PostgreSQL only): every `sync_interval` (200 ms) it
 //!
 //! - reads the change counters and reloads what another instance changed (keys, users,
-//!   budgets, prices, the master key hash), so a key created or revoked anywhere works or
+//!   budgets, prices, MCP servers, the master key hash), so a key created or revoked anywhere works or
 //!   stops everywhere within one interval plus one query;
 //! - reports rate-limit consumption in one batched statement and reads back the totals of
 //!   all instances;
@@ -32,6 +32,7 @@ pub struct SharedSync {
     pub data_dir: PathBuf,
     pub interval: Duration,
     pub configured_master: bool,
+    pub mcp: Arc<crate::mcp::registry::Registry>,
 }
 
 impl SharedSync {
@@ -44,6 +45,7 @@ impl SharedSync {
             ChangeKind::Prices => self
                 .ledger
                 .set_overrides(store.load_prices().await?.into_iter().collect()),
+            ChangeKind::McpServers => self.mcp.replace_stored(store.load_mcp_servers().await?),
             ChangeKind::Meta => {
                 if !self.configured_master {
                     if let Some(h) = store

@@ -104,6 +104,7 @@ pub async fn run(store: &dyn Store) {
         created_at: 1,
         updated_at: 1,
         tools: None,
+        mcp: None,
         guardrail_policies: Vec::new(),
     };
     store.put_user(&u).await.unwrap();
@@ -132,6 +133,25 @@ pub async fn run(store: &dyn Store) {
         vec![("openai:gpt-x".to_string(), p)]
     );
     assert!(store.delete_price("openai:gpt-x").await.unwrap());
+    let m = crate::records::McpServerRecord {
+        id: "docs".into(),
+        url: "http://127.0.0.1:9/mcp".into(),
+        description: Some("Docs".into()),
+        transport: Default::default(),
+        auth: Some(crate::records::mcp::McpAuth::Header {
+            name: "Authorization".into(),
+            value: "Bearer t".into(),
+        }),
+        price_per_call_micros: Some(1000),
+        call_timeout_ms: Some(5000),
+        created_at: 1,
+        updated_at: 2,
+    };
+    store.put_mcp_server(&m).await.unwrap();
+    assert_eq!(store.load_mcp_servers().await.unwrap(), vec![m]);
+    assert!(store.delete_mcp_server("docs").await.unwrap());
+    assert!(!store.delete_mcp_server("docs").await.unwrap());
+    assert!(store.load_mcp_servers().await.unwrap().is_empty());
 
     // usage: idempotent, with spend
     let fresh = store
@@ -590,6 +610,21 @@ pub async fn run_shared(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     a.delete_key(&k.id).await.unwrap();
     let v2: std::collections::HashMap<_, _> = sb.versions().await.unwrap().into_iter().collect();
     assert!(v2[&ChangeKind::Keys] > v1[&ChangeKind::Keys]);
+    let m = crate::records::McpServerRecord {
+        id: "m".into(),
+        url: "http://127.0.0.1:9/mcp".into(),
+        description: None,
+        transport: Default::default(),
+        auth: None,
+        price_per_call_micros: None,
+        call_timeout_ms: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    a.put_mcp_server(&m).await.unwrap();
+    let v3: std::collections::HashMap<_, _> = sb.versions().await.unwrap().into_iter().collect();
+    assert!(v3[&ChangeKind::McpServers] > v2[&ChangeKind::McpServers]);
+    a.delete_mcp_server("m").await.unwrap();
 
     // leases: grants only from what is free
     let g = sa

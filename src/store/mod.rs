@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, Micros, Scope, Settled, StoredResponse, Trace,
-    TraceFilter, TracePage, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, KeyRecord, McpServerRecord, Micros, Scope, Settled, StoredResponse,
+    Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 /// Filters for usage queries. Times are milliseconds since the epoch, `[from, to)`.
@@ -154,6 +154,10 @@ pub trait Store: ResponseStore + TraceStore + Send + Sync {
     async fn load_prices(&self) -> StoreResult<Vec<(String, Price)>>;
     async fn put_price(&self, key: &str, p: &Price) -> StoreResult<()>;
     async fn delete_price(&self, key: &str) -> StoreResult<bool>;
+    /// MCP servers registered through the API (the config's are not stored).
+    async fn load_mcp_servers(&self) -> StoreResult<Vec<McpServerRecord>>;
+    async fn put_mcp_server(&self, s: &McpServerRecord) -> StoreResult<()>;
+    async fn delete_mcp_server(&self, id: &str) -> StoreResult<bool>;
     /// Records settled requests and their spend, atomically and idempotently (a record whose
     /// id is already stored is skipped), then makes them durable. Returns the records that
     /// were new.
@@ -203,15 +207,17 @@ pub enum ChangeKind {
     Budgets,
     Prices,
     Meta,
+    McpServers,
 }
 
 impl ChangeKind {
-    pub const ALL: [ChangeKind; 5] = [
+    pub const ALL: [ChangeKind; 6] = [
         ChangeKind::Keys,
         ChangeKind::Users,
         ChangeKind::Budgets,
         ChangeKind::Prices,
         ChangeKind::Meta,
+        ChangeKind::McpServers,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -221,6 +227,7 @@ impl ChangeKind {
             ChangeKind::Budgets => "budgets",
             ChangeKind::Prices => "prices",
             ChangeKind::Meta => "meta",
+            ChangeKind::McpServers => "mcp_servers",
         }
     }
 

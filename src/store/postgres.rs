@@ -32,8 +32,8 @@ use super::{
 };
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, Scope, Settled, StoredResponse, Trace, TraceFilter,
-    TracePage, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, KeyRecord, McpServerRecord, Scope, Settled, StoredResponse, Trace,
+    TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 /// TLS to the database.
@@ -235,6 +235,16 @@ CREATE TABLE tg_traces (
 );
 CREATE INDEX tg_traces_request ON tg_traces (request_id, ts_ms);
 CREATE INDEX tg_traces_key ON tg_traces (key_id, ts_ms);
+"#,
+    ),
+    (
+        6,
+        "registered MCP servers",
+        r#"
+CREATE TABLE tg_mcp_servers (id TEXT COLLATE "C" PRIMARY KEY, rec TEXT NOT NULL);
+INSERT INTO tg_versions VALUES ('mcp_servers', 0);
+CREATE TRIGGER tg_mcp_servers_changed AFTER INSERT OR UPDATE OR DELETE ON tg_mcp_servers
+    FOR EACH STATEMENT EXECUTE FUNCTION tg_bump('mcp_servers');
 "#,
     ),
 ];
@@ -1050,6 +1060,18 @@ impl Store for PgStore {
         self.delete_rec("tg_budgets", id).await
     }
 
+    async fn load_mcp_servers(&self) -> StoreResult<Vec<McpServerRecord>> {
+        self.load_recs("tg_mcp_servers").await
+    }
+
+    async fn put_mcp_server(&self, s: &McpServerRecord) -> StoreResult<()> {
+        self.put_rec("tg_mcp_servers", &s.id, json(s)?).await
+    }
+
+    async fn delete_mcp_server(&self, id: &str) -> StoreResult<bool> {
+        self.delete_rec("tg_mcp_servers", id).await
+    }
+
     async fn load_prices(&self) -> StoreResult<Vec<(String, Price)>> {
         let c = self.client().await?;
         let r = c
@@ -1332,12 +1354,14 @@ mod tests {
         else {
             return;
         };
-        // Back to schema version 2, with a row written the way version 2 wrote it.
+        // Back to schema version 2 (later migrations undone), with a row written the way
+        // version 2 wrote it.
         let c = store.client().await.unwrap();
         c.batch_execute(
             "DROP TABLE tg_response_items; DROP TABLE tg_responses; DROP TABLE tg_conversations;
              DROP TABLE tg_traces;
              DROP INDEX tg_usage_end_user; ALTER TABLE tg_usage DROP COLUMN end_user;
+             DROP TABLE tg_mcp_servers; DELETE FROM tg_versions WHERE kind = 'mcp_servers';
              DELETE FROM tg_schema_migrations WHERE version >= 3;
              INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
              VALUES ('old', 1000, 'k1', NULL, 'gpt-4o', 'openai', 'chat_completions', NULL, 200,

@@ -11,8 +11,8 @@ use super::{segment, SpendRow, Store, StoreError, StoreResult, UsageFilter, Usag
 use super::{ResponseStore, TraceStore};
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, Scope, Settled, StoredResponse, Trace, TraceFilter,
-    TracePage, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, KeyRecord, McpServerRecord, Scope, Settled, StoredResponse, Trace,
+    TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 pub struct SledStore {
@@ -22,6 +22,8 @@ pub struct SledStore {
     users: sled::Tree,
     budgets: sled::Tree,
     prices: sled::Tree,
+    /// MCP servers registered through the API: id → record.
+    mcp_servers: sled::Tree,
     /// Usage records in time-ordered segments ([`super::segment`]; older stores also hold
     /// one-record rows keyed ts_ms big-endian ++ id).
     usage: sled::Tree,
@@ -225,6 +227,7 @@ impl SledStore {
             users: t("users")?,
             budgets: t("budgets")?,
             prices: t("prices")?,
+            mcp_servers: t("mcp_servers")?,
             usage: t("usage")?,
             append_lock: Default::default(),
             spend: t("spend")?,
@@ -612,6 +615,19 @@ impl Store for SledStore {
 
     async fn delete_budget(&self, id: &str) -> StoreResult<bool> {
         self.delete(&self.budgets, id).await
+    }
+
+    async fn load_mcp_servers(&self) -> StoreResult<Vec<McpServerRecord>> {
+        let t = self.mcp_servers.clone();
+        blocking(move || load_all(&t)).await
+    }
+
+    async fn put_mcp_server(&self, s: &McpServerRecord) -> StoreResult<()> {
+        self.put_json(&self.mcp_servers, &s.id, s).await
+    }
+
+    async fn delete_mcp_server(&self, id: &str) -> StoreResult<bool> {
+        self.delete(&self.mcp_servers, id).await
     }
 
     async fn load_prices(&self) -> StoreResult<Vec<(String, Price)>> {

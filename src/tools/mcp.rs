@@ -316,6 +316,11 @@ impl McpTools {
     pub async fn connect(specs: &[ServerSpec], cfg: &McpConfig) -> Result<McpTools, GatewayError> {
         let policy = cfg.policy();
         let opened = join_all(specs.iter().map(|s| async move {
+            let policy = if s.registered {
+                crate::outbound::HostPolicy::ANY
+            } else {
+                policy
+            };
             let session = connect(s, policy).await?;
             match session.list_tools().await {
                 Ok(tools) => Ok((session, tools)),
