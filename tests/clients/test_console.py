@@ -247,8 +247,12 @@ def test_traces_list_and_detail(page, base, master):
     # An OpenAI client on an Anthropic model: a translated request.
     assert chat_with_id(base, k["key"], "claude-sonnet-4-6", "console-trace-1") == 200
     login(page, base, master)
-    page.goto(base + f"/ui/traces?key_id={k['id']}")
+    # From the key's detail to its traces.
+    page.goto(base + f"/ui/keys?id={k['id']}")
+    page.wait_for_selector("#key-traces")
+    page.click("#key-traces")
     page.wait_for_load_state("networkidle")
+    assert page.url.endswith(f"/ui/traces?key_id={k['id']}")
     assert wait_for(page, lambda: "console-trace-1" in (page.text_content("#list") or ""))
     row = page.text_content("#list")
     assert k["id"] in row and "claude-sonnet-4-6" in row and "anthropic" in row
