@@ -2,11 +2,13 @@
 //! tests/clients/test_console.py): security headers on every console answer, `no-store` on
 //! the management API, the `/` redirect for browsers only, the session cookie's attributes
 //! (Secure only behind a trusted TLS proxy), CSRF and `Origin` refusals, logout and a revoked
-//! key ending sessions, and `ui.enabled: false` answering 404.
+//! key ending sessions, `ui.enabled: false` answering 404, and the traces a session reads
+//! (an operator: all; a key holder: their own key's only).
 
 mod common;
 
 use common::*;
+use mock_upstream::MockServer;
 use reqwest::header::HeaderMap;
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
@@ -669,4 +671,114 @@ async fn a_new_master_key_ends_the_operator_sessions_of_the_old_one() {
         .await
         .unwrap();
     assert_eq!(status(second.url(), s.cookie.clone()).await, 401);
+}
+
+/// GETs a console API path with a session; the status and the JSON answer.
+async fn ui_get(gw: &Gateway, s: &Login, path: &str) -> (u16, Value) {
+    let r = http()
+        .get(format!("{}/ui/api/{path}", gw.url()))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn trace_ids(list: &Value) -> Vec<String> {
+    let mut v: Vec<String> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["request_id"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_traces_page_reads_all_traces_for_operators_and_a_key_holders_own() {
+    let mock = MockServer::start().await;
+    let cfg = TestConfig::new(&mock.url()).set("traces", json!({"capture": "metadata"}));
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let mine = gw.create_key("mine").await;
+    let other = gw.create_key("other").await;
+    for (key, rid) in [(&mine, "ui-tr-mine"), (&other, "ui-tr-other")] {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth(key)
+            .header("x-request-id", rid)
+            .json(&chat("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let key_id = |key: &str| {
+        let url = format!("{}/v1/key/info", gw.url());
+        let key = key.to_string();
+        async move {
+            let v: Value = client()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["id"].as_str().unwrap().to_string()
+        }
+    };
+    let (mine_id, other_id) = (key_id(&mine).await, key_id(&other).await);
+
+    // The operator reads both (once the writer has stored them).
+    let op = login(&gw, MASTER).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (st, list) = ui_get(&gw, &op, "v1/traces").await;
+        assert_eq!(st, 200, "{list}");
+        if trace_ids(&list) == ["ui-tr-mine", "ui-tr-other"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (st, t) = ui_get(&gw, &op, "v1/traces/ui-tr-other").await;
+    assert_eq!(st, 200);
+    assert_eq!(t["key_id"], other_id.as_str());
+    assert_eq!(t["attempts"], 1);
+
+    // A key holder reads only their own key's traces, whatever they ask for.
+    let holder = login(&gw, &mine).await;
+    let (st, list) = ui_get(&gw, &holder, "v1/traces").await;
+    assert_eq!(st, 200);
+    assert_eq!(trace_ids(&list), ["ui-tr-mine"]);
+    assert_eq!(list["data"][0]["key_id"], mine_id.as_str());
+    assert_eq!(ui_get(&gw, &holder, "v1/traces/ui-tr-mine").await.0, 200);
+    let (st, e) = ui_get(&gw, &holder, "v1/traces/ui-tr-other").await;
+    assert_eq!(st, 404, "{e}");
+    let (st, e) = ui_get(&gw, &holder, &format!("v1/traces?key_id={other_id}")).await;
+    assert_eq!(st, 403, "{e}");
+    // The rest of the management API stays closed to a key holder.
+    assert_eq!(ui_get(&gw, &holder, "v1/keys").await.0, 403);
+    assert_eq!(ui_get(&gw, &holder, "v1/traces-x").await.0, 403);
+
+    // The page itself is in both sessions' navigation.
+    for s in [&op, &holder] {
+        let r = http()
+            .get(format!("{}/ui/traces", gw.url()))
+            .header("cookie", &s.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_console_headers(r.headers(), "traces page");
+        assert!(r
+            .text()
+            .await
+            .unwrap()
+            .contains("<a href=\"/ui/traces\" aria-current=\"page\">Traces</a>"));
+    }
 }

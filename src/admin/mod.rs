@@ -302,6 +302,17 @@ fn path_segments(path: &str) -> Vec<String> {
 /// [`authorize`]; in process (the `tollgate` commands on a store no gateway holds), by
 /// being able to open the store at all. Errors come back in OpenAI's envelope.
 pub async fn route(state: &State, req: &Request<'_>) -> Answer {
+    answer(state, req, None).await
+}
+
+/// Answers a traces read for the virtual key `key_id` (a key holder's console session,
+/// which holds the key's id, not its secret): exactly what that key reads over HTTP, its own
+/// traces only. Every other management path is refused.
+pub async fn route_traces_as_key(state: &State, req: &Request<'_>, key_id: &str) -> Answer {
+    answer(state, req, Some(key_id)).await
+}
+
+async fn answer(state: &State, req: &Request<'_>, as_key: Option<&str>) -> Answer {
     let req_headers = req.headers;
     let body = if takes_body(req.method) {
         parse_body(&req.body)
@@ -317,8 +328,16 @@ pub async fn route(state: &State, req: &Request<'_>) -> Answer {
                 body,
             };
             if req.seg(0) == Some("traces") {
-                let viewer = traces::viewer(state, req_headers);
+                let viewer = match as_key {
+                    Some(k) => Some(k.to_string()),
+                    None => traces::viewer(state, req_headers),
+                };
                 traces::handle(state, &req, viewer.as_deref()).await
+            } else if as_key.is_some() {
+                Err(GatewayError::new(
+                    ErrorKind::PermissionDenied,
+                    "A virtual key reads only its own traces here.",
+                ))
             } else {
                 dispatch(state, &req).await
             }

@@ -1,7 +1,7 @@
 //! `/ui/api/`: the JSON the console's scripts read and write. Each call is answered by the
 //! function that answers it elsewhere: the management API ([`crate::admin::route`], with the
 //! operator's session in place of the master key) and the local endpoints (health, models,
-//! key info). A key holder's session reaches only its own key's standing and usage.
+//! key info). A key holder's session reaches only its own key's standing, usage and traces.
 //!
 //! Every call needs a session; every state-changing one also the session's CSRF token in
 //! `X-CSRF-Token` and an `Origin` of this console.
@@ -88,6 +88,17 @@ pub async fn answer(
                 ..sub(req)
             };
             crate::admin::route(state, &r).await
+        }
+        (Role::KeyHolder { key_id }, "GET", r)
+            if r == "v1/traces" || r.starts_with("v1/traces/") =>
+        {
+            // The same answer the key gets over HTTP: its own traces only.
+            let path = format!("/{r}");
+            let r = Request {
+                path: &path,
+                ..sub(req)
+            };
+            crate::admin::route_traces_as_key(state, &r, key_id).await
         }
         (Role::KeyHolder { .. }, _, _) => refuse(
             ErrorKind::PermissionDenied,

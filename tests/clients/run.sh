@@ -81,6 +81,8 @@ tools:
   code_execution: {url: "http://$sandbox_addr"}
   # test_mcp.py: the MCP test servers run on loopback
   mcp: {allow_private_hosts: true}
+# test_console.py: the Traces page lists the requests it makes
+traces: {capture: metadata}
 guardrails:
   url: "http://$guard_addr"
   policies:

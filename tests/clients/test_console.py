@@ -3,7 +3,8 @@
 Scenarios: an operator logs in, creates a key (its secret shown once), uses it through tollgate,
 finds the request in the usage explorer and the key's chart, revokes it (the next request is a
 401); a key holder sees only their own key; a hostile key name renders as text; a cross-origin
-form post is refused; charts are drawn; the login rate limit refuses a correct key after too many
+form post is refused; charts are drawn; a request shows up on the Traces page (list and detail,
+an operator's and a key holder's own); the login rate limit refuses a correct key after too many
 failures (last: it locks this address out for the rest of the minute).
 
 On failure, a screenshot of the page goes to target/console-failures/. With TG_DOCS_SHOTS=<dir>
@@ -85,6 +86,18 @@ def call(base, method, path, token, body=None):
 def chat(base, key):
     return call(base, "POST", "/v1/chat/completions", key,
                 {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+
+
+def chat_with_id(base, key, model, request_id):
+    """A chat request with the request id the trace is stored under."""
+    req = urllib.request.Request(
+        base + "/v1/chat/completions", method="POST",
+        data=json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json",
+                 "x-request-id": request_id})
+    with urllib.request.urlopen(req) as r:
+        assert r.headers["x-request-id"] == request_id
+        return r.status
 
 
 def login(pg, base, secret):
@@ -216,7 +229,7 @@ def test_key_holder_sees_only_their_own_key(page, base, master):
     text = page.text_content("body")
     assert "holder-other" not in text and other["id"] not in text
     nav = page.eval_on_selector_all("nav a", "as => as.map(a => a.textContent)")
-    assert nav == ["My key"]
+    assert nav == ["My key", "Traces"]
     docs_shot(page, "me")
 
     # Operator pages send a key holder back to their own page; the API refuses them.
@@ -227,6 +240,62 @@ def test_key_holder_sees_only_their_own_key(page, base, master):
     rows = page.evaluate(
         f"fetch('/ui/api/v1/usage?key_id={other['id']}').then(r => r.json()).then(v => v.data)")
     assert rows and all(r["key_id"] == mine["id"] for r in rows)
+
+
+def test_traces_list_and_detail(page, base, master):
+    _, k = call(base, "POST", "/v1/keys", master, {"name": "traced"})
+    # An OpenAI client on an Anthropic model: a translated request.
+    assert chat_with_id(base, k["key"], "claude-sonnet-4-6", "console-trace-1") == 200
+    login(page, base, master)
+    # From the key's detail to its traces.
+    page.goto(base + f"/ui/keys?id={k['id']}")
+    page.wait_for_selector("#key-traces")
+    page.click("#key-traces")
+    page.wait_for_load_state("networkidle")
+    assert page.url.endswith(f"/ui/traces?key_id={k['id']}")
+    assert wait_for(page, lambda: "console-trace-1" in (page.text_content("#list") or ""))
+    row = page.text_content("#list")
+    assert k["id"] in row and "claude-sonnet-4-6" in row and "anthropic" in row
+    docs_shot(page, "traces")
+
+    page.click("#list a.trace >> text=console-trace-1")
+    page.wait_for_selector("#timeline[data-points]")
+    assert page.url.endswith("/ui/traces?id=console-trace-1")
+    assert page.text_content("#detail-id") == "console-trace-1"
+    assert "answeredHTTP 200" in page.text_content("#attempts")
+    cards = page.text_content("#detail-cards")
+    assert "Attempts1" in cards and "chat → anthropic" in cards
+    assert bar_pixels(page, "#timeline") > 0
+    assert page.text_content("#error") == ""
+    docs_shot(page, "trace")
+
+
+def test_key_holder_sees_only_their_own_traces(page, base, master):
+    _, mine = call(base, "POST", "/v1/keys", master, {"name": "traces-mine"})
+    _, other = call(base, "POST", "/v1/keys", master, {"name": "traces-other"})
+    assert chat_with_id(base, mine["key"], "gpt-4o-mini", "holder-trace-mine") == 200
+    assert chat_with_id(base, other["key"], "gpt-4o-mini", "holder-trace-other") == 200
+    # Both stored before the key holder looks (the writer stores in batches).
+    for rid in ["holder-trace-mine", "holder-trace-other"]:
+        for _ in range(40):
+            if call(base, "GET", f"/v1/traces/{rid}", master)[0] == 200:
+                break
+            time.sleep(0.25)
+        else:
+            raise AssertionError(f"no trace for {rid}")
+
+    login(page, base, mine["key"])
+    nav = page.eval_on_selector_all("nav a", "as => as.map(a => a.textContent)")
+    assert nav == ["My key", "Traces"]
+    page.goto(base + "/ui/traces")
+    page.wait_for_selector("#list a.trace")
+    listed = page.eval_on_selector_all("#list a.trace", "as => as.map(a => a.textContent)")
+    assert listed == ["holder-trace-mine"]
+    assert other["id"] not in page.text_content("#list")
+    page.goto(base + "/ui/traces?id=holder-trace-other")
+    page.wait_for_load_state("networkidle")
+    assert "No trace" in page.text_content("#error")
+    assert page.is_hidden("#detail")
 
 
 def test_hostile_key_name_renders_as_text(page, base, master):

@@ -3,14 +3,14 @@
 
 use serde_json::{json, Value};
 
-use super::Page;
+use super::{Audience, Page};
 use crate::guardrails::{Entry, OnUnavailable};
 use crate::state::State;
 
 pub const PAGE: Page = Page {
     slug: "guardrails",
     title: "Guardrails",
-    operator: true,
+    audience: Audience::Operators,
     body: r#"<section class="cards" id="cards"></section>
 <section><h2>Policies</h2><p>Attach them to keys or users with <code>guardrail_policies</code>; the global ones apply to every request.</p><div id="policies"></div></section>
 <section><h2>Recent verdicts (last 24 hours)</h2><div id="verdicts"></div></section>

@@ -1,12 +1,12 @@
 //! Keys: list with search and paging, create (the secret shown once), edit, rotate,
 //! revoke, and each key's spend chart.
 
-use super::Page;
+use super::{Audience, Page};
 
 pub const PAGE: Page = Page {
     slug: "keys",
     title: "Keys",
-    operator: true,
+    audience: Audience::Operators,
     body: r#"<section><h2>Create a key</h2>
 <form id="create" class="grid">
 <label>Name <input name="name" maxlength="200"></label>

@@ -10,6 +10,7 @@ mod keys;
 mod me;
 mod models;
 mod overview;
+mod traces;
 mod usage;
 mod users;
 
@@ -23,17 +24,29 @@ pub struct Page {
     /// The path under `/ui/` and the name of its script.
     pub slug: &'static str,
     pub title: &'static str,
-    /// Operators only (key holders see only [`me`]).
-    pub operator: bool,
+    /// Who sees the page.
+    pub audience: Audience,
     /// The page's static markup, inside the layout's `<main>`.
     pub body: &'static str,
     /// The page's script, served at `/ui/static/pages/<slug>.js`.
     pub script: &'static str,
 }
 
+/// Who may open a page: operators (and named admins), key holders, or both.
+pub enum Audience {
+    Operators,
+    KeyHolders,
+    /// Both; the API answers each with what it may read (a key holder: its own).
+    Everyone,
+}
+
 impl Page {
     pub fn allows(&self, role: &Role) -> bool {
-        role.is_operator() == self.operator
+        match self.audience {
+            Audience::Operators => role.is_operator(),
+            Audience::KeyHolders => !role.is_operator(),
+            Audience::Everyone => true,
+        }
     }
 }
 
@@ -47,6 +60,7 @@ pub const PAGES: &[&Page] = &[
     &budgets::PAGE,
     &guardrails::PAGE,
     &me::PAGE,
+    &traces::PAGE,
 ];
 
 pub fn find(slug: &str) -> Option<&'static Page> {

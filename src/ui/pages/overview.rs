@@ -1,12 +1,12 @@
 //! Overview: traffic, errors and spend, latency over the last hour, top models and keys,
 //! deployments with their breakers, the store.
 
-use super::Page;
+use super::{Audience, Page};
 
 pub const PAGE: Page = Page {
     slug: "overview",
     title: "Overview",
-    operator: true,
+    audience: Audience::Operators,
     body: r#"<section class="cards" id="cards" aria-live="polite"></section>
 <section><h2>Requests per hour, last 24 hours</h2><canvas id="hourly" class="chart" width="900" height="180"></canvas></section>
 <div class="cols">

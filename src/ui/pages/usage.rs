@@ -1,11 +1,11 @@
 //! Usage explorer: filters, group-by, an hourly or daily chart, totals, records and export.
 
-use super::Page;
+use super::{Audience, Page};
 
 pub const PAGE: Page = Page {
     slug: "usage",
     title: "Usage",
-    operator: true,
+    audience: Audience::Operators,
     body: r#"<form id="filters" class="grid">
 <label>Key id <input name="key_id"></label>
 <label>User id <input name="user_id"></label>

@@ -1,11 +1,11 @@
 //! Users: their budgets and standing, and the keys of each.
 
-use super::Page;
+use super::{Audience, Page};
 
 pub const PAGE: Page = Page {
     slug: "users",
     title: "Users",
-    operator: true,
+    audience: Audience::Operators,
     body: r#"<section><h2>Create a user</h2>
 <form id="create" class="grid">
 <label>User id <input name="user_id" required></label>

@@ -102,7 +102,8 @@
       el("h3", {}, "Spend per day, last 30 days"),
       el("canvas", { id: "key-chart", class: "chart", width: 900, height: 180 }),
       form, el("p", { class: "pager" }, rotate, revoke), secret,
-      el("p", {}, el("a", { href: "/ui/usage?" + qs({ key_id: k.id }) }, "This key's usage")));
+      el("p", {}, el("a", { href: "/ui/usage?" + qs({ key_id: k.id }) }, "This key's usage"), " · ",
+        el("a", { href: "/ui/traces?" + qs({ key_id: k.id }), id: "key-traces" }, "This key's traces")));
     const from = dayStart() - 29 * 86400;
     const now = Math.floor(Date.now() / 1000);
     const u = await api("GET", "v1/usage?" + qs({ group_by: "day", key_id: k.id, from }));
