@@ -61,12 +61,13 @@ pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
     .unwrap()
 });
 
-/// Calls through `/mcp`, by registered server (the registry bounds the set) and outcome
-/// (`ok`, `tool_error`, `rate_limited`, `refused`, `timeout`, `failed`).
+/// Calls to registered servers, through `/mcp` and from tool loops (`mcp_server_ids`), by
+/// server (the registry bounds the set) and outcome (`ok`, `tool_error`, `rate_limited`,
+/// `refused`, `timeout`, `failed`).
 pub static MCP_CALLS: Lazy<IntCounterVec> = Lazy::new(|| {
     register_int_counter_vec!(
         "tollgate_mcp_calls_total",
-        "MCP tool calls through /mcp by server and outcome",
+        "MCP tool calls to registered servers (through /mcp and tool loops) by server and outcome",
         &["server", "outcome"]
     )
     .unwrap()
@@ -75,7 +76,7 @@ pub static MCP_CALLS: Lazy<IntCounterVec> = Lazy::new(|| {
 pub static MCP_CALL_LATENCY: Lazy<HistogramVec> = Lazy::new(|| {
     register_histogram_vec!(
         "tollgate_mcp_call_duration_seconds",
-        "Time of an MCP tool call through /mcp, by server",
+        "Time of an MCP tool call to a registered server, by server",
         &["server"],
         vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]
     )

@@ -3,6 +3,8 @@
 //! tests/mcp_servers (official SDK). What a key may see and call, rate limits, prices billed,
 //! tollgate's credentials (a static header, OAuth client credentials with refresh), progress
 //! relayed, tool-list changes, usage rows and metrics, and no secret in any answer or log.
+//! Registered servers named by id in a request, whose calls in the tool loop are governed
+//! the same way (rate limits, price per call, metrics).
 
 mod common;
 
@@ -619,6 +621,183 @@ async fn registered_servers_named_by_id_in_a_request() {
         assert_eq!(v["error"]["param"], "mcp_server_ids", "{v}");
         assert!(mock.requests().is_empty());
     }
+}
+
+/// The usage rows of one request (a tool loop writes one per turn) once `n` are written,
+/// in turn order.
+async fn rows_of(gw: &Gateway, request_id: &str, n: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let mut rows: Vec<Value> = usage_rows(gw)
+            .await
+            .into_iter()
+            .filter(|v| v["request_id"] == request_id)
+            .collect();
+        if rows.len() >= n {
+            rows.sort_by_key(|v| v["tool_iteration"].as_u64());
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {n} usage rows for {request_id}");
+}
+
+fn field(rows: &[Value], name: &str) -> Vec<u64> {
+    rows.iter().map(|v| v[name].as_u64().unwrap_or(0)).collect()
+}
+
+/// How many calls of `tool` the `tools` server ran (its `mcp-tool NAME` log lines).
+fn tool_calls_seen(servers: &McpServers, tool: &str) -> usize {
+    let line = format!("mcp-tool {tool}\n");
+    assert!(servers.saw(&line), "{}", servers.requests());
+    // The log is read by a thread: let any line still on its way land.
+    std::thread::sleep(Duration::from_millis(300));
+    servers.requests().matches(&line).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loop_calls_to_registered_servers_are_rate_limited_priced_and_counted() {
+    let mock = mock_upstream::MockServer::start().await;
+    let servers = McpServers::start();
+    let cfg = TestConfig::new(&mock.url())
+        .pricing("openai:gpt-4o-mini", 1, 2)
+        .set(
+            "mcp_servers",
+            json!([{"name": "tools", "url": McpServers::http_url(servers.tools),
+                    "price_per_call": "0.002"}]),
+        )
+        .set("tools", json!({"mcp": {"allow_private_hosts": true}}));
+    let gw = Gateway::start_with(cfg.file());
+    let (status, k) = admin_call(
+        &gw.url(),
+        Method::POST,
+        "/v1/keys",
+        Some(
+            json!({"name": "loop", "mcp": {"tools": {"tools": ["secret_word", "add"],
+                                                      "rate_limits": {"secret_word": 1}}}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{k}");
+    let key = k["key"].as_str().unwrap().to_string();
+    let key_id = k["id"].as_str().unwrap().to_string();
+    let post = |extra: Value, script: &'static str, request_id: &'static str| {
+        let (url, key) = (gw.url(), key.clone());
+        async move {
+            let mut body = json!({"model": "gpt-4o-mini",
+                                  "messages": [{"role": "user", "content": "use the tool"}]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let r = client()
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .header("x-mock-tool-script", script)
+                .header("x-mock-usage", "100,10")
+                .header("x-request-id", request_id)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{request_id}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // Every turn costs 100 + 2 * 10 micro-dollars of model usage.
+    let turn = 100 + 2 * 10;
+    let ids = json!({"mcp_server_ids": ["tools"]});
+
+    // A limit of one call per minute, and a model that calls the tool twice in one turn: the
+    // first runs, the second is a tool error the model reads in the next turn.
+    post(
+        ids.clone(),
+        "mcp__tools__secret_word+mcp__tools__secret_word",
+        "mcp-loop-limited",
+    )
+    .await;
+    let turns = mock.requests();
+    assert_eq!(turns.len(), 2);
+    let next: Value = serde_json::from_slice(&turns[1].body).unwrap();
+    let results: Vec<(&str, &str)> = next["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| {
+            (
+                m["tool_call_id"].as_str().unwrap(),
+                m["content"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(results.len(), 2, "{next}");
+    assert_eq!(results[0].0, "call_mock_1");
+    assert!(results[0].1.contains("PAPAYA-42"), "{results:?}");
+    assert_eq!(results[1].0, "call_mock_2");
+    assert!(
+        results[1]
+            .1
+            .starts_with("[tool error] rate limit of tool 'secret_word' on the MCP server 'tools' reached: retry in "),
+        "{results:?}"
+    );
+    assert_eq!(tool_calls_seen(&servers, "secret_word"), 1);
+    // Billed: the call that ran, at the server's price; the refused one is free.
+    let rows = rows_of(&gw, "mcp-loop-limited", 2).await;
+    assert_eq!(field(&rows, "cost_micros"), [turn + 2000, turn], "{rows:?}");
+    assert_eq!(field(&rows, "tool_calls"), [2, 0], "{rows:?}");
+
+    // Two successful calls in a turn: the price twice.
+    post(
+        ids.clone(),
+        "mcp__tools__add+mcp__tools__add",
+        "mcp-loop-priced",
+    )
+    .await;
+    assert_eq!(tool_calls_seen(&servers, "add"), 2);
+    let rows = rows_of(&gw, "mcp-loop-priced", 2).await;
+    assert_eq!(field(&rows, "cost_micros"), [turn + 4000, turn], "{rows:?}");
+
+    // The same server named by URL in the request: tollgate does not price it.
+    mock.clear();
+    let named =
+        json!({"mcp_servers": [{"name": "direct", "url": McpServers::http_url(servers.tools)}]});
+    post(named, "mcp__direct__add", "mcp-loop-url").await;
+    assert_eq!(mock.requests().len(), 2);
+    assert_eq!(tool_calls_seen(&servers, "add"), 3);
+    let rows = rows_of(&gw, "mcp-loop-url", 2).await;
+    assert_eq!(field(&rows, "cost_micros"), [turn, turn], "{rows:?}");
+
+    // The key's spend: every turn, and the three calls that ran on the registered server.
+    let expected = 6 * turn + 3 * 2000;
+    let mut spend = 0;
+    for _ in 0..100 {
+        let (_, info) =
+            admin_call(&gw.url(), Method::GET, &format!("/v1/keys/{key_id}"), None).await;
+        let usd: f64 = info["standing"]["spend"].as_str().unwrap().parse().unwrap();
+        spend = (usd * 1e6).round() as u64;
+        if spend == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(spend, expected);
+
+    // Counted in the MCP series as calls through /mcp are; the URL-named server is not.
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"tollgate_mcp_calls_total{outcome="ok",server="tools"} 3"#,
+        r#"tollgate_mcp_calls_total{outcome="rate_limited",server="tools"} 1"#,
+        r#"tollgate_mcp_call_duration_seconds_count{server="tools"} 4"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
+    assert!(!metrics.contains(r#"server="direct""#), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

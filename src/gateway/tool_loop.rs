@@ -19,7 +19,9 @@
 //! cannot run them: tollgate connects before the first turn (an unreachable server is an
 //! error before anything is sent), offers their tools as functions, calls them between turns
 //! like the gateway tools, and closes the sessions when the request ends. Where the provider
-//! runs the client's MCP form itself, the request is not touched.
+//! runs the client's MCP form itself, the request is not touched. Calls to servers registered
+//! in tollgate (`mcp_server_ids`) are governed like calls through `/mcp`: the key's per-tool
+//! rate limits, the server's price per call billed with the turn, the `tollgate_mcp_*` metrics.
 //!
 //! Accounting: each turn is admitted (budget reserved) before it is sent and settled when
 //! it ends, with a usage record of its own (same request id), so a loop overspends a budget
@@ -134,7 +136,7 @@ impl Gateway {
         };
         if self.state.ledger.require_pricing {
             let prices = self.state.ledger.prices.load();
-            // MCP calls go to servers the client names: tollgate does not price them.
+            // MCP calls are priced per registered server (its price per call), not here.
             if let Some(k) = declared.kinds().into_iter().find(|k| {
                 if *k == ToolKind::Mcp {
                     return false;
@@ -291,6 +293,15 @@ impl Gateway {
         (mut out, listed): (Option<&mut LoopStream>, &[Value]),
     ) -> Result<(), Failure> {
         let offered = declared.kinds();
+        // The MCP policies bounding the key: per-tool rate limits on registered servers.
+        let mcp_bounds = if declared.mcp.iter().any(|s| s.registered) {
+            let key = ctx.key.clone().expect("authenticated");
+            let users = self.state.ledger.users.load();
+            let user = key.user_id.as_ref().and_then(|u| users.get(u));
+            crate::mcp::policy::bounding(&key, user.map(|u| &**u))
+        } else {
+            Vec::new()
+        };
         let mut shown: Vec<ToolRun> = Vec::new();
         let mut iteration = 0u32;
         let mut gone = ClientGone(false);
@@ -365,8 +376,19 @@ impl Gateway {
                 .with_code("tool_iterations_exhausted")
                 .into());
             }
-            // Calls past a tool's max_calls do not run: the model reads why.
-            let verdicts = limits.admit(&ours);
+            // Calls past a tool's max_calls, or over a registered MCP tool's rate limit, do
+            // not run: the model reads why.
+            let mut verdicts = limits.admit(&ours);
+            if let Some(mcp) = runner.mcp() {
+                let now = crate::clock::now_secs();
+                mcp.admit(
+                    &ours,
+                    &mut verdicts,
+                    &self.state.mcp.rates,
+                    &mcp_bounds,
+                    now,
+                );
+            }
             let admitted: Vec<Call> = ours
                 .iter()
                 .zip(&verdicts)
@@ -663,11 +685,20 @@ impl Gateway {
         Ok(())
     }
 
-    /// Charges a turn's successful tool calls (`pricing` entries `tollgate:<tool>`, per
-    /// call) with that turn; failed calls are free.
+    /// Charges a turn's successful tool calls with that turn: gateway tools at their
+    /// `pricing` entries `tollgate:<tool>`, calls to registered MCP servers at the server's
+    /// price per call (as through `/mcp`); servers named by URL are not priced, failed calls
+    /// are free.
     fn bill_tools(&self, ctx: &mut Ctx, runs: &[ToolRun]) {
         let prices = self.state.ledger.prices.load();
-        let cost: u64 = runs
+        let mcp: u64 = runs
+            .iter()
+            .filter(|r| r.ok)
+            .filter_map(|r| r.mcp.as_ref().filter(|t| t.registered))
+            .filter_map(|t| self.state.mcp.registry.get(&t.server))
+            .filter_map(|(s, _)| s.price_per_call_micros)
+            .sum();
+        let gateway: u64 = runs
             .iter()
             .filter(|r| r.ok)
             .filter_map(|r| r.call.ours)
@@ -678,6 +709,7 @@ impl Gateway {
             })
             .map(|p| p.input)
             .sum();
+        let cost = gateway + mcp;
         ctx.tool_calls = runs.len() as u64;
         if let Some(adm) = ctx.admission.as_mut() {
             adm.extra += cost;

@@ -13,10 +13,13 @@
 //! - `upstream`, `oauth`: tollgate's long-lived sessions with the registered servers, their
 //!   cached tool lists, and OAuth client-credentials tokens.
 //! - `resolve`: `mcp_server_ids` in a request: registered servers as the tool loop's specs.
+//! - `outcome`: how a call to a registered server ended, and its `/metrics` series (calls
+//!   through `/mcp` and the tool loop's alike).
 //! - `serve`: tollgate's own MCP server, `/mcp` (the gateway side is `gateway/mcp.rs`).
 
 pub mod client;
 pub mod oauth;
+pub mod outcome;
 pub mod policy;
 pub mod registry;
 pub mod resolve;

@@ -22,6 +22,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::outcome::{observe, Outcome};
 use super::policy::{bounding, may_call, may_use_server, Bound};
 use crate::clock;
 use crate::ids;
@@ -76,42 +77,6 @@ fn unknown_tool(name: &str) -> ErrorData {
     ErrorData::invalid_params(format!("Unknown tool: {shown}"), None)
 }
 
-/// How a call ended, for the usage row's status and the metrics' `outcome`.
-#[derive(Clone, Copy)]
-enum Outcome {
-    Ok,
-    /// The tool ran and reported an error (`isError`): recorded as 200, not charged.
-    ToolError,
-    RateLimited,
-    /// The ledger refused it (budget, blocked user, the key's request limits).
-    Refused,
-    Timeout,
-    Failed,
-}
-
-impl Outcome {
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::ToolError => "tool_error",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::Refused => "refused",
-            Outcome::Timeout => "timeout",
-            Outcome::Failed => "failed",
-        }
-    }
-
-    fn status(self) -> u16 {
-        match self {
-            Outcome::Ok | Outcome::ToolError => 200,
-            Outcome::RateLimited => 429,
-            Outcome::Refused => 403,
-            Outcome::Timeout => 504,
-            Outcome::Failed => 502,
-        }
-    }
-}
-
 impl McpEndpoint {
     fn record(
         &self,
@@ -123,12 +88,7 @@ impl McpEndpoint {
         error: Option<String>,
     ) -> UsageRecord {
         let latency = started.elapsed();
-        crate::metrics::MCP_CALLS
-            .with_label_values(&[&server.id, outcome.label()])
-            .inc();
-        crate::metrics::MCP_CALL_LATENCY
-            .with_label_values(&[&server.id])
-            .observe(latency.as_secs_f64());
+        observe(&server.id, outcome, latency);
         UsageRecord {
             id: ids::generate_id("use_"),
             ts_ms: clock::now_millis(),
@@ -232,9 +192,6 @@ impl ServerHandler for McpEndpoint {
         };
         let now = clock::now_secs();
         if let Err(retry) = mcp.rates.admit(&self.bounds, server_id, tool, now) {
-            crate::metrics::RATE_LIMITED
-                .with_label_values(&["mcp_tool"])
-                .inc();
             return Err(self.refuse(
                 &server,
                 tool,
@@ -306,24 +263,15 @@ impl ServerHandler for McpEndpoint {
             drop(tx);
             let _ = task.await;
         }
-        let (outcome, bytes, error, result) = match answer {
+        let outcome = Outcome::of(&answer);
+        let (bytes, error, result) = match answer {
             Ok(r) => {
                 let bytes = serde_json::to_vec(&r).map_or(0, |b| b.len() as u64);
-                let outcome = if r.is_error == Some(true) {
-                    Outcome::ToolError
-                } else {
-                    Outcome::Ok
-                };
-                (outcome, bytes, None, Ok(r))
+                (bytes, None, Ok(r))
             }
             Err(e) => {
-                let outcome = match e {
-                    super::client::McpError::Timeout { .. } => Outcome::Timeout,
-                    _ => Outcome::Failed,
-                };
                 let msg = e.to_string();
                 (
-                    outcome,
                     0,
                     Some(msg.clone()),
                     Err(ErrorData::internal_error(msg, None)),

@@ -13,16 +13,22 @@
 //! - The client's view: Anthropic `mcp_tool_use` / `mcp_tool_result` blocks, Responses
 //!   `mcp_list_tools` and `mcp_call` items; nothing on chat.
 //!
-//! Registered servers (`mcp_server_ids`) resolve to the same `ServerSpec`s and join the list.
+//! Registered servers (`mcp_server_ids`) resolve to the same `ServerSpec`s and join the list;
+//! their calls are governed as calls through `/mcp` are: the key's per-tool rate limits
+//! ([`McpTools::admit`]), the `tollgate_mcp_*` metrics, and the server's price per call
+//! (billed with the turn by the tool loop). Servers a request names by URL are not priced.
 
 use futures_util::future::join_all;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use super::declare::{self, MCP_PREFIX};
+use super::declare::{self, ToolKind, MCP_PREFIX};
 use super::settings::McpConfig;
 use super::turns::{Call, ToolRun};
 use crate::error::{ErrorKind, GatewayError};
+use crate::mcp::outcome::{observe, Outcome};
+use crate::mcp::policy::{Bound, RateLimits};
 use crate::mcp::{connect, McpError, ServerSpec, Session, Tool};
 use crate::translate::Format;
 
@@ -36,6 +42,10 @@ const MAX_FUNCTION: usize = 64;
 pub struct McpTarget {
     pub server: String,
     pub tool: String,
+    /// A server registered in tollgate (`mcp_server_ids`): its calls are rate-limited by the
+    /// key's MCP policy, priced at the server's price per call, and counted in the
+    /// `tollgate_mcp_*` metrics, like calls through `/mcp`.
+    pub registered: bool,
 }
 
 fn invalid(message: String, param: &str) -> GatewayError {
@@ -306,6 +316,8 @@ pub struct McpTools {
     sessions: Vec<Session>,
     /// Per session, the tools it listed (allowed ones only).
     listed: Vec<Vec<Tool>>,
+    /// Per session, whether its server is registered in tollgate.
+    registered: Vec<bool>,
     /// Function name → (session, tool name).
     functions: HashMap<String, (usize, String)>,
 }
@@ -357,6 +369,8 @@ impl McpTools {
         Ok(McpTools {
             sessions,
             listed,
+            // Every spec has its session, in order (one failure fails them all).
+            registered: specs.iter().map(|s| s.registered).collect(),
             functions,
         })
     }
@@ -385,10 +399,56 @@ impl McpTools {
         }
     }
 
+    /// The server and tool a function stands for.
+    pub fn target(&self, function: &str) -> Option<McpTarget> {
+        let (i, tool) = self.functions.get(function)?;
+        Some(McpTarget {
+            server: self.sessions[*i].name().to_string(),
+            tool: tool.clone(),
+            registered: self.registered[*i],
+        })
+    }
+
+    /// Per-tool rate limits on registered servers (the key's and user's MCP policies,
+    /// `bounds`), for the calls `verdicts` still lets run: a call over a limit does not run,
+    /// the model reads why (and when to retry), and it is counted as `/mcp` counts one.
+    pub fn admit(
+        &self,
+        calls: &[Call],
+        verdicts: &mut [Option<ToolRun>],
+        rates: &RateLimits,
+        bounds: &[Bound],
+        now_secs: u64,
+    ) {
+        for (call, verdict) in calls.iter().zip(verdicts.iter_mut()) {
+            if verdict.is_some() || call.ours != Some(ToolKind::Mcp) {
+                continue;
+            }
+            let Some(target) = self.target(&call.name).filter(|t| t.registered) else {
+                continue;
+            };
+            if let Err(retry) = rates.admit(bounds, &target.server, &target.tool, now_secs) {
+                observe(&target.server, Outcome::RateLimited, Duration::ZERO);
+                *verdict = Some(ToolRun {
+                    call: call.clone(),
+                    output: format!(
+                        "{} rate limit of tool '{}' on the MCP server '{}' reached: retry in {retry} s.",
+                        super::TOOL_ERROR,
+                        target.tool,
+                        target.server
+                    ),
+                    results: vec![],
+                    ok: false,
+                    mcp: Some(target),
+                });
+            }
+        }
+    }
+
     /// Runs one call of the model (its function is one of ours). Never fails the request:
     /// an unknown tool, a timeout or a server failure is a `[tool error]` the model reads.
     pub async fn run(&self, call: &Call) -> ToolRun {
-        let Some((i, tool)) = self.functions.get(&call.name) else {
+        let Some(target) = self.target(&call.name) else {
             return ToolRun {
                 call: call.clone(),
                 output: format!(
@@ -401,12 +461,15 @@ impl McpTools {
                 mcp: None,
             };
         };
-        let session = &self.sessions[*i];
-        let target = Some(McpTarget {
-            server: session.name().to_string(),
-            tool: tool.clone(),
-        });
-        let (output, ok) = match session.call_tool(tool, Some(call.args.clone()), None).await {
+        let (i, _) = self.functions[&call.name];
+        let started = Instant::now();
+        let answer = self.sessions[i]
+            .call_tool(&target.tool, Some(call.args.clone()), None)
+            .await;
+        if target.registered {
+            observe(&target.server, Outcome::of(&answer), started.elapsed());
+        }
+        let (output, ok) = match answer {
             Ok(result) => {
                 let text = result_text(&result);
                 if result.is_error == Some(true) {
@@ -422,7 +485,7 @@ impl McpTools {
             output,
             results: vec![],
             ok,
-            mcp: target,
+            mcp: Some(target),
         }
     }
 

@@ -43,6 +43,11 @@ impl<'a> Runner<'a> {
         Ok(Some(&*self.mcp.insert(tools)))
     }
 
+    /// The request's MCP sessions, once connected.
+    pub fn mcp(&self) -> Option<&McpTools> {
+        self.mcp.as_ref()
+    }
+
     /// Before a stream opens: the backends the request declared can be reached (the
     /// sandbox session is opened now). An unreachable one fails the request with a 502.
     pub async fn preflight(&mut self, declared: &Declared) -> Result<(), ToolError> {

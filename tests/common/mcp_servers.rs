@@ -108,7 +108,8 @@ impl McpServers {
         format!("http://127.0.0.1:{port}/sse")
     }
 
-    /// The requests the servers received so far, one `mcp-request KIND METHOD PATH` a line.
+    /// The servers' log so far: `mcp-request KIND METHOD PATH` a request, `mcp-tool NAME` a
+    /// call of one of the `tools` server's plain tools (add, echo, secret_word).
     pub fn requests(&self) -> String {
         self.log.lock().unwrap().clone()
     }

@@ -13,8 +13,9 @@ HTTP+SSE transport at `/sse` (messages POSTed to `/messages/`).
 
 Started by the tests: `python servers.py [--token T]`. The first line on stdout is
 `mcp servers listening {"tools": PORT, "auth": PORT, "slow": PORT, "fail": PORT}`; the
-process serves until it is killed. Each finished request is logged to stderr as
-`mcp-request METHOD PATH` (tests read it to see sessions deleted).
+process serves until it is killed. Each request is logged to stderr as
+`mcp-request KIND METHOD PATH` (tests read it to see sessions deleted), and each call of the
+`tools` server's plain tools as `mcp-tool NAME` (tests count the calls a server saw).
 """
 
 import argparse
@@ -28,19 +29,26 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 
+def log_call(tool: str) -> None:
+    print(f"mcp-tool {tool}", file=sys.stderr, flush=True)
+
+
 def tools_server() -> MCPServer:
     server = MCPServer("tollgate-test-tools")
 
     @server.tool(description="Add two integers.")
     def add(a: int, b: int) -> int:
+        log_call("add")
         return a + b
 
     @server.tool(description="Echo the text back.")
     def echo(text: str) -> str:
+        log_call("echo")
         return f"echo: {text}"
 
     @server.tool(description="The secret word of this server.")
     def secret_word() -> str:
+        log_call("secret_word")
         return "the secret word is PAPAYA-42"
 
     @server.tool(description="Count to n, reporting progress at each step.")
