@@ -2,7 +2,9 @@
 //! keeps each request's metadata (routing, the translation pair, timings, attempts and why
 //! they failed, usage) and never a body or a credential; `GET /v1/traces` filters and pages
 //! (master key: all; a virtual key: its own); `capture: off` stores nothing; a full trace
-//! queue drops traces and counts them while every request is served.
+//! queue drops traces and counts them while every request is served; `capture: full` keeps
+//! the client's body, the upstream body and the answer (a stream's event count), cut at
+//! `max_body_bytes` and redacted (credentials, secrets, operator paths) before storing.
 
 mod common;
 
@@ -200,6 +202,14 @@ async fn metadata_traces_are_stored_filtered_paged_and_read_by_their_own_key() {
     ] {
         assert!(!text.contains(secret), "{secret} in a trace: {text}");
     }
+    assert!(
+        all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("bodies").is_none()),
+        "capture: metadata keeps no body: {all}"
+    );
     // Newest first.
     let every = vec!["tr-b-3", "tr-b-2", "tr-b-1", "tr-a-2", "tr-a-1"];
     assert_eq!(ids(&all), every);
@@ -410,4 +420,149 @@ async fn sampling_keeps_a_share_of_requests() {
     assert!(stored < N, "every request traced at sample 0.5");
     let m = metrics_text(&gw).await;
     assert_eq!(metric(&m, "tollgate_traces_dropped_total"), 0.0);
+}
+
+/// Every file under `dir` (the sled store), read as bytes.
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_bytes(&p));
+        } else {
+            out.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_capture_keeps_bodies_cut_and_redacted() {
+    let mock = MockServer::start().await;
+    let cfg = TestConfig::new(&mock.url()).set(
+        "traces",
+        json!({"capture": "full", "max_body_bytes": 4096,
+               "redact": ["$.metadata.user_email", "messages[*].name"]}),
+    );
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let key = gw.create_key("full").await;
+
+    // Anthropic client, OpenAI provider, not streamed: with planted secrets.
+    let sk = "sk-proj-Q7vX2mK9pL4wR8tY3nB6cD1fG5hJ0kZa";
+    let bearer = "Bearer tok9f8e7d6c5b4a3";
+    let mut body = messages("openai:gpt-4o-mini", false);
+    body["messages"][0]["content"] = json!(format!("plan-marker use {sk} and {bearer} please"));
+    body["messages"][0]["name"] = json!("operator-named-secret");
+    body["metadata"] = json!({"user_email": "planted@corp.example", "user_id": "u1"});
+    assert_eq!(
+        send(&gw, &key, "/v1/messages", &body, "full-1", &[]).await,
+        200
+    );
+    let t = trace_of(&gw, "full-1").await;
+    let b = &t["bodies"];
+    let req = b["request"]["text"].as_str().unwrap();
+    assert!(
+        req.contains("plan-marker use [redacted] and [redacted] please"),
+        "{t}"
+    );
+    assert!(req.contains("\"max_tokens\":100"), "{t}");
+    assert_eq!(b["request"]["truncated"], false);
+    // The upstream body is the translated one, in the provider's (OpenAI chat) format.
+    let up: Value = serde_json::from_str(b["upstream_request"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(up["model"], "gpt-4o-mini", "{t}");
+    assert!(up["messages"].to_string().contains("plan-marker"), "{t}");
+    assert!(
+        up.get("max_completion_tokens").is_some() || up.get("max_tokens").is_some(),
+        "{up}"
+    );
+    // The answer, as the client got it (Anthropic format).
+    let answer: Value = serde_json::from_str(b["response"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["type"], "message", "{t}");
+    assert!(b["stream_events"].is_null(), "{t}");
+
+    // Streamed and translated: the bodies and the event count, no answer text.
+    let mut sbody = messages("openai:gpt-4o-mini", true);
+    sbody["messages"][0]["content"] = json!("stream-marker");
+    assert_eq!(
+        send(&gw, &key, "/v1/messages", &sbody, "full-2", &[]).await,
+        200
+    );
+    let t = trace_of(&gw, "full-2").await;
+    let b = &t["bodies"];
+    assert!(b["request"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("stream-marker"));
+    let up: Value = serde_json::from_str(b["upstream_request"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(up["stream"], true, "{t}");
+    assert!(up["messages"].is_array(), "{t}");
+    assert!(b["response"].is_null(), "{t}");
+    // message_start, content block start / deltas / stop, message_delta, message_stop.
+    assert!(b["stream_events"].as_u64().unwrap() >= 5, "{t}");
+
+    // An MCP server's authorization_token and headers in a request (Anthropic to Anthropic:
+    // the provider runs the servers, so the request goes to the mock as it is).
+    let mut mcp = messages("anthropic:claude-3-5-haiku-latest", false);
+    mcp["mcp_servers"] = json!([{"type": "url", "name": "x", "url": "https://mcp.example.com/mcp",
+        "authorization_token": "mcp-token-planted-1", "headers": {"X-Key": "mcp-header-planted-2"}}]);
+    send(&gw, &key, "/v1/messages", &mcp, "full-3", &[]).await;
+    let t = trace_of(&gw, "full-3").await;
+    assert!(
+        t["bodies"]["request"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("mcp.example.com"),
+        "{t}"
+    );
+
+    // Truncation: a body over max_body_bytes is cut and flagged.
+    let mut big = chat("gpt-4o-mini", false);
+    big["messages"][0]["content"] = json!("x".repeat(10_000));
+    assert_eq!(
+        send(&gw, &key, "/v1/chat/completions", &big, "full-4", &[]).await,
+        200
+    );
+    let t = trace_of(&gw, "full-4").await;
+    let r = &t["bodies"]["request"];
+    assert_eq!(r["truncated"], true, "{t}");
+    assert_eq!(r["text"].as_str().unwrap().len(), 4096);
+    assert_eq!(t["bodies"]["upstream_request"]["truncated"], true);
+    assert_eq!(t["bodies"]["response"]["truncated"], false);
+
+    // No planted secret in any stored trace: read through the API, and in the store's files.
+    let (_, _, all) = get(&gw, MASTER, "/v1/traces").await;
+    assert_eq!(ids(&all).len(), 4, "{all}");
+    let planted = [
+        sk,
+        "tok9f8e7d6c5b4a3",
+        "planted@corp.example",
+        "operator-named-secret",
+        "mcp-token-planted-1",
+        "mcp-header-planted-2",
+        key.as_str(),
+    ];
+    let text = all.to_string();
+    assert!(text.contains("plan-marker"));
+    // sled writes its log to the files in the background: wait until a body is there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let files = loop {
+        let files = all_bytes(&gw.dir.join("data"));
+        if memchr::memmem::find(&files, b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx").is_some() {
+            break files;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the traces never reached the store's files"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for s in planted {
+        assert!(!text.contains(s), "{s} in a trace: {text}");
+        assert!(
+            memchr::memmem::find(&files, s.as_bytes()).is_none(),
+            "{s} in the store's files"
+        );
+    }
 }

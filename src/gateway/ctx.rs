@@ -77,6 +77,8 @@ pub struct Ctx {
     /// The provider runs the client's MCP form itself (`tool_loop::mcp_native`): the
     /// request's `mcp_servers` stay in the body.
     pub mcp_native: bool,
+    /// `traces.capture: full`: the client's request body as received (shared, not copied).
+    pub trace_request: Option<Bytes>,
 }
 
 impl Ctx {
@@ -110,6 +112,7 @@ impl Ctx {
             upstream_ticket: None,
             alternates: Vec::new(),
             client_body: None,
+            trace_request: None,
             client_query: None,
             attempts: 0,
             tried: Vec::new(),

@@ -254,6 +254,9 @@ impl Gateway {
         ctx.permit = Some(permit?);
         test_panic(s, "request");
         let body = read_body(s, self.state.cfg.max_body_bytes, &self.state.cfg.limits).await?;
+        if crate::traces::full_capture().is_some() {
+            ctx.trace_request = Some(body.clone());
+        }
         ctx.replayable = body.len() <= RETRY_BUFFER && !s.retry_buffer_truncated();
         let mut req = body::RequestJson::peek(&body)?;
         let model = match req.fields().get("model") {

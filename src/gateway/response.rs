@@ -100,6 +100,36 @@ pub struct ResponseTap {
     /// the provider's own count is lower or missing (see `delivered_output`).
     deltas_out: u64,
     finished: bool,
+    /// `traces.capture: full` only: what the trace keeps of the answer.
+    trace: Option<Box<AnswerCapture>>,
+}
+
+/// The answer a `capture: full` trace keeps: a non-streamed body up to `max` bytes (copied
+/// once), or a stream's event count (no copy of its chunks).
+#[derive(Debug)]
+struct AnswerCapture {
+    max: usize,
+    body: BytesMut,
+    truncated: bool,
+    events: u64,
+    ended_with_newline: bool,
+}
+
+impl AnswerCapture {
+    fn observe(&mut self, b: &[u8], stream: bool) {
+        if stream {
+            // Events end with a blank line; one may be split between two pieces.
+            if self.ended_with_newline && b.first() == Some(&b'\n') {
+                self.events += 1;
+            }
+            self.events += memchr::memmem::find_iter(b, b"\n\n").count() as u64;
+            self.ended_with_newline = b.last() == Some(&b'\n');
+        } else {
+            let room = self.max.saturating_sub(self.body.len());
+            self.body.extend_from_slice(&b[..b.len().min(room)]);
+            self.truncated |= b.len() > room;
+        }
+    }
 }
 
 impl ResponseTap {
@@ -201,6 +231,15 @@ impl ResponseTap {
             deltas_out: 0,
             finished: false,
             turn: spec.turn.clone(),
+            trace: crate::traces::full_capture().map(|max| {
+                Box::new(AnswerCapture {
+                    max,
+                    body: BytesMut::new(),
+                    truncated: false,
+                    events: 0,
+                    ended_with_newline: false,
+                })
+            }),
         }
     }
 
@@ -304,7 +343,22 @@ impl ResponseTap {
             if self.is_stream {
                 self.deltas_out += count_deltas(self.client, b);
             }
+            if let Some(t) = self.trace.as_mut() {
+                t.observe(b, self.is_stream);
+            }
         }
+    }
+
+    /// `capture: full`: the non-streamed answer sent to the client, cut at
+    /// `traces.max_body_bytes` (and whether it was).
+    pub fn captured_answer(&self) -> Option<(Bytes, bool)> {
+        let t = self.trace.as_ref().filter(|_| !self.is_stream)?;
+        Some((Bytes::copy_from_slice(&t.body), t.truncated))
+    }
+
+    /// `capture: full`: the events of a streamed answer sent to the client.
+    pub fn captured_events(&self) -> Option<u64> {
+        self.trace.as_ref().map(|t| t.events)
     }
 
     /// Output tokens when the upstream reported none: a token per content delta of a

@@ -24,7 +24,7 @@ pub use mcp::{McpGrant, McpPolicy, McpServerRecord};
 pub use money::Micros;
 pub use response::{Conversation, StoredResponse};
 pub use tool_policy::{ToolGrant, ToolPolicy};
-pub use trace::{Trace, TraceFilter, TracePage};
+pub use trace::{Trace, TraceBodies, TraceBody, TraceFilter, TracePage};
 
 pub use usage::{GuardrailOutcome, UsageRecord};
 

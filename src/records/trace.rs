@@ -1,6 +1,6 @@
-//! A request trace (`traces.capture: metadata`): what happened to one request, kept for
-//! `GET /v1/traces`. Metadata only: ids, routing, timings, attempts, usage; never a body,
-//! a credential or a header.
+//! A request trace (`traces.capture: metadata` or `full`): what happened to one request, kept
+//! for `GET /v1/traces`. Metadata: ids, routing, timings, attempts, usage; never a credential
+//! or a header. With `capture: full`, also the bodies, redacted (`traces::redact`).
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,29 @@ pub struct Trace {
     pub client_gone: bool,
     pub guardrail_blocked: Option<String>,
     pub error: Option<String>,
+    /// `capture: full` only (absent otherwise and in older traces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bodies: Option<TraceBodies>,
+}
+
+/// The bodies of a `capture: full` trace, redacted and cut at `traces.max_body_bytes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceBodies {
+    /// The client's request body, as received.
+    pub request: Option<TraceBody>,
+    /// The body sent upstream (after translation, in the provider's format).
+    pub upstream_request: Option<TraceBody>,
+    /// The answer sent to the client (non-streamed requests).
+    pub response: Option<TraceBody>,
+    /// A streamed answer: the number of events sent to the client (its text is not kept).
+    pub stream_events: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceBody {
+    pub text: String,
+    /// The body was longer than `max_body_bytes` and was cut.
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

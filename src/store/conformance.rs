@@ -413,6 +413,7 @@ fn trace(rid: &str, ts_ms: u64, key: &str, status: u16, latency: u64) -> crate::
         client_gone: false,
         guardrail_blocked: None,
         error: None,
+        bodies: None,
     }
 }
 

@@ -1,9 +1,11 @@
 //! Request traces (`traces:`): at the end of each sampled model call, `capture` builds its
-//! [`Trace`] (metadata only) and pushes it onto a bounded in-memory queue; the trace writer
-//! (a background service) stores the queue in batches through [`crate::store::TraceStore`]
-//! and prunes past the retention. When the queue is full the trace is dropped and counted
+//! [`Trace`] and pushes it onto a bounded in-memory queue; the trace writer (a background
+//! service) redacts the bodies of `capture: full` traces (`redact`), stores the queue in
+//! batches through [`crate::store::TraceStore`] and prunes past the retention. The bodies
+//! are held as they are (shared `Bytes`, no copy) until the writer redacts and cuts them. When the queue is full the trace is dropped and counted
 //! (`tollgate_traces_dropped_total`): a request never waits for the store.
 
+pub mod redact;
 pub mod settings;
 pub mod writer;
 
@@ -15,10 +17,27 @@ use crate::gateway::Ctx;
 use crate::metrics;
 use crate::records::trace::{Timings, Trace, TraceUsage};
 use crate::translate::Format;
+use bytes::Bytes;
 use settings::{Capture, TraceSettings};
 
+/// The raw bodies of a `capture: full` trace, redacted by the writer before storing.
+#[derive(Default)]
+pub struct RawBodies {
+    pub request: Option<Bytes>,
+    pub upstream_request: Option<Bytes>,
+    /// The answer, already cut at `max_body_bytes` (and whether it was).
+    pub response: Option<(Bytes, bool)>,
+    pub stream_events: Option<u64>,
+}
+
+/// A trace waiting for the writer.
+pub struct Pending {
+    pub trace: Trace,
+    pub bodies: Option<RawBodies>,
+}
+
 pub struct TraceQueue {
-    items: Mutex<Vec<Trace>>,
+    items: Mutex<Vec<Pending>>,
     cap: usize,
     sample: f64,
     pub notify: tokio::sync::Notify,
@@ -41,6 +60,15 @@ pub fn install(s: &TraceSettings) {
     });
 }
 
+/// `capture: full`: the most bytes a kept body may have (None: bodies are not kept, and the
+/// request path makes no copy for traces).
+pub fn full_capture() -> Option<usize> {
+    QUEUE
+        .get()
+        .filter(|q| q.settings.capture == Capture::Full)
+        .map(|q| q.settings.max_body_bytes)
+}
+
 /// The queue, when traces are captured.
 pub fn queue() -> Option<&'static TraceQueue> {
     QUEUE.get()
@@ -48,7 +76,7 @@ pub fn queue() -> Option<&'static TraceQueue> {
 
 impl TraceQueue {
     /// Queues a trace unless the queue is full (then it is dropped and counted).
-    pub fn push(&self, t: Trace) {
+    pub fn push(&self, t: Pending) {
         let mut items = self.items.lock();
         if items.len() >= self.cap {
             drop(items);
@@ -62,7 +90,7 @@ impl TraceQueue {
         self.notify.notify_one();
     }
 
-    pub fn take(&self) -> Vec<Trace> {
+    pub fn take(&self) -> Vec<Pending> {
         std::mem::take(&mut *self.items.lock())
     }
 }
@@ -95,7 +123,17 @@ pub fn capture(
     let h = s.req_header();
     let u = usage.unwrap_or_default();
     let provider = ctx.provider_name();
-    q.push(Trace {
+    let bodies = (q.settings.capture == Capture::Full).then(|| RawBodies {
+        request: ctx.trace_request.clone(),
+        upstream_request: ctx.upstream_body.clone(),
+        response: ctx.tap.as_ref().and_then(|t| t.captured_answer()),
+        stream_events: ctx
+            .tap
+            .as_ref()
+            .filter(|t| t.is_stream)
+            .and_then(|t| t.captured_events()),
+    });
+    let trace = Trace {
         request_id: ctx.request_id.clone(),
         ts_ms: crate::clock::now_millis(),
         key_id: ctx.key.as_ref().map(|k| k.id.clone()),
@@ -130,5 +168,34 @@ pub fn capture(
         client_gone: ctx.client_gone,
         guardrail_blocked: ctx.guard.as_ref().and_then(|g| g.blocked_profiles()),
         error: ctx.error.clone(),
-    });
+        bodies: None,
+    };
+    q.push(Pending { trace, bodies });
+}
+
+/// The trace as stored: its bodies redacted, then cut at `max_body_bytes`.
+pub fn finish(p: Pending, s: &TraceSettings) -> Trace {
+    let mut trace = p.trace;
+    if let Some(raw) = p.bodies {
+        let keep = |b: &[u8], cut: bool| {
+            let mut text = redact::redact_body(b, &s.redact);
+            let mut truncated = cut;
+            if text.len() > s.max_body_bytes {
+                let mut end = s.max_body_bytes;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                truncated = true;
+            }
+            crate::records::TraceBody { text, truncated }
+        };
+        trace.bodies = Some(crate::records::TraceBodies {
+            request: raw.request.as_deref().map(|b| keep(b, false)),
+            upstream_request: raw.upstream_request.as_deref().map(|b| keep(b, false)),
+            response: raw.response.as_ref().map(|(b, cut)| keep(b, *cut)),
+            stream_events: raw.stream_events,
+        });
+    }
+    trace
 }

@@ -15,6 +15,9 @@ pub enum Capture {
     #[default]
     Off,
     Metadata,
+    /// Metadata plus the client's request body, the body sent upstream and the answer
+    /// (a stream's event count), each redacted and cut at `max_body_bytes`.
+    Full,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +29,10 @@ pub struct TraceSettings {
     pub retention_days: u64,
     /// Traces waiting for the writer; beyond this, new ones are dropped (and counted).
     pub queue: usize,
+    /// `capture: full`: each kept body is cut at this many bytes (then `truncated`).
+    pub max_body_bytes: usize,
+    /// `capture: full`: operator JSON paths whose values are redacted (`traces::redact`).
+    pub redact: Vec<super::redact::Path>,
 }
 
 impl Default for TraceSettings {
@@ -35,6 +42,8 @@ impl Default for TraceSettings {
             sample: 1.0,
             retention_days: 7,
             queue: 10_000,
+            max_body_bytes: 1 << 20,
+            redact: Vec::new(),
         }
     }
 }
@@ -46,6 +55,8 @@ pub struct RawTraces {
     pub sample: Option<f64>,
     pub retention_days: Option<u64>,
     pub queue: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub redact: Option<Vec<String>>,
 }
 
 pub fn build(raw: Option<RawTraces>) -> Result<TraceSettings, ConfigError> {
@@ -59,11 +70,29 @@ pub fn build(raw: Option<RawTraces>) -> Result<TraceSettings, ConfigError> {
     if queue == 0 {
         return Err(ConfigError::new("traces.queue", "must be greater than 0"));
     }
+    let max_body_bytes = r.max_body_bytes.unwrap_or(d.max_body_bytes);
+    if max_body_bytes == 0 {
+        return Err(ConfigError::new(
+            "traces.max_body_bytes",
+            "must be greater than 0",
+        ));
+    }
+    let redact = r
+        .redact
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            super::redact::Path::parse(p)
+                .map_err(|e| ConfigError::new("traces.redact", format!("'{p}': {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(TraceSettings {
         capture: r.capture.unwrap_or(d.capture),
         sample,
         retention_days: r.retention_days.unwrap_or(d.retention_days),
         queue,
+        max_body_bytes,
+        redact,
     })
 }
 
@@ -88,6 +117,13 @@ mod tests {
         assert_eq!(t.sample, 0.25);
         assert!(parse("{sample: 1.5}").is_err());
         assert!(parse("{queue: 0}").is_err());
+        let f = parse("{capture: full, max_body_bytes: 10, redact: ['$.metadata.email']}").unwrap();
+        assert_eq!(
+            (f.capture, f.max_body_bytes, f.redact.len()),
+            (Capture::Full, 10, 1)
+        );
+        assert!(parse("{redact: ['messages[']}").is_err());
+        assert!(parse("{max_body_bytes: 0}").is_err());
         assert!(serde_yaml::from_str::<RawTraces>("{capture: everything}").is_err());
     }
 }

@@ -51,6 +51,11 @@ impl BackgroundService for TraceWriter {
                 continue;
             }
             let n = batch.len() as u64;
+            // Redaction happens here, off the request path, before anything is stored.
+            let batch = batch
+                .into_iter()
+                .map(|p| super::finish(p, &q.settings))
+                .collect();
             let written = match store {
                 Some(s) => s.put_traces(batch).await.map_err(|e| e.to_string()),
                 None => Err("no store".into()),

@@ -45,6 +45,7 @@ mod request;
 mod validate;
 
 pub use mask::{Masks, Restorer};
+pub use pii::PiiScanner;
 pub use request::{mask_request, mask_request_into};
 
 use std::ops::Range;

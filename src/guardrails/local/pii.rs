@@ -60,6 +60,16 @@ impl PiiScanner {
         }
     }
 
+    /// The secrets (API keys, tokens, private keys) in `text`, validated like `scan`'s:
+    /// what request traces redact (`traces::redact`).
+    pub fn secrets(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        self.secrets
+            .find_iter(text)
+            .filter(|m| secret_kind(m.as_str()).is_some())
+            .map(|m| m.range())
+            .collect()
+    }
+
     /// Every match in `text`, ordered by position, never overlapping (a secret wins over an
     /// email or a number inside it).
     pub fn scan(&self, text: &str) -> Vec<Match> {
