@@ -80,6 +80,7 @@ impl KeyRecord {
             tools: None,
             mcp: None,
             guardrail_policies: Vec::new(),
+            traces: None,
         };
         (rec, secret)
     }

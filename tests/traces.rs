@@ -566,3 +566,66 @@ async fn full_capture_keeps_bodies_cut_and_redacted() {
         );
     }
 }
+
+async fn key_with(gw: &Gateway, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{}/v1/keys", gw.url()))
+        .bearer_auth(MASTER)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A key's own `traces` settings override the config's: `full` on a key of a gateway that
+/// keeps metadata, `off` on another; a key without settings follows the config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_overrides_the_trace_settings() {
+    let mock = MockServer::start().await;
+    let cfg = TestConfig::new(&mock.url()).set("traces", json!({"capture": "metadata"}));
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let (st, full) = key_with(&gw, json!({"name": "f", "traces": {"capture": "full"}})).await;
+    assert_eq!(st, 201, "{full}");
+    assert_eq!(full["traces"], json!({"capture": "full"}));
+    let (st, off) = key_with(&gw, json!({"name": "o", "traces": {"capture": "off"}})).await;
+    assert_eq!(st, 201, "{off}");
+    let plain = gw.create_key("p").await;
+    for bad in [
+        json!({"capture": "all"}),
+        json!({"sample": 2.0}),
+        json!("full"),
+    ] {
+        let (st, e) = key_with(&gw, json!({"name": "bad", "traces": bad})).await;
+        assert_eq!(st, 400, "{e}");
+        assert_eq!(e["error"]["param"], "traces", "{e}");
+    }
+
+    let body = chat("gpt-4o-mini", false);
+    let k = |v: &Value| v["key"].as_str().unwrap().to_string();
+    for (key, rid) in [
+        (k(&full), "pk-full"),
+        (k(&off), "pk-off"),
+        (plain, "pk-plain"),
+    ] {
+        assert_eq!(
+            send(&gw, &key, "/v1/chat/completions", &body, rid, &[]).await,
+            200
+        );
+    }
+    let t = trace_of(&gw, "pk-full").await;
+    assert!(
+        t["bodies"]["request"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("\"hi\""),
+        "{t}"
+    );
+    let t = trace_of(&gw, "pk-plain").await;
+    assert!(t.get("bodies").is_none(), "{t}");
+    // Both later requests are stored (newest first, by the same writer): the `off` one is not.
+    let (_, _, all) = get(&gw, MASTER, "/v1/traces").await;
+    assert_eq!(ids(&all), vec!["pk-plain", "pk-full"]);
+}

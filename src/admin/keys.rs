@@ -31,6 +31,7 @@ const FIELDS: &[&str] = &[
     "reject_user_mismatch",
     "end_user_limits",
     "guardrail_policies",
+    "traces",
     "active",
 ];
 
@@ -57,6 +58,7 @@ fn view(state: &State, k: &KeyRecord) -> Value {
     v["tools"] = super::tool_policy::view(k.tools.as_ref());
     v["mcp"] = super::mcp_policy::view(k.mcp.as_ref());
     v["guardrail_policies"] = json!(k.guardrail_policies);
+    v["traces"] = json!(k.traces);
     v["standing"] = standing_of(state, Scope::Key, &k.id, &k.limits);
     v
 }
@@ -160,6 +162,9 @@ fn apply(state: &State, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayError
                 .with_param("reject_user_mismatch"))
             }
         };
+    }
+    if let Some(v) = b.get("traces") {
+        k.traces = parse_traces(v)?;
     }
     if let Some(p) = state
         .guardrails
@@ -338,4 +343,22 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
         }
         _ => Err(no_route(req)),
     }
+}
+
+/// `traces`: null (the config's settings) or `{capture: off|metadata|full, sample: 0.0-1.0}`.
+fn parse_traces(v: &Value) -> Result<Option<crate::records::key::KeyTraces>, GatewayError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let bad = || {
+        GatewayError::invalid(
+            "'traces' must be null or an object with 'capture' (off, metadata or full) and 'sample' (0.0 to 1.0).",
+        )
+        .with_param("traces")
+    };
+    let t: crate::records::key::KeyTraces = serde_json::from_value(v.clone()).map_err(|_| bad())?;
+    if t.sample.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+        return Err(bad());
+    }
+    Ok(Some(t))
 }

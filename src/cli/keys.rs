@@ -53,6 +53,9 @@ pub struct KeyFields {
     /// Refuse requests whose body names a user other than the key's.
     #[arg(long, value_name = "BOOL")]
     reject_user_mismatch: Option<bool>,
+    /// This key's trace settings, e.g. '{"capture":"full","sample":0.1}' (null: the config's).
+    #[arg(long, value_name = "JSON")]
+    traces: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -73,6 +76,11 @@ impl KeyFields {
             "reject_user_mismatch",
             self.reject_user_mismatch.map(Value::Bool),
         );
+        if let Some(t) = &self.traces {
+            let v: Value = serde_json::from_str(t)
+                .map_err(|_| "--traces must be JSON, e.g. '{\"capture\":\"full\"}'".to_string())?;
+            b.insert("traces".into(), v);
+        }
         self.limits.apply(&mut b);
         Ok(b)
     }

@@ -79,6 +79,9 @@ pub struct Ctx {
     pub mcp_native: bool,
     /// `traces.capture: full`: the client's request body as received (shared, not copied).
     pub trace_request: Option<Bytes>,
+    /// What this request's trace keeps (decided once: the key's settings, the config's,
+    /// sampling); `Off` for requests not traced.
+    pub trace: crate::traces::settings::Capture,
 }
 
 impl Ctx {
@@ -113,6 +116,7 @@ impl Ctx {
             alternates: Vec::new(),
             client_body: None,
             trace_request: None,
+            trace: Default::default(),
             client_query: None,
             attempts: 0,
             tried: Vec::new(),

@@ -250,11 +250,12 @@ impl Gateway {
     async fn inference(&self, s: &mut Session, ctx: &mut Ctx) -> Result<Flow, Failure> {
         let key = self.authenticate(s)?;
         let permit = self.state.inflight.acquire(&key.id);
+        ctx.trace = crate::traces::decide(&key);
         ctx.key = Some(key);
         ctx.permit = Some(permit?);
         test_panic(s, "request");
         let body = read_body(s, self.state.cfg.max_body_bytes, &self.state.cfg.limits).await?;
-        if crate::traces::full_capture().is_some() {
+        if ctx.trace == crate::traces::settings::Capture::Full {
             ctx.trace_request = Some(body.clone());
         }
         ctx.replayable = body.len() <= RETRY_BUFFER && !s.retry_buffer_truncated();

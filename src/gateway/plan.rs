@@ -76,6 +76,7 @@ pub fn plan(
         translation: Translation::None,
         client_stream: ctx.stream,
         turn: None,
+        trace_body_max: crate::traces::full_capture(ctx.trace),
     };
     let pipeline = ctx
         .endpoint

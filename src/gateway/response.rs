@@ -47,6 +47,8 @@ pub struct TapSpec {
     pub client_stream: bool,
     /// A Responses answer to store (see `crate::responses`).
     pub turn: Option<Arc<Turn>>,
+    /// `traces.capture: full` for this request: the most answer bytes its trace keeps.
+    pub trace_body_max: Option<usize>,
 }
 
 const TRUNCATED: &str = "The upstream stream ended before completion.";
@@ -231,7 +233,7 @@ impl ResponseTap {
             deltas_out: 0,
             finished: false,
             turn: spec.turn.clone(),
-            trace: crate::traces::full_capture().map(|max| {
+            trace: spec.trace_body_max.map(|max| {
                 Box::new(AnswerCapture {
                     max,
                     body: BytesMut::new(),
@@ -578,6 +580,7 @@ mod tests {
             translation: Translation::None,
             client_stream: false,
             turn: None,
+            trace_body_max: None,
         }
     }
 

@@ -46,6 +46,20 @@ pub struct KeyRecord {
     /// requests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guardrail_policies: Vec<String>,
+    /// Trace settings overriding the config's `traces.capture` / `traces.sample` for this
+    /// key's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<KeyTraces>,
+}
+
+/// A key's own trace settings (each unset one: the config's).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeyTraces {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<crate::traces::settings::Capture>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<f64>,
 }
 
 fn yes() -> bool {

@@ -39,33 +39,48 @@ pub struct Pending {
 pub struct TraceQueue {
     items: Mutex<Vec<Pending>>,
     cap: usize,
-    sample: f64,
     pub notify: tokio::sync::Notify,
     pub settings: TraceSettings,
 }
 
 static QUEUE: OnceCell<TraceQueue> = OnceCell::new();
 
-/// Sets tracing up (once per process); nothing at all happens when capture is off.
+/// Sets tracing up (once per process). The queue exists even with `capture: off`: a key may
+/// turn traces on for itself (`traces` on the key); a request of any other key costs one
+/// check (`decide`).
 pub fn install(s: &TraceSettings) {
-    if s.capture == Capture::Off {
-        return;
-    }
     let _ = QUEUE.set(TraceQueue {
         items: Mutex::new(Vec::new()),
         cap: s.queue,
-        sample: s.sample,
         notify: tokio::sync::Notify::new(),
         settings: s.clone(),
     });
 }
 
-/// `capture: full`: the most bytes a kept body may have (None: bodies are not kept, and the
-/// request path makes no copy for traces).
-pub fn full_capture() -> Option<usize> {
+/// What a request of `key` traces: the key's `traces` settings, else the config's, then
+/// sampled (`Off`: not traced).
+pub fn decide(key: &crate::records::KeyRecord) -> Capture {
+    let Some(q) = QUEUE.get() else {
+        return Capture::Off;
+    };
+    let own = key.traces.as_ref();
+    let capture = own.and_then(|o| o.capture).unwrap_or(q.settings.capture);
+    if capture == Capture::Off {
+        return Capture::Off;
+    }
+    let sample = own.and_then(|o| o.sample).unwrap_or(q.settings.sample);
+    if sample < 1.0 && rand::random::<f64>() >= sample {
+        return Capture::Off;
+    }
+    capture
+}
+
+/// For a request traced with `capture`: the most bytes a kept body may have (None: bodies are
+/// not kept, and the request path makes no copy for traces).
+pub fn full_capture(capture: Capture) -> Option<usize> {
     QUEUE
         .get()
-        .filter(|q| q.settings.capture == Capture::Full)
+        .filter(|_| capture == Capture::Full)
         .map(|q| q.settings.max_body_bytes)
 }
 
@@ -113,17 +128,15 @@ pub fn capture(
     usage: Option<crate::meter::Usage>,
 ) {
     let Some(q) = QUEUE.get() else { return };
-    // Model calls only: the management API, listings and probes are not traced.
-    if !ctx.endpoint.is_inference() {
-        return;
-    }
-    if q.sample < 1.0 && rand::random::<f64>() >= q.sample {
+    // Model calls only (`decide` ran for them): the management API, listings and probes are
+    // not traced.
+    if ctx.trace == Capture::Off || !ctx.endpoint.is_inference() {
         return;
     }
     let h = s.req_header();
     let u = usage.unwrap_or_default();
     let provider = ctx.provider_name();
-    let bodies = (q.settings.capture == Capture::Full).then(|| RawBodies {
+    let bodies = (ctx.trace == Capture::Full).then(|| RawBodies {
         request: ctx.trace_request.clone(),
         upstream_request: ctx.upstream_body.clone(),
         response: ctx.tap.as_ref().and_then(|t| t.captured_answer()),

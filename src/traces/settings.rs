@@ -1,7 +1,7 @@
 //! `traces:` in the config: whether and how much of each request is kept for
 //! `GET /v1/traces`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
@@ -9,7 +9,7 @@ use crate::config::ConfigError;
 /// their outcomes, usage; never a body. Off by default for now: storing a trace per request
 /// costs more than the 3 % of a request's instructions allowed for a default-on feature
 /// (docs/performance.md, 2026-12-07 traces).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Capture {
     #[default]
