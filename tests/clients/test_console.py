@@ -243,7 +243,8 @@ def test_key_holder_sees_only_their_own_key(page, base, master):
 
 
 def test_traces_list_and_detail(page, base, master):
-    _, k = call(base, "POST", "/v1/keys", master, {"name": "traced"})
+    # This key's traces keep the bodies (`traces` on the key: capture full).
+    _, k = call(base, "POST", "/v1/keys", master, {"name": "traced", "traces": {"capture": "full"}})
     # An OpenAI client on an Anthropic model: a translated request.
     assert chat_with_id(base, k["key"], "claude-sonnet-4-6", "console-trace-1") == 200
     login(page, base, master)
@@ -266,6 +267,14 @@ def test_traces_list_and_detail(page, base, master):
     cards = page.text_content("#detail-cards")
     assert "Attempts1" in cards and "chat → anthropic" in cards
     assert bar_pixels(page, "#timeline") > 0
+    # The bodies: collapsed, then shown as text.
+    assert page.eval_on_selector("#body-request", "d => d.open") is False
+    assert not page.is_visible("#body-request pre")
+    page.click("#body-request summary")
+    assert page.is_visible("#body-request pre")
+    assert '"content":"hi"' in page.text_content("#body-request pre")
+    assert '"max_tokens"' in page.text_content("#body-upstream pre")
+    assert page.text_content("#body-response summary") == "Answer"
     assert page.text_content("#error") == ""
     docs_shot(page, "trace")
 

@@ -1,5 +1,6 @@
 //! Traces: the stored request traces (`traces.capture`), filtered and paged with the API's
-//! cursor, and one request's detail (its phase timeline, attempts, translation pair, usage).
+//! cursor, and one request's detail (its phase timeline, attempts, translation pair, usage,
+//! and with `capture: full` its bodies, collapsed).
 //! Operators see every trace; a key holder the traces of their own key (the API restricts).
 
 use super::{Audience, Page};
@@ -21,7 +22,7 @@ pub const PAGE: Page = Page {
 </form>
 <div id="list"></div>
 <div class="pager"><button type="button" id="prev">Newer</button> <button type="button" id="next">Older</button></div>
-<p class="hint">Newest first. Requests are traced when the gateway's <code>traces.capture</code> is on (metadata only: no body, no credential).</p>
+<p class="hint">Newest first. Requests are traced when the gateway's <code>traces.capture</code> is on (<code>metadata</code>: no body; <code>full</code>: the request, upstream and answer bodies too, redacted).</p>
 </section>
 <section id="detail" hidden></section>
 <p class="error" id="error" role="alert"></p>"#,

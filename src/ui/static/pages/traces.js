@@ -95,6 +95,23 @@
     canvas.dataset.points = String(phases.length);
   }
 
+  // `capture: full`: the kept bodies, each collapsed, shown as text (never as markup).
+  function bodies(b) {
+    if (!b) return [];
+    const part = (id, name, body) => body && el("details", { id },
+      el("summary", {}, name + (body.truncated ? " (truncated)" : "")),
+      el("pre", { class: "body" }, body.text));
+    const kept = [
+      part("body-request", "Client request", b.request),
+      part("body-upstream", "Sent upstream", b.upstream_request),
+      part("body-response", "Answer", b.response),
+    ].filter(Boolean);
+    if (b.stream_events !== null && b.stream_events !== undefined) {
+      kept.push(el("p", { id: "body-events" }, "Streamed answer: " + b.stream_events + " events (its text is not kept)."));
+    }
+    return [el("h3", {}, "Bodies"), el("div", { id: "bodies" }, kept)];
+  }
+
   const open = guarded(async (id) => {
     const t = await api("GET", "v1/traces/" + encodeURIComponent(id));
     document.getElementById("list-view").hidden = true;
@@ -137,7 +154,8 @@
         ["Time", at(t.ts_ms)], ["Endpoint", t.endpoint], ["Method and path", t.method + " " + t.path],
         ["Key", t.key_id], ["User", t.user_id], ["Session", t.session_id],
         ["Client gone", t.client_gone ? "yes" : "no"], ["Guardrail blocked", t.guardrail_blocked],
-        ["Error", t.error]]));
+        ["Error", t.error]]),
+      ...bodies(t.bodies));
     timeline(document.getElementById("timeline"), phases, total);
   });
 
