@@ -663,4 +663,29 @@ mod tests {
         assert_eq!(tap.usage.unwrap().input, 5);
         assert!(tap.on_upstream_error("again").is_none());
     }
+
+    #[test]
+    fn full_trace_capture_keeps_a_cut_answer_or_counts_stream_events() {
+        let mut a = AnswerCapture {
+            max: 5,
+            body: BytesMut::new(),
+            truncated: false,
+            events: 0,
+            ended_with_newline: false,
+        };
+        a.observe(b"abc", false);
+        a.observe(b"defg", false);
+        assert_eq!((&a.body[..], a.truncated), (&b"abcde"[..], true));
+        // Three events, the last one's blank line split between two pieces.
+        let mut s = AnswerCapture {
+            max: 5,
+            body: BytesMut::new(),
+            truncated: false,
+            events: 0,
+            ended_with_newline: false,
+        };
+        s.observe(b"data: 1\n\ndata: 2\n\ndata: 3\n", true);
+        s.observe(b"\n", true);
+        assert_eq!((s.events, s.body.len()), (3, 0));
+    }
 }
