@@ -628,4 +628,20 @@ async fn a_key_overrides_the_trace_settings() {
     // Both later requests are stored (newest first, by the same writer): the `off` one is not.
     let (_, _, all) = get(&gw, MASTER, "/v1/traces").await;
     assert_eq!(ids(&all), vec!["pk-plain", "pk-full"]);
+
+    // `null` returns a key to the config's settings.
+    let r = client()
+        .patch(format!(
+            "{}/v1/keys/{}",
+            gw.url(),
+            full["id"].as_str().unwrap()
+        ))
+        .bearer_auth(MASTER)
+        .json(&json!({"traces": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["traces"].is_null(), "{v}");
 }
