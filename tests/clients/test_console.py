@@ -322,6 +322,84 @@ def test_hostile_key_name_renders_as_text(page, base, master):
     assert page.dialogs == []
 
 
+def test_operator_edits_a_user(page, base, master):
+    assert call(base, "POST", "/v1/users", master, {"user_id": "edit-me", "max_budget": 2})[0] == 201
+    login(page, base, master)
+    page.goto(base + "/ui/users")
+    page.click("#list button[data-open='edit-me']")
+    page.wait_for_selector("#edit")
+    assert float(page.input_value("#edit input[name=max_budget]")) == 2
+    page.fill("#edit input[name=alias]", "Edited Person")
+    page.fill("#edit input[name=max_budget]", "7.5")
+    page.fill("#edit input[name=budget_duration]", "monthly")
+    page.fill("#edit textarea[name=metadata]", '{"team": "research"}')
+    page.click("#edit button[type=submit]")
+    page.wait_for_selector("#detail-standing >> text=of $7.50")
+    assert page.text_content("#error") == ""
+    # Bad JSON is refused on the page, as text; nothing is sent.
+    page.fill("#edit textarea[name=metadata]", "{not json")
+    page.click("#edit button[type=submit]")
+    page.wait_for_selector("#error >> text=not valid JSON")
+
+    page.reload()
+    page.wait_for_load_state("networkidle")
+    assert "$7.50" in page.text_content("#list")
+    page.click("#list button[data-open='edit-me']")
+    page.wait_for_selector("#edit")
+    assert float(page.input_value("#edit input[name=max_budget]")) == 7.5
+    assert page.input_value("#edit input[name=budget_duration]") == "monthly"
+    assert page.input_value("#edit input[name=alias]") == "Edited Person"
+    assert json.loads(page.input_value("#edit textarea[name=metadata]")) == {"team": "research"}
+    _, u = call(base, "GET", "/v1/users/edit-me", master)
+    assert float(u["limits"]["max_budget"]) == 7.5 and u["metadata"] == {"team": "research"}
+
+
+def test_operator_deletes_a_user(page, base, master):
+    assert call(base, "POST", "/v1/users", master, {"user_id": "delete-me"})[0] == 201
+    _, k = call(base, "POST", "/v1/keys", master, {"name": "of-delete-me", "user_id": "delete-me"})
+    assert chat(base, k["key"])[0] == 200
+    login(page, base, master)
+    page.goto(base + "/ui/users")
+    page.click("#list button[data-open='delete-me']")
+    page.wait_for_selector("#delete")
+    page.click("#delete")
+    assert page.text_content("#delete").startswith("Confirm delete")
+    assert call(base, "GET", "/v1/users/delete-me", master)[0] == 200  # one click deletes nothing
+    page.click("#delete")
+    page.wait_for_selector("#detail", state="hidden")
+    assert "delete-me" not in page.text_content("#list")
+    assert page.text_content("#error") == ""
+    assert call(base, "GET", "/v1/users/delete-me", master)[0] == 404
+    assert chat(base, k["key"])[0] == 401
+    page.reload()
+    page.wait_for_load_state("networkidle")
+    assert "delete-me" not in page.text_content("#list")
+
+
+def test_operator_sets_key_metadata_rendered_as_text(page, base, master):
+    _, k = call(base, "POST", "/v1/keys", master, {"name": "meta-key"})
+    login(page, base, master)
+    page.goto(base + f"/ui/keys?id={k['id']}")
+    page.wait_for_selector("#edit textarea[name=metadata]")
+    # Not an object: the API's refusal is shown as text.
+    page.fill("#edit textarea[name=metadata]", "[1, 2]")
+    page.click("#edit button[type=submit]")
+    page.wait_for_selector("#error >> text='metadata' must be an object.")
+    page.fill("#edit textarea[name=metadata]", json.dumps({"note": HOSTILE}))
+    page.click("#edit button[type=submit]")
+    page.wait_for_selector("#detail-metadata >> text=onerror")
+    assert page.text_content("#error") == ""
+
+    page.reload()
+    page.wait_for_selector("#detail-metadata")
+    assert json.loads(page.text_content("#detail-metadata")) == {"note": HOSTILE}
+    assert json.loads(page.input_value("#edit textarea[name=metadata]")) == {"note": HOSTILE}
+    assert page.eval_on_selector_all("main img", "is => is.length") == 0
+    page.wait_for_timeout(300)  # give a (wrongly) injected onerror the chance to fire
+    assert page.dialogs == []
+    assert call(base, "GET", f"/v1/keys/{k['id']}", master)[1]["metadata"] == {"note": HOSTILE}
+
+
 class _Evil(http.server.BaseHTTPRequestHandler):
     target = ""
 

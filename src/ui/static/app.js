@@ -55,6 +55,39 @@
       })))));
   }
 
+  // A labelled input holding a current value (an empty box for null).
+  function field(label, name, value, attrs) {
+    return el("label", {}, label, el("input", Object.assign({ name, value: value === null || value === undefined ? "" : value }, attrs || {})));
+  }
+
+  // A labelled textarea holding a JSON object (metadata), pretty-printed as text.
+  function jsonField(label, name, value) {
+    const t = el("textarea", { name, rows: 3, spellcheck: "false" });
+    t.value = value && Object.keys(value).length ? JSON.stringify(value, null, 2) : "";
+    return el("label", { class: "wide" }, label, t);
+  }
+
+  // The JSON text of a form field as a value: empty text is null; bad JSON an error on the page.
+  function jsonValue(form, name) {
+    const text = (new FormData(form).get(name) || "").toString().trim();
+    if (!text) return null;
+    try { return JSON.parse(text); } catch (_) { throw new Error("'" + name + "' is not valid JSON."); }
+  }
+
+  // A button that acts on its second click (the first arms it), instead of a confirm() dialog.
+  function twoStep(attrs, label, confirmLabel, action) {
+    const b = el("button", Object.assign({ type: "button", class: "danger" }, attrs), label);
+    b.addEventListener("click", guarded(async () => {
+      if (b.dataset.armed !== "1") {
+        b.dataset.armed = "1";
+        b.textContent = confirmLabel;
+        return;
+      }
+      await action();
+    }));
+    return b;
+  }
+
   function fill(id, ...nodes) {
     const t = document.getElementById(id);
     t.replaceChildren(...nodes);
@@ -181,6 +214,6 @@
     });
   });
 
-  window.TG = { api, el, table, fill, card, showError, guarded, qs, usd, when, dayStart,
+  window.TG = { api, el, table, field, jsonField, jsonValue, twoStep, fill, card, showError, guarded, qs, usd, when, dayStart,
     monthStart, chart, series, buckets };
 })();

@@ -1,6 +1,6 @@
 "use strict";
 (function () {
-  const { api, el, table, fill, guarded, qs, usd, when, dayStart, chart, series } = TG;
+  const { api, el, table, field, jsonField, jsonValue, twoStep, fill, guarded, qs, usd, when, dayStart, chart, series } = TG;
   const PAGE = 20;
   let query = "";
   let cursors = [null]; // the cursor of each page seen; the last is the current page's
@@ -52,10 +52,6 @@
     ], r.data, query ? "No key matches." : "No keys yet."));
   });
 
-  function field(label, name, value, attrs) {
-    return el("label", {}, label, el("input", Object.assign({ name, value: value === null || value === undefined ? "" : value }, attrs || {})));
-  }
-
   const open = guarded(async (id) => {
     const k = await api("GET", "v1/keys/" + encodeURIComponent(id));
     const d = document.getElementById("detail");
@@ -68,10 +64,13 @@
       field("Tokens per minute", "tpm_limit", k.limits.tpm_limit),
       field("Allowed models", "allowed_models", (k.allowed_models || []).join(", ")),
       field("Expires", "expires_at", k.expires_at ? new Date(k.expires_at * 1000).toISOString().slice(0, 10) : "", { type: "date" }),
+      jsonField("Metadata (JSON object)", "metadata", k.metadata),
       el("button", { type: "submit" }, "Save"));
     form.addEventListener("submit", guarded(async (ev) => {
       ev.preventDefault();
-      await api("PATCH", "v1/keys/" + encodeURIComponent(k.id), body(form, true));
+      const b = body(form, true);
+      b.metadata = jsonValue(form, "metadata"); // null clears it; the API checks it is an object
+      await api("PATCH", "v1/keys/" + encodeURIComponent(k.id), b);
       await list();
       await open(k.id);
     }));
@@ -81,20 +80,16 @@
       showSecret(secret, await api("POST", "v1/keys/" + encodeURIComponent(k.id) + "/rotate"), "rotated");
     }));
     // Two steps instead of a confirm() dialog.
-    const revoke = el("button", { type: "button", class: "danger", id: "revoke" }, k.active ? "Revoke" : "Reactivate");
-    revoke.addEventListener("click", guarded(async () => {
-      if (k.active && revoke.dataset.armed !== "1") {
-        revoke.dataset.armed = "1";
-        revoke.textContent = "Confirm revoke";
-        return;
-      }
-      await api("PATCH", "v1/keys/" + encodeURIComponent(k.id), { active: !k.active });
-      await list();
-      await open(k.id);
-    }));
+    const revoke = twoStep({ id: "revoke", "data-armed": k.active ? null : "1" },
+      k.active ? "Revoke" : "Reactivate", "Confirm revoke", async () => {
+        await api("PATCH", "v1/keys/" + encodeURIComponent(k.id), { active: !k.active });
+        await list();
+        await open(k.id);
+      });
     const st = k.standing;
     d.replaceChildren(
       el("h2", {}, "Key ", el("span", { id: "detail-name" }, k.name || "(unnamed)"), " ", el("small", {}, k.id)),
+      el("p", {}, "Metadata ", el("code", { id: "detail-metadata" }, JSON.stringify(k.metadata || {}))),
       el("p", {}, "Spend ", usd(st.spend), st.max_budget ? " of " + usd(st.max_budget) : "",
         st.remaining ? " · remaining " + usd(st.remaining) : "",
         st.resets_at ? " · resets " + when(st.resets_at) : "",
