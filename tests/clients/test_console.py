@@ -400,6 +400,75 @@ def test_operator_sets_key_metadata_rendered_as_text(page, base, master):
     assert call(base, "GET", f"/v1/keys/{k['id']}", master)[1]["metadata"] == {"note": HOSTILE}
 
 
+def test_operator_manages_budgets_and_price_overrides(page, base, master):
+    login(page, base, master)
+    page.goto(base + "/ui/budgets")
+    page.wait_for_load_state("networkidle")
+    page.fill("#create-budget input[name=budget_id]", "team-ui")
+    page.fill("#create-budget input[name=name]", HOSTILE)
+    page.fill("#create-budget input[name=max_budget]", "40")
+    page.fill("#create-budget input[name=budget_duration]", "monthly")
+    page.click("#create-budget button[type=submit]")
+    page.wait_for_selector("#budgets button[data-open='team-ui']")
+    assert HOSTILE in page.text_content("#budgets")  # as text: no image element
+    assert page.eval_on_selector_all("main img", "is => is.length") == 0
+
+    # Edit it; the new limit is there after a reload.
+    page.click("#budgets button[data-open='team-ui']")
+    page.wait_for_selector("#edit-budget")
+    page.fill("#edit-budget input[name=max_budget]", "55")
+    page.select_option("#edit-budget select[name=budget_alignment]", "rolling")
+    page.click("#edit-budget button[type=submit]")
+    page.wait_for_selector("#budgets >> text=$55.00")
+    page.reload()
+    page.wait_for_selector("#budgets button[data-open='team-ui']")
+    row = page.text_content("#budgets tbody")
+    assert "$55.00" in row and "rolling" in row
+    _, b = call(base, "GET", "/v1/budgets/team-ui", master)
+    assert float(b["max_budget"]) == 55 and b["budget_alignment"] == "rolling"
+
+    # A budget in use cannot be deleted: the API's refusal is shown as text.
+    assert call(base, "POST", "/v1/users", master, {"user_id": "budgeted", "budget_id": "team-ui"})[0] == 201
+    page.click("#budgets button[data-open='team-ui']")
+    page.click("#delete-budget")
+    assert page.text_content("#delete-budget") == "Confirm delete"
+    page.click("#delete-budget")
+    page.wait_for_selector("#error >> text=is in use")
+    assert call(base, "PATCH", "/v1/users/budgeted", master, {"budget_id": None})[0] == 200
+    page.reload()
+    page.click("#budgets button[data-open='team-ui']")
+    page.click("#delete-budget")
+    page.click("#delete-budget")
+    page.wait_for_selector("#budget-detail", state="hidden")
+    assert page.text_content("#error") == ""
+    assert "team-ui" not in page.text_content("#budgets")
+    assert call(base, "GET", "/v1/budgets/team-ui", master)[0] == 404
+
+    # A price override, listed beside the built-in table, then removed.
+    assert "No overrides" in page.text_content("#overrides")
+    page.fill("#set-price input[name=model_key]", "openai:ui-priced-model")
+    page.fill("#set-price input[name=input]", "1.25")
+    page.fill("#set-price input[name=output]", "9")
+    page.click("#set-price button[type=submit]")
+    page.wait_for_selector("#overrides >> text=openai:ui-priced-model")
+    page.reload()
+    page.wait_for_selector("#overrides >> text=openai:ui-priced-model")
+    over = page.text_content("#overrides tbody")
+    assert "1.25" in over and "9" in over
+    page.fill("#search input[name=q]", "ui-priced")
+    prices = page.text_content("#prices tbody")
+    assert "openai:ui-priced-model" in prices and "api" in prices
+    page.fill("#search input[name=q]", "gpt-4o-mini")
+    assert "default" in page.text_content("#prices tbody")  # the built-in table, still shown
+    _, p = call(base, "GET", "/v1/pricing/openai:ui-priced-model", master)
+    assert float(p["input"]) == 1.25 and float(p["output"]) == 9
+    page.click("#overrides button[data-remove='openai:ui-priced-model']")
+    page.click("#overrides button[data-remove='openai:ui-priced-model']")
+    page.wait_for_selector("#overrides >> text=No overrides")
+    assert page.text_content("#error") == ""
+    assert call(base, "GET", "/v1/pricing/openai:ui-priced-model", master)[0] == 404
+
+
 class _Evil(http.server.BaseHTTPRequestHandler):
     target = ""
 
