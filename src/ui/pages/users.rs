@@ -1,4 +1,4 @@
-//! Users: their budgets and standing, and the keys of each.
+//! Users: create, edit (name, budget, limits, metadata) and delete; standing, and the keys of each.
 
 use super::{Audience, Page};
 
