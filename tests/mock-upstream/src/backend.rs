@@ -90,15 +90,10 @@ impl Backend {
         let addr = listener.local_addr()?;
         let mode: Arc<Mutex<Option<String>>> = Arc::default();
         let m2 = mode.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (h, m) = (handler.clone(), m2.clone());
-                tokio::spawn(async move {
-                    let _ = serve(sock, h, m).await;
-                });
+        let task = crate::accept_loop(listener, move |sock| {
+            let (h, m) = (handler.clone(), m2.clone());
+            async move {
+                let _ = serve(sock, h, m).await;
             }
         });
         Ok(Backend { addr, mode, task })

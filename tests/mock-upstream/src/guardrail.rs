@@ -74,16 +74,10 @@ impl GuardrailMock {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let s2 = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = sock.set_nodelay(true);
-                let s = s2.clone();
-                tokio::spawn(async move {
-                    let _ = serve(sock, s).await;
-                });
+        let task = crate::accept_loop(listener, move |sock| {
+            let s = s2.clone();
+            async move {
+                let _ = serve(sock, s).await;
             }
         });
         Ok(GuardrailMock { addr, shared, task })

@@ -42,6 +42,24 @@ use std::time::Instant;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Accepts connections on `listener` until the task is aborted, each served by `serve` on a
+/// task of its own (every mock server here: providers, guardrails, tool backends, TLS).
+pub(crate) fn accept_loop<F, Fut>(listener: TcpListener, serve: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            tokio::spawn(serve(sock));
+        }
+    })
+}
+
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
     pub method: String,
@@ -124,16 +142,10 @@ impl MockServer {
         let shared = Arc::new(Shared::default());
         *shared.log_file.lock().unwrap() = log;
         let s2 = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = sock.set_nodelay(true);
-                let s = s2.clone();
-                tokio::spawn(async move {
-                    let _ = serve_conn(sock, s).await;
-                });
+        let task = accept_loop(listener, move |sock| {
+            let s = s2.clone();
+            async move {
+                let _ = serve_conn(sock, s).await;
             }
         });
         Ok(MockServer { addr, shared, task })
