@@ -21,12 +21,27 @@ use std::time::{Duration, Instant};
 
 pub const MASTER: &str = "test-master-key-0123456789";
 
+/// A loopback port nobody listens on, for a child process to bind. Taken below Linux's
+/// ephemeral range (32768 and up), where the kernel never hands ports to `bind(0)` or to
+/// outgoing connections: a port probed free here cannot be taken by another test's connection
+/// before the child binds it. Each process starts at a random place and walks on.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        rand::random::<u32>() % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    loop {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Gateway {
