@@ -13,10 +13,16 @@ use serde_json::{json, Value};
 /// $1 per million input tokens, $2 per million output tokens: a request's cost in micro-
 /// dollars is `input + 2 * output`.
 async fn start() -> (MockServer, Gateway) {
+    start_with(|c| c).await
+}
+
+async fn start_with(more: impl FnOnce(TestConfig) -> TestConfig) -> (MockServer, Gateway) {
     let mock = MockServer::start().await;
-    let cfg = TestConfig::new(&mock.url())
-        .pricing("openai:gpt-4o-mini", 1, 2)
-        .pricing("anthropic:claude-x", 1, 2);
+    let cfg = more(
+        TestConfig::new(&mock.url())
+            .pricing("openai:gpt-4o-mini", 1, 2)
+            .pricing("anthropic:claude-x", 1, 2),
+    );
     let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
         .await
         .unwrap();
@@ -198,6 +204,7 @@ async fn anthropic_answers_use_anthropics_headers_streamed_translated_or_not() {
     .await;
     assert_eq!(st, 200);
     assert!(body.contains("message_stop"), "{body}");
+    assert!(!body.contains("tollgate_cost_usd"), "cost_in_stream is off");
     assert_eq!(num(&hd, "anthropic-ratelimit-requests-remaining"), 8);
     assert_eq!(num(&hd, "anthropic-ratelimit-tokens-remaining"), 5000 - 120);
     assert!(
@@ -421,4 +428,80 @@ async fn session_spend_by_group_key_info_and_the_status_line_script() {
         "tollgate [Sonnet] · session $0.00028 (2 req) · budget $0.99958 of $1.00 left (30d)",
     );
     assert_eq!(line.1.trim(), "tollgate: unreachable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_in_stream_puts_the_settled_cost_in_the_final_usage_event() {
+    let (_mock, gw) = start_with(|c| c.set("cost_in_stream", true)).await;
+    let secret = key(&gw, json!({})).await;
+    let cost_of = |events: &[(String, Value)], pick: &dyn Fn(&(String, Value)) -> Option<Value>| {
+        let found: Vec<Value> = events.iter().filter_map(pick).collect();
+        assert_eq!(found.len(), 1, "one final usage event: {events:?}");
+        found[0].clone()
+    };
+    // Chat, same format (the proxy path): the usage chunk the client asked for.
+    let mut body = chat("gpt-4o-mini", true);
+    body["stream_options"] = json!({"include_usage": true});
+    let (st, _, text) = send(
+        &gw,
+        &secret,
+        "/v1/chat/completions",
+        body,
+        &[("x-request-id", "cis-1")],
+    )
+    .await;
+    assert_eq!(st, 200);
+    let ev = events(&text);
+    let c = cost_of(&ev, &|(_, v)| v["usage"].get("tollgate_cost_usd").cloned());
+    assert_eq!(c, record(&gw, "cis-1").await["cost"]);
+    assert_eq!(c, "0.00014");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    // Anthropic, native and translated (the direct path): message_delta.
+    for (model, rid) in [("claude-x", "cis-2"), ("gpt-4o-mini", "cis-3")] {
+        let (st, _, text) = send(
+            &gw,
+            &secret,
+            "/v1/messages",
+            messages(model, true),
+            &[("x-request-id", rid)],
+        )
+        .await;
+        assert_eq!(st, 200);
+        let ev = events(&text);
+        let c = cost_of(&ev, &|(name, v)| {
+            (name == "message_delta")
+                .then(|| v["usage"].get("tollgate_cost_usd").cloned())
+                .flatten()
+        });
+        assert_eq!(c, record(&gw, rid).await["cost"], "{model}");
+        assert!(ev.iter().any(|(n, _)| n == "message_stop"));
+    }
+    // Responses: response.completed.
+    let (st, _, text) = send(
+        &gw,
+        &secret,
+        "/v1/responses",
+        json!({"model": "gpt-4o-mini", "input": "hi", "stream": true}),
+        &[("x-request-id", "cis-4")],
+    )
+    .await;
+    assert_eq!(st, 200);
+    let ev = events(&text);
+    let c = cost_of(&ev, &|(name, v)| {
+        (name == "response.completed")
+            .then(|| v["response"]["usage"].get("tollgate_cost_usd").cloned())
+            .flatten()
+    });
+    assert_eq!(c, record(&gw, "cis-4").await["cost"]);
+    // Non-streamed answers are not touched (the header says it).
+    let (_, hd, text) = send(
+        &gw,
+        &secret,
+        "/v1/chat/completions",
+        chat("gpt-4o-mini", false),
+        &[],
+    )
+    .await;
+    assert!(!text.contains("tollgate_cost_usd"));
+    assert_eq!(h(&hd, "x-tollgate-cost-usd"), Some("0.00014"));
 }
