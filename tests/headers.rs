@@ -505,3 +505,75 @@ async fn cost_in_stream_puts_the_settled_cost_in_the_final_usage_event() {
     assert!(!text.contains("tollgate_cost_usd"));
     assert_eq!(h(&hd, "x-tollgate-cost-usd"), Some("0.00014"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_loop_answer_says_the_whole_requests_cost() {
+    let search = mock_upstream::SearchServer::start().await;
+    let url = search.url();
+    let (_mock, gw) =
+        start_with(move |c| c.set("tools", json!({"web_search": {"url": url}}))).await;
+    let secret = key(&gw, json!({"rpm_limit": 50, "max_budget": "1.00"})).await;
+    let body = json!({"model": "gpt-4o-mini", "tools": [{"type": "tollgate_web_search"}],
+        "messages": [{"role": "user", "content": "find it"}]});
+    let (st, hd, text) = send(
+        &gw,
+        &secret,
+        "/v1/chat/completions",
+        body.clone(),
+        &[
+            ("x-mock-tool-script", "web_search"),
+            ("x-request-id", "loop-1"),
+        ],
+    )
+    .await;
+    assert_eq!(st, 200, "{text}");
+    assert_eq!(h(&hd, "x-tollgate-tool-iterations"), Some("2"));
+    // Each turn is admitted on its own: two requests counted.
+    assert_eq!(num(&hd, "x-ratelimit-remaining-requests"), 48);
+    // Both turns' records, once written: the header is their sum.
+    let mut costs = Vec::new();
+    for _ in 0..50 {
+        costs = usage_rows(&gw)
+            .await
+            .into_iter()
+            .filter(|v| v["request_id"] == "loop-1")
+            .map(|v| v["cost_micros"].as_u64().unwrap_or(0))
+            .collect();
+        if costs.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(costs.len(), 2, "{costs:?}");
+    let total: u64 = costs.iter().sum();
+    assert!(total >= 280, "two turns of 140 and the search: {costs:?}");
+    let usd = |m: u64| {
+        let s = format!("{}.{:06}", m / 1_000_000, m % 1_000_000);
+        let s = s.trim_end_matches('0').to_string();
+        if s.ends_with('.') {
+            format!("{s}00")
+        } else {
+            s
+        }
+    };
+    assert_eq!(h(&hd, "x-tollgate-cost-usd"), Some(usd(total).as_str()));
+    assert_eq!(
+        h(&hd, "x-tollgate-budget-remaining-usd"),
+        Some(usd(1_000_000 - total).as_str())
+    );
+    // Streamed: the stream's header says where the key stands, no cost yet.
+    let mut body = body;
+    body["stream"] = json!(true);
+    let (st, hd, text) = send(
+        &gw,
+        &secret,
+        "/v1/chat/completions",
+        body,
+        &[("x-mock-tool-script", "web_search")],
+    )
+    .await;
+    assert_eq!(st, 200, "{text}");
+    assert_eq!(num(&hd, "x-ratelimit-remaining-requests"), 47);
+    assert!(h(&hd, "x-tollgate-cost-usd").is_none());
+    assert!(h(&hd, "x-tollgate-budget-remaining-usd").is_some());
+}

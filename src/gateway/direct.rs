@@ -272,6 +272,7 @@ impl Gateway {
     ) -> Result<()> {
         let idle = target.timeouts.stream_idle;
         let keepalive = self.state.cfg.stream_keepalive;
+        let panic_test = super::test_panic_wanted(s, "response");
         // Usually one piece (the body read ahead): kept as it is, without a copy.
         let mut pieces: Vec<bytes::Bytes> = Vec::new();
         let failed = {
@@ -280,7 +281,7 @@ impl Gateway {
                 idle,
                 keepalive,
                 &route.health,
-                false
+                panic_test
             ));
             loop {
                 match body.as_mut().next().await {
