@@ -72,6 +72,7 @@ pub struct RawConfig {
     pub default_max_output_tokens: Option<u64>,
     pub count_tokens: Option<CountTokensMode>,
     pub stream_keepalive_ms: Option<u64>,
+    pub cost_in_stream: Option<bool>,
     pub ca_file: Option<PathBuf>,
     /// The store: sled (default) or PostgreSQL (see `store::settings`).
     pub store: Option<crate::store::settings::RawStore>,
@@ -257,6 +258,9 @@ pub struct Config {
     pub count_tokens: CountTokensMode,
     /// Keep-alive interval of translated streams while the provider is silent.
     pub stream_keepalive: Duration,
+    /// Put the request's cost in a stream's final usage event (`tollgate_cost_usd`). Off by
+    /// default: a strict client may reject a field it does not know.
+    pub cost_in_stream: bool,
     /// A PEM bundle that replaces the OS trust store for upstream TLS.
     pub ca_file: Option<PathBuf>,
     pub store: crate::store::settings::StoreConfig,
@@ -615,6 +619,7 @@ impl Config {
                 None => 4096,
             },
             count_tokens: raw.count_tokens.unwrap_or_default(),
+            cost_in_stream: raw.cost_in_stream.unwrap_or(false),
             store: crate::store::settings::build(raw.store)?,
             ca_file: match raw.ca_file {
                 Some(p) if !p.is_file() => {

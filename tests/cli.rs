@@ -525,6 +525,30 @@ async fn usage_as_a_table_json_and_csv() {
     assert_eq!(v["group_by"], "model");
     assert_eq!(v["data"][0]["group"], "gpt-4o-mini");
     assert_eq!(v["totals"]["requests"], 3);
+    // Per client session: these requests named none; a session filter that matches nothing.
+    let v: Value = serde_json::from_str(&ok(
+        &dir,
+        &["usage", "--group-by", "session", "--json", "--config", c],
+        &env,
+    ))
+    .unwrap();
+    assert_eq!(v["group_by"], "session");
+    assert_eq!(v["data"][0]["group"], "-");
+    assert_eq!(v["data"][0]["requests"], 3);
+    let v: Value = serde_json::from_str(&ok(
+        &dir,
+        &[
+            "usage",
+            "--session-id",
+            "none-such",
+            "--json",
+            "--config",
+            c,
+        ],
+        &env,
+    ))
+    .unwrap();
+    assert_eq!(v["totals"]["requests"], 0);
 
     // CSV of the totals, and of the records.
     let csv = ok(

@@ -2,7 +2,7 @@
 //!
 //! Query: `key_id`, `user_id`, `end_user`, `model`, `provider`, `endpoint`, `session_id`,
 //! `status`, `from` / `to` (RFC 3339 or Unix seconds), `group_by` (`key`, `user`,
-//! `end_user`, `model`, `provider`, `day`, `hour`),
+//! `end_user`, `session`, `model`, `provider`, `day`, `hour`),
 //! `format` (`json`, `jsonl`, `csv`), `limit` and `cursor` for pages of records.
 
 use serde_json::{json, Value};
@@ -64,6 +64,7 @@ pub fn group_key(r: &UsageRecord, by: &str) -> String {
         "key" => r.key_id.clone().unwrap_or_else(|| "-".into()),
         "user" => r.user_id.clone().unwrap_or_else(|| "-".into()),
         "end_user" => r.end_user.clone().unwrap_or_else(|| "-".into()),
+        "session" => r.session_id.clone().unwrap_or_else(|| "-".into()),
         "model" => r.model.clone(),
         "provider" => r.provider.clone(),
         "day" => rfc3339(r.ts_ms / 1000)[..10].to_string(),
@@ -243,12 +244,12 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
     let format = req.q("format").unwrap_or("json");
     if let Some(by) = req.q("group_by") {
         if ![
-            "key", "user", "end_user", "model", "provider", "day", "hour",
+            "key", "user", "end_user", "session", "model", "provider", "day", "hour",
         ]
         .contains(&by)
         {
             return Err(GatewayError::invalid(
-                "'group_by' is one of key, user, end_user, model, provider, day, hour.",
+                "'group_by' is one of key, user, end_user, session, model, provider, day, hour.",
             )
             .with_param("group_by"));
         }

@@ -1,5 +1,5 @@
 //! `tollgate usage`: spend and tokens for a period, from `/v1/usage`: totals per key (or
-//! user, model, provider, day), or with `--records` the records themselves; as a table, or
+//! user, session, model, provider, day), or with `--records` the records themselves; as a table, or
 //! `--json` / `--csv` for scripts.
 
 use serde_json::Value;
@@ -24,7 +24,10 @@ pub struct UsageArgs {
     model: Option<String>,
     #[arg(long)]
     provider: Option<String>,
-    /// Totals per key, user, model, provider or day.
+    /// A client session (Claude Code's `x-claude-code-session-id`, Codex's `session-id`).
+    #[arg(long)]
+    session_id: Option<String>,
+    /// Totals per key, user, end_user, session, model, provider, day or hour.
     #[arg(long, default_value = "key", value_name = "DIMENSION")]
     group_by: String,
     /// The records themselves instead of totals.
@@ -65,6 +68,7 @@ pub async fn run(api: &mut Api, a: UsageArgs, as_json: bool) -> Result<(), Strin
         ("user_id", a.user_id.clone().unwrap_or_default()),
         ("model", a.model.clone().unwrap_or_default()),
         ("provider", a.provider.clone().unwrap_or_default()),
+        ("session_id", a.session_id.clone().unwrap_or_default()),
     ];
     let period = format!("usage from {} to {}\n\n", rfc3339(from), rfc3339(to));
     if a.records {

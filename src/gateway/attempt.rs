@@ -447,6 +447,12 @@ impl Response {
         tap
     }
 
+    /// The whole body was read ahead (a non-streamed 2xx answer that fit): the client's
+    /// header can wait for it, and say what the answer cost.
+    pub fn read_whole(&self) -> bool {
+        matches!(self.ahead, Some((_, true)))
+    }
+
     /// The tap, for metering, after the connection was given up.
     pub fn into_tap(self) -> ResponseTap {
         self.tap

@@ -82,6 +82,9 @@ pub struct Ctx {
     /// What this request's trace keeps (decided once: the key's settings, the config's,
     /// sampling); `Off` for requests not traced.
     pub trace: crate::traces::settings::Capture,
+    /// What the turns settled so far cost (a tool loop's earlier turns): the cost header of
+    /// its answer is the whole request's.
+    pub settled_micros: crate::records::Micros,
 }
 
 impl Ctx {
@@ -126,6 +129,7 @@ impl Ctx {
             guard: None,
             tool_loop_fields: None,
             mcp_native: false,
+            settled_micros: 0,
         }
     }
 

@@ -179,14 +179,17 @@ impl Gateway {
         target: &Target,
         route: &Route,
     ) -> Result<()> {
-        let spec = ctx.tap_spec.clone().expect("planned");
+        let mut spec = ctx.tap_spec.clone().expect("planned");
+        spec.stream_cost = self.stream_cost(ctx);
         let idle = target.timeouts.stream_idle;
         let (mut resp, mut response) = exchange.open(&spec, idle)?;
         let checks_answer = !ctx.stream
             && response.tap.status < 300
             && ctx.guard.as_ref().is_some_and(|g| g.reads_answer());
-        if checks_answer {
-            return Box::pin(self.deliver_checked(s, ctx, resp, response, target, route)).await;
+        // A non-streamed answer read whole ahead goes out whole, its cost in its header.
+        let whole = !ctx.stream && !response.tap.is_stream && response.read_whole();
+        if checks_answer || whole {
+            return Box::pin(self.deliver_whole(s, ctx, resp, response, target, route)).await;
         }
         // A stream with output checks is checked as it goes, one with masked values has
         // them restored (`guard_stream`).
@@ -195,6 +198,7 @@ impl Gateway {
             && super::guard_stream::is_event_stream(&resp)
             && ctx.guard.as_ref().is_some_and(|g| g.reads_answer());
         attempt::answering(ctx, &mut resp, &response.tap)?;
+        self.stand(ctx, &mut resp, None);
         if let Err(e) = s.write_response_header(Box::new(resp), false).await {
             ctx.client_gone = true;
             response.shutdown().await;
@@ -255,9 +259,9 @@ impl Gateway {
         Ok(())
     }
 
-    /// A non-streamed answer with output checks: read whole (it was read ahead already),
-    /// checked, then written, as it came or as its refusal.
-    async fn deliver_checked(
+    /// A non-streamed answer read whole (it was read ahead already; with output checks, it
+    /// is checked), then written, as it came or as its refusal, with its settled cost.
+    async fn deliver_whole(
         &self,
         s: &mut Session,
         ctx: &mut Ctx,
@@ -268,21 +272,21 @@ impl Gateway {
     ) -> Result<()> {
         let idle = target.timeouts.stream_idle;
         let keepalive = self.state.cfg.stream_keepalive;
-        let mut answer = bytes::BytesMut::new();
+        let panic_test = super::test_panic_wanted(s, "response");
+        // Usually one piece (the body read ahead): kept as it is, without a copy.
+        let mut pieces: Vec<bytes::Bytes> = Vec::new();
         let failed = {
             let mut body = std::pin::pin!(response.body(
                 target.deadline,
                 idle,
                 keepalive,
                 &route.health,
-                false
+                panic_test
             ));
             loop {
                 match body.as_mut().next().await {
                     Piece::Data(out, done) => {
-                        if let Some(b) = out {
-                            answer.extend_from_slice(&b);
-                        }
+                        pieces.extend(out);
                         if done {
                             break None;
                         }
@@ -296,10 +300,20 @@ impl Gateway {
             ctx.tap = Some(response.into_tap());
             return Err(e);
         }
-        let out = self.guard_answer(ctx, &mut resp, answer.freeze()).await;
+        let answer = match pieces.len() {
+            1 => pieces.pop().unwrap_or_default(),
+            _ => bytes::Bytes::from(pieces.concat()),
+        };
+        let out = if ctx.guard.as_ref().is_some_and(|g| g.reads_answer()) {
+            self.guard_answer(ctx, &mut resp, answer).await
+        } else {
+            answer
+        };
         resp.remove_header("transfer-encoding");
         resp.insert_header("content-length", out.len().to_string())?;
         attempt::answering(ctx, &mut resp, &response.tap)?;
+        let cost = self.settled_cost(ctx, &response.tap);
+        self.stand(ctx, &mut resp, cost);
         let written = match s.write_response_header(Box::new(resp), false).await {
             Ok(()) => s.write_response_body(Some(out), true).await,
             Err(e) => Err(e),

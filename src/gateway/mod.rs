@@ -38,6 +38,7 @@ mod plan;
 pub mod reply;
 pub mod response;
 mod settle;
+mod standing;
 mod tool_loop;
 pub mod upstream;
 
@@ -156,7 +157,7 @@ impl Gateway {
             Endpoint::KeyInfo => {
                 let key = self.authenticate(s)?;
                 ctx.key = Some(key.clone());
-                local::key_info(state, &key)
+                local::key_info_session(state, &key, s.req_header().uri.query()).await
             }
             Endpoint::Tools => {
                 let key = self.authenticate(s)?;
@@ -365,6 +366,16 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The standing headers of an error answer: model requests only (not the management
+    /// API's or the local endpoints' errors).
+    fn error_standing(&self, ctx: &Ctx) -> standing::Headers {
+        if ctx.endpoint.is_inference() && ctx.endpoint != Endpoint::CountTokens {
+            self.standing_headers(ctx, None)
+        } else {
+            Vec::new()
+        }
+    }
+
     /// A Responses request on a translated route: its chain and referenced items from the
     /// stored responses, and what its answer stores (`crate::responses`). The returned body
     /// is the one to send on (the history included, so budgets reserve for it). Every other
@@ -722,7 +733,9 @@ impl ProxyHttp for Gateway {
                 {
                     linger(s).await;
                 }
-                reply::send_error(s, ctx.endpoint.format(), &e, &ctx.request_id).await?;
+                let extra = self.error_standing(ctx);
+                reply::send_error_with(s, ctx.endpoint.format(), &e, &ctx.request_id, extra)
+                    .await?;
                 Ok(true)
             }
             Err(Failure::Io(e)) => Err(e),
@@ -809,9 +822,11 @@ impl ProxyHttp for Gateway {
         if let Some(route) = ctx.route.as_ref() {
             attempt::record(&route.health, attempt::status_failure(resp));
         }
-        let spec = ctx.tap_spec.clone().expect("planned");
+        let mut spec = ctx.tap_spec.clone().expect("planned");
+        spec.stream_cost = self.stream_cost(ctx);
         let tap = ResponseTap::on_header(resp, &spec);
         attempt::answering(ctx, resp, &tap)?;
+        self.stand(ctx, resp, None);
         ctx.tap = Some(tap);
         Ok(())
     }
@@ -913,7 +928,9 @@ impl ProxyHttp for Gateway {
         let code = gw.status();
         if s.response_written().is_none() {
             s.set_keepalive(None);
-            let _ = reply::send_error(s, ctx.endpoint.format(), &gw, &ctx.request_id).await;
+            let extra = self.error_standing(ctx);
+            let _ =
+                reply::send_error_with(s, ctx.endpoint.format(), &gw, &ctx.request_id, extra).await;
         } else if let Some(tap) = ctx.tap.as_mut() {
             // Mid-stream: end the client's stream with a proper error event.
             let etype = crate::drain::failure_message(e.etype().as_str());

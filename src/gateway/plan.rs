@@ -77,6 +77,7 @@ pub fn plan(
         client_stream: ctx.stream,
         turn: None,
         trace_body_max: crate::traces::full_capture(ctx.trace),
+        stream_cost: None,
     };
     let pipeline = ctx
         .endpoint

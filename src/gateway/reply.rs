@@ -55,7 +55,17 @@ pub async fn send_error(
     e: &GatewayError,
     request_id: &str,
 ) -> pingora::Result<()> {
-    let mut extra = Vec::new();
+    send_error_with(s, format, e, request_id, Vec::new()).await
+}
+
+/// [`send_error`] with more headers (the standing headers of a model request).
+pub async fn send_error_with(
+    s: &mut Session,
+    format: Format,
+    e: &GatewayError,
+    request_id: &str,
+    mut extra: Vec<(&'static str, String)>,
+) -> pingora::Result<()> {
     if let Some(ra) = e.retry_after {
         extra.push(("retry-after", ra.to_string()));
     }

@@ -49,6 +49,9 @@ pub struct TapSpec {
     pub turn: Option<Arc<Turn>>,
     /// `traces.capture: full` for this request: the most answer bytes its trace keeps.
     pub trace_body_max: Option<usize>,
+    /// `cost_in_stream: true` on a stream: its price, to put the cost in its final usage
+    /// event (set where the answer starts: the price is the deployment's that answers).
+    pub stream_cost: Option<crate::meter::price::Price>,
 }
 
 const TRUNCATED: &str = "The upstream stream ended before completion.";
@@ -104,6 +107,15 @@ pub struct ResponseTap {
     finished: bool,
     /// `traces.capture: full` only: what the trace keeps of the answer.
     trace: Option<Box<AnswerCapture>>,
+    /// `cost_in_stream: true` only: the client's events re-framed, the cost added to the
+    /// final usage event.
+    stream_cost: Option<Box<StreamCost>>,
+}
+
+#[derive(Debug)]
+struct StreamCost {
+    price: crate::meter::price::Price,
+    parser: SseParser,
 }
 
 /// The answer a `capture: full` trace keeps: a non-streamed body up to `max` bytes (copied
@@ -242,6 +254,12 @@ impl ResponseTap {
                     ended_with_newline: false,
                 })
             }),
+            stream_cost: spec.stream_cost.filter(|_| is_stream).map(|price| {
+                Box::new(StreamCost {
+                    price,
+                    parser: SseParser::new(),
+                })
+            }),
         }
     }
 
@@ -340,6 +358,9 @@ impl ResponseTap {
                 }
             }
         }
+        if self.stream_cost.is_some() {
+            self.add_stream_cost(body, eos);
+        }
         if let Some(b) = body.as_ref() {
             self.bytes_out += b.len() as u64;
             if self.is_stream {
@@ -349,6 +370,27 @@ impl ResponseTap {
                 t.observe(b, self.is_stream);
             }
         }
+    }
+
+    /// `cost_in_stream`: re-frames the client's events, the cost of the usage metered so far
+    /// added to the final usage event (as `tollgate_cost_usd`, a string of US dollars).
+    fn add_stream_cost(&mut self, body: &mut Option<Bytes>, eos: bool) {
+        let Some(mut sc) = self.stream_cost.take() else {
+            return;
+        };
+        let cost = self.reported_usage().map(|u| sc.price.cost(&u));
+        let client = self.client;
+        let mut out = Vec::with_capacity(body.as_ref().map_or(0, |b| b.len() + 64));
+        if let Some(b) = body.as_ref() {
+            sc.parser
+                .feed(b, &mut |ev| with_cost(client, ev, cost, &mut out));
+        }
+        if eos {
+            sc.parser
+                .finish(&mut |ev| with_cost(client, ev, cost, &mut out));
+        }
+        *body = (!out.is_empty()).then(|| Bytes::from(out));
+        self.stream_cost = Some(sc);
     }
 
     /// `capture: full`: the non-streamed answer sent to the client, cut at
@@ -552,6 +594,43 @@ fn usage_of_json(format: Format, body: &[u8]) -> Option<Usage> {
     usage_from_fields(format, &u)
 }
 
+/// Writes a client event back out, with `tollgate_cost_usd` in its usage when it is the
+/// final usage event of its format (chat: the chunk with `usage`; Anthropic:
+/// `message_delta`; Responses: the closing `response.*` event).
+fn with_cost(
+    client: Format,
+    ev: SseEvent,
+    cost: Option<crate::records::Micros>,
+    out: &mut Vec<u8>,
+) {
+    let d = ev.data.as_str();
+    if let (Some(c), true) = (cost, d.contains("\"usage\"")) {
+        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(d) {
+            let closing = matches!(
+                v["type"].as_str(),
+                Some("response.completed" | "response.incomplete" | "response.failed")
+            );
+            let usage = match client {
+                Format::Anthropic if v["type"] == "message_delta" => v.get_mut("usage"),
+                Format::Responses if closing => {
+                    v.get_mut("response").and_then(|r| r.get_mut("usage"))
+                }
+                Format::Chat => v.get_mut("usage"),
+                _ => None,
+            };
+            if let Some(u) = usage.and_then(serde_json::Value::as_object_mut) {
+                u.insert(
+                    "tollgate_cost_usd".into(),
+                    crate::records::money::format_usd(c).into(),
+                );
+                crate::translate::sse::write_json(out, ev.event.as_deref(), &v);
+                return;
+            }
+        }
+    }
+    write_text(out, ev.event.as_deref(), d);
+}
+
 /// Writes an OpenAI chat event back out unless it is the usage-only chunk (`choices: []`
 /// with `usage`), which the client did not ask for.
 fn reframe_without_usage(ev: SseEvent, out: &mut Vec<u8>) {
@@ -581,6 +660,7 @@ mod tests {
             client_stream: false,
             turn: None,
             trace_body_max: None,
+            stream_cost: None,
         }
     }
 

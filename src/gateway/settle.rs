@@ -12,7 +12,9 @@ use crate::ids;
 use crate::ledger::limits::model_allowed;
 use crate::meter::Usage;
 use crate::metrics;
-use crate::records::UsageRecord;
+use crate::records::{Micros, UsageRecord};
+
+use super::response::ResponseTap;
 use crate::route::Route;
 
 /// Session headers of the clients we know (Claude Code, Codex, generic).
@@ -133,39 +135,7 @@ impl Gateway {
             return;
         }
         let now_ms = clock::now_millis();
-        let reported = ctx.tap.as_ref().and_then(|t| t.reported_usage());
-        let reached_upstream = ctx.tap.is_some();
-        // No usage from the upstream: estimate what it may have billed. Nothing, if it never
-        // answered; the prompt plus what was forwarded, if it did.
-        let (mut usage, mut estimated) = match reported {
-            Some(u) => (u, false),
-            None if reached_upstream
-                && (200..300).contains(&ctx.tap.as_ref().map_or(0, |t| t.status)) =>
-            {
-                let out = ctx.tap.as_ref().map_or(0, |t| t.estimated_output());
-                (
-                    Usage {
-                        input: ctx.estimate.input,
-                        output: out,
-                        ..Default::default()
-                    },
-                    true,
-                )
-            }
-            None => (Usage::default(), false),
-        };
-        // A broken stream is billed for what the client received (it retries, and the
-        // retry is billed as its own request).
-        if let Some(out) = ctx
-            .tap
-            .as_ref()
-            .and_then(|t| t.delivered_output(usage.output))
-        {
-            if out > usage.output {
-                usage.output = out;
-                estimated = true;
-            }
-        }
+        let (usage, estimated) = metered(ctx, ctx.tap.as_ref());
         let mut rec = UsageRecord {
             id: ids::generate_id("use_"),
             ts_ms: now_ms,
@@ -209,6 +179,7 @@ impl Gateway {
             .admission
             .as_ref()
             .map_or(0, |adm| adm.price.map_or(0, |p| p.cost(&usage)) + adm.extra);
+        ctx.settled_micros += cost;
         if usage.total() > 0 || cost > 0 {
             let key_label = metrics::key_label(&key.id);
             let labels = [key_label.as_str(), model_label.as_str()];
@@ -222,4 +193,45 @@ impl Gateway {
             }
         }
     }
+
+    /// What a request whose answer is read through `tap` will be settled at: its token cost
+    /// and the gateway tool calls billed with it (None: nothing is priced).
+    pub(super) fn settled_cost(&self, ctx: &Ctx, tap: &ResponseTap) -> Option<Micros> {
+        let adm = ctx.admission.as_ref()?;
+        let (usage, _) = metered(ctx, Some(tap));
+        Some(adm.price.map_or(0, |p| p.cost(&usage)) + adm.extra)
+    }
+}
+
+/// The usage a request is billed for, and whether it is estimated: what the upstream
+/// reported, else (an answer without usage) the prompt estimate and the output forwarded;
+/// a broken stream at least what the client received.
+fn metered(ctx: &Ctx, tap: Option<&ResponseTap>) -> (Usage, bool) {
+    let reported = tap.and_then(|t| t.reported_usage());
+    // No usage from the upstream: estimate what it may have billed. Nothing, if it never
+    // answered; the prompt plus what was forwarded, if it did.
+    let (mut usage, mut estimated) = match reported {
+        Some(u) => (u, false),
+        None if tap.is_some_and(|t| (200..300).contains(&t.status)) => {
+            let out = tap.map_or(0, |t| t.estimated_output());
+            (
+                Usage {
+                    input: ctx.estimate.input,
+                    output: out,
+                    ..Default::default()
+                },
+                true,
+            )
+        }
+        None => (Usage::default(), false),
+    };
+    // A broken stream is billed for what the client received (it retries, and the retry is
+    // billed as its own request).
+    if let Some(out) = tap.and_then(|t| t.delivered_output(usage.output)) {
+        if out > usage.output {
+            usage.output = out;
+            estimated = true;
+        }
+    }
+    (usage, estimated)
 }

@@ -197,6 +197,7 @@ impl Gateway {
             if let Some(v) = ctx.guard.as_ref().and_then(|g| g.header()) {
                 h.insert_header("x-tollgate-guardrails", v)?;
             }
+            self.stand(ctx, &mut h, None);
             s.write_response_header(Box::new(h), false)
                 .await
                 .map_err(|e| e.into_down())?;
@@ -644,6 +645,8 @@ impl Gateway {
         iterations: u32,
         out: Option<&mut LoopStream>,
     ) -> Result<(), Failure> {
+        // The whole request's cost: the turns settled before this one, and this one.
+        let cost = self.settled_cost(ctx, &tap).map(|c| c + ctx.settled_micros);
         ctx.tap = Some(tap);
         ctx.upstream_ttfb = Some(ctx.start.elapsed());
         if let Some(ls) = out {
@@ -673,6 +676,7 @@ impl Gateway {
         if let Some(h) = ctx.guard.as_ref().and_then(|g| g.header()) {
             extra.push(("x-tollgate-guardrails", h));
         }
+        extra.extend(self.standing_headers(ctx, cost));
         super::reply::send(
             s,
             200,

@@ -10,6 +10,7 @@ pub mod lease;
 pub mod limits;
 pub mod rate;
 pub mod shared;
+pub mod standing;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;

@@ -259,6 +259,27 @@ impl RateLimiter {
         }
     }
 
+    /// Read-only, for the standing headers (`ledger::standing`): the (requests, tokens)
+    /// windows at `now_ms`, each as (weighted use, ms until it is back to zero).
+    pub fn windows(&self, now_ms: u64) -> ((u64, u64), (u64, u64)) {
+        let of = |b: &Mutex<Buckets>| {
+            let mut b = b.lock();
+            b.roll(now_ms);
+            let into = now_ms - b.start;
+            // The current bucket weighs in until the end of the next minute, the previous
+            // one until the end of this one.
+            let clear = if b.current > 0 {
+                2 * WINDOW_MS - into
+            } else if b.previous > 0 {
+                WINDOW_MS - into
+            } else {
+                0
+            };
+            (b.used(now_ms), clear)
+        };
+        (of(&self.requests), of(&self.tokens))
+    }
+
     pub fn usage(&self, now_ms: u64) -> (u64, u64) {
         let mut r = self.requests.lock();
         r.roll(now_ms);

@@ -95,6 +95,10 @@ pub fn metrics() -> Answer {
 
 /// `GET /v1/key/info`: what an authenticated key may see of itself.
 pub fn key_info(state: &State, key: &KeyRecord) -> Answer {
+    Answer::json(200, &key_info_json(state, key))
+}
+
+fn key_info_json(state: &State, key: &KeyRecord) -> Value {
     let now = crate::clock::now_secs();
     let ledger = &state.ledger;
     let mut v = key.public_json();
@@ -106,6 +110,43 @@ pub fn key_info(state: &State, key: &KeyRecord) -> Answer {
     {
         v["user"] = json!({"user_id": u.user_id, "standing": crate::ledger::standing_json(&ledger.user_account(&u), now)});
     }
+    v
+}
+
+/// `GET /v1/key/info?session=<id>`: the key's standing and what its requests in that client
+/// session (Claude Code's `x-claude-code-session-id`, Codex's `session-id`) cost, from the
+/// usage records (a request settled a moment ago may not be written yet). Without the
+/// parameter, [`key_info`].
+pub async fn key_info_session(state: &State, key: &KeyRecord, query: Option<&str>) -> Answer {
+    let session = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "session")
+            .map(|(_, v)| v.into_owned())
+    });
+    let Some(session) = session else {
+        return key_info(state, key);
+    };
+    if session.is_empty() || session.len() > 128 {
+        let e = GatewayError::invalid("'session' is a client session id of 1 to 128 characters.")
+            .with_param("session");
+        return Answer::error(Format::Chat, &e);
+    }
+    let store = match crate::admin::store_of(state) {
+        Ok(s) => s,
+        Err(e) => return Answer::error(Format::Chat, &e),
+    };
+    let f = crate::store::UsageFilter {
+        key_id: Some(key.id.clone()),
+        session_id: Some(session.clone()),
+        ..Default::default()
+    };
+    let mut totals = crate::admin::usage_totals::Totals::default();
+    if let Err(e) = crate::admin::usage_totals::scan(store.as_ref(), &f, |r| totals.add(&r)).await {
+        return Answer::error(Format::Chat, &e);
+    }
+    let mut v = key_info_json(state, key);
+    v["session"] = totals.json();
+    v["session"]["session_id"] = json!(session);
     Answer::json(200, &v)
 }
 

@@ -15,7 +15,7 @@ pub const PAGE: Page = Page {
 <label>Status <input name="status" inputmode="numeric"></label>
 <label>From <input name="from" type="datetime-local"></label>
 <label>To <input name="to" type="datetime-local"></label>
-<label>Group by <select name="group_by"><option value="model">model</option><option value="key">key</option><option value="user">user</option><option value="end_user">end user</option><option value="provider">provider</option><option value="day">day</option><option value="hour">hour</option></select></label>
+<label>Group by <select name="group_by"><option value="model">model</option><option value="key">key</option><option value="user">user</option><option value="end_user">end user</option><option value="session">session</option><option value="provider">provider</option><option value="day">day</option><option value="hour">hour</option></select></label>
 <label>Chart buckets <select name="bucket"><option value="hour">hour</option><option value="day">day</option></select></label>
 <button type="submit">Show</button>
 </form>

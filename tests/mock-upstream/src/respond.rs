@@ -446,9 +446,15 @@ pub(crate) async fn respond(
     };
     // Gemini streams are SSE only with `alt=sse`; without it, a streamed JSON array.
     let gemini_sse = query.is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+    // `x-mock-provider-ratelimit`: the provider's own rate-limit header, in its convention.
+    let provider_rl: Vec<(&str, String)> = match head.get("x-mock-provider-ratelimit") {
+        None => Vec::new(),
+        Some(_) if is_anthropic => vec![("anthropic-ratelimit-requests-remaining", "4999".into())],
+        Some(_) => vec![("x-ratelimit-remaining-requests", "4999".into())],
+    };
     let (content_type, events) = match events {
         Events::Json(v) => {
-            write_json(wr, 200, &[], &v.to_string()).await?;
+            write_json(wr, 200, &provider_rl, &v.to_string()).await?;
             return Ok((200, true));
         }
         Events::Stream(events) => ("text/event-stream", events),
@@ -470,7 +476,11 @@ pub(crate) async fn respond(
             ("application/json", ev)
         }
     };
-    wr.write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n").as_bytes()).await?;
+    let extra: String = provider_rl
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    wr.write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\n{extra}transfer-encoding: chunked\r\n\r\n").as_bytes()).await?;
     let split = head.get("x-mock-split-writes") != Some("0");
     // Gemini streams can be a single chunk: fail at the last one at the latest.
     let error_at = if is_gemini {
