@@ -82,6 +82,9 @@ pub struct Ctx {
     /// What this request's trace keeps (decided once: the key's settings, the config's,
     /// sampling); `Off` for requests not traced.
     pub trace: crate::traces::settings::Capture,
+    /// When each phase ran, for the stored trace and the OpenTelemetry spans; None for a
+    /// request neither traced nor sampled for export (`otel::begin`).
+    pub phases: Option<Box<crate::otel::phases::Phases>>,
 }
 
 impl Ctx {
@@ -117,6 +120,7 @@ impl Ctx {
             client_body: None,
             trace_request: None,
             trace: Default::default(),
+            phases: None,
             client_query: None,
             attempts: 0,
             tried: Vec::new(),
