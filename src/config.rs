@@ -96,6 +96,8 @@ pub struct RawConfig {
     pub guardrails: Option<crate::guardrails::policy::RawGuardrails>,
     /// Request traces (see `traces::settings`).
     pub traces: Option<crate::traces::settings::RawTraces>,
+    /// OpenTelemetry export (see `otel::settings`).
+    pub otel: Option<crate::otel::settings::RawOtel>,
     /// The web console (see `ui::settings`).
     pub ui: Option<crate::ui::settings::RawUi>,
     /// CORS for browser-based API clients (see `gateway::cors`).
@@ -271,6 +273,8 @@ pub struct Config {
     pub tools: crate::tools::settings::ToolsConfig,
     pub guardrails: crate::guardrails::Settings,
     pub traces: crate::traces::settings::TraceSettings,
+    /// OpenTelemetry export; None: off (see `otel::settings`).
+    pub otel: Option<crate::otel::settings::OtelSettings>,
     pub ui: crate::ui::settings::UiConfig,
     pub cors: crate::gateway::cors::CorsConfig,
     /// Registered MCP servers and the `/mcp` endpoint's settings.
@@ -646,6 +650,7 @@ impl Config {
             tools: crate::tools::settings::build(raw.tools, env)?,
             guardrails: crate::guardrails::policy::build(raw.guardrails, env)?,
             traces: crate::traces::settings::build(raw.traces)?,
+            otel: crate::otel::settings::build(raw.otel, env)?,
             ui: crate::ui::settings::build(raw.ui)?,
             cors: crate::gateway::cors::build(raw.cors)?,
             mcp: crate::mcp::settings::build(raw.mcp_servers, raw.mcp_gateway)?,

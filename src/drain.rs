@@ -310,6 +310,9 @@ impl BackgroundService for DrainService {
             log::warn!("exiting before the usage queue and the store were closed");
         }
         log::info!("stopped after {} ms", start.elapsed().as_millis());
+        // Spans still queued go out (bounded: a collector that is down costs the close
+        // timeout at most).
+        crate::otel::shutdown(self.close_timeout);
         crate::access::sink::flush(Duration::from_secs(1));
         log::logger().flush();
         std::process::exit(0);

@@ -21,6 +21,7 @@ pub mod local;
 pub mod mcp;
 pub mod meter;
 pub mod metrics;
+pub mod otel;
 pub mod outbound;
 pub mod providers;
 pub mod records;

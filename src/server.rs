@@ -255,6 +255,7 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
     };
     server.add_service(background_service("usage writer", writer));
     crate::traces::install(&cfg.traces);
+    crate::otel::install(cfg.otel.as_ref());
     server.add_service(background_service(
         "trace writer",
         crate::traces::writer::TraceWriter { slot: trace_slot },

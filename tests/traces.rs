@@ -171,6 +171,24 @@ async fn metadata_traces_are_stored_filtered_paged_and_read_by_their_own_key() {
         t["timings"]["last_byte_ms"].as_u64().unwrap()
             >= t["timings"]["first_byte_ms"].as_u64().unwrap()
     );
+    // Each phase, in microseconds from the start: auth, routing, the attempt, first byte,
+    // settle, in that order.
+    let tm = &t["timings"];
+    let us = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("{tm}"));
+    let auth = us(&tm["auth_us"]);
+    let routed = us(&tm["routing_us"]);
+    let attempt = &tm["attempts"][0];
+    assert_eq!(
+        (attempt["outcome"].as_str(), attempt["status"].as_u64()),
+        (Some("ok"), Some(200)),
+        "{tm}"
+    );
+    assert!(auth <= routed && routed <= us(&attempt["start_us"]), "{tm}");
+    assert!(us(&attempt["start_us"]) <= us(&tm["first_byte_us"]), "{tm}");
+    assert!(
+        us(&tm["settle"]["start_us"]) <= us(&tm["settle"]["end_us"]),
+        "{tm}"
+    );
     let key_a = t["key_id"].as_str().unwrap().to_string();
     assert_eq!(trace_of(&gw, "tr-a-2").await["stream"], true);
     let tb = trace_of(&gw, "tr-b-1").await;
@@ -187,6 +205,10 @@ async fn metadata_traces_are_stored_filtered_paged_and_read_by_their_own_key() {
     let why = over["failed_attempts"].as_array().unwrap();
     assert_eq!(why.len(), 1, "{over}");
     assert!(why[0].as_str().unwrap().contains("dead"), "{over}");
+    let tried = over["timings"]["attempts"].as_array().unwrap();
+    assert_eq!(tried.len(), 2, "{over}");
+    assert_ne!(tried[0]["outcome"], "ok", "{over}");
+    assert_eq!(tried[1]["outcome"], "ok", "{over}");
 
     // Metadata only: no body, no credential anywhere in a trace.
     let (_, _, all) = get(&gw, MASTER, "/v1/traces").await;

@@ -77,6 +77,7 @@ pub fn record(s: &Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
         return; // probes are counted, not logged
     }
     crate::traces::capture(s, ctx, status, latency.as_millis() as u64, usage);
+    crate::otel::finish(s, ctx, status, latency, usage);
     let Some(format) = sink::format() else { return };
     let error = ctx
         .error

@@ -83,6 +83,13 @@ pub struct Exchange {
     parsed: Option<Option<crate::meter::UsageNumbers>>,
 }
 
+impl Exchange {
+    /// The provider's status (0: no header).
+    pub fn status(&self) -> u16 {
+        self.up.response_header().map_or(0, |h| h.status.as_u16())
+    }
+}
+
 /// The error of a request past its whole-request deadline.
 pub fn total_timeout() -> Box<Error> {
     Error::explain(ErrorType::ReadTimedout, "total timeout").into_up()

@@ -85,6 +85,9 @@ pub struct Ctx {
     /// What the turns settled so far cost (a tool loop's earlier turns): the cost header of
     /// its answer is the whole request's.
     pub settled_micros: crate::records::Micros,
+    /// When each phase ran, for the stored trace and the OpenTelemetry spans; None for a
+    /// request neither traced nor sampled for export (`otel::begin`).
+    pub phases: Option<Box<crate::otel::phases::Phases>>,
 }
 
 impl Ctx {
@@ -120,6 +123,7 @@ impl Ctx {
             client_body: None,
             trace_request: None,
             trace: Default::default(),
+            phases: None,
             client_query: None,
             attempts: 0,
             tried: Vec::new(),

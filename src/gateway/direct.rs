@@ -110,14 +110,24 @@ impl Gateway {
             let target = Target::new(&route, addr, ctx.stream, ctx.start);
             route.health.begin(Instant::now());
             ctx.attempts += 1;
+            if let Some(p) = ctx.phases.as_mut() {
+                p.attempt_start(ctx.start, &route);
+            }
             let body = ctx.upstream_body.clone().unwrap_or_default();
             let mut res =
                 match upstream_request(head, &route.provider, &ctx.upstream_path, body.len()) {
-                    Ok(req) => attempt::send(&self.state.connector, &target, &req, &body).await,
+                    Ok(mut req) => {
+                        crate::otel::propagate(ctx.phases.as_deref(), &mut req);
+                        attempt::send(&self.state.connector, &target, &req, &body).await
+                    }
                     Err(e) => Err(e),
                 };
             let failure = attempt::judge(&mut res);
             attempt::record(&route.health, failure);
+            if let Some(p) = ctx.phases.as_mut() {
+                let status = res.as_ref().map_or(0, |x| x.status());
+                p.attempt_end(ctx.start, status, failure.map_or("ok", |f| f.0));
+            }
             let Some((reason, _)) = failure else {
                 return Ok((res?, target, route));
             };

@@ -252,6 +252,11 @@ impl Gateway {
         let key = self.authenticate(s)?;
         let permit = self.state.inflight.acquire(&key.id);
         ctx.trace = crate::traces::decide(&key);
+        ctx.phases = crate::otel::begin(
+            s.req_header(),
+            ctx.trace != crate::traces::settings::Capture::Off,
+            ctx.start,
+        );
         ctx.key = Some(key);
         ctx.permit = Some(permit?);
         test_panic(s, "request");
@@ -285,7 +290,13 @@ impl Gateway {
             }
         };
         ctx.client_model = model.clone();
+        if let Some(p) = ctx.phases.as_mut().filter(|p| p.ids.is_some()) {
+            p.params = crate::otel::phases::Params::read(req.fields(), &body);
+        }
         let (route, alternates) = self.state.router.candidates(&model)?;
+        if let Some(p) = ctx.phases.as_mut() {
+            p.routed = Some(ctx.start.elapsed());
+        }
         self.state.retry_budget.deposit();
         let body = self.stored_responses(ctx, &mut req, body, &route).await?;
         if let Some(f) = ctx.endpoint.generation_format() {
@@ -294,7 +305,12 @@ impl Gateway {
         // Guardrails: before admission, so that a refused request costs nothing; after a
         // Responses chain is resolved, so that its checks (and masks) see the history.
         let body = if self.guard_wanted(ctx, &req) {
-            Box::pin(self.guard_input(ctx, &mut req, body)).await?
+            let began = ctx.start.elapsed();
+            let checked = Box::pin(self.guard_input(ctx, &mut req, body)).await;
+            if let Some(p) = ctx.phases.as_mut() {
+                p.guard = Some((began, ctx.start.elapsed()));
+            }
+            checked?
         } else {
             body
         };
@@ -773,6 +789,10 @@ impl ProxyHttp for Gateway {
         let route = ctx.route.as_ref().expect("routed");
         let len = ctx.upstream_body.as_ref().map_or(0, |b| b.len());
         *up = upstream::upstream_request(up, &route.provider, &ctx.upstream_path, len)?;
+        if let Some(p) = ctx.phases.as_mut() {
+            p.attempt_start(ctx.start, route);
+            crate::otel::propagate(Some(p), up);
+        }
         Ok(())
     }
 
@@ -819,8 +839,16 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.attempts += 1;
+        let failure = attempt::status_failure(resp);
         if let Some(route) = ctx.route.as_ref() {
-            attempt::record(&route.health, attempt::status_failure(resp));
+            attempt::record(&route.health, failure);
+        }
+        if let Some(p) = ctx.phases.as_mut() {
+            p.attempt_end(
+                ctx.start,
+                resp.status.as_u16(),
+                failure.map_or("ok", |f| f.0),
+            );
         }
         let mut spec = ctx.tap_spec.clone().expect("planned");
         spec.stream_cost = self.stream_cost(ctx);
@@ -891,6 +919,9 @@ impl ProxyHttp for Gateway {
         let gw = classify_error(e, &provider);
         if e.esource() == &ErrorSource::Upstream && !provider.is_empty() {
             let kind = attempt::error_reason(e);
+            if let Some(p) = ctx.phases.as_mut() {
+                p.attempt_end(ctx.start, 0, kind);
+            }
             metrics::UPSTREAM_ERRORS
                 .with_label_values(&[provider.as_str(), kind])
                 .inc();
@@ -947,7 +978,11 @@ impl ProxyHttp for Gateway {
     /// Every request: settles its budget and usage, writes the access line.
     async fn logging(&self, s: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
         limits::expect_header(s);
+        let began = ctx.phases.is_some().then(|| ctx.start.elapsed());
         self.settle(s, ctx);
+        if let (Some(b), Some(p)) = (began, ctx.phases.as_mut()) {
+            p.settle = Some((b, ctx.start.elapsed()));
+        }
         crate::access::record(s, e, ctx);
     }
 }

@@ -180,6 +180,9 @@ impl Gateway {
             .as_ref()
             .map_or(0, |adm| adm.price.map_or(0, |p| p.cost(&usage)) + adm.extra);
         ctx.settled_micros += cost;
+        if let Some(p) = ctx.phases.as_mut() {
+            p.cost_micros += cost;
+        }
         if usage.total() > 0 || cost > 0 {
             let key_label = metrics::key_label(&key.id);
             let labels = [key_label.as_str(), model_label.as_str()];

@@ -396,9 +396,11 @@ impl Gateway {
                 .filter(|(_, v)| v.is_none())
                 .map(|(c, _)| c.clone())
                 .collect();
+            let began = ctx.start.elapsed();
             let ran = self
                 .keeping_alive(s, &mut gone, out.as_deref_mut(), runner.run(&admitted))
                 .await;
+            let ended = ctx.start.elapsed();
             ctx.client_gone |= gone.0;
             let runs = match ran {
                 Ok(Ok(r)) => crate::tools::policy::merge(verdicts, r),
@@ -417,6 +419,17 @@ impl Gateway {
                 runs.len()
             );
             self.bill_tools(ctx, &runs);
+            if let Some(p) = ctx.phases.as_mut().filter(|p| p.ids.is_some()) {
+                // A turn's calls run concurrently: each span covers the turn's run.
+                p.tools
+                    .extend(runs.iter().map(|r| crate::otel::phases::Step {
+                        span_id: crate::otel::phases::new_span_id(),
+                        name: r.call.name.clone(),
+                        start: began,
+                        end: ended,
+                        outcome: if r.ok { "ok" } else { "error" }.to_string(),
+                    }));
+            }
             if calls.len() > ours.len() {
                 // The caller's own calls too: it gets them (and only them) to run.
                 turns::hide_ours(&mut answer, format, &offered);

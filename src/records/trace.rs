@@ -66,6 +66,43 @@ pub struct Timings {
     pub first_byte_ms: Option<u64>,
     /// The answer's last byte to the client (the request's duration).
     pub last_byte_ms: u64,
+    // Each phase, in microseconds from the request's start (absent in older traces).
+    /// Authentication done.
+    #[serde(default)]
+    pub auth_us: Option<u64>,
+    /// The model routed (deployment and alternates chosen).
+    #[serde(default)]
+    pub routing_us: Option<u64>,
+    /// The input guardrail checks.
+    #[serde(default)]
+    pub guardrails: Option<PhaseSpan>,
+    /// Each upstream attempt, in order (a tool loop's turns each add theirs).
+    #[serde(default)]
+    pub attempts: Vec<AttemptTiming>,
+    /// First byte from the upstream.
+    #[serde(default)]
+    pub first_byte_us: Option<u64>,
+    /// Settlement (budgets, usage record) after the last byte.
+    #[serde(default)]
+    pub settle: Option<PhaseSpan>,
+}
+
+/// A phase's start and end, in microseconds from the request's start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseSpan {
+    pub start_us: u64,
+    pub end_us: u64,
+}
+
+/// One upstream attempt: its deployment, when it ran, the provider's status (0: none) and
+/// its outcome (`ok`, or why it failed: `connect`, `status_5xx`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptTiming {
+    pub deployment: String,
+    pub start_us: u64,
+    pub end_us: Option<u64>,
+    pub status: u16,
+    pub outcome: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -405,6 +405,7 @@ fn trace(rid: &str, ts_ms: u64, key: &str, status: u16, latency: u64) -> crate::
         timings: crate::records::trace::Timings {
             first_byte_ms: Some(1),
             last_byte_ms: latency,
+            ..Default::default()
         },
         attempts: 1,
         failed_attempts: vec![],

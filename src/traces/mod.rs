@@ -15,7 +15,7 @@ use pingora::proxy::Session;
 
 use crate::gateway::Ctx;
 use crate::metrics;
-use crate::records::trace::{Timings, Trace, TraceUsage};
+use crate::records::trace::{AttemptTiming, PhaseSpan, Timings, Trace, TraceUsage};
 use crate::translate::Format;
 use bytes::Bytes;
 use settings::{Capture, TraceSettings};
@@ -146,6 +146,12 @@ pub fn capture(
             .filter(|t| t.is_stream)
             .and_then(|t| t.captured_events()),
     });
+    let mut timings = Timings {
+        first_byte_ms: ctx.upstream_ttfb.map(|t| t.as_millis() as u64),
+        last_byte_ms: latency_ms,
+        ..Default::default()
+    };
+    phase_timings(ctx, &mut timings);
     let trace = Trace {
         request_id: ctx.request_id.clone(),
         ts_ms: crate::clock::now_millis(),
@@ -165,10 +171,7 @@ pub fn capture(
             .map(|r| format_name(r.provider.kind.format()).to_string()),
         stream: ctx.stream,
         status,
-        timings: Timings {
-            first_byte_ms: ctx.upstream_ttfb.map(|t| t.as_millis() as u64),
-            last_byte_ms: latency_ms,
-        },
+        timings,
         attempts: ctx.attempts,
         failed_attempts: ctx.tried.clone(),
         usage: TraceUsage {
@@ -184,6 +187,51 @@ pub fn capture(
         bodies: None,
     };
     q.push(Pending { trace, bodies });
+}
+
+/// A body redacted as a stored trace's is and cut at `max_body_bytes` (for the
+/// OpenTelemetry content events of a `capture: full` request).
+pub fn redacted(b: &[u8]) -> String {
+    let Some(q) = QUEUE.get() else {
+        return String::new();
+    };
+    let mut text = redact::redact_body(b, &q.settings.redact);
+    if text.len() > q.settings.max_body_bytes {
+        let mut end = q.settings.max_body_bytes;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// The phase timings of the recorder, in microseconds from the request's start.
+fn phase_timings(ctx: &Ctx, t: &mut Timings) {
+    let Some(p) = ctx.phases.as_deref() else {
+        return;
+    };
+    let us = |d: std::time::Duration| d.as_micros() as u64;
+    let span = |(a, b): (std::time::Duration, std::time::Duration)| PhaseSpan {
+        start_us: us(a),
+        end_us: us(b),
+    };
+    t.auth_us = Some(us(p.auth));
+    t.routing_us = p.routed.map(us);
+    t.guardrails = p.guard.map(span);
+    t.settle = p.settle.map(span);
+    t.attempts = p
+        .attempts
+        .iter()
+        .map(|a| AttemptTiming {
+            deployment: a.deployment.clone(),
+            start_us: us(a.start),
+            end_us: a.end.map(us),
+            status: a.status,
+            outcome: a.outcome.to_string(),
+        })
+        .collect();
+    t.first_byte_us = ctx.upstream_ttfb.map(us);
 }
 
 /// The trace as stored: its bodies redacted, then cut at `max_body_bytes`.
