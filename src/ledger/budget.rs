@@ -237,6 +237,8 @@ pub struct Exceeded {
     pub resets_at: Option<u64>,
     /// Shared store: this instance's lease is short (a lease call may fix it).
     pub lease_short: bool,
+    /// The model pattern of the refusing budget, if it has one (for the message).
+    pub model: Option<String>,
 }
 
 /// Held by a request between reserve and settle.
@@ -274,6 +276,7 @@ pub fn reserve(
             requested: amount,
             resets_at: l.window(now).1,
             lease_short: short,
+            model: None,
         };
         if let Some(sl) = sl.as_mut() {
             // Shared store: the lease must cover every obligation of this instance. The
@@ -295,6 +298,19 @@ pub fn reserve(
         amount,
         settled: false,
     })
+}
+
+/// A reservation of nothing that never refuses: the settlement still charges every account
+/// (a key excluded from budgets has its spend recorded but is never held to a limit).
+pub fn hold(accounts: &[Arc<Account>]) -> Reservation {
+    let mut order: Vec<&Arc<Account>> = accounts.iter().collect();
+    order.sort_by(|a, b| (a.scope as u8, &a.id).cmp(&(b.scope as u8, &b.id)));
+    order.dedup_by(|a, b| Arc::ptr_eq(a, b));
+    Reservation {
+        accounts: order.into_iter().cloned().collect(),
+        amount: 0,
+        settled: false,
+    }
 }
 
 impl Reservation {
