@@ -578,3 +578,155 @@ async fn a_model_group_budget_cannot_be_dodged_with_another_variant_and_budgets_
     assert_eq!(st, 400, "{v}");
     assert_eq!(v["error"]["param"], "budgets[0].colour");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_ups_raise_a_lifetime_budget_with_an_audit_trail_and_overrides_expire() {
+    let (_mock, gw) = start().await;
+    let url = gw.url();
+    // A prepaid team: no budget until topped up ($0.001 = 1,000 micro-dollars).
+    create(&url, "/v1/teams", json!({"team_id": "prepaid"})).await;
+    let (st, v) = admin(
+        &url,
+        Method::POST,
+        "/v1/teams/prepaid/top-ups",
+        Some(json!({"amount": "0.001", "note": "PO 4711"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["max_budget"], "0.001");
+    assert_eq!(v["by"], "master key");
+    assert_eq!(v["note"], "PO 4711");
+    let k = create(&url, "/v1/keys", json!({"team_id": "prepaid"})).await;
+    let secret = k["key"].as_str().unwrap();
+    let c = client();
+    // One request of 700 fits in 1,000; a second does not.
+    assert_eq!(chat_once(&c, &url, secret).await.0, 200);
+    let (st, v) = chat_once(&c, &url, secret).await;
+    assert_eq!(st, 403, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("team 'prepaid'"));
+    // A second top-up adds to the first; the spend stays.
+    let (st, v) = admin(
+        &url,
+        Method::POST,
+        "/v1/teams/prepaid/top-ups",
+        Some(json!({"amount": 0.002})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["max_budget"], "0.003");
+    assert_eq!(chat_once(&c, &url, secret).await.0, 200);
+    // The trail: newest first, paged.
+    let (_, trail) = admin(&url, Method::GET, "/v1/teams/prepaid/top-ups?limit=1", None).await;
+    assert_eq!(trail["data"][0]["amount"], "0.002", "{trail}");
+    assert_eq!(trail["has_more"], true);
+    let cursor = trail["next_cursor"].as_str().unwrap();
+    let (_, rest) = admin(
+        &url,
+        Method::GET,
+        &format!("/v1/teams/prepaid/top-ups?after={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(rest["data"][0]["note"], "PO 4711", "{rest}");
+    assert_eq!(rest["has_more"], false);
+    // Bad input, and a budget with a period is not prepaid.
+    for (path, body, want) in [
+        ("/v1/teams/prepaid/top-ups", json!({"amount": -1}), 400),
+        ("/v1/teams/prepaid/top-ups", json!({"amount": 0}), 400),
+        (
+            "/v1/teams/prepaid/top-ups",
+            json!({"amount": 1, "by": "me"}),
+            400,
+        ),
+        ("/v1/teams/nope/top-ups", json!({"amount": 1}), 404),
+    ] {
+        let (st, v) = admin(&url, Method::POST, path, Some(body)).await;
+        assert_eq!(st, want, "{path}: {v}");
+    }
+    create(
+        &url,
+        "/v1/users",
+        json!({"user_id": "dana", "max_budget": "0.001", "budget_duration": "daily"}),
+    )
+    .await;
+    let (st, v) = admin(
+        &url,
+        Method::POST,
+        "/v1/users/dana/top-ups",
+        Some(json!({"amount": 1})),
+    )
+    .await;
+    assert_eq!(st, 409, "{v}");
+    // A temporary override: $0.002 instead of $0.001 for the current day only.
+    let (st, v) = admin(
+        &url,
+        Method::PATCH,
+        "/v1/users/dana",
+        Some(json!({"budget_override": {"max_budget": "0.002", "periods": 1}})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["limits"]["budget_override"]["active"], true, "{v}");
+    assert_eq!(v["standing"]["max_budget"], "0.002", "{v}");
+    let until = v["limits"]["budget_override"]["until"].as_str().unwrap();
+    assert!(until.ends_with("T00:00:00Z"), "ends with the day: {until}");
+    let (st, v) = admin(
+        &url,
+        Method::PATCH,
+        "/v1/teams/prepaid",
+        Some(json!({"budget_override": {"max_budget": 1, "periods": 2}})),
+    )
+    .await;
+    assert_eq!(st, 400, "a lifetime budget has no periods: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_keys_are_never_refused_but_their_spend_counts_and_last_used_at_shows() {
+    let (_mock, gw) = start().await;
+    let url = gw.url();
+    create(
+        &url,
+        "/v1/teams",
+        json!({"team_id": "mon", "max_budget": "0.001"}),
+    )
+    .await;
+    let probe = create(
+        &url,
+        "/v1/keys",
+        json!({"name": "probe", "team_id": "mon", "exclude_from_budget": true, "max_budget": "0.0001"}),
+    )
+    .await;
+    assert_eq!(probe["exclude_from_budget"], true);
+    assert_eq!(probe["last_used_at"], Value::Null);
+    let normal = create(&url, "/v1/keys", json!({"team_id": "mon"})).await;
+    let c = client();
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Over its own budget and the team's, and still served.
+    for _ in 0..3 {
+        let (st, v) = chat_once(&c, &url, probe["key"].as_str().unwrap()).await;
+        assert_eq!(st, 200, "{v}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(spend_of(&url, "/v1/teams/mon").await, json!(usd(3 * COST)));
+    // The team's other keys are held to what is left: nothing.
+    let (st, _) = chat_once(&c, &url, normal["key"].as_str().unwrap()).await;
+    assert_eq!(st, 403);
+    let id = probe["id"].as_str().unwrap();
+    let (_, k) = admin(&url, Method::GET, &format!("/v1/keys/{id}"), None).await;
+    let used = k["last_used_at"].as_u64().expect("last_used_at");
+    assert!(used >= t0, "{k}");
+    let (st, _) = admin(
+        &url,
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"exclude_from_budget": "yes"})),
+    )
+    .await;
+    assert_eq!(st, 400);
+}
