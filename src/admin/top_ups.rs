@@ -21,24 +21,24 @@ const MAX_TOP_UPS: usize = 10_000;
 
 /// One entity that can be topped up.
 enum Target {
-    Key(KeyRecord),
-    User(UserRecord),
-    Group(GroupKind, GroupRecord),
+    Key(Box<KeyRecord>),
+    User(Box<UserRecord>),
+    Group(GroupKind, Box<GroupRecord>),
 }
 
 impl Target {
     fn find(state: &State, collection: &str, id: &str) -> Result<Target, GatewayError> {
         let gone = |what| not_found(what, id);
         Ok(match collection {
-            "keys" => Target::Key(
+            "keys" => Target::Key(Box::new(
                 state
                     .keys
                     .all()
                     .into_iter()
                     .find(|k| k.id == id)
                     .ok_or_else(|| gone("key"))?,
-            ),
-            "users" => Target::User(
+            )),
+            "users" => Target::User(Box::new(
                 state
                     .ledger
                     .users
@@ -46,7 +46,7 @@ impl Target {
                     .get(id)
                     .map(|u| UserRecord::clone(u))
                     .ok_or_else(|| gone("user"))?,
-            ),
+            )),
             "teams" | "orgs" => {
                 let kind = if collection == "teams" {
                     GroupKind::Team
@@ -55,13 +55,15 @@ impl Target {
                 };
                 Target::Group(
                     kind,
-                    state
-                        .ledger
-                        .groups(kind)
-                        .load()
-                        .get(id)
-                        .map(|g| GroupRecord::clone(g))
-                        .ok_or_else(|| gone(kind.noun()))?,
+                    Box::new(
+                        state
+                            .ledger
+                            .groups(kind)
+                            .load()
+                            .get(id)
+                            .map(|g| GroupRecord::clone(g))
+                            .ok_or_else(|| gone(kind.noun()))?,
+                    ),
                 )
             }
             _ => return Err(gone("entity")),
@@ -96,15 +98,15 @@ impl Target {
         match self {
             Target::Key(k) => {
                 store.put_key(&k).await.map_err(internal)?;
-                state.keys.upsert(k);
+                state.keys.upsert(*k);
             }
             Target::User(u) => {
                 store.put_user(&u).await.map_err(internal)?;
-                state.ledger.upsert_user(u);
+                state.ledger.upsert_user(*u);
             }
             Target::Group(kind, g) => {
                 store.put_group(kind, &g).await.map_err(internal)?;
-                state.ledger.upsert_group(kind, g);
+                state.ledger.upsert_group(kind, *g);
             }
         }
         state

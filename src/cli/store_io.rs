@@ -121,7 +121,7 @@ enum Line {
     Header {
         tollgate_export: u32,
     },
-    Key(crate::records::KeyRecord),
+    Key(Box<crate::records::KeyRecord>),
     User(crate::records::UserRecord),
     Budget(crate::records::BudgetRecord),
     Price {
@@ -166,7 +166,7 @@ pub fn export(config: &Path, from: StoreArg, output: Option<PathBuf>) -> Result<
         let mut counts = [0usize; 8];
         put(&Line::Header { tollgate_export: 1 })?;
         for k in store.load_keys().await.map_err(e)? {
-            put(&Line::Key(k))?;
+            put(&Line::Key(Box::new(k)))?;
             counts[0] += 1;
         }
         for u in store.load_users().await.map_err(e)? {

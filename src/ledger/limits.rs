@@ -303,7 +303,7 @@ fn parse_override(
 pub fn pattern_matches(p: &str, cands: &[&str]) -> bool {
     match p.strip_suffix('*') {
         Some(prefix) => cands.iter().any(|c| c.starts_with(prefix)),
-        None => cands.iter().any(|c| *c == p),
+        None => cands.contains(&p),
     }
 }
 

@@ -632,7 +632,7 @@ impl Ledger {
             e.model = scoped_models
                 .iter()
                 .find(|(id, _)| *id == e.id)
-                .map(|(_, p)| p.clone());
+                .map(|(_, p)| p.as_str().into());
             if !e.lease_short {
                 return Refusal::Error(budget_error(&e));
             }
@@ -641,7 +641,7 @@ impl Ledger {
                 .find(|a| a.scope == e.scope && a.id == e.id)
                 .cloned()
                 .expect("refusing account");
-            Refusal::BudgetLease(a, Box::new(e))
+            Refusal::BudgetLease(a, e)
         })?;
         // Rate limits count only requests that pass everything else; a refusal here drops
         // the reservation, which releases it.
