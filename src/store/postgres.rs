@@ -1138,7 +1138,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let r = c
             .query(
-                "SELECT scope, id, window_start, spent FROM tg_spend WHERE scope IN ('k', 'u', 'e') AND spent > 0",
+                "SELECT scope, id, window_start, spent FROM tg_spend WHERE scope IN ('k', 'u', 'e', 't', 'o') AND spent > 0",
                 &[],
             )
             .await
@@ -1226,7 +1226,7 @@ impl Store for PgStore {
             .map_err(pg_err)?;
         let cutoff = (before_ms / 1000).saturating_sub(366 * 86_400);
         c.execute(
-            "DELETE FROM tg_spend WHERE scope IN ('k', 'u', 'e') AND window_start <> 0 AND window_start < $1",
+            "DELETE FROM tg_spend WHERE scope IN ('k', 'u', 'e', 't', 'o') AND window_start <> 0 AND window_start < $1",
             &[&i(cutoff)],
         )
         .await
@@ -1240,7 +1240,7 @@ impl Store for PgStore {
         .map_err(pg_err)?;
         // Rate windows are one minute long: an hour of them is plenty.
         c.execute(
-            "DELETE FROM tg_spend WHERE scope NOT IN ('k', 'u', 'e') AND window_start < $1",
+            "DELETE FROM tg_spend WHERE scope NOT IN ('k', 'u', 'e', 't', 'o') AND window_start < $1",
             &[&i(crate::clock::now_millis().saturating_sub(3_600_000))],
         )
         .await
