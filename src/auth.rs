@@ -72,6 +72,7 @@ impl KeyRecord {
             expires_at,
             active: true,
             user_id: None,
+            team_id: None,
             metadata,
             limits: Default::default(),
             allowed_models: None,
@@ -81,6 +82,8 @@ impl KeyRecord {
             mcp: None,
             guardrail_policies: Vec::new(),
             traces: None,
+            exclude_from_budget: false,
+            last_used_at: None,
         };
         (rec, secret)
     }
@@ -199,6 +202,9 @@ type DigestMap<V> = HashMap<Digest32, V, std::hash::BuildHasherDefault<DigestHas
 struct Indexed {
     hash: KeyHash,
     rec: Arc<KeyRecord>,
+    /// When the key last authenticated (seconds; 0: not since loaded). Shared by the
+    /// entry's copies across index replacements, so no use is lost to a reload.
+    used: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The in-memory key index: replaced whole on every change (changes are rare, reads are on
@@ -216,6 +222,13 @@ impl KeyIndex {
 
     /// Replaces the whole index.
     pub fn replace(&self, keys: impl IntoIterator<Item = KeyRecord>) {
+        let old = self.by_hash.load();
+        let used_of = |id: &str| {
+            old.values()
+                .find(|v| v.rec.id == id)
+                .map(|v| v.used.clone())
+                .unwrap_or_default()
+        };
         let map = keys
             .into_iter()
             .filter_map(|k| {
@@ -224,6 +237,7 @@ impl KeyIndex {
                         Digest32(hash),
                         Indexed {
                             hash,
+                            used: used_of(&k.id),
                             rec: Arc::new(k),
                         },
                     )
@@ -241,6 +255,11 @@ impl KeyIndex {
     pub fn upsert(&self, rec: KeyRecord) {
         let Some(hash) = unhex(&rec.hash) else { return };
         let mut map = self.copy_map();
+        let used = map
+            .values()
+            .find(|v| v.rec.id == rec.id)
+            .map(|v| v.used.clone())
+            .unwrap_or_default();
         // A rotated key keeps its id: drop any entry with the same id first.
         map.retain(|_, v| v.rec.id != rec.id);
         map.insert(
@@ -248,6 +267,7 @@ impl KeyIndex {
             Indexed {
                 hash,
                 rec: Arc::new(rec),
+                used,
             },
         );
         self.by_hash.store(Arc::new(map));
@@ -302,7 +322,42 @@ impl KeyIndex {
         if rec.expires_at.is_some_and(|e| e <= now) {
             return Err(AuthFailure::Expired);
         }
+        // At most one store to the shared cache line per key and second.
+        if entry.used.load(std::sync::atomic::Ordering::Relaxed) < now {
+            entry.used.store(now, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(rec.clone())
+    }
+
+    /// When `k` last authenticated a request: in memory, or as last stored.
+    pub fn last_used(&self, k: &KeyRecord) -> Option<u64> {
+        let mem = unhex(&k.hash)
+            .and_then(|h| {
+                self.by_hash
+                    .load()
+                    .get(&Digest32(h))
+                    .map(|v| v.used.load(std::sync::atomic::Ordering::Relaxed))
+            })
+            .filter(|t| *t > 0);
+        mem.max(k.last_used_at)
+    }
+
+    /// The keys used at least `gap` seconds after their stored `last_used_at`, with it
+    /// brought up to date (for the batched write; see `services::last_used`).
+    pub fn stale_last_used(&self, gap: u64) -> Vec<KeyRecord> {
+        self.by_hash
+            .load()
+            .values()
+            .filter_map(|v| {
+                let used = v.used.load(std::sync::atomic::Ordering::Relaxed);
+                let stored = v.rec.last_used_at.unwrap_or(0);
+                (used > 0 && used >= stored.saturating_add(gap) && used > stored).then(|| {
+                    let mut k = KeyRecord::clone(&v.rec);
+                    k.last_used_at = Some(used);
+                    k
+                })
+            })
+            .collect()
     }
 
     /// Checks the master key in constant time (no early exit on length or content).

@@ -150,6 +150,8 @@ fn is_admin_path(p: &str) -> bool {
     [
         "/v1/keys",
         "/v1/users",
+        "/v1/teams",
+        "/v1/orgs",
         "/v1/budgets",
         "/v1/pricing",
         "/v1/usage",

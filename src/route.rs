@@ -155,6 +155,35 @@ impl Router {
             .unwrap_or(selector)
     }
 
+    /// The group and alias names under which `provider:model` is served: a deployment group
+    /// holding it, and an alias whose target is such a group or that exact model. A budget
+    /// scoped to one of these names applies however the client named the model.
+    pub fn names_serving(&self, provider: &str, model: &str) -> Vec<&str> {
+        let full = format!("{provider}:{model}");
+        let mut out: Vec<&str> = self
+            .groups
+            .iter()
+            .filter(|(_, deps)| {
+                deps.iter()
+                    .any(|d| d.provider.name == provider && d.model == model)
+            })
+            .map(|(g, _)| g.as_str())
+            .collect();
+        let groups = out.clone();
+        for (alias, target) in &self.aliases {
+            let to_group = groups.contains(&target.as_str());
+            let to_model = *target == full
+                || target
+                    .strip_prefix(provider)
+                    .and_then(|t| t.strip_prefix('/'))
+                    == Some(model);
+            if to_group || to_model {
+                out.push(alias.as_str());
+            }
+        }
+        out
+    }
+
     /// Every route a request for `selector` may try, in order: the first, and the ones a
     /// failed attempt moves on to (none, and no allocation, for a plain route).
     pub fn candidates(&self, selector: &str) -> Result<(Route, Vec<Route>), GatewayError> {

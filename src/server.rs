@@ -226,6 +226,13 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
         };
         server.add_service(background_service("shared store sync", sync));
     }
+    server.add_service(background_service(
+        "last_used writer",
+        crate::services::last_used::LastUsedWriter {
+            index: keys.clone(),
+            slot: store.clone(),
+        },
+    ));
     let keeper = StoreKeeper {
         data_dir,
         slot: store,

@@ -83,16 +83,16 @@ fn migrate_is_versioned_and_idempotent() {
     );
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg, "--status"]);
     assert!(ok, "{err}");
-    assert!(out.contains("version 0 (this tollgate: 6)"), "{out}");
+    assert!(out.contains("version 0 (this tollgate: 7)"), "{out}");
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("applied 1, 2, 3, 4, 5, 6; now at version 6"),
+        out.contains("applied 1, 2, 3, 4, 5, 6, 7; now at version 7"),
         "{out}"
     );
     let (ok, out, _) = tollgate(&["migrate", "--config", &cfg]);
     assert!(ok);
-    assert!(out.contains("is current (version 6)"), "{out}");
+    assert!(out.contains("is current (version 7)"), "{out}");
     // Several hosts migrating at once: each migration is applied once.
     let schema2 = unique("mig2");
     let cfg2 = write_config(
@@ -135,6 +135,21 @@ fn sorted_lines(p: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// [`sorted_lines`] without keys' `last_used_at`: a key used between two exports (step 3
+/// authenticates with it) has a later one, rightly.
+fn sorted_lines_unused(p: &Path) -> Vec<String> {
+    sorted_lines(p)
+        .into_iter()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(&l).unwrap();
+            if let Some(k) = v.get_mut("key").and_then(Value::as_object_mut) {
+                k.remove("last_used_at");
+            }
+            v.to_string()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,8 +315,8 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(
-        sorted_lines(&dump1),
-        sorted_lines(&dump2),
+        sorted_lines_unused(&dump1),
+        sorted_lines_unused(&dump2),
         "sled -> PostgreSQL keeps everything"
     );
     assert_eq!(

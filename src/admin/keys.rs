@@ -18,11 +18,15 @@ const FIELDS: &[&str] = &[
     "expires_at",
     "metadata",
     "user_id",
+    "team_id",
     "max_budget",
     "budget_duration",
     "budget_period",
     "budget_alignment",
     "budget_id",
+    "budgets",
+    "budget_override",
+    "max_cost_per_minute",
     "rpm_limit",
     "tpm_limit",
     "allowed_models",
@@ -33,6 +37,7 @@ const FIELDS: &[&str] = &[
     "guardrail_policies",
     "traces",
     "active",
+    "exclude_from_budget",
 ];
 
 /// The fields of `end_user_limits`: the same limits a key has, applied to each end user.
@@ -59,6 +64,8 @@ fn view(state: &State, k: &KeyRecord) -> Value {
     v["mcp"] = super::mcp_policy::view(k.mcp.as_ref());
     v["guardrail_policies"] = json!(k.guardrail_policies);
     v["traces"] = json!(k.traces);
+    v["exclude_from_budget"] = json!(k.exclude_from_budget);
+    v["last_used_at"] = json!(state.keys.last_used(k));
     v["standing"] = standing_of(state, Scope::Key, &k.id, &k.limits);
     v
 }
@@ -134,6 +141,9 @@ fn apply(state: &State, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayError
             }
         };
     }
+    if let Some(v) = b.get("team_id") {
+        k.team_id = super::group_ref(state, crate::records::GroupKind::Team, v, "team_id")?;
+    }
     apply_limits(b, &mut k.limits, now)?;
     known_budget(state, &k.limits, "budget_id")?;
     if let Some(v) = b.get("end_user_limits") {
@@ -172,6 +182,12 @@ fn apply(state: &State, req: &Req, k: &mut KeyRecord) -> Result<(), GatewayError
         .parse_names(b.get("guardrail_policies"))?
     {
         k.guardrail_policies = p;
+    }
+    if let Some(v) = b.get("exclude_from_budget") {
+        k.exclude_from_budget = v.as_bool().ok_or_else(|| {
+            GatewayError::invalid("'exclude_from_budget' must be a boolean.")
+                .with_param("exclude_from_budget")
+        })?;
     }
     if let Some(v) = b.get("active") {
         k.active = v.as_bool().ok_or_else(|| {
@@ -298,12 +314,14 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
         }
         ("GET", None, None) => {
             let user = req.q("user_id").map(String::from);
+            let team = req.q("team_id").map(String::from);
             let q = req.q("q").map(str::to_lowercase).filter(|q| !q.is_empty());
             let keys: Vec<KeyRecord> = state
                 .keys
                 .all()
                 .into_iter()
                 .filter(|k| user.is_none() || k.user_id == user)
+                .filter(|k| team.is_none() || k.team_id == team)
                 .filter(|k| q.as_deref().is_none_or(|q| matches_search(k, q)))
                 .collect();
             page(keys, |k| k.id.as_str(), req, |k| view(state, k))

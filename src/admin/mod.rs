@@ -1,4 +1,5 @@
-//! The management API, under the master key: `/v1/keys`, `/v1/users`, `/v1/budgets`,
+//! The management API, under the master key: `/v1/keys`, `/v1/users`, `/v1/teams`,
+//! `/v1/orgs`, `/v1/budgets`,
 //! `/v1/pricing` (readable with any virtual key), `/v1/usage` and `/v1/traces` (a virtual key
 //! reads its own), `/v1/mcp/servers`; `GET /v1/key/info`, where a key reads its own standing;
 //! `/v1/admins` (the console's named admins).
@@ -13,11 +14,13 @@
 
 mod admins;
 mod budgets;
+mod groups;
 mod keys;
 mod mcp_policy;
 mod mcp_servers;
 mod pricing;
 mod tool_policy;
+mod top_ups;
 mod traces;
 mod usage;
 
@@ -51,6 +54,8 @@ pub(crate) struct Req {
     pub segs: Vec<String>,
     pub query: HashMap<String, String>,
     pub body: Map<String, Value>,
+    /// Who is asking, for audit trails: `master key`, or `admin:<name>` from the console.
+    pub actor: String,
 }
 
 impl Req {
@@ -302,17 +307,22 @@ fn path_segments(path: &str) -> Vec<String> {
 /// [`authorize`]; in process (the `tollgate` commands on a store no gateway holds), by
 /// being able to open the store at all. Errors come back in OpenAI's envelope.
 pub async fn route(state: &State, req: &Request<'_>) -> Answer {
-    answer(state, req, None).await
+    answer(state, req, None, "master key").await
+}
+
+/// [`route`] for a console session of the named admin `name`: audit trails record them.
+pub async fn route_as_admin(state: &State, req: &Request<'_>, name: &str) -> Answer {
+    answer(state, req, None, &format!("admin:{name}")).await
 }
 
 /// Answers a traces read for the virtual key `key_id` (a key holder's console session,
 /// which holds the key's id, not its secret): exactly what that key reads over HTTP, its own
 /// traces only. Every other management path is refused.
 pub async fn route_traces_as_key(state: &State, req: &Request<'_>, key_id: &str) -> Answer {
-    answer(state, req, Some(key_id)).await
+    answer(state, req, Some(key_id), "key").await
 }
 
-async fn answer(state: &State, req: &Request<'_>, as_key: Option<&str>) -> Answer {
+async fn answer(state: &State, req: &Request<'_>, as_key: Option<&str>, actor: &str) -> Answer {
     let req_headers = req.headers;
     let body = if takes_body(req.method) {
         parse_body(&req.body)
@@ -326,6 +336,7 @@ async fn answer(state: &State, req: &Request<'_>, as_key: Option<&str>) -> Answe
                 segs: path_segments(req.path),
                 query: parse_query(req.query),
                 body,
+                actor: actor.to_string(),
             };
             if req.seg(0) == Some("traces") {
                 let viewer = match as_key {
@@ -351,15 +362,63 @@ async fn answer(state: &State, req: &Request<'_>, as_key: Option<&str>) -> Answe
 }
 
 async fn dispatch(state: &State, req: &Req) -> Reply {
+    if req.seg(2) == Some("top-ups")
+        && matches!(req.seg(0), Some("keys" | "users" | "teams" | "orgs"))
+    {
+        return top_ups::handle(state, req).await;
+    }
     match req.seg(0) {
         Some("keys") => keys::handle(state, req).await,
         Some("users") => users::handle(state, req).await,
+        Some("teams") => groups::handle(state, crate::records::GroupKind::Team, req).await,
+        Some("orgs") => groups::handle(state, crate::records::GroupKind::Org, req).await,
         Some("budgets") => budgets::handle(state, req).await,
         Some("pricing") => pricing::handle(state, req).await,
         Some("usage") => usage::handle(state, req).await,
         Some("admins") => admins::handle(state, req).await,
         Some("mcp") => mcp_servers::handle(state, req).await,
         _ => Err(no_route(req)),
+    }
+}
+
+/// An id a record may take: 1-128 letters, digits or `-_.@`.
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+}
+
+/// A reference to a team or organisation in a body field: null clears it, an id must exist.
+pub(crate) fn group_ref(
+    state: &State,
+    kind: crate::records::GroupKind,
+    v: &Value,
+    field: &str,
+) -> Result<Option<String>, GatewayError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(id) if state.ledger.groups(kind).load().contains_key(id) => {
+            Ok(Some(id.clone()))
+        }
+        Value::String(id) => Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!(
+                "No {} with id '{}': create it first with POST /v1/{}.",
+                kind.noun(),
+                id.chars()
+                    .take(64)
+                    .filter(|c| !c.is_control())
+                    .collect::<String>(),
+                kind.plural()
+            ),
+        )
+        .with_param(field.to_string())),
+        _ => Err(
+            GatewayError::invalid(format!("'{field}' must be a string or null."))
+                .with_param(field.to_string()),
+        ),
     }
 }
 
@@ -371,7 +430,25 @@ pub(crate) fn standing_of(
     limits: &crate::records::Limits,
 ) -> Value {
     let limit = state.ledger.resolve_limit(limits);
-    crate::ledger::standing_json(&state.ledger.account(scope, id, limit), clock::now_secs())
+    let now = clock::now_secs();
+    let mut v = crate::ledger::standing_json(&state.ledger.account(scope, id, limit), now);
+    // Each further budget's own standing, under its stable id.
+    if !limits.budgets.is_empty() {
+        v["budgets"] = limits
+            .budgets
+            .iter()
+            .map(|b| {
+                let a = state
+                    .ledger
+                    .account(scope, &b.account_id(id), Some(b.limit()));
+                let mut s = crate::ledger::standing_json(&a, now);
+                s["id"] = json!(b.id);
+                s["model"] = json!(b.model);
+                s
+            })
+            .collect();
+    }
+    v
 }
 
 #[cfg(test)]

@@ -14,11 +14,15 @@ use crate::state::State;
 const FIELDS: &[&str] = &[
     "user_id",
     "alias",
+    "team_id",
     "max_budget",
     "budget_duration",
     "budget_period",
     "budget_alignment",
     "budget_id",
+    "budgets",
+    "budget_override",
+    "max_cost_per_minute",
     "rpm_limit",
     "tpm_limit",
     "allowed_models",
@@ -34,6 +38,7 @@ fn view(state: &State, u: &UserRecord) -> Value {
         "object": "user",
         "user_id": u.user_id,
         "alias": u.alias,
+        "team_id": u.team_id,
         "limits": u.limits.to_json(),
         "allowed_models": u.allowed_models,
         "blocked": u.blocked,
@@ -63,6 +68,9 @@ fn apply(state: &State, req: &Req, u: &mut UserRecord) -> Result<(), GatewayErro
                 .with_param("alias"))
             }
         };
+    }
+    if let Some(v) = b.get("team_id") {
+        u.team_id = super::group_ref(state, crate::records::GroupKind::Team, v, "team_id")?;
     }
     if let Some(v) = b.get("blocked") {
         u.blocked = v.as_bool().ok_or_else(|| {
@@ -110,14 +118,6 @@ fn apply(state: &State, req: &Req, u: &mut UserRecord) -> Result<(), GatewayErro
     Ok(())
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-}
-
 async fn save(state: &State, u: &UserRecord) -> Result<(), GatewayError> {
     store_of(state)?.put_user(u).await.map_err(internal)?;
     state.ledger.upsert_user(u.clone());
@@ -145,7 +145,7 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
         ("POST", None) => {
             store_of(state)?;
             let id = match req.body.get("user_id") {
-                Some(Value::String(s)) if valid_id(s) => s.clone(),
+                Some(Value::String(s)) if super::valid_id(s) => s.clone(),
                 _ => {
                     return Err(GatewayError::invalid(
                         "'user_id' is required: 1-128 letters, digits or -_.@",
@@ -164,6 +164,7 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
             let mut u = UserRecord {
                 user_id: id,
                 alias: None,
+                team_id: None,
                 limits: Limits::default(),
                 allowed_models: None,
                 blocked: false,
@@ -179,11 +180,13 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
             Ok(Resp::json(201, view(state, &u)))
         }
         ("GET", None) => {
+            let team = req.q("team_id");
             let users: Vec<UserRecord> = state
                 .ledger
                 .users
                 .load()
                 .values()
+                .filter(|u| team.is_none_or(|t| u.team_id.as_deref() == Some(t)))
                 .map(|u| UserRecord::clone(u))
                 .collect();
             page(users, |u| u.user_id.as_str(), req, |u| view(state, u))

@@ -56,6 +56,9 @@ pub struct KeyFields {
     /// This key's trace settings, e.g. '{"capture":"full","sample":0.1}' (null: the config's).
     #[arg(long, value_name = "JSON")]
     traces: Option<String>,
+    /// The team the key belongs to directly (a service key; "" to detach it).
+    #[arg(long)]
+    team: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -65,6 +68,12 @@ impl KeyFields {
         let mut b = Map::new();
         set(&mut b, "name", self.name.as_ref().map(|v| json!(v)));
         set(&mut b, "user_id", self.user.as_ref().map(|v| json!(v)));
+        if let Some(t) = &self.team {
+            b.insert(
+                "team_id".into(),
+                if t.is_empty() { Value::Null } else { json!(t) },
+            );
+        }
         set(
             &mut b,
             "expires_at",

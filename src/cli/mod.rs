@@ -1,5 +1,5 @@
 //! The command line. `serve` and `check-config` run and check the gateway; `keys`, `users`,
-//! `budgets`, `pricing`, `mcp-servers` and `usage` are clients of the running gateway's management API (or,
+//! `teams`, `orgs`, `budgets`, `pricing`, `mcp-servers` and `usage` are clients of the running gateway's management API (or,
 //! when no gateway runs, work on its store directly); `migrate`, `export` and `import` work on
 //! a store.
 
@@ -9,6 +9,7 @@ mod budgets;
 mod check;
 mod client;
 mod fields;
+mod groups;
 mod keys;
 mod mcp_servers;
 mod offline;
@@ -76,6 +77,20 @@ enum Cmd {
         conn: Conn,
         #[command(subcommand)]
         action: users::UsersCmd,
+    },
+    /// Manage teams (users and service keys under shared budgets and limits).
+    Teams {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: groups::GroupsCmd,
+    },
+    /// Manage organisations (teams under shared budgets and limits).
+    Orgs {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: groups::GroupsCmd,
     },
     /// Manage named budgets shared by keys and users.
     Budgets {
@@ -151,6 +166,7 @@ enum Cmd {
 enum Manage {
     Keys(keys::KeysCmd),
     Users(users::UsersCmd),
+    Groups(crate::records::GroupKind, groups::GroupsCmd),
     Budgets(budgets::BudgetsCmd),
     Pricing(pricing::PricingCmd),
     McpServers(mcp_servers::McpServersCmd),
@@ -195,6 +211,7 @@ fn manage(conn: Conn, cmd: Manage) -> i32 {
             match cmd {
                 Manage::Keys(c) => keys::run(&mut api, c, conn.json).await,
                 Manage::Users(c) => users::run(&mut api, c, conn.json).await,
+                Manage::Groups(k, c) => groups::run(&mut api, k, c, conn.json).await,
                 Manage::Budgets(c) => budgets::run(&mut api, c, conn.json).await,
                 Manage::Pricing(c) => pricing::run(&mut api, c, conn.json).await,
                 Manage::McpServers(c) => mcp_servers::run(&mut api, c, conn.json).await,
@@ -243,6 +260,13 @@ pub fn main() -> i32 {
         Cmd::CheckConfig { file } => check::run(&file),
         Cmd::Keys { conn, action } => manage(conn, Manage::Keys(action)),
         Cmd::Users { conn, action } => manage(conn, Manage::Users(action)),
+        Cmd::Teams { conn, action } => manage(
+            conn,
+            Manage::Groups(crate::records::GroupKind::Team, action),
+        ),
+        Cmd::Orgs { conn, action } => {
+            manage(conn, Manage::Groups(crate::records::GroupKind::Org, action))
+        }
         Cmd::Budgets { conn, action } => manage(conn, Manage::Budgets(action)),
         Cmd::Pricing { conn, action } => manage(conn, Manage::Pricing(action)),
         Cmd::McpServers { conn, action } => manage(conn, Manage::McpServers(action)),

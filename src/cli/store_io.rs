@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{load_config, runtime};
 use crate::config::Config;
+use crate::records::GroupKind;
 use crate::store::postgres::PgStore;
 use crate::store::settings::StoreConfig;
 use crate::store::sled_store::SledStore;
@@ -120,7 +121,7 @@ enum Line {
     Header {
         tollgate_export: u32,
     },
-    Key(crate::records::KeyRecord),
+    Key(Box<crate::records::KeyRecord>),
     User(crate::records::UserRecord),
     Budget(crate::records::BudgetRecord),
     Price {
@@ -140,6 +141,8 @@ enum Line {
     Usage(crate::records::UsageRecord),
     /// A registered MCP server, its credential included (an export holds secrets).
     McpServer(crate::records::McpServerRecord),
+    Team(crate::records::GroupRecord),
+    Org(crate::records::GroupRecord),
 }
 
 const META_NAMES: &[&str] = &["master_hash", "bootstrapped"];
@@ -163,7 +166,7 @@ pub fn export(config: &Path, from: StoreArg, output: Option<PathBuf>) -> Result<
         let mut counts = [0usize; 8];
         put(&Line::Header { tollgate_export: 1 })?;
         for k in store.load_keys().await.map_err(e)? {
-            put(&Line::Key(k))?;
+            put(&Line::Key(Box::new(k)))?;
             counts[0] += 1;
         }
         for u in store.load_users().await.map_err(e)? {
@@ -181,6 +184,15 @@ pub fn export(config: &Path, from: StoreArg, output: Option<PathBuf>) -> Result<
         for m in store.load_mcp_servers().await.map_err(e)? {
             put(&Line::McpServer(m))?;
             counts[7] += 1;
+        }
+        let mut groups = 0usize;
+        for t in store.load_groups(GroupKind::Team).await.map_err(e)? {
+            put(&Line::Team(t))?;
+            groups += 1;
+        }
+        for o in store.load_groups(GroupKind::Org).await.map_err(e)? {
+            put(&Line::Org(o))?;
+            groups += 1;
         }
         for name in META_NAMES {
             if let Some(v) = store.get_meta(name).await.map_err(e)? {
@@ -217,7 +229,7 @@ pub fn export(config: &Path, from: StoreArg, output: Option<PathBuf>) -> Result<
         }
         out.flush().map_err(|e| e.to_string())?;
         eprintln!(
-            "exported {} keys, {} users, {} budgets, {} prices, {} meta, {} spend rows, {} usage records, {} MCP servers",
+            "exported {} keys, {} users, {} budgets, {} prices, {} meta, {} spend rows, {} usage records, {} MCP servers, {groups} teams and organisations",
             counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7]
         );
         Ok(())
@@ -259,6 +271,8 @@ pub fn import(config: &Path, to: StoreArg, input: Option<PathBuf>) -> Result<(),
                 Line::User(u) => store.put_user(&u).await.map_err(e)?,
                 Line::Budget(b) => store.put_budget(&b).await.map_err(e)?,
                 Line::McpServer(m) => store.put_mcp_server(&m).await.map_err(e)?,
+                Line::Team(t) => store.put_group(GroupKind::Team, &t).await.map_err(e)?,
+                Line::Org(o) => store.put_group(GroupKind::Org, &o).await.map_err(e)?,
                 Line::Price { model_key, price } => {
                     store.put_price(&model_key, &price).await.map_err(e)?
                 }

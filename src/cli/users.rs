@@ -41,6 +41,9 @@ pub struct UserFields {
     /// Free-form JSON object kept with the user.
     #[arg(long, value_name = "JSON")]
     metadata: Option<String>,
+    /// The team the user belongs to ("" to detach them).
+    #[arg(long)]
+    team: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -49,6 +52,12 @@ impl UserFields {
     fn body(&self) -> Result<Map<String, Value>, String> {
         let mut b = Map::new();
         set(&mut b, "alias", self.alias.as_ref().map(|v| json!(v)));
+        if let Some(t) = &self.team {
+            b.insert(
+                "team_id".into(),
+                if t.is_empty() { Value::Null } else { json!(t) },
+            );
+        }
         set(&mut b, "blocked", self.blocked.map(Value::Bool));
         set(&mut b, "metadata", metadata(&self.metadata)?);
         self.limits.apply(&mut b);

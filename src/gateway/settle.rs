@@ -9,7 +9,7 @@ use crate::clock;
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorKind, GatewayError};
 use crate::ids;
-use crate::ledger::limits::model_allowed;
+use crate::ledger::limits::{model_allowed, pattern_matches};
 use crate::meter::Usage;
 use crate::metrics;
 use crate::records::{Micros, UsageRecord};
@@ -19,6 +19,23 @@ use crate::route::Route;
 
 /// Session headers of the clients we know (Claude Code, Codex, generic).
 const SESSION_HEADERS: &[&str] = &["x-claude-code-session-id", "session-id", "x-session-id"];
+
+/// Whether a budget scoped to the model pattern `p` applies to a request that named
+/// `client_model` and was routed to `route`: the pattern may name the client's selector, the
+/// routed `provider:model` or bare model, the provider (`anthropic` or `anthropic:*`), or a
+/// group or alias that serves the routed model, so that another variant of a group, or its
+/// model named directly, is still the group's.
+pub(super) fn budget_model_applies(
+    router: &crate::route::Router,
+    p: &str,
+    client_model: &str,
+    route: &Route,
+) -> bool {
+    let provider = route.provider.name.as_str();
+    let full = format!("{provider}:{}", route.model);
+    let direct = [client_model, full.as_str(), route.model.as_str(), provider];
+    pattern_matches(p, &direct) || pattern_matches(p, &router.names_serving(provider, &route.model))
+}
 
 impl Gateway {
     pub(super) async fn admit(
@@ -47,12 +64,15 @@ impl Gateway {
             .allowed_models
             .clone()
             .or_else(|| user.as_ref().and_then(|u| u.allowed_models.clone()));
-        if !model_allowed(
-            &allowed,
-            &ctx.client_model,
-            &route.provider.name,
-            &route.model,
-        ) {
+        // The team's and the organisation's lists bound every key under them.
+        let (team, org) = ledger.hierarchy(&key, user.as_deref());
+        let permitted = |list: &Option<Vec<String>>| {
+            model_allowed(list, &ctx.client_model, &route.provider.name, &route.model)
+        };
+        if !permitted(&allowed)
+            || !team.as_ref().is_none_or(|t| permitted(&t.allowed_models))
+            || !org.as_ref().is_none_or(|o| permitted(&o.allowed_models))
+        {
             return Err(GatewayError::new(
                 ErrorKind::PermissionDenied,
                 format!(
@@ -90,11 +110,14 @@ impl Gateway {
             .prices
             .load()
             .lookup(&route.provider.name, &route.model);
+        let matches =
+            |p: &str| budget_model_applies(&self.state.router, p, &ctx.client_model, route);
         match ledger
             .admit_async(
                 &key,
                 user.as_deref(),
                 end_user,
+                Some(&matches),
                 price,
                 &ctx.estimate,
                 clock::now_secs(),

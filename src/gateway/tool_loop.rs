@@ -764,11 +764,15 @@ impl Gateway {
             .prices
             .load()
             .lookup(&route.provider.name, &route.model);
+        let matches = |p: &str| {
+            super::settle::budget_model_applies(&self.state.router, p, &ctx.client_model, route)
+        };
         let adm = ledger
             .admit_async(
                 &key,
                 user.as_deref(),
                 ctx.end_user.as_deref(),
+                Some(&matches),
                 price,
                 &ctx.estimate,
                 crate::clock::now_secs(),

@@ -468,6 +468,7 @@ mod tests {
         let user = UserRecord {
             user_id: "u1".into(),
             alias: None,
+            team_id: None,
             limits: Default::default(),
             allowed_models: None,
             blocked: false,

@@ -237,6 +237,8 @@ pub struct Exceeded {
     pub resets_at: Option<u64>,
     /// Shared store: this instance's lease is short (a lease call may fix it).
     pub lease_short: bool,
+    /// The model pattern of the refusing budget, if it has one (for the message).
+    pub model: Option<Box<str>>,
 }
 
 /// Held by a request between reserve and settle.
@@ -252,7 +254,7 @@ pub fn reserve(
     accounts: &[Arc<Account>],
     amount: Micros,
     now: u64,
-) -> Result<Reservation, Exceeded> {
+) -> Result<Reservation, Box<Exceeded>> {
     let mut order: Vec<&Arc<Account>> = accounts.iter().collect();
     order.sort_by(|a, b| (a.scope as u8, &a.id).cmp(&(b.scope as u8, &b.id)));
     order.dedup_by(|a, b| Arc::ptr_eq(a, b));
@@ -265,15 +267,18 @@ pub fn reserve(
     for (i, (g, sl)) in guards.iter_mut().enumerate() {
         Account::roll(g, limits[i], now);
         let Some(l) = limits[i] else { continue };
-        let refuse = |g: &Counter, short| Exceeded {
-            scope: order[i].scope,
-            id: order[i].id.clone(),
-            limit: l,
-            spent: g.spent,
-            reserved: g.reserved,
-            requested: amount,
-            resets_at: l.window(now).1,
-            lease_short: short,
+        let refuse = |g: &Counter, short| {
+            Box::new(Exceeded {
+                scope: order[i].scope,
+                id: order[i].id.clone(),
+                limit: l,
+                spent: g.spent,
+                reserved: g.reserved,
+                requested: amount,
+                resets_at: l.window(now).1,
+                lease_short: short,
+                model: None,
+            })
         };
         if let Some(sl) = sl.as_mut() {
             // Shared store: the lease must cover every obligation of this instance. The
@@ -295,6 +300,19 @@ pub fn reserve(
         amount,
         settled: false,
     })
+}
+
+/// A reservation of nothing that never refuses: the settlement still charges every account
+/// (a key excluded from budgets has its spend recorded but is never held to a limit).
+pub fn hold(accounts: &[Arc<Account>]) -> Reservation {
+    let mut order: Vec<&Arc<Account>> = accounts.iter().collect();
+    order.sort_by(|a, b| (a.scope as u8, &a.id).cmp(&(b.scope as u8, &b.id)));
+    order.dedup_by(|a, b| Arc::ptr_eq(a, b));
+    Reservation {
+        accounts: order.into_iter().cloned().collect(),
+        amount: 0,
+        settled: false,
+    }
 }
 
 impl Reservation {

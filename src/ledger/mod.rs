@@ -27,8 +27,8 @@ use crate::records::{
     end_user_id,
     money::format_usd,
     period::{self, period_label},
-    BudgetRecord, Charge, KeyRecord, Limit, Limits, Micros, Scope, Settled, UsageRecord,
-    UserRecord,
+    BudgetRecord, Charge, GroupKind, GroupRecord, KeyRecord, Limit, Limits, Micros, Scope, Settled,
+    UsageRecord, UserRecord,
 };
 
 /// Settled work waiting for the writer. Bounded only by how fast the store writes: the
@@ -99,6 +99,8 @@ pub struct Ledger {
     limiters: Mutex<HashMap<(Scope, String), Arc<RateLimiter>>>,
     pub users: ArcSwap<HashMap<String, Arc<UserRecord>>>,
     pub budgets: ArcSwap<HashMap<String, Arc<BudgetRecord>>>,
+    pub teams: ArcSwap<HashMap<String, Arc<GroupRecord>>>,
+    pub orgs: ArcSwap<HashMap<String, Arc<GroupRecord>>>,
     /// Shipped and configured prices (the base layer).
     base_prices: PriceTable,
     /// Base plus prices set through the API.
@@ -111,6 +113,11 @@ pub struct Ledger {
     /// Set with a shared store (PostgreSQL): accounts and limiters spend through leases.
     pub shared: std::sync::OnceLock<Arc<shared::SharedCtl>>,
 }
+
+/// Whether a budget's model pattern applies to the request being admitted (the gateway
+/// matches it against the client's selector, the routed `provider:model`, and the groups
+/// and aliases that contain it).
+pub type ModelMatch<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
 
 /// What a request holds between admission and settlement.
 #[derive(Debug, Default)]
@@ -159,6 +166,8 @@ impl Ledger {
             limiters: Mutex::new(HashMap::new()),
             users: ArcSwap::from_pointee(HashMap::new()),
             budgets: ArcSwap::from_pointee(HashMap::new()),
+            teams: ArcSwap::from_pointee(HashMap::new()),
+            orgs: ArcSwap::from_pointee(HashMap::new()),
             prices: ArcSwap::from_pointee(base_prices.clone()),
             base_prices,
             overrides: ArcSwap::from_pointee(HashMap::new()),
@@ -245,6 +254,55 @@ impl Ledger {
         self.users.store(Arc::new(map));
     }
 
+    /// The teams or the organisations.
+    pub fn groups(&self, kind: GroupKind) -> &ArcSwap<HashMap<String, Arc<GroupRecord>>> {
+        match kind {
+            GroupKind::Team => &self.teams,
+            GroupKind::Org => &self.orgs,
+        }
+    }
+
+    pub fn replace_groups(&self, kind: GroupKind, groups: Vec<GroupRecord>) {
+        let map = groups
+            .into_iter()
+            .map(|g| (g.id.clone(), Arc::new(g)))
+            .collect();
+        self.groups(kind).store(Arc::new(map));
+        self.refresh_limits();
+    }
+
+    pub fn upsert_group(&self, kind: GroupKind, g: GroupRecord) {
+        let mut map = HashMap::clone(&self.groups(kind).load());
+        map.insert(g.id.clone(), Arc::new(g));
+        self.groups(kind).store(Arc::new(map));
+        self.refresh_limits();
+    }
+
+    pub fn remove_group(&self, kind: GroupKind, id: &str) {
+        let mut map = HashMap::clone(&self.groups(kind).load());
+        map.remove(id);
+        self.groups(kind).store(Arc::new(map));
+    }
+
+    /// The team and organisation a request of `key` (of `user`) belongs to: the key's own
+    /// team (a service key) or else its user's, and that team's organisation.
+    pub fn hierarchy(
+        &self,
+        key: &KeyRecord,
+        user: Option<&UserRecord>,
+    ) -> (Option<Arc<GroupRecord>>, Option<Arc<GroupRecord>>) {
+        let team_id = key
+            .team_id
+            .as_deref()
+            .or_else(|| user.and_then(|u| u.team_id.as_deref()));
+        let team = team_id.and_then(|t| self.teams.load().get(t).cloned());
+        let org = team
+            .as_ref()
+            .and_then(|t| t.org_id.as_deref())
+            .and_then(|o| self.orgs.load().get(o).cloned());
+        (team, org)
+    }
+
     pub fn replace_budgets(&self, budgets: Vec<BudgetRecord>) {
         let map = budgets
             .into_iter()
@@ -281,10 +339,24 @@ impl Ledger {
     /// Re-applies limits to existing accounts after users or budgets changed.
     fn refresh_limits(&self) {
         let users = self.users.load();
+        let (teams, orgs) = (self.teams.load(), self.orgs.load());
         for ((scope, id), acct) in self.accounts.lock().iter() {
-            if *scope == Scope::User {
-                acct.set_limit(users.get(id).and_then(|u| self.resolve_limit(&u.limits)));
-            }
+            let (owner, budget) = match id.split_once('#') {
+                Some((o, b)) => (o, Some(b)),
+                None => (id.as_str(), None),
+            };
+            let limits = match scope {
+                Scope::User => users.get(owner).map(|u| &u.limits),
+                Scope::Team => teams.get(owner).map(|t| &t.limits),
+                Scope::Org => orgs.get(owner).map(|o| &o.limits),
+                _ => continue,
+            };
+            acct.set_limit(match budget {
+                None => limits.and_then(|l| self.resolve_limit(l)),
+                Some(b) => limits
+                    .and_then(|l| l.budgets.iter().find(|x| x.id == b))
+                    .map(|x| x.limit()),
+            });
         }
     }
 
@@ -336,6 +408,10 @@ impl Ledger {
         self.account(Scope::User, &user.user_id, self.resolve_limit(&user.limits))
     }
 
+    pub fn group_account(&self, kind: GroupKind, g: &GroupRecord) -> Arc<Account> {
+        self.account(kind.scope(), &g.id, self.resolve_limit(&g.limits))
+    }
+
     fn limiter(&self, scope: Scope, id: &str) -> Arc<RateLimiter> {
         let l = self
             .limiters
@@ -384,33 +460,37 @@ impl Ledger {
     /// Admission control for one request: user state, rate limits, pricing, then the budget
     /// reservation. `estimate` prices the request as its worst case. With a shared store this
     /// spends only the leases held; [`Ledger::admit_async`] also takes leases when needed.
+    #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &self,
         key: &KeyRecord,
         user: Option<&UserRecord>,
         end_user: Option<&str>,
+        model: Option<&ModelMatch<'_>>,
         price: Option<Price>,
         estimate: &crate::meter::Usage,
         now_secs: u64,
     ) -> Result<Admission, GatewayError> {
-        self.try_admit(key, user, end_user, price, estimate, now_secs)
+        self.try_admit(key, user, end_user, model, price, estimate, now_secs)
             .map_err(Refusal::into_error)
     }
 
     /// [`Ledger::admit`], taking or topping up leases from the shared store when this
     /// instance's are short (the only case with a database round trip on the request path;
     /// a warm lease admits from memory).
+    #[allow(clippy::too_many_arguments)]
     pub async fn admit_async(
         &self,
         key: &KeyRecord,
         user: Option<&UserRecord>,
         end_user: Option<&str>,
+        model: Option<&ModelMatch<'_>>,
         price: Option<Price>,
         estimate: &crate::meter::Usage,
         now_secs: u64,
     ) -> Result<Admission, GatewayError> {
         let Some(ctl) = self.shared.get() else {
-            return self.admit(key, user, end_user, price, estimate, now_secs);
+            return self.admit(key, user, end_user, model, price, estimate, now_secs);
         };
         // Each short lease (key budget, user budget, key and user request windows) gets
         // its own lease call, twice at most (requests in flight here may take a fresh grant
@@ -421,6 +501,7 @@ impl Ledger {
                 key,
                 user,
                 end_user,
+                model,
                 price,
                 estimate,
                 crate::clock::now_secs(),
@@ -454,11 +535,13 @@ impl Ledger {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn try_admit(
         &self,
         key: &KeyRecord,
         user: Option<&UserRecord>,
         end_user: Option<&str>,
+        model: Option<&ModelMatch<'_>>,
         price: Option<Price>,
         estimate: &crate::meter::Usage,
         now_secs: u64,
@@ -481,9 +564,54 @@ impl Ledger {
         if let Some(ctl) = shared {
             ctl.check_outage().map_err(Refusal::Error)?;
         }
+        let (team, org) = self.hierarchy(key, user);
+        let groups: Vec<(GroupKind, &GroupRecord)> = [
+            team.as_deref().map(|t| (GroupKind::Team, t)),
+            org.as_deref().map(|o| (GroupKind::Org, o)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let Some((kind, g)) = groups.iter().find(|(_, g)| g.blocked) {
+            return Err(Refusal::Error(GatewayError::new(
+                ErrorKind::PermissionDenied,
+                format!("{} '{}' is blocked.", capitalised(kind.noun()), g.id),
+            )));
+        }
         let mut accounts = vec![self.key_account(key)];
         if let Some(u) = user {
             accounts.push(self.user_account(u));
+        }
+        // Every level above the user reserves too (one without a budget only counts spend).
+        for (kind, g) in &groups {
+            accounts.push(self.group_account(*kind, g));
+        }
+        // Each level's further budgets that apply to this request: those for every model,
+        // and those whose model pattern the request's model matches (when a model is known).
+        let levels = [
+            Some((Scope::Key, key.id.as_str(), &key.limits)),
+            user.map(|u| (Scope::User, u.user_id.as_str(), &u.limits)),
+            team.as_deref()
+                .map(|t| (Scope::Team, t.id.as_str(), &t.limits)),
+            org.as_deref()
+                .map(|o| (Scope::Org, o.id.as_str(), &o.limits)),
+        ];
+        let mut scoped_models: Vec<(String, String)> = Vec::new();
+        for (scope, owner, limits) in levels.into_iter().flatten() {
+            for b in &limits.budgets {
+                let applies = match (&b.model, model) {
+                    (None, _) => true,
+                    (Some(p), Some(m)) => m(p),
+                    (Some(_), None) => false,
+                };
+                if applies {
+                    let id = b.account_id(owner);
+                    if let Some(p) = &b.model {
+                        scoped_models.push((id.clone(), p.clone()));
+                    }
+                    accounts.push(self.account(scope, &id, Some(b.limit())));
+                }
+            }
         }
         // End-user limits only when the key has them and the body names an end user: a key
         // without them does no work here.
@@ -496,7 +624,16 @@ impl Ledger {
             }
         }
         let amount = price.map_or(0, |p| worst_case(&p, estimate));
-        let reservation = reserve(&accounts, amount, now_secs).map_err(|e| {
+        let reservation = if key.exclude_from_budget {
+            Ok(budget::hold(&accounts))
+        } else {
+            reserve(&accounts, amount, now_secs)
+        };
+        let reservation = reservation.map_err(|mut e| {
+            e.model = scoped_models
+                .iter()
+                .find(|(id, _)| *id == e.id)
+                .map(|(_, p)| p.as_str().into());
             if !e.lease_short {
                 return Refusal::Error(budget_error(&e));
             }
@@ -505,7 +642,7 @@ impl Ledger {
                 .find(|a| a.scope == e.scope && a.id == e.id)
                 .cloned()
                 .expect("refusing account");
-            Refusal::BudgetLease(a, Box::new(e))
+            Refusal::BudgetLease(a, e)
         })?;
         // Rate limits count only requests that pass everything else; a refusal here drops
         // the reservation, which releases it.
@@ -527,6 +664,18 @@ impl Ledger {
                 Scope::User,
                 Cow::Borrowed(u.user_id.as_str()),
             ));
+        }
+        for (kind, g) in &groups {
+            if g.limits.rpm.is_some() || g.limits.tpm.is_some() {
+                limiters.push(self.limiter(kind.scope(), &g.id));
+                checks.push((
+                    g.limits.rpm,
+                    g.limits.tpm,
+                    Who::Group(*kind),
+                    kind.scope(),
+                    Cow::Borrowed(g.id.as_str()),
+                ));
+            }
         }
         if let Some((eu, id, limits)) = end_user {
             if limits.rpm.is_some() || limits.tpm.is_some() {
@@ -669,6 +818,13 @@ enum Who<'a> {
     Key,
     User,
     EndUser(&'a str),
+    Group(GroupKind),
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }
 
 fn rate_error(e: RateExceeded, who: Who) -> GatewayError {
@@ -676,6 +832,13 @@ fn rate_error(e: RateExceeded, who: Who) -> GatewayError {
         Who::Key | Who::User => format!(
             "Rate limit reached: this {} allows {} {}. Retry in {} s.",
             if matches!(who, Who::Key) { "key" } else { "user" },
+            e.limit,
+            e.kind,
+            e.retry_after_secs
+        ),
+        Who::Group(kind) => format!(
+            "Rate limit reached: this key's {} allows {} {}. Retry in {} s.",
+            kind.noun(),
             e.limit,
             e.kind,
             e.retry_after_secs
@@ -695,10 +858,22 @@ fn budget_error(e: &Exceeded) -> GatewayError {
         Some(t) => format!("It resets at {}.", period::rfc3339(t)),
         None => "It does not reset; ask an administrator to raise it.".to_string(),
     };
-    let whose = match (e.scope, e.id.split_once('/')) {
-        (Scope::EndUser, Some((key, eu))) => format!("end user '{eu}' of key '{key}'"),
-        _ => format!("{} '{}'", e.scope.as_str(), e.id),
+    // A further budget's account is `{owner}#{budget}`.
+    let (owner, budget) = match e.id.split_once('#') {
+        Some((o, b)) => (o, Some(b)),
+        None => (e.id.as_str(), None),
     };
+    let mut whose = match (e.scope, owner.split_once('/')) {
+        (Scope::EndUser, Some((key, eu))) => format!("end user '{eu}' of key '{key}'"),
+        _ => format!("{} '{}'", e.scope.as_str(), owner),
+    };
+    if let Some(b) = budget {
+        whose.push_str(&format!(" (budget '{b}'"));
+        if let Some(m) = &e.model {
+            whose.push_str(&format!(" for models '{m}'"));
+        }
+        whose.push(')');
+    }
     GatewayError::new(
         ErrorKind::BudgetExceeded,
         format!(

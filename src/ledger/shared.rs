@@ -48,9 +48,13 @@ fn rate_scope(s: Scope, tokens: bool) -> &'static str {
         (Scope::Key, false) => "rk",
         (Scope::User, false) => "ru",
         (Scope::EndUser, false) => "re",
+        (Scope::Team, false) => "rt",
+        (Scope::Org, false) => "ro",
         (Scope::Key, true) => "tk",
         (Scope::User, true) => "tu",
         (Scope::EndUser, true) => "te",
+        (Scope::Team, true) => "tt",
+        (Scope::Org, true) => "to",
     }
 }
 

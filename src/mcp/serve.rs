@@ -218,6 +218,7 @@ impl ServerHandler for McpEndpoint {
                 &self.key,
                 self.user.as_deref(),
                 None,
+                None,
                 Some(price),
                 &estimate,
                 now,

@@ -22,6 +22,9 @@ pub struct KeyRecord {
     pub active: bool,
     #[serde(default)]
     pub user_id: Option<String>,
+    /// The team this key belongs to directly (a service key); None: its user's team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
     #[serde(default)]
     pub metadata: serde_json::Value,
     #[serde(default)]
@@ -50,6 +53,14 @@ pub struct KeyRecord {
     /// key's requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traces: Option<KeyTraces>,
+    /// Spend is recorded on every level as usual, but no budget ever refuses this key
+    /// (monitoring and test keys). Rate limits still apply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_from_budget: bool,
+    /// When the key last authenticated a request (kept in memory on the request path and
+    /// written to the store in batches, at most once a minute per key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<u64>,
 }
 
 /// A key's own trace settings (each unset one: the config's).
@@ -78,6 +89,7 @@ impl KeyRecord {
             "expires_at": self.expires_at,
             "active": self.active,
             "user_id": self.user_id,
+            "team_id": self.team_id,
             "metadata": self.metadata,
         })
     }

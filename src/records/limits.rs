@@ -43,6 +43,105 @@ pub struct Limits {
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u64>,
+    /// More budgets besides the inline one (daily and monthly at once, or one for some
+    /// models only); each is its own account, all must admit a request they apply to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<ScopedBudget>,
+    /// A temporary limit in place of the inline `max_budget`, until it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_override: Option<BudgetOverride>,
+    /// The prepaid top-ups of a lifetime budget, oldest first: the audit trail. Kept in the
+    /// record, so a top-up and the raise it makes are one write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_ups: Vec<TopUp>,
+}
+
+/// A temporary `max_budget` (a raise, or a cut) that ends with a budget window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetOverride {
+    pub max_micros: Micros,
+    /// The override applies before this time (the end of its last window).
+    pub until: u64,
+}
+
+/// One prepaid top-up: who added how much to a lifetime budget, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUp {
+    pub id: String,
+    pub amount_micros: Micros,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who made it: `master key`, a console admin (`admin:<name>`), or `cli` (the store
+    /// opened directly).
+    pub by: String,
+    pub at: u64,
+    /// The lifetime budget after this top-up.
+    pub max_after: Micros,
+}
+
+impl TopUp {
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "object": "top_up",
+            "id": self.id,
+            "amount": format_usd(self.amount_micros),
+            "note": self.note,
+            "by": self.by,
+            "created_at": self.at,
+            "max_budget_after": format_usd(self.max_after),
+        })
+    }
+}
+
+/// One of an entity's several budgets, optionally only for some models.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopedBudget {
+    /// Stable within its owner: the account of this budget is `{owner}#{id}` (alerts and
+    /// spend rows name it so).
+    pub id: String,
+    pub max_micros: Micros,
+    pub period: Period,
+    #[serde(default)]
+    pub alignment: Alignment,
+    /// Start of rolling windows: when the budget was set.
+    pub anchor: u64,
+    /// Only requests for these models count (a `prefix*` pattern, a `provider:model`, a
+    /// provider's name, or a group or alias name); None: every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl ScopedBudget {
+    pub fn limit(&self) -> Limit {
+        Limit {
+            max_micros: self.max_micros,
+            period: self.period,
+            alignment: self.alignment,
+            anchor: self.anchor,
+        }
+    }
+
+    /// The account id of this budget of `owner`. Owner ids never contain '#'.
+    pub fn account_id(&self, owner: &str) -> String {
+        format!("{owner}#{}", self.id)
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "max_budget": format_usd(self.max_micros),
+            "budget_period": period_label(self.period),
+            "budget_alignment": alignment_label(self.alignment),
+            "model": self.model,
+        })
+    }
+}
+
+fn alignment_label(a: Alignment) -> &'static str {
+    match a {
+        Alignment::Calendar => "calendar",
+        Alignment::Rolling => "rolling",
+    }
 }
 
 impl Limits {
@@ -51,16 +150,28 @@ impl Limits {
         serde_json::json!({
             "max_budget": self.max_budget_micros.map(format_usd),
             "budget_period": self.budget_period.map(period_label),
-            "budget_alignment": self.budget_alignment.map(|a| match a { Alignment::Calendar => "calendar", Alignment::Rolling => "rolling" }),
+            "budget_alignment": self.budget_alignment.map(alignment_label),
             "budget_id": self.budget_id,
             "rpm_limit": self.rpm,
             "tpm_limit": self.tpm,
+            "budgets": self.budgets.iter().map(ScopedBudget::to_json).collect::<Vec<_>>(),
+            "budget_override": self.budget_override.map(|o| serde_json::json!({
+                "max_budget": format_usd(o.max_micros),
+                "until": super::period::rfc3339(o.until),
+                "active": crate::clock::now_secs() < o.until,
+            })),
+            "top_ups": self.top_ups.len(),
         })
     }
 
-    /// The inline spending limit, if any.
+    /// The inline spending limit, if any (a live override's amount in place of the
+    /// configured one).
     pub fn inline_limit(&self) -> Option<Limit> {
-        self.max_budget_micros.map(|m| Limit {
+        let max = match self.budget_override {
+            Some(o) if crate::clock::now_secs() < o.until => Some(o.max_micros),
+            _ => self.max_budget_micros,
+        };
+        max.map(|m| Limit {
             max_micros: m,
             period: self.budget_period.unwrap_or(Period::Lifetime),
             alignment: self.budget_alignment.unwrap_or_default(),
@@ -74,6 +185,9 @@ pub struct UserRecord {
     pub user_id: String,
     #[serde(default)]
     pub alias: Option<String>,
+    /// The team this user belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]

@@ -6,6 +6,7 @@
 //! A leaf: it imports nothing from the crate but its own modules, so every other module can
 //! use it without a cycle.
 
+pub mod group;
 pub mod key;
 pub mod limits;
 pub mod mcp;
@@ -18,8 +19,9 @@ pub mod usage;
 
 use serde::{Deserialize, Serialize};
 
+pub use group::{GroupKind, GroupRecord, OrgRecord, TeamRecord};
 pub use key::KeyRecord;
-pub use limits::{BudgetRecord, Limit, Limits, UserRecord};
+pub use limits::{BudgetOverride, BudgetRecord, Limit, Limits, ScopedBudget, TopUp, UserRecord};
 pub use mcp::{McpGrant, McpPolicy, McpServerRecord};
 pub use money::Micros;
 pub use response::{Conversation, StoredResponse};
@@ -37,6 +39,8 @@ pub enum Scope {
     /// An end user (the body's `user`, `safety_identifier` or `metadata.user_id`) under one
     /// key: the account id is `{key_id}/{end_user}` (see [`end_user_id`]).
     EndUser,
+    Team,
+    Org,
 }
 
 impl Scope {
@@ -45,6 +49,8 @@ impl Scope {
             Scope::Key => "key",
             Scope::User => "user",
             Scope::EndUser => "end user",
+            Scope::Team => "team",
+            Scope::Org => "org",
         }
     }
 
@@ -55,6 +61,8 @@ impl Scope {
             Scope::Key => "k",
             Scope::User => "u",
             Scope::EndUser => "e",
+            Scope::Team => "t",
+            Scope::Org => "o",
         }
     }
 
@@ -64,6 +72,8 @@ impl Scope {
             "k" => Some(Scope::Key),
             "u" => Some(Scope::User),
             "e" => Some(Scope::EndUser),
+            "t" => Some(Scope::Team),
+            "o" => Some(Scope::Org),
             _ => None,
         }
     }
@@ -97,7 +107,13 @@ mod tests {
 
     #[test]
     fn scope_codes_round_trip() {
-        for s in [Scope::Key, Scope::User, Scope::EndUser] {
+        for s in [
+            Scope::Key,
+            Scope::User,
+            Scope::EndUser,
+            Scope::Team,
+            Scope::Org,
+        ] {
             assert_eq!(Scope::from_code(s.code()), Some(s));
         }
         assert_eq!(Scope::from_code("x"), None);

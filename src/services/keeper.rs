@@ -53,6 +53,12 @@ pub async fn load_state(
     mcp.replace_stored(store.load_mcp_servers().await?);
     ledger.replace_budgets(store.load_budgets().await?);
     ledger.replace_users(store.load_users().await?);
+    for kind in [
+        crate::records::GroupKind::Team,
+        crate::records::GroupKind::Org,
+    ] {
+        ledger.replace_groups(kind, store.load_groups(kind).await?);
+    }
     ledger.set_overrides(store.load_prices().await?.into_iter().collect());
     ledger.reset_spend();
     for r in store.load_spend().await? {

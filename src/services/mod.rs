@@ -1,8 +1,8 @@
 //! The background services that move state between memory (the key index and the ledger)
 //! and the store: [`keeper::StoreKeeper`] owns the store for this process and loads it,
 //! [`writer::UsageWriter`] makes settled usage durable, [`sync::SharedSync`] follows a shared
-//! store, [`responses::ResponseWriter`] writes stored Responses, and [`snapshot`] keeps the
-//! key snapshot file. The store itself ([`crate::store`])
+//! store, [`responses::ResponseWriter`] writes stored Responses, [`last_used::LastUsedWriter`]
+//! writes keys' `last_used_at` in batches, and [`snapshot`] keeps the key snapshot file. The store itself ([`crate::store`])
 //! only persists.
 //!
 //! ## Hand-over between processes (graceful upgrade)
@@ -21,6 +21,7 @@
 //!   `retry-after: 1`; inference is never refused for it.
 
 pub mod keeper;
+pub mod last_used;
 pub mod responses;
 pub mod snapshot;
 pub mod sync;

@@ -9,7 +9,7 @@ use crate::auth::{unhex, KeyIndex};
 use crate::ids::hex;
 use crate::ledger::budget::Counter;
 use crate::ledger::Ledger;
-use crate::records::{BudgetRecord, KeyRecord, Scope, UserRecord};
+use crate::records::{BudgetRecord, GroupKind, GroupRecord, KeyRecord, Scope, UserRecord};
 
 pub const FILE: &str = "keys.snapshot.json";
 
@@ -23,6 +23,10 @@ struct Snapshot {
     users: Vec<UserRecord>,
     #[serde(default)]
     budgets: Vec<BudgetRecord>,
+    #[serde(default)]
+    teams: Vec<GroupRecord>,
+    #[serde(default)]
+    orgs: Vec<GroupRecord>,
     /// Spend counters, so budgets hold while a new process waits for the store.
     #[serde(default)]
     counters: Vec<(Scope, String, Counter)>,
@@ -57,6 +61,12 @@ pub fn write(data_dir: &Path, index: &KeyIndex, ledger: Option<&Ledger>) -> std:
                     .collect()
             })
             .unwrap_or_default(),
+        teams: ledger
+            .map(|l| groups(l, GroupKind::Team))
+            .unwrap_or_default(),
+        orgs: ledger
+            .map(|l| groups(l, GroupKind::Org))
+            .unwrap_or_default(),
         counters: ledger.map(|l| l.counters()).unwrap_or_default(),
     };
     let bytes = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;
@@ -78,6 +88,14 @@ pub fn write(data_dir: &Path, index: &KeyIndex, ledger: Option<&Ledger>) -> std:
     Ok(())
 }
 
+fn groups(l: &Ledger, kind: GroupKind) -> Vec<GroupRecord> {
+    l.groups(kind)
+        .load()
+        .values()
+        .map(|g| GroupRecord::clone(g))
+        .collect()
+}
+
 /// Loads the snapshot into `index` (and `ledger`). Returns false when there is none.
 pub fn load(data_dir: &Path, index: &KeyIndex, ledger: Option<&Ledger>) -> std::io::Result<bool> {
     let bytes = match std::fs::read(path(data_dir)) {
@@ -96,6 +114,8 @@ pub fn load(data_dir: &Path, index: &KeyIndex, ledger: Option<&Ledger>) -> std::
     if let Some(l) = ledger {
         l.replace_budgets(snap.budgets);
         l.replace_users(snap.users);
+        l.replace_groups(GroupKind::Team, snap.teams);
+        l.replace_groups(GroupKind::Org, snap.orgs);
         for (scope, id, c) in snap.counters {
             l.seed_spend(scope, &id, c.window_start, c.spent);
         }

@@ -22,6 +22,7 @@ use super::snapshot;
 use crate::auth::{self, KeyIndex};
 use crate::ledger::shared::SharedCtl;
 use crate::ledger::Ledger;
+use crate::records::GroupKind;
 use crate::store::{ChangeKind, SharedStore, Store, StoreResult, StoreSlot};
 
 pub struct SharedSync {
@@ -46,6 +47,15 @@ impl SharedSync {
                 .ledger
                 .set_overrides(store.load_prices().await?.into_iter().collect()),
             ChangeKind::McpServers => self.mcp.replace_stored(store.load_mcp_servers().await?),
+            ChangeKind::Teams | ChangeKind::Orgs => {
+                let kind = if kind == ChangeKind::Teams {
+                    GroupKind::Team
+                } else {
+                    GroupKind::Org
+                };
+                self.ledger
+                    .replace_groups(kind, store.load_groups(kind).await?)
+            }
             ChangeKind::Meta => {
                 if !self.configured_master {
                     if let Some(h) = store
@@ -83,7 +93,11 @@ impl SharedSync {
         if changed.iter().any(|k| {
             matches!(
                 k,
-                ChangeKind::Keys | ChangeKind::Users | ChangeKind::Budgets
+                ChangeKind::Keys
+                    | ChangeKind::Users
+                    | ChangeKind::Budgets
+                    | ChangeKind::Teams
+                    | ChangeKind::Orgs
             )
         }) {
             if seen.is_some() {

@@ -12,9 +12,29 @@ use super::{
 };
 use crate::meter::price::Price;
 use crate::records::{
-    period::Period, BudgetRecord, Charge, Conversation, KeyRecord, Limits, Scope, Settled,
-    StoredResponse, UsageRecord, UserRecord,
+    period::Period, BudgetRecord, Charge, Conversation, GroupKind, GroupRecord, KeyRecord, Limits,
+    Scope, Settled, StoredResponse, UsageRecord, UserRecord,
 };
+
+pub(crate) fn group(id: &str, org: Option<&str>) -> GroupRecord {
+    GroupRecord {
+        id: id.into(),
+        alias: Some(format!("{id} alias")),
+        org_id: org.map(String::from),
+        limits: Limits {
+            max_budget_micros: Some(7),
+            rpm: Some(3),
+            ..Default::default()
+        },
+        allowed_models: Some(vec!["gpt-4o*".into()]),
+        blocked: false,
+        tools: None,
+        mcp: None,
+        metadata: serde_json::json!({"cost_centre": 42}),
+        created_at: 3,
+        updated_at: 4,
+    }
+}
 
 pub(crate) fn settled(id: &str, ts_ms: u64, key: &str, cost: u64) -> Settled {
     Settled {
@@ -94,6 +114,7 @@ pub async fn run(store: &dyn Store) {
     let u = UserRecord {
         user_id: "alice".into(),
         alias: None,
+        team_id: None,
         limits: Limits {
             max_budget_micros: Some(5),
             ..Default::default()
@@ -121,6 +142,22 @@ pub async fn run(store: &dyn Store) {
     store.put_budget(&b).await.unwrap();
     assert_eq!(store.load_budgets().await.unwrap(), vec![b]);
     assert!(store.delete_budget("b1").await.unwrap());
+    // teams and organisations: separate collections, same record shape
+    let (org, team) = (group("acme", None), group("eng", Some("acme")));
+    store.put_group(GroupKind::Org, &org).await.unwrap();
+    store.put_group(GroupKind::Team, &team).await.unwrap();
+    assert_eq!(store.load_groups(GroupKind::Org).await.unwrap(), vec![org]);
+    let mut team2 = team.clone();
+    team2.limits.max_budget_micros = Some(9);
+    store.put_group(GroupKind::Team, &team2).await.unwrap();
+    assert_eq!(
+        store.load_groups(GroupKind::Team).await.unwrap(),
+        vec![team2]
+    );
+    assert!(store.delete_group(GroupKind::Team, "eng").await.unwrap());
+    assert!(!store.delete_group(GroupKind::Team, "eng").await.unwrap());
+    assert!(store.load_groups(GroupKind::Team).await.unwrap().is_empty());
+    assert!(store.delete_group(GroupKind::Org, "acme").await.unwrap());
     let p = Price {
         input: 1,
         output: 2,
@@ -355,6 +392,21 @@ pub async fn run(store: &dyn Store) {
     let spent = store.load_spend().await.unwrap();
     assert!(spent.contains(&spend(Scope::EndUser, "k5/eu-1", 0, 6)));
     assert!(spent.contains(&spend(Scope::EndUser, "k5/eu-2", 0, 3)));
+    // team and organisation spend: their own scopes, every level charged in one append
+    let mut t = settled("g1", 9_100, "k6", 5);
+    for (scope, id) in [(Scope::Team, "eng"), (Scope::Org, "acme")] {
+        t.charges.push(Charge {
+            scope,
+            id: id.into(),
+            window_start: 2_592_000,
+            amount: 5,
+        });
+    }
+    assert_eq!(store.append_usage(vec![t]).await.unwrap().len(), 1);
+    let spent = store.load_spend().await.unwrap();
+    assert!(spent.contains(&spend(Scope::Team, "eng", 2_592_000, 5)));
+    assert!(spent.contains(&spend(Scope::Org, "acme", 2_592_000, 5)));
+    assert!(spent.contains(&spend(Scope::Key, "k6", 0, 5)));
     store.flush().await.unwrap();
     assert!(store.healthy());
     run_responses(store).await;
@@ -627,6 +679,18 @@ pub async fn run_shared(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     let v3: std::collections::HashMap<_, _> = sb.versions().await.unwrap().into_iter().collect();
     assert!(v3[&ChangeKind::McpServers] > v2[&ChangeKind::McpServers]);
     a.delete_mcp_server("m").await.unwrap();
+    a.put_group(GroupKind::Team, &group("t", None))
+        .await
+        .unwrap();
+    a.put_group(GroupKind::Org, &group("o", None))
+        .await
+        .unwrap();
+    let v4: std::collections::HashMap<_, _> = sb.versions().await.unwrap().into_iter().collect();
+    assert!(v4[&ChangeKind::Teams] > v3[&ChangeKind::Teams]);
+    assert!(v4[&ChangeKind::Orgs] > v3[&ChangeKind::Orgs]);
+    assert_eq!(v4[&ChangeKind::Users], v3[&ChangeKind::Users]);
+    a.delete_group(GroupKind::Team, "t").await.unwrap();
+    a.delete_group(GroupKind::Org, "o").await.unwrap();
 
     // leases: grants only from what is free
     let g = sa

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, McpServerRecord, Micros, Scope, Settled, StoredResponse,
-    Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, GroupKind, GroupRecord, KeyRecord, McpServerRecord, Micros, Scope,
+    Settled, StoredResponse, Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 /// Filters for usage queries. Times are milliseconds since the epoch, `[from, to)`.
@@ -150,6 +150,10 @@ pub trait Store: ResponseStore + TraceStore + Send + Sync {
     async fn load_budgets(&self) -> StoreResult<Vec<BudgetRecord>>;
     async fn put_budget(&self, b: &BudgetRecord) -> StoreResult<()>;
     async fn delete_budget(&self, id: &str) -> StoreResult<bool>;
+    /// Teams or organisations.
+    async fn load_groups(&self, kind: GroupKind) -> StoreResult<Vec<GroupRecord>>;
+    async fn put_group(&self, kind: GroupKind, g: &GroupRecord) -> StoreResult<()>;
+    async fn delete_group(&self, kind: GroupKind, id: &str) -> StoreResult<bool>;
     /// Prices set through the API (the shipped table is not stored).
     async fn load_prices(&self) -> StoreResult<Vec<(String, Price)>>;
     async fn put_price(&self, key: &str, p: &Price) -> StoreResult<()>;
@@ -208,16 +212,20 @@ pub enum ChangeKind {
     Prices,
     Meta,
     McpServers,
+    Teams,
+    Orgs,
 }
 
 impl ChangeKind {
-    pub const ALL: [ChangeKind; 6] = [
+    pub const ALL: [ChangeKind; 8] = [
         ChangeKind::Keys,
         ChangeKind::Users,
         ChangeKind::Budgets,
         ChangeKind::Prices,
         ChangeKind::Meta,
         ChangeKind::McpServers,
+        ChangeKind::Teams,
+        ChangeKind::Orgs,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -228,6 +236,8 @@ impl ChangeKind {
             ChangeKind::Prices => "prices",
             ChangeKind::Meta => "meta",
             ChangeKind::McpServers => "mcp_servers",
+            ChangeKind::Teams => "teams",
+            ChangeKind::Orgs => "orgs",
         }
     }
 

@@ -32,8 +32,8 @@ use super::{
 };
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, McpServerRecord, Scope, Settled, StoredResponse, Trace,
-    TraceFilter, TracePage, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, GroupKind, GroupRecord, KeyRecord, McpServerRecord, Scope, Settled,
+    StoredResponse, Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 /// TLS to the database.
@@ -247,7 +247,27 @@ CREATE TRIGGER tg_mcp_servers_changed AFTER INSERT OR UPDATE OR DELETE ON tg_mcp
     FOR EACH STATEMENT EXECUTE FUNCTION tg_bump('mcp_servers');
 "#,
     ),
+    (
+        7,
+        "teams and organisations",
+        r#"
+CREATE TABLE tg_teams (id TEXT COLLATE "C" PRIMARY KEY, rec TEXT NOT NULL);
+CREATE TABLE tg_orgs (id TEXT COLLATE "C" PRIMARY KEY, rec TEXT NOT NULL);
+INSERT INTO tg_versions VALUES ('teams', 0), ('orgs', 0);
+CREATE TRIGGER tg_teams_changed AFTER INSERT OR UPDATE OR DELETE ON tg_teams
+    FOR EACH STATEMENT EXECUTE FUNCTION tg_bump('teams');
+CREATE TRIGGER tg_orgs_changed AFTER INSERT OR UPDATE OR DELETE ON tg_orgs
+    FOR EACH STATEMENT EXECUTE FUNCTION tg_bump('orgs');
+"#,
+    ),
 ];
+
+fn group_table(kind: GroupKind) -> &'static str {
+    match kind {
+        GroupKind::Team => "tg_teams",
+        GroupKind::Org => "tg_orgs",
+    }
+}
 
 pub struct PgStore {
     pool: Pool,
@@ -1060,6 +1080,18 @@ impl Store for PgStore {
         self.delete_rec("tg_budgets", id).await
     }
 
+    async fn load_groups(&self, kind: GroupKind) -> StoreResult<Vec<GroupRecord>> {
+        self.load_recs(group_table(kind)).await
+    }
+
+    async fn put_group(&self, kind: GroupKind, g: &GroupRecord) -> StoreResult<()> {
+        self.put_rec(group_table(kind), &g.id, json(g)?).await
+    }
+
+    async fn delete_group(&self, kind: GroupKind, id: &str) -> StoreResult<bool> {
+        self.delete_rec(group_table(kind), id).await
+    }
+
     async fn load_mcp_servers(&self) -> StoreResult<Vec<McpServerRecord>> {
         self.load_recs("tg_mcp_servers").await
     }
@@ -1106,7 +1138,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let r = c
             .query(
-                "SELECT scope, id, window_start, spent FROM tg_spend WHERE scope IN ('k', 'u', 'e') AND spent > 0",
+                "SELECT scope, id, window_start, spent FROM tg_spend WHERE scope IN ('k', 'u', 'e', 't', 'o') AND spent > 0",
                 &[],
             )
             .await
@@ -1194,7 +1226,7 @@ impl Store for PgStore {
             .map_err(pg_err)?;
         let cutoff = (before_ms / 1000).saturating_sub(366 * 86_400);
         c.execute(
-            "DELETE FROM tg_spend WHERE scope IN ('k', 'u', 'e') AND window_start <> 0 AND window_start < $1",
+            "DELETE FROM tg_spend WHERE scope IN ('k', 'u', 'e', 't', 'o') AND window_start <> 0 AND window_start < $1",
             &[&i(cutoff)],
         )
         .await
@@ -1208,7 +1240,7 @@ impl Store for PgStore {
         .map_err(pg_err)?;
         // Rate windows are one minute long: an hour of them is plenty.
         c.execute(
-            "DELETE FROM tg_spend WHERE scope NOT IN ('k', 'u', 'e') AND window_start < $1",
+            "DELETE FROM tg_spend WHERE scope NOT IN ('k', 'u', 'e', 't', 'o') AND window_start < $1",
             &[&i(crate::clock::now_millis().saturating_sub(3_600_000))],
         )
         .await
@@ -1362,6 +1394,8 @@ mod tests {
              DROP TABLE tg_traces;
              DROP INDEX tg_usage_end_user; ALTER TABLE tg_usage DROP COLUMN end_user;
              DROP TABLE tg_mcp_servers; DELETE FROM tg_versions WHERE kind = 'mcp_servers';
+             DROP TABLE tg_teams; DROP TABLE tg_orgs;
+             DELETE FROM tg_versions WHERE kind IN ('teams', 'orgs');
              DELETE FROM tg_schema_migrations WHERE version >= 3;
              INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
              VALUES ('old', 1000, 'k1', NULL, 'gpt-4o', 'openai', 'chat_completions', NULL, 200,

@@ -11,8 +11,8 @@ use super::{segment, SpendRow, Store, StoreError, StoreResult, UsageFilter, Usag
 use super::{ResponseStore, TraceStore};
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, McpServerRecord, Scope, Settled, StoredResponse, Trace,
-    TraceFilter, TracePage, UsageRecord, UserRecord,
+    BudgetRecord, Conversation, GroupKind, GroupRecord, KeyRecord, McpServerRecord, Scope, Settled,
+    StoredResponse, Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 pub struct SledStore {
@@ -24,6 +24,9 @@ pub struct SledStore {
     prices: sled::Tree,
     /// MCP servers registered through the API: id → record.
     mcp_servers: sled::Tree,
+    /// Teams and organisations: id → record.
+    teams: sled::Tree,
+    orgs: sled::Tree,
     /// Usage records in time-ordered segments ([`super::segment`]; older stores also hold
     /// one-record rows keyed ts_ms big-endian ++ id).
     usage: sled::Tree,
@@ -207,6 +210,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SledStore {
+    fn group_tree(&self, kind: GroupKind) -> &sled::Tree {
+        match kind {
+            GroupKind::Team => &self.teams,
+            GroupKind::Org => &self.orgs,
+        }
+    }
+
     /// Opens (or creates) the store under `dir`. Blocking: call from a blocking context.
     pub fn open(dir: &Path) -> StoreResult<SledStore> {
         std::fs::create_dir_all(dir)
@@ -228,6 +238,8 @@ impl SledStore {
             budgets: t("budgets")?,
             prices: t("prices")?,
             mcp_servers: t("mcp_servers")?,
+            teams: t("teams")?,
+            orgs: t("orgs")?,
             usage: t("usage")?,
             append_lock: Default::default(),
             spend: t("spend")?,
@@ -615,6 +627,19 @@ impl Store for SledStore {
 
     async fn delete_budget(&self, id: &str) -> StoreResult<bool> {
         self.delete(&self.budgets, id).await
+    }
+
+    async fn load_groups(&self, kind: GroupKind) -> StoreResult<Vec<GroupRecord>> {
+        let t = self.group_tree(kind).clone();
+        blocking(move || load_all(&t)).await
+    }
+
+    async fn put_group(&self, kind: GroupKind, g: &GroupRecord) -> StoreResult<()> {
+        self.put_json(self.group_tree(kind), &g.id, g).await
+    }
+
+    async fn delete_group(&self, kind: GroupKind, id: &str) -> StoreResult<bool> {
+        self.delete(self.group_tree(kind), id).await
     }
 
     async fn load_mcp_servers(&self) -> StoreResult<Vec<McpServerRecord>> {

@@ -60,7 +60,10 @@ pub async fn answer(
                 path: &path,
                 ..sub(req)
             };
-            crate::admin::route(state, &r).await
+            match role {
+                Role::Admin { name } => crate::admin::route_as_admin(state, &r, name).await,
+                _ => crate::admin::route(state, &r).await,
+            }
         }
         (Role::KeyHolder { key_id }, "GET", "me") => {
             match state.keys.all().into_iter().find(|k| &k.id == key_id) {
