@@ -166,7 +166,7 @@ mod tests {
         let k = key(Some(5), Some(1000));
         let t = 120_000 + 15_000;
         for _ in 0..2 {
-            l.admit(&k, None, None, None, &Default::default(), t / 1000)
+            l.admit(&k, None, None, None, None, &Default::default(), t / 1000)
                 .unwrap();
         }
         l.find_limiter(Scope::Key, "k1").unwrap().add_tokens(300, t);
