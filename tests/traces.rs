@@ -688,3 +688,53 @@ async fn a_key_overrides_the_trace_settings() {
     let v: Value = r.json().await.unwrap();
     assert!(v["traces"].is_null(), "{v}");
 }
+
+/// An id the gateway minted (no `x-request-id` sent) finds its trace; a client that sends
+/// the same id again later gets the newer trace (the newest wins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minted_request_id_finds_its_trace_and_the_newest_wins() {
+    let mock = MockServer::start().await;
+    let cfg = TestConfig::new(&mock.url()).set("traces", json!({"capture": "metadata"}));
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let key = gw.create_key("minted").await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(&key)
+        .json(&chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let _ = r.bytes().await;
+    assert!(rid.starts_with("req_"), "{rid}");
+    let t = trace_of(&gw, &rid).await;
+    assert_eq!(
+        (t["request_id"].as_str(), t["status"].as_u64()),
+        (Some(rid.as_str()), Some(200))
+    );
+    // The same id again, from the client, on a request that fails.
+    let st = send(
+        &gw,
+        &key,
+        "/v1/chat/completions",
+        &chat("gpt-4o-mini", false),
+        &rid,
+        &[("x-mock-status", "500")],
+    )
+    .await;
+    assert!(st >= 500, "{st}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = trace_of(&gw, &rid).await;
+        if t["status"].as_u64() == Some(u64::from(st)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the older trace still wins: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _, all) = get(&gw, MASTER, "/v1/traces").await;
+    assert_eq!(ids(&all), vec![rid.clone(), rid]);
+}
