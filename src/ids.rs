@@ -40,6 +40,32 @@ pub fn generate_id(prefix: &str) -> String {
     id
 }
 
+/// A fresh request id: `req_`, the time in milliseconds (12 hex digits), 16 random hex
+/// digits. The time lets a trace be found by its id without an index row per request
+/// (`store::trace_block`).
+pub fn request_id() -> String {
+    let mut buf = [0u8; 14];
+    buf[..6].copy_from_slice(&crate::clock::now_millis().to_be_bytes()[2..]);
+    rand::thread_rng().fill_bytes(&mut buf[6..]);
+    let mut id = String::with_capacity(4 + 2 * buf.len());
+    id.push_str("req_");
+    push_hex(&mut id, &buf);
+    id
+}
+
+/// The time in a request id minted by [`request_id`] (None for any other id, such as a
+/// caller's own `x-request-id`).
+pub fn request_id_ms(id: &str) -> Option<u64> {
+    let hex = id.strip_prefix("req_").filter(|h| h.len() == 28)?;
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    u64::from_str_radix(&hex[..12], 16).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +78,15 @@ mod tests {
         let id = generate_id("use_");
         assert!(id.starts_with("use_") && id.len() == 4 + 18);
         assert_ne!(generate_id("use_"), id);
+        let (before, r) = (crate::clock::now_millis(), request_id());
+        let ms = request_id_ms(&r).unwrap();
+        assert!(ms >= before && ms <= crate::clock::now_millis(), "{r}");
+        assert_ne!(request_id(), r);
+        assert_eq!(request_id_ms("req_0123"), None);
+        assert_eq!(
+            request_id_ms(&r.to_uppercase().replace("REQ_", "req_")),
+            None
+        );
+        assert_eq!(request_id_ms(&generate_id("req_")), None);
     }
 }

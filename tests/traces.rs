@@ -3,7 +3,8 @@
 //! they failed, usage) and never a body or a credential; `GET /v1/traces` filters and pages
 //! (master key: all; a virtual key: its own); `capture: off` stores nothing; a full trace
 //! queue drops traces and counts them while every request is served; `capture: full` keeps
-//! the client's body, the upstream body and the answer (a stream's event count), cut at
+//! the client's body, the upstream body and the answer (for a stream: the answer put back
+//! together from its events, and their count), cut at
 //! `max_body_bytes` and redacted (credentials, secrets, operator paths) before storing.
 
 mod common;
@@ -504,11 +505,22 @@ async fn full_capture_keeps_bodies_cut_and_redacted() {
     assert_eq!(answer["type"], "message", "{t}");
     assert!(b["stream_events"].is_null(), "{t}");
 
-    // Streamed and translated: the bodies and the event count, no answer text.
+    // Streamed and translated: the bodies, the event count and the answer put back
+    // together from the events (in four-character pieces), with a planted secret redacted.
+    let stream_sk = "sk-ant-api03-Zq8Wm3Lp0Xv7Tn2Rb5Kc9Hd4Fg6Js1Ye";
     let mut sbody = messages("openai:gpt-4o-mini", true);
     sbody["messages"][0]["content"] = json!("stream-marker");
+    let said = format!("Streamed answer with {stream_sk} inside, the end.");
     assert_eq!(
-        send(&gw, &key, "/v1/messages", &sbody, "full-2", &[]).await,
+        send(
+            &gw,
+            &key,
+            "/v1/messages",
+            &sbody,
+            "full-2",
+            &[("x-mock-text", &said)]
+        )
+        .await,
         200
     );
     let t = trace_of(&gw, "full-2").await;
@@ -520,9 +532,39 @@ async fn full_capture_keeps_bodies_cut_and_redacted() {
     let up: Value = serde_json::from_str(b["upstream_request"]["text"].as_str().unwrap()).unwrap();
     assert_eq!(up["stream"], true, "{t}");
     assert!(up["messages"].is_array(), "{t}");
-    assert!(b["response"].is_null(), "{t}");
     // message_start, content block start / deltas / stop, message_delta, message_stop.
     assert!(b["stream_events"].as_u64().unwrap() >= 5, "{t}");
+    let answer: Value = serde_json::from_str(b["response"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        answer["text"], "Streamed answer with [redacted] inside, the end.",
+        "{t}"
+    );
+    assert_eq!(answer["finish_reason"], "end_turn", "{t}");
+    assert!(answer["usage"]["output_tokens"].as_u64().is_some(), "{t}");
+    assert_eq!(b["response"]["truncated"], false);
+
+    // Streamed OpenAI chat, passed through: the same, in the chat stream's terms.
+    let mut cbody = chat("gpt-4o-mini", true);
+    cbody["messages"][0]["content"] = json!("chat-stream-marker");
+    let said = format!("Chat stream {stream_sk} done.");
+    assert_eq!(
+        send(
+            &gw,
+            &key,
+            "/v1/chat/completions",
+            &cbody,
+            "full-5",
+            &[("x-mock-text", &said)]
+        )
+        .await,
+        200
+    );
+    let t = trace_of(&gw, "full-5").await;
+    let answer: Value =
+        serde_json::from_str(t["bodies"]["response"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["text"], "Chat stream [redacted] done.", "{t}");
+    assert_eq!(answer["finish_reason"], "stop", "{t}");
+    assert!(t["bodies"]["stream_events"].as_u64().unwrap() >= 3, "{t}");
 
     // An MCP server's authorization_token and headers in a request (Anthropic to Anthropic:
     // the provider runs the servers, so the request goes to the mock as it is).
@@ -555,9 +597,10 @@ async fn full_capture_keeps_bodies_cut_and_redacted() {
 
     // No planted secret in any stored trace: read through the API, and in the store's files.
     let (_, _, all) = get(&gw, MASTER, "/v1/traces").await;
-    assert_eq!(ids(&all).len(), 4, "{all}");
+    assert_eq!(ids(&all).len(), 5, "{all}");
     let planted = [
         sk,
+        stream_sk,
         "tok9f8e7d6c5b4a3",
         "planted@corp.example",
         "operator-named-secret",
@@ -666,4 +709,54 @@ async fn a_key_overrides_the_trace_settings() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(v["traces"].is_null(), "{v}");
+}
+
+/// An id the gateway minted (no `x-request-id` sent) finds its trace; a client that sends
+/// the same id again later gets the newer trace (the newest wins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minted_request_id_finds_its_trace_and_the_newest_wins() {
+    let mock = MockServer::start().await;
+    let cfg = TestConfig::new(&mock.url()).set("traces", json!({"capture": "metadata"}));
+    let gw = tokio::task::spawn_blocking(move || Gateway::start_with(cfg.file()))
+        .await
+        .unwrap();
+    let key = gw.create_key("minted").await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .bearer_auth(&key)
+        .json(&chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let _ = r.bytes().await;
+    assert!(rid.starts_with("req_"), "{rid}");
+    let t = trace_of(&gw, &rid).await;
+    assert_eq!(
+        (t["request_id"].as_str(), t["status"].as_u64()),
+        (Some(rid.as_str()), Some(200))
+    );
+    // The same id again, from the client, on a request that fails.
+    let st = send(
+        &gw,
+        &key,
+        "/v1/chat/completions",
+        &chat("gpt-4o-mini", false),
+        &rid,
+        &[("x-mock-status", "500")],
+    )
+    .await;
+    assert!(st >= 500, "{st}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = trace_of(&gw, &rid).await;
+        if t["status"].as_u64() == Some(u64::from(st)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the older trace still wins: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _, all) = get(&gw, MASTER, "/v1/traces").await;
+    assert_eq!(ids(&all), vec![rid.clone(), rid]);
 }

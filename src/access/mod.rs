@@ -76,9 +76,27 @@ pub fn record(s: &Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
     ) {
         return; // probes are counted, not logged
     }
-    crate::traces::capture(s, ctx, status, latency.as_millis() as u64, usage);
+    if let Some(format) = sink::format() {
+        line(s, e, ctx, format, status, latency, &provider, usage);
+    }
     crate::otel::finish(s, ctx, status, latency, usage);
-    let Some(format) = sink::format() else { return };
+    // Last: the trace takes the context's strings (the request ends here).
+    crate::traces::capture(s, ctx, status, latency.as_millis() as u64, usage);
+}
+
+/// Builds the access line and hands it to the writer thread.
+#[allow(clippy::too_many_arguments)]
+fn line(
+    s: &Session,
+    e: Option<&pingora::Error>,
+    ctx: &Ctx,
+    format: settings::Format,
+    status: u16,
+    latency: std::time::Duration,
+    provider: &str,
+    usage: Option<crate::meter::Usage>,
+) {
+    let endpoint = ctx.endpoint.label();
     let error = ctx
         .error
         .clone()
@@ -94,7 +112,7 @@ pub fn record(s: &Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
         key_id: ctx.key.as_ref().map(|k| k.id.as_str()),
         user_id: ctx.user_id.as_deref(),
         model: &ctx.client_model,
-        provider: (!provider.is_empty()).then_some(provider.as_str()),
+        provider: (!provider.is_empty()).then_some(provider),
         upstream_model: ctx.route.as_ref().map(|r| r.model.as_str()),
         status,
         latency_ms: latency.as_millis() as u64,

@@ -102,7 +102,7 @@ fn request_id(s: &Session) -> String {
             return v.to_string();
         }
     }
-    ids::generate_id("req_")
+    ids::request_id()
 }
 
 impl Gateway {

@@ -14,6 +14,7 @@ use pingora::http::ResponseHeader;
 use crate::error::{ErrorKind, GatewayError};
 use crate::meter::{usage_from_fields, StreamMeter, Usage, UsageNumbers};
 use crate::responses::resolve::Turn;
+use crate::traces::assemble::StreamAnswer;
 use crate::translate::pipeline::Answer;
 use crate::translate::sse::{write_text, SseEvent, SseParser};
 use crate::translate::{Format, Stamp, StreamTranscoder};
@@ -119,7 +120,8 @@ struct StreamCost {
 }
 
 /// The answer a `capture: full` trace keeps: a non-streamed body up to `max` bytes (copied
-/// once), or a stream's event count (no copy of its chunks).
+/// once), or a stream's event count and the answer put back together from its events
+/// (`traces::assemble`; no copy of its chunks).
 #[derive(Debug)]
 struct AnswerCapture {
     max: usize,
@@ -127,6 +129,7 @@ struct AnswerCapture {
     truncated: bool,
     events: u64,
     ended_with_newline: bool,
+    stream: Option<Box<StreamAnswer>>,
 }
 
 impl AnswerCapture {
@@ -138,6 +141,9 @@ impl AnswerCapture {
             }
             self.events += memchr::memmem::find_iter(b, b"\n\n").count() as u64;
             self.ended_with_newline = b.last() == Some(&b'\n');
+            if let Some(a) = self.stream.as_mut() {
+                a.feed(b);
+            }
         } else {
             let room = self.max.saturating_sub(self.body.len());
             self.body.extend_from_slice(&b[..b.len().min(room)]);
@@ -252,6 +258,7 @@ impl ResponseTap {
                     truncated: false,
                     events: 0,
                     ended_with_newline: false,
+                    stream: is_stream.then(|| Box::new(StreamAnswer::new(client, max))),
                 })
             }),
             stream_cost: spec.stream_cost.filter(|_| is_stream).map(|price| {
@@ -393,11 +400,15 @@ impl ResponseTap {
         self.stream_cost = Some(sc);
     }
 
-    /// `capture: full`: the non-streamed answer sent to the client, cut at
-    /// `traces.max_body_bytes` (and whether it was).
-    pub fn captured_answer(&self) -> Option<(Bytes, bool)> {
-        let t = self.trace.as_ref().filter(|_| !self.is_stream)?;
-        Some((Bytes::copy_from_slice(&t.body), t.truncated))
+    /// `capture: full`: the answer sent to the client, cut at `traces.max_body_bytes` (and
+    /// whether it was): the body as sent, or a stream's answer put back together.
+    pub fn captured_answer(&mut self) -> Option<(Bytes, bool)> {
+        let t = self.trace.as_mut()?;
+        if let Some(a) = t.stream.as_mut() {
+            let (b, cut) = a.finish();
+            return Some((Bytes::from(b), cut));
+        }
+        Some((std::mem::take(&mut t.body).freeze(), t.truncated))
     }
 
     /// `capture: full`: the events of a streamed answer sent to the client.
@@ -752,6 +763,7 @@ mod tests {
             truncated: false,
             events: 0,
             ended_with_newline: false,
+            stream: None,
         };
         a.observe(b"abc", false);
         a.observe(b"defg", false);
@@ -763,6 +775,7 @@ mod tests {
             truncated: false,
             events: 0,
             ended_with_newline: false,
+            stream: None,
         };
         s.observe(b"data: 1\n\ndata: 2\n\ndata: 3\n", true);
         s.observe(b"\n", true);

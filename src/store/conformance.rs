@@ -437,7 +437,13 @@ pub(crate) fn stored(id: &str, key: &str, created_at: u64, items: &[&str]) -> St
     r
 }
 
-fn trace(rid: &str, ts_ms: u64, key: &str, status: u16, latency: u64) -> crate::records::Trace {
+pub(crate) fn trace(
+    rid: &str,
+    ts_ms: u64,
+    key: &str,
+    status: u16,
+    latency: u64,
+) -> crate::records::Trace {
     crate::records::Trace {
         request_id: rid.into(),
         ts_ms,

@@ -10,6 +10,7 @@ pub mod postgres;
 pub mod segment;
 pub mod settings;
 pub mod sled_store;
+pub mod trace_block;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;

@@ -885,32 +885,57 @@ impl ResponseStore for PgStore {
     }
 }
 
+/// A trace batch as column arrays (`put_traces`).
+#[derive(Default)]
+struct TraceColumns<'a> {
+    ts: Vec<i64>,
+    rid: Vec<&'a str>,
+    key: Vec<Option<&'a str>>,
+    user: Vec<Option<&'a str>>,
+    session: Vec<Option<&'a str>>,
+    model: Vec<&'a str>,
+    status: Vec<i32>,
+    latency: Vec<i64>,
+    rec: Vec<String>,
+}
+
 #[async_trait]
 impl TraceStore for PgStore {
     async fn put_traces(&self, batch: Vec<Trace>) -> StoreResult<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
+        // One statement for the whole batch: a row per trace, the columns as arrays.
+        let mut cols = TraceColumns::default();
         for t in &batch {
-            tx.execute(
+            cols.ts.push(i(t.ts_ms));
+            cols.rid.push(t.request_id.as_str());
+            cols.key.push(t.key_id.as_deref());
+            cols.user.push(t.user_id.as_deref());
+            cols.session.push(t.session_id.as_deref());
+            cols.model.push(t.model.as_str());
+            cols.status.push(i32::from(t.status));
+            cols.latency.push(i(t.timings.last_byte_ms));
+            cols.rec.push(json(t)?);
+        }
+        let c = self.client().await?;
+        let r = c
+            .execute(
                 "INSERT INTO tg_traces (ts_ms, request_id, key_id, user_id, session_id, model, status, latency_ms, rec)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (ts_ms, request_id) DO NOTHING",
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::text[])
+                 ON CONFLICT (ts_ms, request_id) DO NOTHING",
                 &[
-                    &i(t.ts_ms),
-                    &t.request_id,
-                    &t.key_id,
-                    &t.user_id,
-                    &t.session_id,
-                    &t.model,
-                    &i32::from(t.status),
-                    &i(t.timings.last_byte_ms),
-                    &json(t)?,
+                    &cols.ts,
+                    &cols.rid,
+                    &cols.key,
+                    &cols.user,
+                    &cols.session,
+                    &cols.model,
+                    &cols.status,
+                    &cols.latency,
+                    &cols.rec,
                 ],
             )
             .await
-            .map_err(pg_err)?;
-        }
-        let r = tx.commit().await.map_err(pg_err);
-        self.mark(r)
+            .map_err(pg_err);
+        self.mark(r).map(|_| ())
     }
 
     async fn query_traces(

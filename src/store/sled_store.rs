@@ -8,7 +8,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::{segment, SpendRow, Store, StoreError, StoreResult, UsageFilter, UsagePage};
-use super::{ResponseStore, TraceStore};
+use super::{trace_block, ResponseStore, TraceStore};
 use crate::meter::price::Price;
 use crate::records::{
     BudgetRecord, Conversation, GroupKind, GroupRecord, KeyRecord, McpServerRecord, Scope, Settled,
@@ -429,29 +429,96 @@ impl ResponseStore for SledStore {
     }
 }
 
-fn trace_key(ts_ms: u64, request_id: &str) -> Vec<u8> {
+/// The key of a trace stored alone, as JSON (the layout before blocks; read, never written).
+#[cfg(test)]
+fn trace_key_row(ts_ms: u64, request_id: &str) -> Vec<u8> {
     let mut k = ts_ms.to_be_bytes().to_vec();
     k.extend_from_slice(request_id.as_bytes());
     k
 }
 
-fn trace_id_key(request_id: &str, ts_ms: u64) -> Vec<u8> {
-    let mut k = request_id.as_bytes().to_vec();
+fn trace_id_key(request_id: &[u8], ts_ms: u64) -> Vec<u8> {
+    let mut k = request_id.to_vec();
     k.push(0);
     k.extend_from_slice(&ts_ms.to_be_bytes());
     k
 }
 
+fn corrupt(e: String) -> StoreError {
+    StoreError::Corrupt(e)
+}
+
+/// Where a listed trace lies: its entry's key and its place in the entry. The cursor of
+/// `GET /v1/traces` is the hex of the key, followed for a block by the place (4 bytes).
+fn trace_cursor(key: &[u8], at: usize) -> String {
+    let mut c = key.to_vec();
+    if trace_block::is_block_key(key) {
+        c.extend_from_slice(&(at as u32).to_be_bytes());
+    }
+    crate::ids::hex(&c)
+}
+
+/// A cursor's entry key and the place before which the next page starts in it.
+fn parse_trace_cursor(c: &str) -> StoreResult<(Vec<u8>, Option<usize>)> {
+    let mut b = crate::ids::unhex_any(c).ok_or_else(bad_cursor)?;
+    if trace_block::is_block_key(&b) {
+        if b.len() < 13 {
+            return Err(bad_cursor());
+        }
+        let at = u32::from_be_bytes(b[b.len() - 4..].try_into().expect("4 bytes")) as usize;
+        b.truncate(b.len() - 4);
+        return Ok((b, Some(at)));
+    }
+    Ok((b, None))
+}
+
 #[async_trait]
 impl TraceStore for SledStore {
-    async fn put_traces(&self, batch: Vec<Trace>) -> StoreResult<()> {
+    async fn put_traces(&self, mut batch: Vec<Trace>) -> StoreResult<()> {
         let (traces, ids) = (self.traces.clone(), self.trace_ids.clone());
         blocking(move || {
+            batch.sort_by_key(|t| t.ts_ms);
+            let records = batch
+                .iter()
+                .map(trace_block::encode_record)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StoreError::Io)?;
+            let ts: Vec<u64> = batch.iter().map(|t| t.ts_ms).collect();
+            let sizes: Vec<usize> = records.iter().map(Vec::len).collect();
             let mut tb = sled::Batch::default();
+            let mut first_key = None;
+            for r in trace_block::plan(&ts, &sizes) {
+                let items: Vec<_> = r
+                    .clone()
+                    .map(|i| trace_block::Item {
+                        ts_ms: batch[i].ts_ms,
+                        request_id: batch[i].request_id.as_bytes(),
+                        record: &records[i],
+                    })
+                    .collect();
+                let key = trace_block::key(batch[r.start].ts_ms, &batch[r.start].request_id);
+                first_key.get_or_insert_with(|| key.clone());
+                tb.insert(key, trace_block::encode(&items));
+            }
+            // Ids the gateway minted: one entry per minute of their times; a caller's own
+            // id: a row of its own.
             let mut ib = sled::Batch::default();
+            let mut minutes: std::collections::BTreeMap<u64, Vec<(u64, &str)>> = Default::default();
             for t in &batch {
-                tb.insert(trace_key(t.ts_ms, &t.request_id), json(t)?);
-                ib.insert(trace_id_key(&t.request_id, t.ts_ms), &[][..]);
+                match crate::ids::request_id_ms(&t.request_id) {
+                    Some(ms) => minutes
+                        .entry(ms / trace_block::ID_BUCKET_MS)
+                        .or_default()
+                        .push((t.ts_ms, &t.request_id)),
+                    None => ib.insert(trace_id_key(t.request_id.as_bytes(), t.ts_ms), &[][..]),
+                }
+            }
+            let tail = first_key.unwrap_or_default();
+            for (minute, list) in &minutes {
+                ib.insert(
+                    trace_block::id_entry_key(*minute, &tail),
+                    trace_block::encode_ids(list),
+                );
             }
             traces.apply_batch(tb).map_err(io)?;
             ids.apply_batch(ib).map_err(io)?;
@@ -468,29 +535,62 @@ impl TraceStore for SledStore {
     ) -> StoreResult<TracePage> {
         let t = self.traces.clone();
         let filter = filter.clone();
-        // The cursor is the hex key of the last trace returned: the next page is older.
-        let end = match cursor {
-            Some(c) => crate::ids::unhex_any(c).ok_or_else(bad_cursor)?,
-            None => filter
-                .to_ms
-                .map_or_else(|| vec![0xff; 9], segment::time_key),
+        // The cursor is where the last trace returned lies: the next page is older.
+        let (end, resume) = match cursor {
+            Some(c) => parse_trace_cursor(c)?,
+            None => (
+                filter
+                    .to_ms
+                    .map_or_else(|| vec![0xff; 9], segment::time_key),
+                None,
+            ),
         };
-        let start = segment::time_key(filter.from_ms.unwrap_or(0));
+        // A block's traces lie within SPAN_MS of its key's time.
+        let start = segment::time_key(
+            filter
+                .from_ms
+                .unwrap_or(0)
+                .saturating_sub(trace_block::SPAN_MS),
+        );
         blocking(move || {
             let mut page = TracePage::default();
-            for kv in t.range(start..end).rev() {
-                let (_, v) = kv.map_err(io)?;
-                let tr: Trace = from_json(&v)?;
-                if !filter.matches(&tr) {
-                    continue;
+            let mut last_at: Option<(Vec<u8>, usize)> = None;
+            // The cursor's own block first (its traces before the cursor), then older ones.
+            let resumed = match resume {
+                Some(at) => t
+                    .get(&end)
+                    .map_err(io)?
+                    .map(|v| (end.clone().into(), v, at)),
+                None => None,
+            };
+            let older = t
+                .range(start..end.clone())
+                .rev()
+                .map(|kv| kv.map(|(k, v)| (k, v, usize::MAX)));
+            let entries = resumed.into_iter().map(Ok).chain(older);
+            'outer: for kv in entries {
+                let (k, v, before): (sled::IVec, sled::IVec, usize) = kv.map_err(io)?;
+                let e = trace_block::Entry::decode(&k, &v)
+                    .ok_or_else(|| corrupt("damaged trace block".into()))?;
+                for (at, item) in e.items.iter().enumerate().rev() {
+                    if at >= before
+                        || filter.from_ms.is_some_and(|f| item.ts_ms < f)
+                        || filter.to_ms.is_some_and(|to| item.ts_ms >= to)
+                    {
+                        continue;
+                    }
+                    let tr = trace_block::decode_record(item.record).map_err(corrupt)?;
+                    if !filter.matches(&tr) {
+                        continue;
+                    }
+                    if page.traces.len() == limit {
+                        let (lk, la) = last_at.take().expect("limit > 0");
+                        page.next_cursor = Some(trace_cursor(&lk, la));
+                        break 'outer;
+                    }
+                    page.traces.push(tr);
+                    last_at = Some((k.to_vec(), at));
                 }
-                if page.traces.len() == limit {
-                    let last = page.traces.last().expect("limit > 0");
-                    page.next_cursor =
-                        Some(crate::ids::hex(&trace_key(last.ts_ms, &last.request_id)));
-                    break;
-                }
-                page.traces.push(tr);
             }
             Ok(page)
         })
@@ -505,19 +605,45 @@ impl TraceStore for SledStore {
         let (traces, ids) = (self.traces.clone(), self.trace_ids.clone());
         let (rid, key_id) = (request_id.to_string(), key_id.map(String::from));
         blocking(move || {
+            // The times of this id's traces: from its own rows (a caller's id, or traces
+            // stored before id entries), and from the id entries of the minute it was minted.
+            let mut times = Vec::new();
             let mut prefix = rid.as_bytes().to_vec();
             prefix.push(0);
-            for kv in ids.scan_prefix(&prefix).rev() {
+            for kv in ids.scan_prefix(&prefix) {
                 let (k, _) = kv.map_err(io)?;
-                let Some(ts) = k.get(prefix.len()..).and_then(segment::key_ts) else {
-                    continue;
-                };
-                let Some(v) = traces.get(trace_key(ts, &rid)).map_err(io)? else {
-                    continue;
-                };
-                let tr: Trace = from_json(&v)?;
-                if key_id.is_none() || tr.key_id == key_id {
-                    return Ok(Some(tr));
+                if let Some(ts) = k.get(prefix.len()..).and_then(segment::key_ts) {
+                    times.push(ts);
+                }
+            }
+            if let Some(ms) = crate::ids::request_id_ms(&rid) {
+                let minute = ms / trace_block::ID_BUCKET_MS;
+                for kv in ids.scan_prefix(trace_block::id_entry_prefix(minute)) {
+                    let (_, v) = kv.map_err(io)?;
+                    times.extend(trace_block::ids_times(&v, rid.as_bytes()));
+                }
+            }
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            times.dedup();
+            // Newest first: the trace is in an older row under its exact key, or in a block
+            // that starts at most SPAN_MS before it.
+            for ts in times {
+                let from = segment::time_key(ts.saturating_sub(trace_block::SPAN_MS));
+                let to = segment::time_key(ts + 1);
+                for kv in traces.range(from..to).rev() {
+                    let (k, v) = kv.map_err(io)?;
+                    let Some(e) = trace_block::Entry::decode(&k, &v) else {
+                        continue;
+                    };
+                    for item in e.items.iter().rev() {
+                        if item.ts_ms != ts || item.request_id != rid.as_bytes() {
+                            continue;
+                        }
+                        let tr = trace_block::decode_record(item.record).map_err(corrupt)?;
+                        if key_id.is_none() || tr.key_id == key_id {
+                            return Ok(Some(tr));
+                        }
+                    }
                 }
             }
             Ok(None)
@@ -530,14 +656,44 @@ impl TraceStore for SledStore {
         blocking(move || {
             let mut n = 0;
             for kv in traces.range(..segment::time_key(before_ms)) {
-                let (k, _) = kv.map_err(io)?;
-                if let (Some(ts), Some(rid)) = (segment::key_ts(&k), k.get(8..)) {
-                    if let Ok(rid) = std::str::from_utf8(rid) {
-                        ids.remove(trace_id_key(rid, ts)).map_err(io)?;
+                let (k, v) = kv.map_err(io)?;
+                let Some(e) = trace_block::Entry::decode(&k, &v) else {
+                    // A damaged block past the retention: nothing in it can be read.
+                    traces.remove(&k).map_err(io)?;
+                    continue;
+                };
+                let (old, keep): (Vec<&trace_block::Item>, Vec<_>) =
+                    e.items.iter().partition(|i| i.ts_ms < before_ms);
+                for i in &old {
+                    if std::str::from_utf8(i.request_id)
+                        .ok()
+                        .and_then(crate::ids::request_id_ms)
+                        .is_none()
+                    {
+                        ids.remove(trace_id_key(i.request_id, i.ts_ms))
+                            .map_err(io)?;
                     }
                 }
+                // A block that straddles the cutoff keeps its newer traces, under the key
+                // of the first one kept.
+                if let Some(first) = keep.first() {
+                    let nk =
+                        trace_block::key(first.ts_ms, &String::from_utf8_lossy(first.request_id));
+                    let items: Vec<_> = keep.iter().map(|i| **i).collect();
+                    traces.insert(nk, trace_block::encode(&items)).map_err(io)?;
+                }
                 traces.remove(&k).map_err(io)?;
-                n += 1;
+                n += old.len();
+            }
+            // Id entries whose traces are all past the retention.
+            let mut stale = trace_block::id_entry_prefix(0);
+            stale.truncate(1);
+            let end = trace_block::id_entry_prefix(before_ms / trace_block::ID_BUCKET_MS);
+            for kv in ids.range(stale..end) {
+                let (k, v) = kv.map_err(io)?;
+                if trace_block::ids_max_ts(&v).is_none_or(|m| m < before_ms) {
+                    ids.remove(&k).map_err(io)?;
+                }
             }
             Ok(n)
         })
@@ -905,6 +1061,119 @@ impl Store for SledStore {
 mod tests {
     use super::*;
     use crate::store::conformance::settled;
+
+    /// Traces stored one per row as JSON (before blocks) keep working beside blocks: listed,
+    /// paged, found by id (the newest wins, across layouts) and pruned, with their index rows.
+    /// Ids the gateway minted are found through the per-minute id entries, a caller's own
+    /// ids through their rows; a block straddling the cutoff keeps its newer traces.
+    #[tokio::test]
+    async fn trace_blocks_live_beside_older_json_rows() {
+        use crate::store::conformance::trace;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // Times near now: ids the gateway mints carry the time they were minted.
+        let t0 = crate::clock::now_millis();
+        let old = trace("client-1", t0, "k1", 200, 5);
+        store
+            .traces
+            .insert(
+                trace_key_row(t0, "client-1"),
+                serde_json::to_vec(&old).unwrap(),
+            )
+            .unwrap();
+        store
+            .trace_ids
+            .insert(trace_id_key(b"client-1", t0), &[][..])
+            .unwrap();
+        let minted = crate::ids::request_id();
+        let (m1, c2) = (
+            trace(&minted, t0 + 10, "k1", 200, 5),
+            trace("client-1", t0 + 20, "k2", 200, 5),
+        );
+        let m3 = trace(&crate::ids::request_id(), t0 + 30, "k1", 502, 5);
+        store
+            .put_traces(vec![m3.clone(), m1.clone(), c2.clone()])
+            .await
+            .unwrap();
+        // One block and one id entry for the batch, one row for the caller's id.
+        assert_eq!(store.traces.len(), 2);
+        let minutes: std::collections::BTreeSet<_> = [&m1, &m3]
+            .iter()
+            .map(|t| crate::ids::request_id_ms(&t.request_id).unwrap() / trace_block::ID_BUCKET_MS)
+            .collect();
+        assert_eq!(store.trace_ids.len(), 2 + minutes.len());
+        assert!(store.traces.iter().values().any(|v| v.unwrap()[0] == 0x02));
+        // The minted id reused by a caller later, in another batch.
+        let m1_again = trace(&minted, t0 + 40, "k2", 200, 5);
+        store.put_traces(vec![m1_again.clone()]).await.unwrap();
+
+        assert_eq!(
+            store.get_trace(&minted, None).await.unwrap(),
+            Some(m1_again)
+        );
+        assert_eq!(
+            store.get_trace(&minted, Some("k1")).await.unwrap(),
+            Some(m1.clone())
+        );
+        assert_eq!(store.get_trace("client-1", None).await.unwrap(), Some(c2));
+        assert_eq!(
+            store.get_trace("client-1", Some("k1")).await.unwrap(),
+            Some(old)
+        );
+        assert_eq!(
+            store
+                .get_trace(&crate::ids::request_id(), None)
+                .await
+                .unwrap(),
+            None
+        );
+
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .query_traces(&TraceFilter::default(), cursor.as_deref(), 1)
+                .await
+                .unwrap();
+            seen.extend(page.traces.iter().map(|t| t.ts_ms));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            [40, 30, 20, 10, 0].map(|d| t0 + d),
+            "paged one by one"
+        );
+
+        // The cutoff falls inside the block (+10..+30): its older two go.
+        assert_eq!(store.prune_traces(t0 + 25).await.unwrap(), 3);
+        let left = store
+            .query_traces(&TraceFilter::default(), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            left.traces.iter().map(|t| t.ts_ms).collect::<Vec<_>>(),
+            [t0 + 40, t0 + 30]
+        );
+        assert_eq!(store.get_trace("client-1", None).await.unwrap(), None);
+        assert_eq!(
+            store.get_trace(&m3.request_id, None).await.unwrap(),
+            Some(m3)
+        );
+        // The caller-id rows went with their traces; the id entries stay while they
+        // name a kept trace.
+        assert!(store.trace_ids.scan_prefix(b"client-1").next().is_none());
+        assert_eq!(
+            store
+                .prune_traces(t0 + 3 * trace_block::ID_BUCKET_MS)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!((store.traces.len(), store.trace_ids.len()), (0, 0));
+    }
 
     /// A store written before segments (one row per record) keeps working: its rows are
     /// read, paged and pruned with the segments, and a replay of one of them counts once.

@@ -5,6 +5,7 @@
 //! are held as they are (shared `Bytes`, no copy) until the writer redacts and cuts them. When the queue is full the trace is dropped and counted
 //! (`tollgate_traces_dropped_total`): a request never waits for the store.
 
+pub mod assemble;
 pub mod redact;
 pub mod settings;
 pub mod writer;
@@ -119,10 +120,12 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
-/// At the end of a request (`access::record`): its trace, when sampled.
+/// At the end of a request (`access::record`, after the access line): its trace, when
+/// sampled. The context ends with the request, so its strings move into the trace instead
+/// of being copied.
 pub fn capture(
     s: &Session,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     status: u16,
     latency_ms: u64,
     usage: Option<crate::meter::Usage>,
@@ -135,11 +138,10 @@ pub fn capture(
     }
     let h = s.req_header();
     let u = usage.unwrap_or_default();
-    let provider = ctx.provider_name();
     let bodies = (ctx.trace == Capture::Full).then(|| RawBodies {
-        request: ctx.trace_request.clone(),
-        upstream_request: ctx.upstream_body.clone(),
-        response: ctx.tap.as_ref().and_then(|t| t.captured_answer()),
+        request: ctx.trace_request.take(),
+        upstream_request: ctx.upstream_body.take(),
+        response: ctx.tap.as_mut().and_then(|t| t.captured_answer()),
         stream_events: ctx
             .tap
             .as_ref()
@@ -152,28 +154,31 @@ pub fn capture(
         ..Default::default()
     };
     phase_timings(ctx, &mut timings);
+    let route = ctx.route.take();
     let trace = Trace {
-        request_id: ctx.request_id.clone(),
+        request_id: std::mem::take(&mut ctx.request_id),
         ts_ms: crate::clock::now_millis(),
         key_id: ctx.key.as_ref().map(|k| k.id.clone()),
-        user_id: ctx.user_id.clone(),
-        session_id: ctx.session_id.clone(),
+        user_id: ctx.user_id.take(),
+        session_id: ctx.session_id.take(),
         endpoint: ctx.endpoint.label().to_string(),
         method: h.method.as_str().to_string(),
         path: h.uri.path().to_string(),
-        model: ctx.client_model.clone(),
-        provider: (!provider.is_empty()).then(|| provider.to_string()),
-        upstream_model: ctx.route.as_ref().map(|r| r.model.clone()),
-        client_format: format_name(ctx.endpoint.format()).to_string(),
-        upstream_format: ctx
-            .route
+        model: std::mem::take(&mut ctx.client_model),
+        provider: route
+            .as_ref()
+            .filter(|r| !r.provider.name.is_empty())
+            .map(|r| r.provider.name.clone()),
+        upstream_format: route
             .as_ref()
             .map(|r| format_name(r.provider.kind.format()).to_string()),
+        upstream_model: route.map(|r| r.model),
+        client_format: format_name(ctx.endpoint.format()).to_string(),
         stream: ctx.stream,
         status,
         timings,
         attempts: ctx.attempts,
-        failed_attempts: ctx.tried.clone(),
+        failed_attempts: std::mem::take(&mut ctx.tried),
         usage: TraceUsage {
             input_tokens: u.input,
             output_tokens: u.output,
@@ -183,7 +188,7 @@ pub fn capture(
         tool_calls: ctx.tool_calls,
         client_gone: ctx.client_gone,
         guardrail_blocked: ctx.guard.as_ref().and_then(|g| g.blocked_profiles()),
-        error: ctx.error.clone(),
+        error: ctx.error.take(),
         bodies: None,
     };
     q.push(Pending { trace, bodies });

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::ConfigError;
 
 /// What a trace keeps. `metadata`: ids, routing, the translation pair, timings, attempts and
-/// their outcomes, usage; never a body. Off by default for now: storing a trace per request
-/// costs more than the 3 % of a request's instructions allowed for a default-on feature
-/// (docs/performance.md, 2026-12-07 traces).
+/// their outcomes, usage; never a body. Off by default until `metadata` is measured under the
+/// 3 % of a request's instructions allowed for a default-on feature (docs/performance.md,
+/// 2026-12-07 and 2026-12-08 traces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Capture {
