@@ -130,6 +130,8 @@ struct AnswerCapture {
     events: u64,
     ended_with_newline: bool,
     stream: Option<Box<StreamAnswer>>,
+    /// The answer once taken (`captured_answer`).
+    kept: Option<Bytes>,
 }
 
 impl AnswerCapture {
@@ -259,6 +261,7 @@ impl ResponseTap {
                     events: 0,
                     ended_with_newline: false,
                     stream: is_stream.then(|| Box::new(StreamAnswer::new(client, max))),
+                    kept: None,
                 })
             }),
             stream_cost: spec.stream_cost.filter(|_| is_stream).map(|price| {
@@ -402,13 +405,22 @@ impl ResponseTap {
 
     /// `capture: full`: the answer sent to the client, cut at `traces.max_body_bytes` (and
     /// whether it was): the body as sent, or a stream's answer put back together.
+    /// Both the OpenTelemetry content events and the stored trace read it: the first call
+    /// takes the body (or puts a stream's answer together), later calls share those bytes.
     pub fn captured_answer(&mut self) -> Option<(Bytes, bool)> {
         let t = self.trace.as_mut()?;
-        if let Some(a) = t.stream.as_mut() {
-            let (b, cut) = a.finish();
-            return Some((Bytes::from(b), cut));
+        if t.kept.is_none() {
+            let b = match t.stream.take() {
+                Some(mut a) => {
+                    let (b, cut) = a.finish();
+                    t.truncated = cut;
+                    Bytes::from(b)
+                }
+                None => std::mem::take(&mut t.body).freeze(),
+            };
+            t.kept = Some(b);
         }
-        Some((std::mem::take(&mut t.body).freeze(), t.truncated))
+        Some((t.kept.clone()?, t.truncated))
     }
 
     /// `capture: full`: the events of a streamed answer sent to the client.

@@ -193,20 +193,17 @@ pub fn propagate(phases: Option<&Phases>, up: &mut RequestHeader) {
 /// stored trace's bodies are.
 pub fn finish(
     s: &pingora::proxy::Session,
-    ctx: &crate::gateway::Ctx,
+    ctx: &mut crate::gateway::Ctx,
     status: u16,
     latency: Duration,
     usage: Option<crate::meter::Usage>,
 ) {
-    let Some(phases) = ctx.phases.as_deref().filter(|p| p.ids.is_some()) else {
-        return;
-    };
-    if !ctx.endpoint.is_inference() {
+    if !ctx.phases.as_deref().is_some_and(|p| p.ids.is_some()) || !ctx.endpoint.is_inference() {
         return;
     }
     let content = if ctx.trace == crate::traces::settings::Capture::Full {
+        let answer = ctx.tap.as_mut().and_then(|t| t.captured_answer());
         ctx.trace_request.as_deref().map(|req| {
-            let answer = ctx.tap.as_ref().and_then(|t| t.captured_answer());
             (
                 crate::traces::redacted(req),
                 answer.map(|(b, _)| crate::traces::redacted(&b)),
@@ -214,6 +211,10 @@ pub fn finish(
         })
     } else {
         None
+    };
+    let ctx = &*ctx;
+    let Some(phases) = ctx.phases.as_deref() else {
+        return;
     };
     let h = s.req_header();
     export(&span::End {
