@@ -95,6 +95,8 @@ pub struct RawConfig {
     pub guardrails: Option<crate::guardrails::policy::RawGuardrails>,
     /// Request traces (see `traces::settings`).
     pub traces: Option<crate::traces::settings::RawTraces>,
+    /// Budget alerts (see `alerts::settings`).
+    pub alerts: Option<crate::alerts::settings::RawAlerts>,
     /// The web console (see `ui::settings`).
     pub ui: Option<crate::ui::settings::RawUi>,
     /// CORS for browser-based API clients (see `gateway::cors`).
@@ -267,6 +269,7 @@ pub struct Config {
     pub tools: crate::tools::settings::ToolsConfig,
     pub guardrails: crate::guardrails::Settings,
     pub traces: crate::traces::settings::TraceSettings,
+    pub alerts: crate::alerts::settings::AlertSettings,
     pub ui: crate::ui::settings::UiConfig,
     pub cors: crate::gateway::cors::CorsConfig,
     /// Registered MCP servers and the `/mcp` endpoint's settings.
@@ -641,6 +644,7 @@ impl Config {
             tools: crate::tools::settings::build(raw.tools, env)?,
             guardrails: crate::guardrails::policy::build(raw.guardrails, env)?,
             traces: crate::traces::settings::build(raw.traces)?,
+            alerts: crate::alerts::settings::build(raw.alerts)?,
             ui: crate::ui::settings::build(raw.ui)?,
             cors: crate::gateway::cors::build(raw.cors)?,
             mcp: crate::mcp::settings::build(raw.mcp_servers, raw.mcp_gateway)?,

@@ -25,6 +25,7 @@ const FIELDS: &[&str] = &[
     "budget_id",
     "rpm_limit",
     "tpm_limit",
+    "alert_thresholds",
     "allowed_models",
     "tools",
     "mcp",
@@ -44,6 +45,7 @@ const END_USER_FIELDS: &[&str] = &[
     "budget_id",
     "rpm_limit",
     "tpm_limit",
+    "alert_thresholds",
 ];
 
 fn view(state: &State, k: &KeyRecord) -> Value {

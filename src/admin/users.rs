@@ -21,6 +21,7 @@ const FIELDS: &[&str] = &[
     "budget_id",
     "rpm_limit",
     "tpm_limit",
+    "alert_thresholds",
     "allowed_models",
     "tools",
     "mcp",

@@ -300,10 +300,27 @@ pub fn reserve(
 impl Reservation {
     /// Releases the estimate and records the actual cost, in the window current at `now`.
     pub fn settle(mut self, actual: Micros, now: u64) {
-        self.release(actual, now);
+        self.release(actual, now, &mut |_, _, _, _, _| {});
     }
 
-    fn release(&mut self, actual: Micros, now: u64) {
+    /// [`Reservation::settle`], calling `observe(account, limit, window_start, spent before,
+    /// spent after)` for each limited account while its counter is held (budget alerts:
+    /// `alerts::Alerts::on_spend`), so concurrent settlements see consecutive spends.
+    pub fn settle_observed(
+        mut self,
+        actual: Micros,
+        now: u64,
+        observe: &mut dyn FnMut(&Account, &Limit, u64, Micros, Micros),
+    ) {
+        self.release(actual, now, observe);
+    }
+
+    fn release(
+        &mut self,
+        actual: Micros,
+        now: u64,
+        observe: &mut dyn FnMut(&Account, &Limit, u64, Micros, Micros),
+    ) {
         if self.settled {
             return;
         }
@@ -313,7 +330,11 @@ impl Reservation {
             let mut c = a.counter.lock();
             Account::roll(&mut c, limit, now);
             c.reserved = c.reserved.saturating_sub(self.amount);
+            let before = c.spent;
             c.spent = c.spent.saturating_add(actual);
+            if let Some(l) = &limit {
+                observe(a, l, c.window_start, before, c.spent);
+            }
             if let Some(sl) = a.lease.lock().as_mut() {
                 sl.roll(c.window_start);
                 sl.consume(actual);
@@ -326,7 +347,7 @@ impl Drop for Reservation {
     /// A reservation dropped without settling (a panic, a bug) releases its estimate
     /// rather than leaking it forever.
     fn drop(&mut self) {
-        self.release(0, crate::clock::now_secs());
+        self.release(0, crate::clock::now_secs(), &mut |_, _, _, _, _| {});
     }
 }
 
@@ -344,6 +365,7 @@ mod tests {
                 period: Period::Daily,
                 alignment: Alignment::Calendar,
                 anchor: 0,
+                alerts: Default::default(),
             }),
             Counter::default(),
         )
@@ -360,6 +382,7 @@ mod tests {
                 period: Period::Lifetime,
                 alignment: Alignment::Calendar,
                 anchor: 0,
+                alerts: Default::default(),
             }),
             Counter::default(),
         );

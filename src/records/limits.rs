@@ -16,6 +16,10 @@ pub struct Limit {
     pub alignment: Alignment,
     /// Start of the first rolling window (creation time).
     pub anchor: u64,
+    /// The alert thresholds of this budget (unset: the config's `alerts.thresholds`).
+    /// Derived from the records each time, never stored.
+    #[serde(skip)]
+    pub alerts: super::alert::AlertMask,
 }
 
 impl Limit {
@@ -43,6 +47,10 @@ pub struct Limits {
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u64>,
+    /// Budget alert thresholds in percent for this key's or user's spending limit (None:
+    /// the config's `alerts.thresholds`; empty: no alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_thresholds: Option<Vec<u8>>,
 }
 
 impl Limits {
@@ -55,6 +63,7 @@ impl Limits {
             "budget_id": self.budget_id,
             "rpm_limit": self.rpm,
             "tpm_limit": self.tpm,
+            "alert_thresholds": self.alert_thresholds,
         })
     }
 
@@ -65,6 +74,7 @@ impl Limits {
             period: self.budget_period.unwrap_or(Period::Lifetime),
             alignment: self.budget_alignment.unwrap_or_default(),
             anchor: self.budget_anchor.unwrap_or(0),
+            alerts: super::alert::AlertMask::of(self.alert_thresholds.as_deref()),
         })
     }
 }
@@ -108,6 +118,10 @@ pub struct BudgetRecord {
     #[serde(default)]
     pub alignment: Alignment,
     pub created_at: u64,
+    /// Alert thresholds in percent of this budget (None: the config's default; empty: no
+    /// alerts). Wins over the thresholds of the key or user that uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_thresholds: Option<Vec<u8>>,
 }
 
 impl BudgetRecord {
@@ -117,6 +131,7 @@ impl BudgetRecord {
             period: self.period,
             alignment: self.alignment,
             anchor,
+            alerts: super::alert::AlertMask::of(self.alert_thresholds.as_deref()),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! A leaf: it imports nothing from the crate but its own modules, so every other module can
 //! use it without a cycle.
 
+pub mod alert;
 pub mod key;
 pub mod limits;
 pub mod mcp;
@@ -18,6 +19,7 @@ pub mod usage;
 
 use serde::{Deserialize, Serialize};
 
+pub use alert::{AlertMask, AlertRecord};
 pub use key::KeyRecord;
 pub use limits::{BudgetRecord, Limit, Limits, UserRecord};
 pub use mcp::{McpGrant, McpPolicy, McpServerRecord};

@@ -32,8 +32,8 @@ use super::{
 };
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, KeyRecord, McpServerRecord, Scope, Settled, StoredResponse, Trace,
-    TraceFilter, TracePage, UsageRecord, UserRecord,
+    AlertRecord, BudgetRecord, Conversation, KeyRecord, McpServerRecord, Scope, Settled,
+    StoredResponse, Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 /// TLS to the database.
@@ -245,6 +245,28 @@ CREATE TABLE tg_mcp_servers (id TEXT COLLATE "C" PRIMARY KEY, rec TEXT NOT NULL)
 INSERT INTO tg_versions VALUES ('mcp_servers', 0);
 CREATE TRIGGER tg_mcp_servers_changed AFTER INSERT OR UPDATE OR DELETE ON tg_mcp_servers
     FOR EACH STATEMENT EXECUTE FUNCTION tg_bump('mcp_servers');
+"#,
+    ),
+    (
+        7,
+        "budget alerts",
+        r#"
+-- One row per (account, budget, window, threshold): the INSERT that claims it is the one
+-- sender of the alert, on any instance.
+CREATE TABLE tg_alerts (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    scope TEXT NOT NULL,
+    account_id TEXT COLLATE "C" NOT NULL,
+    budget_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+    window_start BIGINT NOT NULL,
+    threshold SMALLINT NOT NULL,
+    owner TEXT NOT NULL,
+    lease_until_ms BIGINT NOT NULL,
+    sent_at BIGINT,
+    rec TEXT NOT NULL,
+    UNIQUE (scope, account_id, budget_id, window_start, threshold)
+);
+CREATE INDEX tg_alerts_pending ON tg_alerts (lease_until_ms) WHERE sent_at IS NULL;
 "#,
     ),
 ];
@@ -986,6 +1008,74 @@ impl TraceStore for PgStore {
             .await
             .map_err(pg_err);
         Ok(self.mark(r)? as usize)
+    }
+}
+
+#[async_trait]
+impl super::AlertStore for PgStore {
+    async fn claim_alert(
+        &self,
+        a: &AlertRecord,
+        owner: &str,
+        lease_until_ms: u64,
+    ) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let r = c
+            .execute(
+                "INSERT INTO tg_alerts (id, scope, account_id, budget_id, window_start, threshold, owner, lease_until_ms, rec)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                &[
+                    &a.id,
+                    &a.scope.code(),
+                    &a.account_id,
+                    &a.budget_id.as_deref().unwrap_or(""),
+                    &i(a.window_start),
+                    &(a.threshold as i16),
+                    &owner,
+                    &i(lease_until_ms),
+                    &json(a)?,
+                ],
+            )
+            .await
+            .map_err(pg_err);
+        Ok(self.mark(r)? == 1)
+    }
+
+    async fn take_pending_alerts(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> StoreResult<Vec<AlertRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "UPDATE tg_alerts SET owner = $1, lease_until_ms = $3
+                 WHERE sent_at IS NULL AND (owner = $1 OR lease_until_ms < $2) RETURNING rec",
+                &[&owner, &i(now_ms), &i(lease_until_ms)],
+            )
+            .await
+            .map_err(pg_err);
+        self.mark(rows)?
+            .iter()
+            .map(|r| from_json(r.get::<_, &str>(0)))
+            .collect()
+    }
+
+    async fn update_alert(&self, a: &AlertRecord) -> StoreResult<()> {
+        let c = self.client().await?;
+        let r = c
+            .execute(
+                "UPDATE tg_alerts SET rec = $2, sent_at = $3 WHERE id = $1",
+                &[&a.id, &json(a)?, &a.sent_at.map(i)],
+            )
+            .await
+            .map_err(pg_err);
+        self.mark(r).map(|_| ())
+    }
+
+    async fn load_alerts(&self) -> StoreResult<Vec<AlertRecord>> {
+        self.load_recs("tg_alerts").await
     }
 }
 
