@@ -221,6 +221,42 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_settlements_queue_each_threshold_once() {
+        use crate::ledger::budget::{reserve, Account, Counter};
+        let a = Alerts::new(default_mask());
+        let limit = Limit {
+            max_micros: 1000,
+            period: Period::Lifetime,
+            alignment: Alignment::Calendar,
+            anchor: 0,
+            alerts: AlertMask::UNSET,
+        };
+        let acct = Account::new(Scope::Key, "k", Some(limit), Counter::default());
+        std::thread::scope(|s| {
+            for _ in 0..50 {
+                s.spawn(|| {
+                    let r = reserve(std::slice::from_ref(&acct), 20, 5).unwrap();
+                    r.settle_observed(20, 5, &mut |x, l, ws, b, af| {
+                        let who = AccountRef {
+                            scope: x.scope,
+                            id: &x.id,
+                            budget_id: None,
+                        };
+                        a.on_spend(&who, l, ws, b, af, 5)
+                    });
+                });
+            }
+        });
+        let mut all: Vec<u8> = a
+            .take()
+            .iter()
+            .flat_map(|c| c.thresholds.percents())
+            .collect();
+        all.sort();
+        assert_eq!(all, vec![50, 80, 95, 100]);
+    }
+
+    #[test]
     fn the_hook_queues_only_crossings_and_uses_the_budgets_own_thresholds() {
         let a = Alerts::new(default_mask());
         let mut limit = Limit {
