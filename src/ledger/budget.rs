@@ -248,6 +248,8 @@ pub struct Reservation {
 }
 
 /// Reserves `amount` on every account, or on none.
+// The refusal carries the account's `Limit` (with its alert mask): a cold path, not boxed.
+#[allow(clippy::result_large_err)]
 pub fn reserve(
     accounts: &[Arc<Account>],
     amount: Micros,

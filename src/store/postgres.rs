@@ -1452,6 +1452,7 @@ mod tests {
              DROP TABLE tg_traces;
              DROP INDEX tg_usage_end_user; ALTER TABLE tg_usage DROP COLUMN end_user;
              DROP TABLE tg_mcp_servers; DELETE FROM tg_versions WHERE kind = 'mcp_servers';
+             DROP TABLE tg_alerts;
              DELETE FROM tg_schema_migrations WHERE version >= 3;
              INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
              VALUES ('old', 1000, 'k1', NULL, 'gpt-4o', 'openai', 'chat_completions', NULL, 200,
