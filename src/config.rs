@@ -98,6 +98,8 @@ pub struct RawConfig {
     pub traces: Option<crate::traces::settings::RawTraces>,
     /// OpenTelemetry export (see `otel::settings`).
     pub otel: Option<crate::otel::settings::RawOtel>,
+    /// Budget alerts (see `alerts::settings`).
+    pub alerts: Option<crate::alerts::settings::RawAlerts>,
     /// The web console (see `ui::settings`).
     pub ui: Option<crate::ui::settings::RawUi>,
     /// CORS for browser-based API clients (see `gateway::cors`).
@@ -275,6 +277,7 @@ pub struct Config {
     pub traces: crate::traces::settings::TraceSettings,
     /// OpenTelemetry export; None: off (see `otel::settings`).
     pub otel: Option<crate::otel::settings::OtelSettings>,
+    pub alerts: crate::alerts::settings::AlertSettings,
     pub ui: crate::ui::settings::UiConfig,
     pub cors: crate::gateway::cors::CorsConfig,
     /// Registered MCP servers and the `/mcp` endpoint's settings.
@@ -651,6 +654,7 @@ impl Config {
             guardrails: crate::guardrails::policy::build(raw.guardrails, env)?,
             traces: crate::traces::settings::build(raw.traces)?,
             otel: crate::otel::settings::build(raw.otel, env)?,
+            alerts: crate::alerts::settings::build(raw.alerts)?,
             ui: crate::ui::settings::build(raw.ui)?,
             cors: crate::gateway::cors::build(raw.cors)?,
             mcp: crate::mcp::settings::build(raw.mcp_servers, raw.mcp_gateway)?,

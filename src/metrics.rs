@@ -316,6 +316,43 @@ pub fn profile_label(profile: &str) -> String {
 }
 
 /// Registers every metric so that `/metrics` lists them from the start.
+/// Budget alert webhooks accepted by a target, by target (named in the config).
+pub static ALERTS_SENT: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_alerts_sent_total",
+        "Budget alert webhooks a target accepted, by target",
+        &["target"]
+    )
+    .unwrap()
+});
+
+/// Budget alert webhook calls that failed, by target and whether it will be retried
+/// (`retry`) or was given up on after the last attempt (`gave_up`).
+pub static ALERTS_FAILED: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "tollgate_alerts_failed_total",
+        "Budget alert webhook calls that failed, by target and outcome (retry, gave_up)",
+        &["target", "outcome"]
+    )
+    .unwrap()
+});
+
+/// Budget alerts claimed by this instance and not yet sent to every target.
+pub static ALERTS_PENDING: Lazy<IntGauge> = Lazy::new(|| {
+    register_int_gauge!(
+        "tollgate_alerts_pending",
+        "Budget alerts claimed by this instance and not yet delivered"
+    )
+    .unwrap()
+});
+
+/// Registers the alert metrics (only when alerts are configured).
+pub fn init_alerts() {
+    Lazy::force(&ALERTS_SENT);
+    Lazy::force(&ALERTS_FAILED);
+    Lazy::force(&ALERTS_PENDING);
+}
+
 pub fn init() {
     Lazy::force(&REQUESTS);
     Lazy::force(&LATENCY);

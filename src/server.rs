@@ -233,6 +233,21 @@ pub fn run(cfg: Config, opts: ProcessOpts) -> ! {
             slot: store.clone(),
         },
     ));
+    // Budget alerts: without targets there is no hook in the ledger and no service.
+    if cfg.alerts.enabled() {
+        let alerts = Arc::new(crate::alerts::Alerts::new(cfg.alerts.thresholds));
+        let _ = ledger.alerts.set(alerts.clone());
+        server.add_service(background_service(
+            "alert sender",
+            crate::alerts::sender::AlertSender {
+                alerts,
+                ledger: ledger.clone(),
+                keys: keys.clone(),
+                slot: store.clone(),
+                settings: cfg.alerts.clone(),
+            },
+        ));
+    }
     let keeper = StoreKeeper {
         data_dir,
         slot: store,

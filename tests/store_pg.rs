@@ -83,16 +83,16 @@ fn migrate_is_versioned_and_idempotent() {
     );
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg, "--status"]);
     assert!(ok, "{err}");
-    assert!(out.contains("version 0 (this tollgate: 7)"), "{out}");
+    assert!(out.contains("version 0 (this tollgate: 8)"), "{out}");
     let (ok, out, err) = tollgate(&["migrate", "--config", &cfg]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("applied 1, 2, 3, 4, 5, 6, 7; now at version 7"),
+        out.contains("applied 1, 2, 3, 4, 5, 6, 7, 8; now at version 8"),
         "{out}"
     );
     let (ok, out, _) = tollgate(&["migrate", "--config", &cfg]);
     assert!(ok);
-    assert!(out.contains("is current (version 7)"), "{out}");
+    assert!(out.contains("is current (version 8)"), "{out}");
     // Several hosts migrating at once: each migration is applied once.
     let schema2 = unique("mig2");
     let cfg2 = write_config(

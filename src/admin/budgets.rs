@@ -21,6 +21,7 @@ const FIELDS: &[&str] = &[
     "budget_duration",
     "budget_period",
     "budget_alignment",
+    "alert_thresholds",
 ];
 
 fn view(state: &State, b: &BudgetRecord) -> Value {
@@ -45,6 +46,7 @@ fn view(state: &State, b: &BudgetRecord) -> Value {
         "budget_period": period_label(b.period),
         "budget_alignment": match b.alignment { Alignment::Calendar => "calendar", Alignment::Rolling => "rolling" },
         "created_at": b.created_at,
+        "alert_thresholds": b.alert_thresholds,
         "user_count": users,
         "key_count": keys,
     })
@@ -58,6 +60,9 @@ fn apply(req: &Req, b: &mut BudgetRecord) -> Result<(), GatewayError> {
     }
     if let Some(v) = body.get("max_budget") {
         b.max_budget_micros = parse_money(v, "max_budget")?;
+    }
+    if let Some(v) = body.get("alert_thresholds") {
+        b.alert_thresholds = crate::ledger::limits::parse_thresholds(v)?;
     }
     if let Some(v) = body
         .get("budget_duration")
@@ -130,6 +135,7 @@ pub(super) async fn handle(state: &State, req: &Req) -> Reply {
                 period: Period::Monthly,
                 alignment: Alignment::Calendar,
                 created_at: clock::now_secs(),
+                alert_thresholds: None,
             };
             apply(req, &mut b)?;
             save(state, &b).await?;

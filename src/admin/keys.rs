@@ -29,6 +29,7 @@ const FIELDS: &[&str] = &[
     "max_cost_per_minute",
     "rpm_limit",
     "tpm_limit",
+    "alert_thresholds",
     "allowed_models",
     "tools",
     "mcp",
@@ -49,6 +50,7 @@ const END_USER_FIELDS: &[&str] = &[
     "budget_id",
     "rpm_limit",
     "tpm_limit",
+    "alert_thresholds",
 ];
 
 fn view(state: &State, k: &KeyRecord) -> Value {

@@ -25,6 +25,7 @@ const FIELDS: &[&str] = &[
     "max_cost_per_minute",
     "rpm_limit",
     "tpm_limit",
+    "alert_thresholds",
     "allowed_models",
     "tools",
     "mcp",

@@ -250,6 +250,8 @@ pub struct Reservation {
 }
 
 /// Reserves `amount` on every account, or on none.
+// The refusal carries the account's `Limit` (with its alert mask): a cold path, not boxed.
+#[allow(clippy::result_large_err)]
 pub fn reserve(
     accounts: &[Arc<Account>],
     amount: Micros,
@@ -318,10 +320,27 @@ pub fn hold(accounts: &[Arc<Account>]) -> Reservation {
 impl Reservation {
     /// Releases the estimate and records the actual cost, in the window current at `now`.
     pub fn settle(mut self, actual: Micros, now: u64) {
-        self.release(actual, now);
+        self.release(actual, now, &mut |_, _, _, _, _| {});
     }
 
-    fn release(&mut self, actual: Micros, now: u64) {
+    /// [`Reservation::settle`], calling `observe(account, limit, window_start, spent before,
+    /// spent after)` for each limited account while its counter is held (budget alerts:
+    /// `alerts::Alerts::on_spend`), so concurrent settlements see consecutive spends.
+    pub fn settle_observed(
+        mut self,
+        actual: Micros,
+        now: u64,
+        observe: &mut dyn FnMut(&Account, &Limit, u64, Micros, Micros),
+    ) {
+        self.release(actual, now, observe);
+    }
+
+    fn release(
+        &mut self,
+        actual: Micros,
+        now: u64,
+        observe: &mut dyn FnMut(&Account, &Limit, u64, Micros, Micros),
+    ) {
         if self.settled {
             return;
         }
@@ -331,7 +350,11 @@ impl Reservation {
             let mut c = a.counter.lock();
             Account::roll(&mut c, limit, now);
             c.reserved = c.reserved.saturating_sub(self.amount);
+            let before = c.spent;
             c.spent = c.spent.saturating_add(actual);
+            if let Some(l) = &limit {
+                observe(a, l, c.window_start, before, c.spent);
+            }
             if let Some(sl) = a.lease.lock().as_mut() {
                 sl.roll(c.window_start);
                 sl.consume(actual);
@@ -344,7 +367,7 @@ impl Drop for Reservation {
     /// A reservation dropped without settling (a panic, a bug) releases its estimate
     /// rather than leaking it forever.
     fn drop(&mut self) {
-        self.release(0, crate::clock::now_secs());
+        self.release(0, crate::clock::now_secs(), &mut |_, _, _, _, _| {});
     }
 }
 
@@ -362,6 +385,7 @@ mod tests {
                 period: Period::Daily,
                 alignment: Alignment::Calendar,
                 anchor: 0,
+                alerts: Default::default(),
             }),
             Counter::default(),
         )
@@ -378,6 +402,7 @@ mod tests {
                 period: Period::Lifetime,
                 alignment: Alignment::Calendar,
                 anchor: 0,
+                alerts: Default::default(),
             }),
             Counter::default(),
         );

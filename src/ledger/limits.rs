@@ -26,6 +26,35 @@ pub fn parse_money(v: &Value, field: &str) -> Result<Micros, GatewayError> {
     })
 }
 
+/// Parses `alert_thresholds`: null (the config's default) or a list of percentages, each
+/// 1 to 127 (an empty list: no alerts).
+pub fn parse_thresholds(v: &Value) -> Result<Option<Vec<u8>>, GatewayError> {
+    let bad = || {
+        GatewayError::invalid(
+            "'alert_thresholds' is null or a list of percentages from 1 to 127, e.g. [50, 80, 100].",
+        )
+        .with_param("alert_thresholds")
+    };
+    match v {
+        Value::Null => Ok(None),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                match i.as_u64() {
+                    Some(p) if (1..=crate::records::alert::MAX_THRESHOLD as u64).contains(&p) => {
+                        out.push(p as u8)
+                    }
+                    _ => return Err(bad()),
+                }
+            }
+            out.sort_unstable();
+            out.dedup();
+            Ok(Some(out))
+        }
+        _ => Err(bad()),
+    }
+}
+
 /// Applies the limit fields present in `obj` to `limits` (absent = keep, null = clear).
 pub fn apply_limits(
     obj: &serde_json::Map<String, Value>,
@@ -92,6 +121,9 @@ pub fn apply_limits(
     }
     if let Some(v) = obj.get("budget_override") {
         limits.budget_override = parse_override(v, limits, now)?;
+    }
+    if let Some(v) = obj.get("alert_thresholds") {
+        limits.alert_thresholds = parse_thresholds(v)?;
     }
     for (f, slot) in [
         ("rpm_limit", &mut limits.rpm),

@@ -112,6 +112,8 @@ pub struct Ledger {
     pub queue: UsageQueue,
     /// Set with a shared store (PostgreSQL): accounts and limiters spend through leases.
     pub shared: std::sync::OnceLock<Arc<shared::SharedCtl>>,
+    /// Set when budget alerts are configured: settlement reports spend to it.
+    pub alerts: std::sync::OnceLock<Arc<crate::alerts::Alerts>>,
 }
 
 /// Whether a budget's model pattern applies to the request being admitted (the gateway
@@ -128,6 +130,16 @@ pub struct Admission {
     pub accounts: Vec<Arc<Account>>,
     /// Fixed charges on top of the token cost (gateway tool calls), settled with it.
     pub extra: Micros,
+}
+
+/// One limited account's spend in its current window (see [`Ledger::limited_spend`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitedSpend {
+    pub scope: Scope,
+    pub id: String,
+    pub limit: Limit,
+    pub window_start: u64,
+    pub spent: Micros,
 }
 
 /// The account standing shown by `/v1/key/info` and management reads.
@@ -175,6 +187,7 @@ impl Ledger {
             default_output_tokens,
             queue: UsageQueue::default(),
             shared: std::sync::OnceLock::new(),
+            alerts: std::sync::OnceLock::new(),
         }
     }
 
@@ -330,7 +343,11 @@ impl Ledger {
     pub fn resolve_limit(&self, limits: &Limits) -> Option<Limit> {
         if let Some(bid) = &limits.budget_id {
             if let Some(b) = self.budgets.load().get(bid) {
-                return Some(b.limit(limits.budget_anchor.unwrap_or(b.created_at)));
+                let mut l = b.limit(limits.budget_anchor.unwrap_or(b.created_at));
+                if l.alerts.is_unset() {
+                    l.alerts = crate::records::AlertMask::of(limits.alert_thresholds.as_deref());
+                }
+                return Some(l);
             }
         }
         limits.inline_limit()
@@ -441,6 +458,69 @@ impl Ledger {
         for a in self.accounts.lock().values() {
             a.clear_spent();
         }
+    }
+
+    /// Every account with a spending limit, with its spend in its current window: the
+    /// accounts in memory, and the keys, users and end users whose spend was only loaded
+    /// from the store (no request since the start). For the budget alerts' scans.
+    pub fn limited_spend(&self, keys: &[KeyRecord], now: u64) -> Vec<LimitedSpend> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for ((scope, id), a) in self.accounts.lock().iter() {
+            seen.insert((*scope, id.clone()));
+            if let Some(limit) = a.limit() {
+                let s = a.standing(now);
+                out.push(LimitedSpend {
+                    scope: *scope,
+                    id: id.clone(),
+                    limit,
+                    window_start: s.window_start,
+                    spent: s.spent,
+                });
+            }
+        }
+        let seeds = self.seeds.lock();
+        let mut add = |scope: Scope, id: &str, limit: Option<Limit>| {
+            let Some(limit) = limit else { return };
+            if seen.contains(&(scope, id.to_string())) {
+                return;
+            }
+            let ws = limit.window(now).0;
+            let spent = seeds
+                .get(&(scope, id.to_string()))
+                .and_then(|w| w.get(&ws).copied())
+                .unwrap_or(0);
+            out.push(LimitedSpend {
+                scope,
+                id: id.to_string(),
+                limit,
+                window_start: ws,
+                spent,
+            });
+        };
+        for k in keys {
+            add(Scope::Key, &k.id, self.resolve_limit(&k.limits));
+        }
+        for u in self.users.load().values() {
+            add(Scope::User, &u.user_id, self.resolve_limit(&u.limits));
+        }
+        let end_users: Vec<String> = seeds
+            .keys()
+            .filter(|(s, _)| *s == Scope::EndUser)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in end_users {
+            let Some((key_id, _)) = id.split_once('/') else {
+                continue;
+            };
+            let limit = keys
+                .iter()
+                .find(|k| k.id == key_id)
+                .and_then(|k| k.end_user_limits.as_ref())
+                .and_then(|l| self.resolve_limit(l));
+            add(Scope::EndUser, &id, limit);
+        }
+        out
     }
 
     /// Adds durable spend of (scope, id) in the window starting at `window_start`.
@@ -752,7 +832,18 @@ impl Ledger {
         let cost = adm.price.map_or(0, |p| p.cost(&usage)) + adm.extra;
         record.cost_micros = cost;
         if let Some(r) = adm.reservation.take() {
-            r.settle(cost, now_secs);
+            match self.alerts.get() {
+                None => r.settle(cost, now_secs),
+                // Budget alerts: one threshold check per limited account, under its lock.
+                Some(alerts) => r.settle_observed(cost, now_secs, &mut |a, limit, ws, b, af| {
+                    let acct = crate::alerts::AccountRef {
+                        scope: a.scope,
+                        id: &a.id,
+                        budget_id: None,
+                    };
+                    alerts.on_spend(&acct, limit, ws, b, af, now_secs)
+                }),
+            }
         }
         let now_ms = now_secs * 1000;
         for l in &adm.limiters {

@@ -16,6 +16,10 @@ pub struct Limit {
     pub alignment: Alignment,
     /// Start of the first rolling window (creation time).
     pub anchor: u64,
+    /// The alert thresholds of this budget (unset: the config's `alerts.thresholds`).
+    /// Derived from the records each time, never stored.
+    #[serde(skip)]
+    pub alerts: super::alert::AlertMask,
 }
 
 impl Limit {
@@ -54,6 +58,10 @@ pub struct Limits {
     /// record, so a top-up and the raise it makes are one write.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top_ups: Vec<TopUp>,
+    /// Budget alert thresholds in percent for this key's or user's spending limit (None:
+    /// the config's `alerts.thresholds`; empty: no alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_thresholds: Option<Vec<u8>>,
 }
 
 /// A temporary `max_budget` (a raise, or a cut) that ends with a budget window.
@@ -118,6 +126,8 @@ impl ScopedBudget {
             period: self.period,
             alignment: self.alignment,
             anchor: self.anchor,
+            // The config's thresholds (the budget has no list of its own yet).
+            alerts: super::alert::AlertMask::UNSET,
         }
     }
 
@@ -161,6 +171,7 @@ impl Limits {
                 "active": crate::clock::now_secs() < o.until,
             })),
             "top_ups": self.top_ups.len(),
+            "alert_thresholds": self.alert_thresholds,
         })
     }
 
@@ -176,6 +187,7 @@ impl Limits {
             period: self.budget_period.unwrap_or(Period::Lifetime),
             alignment: self.budget_alignment.unwrap_or_default(),
             anchor: self.budget_anchor.unwrap_or(0),
+            alerts: super::alert::AlertMask::of(self.alert_thresholds.as_deref()),
         })
     }
 }
@@ -222,6 +234,10 @@ pub struct BudgetRecord {
     #[serde(default)]
     pub alignment: Alignment,
     pub created_at: u64,
+    /// Alert thresholds in percent of this budget (None: the config's default; empty: no
+    /// alerts). Wins over the thresholds of the key or user that uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_thresholds: Option<Vec<u8>>,
 }
 
 impl BudgetRecord {
@@ -231,6 +247,7 @@ impl BudgetRecord {
             period: self.period,
             alignment: self.alignment,
             anchor,
+            alerts: super::alert::AlertMask::of(self.alert_thresholds.as_deref()),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! A leaf: it imports nothing from the crate but its own modules, so every other module can
 //! use it without a cycle.
 
+pub mod alert;
 pub mod group;
 pub mod key;
 pub mod limits;
@@ -19,6 +20,7 @@ pub mod usage;
 
 use serde::{Deserialize, Serialize};
 
+pub use alert::{AlertMask, AlertRecord};
 pub use group::{GroupKind, GroupRecord, OrgRecord, TeamRecord};
 pub use key::KeyRecord;
 pub use limits::{BudgetOverride, BudgetRecord, Limit, Limits, ScopedBudget, TopUp, UserRecord};

@@ -138,6 +138,7 @@ pub async fn run(store: &dyn Store) {
         period: Period::Monthly,
         alignment: Default::default(),
         created_at: 2,
+        alert_thresholds: Some(vec![80]),
     };
     store.put_budget(&b).await.unwrap();
     assert_eq!(store.load_budgets().await.unwrap(), vec![b]);

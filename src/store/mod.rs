@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, GroupKind, GroupRecord, KeyRecord, McpServerRecord, Micros, Scope,
-    Settled, StoredResponse, Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
+    AlertRecord, BudgetRecord, Conversation, GroupKind, GroupRecord, KeyRecord, McpServerRecord,
+    Micros, Scope, Settled, StoredResponse, Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 /// Filters for usage queries. Times are milliseconds since the epoch, `[from, to)`.
@@ -135,10 +135,37 @@ pub trait TraceStore: Send + Sync {
     async fn prune_traces(&self, before_ms: u64) -> StoreResult<usize>;
 }
 
+/// Budget alerts (`alerts::sender`): each one claimed once by an insert-if-absent on its id,
+/// delivered by its claimer, then marked sent.
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    /// Inserts `a` unless an alert with its id (one account, window and threshold) is
+    /// stored, held by `owner` until `lease_until_ms`; true when this call inserted it.
+    async fn claim_alert(
+        &self,
+        a: &AlertRecord,
+        owner: &str,
+        lease_until_ms: u64,
+    ) -> StoreResult<bool>;
+    /// The alerts not yet sent that `owner` may deliver, taken for it until
+    /// `lease_until_ms`: its own, and those whose owner's lease ended before `now_ms` (a
+    /// sender that died). A store only one process opens (sled) returns every unsent one.
+    async fn take_pending_alerts(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> StoreResult<Vec<AlertRecord>>;
+    /// Stores an alert's delivery progress (targets delivered, attempts, `sent_at`).
+    async fn update_alert(&self, a: &AlertRecord) -> StoreResult<()>;
+    /// Every stored alert (tests and the management read).
+    async fn load_alerts(&self) -> StoreResult<Vec<AlertRecord>>;
+}
+
 /// The durable store. Implementations must be safe to call from any task; blocking
 /// implementations move their work off the reactor themselves.
 #[async_trait]
-pub trait Store: ResponseStore + TraceStore + Send + Sync {
+pub trait Store: ResponseStore + TraceStore + AlertStore + Send + Sync {
     async fn load_keys(&self) -> StoreResult<Vec<KeyRecord>>;
     async fn put_key(&self, rec: &KeyRecord) -> StoreResult<()>;
     /// Returns false when no key had that id.

@@ -32,8 +32,8 @@ use super::{
 };
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, GroupKind, GroupRecord, KeyRecord, McpServerRecord, Scope, Settled,
-    StoredResponse, Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
+    AlertRecord, BudgetRecord, Conversation, GroupKind, GroupRecord, KeyRecord, McpServerRecord,
+    Scope, Settled, StoredResponse, Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 /// TLS to the database.
@@ -258,6 +258,28 @@ CREATE TRIGGER tg_teams_changed AFTER INSERT OR UPDATE OR DELETE ON tg_teams
     FOR EACH STATEMENT EXECUTE FUNCTION tg_bump('teams');
 CREATE TRIGGER tg_orgs_changed AFTER INSERT OR UPDATE OR DELETE ON tg_orgs
     FOR EACH STATEMENT EXECUTE FUNCTION tg_bump('orgs');
+"#,
+    ),
+    (
+        8,
+        "budget alerts",
+        r#"
+-- One row per (account, budget, window, threshold): the INSERT that claims it is the one
+-- sender of the alert, on any instance.
+CREATE TABLE tg_alerts (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    scope TEXT NOT NULL,
+    account_id TEXT COLLATE "C" NOT NULL,
+    budget_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+    window_start BIGINT NOT NULL,
+    threshold SMALLINT NOT NULL,
+    owner TEXT NOT NULL,
+    lease_until_ms BIGINT NOT NULL,
+    sent_at BIGINT,
+    rec TEXT NOT NULL,
+    UNIQUE (scope, account_id, budget_id, window_start, threshold)
+);
+CREATE INDEX tg_alerts_pending ON tg_alerts (lease_until_ms) WHERE sent_at IS NULL;
 "#,
     ),
 ];
@@ -1035,6 +1057,74 @@ impl TraceStore for PgStore {
 }
 
 #[async_trait]
+impl super::AlertStore for PgStore {
+    async fn claim_alert(
+        &self,
+        a: &AlertRecord,
+        owner: &str,
+        lease_until_ms: u64,
+    ) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let r = c
+            .execute(
+                "INSERT INTO tg_alerts (id, scope, account_id, budget_id, window_start, threshold, owner, lease_until_ms, rec)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                &[
+                    &a.id,
+                    &a.scope.code(),
+                    &a.account_id,
+                    &a.budget_id.as_deref().unwrap_or(""),
+                    &i(a.window_start),
+                    &(a.threshold as i16),
+                    &owner,
+                    &i(lease_until_ms),
+                    &json(a)?,
+                ],
+            )
+            .await
+            .map_err(pg_err);
+        Ok(self.mark(r)? == 1)
+    }
+
+    async fn take_pending_alerts(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> StoreResult<Vec<AlertRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "UPDATE tg_alerts SET owner = $1, lease_until_ms = $3
+                 WHERE sent_at IS NULL AND (owner = $1 OR lease_until_ms < $2) RETURNING rec",
+                &[&owner, &i(now_ms), &i(lease_until_ms)],
+            )
+            .await
+            .map_err(pg_err);
+        self.mark(rows)?
+            .iter()
+            .map(|r| from_json(r.get::<_, &str>(0)))
+            .collect()
+    }
+
+    async fn update_alert(&self, a: &AlertRecord) -> StoreResult<()> {
+        let c = self.client().await?;
+        let r = c
+            .execute(
+                "UPDATE tg_alerts SET rec = $2, sent_at = $3 WHERE id = $1",
+                &[&a.id, &json(a)?, &a.sent_at.map(i)],
+            )
+            .await
+            .map_err(pg_err);
+        self.mark(r).map(|_| ())
+    }
+
+    async fn load_alerts(&self) -> StoreResult<Vec<AlertRecord>> {
+        self.load_recs("tg_alerts").await
+    }
+}
+
+#[async_trait]
 impl Store for PgStore {
     async fn load_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.load_recs("tg_keys").await
@@ -1421,6 +1511,7 @@ mod tests {
              DROP TABLE tg_mcp_servers; DELETE FROM tg_versions WHERE kind = 'mcp_servers';
              DROP TABLE tg_teams; DROP TABLE tg_orgs;
              DELETE FROM tg_versions WHERE kind IN ('teams', 'orgs');
+             DROP TABLE tg_alerts;
              DELETE FROM tg_schema_migrations WHERE version >= 3;
              INSERT INTO tg_usage (id, ts_ms, key_id, user_id, model, provider, endpoint, session_id, status, rec)
              VALUES ('old', 1000, 'k1', NULL, 'gpt-4o', 'openai', 'chat_completions', NULL, 200,

@@ -11,8 +11,8 @@ use super::{segment, SpendRow, Store, StoreError, StoreResult, UsageFilter, Usag
 use super::{trace_block, ResponseStore, TraceStore};
 use crate::meter::price::Price;
 use crate::records::{
-    BudgetRecord, Conversation, GroupKind, GroupRecord, KeyRecord, McpServerRecord, Scope, Settled,
-    StoredResponse, Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
+    AlertRecord, BudgetRecord, Conversation, GroupKind, GroupRecord, KeyRecord, McpServerRecord,
+    Scope, Settled, StoredResponse, Trace, TraceFilter, TracePage, UsageRecord, UserRecord,
 };
 
 pub struct SledStore {
@@ -49,6 +49,8 @@ pub struct SledStore {
     trace_ids: sled::Tree,
     /// Conversations: id → record.
     conversations: sled::Tree,
+    /// Budget alerts: alert id → record (claimed with compare-and-swap from absent).
+    alerts: sled::Tree,
 }
 
 /// The index keys of a stored response: its time entry, its key entry, and its items'.
@@ -250,6 +252,7 @@ impl SledStore {
             conversations: t("conversations")?,
             traces: t("traces")?,
             trace_ids: t("trace_ids")?,
+            alerts: t("alerts")?,
             db,
         })
     }
@@ -698,6 +701,50 @@ impl TraceStore for SledStore {
             Ok(n)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl super::AlertStore for SledStore {
+    async fn claim_alert(&self, a: &AlertRecord, _owner: &str, _lease: u64) -> StoreResult<bool> {
+        let (t, db, v) = (self.alerts.clone(), self.db.clone(), json(a)?);
+        let id = a.id.clone();
+        blocking(move || {
+            let won = t
+                .compare_and_swap(id.as_bytes(), None as Option<&[u8]>, Some(v))
+                .map_err(io)?
+                .is_ok();
+            // Durable before anyone sends it.
+            db.flush().map_err(io)?;
+            Ok(won)
+        })
+        .await
+    }
+
+    async fn take_pending_alerts(
+        &self,
+        _owner: &str,
+        _now_ms: u64,
+        _lease_until_ms: u64,
+    ) -> StoreResult<Vec<AlertRecord>> {
+        let t = self.alerts.clone();
+        blocking(move || {
+            Ok(load_all::<AlertRecord>(&t)?
+                .into_iter()
+                .filter(|a| a.sent_at.is_none())
+                .collect())
+        })
+        .await
+    }
+
+    async fn update_alert(&self, a: &AlertRecord) -> StoreResult<()> {
+        let t = self.alerts.clone();
+        self.put_json(&t, &a.id, a).await
+    }
+
+    async fn load_alerts(&self) -> StoreResult<Vec<AlertRecord>> {
+        let t = self.alerts.clone();
+        blocking(move || load_all(&t)).await
     }
 }
 
