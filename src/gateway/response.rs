@@ -776,6 +776,7 @@ mod tests {
             events: 0,
             ended_with_newline: false,
             stream: None,
+            kept: None,
         };
         a.observe(b"abc", false);
         a.observe(b"defg", false);
@@ -788,6 +789,7 @@ mod tests {
             events: 0,
             ended_with_newline: false,
             stream: None,
+            kept: None,
         };
         s.observe(b"data: 1\n\ndata: 2\n\ndata: 3\n", true);
         s.observe(b"\n", true);

@@ -198,7 +198,7 @@ pub fn finish(
     latency: Duration,
     usage: Option<crate::meter::Usage>,
 ) {
-    if !ctx.phases.as_deref().is_some_and(|p| p.ids.is_some()) || !ctx.endpoint.is_inference() {
+    if ctx.phases.as_deref().is_none_or(|p| p.ids.is_none()) || !ctx.endpoint.is_inference() {
         return;
     }
     let content = if ctx.trace == crate::traces::settings::Capture::Full {
