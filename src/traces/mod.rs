@@ -197,18 +197,24 @@ pub fn capture(
 /// A body redacted as a stored trace's is and cut at `max_body_bytes` (for the
 /// OpenTelemetry content events of a `capture: full` request).
 pub fn redacted(b: &[u8]) -> String {
-    let Some(q) = QUEUE.get() else {
-        return String::new();
-    };
-    let mut text = redact::redact_body(b, &q.settings.redact);
-    if text.len() > q.settings.max_body_bytes {
-        let mut end = q.settings.max_body_bytes;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+    match QUEUE.get() {
+        Some(q) => redact_and_cut(b, &q.settings).0,
+        None => String::new(),
     }
-    text
+}
+
+/// `b` redacted, then cut at `max_body_bytes` on a character boundary (and whether it was).
+fn redact_and_cut(b: &[u8], s: &TraceSettings) -> (String, bool) {
+    let mut text = redact::redact_body(b, &s.redact);
+    if text.len() <= s.max_body_bytes {
+        return (text, false);
+    }
+    let mut end = s.max_body_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    (text, true)
 }
 
 /// The phase timings of the recorder, in microseconds from the request's start.
@@ -244,17 +250,11 @@ pub fn finish(p: Pending, s: &TraceSettings) -> Trace {
     let mut trace = p.trace;
     if let Some(raw) = p.bodies {
         let keep = |b: &[u8], cut: bool| {
-            let mut text = redact::redact_body(b, &s.redact);
-            let mut truncated = cut;
-            if text.len() > s.max_body_bytes {
-                let mut end = s.max_body_bytes;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                text.truncate(end);
-                truncated = true;
+            let (text, truncated) = redact_and_cut(b, s);
+            crate::records::TraceBody {
+                text,
+                truncated: cut || truncated,
             }
-            crate::records::TraceBody { text, truncated }
         };
         trace.bodies = Some(crate::records::TraceBodies {
             request: raw.request.as_deref().map(|b| keep(b, false)),
